@@ -1,0 +1,89 @@
+/* lade_base.h - status codes, error details, random numbers and threads.
+ *
+ * Every function of the core returns a lade_status. The core never prints,
+ * exits or aborts: on failure it returns a non-zero status and leaves a short
+ * human-readable detail in a thread-local buffer (lade_error_detail()), the
+ * way errno and strerror work. Bindings turn both into an exception.
+ *
+ * Random state is always explicit: a lade_rng is passed to every function
+ * that draws numbers, so the same seed gives the same result, and a state
+ * never crosses threads unless the caller hands it over.
+ */
+#ifndef LADE_BASE_H
+#define LADE_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LADE_API __attribute__((visibility("default")))
+
+typedef enum {
+    LADE_OK = 0,
+    LADE_EINVAL,     /* an argument has a wrong value or shape */
+    LADE_ENOMEM,     /* an allocation failed */
+    LADE_ENONFINITE, /* a NaN or Inf was found where a finite number is needed */
+    LADE_EIO,        /* a file could not be opened or read */
+    LADE_EDECODE,    /* a file's content is malformed (JPEG, CIFAR, list file) */
+    LADE_ERANGE,     /* a value (label, index) lies outside its valid range */
+    LADE_ESTATE,     /* an object is used in a state that does not allow it */
+    LADE_ECANCELLED  /* the operation was stopped on request */
+} lade_status;
+
+LADE_API const char *lade_status_str(lade_status s);
+
+/* The detail of the last failure in this thread ("" if none). */
+LADE_API const char *lade_error_detail(void);
+/* Sets the detail and returns s, so a failing path reads
+ *     return lade_fail(LADE_EINVAL, "stride must be >= 1, got %d", s); */
+LADE_API lade_status lade_fail(lade_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+LADE_API void lade_clear_error(void);
+
+/* ---- random numbers: xoshiro256** seeded through splitmix64 ---------------- */
+typedef struct {
+    uint64_t s[4];
+    /* Box-Muller yields normals in pairs; the second one waits here. */
+    double spare_normal;
+    int has_spare;
+} lade_rng;
+
+/* seed and stream pick independent sequences: stream lets one seed feed many
+ * workers or samples deterministically (e.g. stream = sample index). */
+LADE_API void lade_rng_seed(lade_rng *r, uint64_t seed, uint64_t stream);
+LADE_API uint64_t lade_rng_next_u64(lade_rng *r);
+/* uniform double in [0, 1) with 53 random bits */
+LADE_API double lade_rng_uniform(lade_rng *r);
+/* uniform integer in [0, n), unbiased (Lemire); n must be > 0 */
+LADE_API uint64_t lade_rng_below(lade_rng *r, uint64_t n);
+/* standard normal */
+LADE_API double lade_rng_normal(lade_rng *r);
+/* Fisher-Yates shuffle of an int64 array */
+LADE_API void lade_rng_shuffle_i64(lade_rng *r, int64_t *a, size_t n);
+
+/* ---- threads ----------------------------------------------------------------
+ * One thread count governs both OpenBLAS and the core's own worker pool.
+ * lade_parallel_for splits [0, n) into contiguous chunks, one per thread; the
+ * calling thread takes part. Bodies must not call sgemm (OpenBLAS has its own
+ * threads) and must write disjoint outputs. Calls from several threads at once
+ * are serialised. */
+LADE_API lade_status lade_set_num_threads(int n);
+LADE_API int lade_get_num_threads(void);
+typedef void (*lade_range_fn)(void *ctx, size_t begin, size_t end);
+LADE_API void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx);
+
+/* ---- small helpers shared by the core -------------------------------------- */
+/* a*b*... with overflow check; returns false on overflow */
+LADE_API bool lade_mul_size(size_t *out, size_t a, size_t b);
+/* 64-byte aligned allocation, NULL on failure; free with lade_free */
+LADE_API void *lade_alloc(size_t bytes);
+LADE_API void lade_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

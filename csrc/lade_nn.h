@@ -1,0 +1,191 @@
+/* lade_nn.h - layers with forward and backward passes, ResNet-32 models, SGD.
+ *
+ * Conventions (after llm.c):
+ * - Arguments: outputs first, then what backward needs saved, then inputs and
+ *   weights, then sizes.
+ * - Every backward ACCUMULATES (+=) into its gradient buffers, activation
+ *   gradients included; zeroing is the caller's one memset. Any gradient
+ *   pointer may be NULL to skip that gradient.
+ * - Feature maps are lade_maps: n images of c planes of h*w floats, each plane
+ *   contiguous. NCHW arrays have stride_n = c*h*w and stride_c = h*w. The
+ *   models keep activations channel-major (CNHW: stride_c = n*h*w,
+ *   stride_n = h*w), which turns a convolution over many images into one
+ *   large GEMM; lade_maps_nchw / lade_maps_cnhw build both.
+ * - Semantics follow PyTorch (conv2d, batch_norm, max_pool2d, linear).
+ */
+#ifndef LADE_NN_H
+#define LADE_NN_H
+
+#include "lade_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    float *data;
+    int n, c, h, w;
+    ptrdiff_t stride_n, stride_c; /* in floats */
+} lade_maps;
+
+LADE_API lade_maps lade_maps_nchw(float *data, int n, int c, int h, int w);
+LADE_API lade_maps lade_maps_cnhw(float *data, int n, int c, int h, int w);
+
+/* ---- conv2d: im2col + sgemm, and a naive reference -------------------------
+ * weight (cout, cin, kh, kw), bias (cout) or NULL; out is
+ * (n, cout, (h + 2*pad_h - kh)/stride_h + 1, (w + 2*pad_w - kw)/stride_w + 1). */
+typedef struct {
+    int cin, cout, kh, kw, stride_h, stride_w, pad_h, pad_w;
+} lade_conv2d_geom;
+
+LADE_API lade_status lade_conv2d_out_size(const lade_conv2d_geom *g, int h, int w, int *oh, int *ow);
+/* Floats of scratch space that forward and backward need for n images. */
+LADE_API size_t lade_conv2d_workspace_size(const lade_conv2d_geom *g, int n, int h, int w);
+LADE_API lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight, const float *bias,
+                                         const lade_conv2d_geom *g, float *workspace);
+/* din.data may be NULL (first layer); dweight/dbias may be NULL. */
+LADE_API lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, lade_maps dout,
+                                          lade_maps in, const float *weight, const lade_conv2d_geom *g,
+                                          float *workspace);
+LADE_API lade_status lade_conv2d_forward_naive(lade_maps out, lade_maps in, const float *weight,
+                                               const float *bias, const lade_conv2d_geom *g);
+LADE_API lade_status lade_conv2d_backward_naive(lade_maps din, float *dweight, float *dbias, lade_maps dout,
+                                                lade_maps in, const float *weight, const lade_conv2d_geom *g);
+
+/* ---- batchnorm2d -------------------------------------------------------------
+ * Training: normalise with the batch mean and the biased variance; save the
+ * mean and 1/sqrt(var + eps) per channel for backward. If running_mean and
+ * running_var are not NULL they move by momentum towards the batch mean and
+ * the UNBIASED batch variance (PyTorch). Eval: use the running statistics. */
+LADE_API lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
+                                                    float *running_mean, float *running_var, lade_maps in,
+                                                    const float *gamma, const float *beta, float momentum,
+                                                    float eps);
+/* The running-statistics update on its own, from saved batch statistics
+ * (lets a training step defer it until the loss is known to be finite). */
+LADE_API void lade_batchnorm2d_update_running(float *running_mean, float *running_var, const float *save_mean,
+                                              const float *save_invstd, int channels, size_t count,
+                                              float momentum, float eps);
+LADE_API lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma,
+                                                   const float *beta, const float *running_mean,
+                                                   const float *running_var, float eps);
+/* Backward of the training forward; `in` is the forward input. */
+LADE_API lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout,
+                                               lade_maps in, const float *gamma, const float *save_mean,
+                                               const float *save_invstd);
+
+/* ---- element-wise and shape layers (flat arrays of `count` floats) --------- */
+LADE_API void lade_relu_forward(float *out, const float *in, size_t count); /* out may be in */
+/* din += dout * (out > 0); `out` is the forward output. */
+LADE_API void lade_relu_backward(float *din, const float *dout, const float *out, size_t count);
+LADE_API void lade_add_forward(float *out, const float *a, const float *b, size_t count);
+/* da += dout and db += dout (either may be NULL). */
+LADE_API void lade_add_backward(float *da, float *db, const float *dout, size_t count);
+
+/* out (n, ca+cb, h, w) = [a (n, ca, h, w), b (n, cb, h, w)] along channels. */
+LADE_API lade_status lade_concat_forward(lade_maps out, lade_maps a, lade_maps b);
+LADE_API lade_status lade_concat_backward(lade_maps da, lade_maps db, lade_maps dout);
+
+/* Global average pool: out (n, c) row-major. */
+LADE_API lade_status lade_avgpool_forward(float *out, lade_maps in);
+LADE_API lade_status lade_avgpool_backward(lade_maps din, const float *dout);
+
+/* Max pool with PyTorch's padding semantics (padding counts as -inf); argmax
+ * (same layout as out, flat index within the input plane) is saved. */
+typedef struct { int k, stride, pad; } lade_pool_geom;
+LADE_API lade_status lade_pool_out_size(const lade_pool_geom *g, int h, int w, int *oh, int *ow);
+LADE_API lade_status lade_maxpool_forward(lade_maps out, int32_t *argmax, lade_maps in, const lade_pool_geom *g);
+LADE_API lade_status lade_maxpool_backward(lade_maps din, lade_maps dout, const int32_t *argmax);
+
+/* Option-A shortcut of CIFAR ResNets: out (n, cout, ceil(h/2), ceil(w/2)) takes
+ * every second row and column of `in` (n, cin, h, w) for stride 2 (every one
+ * for stride 1) and puts the cin channels in the middle of (cout - cin)/2
+ * zero channels before and after. */
+LADE_API lade_status lade_shortcut_a_forward(lade_maps out, lade_maps in, int stride);
+LADE_API lade_status lade_shortcut_a_backward(lade_maps din, lade_maps dout, int stride);
+
+/* Linear: out (n, fout) = in (n, fin) @ weight(fout, fin)^T + bias (fout or NULL). */
+LADE_API lade_status lade_linear_forward(float *out, const float *in, const float *weight, const float *bias,
+                                         int n, int fin, int fout);
+LADE_API lade_status lade_linear_backward(float *din, float *dweight, float *dbias, const float *dout,
+                                          const float *in, const float *weight, int n, int fin, int fout);
+
+/* ---- ResNet-32 models ------------------------------------------------------------
+ * LADE_RESNET32_LADE: the BBN variant used by LADE (stages 5/5/4 blocks, then
+ *   cb_block and rb_block on the layer3 output concatenated to 128 channels).
+ * LADE_RESNET32_CLASSIC: 5/5/5 blocks and a 64-d feature.
+ * Both: option-A shortcuts, global average pool, fc with bias. */
+typedef enum { LADE_RESNET32_LADE = 0, LADE_RESNET32_CLASSIC = 1 } lade_resnet_variant;
+typedef enum { LADE_EVAL = 0, LADE_TRAIN = 1 } lade_mode;
+typedef struct lade_resnet lade_resnet;
+
+typedef struct {
+    const char *name;   /* PyTorch state_dict key, e.g. "layer1.0.conv2.weight" */
+    int is_buffer;      /* 0: parameter (in params/grads), 1: BN running statistic (in buffers) */
+    size_t offset;      /* in floats, into params or buffers */
+    int ndim;
+    int dims[4];
+} lade_tensor_info;
+
+LADE_API lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, int num_classes);
+LADE_API void lade_resnet_destroy(lade_resnet *net);
+LADE_API int lade_resnet_num_classes(const lade_resnet *net);
+LADE_API int lade_resnet_feature_dim(const lade_resnet *net);
+LADE_API size_t lade_resnet_num_params(const lade_resnet *net);
+LADE_API size_t lade_resnet_num_buffers(const lade_resnet *net);
+LADE_API float *lade_resnet_params(lade_resnet *net);
+LADE_API float *lade_resnet_grads(lade_resnet *net);
+LADE_API float *lade_resnet_buffers(lade_resnet *net);
+LADE_API int lade_resnet_num_tensors(const lade_resnet *net);
+LADE_API const lade_tensor_info *lade_resnet_tensor(const lade_resnet *net, int index);
+/* Kaiming-normal convs (fan_in, gain sqrt 2), BN weight 1 / bias 0, running
+ * mean 0 / var 1, fc uniform(+-1/sqrt(feature_dim)) for weight and bias. */
+LADE_API void lade_resnet_init(lade_resnet *net, lade_rng *rng);
+LADE_API void lade_resnet_zero_grad(lade_resnet *net);
+/* images: (n, 3, h, w) NCHW float32; logits: (n, num_classes).
+ * In training mode the BN running statistics are updated unless
+ * defer_running_stats is set, in which case lade_resnet_commit_running_stats
+ * applies that update later (the training step does so once the loss is
+ * known to be finite). */
+LADE_API lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, int h, int w,
+                                         lade_mode mode, int defer_running_stats, float *logits);
+LADE_API lade_status lade_resnet_commit_running_stats(lade_resnet *net);
+/* The pooled feature of the last forward, (n, feature_dim). */
+LADE_API const float *lade_resnet_features(const lade_resnet *net);
+/* Backward of the last training forward: grads += d loss / d params. */
+LADE_API lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits);
+/* Seconds spent per layer kind since the last reset (profiling). */
+typedef enum {
+    LADE_PROF_CONV_FWD, LADE_PROF_CONV_BWD, LADE_PROF_BN_FWD, LADE_PROF_BN_BWD,
+    LADE_PROF_ELTWISE_FWD, LADE_PROF_ELTWISE_BWD, LADE_PROF_HEAD_FWD, LADE_PROF_HEAD_BWD,
+    LADE_PROF_COUNT
+} lade_prof_kind;
+LADE_API const char *lade_prof_name(lade_prof_kind k);
+LADE_API void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]);
+LADE_API void lade_resnet_profile_reset(lade_resnet *net);
+
+/* ---- SGD (PyTorch semantics) and learning-rate schedules ---------------------------
+ * d = g + weight_decay * p; v = momentum * v + (1 - dampening) * d (v = d on
+ * the first step); d = nesterov ? d + momentum * v : v; p -= lr * d.
+ * decay_mask (n floats of 0/1) or NULL for weight decay on every parameter.
+ * If any gradient is not finite nothing is changed and LADE_ENONFINITE is
+ * returned. */
+typedef struct {
+    float momentum, dampening, weight_decay;
+    int nesterov;
+} lade_sgd_config;
+LADE_API lade_status lade_sgd_step(float *params, const float *grads, float *velocity, const float *decay_mask,
+                                   size_t n, const lade_sgd_config *cfg, float lr, int first_step);
+
+/* LADE's CIFAR recipe, stepped at the start of each epoch (1-based):
+ * base * w(e) * factor^(milestones <= e), w(e) = start + (1-start)*e/warmup
+ * for e < warmup, else 1. */
+LADE_API double lade_lr_warmup_multistep(double base, int epoch, int warmup_epochs, double warmup_start,
+                                         const int *milestones, int num_milestones, double factor);
+/* CosineAnnealingLR to eta_min over total epochs: epoch e in [0, total]. */
+LADE_API double lade_lr_cosine(double base, int epoch, int total_epochs, double eta_min);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,56 @@
+"""Build of lade's C extension (lade._C).
+
+Native libraries come from pkg-config: OpenBLAS ("openblas") and
+libjpeg-turbo's TurboJPEG API ("libturbojpeg"). On Debian/Ubuntu:
+    apt-get install libopenblas-dev libturbojpeg0-dev pkg-config
+"""
+import glob
+import os
+import shlex
+import subprocess
+
+import numpy
+from setuptools import Extension, setup
+
+NATIVE = {
+    "openblas": "libopenblas-dev",
+    "libturbojpeg": "libturbojpeg0-dev",
+}
+
+
+def pkg_config(*args):
+    try:
+        out = subprocess.run(["pkg-config", *args], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("lade build: pkg-config is missing (apt-get install pkg-config)")
+    except subprocess.CalledProcessError as e:
+        missing = [NATIVE[p] for p in NATIVE if subprocess.run(["pkg-config", "--exists", p]).returncode]
+        raise SystemExit(
+            "lade build: native libraries not found by pkg-config: "
+            f"{e.stderr.strip()}\nInstall them with: apt-get install {' '.join(missing)}"
+        )
+    return shlex.split(out.stdout)
+
+
+cflags = pkg_config("--cflags", *NATIVE)
+libs = pkg_config("--libs", *NATIVE)
+
+sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/python/*.c"))
+extra = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra",
+         "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-pthread"]
+if os.environ.get("LADE_NATIVE", "1") == "1":
+    # The library is built where it runs; LADE_NATIVE=0 gives a portable build.
+    extra.append("-march=native")
+
+setup(
+    ext_modules=[
+        Extension(
+            "lade._C",
+            sources=sources,
+            include_dirs=[numpy.get_include(), "csrc"],
+            extra_compile_args=extra + cflags,
+            extra_link_args=libs + ["-pthread", "-lm"],
+            depends=glob.glob("csrc/*.h") + glob.glob("csrc/python/*.h"),
+        )
+    ],
+)
