@@ -19,7 +19,7 @@
  *     lade_resnet_forward(net, images, batch, 32, 32, LADE_TRAIN, logits);
  *     memset(dlogits, 0, ...);
  *     lade_softmax_ce(&loss, dlogits, 1.0f, logits, labels, batch, 100);
- *     lade_resnet_backward(net, dlogits);
+ *     lade_resnet_backward(net, dlogits, batch);
  *     lade_sgd_step(lade_resnet_params(net), lade_resnet_grads(net), velocity,
  *                   lade_resnet_num_params(net), &sgd, lr);
  *

@@ -1,5 +1,18 @@
 /* lade_ltmath.h - long-tail losses, post-hoc adjustment, priors, samplers,
- * metrics and target-prior estimation. */
+ * metrics and target-prior estimation.
+ *
+ * Conventions (see ../shared/docs/lade-spec.md §1-§3, §7):
+ *   logits  float (n, classes) row-major; labels int64 (n,) in [0, classes).
+ *   A "prior" is a float (classes,) vector, every entry > 0, summing to 1 within
+ *   1e-3; anything else is LADE_EINVAL with a detail naming the argument.
+ *   Non-finite logits give LADE_ENONFINITE, labels out of range LADE_ERANGE.
+ *
+ * Example (one LADE step, dlogits zeroed by the caller):
+ *     double ce, reg;
+ *     lade_lade_ce(&ce, dlogits, 1.0f, logits, labels, n, C, prior);
+ *     lade_lader(&reg, dlogits, alpha, logits, labels, n, C, prior, 0.01f, LADE_LADER_OFFICIAL);
+ *     loss = ce + alpha * reg;
+ */
 #ifndef LADE_LTMATH_H
 #define LADE_LTMATH_H
 #include "lade_base.h"
@@ -8,16 +21,226 @@
 extern "C" {
 #endif
 
-/* Losses: each takes logits (n, classes) row-major and int64 labels, returns
- * the mean loss in *loss and ADDS scale * dloss/dlogits into dlogits (NULL for
- * the value only). */
+/* ============================ losses (losses.c) ==================================
+ * Each takes logits (n, classes) and labels (n,), returns the loss in *loss and
+ * ADDS scale * dloss/dlogits into dlogits (n, classes) (NULL for the value only),
+ * so several losses can share one gradient buffer. */
 
 /* ---- softmax cross-entropy -------------------------------------------------------
- * loss = mean_i [LSE_c z[i,c] - z[i,y_i]]; dlogits += scale * dloss/dz.
- * Labels outside [0, classes) give LADE_ERANGE; a non-finite logit gives
- * LADE_ENONFINITE. dlogits may be NULL for the value only. */
+ * loss = mean_i [LSE_c z[i,c] - z[i,y_i]] (spec §1.2). */
 LADE_API lade_status lade_softmax_ce(double *loss, float *dlogits, float scale, const float *logits,
                                      const int64_t *labels, int n, int classes);
+
+/* ---- generalised cross-entropy ------------------------------------------------------
+ * One kernel behind LADE-CE, logit adjustment, focal, class-balanced and LDAM:
+ *   t[i,c] = logit_scale * (z[i,c] + offset[c] - [c == y_i] * margin[y_i])
+ *   l_i    = LSE_c t[i,c] - t[i,y_i],   p_i = exp(-l_i)
+ *   L_i    = w[y_i] * (1 - p_i)^focal_gamma * l_i
+ *   loss   = sum_i L_i / D,  D = n (weight_by_sum = 0) or sum_i w[y_i] (weight_by_sum = 1,
+ *            PyTorch's weighted-mean convention).
+ * NULL offset / margin / class_weight mean 0 / 0 / 1. */
+typedef struct {
+    const float *offset;       /* (classes) added to every row, e.g. log prior; or NULL */
+    const float *margin;       /* (classes) subtracted from the label's logit (LDAM); or NULL */
+    const float *class_weight; /* (classes) per-label weight; or NULL */
+    float logit_scale;         /* s > 0; 1 for plain losses */
+    float focal_gamma;         /* >= 0; 0 is cross-entropy */
+    int weight_by_sum;         /* 0: divide by n; 1: divide by the batch's total weight */
+} lade_ce_config;
+
+/* A config equal to plain softmax cross-entropy. */
+LADE_API lade_ce_config lade_ce_config_default(void);
+LADE_API lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const float *logits,
+                                        const int64_t *labels, int n, int classes, const lade_ce_config *cfg);
+
+/* LADE-CE = PriorCE = Balanced Softmax (spec §1.3): CE on z + log(prior + 1e-9). */
+LADE_API lade_status lade_lade_ce(double *loss, float *dlogits, float scale, const float *logits,
+                                  const int64_t *labels, int n, int classes, const float *prior);
+
+/* ---- LADER regulariser (spec §1.4, §1.6) ----------------------------------------
+ * OFFICIAL: the importance offset of column c is log(1/C + 1e-9) - log(prior[c] + 1e-9)
+ *           (the column class, as the official code does, spec §7.1).
+ * PAPER:    sample i's term is weighted by p_u(y_i)/p_s(y_i) (the paper/poster form).
+ * Class weights are prior[c] in both; the loss is a prior-weighted sum over all classes,
+ * absent classes included. */
+typedef enum { LADE_LADER_OFFICIAL = 0, LADE_LADER_PAPER = 1 } lade_lader_form;
+LADE_API lade_status lade_lader(double *loss, float *dlogits, float scale, const float *logits,
+                                const int64_t *labels, int n, int classes, const float *prior,
+                                float remine_lambda, lade_lader_form form);
+
+/* ---- helpers that turn counts into loss parameters ---------------------------------- */
+/* out[c] = tau * log(prior[c] + eps) (LADE-CE uses tau 1, eps 1e-9; logit adjustment tau, 1e-12). */
+LADE_API lade_status lade_log_prior(float *out, const float *prior, int classes, float tau, float eps);
+/* LDAM margins (Cao et al. 2019): m_c proportional to counts[c]^(-1/4), largest = max_margin. */
+LADE_API lade_status lade_ldam_margins(float *out, const int64_t *counts, int classes, float max_margin);
+/* Class-balanced weights by effective number (Cui et al. 2019): w_c = (1 - beta) / (1 - beta^n_c),
+ * normalised so that sum_c w_c = classes. beta in [0, 1); beta = 0 gives all ones. */
+LADE_API lade_status lade_effective_number_weights(float *out, const int64_t *counts, int classes, double beta);
+
+/* ============================ priors (priors.c) ==================================== */
+typedef enum { LADE_PROFILE_EXP = 0, LADE_PROFILE_STEP = 1 } lade_profile;
+/* CIFAR-LT per-class counts (spec §3.1): EXP n_c = int(img_max * ratio^(c/(C-1)));
+ * STEP: the first floor(C/2) classes get int(img_max), the rest int(img_max * ratio).
+ * ratio in (0, 1] is the tail/head fraction (0.01 for "imbalance 100"). */
+LADE_API lade_status lade_lt_profile(int64_t *counts, int classes, double img_max, double ratio,
+                                     lade_profile profile);
+/* counts[c] = number of labels equal to c. */
+LADE_API lade_status lade_class_counts(int64_t *counts, const int64_t *labels, size_t n, int classes);
+/* prior[c] = max(counts[c], eps) / sum_k max(counts[k], eps). eps = 0 makes a zero count an error
+ * (LADE_EINVAL naming the class); eps > 0 is the documented floor, in units of samples. */
+LADE_API lade_status lade_prior_from_counts(float *prior, const int64_t *counts, int classes, double eps);
+/* Validates a prior (see the top of this header); `arg` names it in the error detail. */
+LADE_API lade_status lade_check_prior(const float *prior, int classes, const char *arg);
+
+/* ============================ sampling (sampling.c) ================================
+ * Every function draws from a lade_rng seeded with lade_rng_seed(&r, seed, stream), so
+ * a result is a pure function of its arguments. */
+
+/* Long-tailed subset of a dataset: for each class c ascending, its indices in stored
+ * order are shuffled (stream c of `seed`) and the first counts[c] kept. out (sum counts)
+ * is grouped by class. A class with fewer than counts[c] samples is LADE_ERANGE. */
+LADE_API lade_status lade_lt_subset(int64_t *out, size_t out_len, const int64_t *labels, size_t n,
+                                    int classes, const int64_t *counts, uint64_t seed);
+
+/* Instance sampler: a permutation of [0, n) (stream = epoch). */
+LADE_API lade_status lade_sample_instance(int64_t *out, size_t n, uint64_t seed, uint64_t epoch);
+/* Class-aware sampler (spec §3.5): out_len = max_count * number of non-empty classes
+ * (lade_class_aware_length). Classes are visited in a shuffled cyclic order (reshuffled at
+ * each wrap); each visit emits samples_per_class consecutive draws from the class's own
+ * cyclic shuffled index list (reshuffled at each wrap). Unlike the official sampler, whose
+ * iterators run on across epochs, every epoch restarts from a state seeded by (seed, epoch). */
+LADE_API lade_status lade_class_aware_length(size_t *out_len, const int64_t *labels, size_t n, int classes);
+LADE_API lade_status lade_sample_class_aware(int64_t *out, size_t out_len, const int64_t *labels, size_t n,
+                                             int classes, int samples_per_class, uint64_t seed,
+                                             uint64_t epoch);
+/* Class-probability sampler: each draw picks class c with probability class_prob[c], then a
+ * sample of that class uniformly (with replacement). Classes without samples must have
+ * probability 0. */
+LADE_API lade_status lade_sample_by_class(int64_t *out, size_t out_len, const int64_t *labels, size_t n,
+                                          int classes, const double *class_prob, uint64_t seed,
+                                          uint64_t epoch);
+/* Class probabilities for lade_sample_by_class:
+ *   power:       p_c proportional to counts[c]^q (q = 1/2 square-root, 0 class-balanced, 1 instance);
+ *   progressive: (1 - t) * counts/N + t / K with t = epoch / (total_epochs - 1) clipped to [0, 1]
+ *                (Kang et al. 2020, "progressively balanced"); K = number of non-empty classes.
+ * Empty classes get 0. */
+LADE_API lade_status lade_class_prob_power(double *prob, const int64_t *counts, int classes, double q);
+LADE_API lade_status lade_class_prob_progressive(double *prob, const int64_t *counts, int classes,
+                                                 uint64_t epoch, uint64_t total_epochs);
+
+/* Shifted test sets (spec §2.3). Classes are ranked by train_prior, largest first; ties keep
+ * the lower class index first (stable). ratio >= 1 is the imbalance (50 means 1/50).
+ * FORWARD rank k gets int(img_max * (1/ratio)^(k/(C-1))), BACKWARD int(img_max *
+ * (1/ratio)^((C-1-k)/(C-1))), UNIFORM int(img_max). */
+typedef enum { LADE_SHIFT_FORWARD = 0, LADE_SHIFT_BACKWARD = 1, LADE_SHIFT_UNIFORM = 2 } lade_shift_direction;
+LADE_API lade_status lade_shift_counts(int64_t *counts, const float *train_prior, int classes, double img_max,
+                                       double ratio, lade_shift_direction direction);
+/* Keeps the first counts[c] samples of every class in stored order; out has sum(counts)
+ * entries, ascending. A class with too few samples is LADE_ERANGE. */
+LADE_API lade_status lade_first_k_per_class(int64_t *out, size_t out_len, const int64_t *labels, size_t n,
+                                            int classes, const int64_t *counts);
+
+/* Random priors: out (m, classes) rows from Dirichlet(alpha) (alpha (classes,) > 0, stream =
+ * row). Entries are floored at 1e-12 and rows renormalised so every prior has a finite log. */
+LADE_API lade_status lade_dirichlet(float *out, int m, int classes, const double *alpha, uint64_t seed);
+
+/* ============================ post-hoc (posthoc.c) ================================= */
+/* out[i,c] = z[i,c] - source_tau * log(source_prior[c]) + log(target_prior[c]).
+ * A NULL prior skips its term: PC Softmax = (ps, 1, pt); LADE/Balanced Softmax = (NULL, 0, pt);
+ * Menon's post-hoc logit adjustment = (ps, tau, NULL or pt). out may equal logits. */
+LADE_API lade_status lade_adjust_logits(float *out, const float *logits, int n, int classes,
+                                        const float *source_prior, float source_tau, const float *target_prior);
+/* out = softmax(logits / temperature + bias) row-wise (bias may be NULL). out may equal logits. */
+LADE_API lade_status lade_softmax(float *out, const float *logits, int n, int classes, double temperature,
+                                  const double *bias);
+/* tau-normalisation (Kang et al. 2020): out[c,:] = w[c,:] / ||w[c,:]||_2^tau, rows with zero norm kept. */
+LADE_API lade_status lade_tau_normalize(float *out, const float *weights, int rows, int cols, float tau);
+/* Fits temperature scaling (bias == NULL) or bias-corrected temperature scaling (bias (classes,),
+ * Alexandari et al. 2020) by minimising the NLL of softmax(logits / T + bias) with Newton's
+ * method (damped, convex in (1/T, bias)). Returns T in *temperature, the biases (mean zero) in
+ * bias, the final NLL in *nll. Cost O(n C^2) per iteration with bias. */
+LADE_API lade_status lade_fit_temperature(double *temperature, double *bias, double *nll, const float *logits,
+                                          const int64_t *labels, int n, int classes, int max_iter);
+
+/* ============================ metrics (metrics.c) ================================== */
+/* Top-k: sample i is correct when its label is among the first k of a descending sort of its
+ * scores with ties broken by lower class index (so k = 1 is numpy's argmax). correct (n,) may be NULL. */
+LADE_API lade_status lade_topk_accuracy(double *accuracy, uint8_t *correct, const float *scores,
+                                        const int64_t *labels, int n, int classes, int k);
+/* predictions[i] = first argmax of row i. */
+LADE_API lade_status lade_argmax(int64_t *predictions, const float *scores, int n, int classes);
+/* confusion (classes, classes), row = true label, column = prediction; overwritten. */
+LADE_API lade_status lade_confusion_matrix(int64_t *confusion, const int64_t *predictions,
+                                           const int64_t *labels, size_t n, int classes);
+/* Per-class accuracy from a confusion matrix; NaN for classes absent from the labels. */
+LADE_API lade_status lade_per_class_accuracy(double *accuracy, const int64_t *confusion, int classes);
+/* Many / medium / few (spec §2.2): mean per-class accuracy over classes with train count
+ * > many_above / within [few_below, many_above] / < few_below, present in the labels
+ * (per_class_acc not NaN). A group without such classes gives NaN. out[3]. */
+LADE_API lade_status lade_shot_accuracy(double *out, const double *per_class_acc, const int64_t *train_counts,
+                                        int classes, int64_t many_above, int64_t few_below);
+
+/* Reliability bins on top-label confidence (max prob) and correctness (argmax == label).
+ * STANDARD: nbins bins (lo, hi] (Guo et al. 2017; a confidence of 0 goes to bin 0).
+ * SPEC20:   spec §2.4 (Google uncertainty-metrics): bin = number of upper edges k/nbins
+ *           (k = 1..nbins) <= confidence, so [lo, hi) plus an extra bin for exactly 1.0;
+ *           counts carry an eps of 2.2e-16 in the ECE. Arrays have nbins + 1 entries (the
+ *           last is always 0 for STANDARD). conf_mean/acc_mean are 0 for empty bins. */
+typedef enum { LADE_BINS_STANDARD = 0, LADE_BINS_SPEC20 = 1 } lade_bin_mode;
+LADE_API lade_status lade_reliability(double *ece, double *conf_mean, double *acc_mean, int64_t *count,
+                                      const float *probs, const int64_t *labels, int n, int classes,
+                                      int nbins, lade_bin_mode mode);
+/* NLL = mean -log(clip(p_y, 1e-15, 1)); Brier = mean (sum_c p_c^2 - 2 p_y + 1). */
+LADE_API lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const int64_t *labels,
+                                    int n, int classes);
+
+/* ============================ prior shift (prior_shift.c) ========================== */
+/* EM re-estimation of the target prior (Saerens et al. 2002). source_probs (n, classes) are
+ * calibrated source posteriors of unlabelled target samples, source_prior the prior they
+ * embody. Iterates p_t <- mean_i normalize(p_i * p_t / p_s) from p_t = p_s until the largest
+ * change is below tol. row_weight (n,) may be NULL (all 1; the bootstrap uses counts).
+ * Writes target_prior (floored at 1e-8 and renormalised, so its log is finite), *iterations,
+ * *converged; *loglik = sum_i w_i log sum_c p_ic p_t/p_s (0 at p_t = p_s, so 2 * loglik is
+ * the likelihood-ratio statistic of "no shift", Saerens et al. §3.3, chi-square with C-1 dof). */
+LADE_API lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
+                                   const float *source_probs, const double *row_weight, int n, int classes,
+                                   const float *source_prior, double tol, int max_iter);
+/* BBSE (Lipton et al. 2018). calib_scores (m, classes) with labels on labelled source data give
+ * the joint confusion C[i][j] = P(pred = i, y = j) (soft: mean p_i over samples of class j);
+ * target_scores (n, classes) give mu[i] = P(pred = i). Solves C w = mu, clips w at 0,
+ * target_prior = normalize(w * p_cal) where p_cal is the calibration label frequency (floored
+ * at 1e-8 and renormalised). A class missing from the calibration labels makes C singular.
+ * *cond = 1-norm condition number of C (INFINITY if singular); when it exceeds cond_limit,
+ * *fell_back = 1 and target_prior = source_prior (no shift). */
+LADE_API lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, const float *calib_scores,
+                                     const int64_t *calib_labels, int m, const float *target_scores, int n,
+                                     int classes, const float *source_prior, int soft, double cond_limit);
+/* out[i,c] = probs[i,c] * to_prior[c] / from_prior[c], renormalised per row: posteriors
+ * under one prior moved to another (Bayes' rule with p(x|y) fixed). */
+LADE_API lade_status lade_reweight_probs(float *out, const float *probs, int n, int classes, const float *from_prior,
+                                         const float *to_prior);
+/* Is there a shift? Pearson chi-square of the target's predicted-class counts (argmax of
+ * target_scores) against those expected without shift, n * sum_j C[i][j] source_prior[j] / p_cal[j],
+ * with the calibration confusion C as in BBSE. *dof = (cells with expectation > 0) - 1. The
+ * confusion's own sampling error is ignored, so it needs m well above n. */
+LADE_API lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float *calib_scores,
+                                                const int64_t *calib_labels, int m, const float *target_scores,
+                                                int n, int classes, const float *source_prior);
+/* Bootstrap of either estimator: replicates resample the target rows (and, for BBSE, the
+ * calibration rows) with replacement; replicate b uses stream b of seed, so the result does
+ * not depend on the thread count. Writes replicates (num_boot, classes). */
+LADE_API lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *source_probs, int n,
+                                       int classes, const float *source_prior, double tol, int max_iter,
+                                       uint64_t seed);
+LADE_API lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const float *calib_scores,
+                                         const int64_t *calib_labels, int m, const float *target_scores, int n,
+                                         int classes, const float *source_prior, int soft, uint64_t seed);
+/* Per-class percentile interval of replicates (num_boot, classes): lo/hi at (1-level)/2 and
+ * (1+level)/2 (linear interpolation, as numpy.percentile's default). */
+LADE_API lade_status lade_bootstrap_interval(float *lo, float *hi, const float *replicates, int num_boot,
+                                             int classes, double level);
+/* Upper tail of the chi-square distribution with dof degrees of freedom at x. */
+LADE_API lade_status lade_chi2_sf(double *p_value, double x, double dof);
 
 #ifdef __cplusplus
 }

@@ -152,8 +152,11 @@ LADE_API lade_status lade_resnet_forward(lade_resnet *net, const float *images, 
 LADE_API lade_status lade_resnet_commit_running_stats(lade_resnet *net);
 /* The pooled feature of the last forward, (n, feature_dim). */
 LADE_API const float *lade_resnet_features(const lade_resnet *net);
-/* Backward of the last training forward: grads += d loss / d params. */
-LADE_API lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits);
+/* Backward of the last training forward: grads += d loss / d params.
+ * dlogits is (n, num_classes); n must be the batch of that forward. */
+LADE_API lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int n);
+/* Batch size of the last forward (0 before the first). */
+LADE_API int lade_resnet_last_batch(const lade_resnet *net);
 /* Seconds spent per layer kind since the last reset (profiling). */
 typedef enum {
     LADE_PROF_CONV_FWD, LADE_PROF_CONV_BWD, LADE_PROF_BN_FWD, LADE_PROF_BN_BWD,

@@ -1,0 +1,425 @@
+/* layers.c - batch norm, ReLU, add, concat, pooling, option-A shortcut, linear. */
+#include "lade_nn.h"
+#include "nn_internal.h"
+#include "blas.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+static int same_shape(lade_maps a, lade_maps b) {
+    return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w;
+}
+
+/* ---- batch norm ------------------------------------------------------------------
+ * Channels are independent, so the pool splits the work by channel. */
+typedef struct {
+    lade_maps out, in, din, dout;
+    float *mean, *invstd, *running_mean, *running_var, *dgamma, *dbeta;
+    const float *gamma, *beta, *cmean, *cinvstd, *cvar;
+    float momentum, eps;
+    int accumulate;
+} bn_job;
+
+static void bn_train_channels(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    const int n = j->in.n;
+    const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
+    for (size_t c = begin; c < end; c++) {
+        double sum = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            for (size_t p = 0; p < plane; p++) sum += x[p];
+        }
+        double mean = sum / count, sq = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            for (size_t p = 0; p < plane; p++) {
+                double d = x[p] - mean;
+                sq += d * d;
+            }
+        }
+        double var = sq / count; /* biased: the normaliser */
+        float invstd = (float)(1.0 / sqrt(var + j->eps));
+        j->mean[c] = (float)mean;
+        j->invstd[c] = invstd;
+        float scale = j->gamma[c] * invstd, shift = j->beta[c] - (float)mean * scale;
+        for (int b = 0; b < n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
+            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+        }
+    }
+}
+
+void lade_batchnorm2d_update_running(float *running_mean, float *running_var, const float *save_mean,
+                                     const float *save_invstd, int channels, size_t count, float momentum,
+                                     float eps) {
+    /* PyTorch moves the running variance towards the UNBIASED batch variance. */
+    double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+    for (int c = 0; c < channels; c++) {
+        double var = 1.0 / ((double)save_invstd[c] * save_invstd[c]) - eps;
+        running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * save_mean[c];
+        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * unbias);
+    }
+}
+
+lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
+                                           float *running_mean, float *running_var, lade_maps in,
+                                           const float *gamma, const float *beta, float momentum, float eps) {
+    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
+    if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+    if (in.n < 1 || in.h * in.w < 1) return lade_fail(LADE_EINVAL, "batchnorm2d: empty batch");
+    bn_job j = {.out = out, .in = in, .mean = save_mean, .invstd = save_invstd, .gamma = gamma, .beta = beta,
+                .eps = eps};
+    lade_parallel_for((size_t)in.c, bn_train_channels, &j);
+    if (running_mean && running_var)
+        lade_batchnorm2d_update_running(running_mean, running_var, save_mean, save_invstd, in.c,
+                                        (size_t)in.n * in.h * in.w, momentum, eps);
+    return LADE_OK;
+}
+
+static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    const size_t plane = (size_t)j->in.h * j->in.w;
+    for (size_t c = begin; c < end; c++) {
+        float invstd = (float)(1.0 / sqrt((double)j->cvar[c] + j->eps));
+        float scale = j->gamma[c] * invstd, shift = j->beta[c] - j->cmean[c] * scale;
+        for (int b = 0; b < j->in.n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
+            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+        }
+    }
+}
+
+lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var, float eps) {
+    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
+    if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+    bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = running_mean,
+                .cvar = running_var, .eps = eps};
+    lade_parallel_for((size_t)in.c, bn_eval_channels, &j);
+    return LADE_OK;
+}
+
+static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    const int n = j->in.n;
+    const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
+    for (size_t c = begin; c < end; c++) {
+        const float mean = j->cmean[c], invstd = j->cinvstd[c];
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
+            for (size_t p = 0; p < plane; p++) {
+                sum_dy += dy[p];
+                sum_dy_xhat += dy[p] * (x[p] - mean) * invstd;
+            }
+        }
+        if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
+        if (j->dbeta) j->dbeta[c] += (float)sum_dy;
+        if (!j->din.data) continue;
+        /* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) */
+        const float k = j->gamma[c] * invstd, mdy = (float)(sum_dy / count), mdyx = (float)(sum_dy_xhat / count);
+        for (int b = 0; b < n; b++) {
+            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+            const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
+            float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
+            if (j->accumulate)
+                for (size_t p = 0; p < plane; p++) dx[p] += k * (dy[p] - mdy - (x[p] - mean) * invstd * mdyx);
+            else
+                for (size_t p = 0; p < plane; p++) dx[p] = k * (dy[p] - mdy - (x[p] - mean) * invstd * mdyx);
+        }
+    }
+}
+
+lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
+                                const float *gamma, const float *save_mean, const float *save_invstd,
+                                int accumulate) {
+    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)))
+        return lade_fail(LADE_EINVAL, "batchnorm2d backward: gradient shapes differ from the input shape");
+    bn_job j = {.din = din, .dout = dout, .in = in, .dgamma = dgamma, .dbeta = dbeta, .gamma = gamma,
+                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate};
+    lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
+    return LADE_OK;
+}
+
+lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
+                                      const float *gamma, const float *save_mean, const float *save_invstd) {
+    return lade_bn_backward_ex(din, dgamma, dbeta, dout, in, gamma, save_mean, save_invstd, 1);
+}
+
+/* ---- element-wise ----------------------------------------------------------------- */
+#define ELTWISE_GRAIN 16384 /* floats per task: keeps the pool's overhead small */
+
+typedef struct {
+    float *out, *out2;
+    const float *a, *b;
+    int mode;
+} eltwise_job;
+
+enum { RELU_FWD, RELU_BWD_ACC, RELU_BWD_SET, ADD_FWD, ADD_BWD };
+
+typedef struct {
+    eltwise_job job;
+    size_t count;
+} eltwise_range;
+
+static void eltwise_range_fn(void *ctx, size_t begin, size_t end) {
+    const eltwise_range *r = ctx;
+    const eltwise_job *j = &r->job;
+    size_t lo = begin * ELTWISE_GRAIN, hi = end * ELTWISE_GRAIN;
+    if (hi > r->count) hi = r->count;
+    float *out = j->out, *out2 = j->out2;
+    const float *a = j->a, *b = j->b;
+    switch (j->mode) {
+    case RELU_FWD:
+        for (size_t i = lo; i < hi; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    case RELU_BWD_ACC: /* a = dout, b = forward output */
+        for (size_t i = lo; i < hi; i++) out[i] += b[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    case RELU_BWD_SET:
+        for (size_t i = lo; i < hi; i++) out[i] = b[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    case ADD_FWD:
+        for (size_t i = lo; i < hi; i++) out[i] = a[i] + b[i];
+        break;
+    case ADD_BWD:
+        if (out)
+            for (size_t i = lo; i < hi; i++) out[i] += a[i];
+        if (out2)
+            for (size_t i = lo; i < hi; i++) out2[i] += a[i];
+        break;
+    }
+}
+
+static void eltwise_run(eltwise_job job, size_t count) {
+    eltwise_range r = {job, count};
+    lade_parallel_for((count + ELTWISE_GRAIN - 1) / ELTWISE_GRAIN, eltwise_range_fn, &r);
+}
+
+void lade_relu_forward(float *out, const float *in, size_t count) {
+    eltwise_run((eltwise_job){out, NULL, in, NULL, RELU_FWD}, count);
+}
+void lade_relu_backward(float *din, const float *dout, const float *out, size_t count) {
+    eltwise_run((eltwise_job){din, NULL, dout, out, RELU_BWD_ACC}, count);
+}
+void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count) {
+    eltwise_run((eltwise_job){din, NULL, dout, out, RELU_BWD_SET}, count);
+}
+void lade_add_forward(float *out, const float *a, const float *b, size_t count) {
+    eltwise_run((eltwise_job){out, NULL, a, b, ADD_FWD}, count);
+}
+void lade_add_backward(float *da, float *db, const float *dout, size_t count) {
+    eltwise_run((eltwise_job){da, db, dout, NULL, ADD_BWD}, count);
+}
+
+/* ---- concat, pooling, shortcut: plane-by-plane copies ------------------------------- */
+static float *plane_at(lade_maps m, int b, int c) {
+    return m.data + (size_t)b * m.stride_n + (size_t)c * m.stride_c;
+}
+
+lade_status lade_concat_forward(lade_maps out, lade_maps a, lade_maps b) {
+    if (a.n != out.n || b.n != out.n || a.c + b.c != out.c || a.h != out.h || b.h != out.h || a.w != out.w ||
+        b.w != out.w)
+        return lade_fail(LADE_EINVAL, "concat: shapes (%d, %d, %d, %d) + (%d, %d, %d, %d) do not make (%d, %d, %d, %d)",
+                         a.n, a.c, a.h, a.w, b.n, b.c, b.h, b.w, out.n, out.c, out.h, out.w);
+    size_t bytes = sizeof(float) * out.h * out.w;
+    for (int i = 0; i < out.n; i++) {
+        for (int c = 0; c < a.c; c++) memcpy(plane_at(out, i, c), plane_at(a, i, c), bytes);
+        for (int c = 0; c < b.c; c++) memcpy(plane_at(out, i, a.c + c), plane_at(b, i, c), bytes);
+    }
+    return LADE_OK;
+}
+
+lade_status lade_concat_backward(lade_maps da, lade_maps db, lade_maps dout) {
+    if (da.n != dout.n || db.n != dout.n || da.c + db.c != dout.c || da.h != dout.h || db.h != dout.h ||
+        da.w != dout.w || db.w != dout.w)
+        return lade_fail(LADE_EINVAL, "concat backward: gradient shapes do not split (%d, %d, %d, %d)",
+                         dout.n, dout.c, dout.h, dout.w);
+    size_t plane = (size_t)dout.h * dout.w;
+    for (int i = 0; i < dout.n; i++)
+        for (int c = 0; c < dout.c; c++) {
+            const float *src = plane_at(dout, i, c);
+            float *dst = c < da.c ? (da.data ? plane_at(da, i, c) : NULL) : (db.data ? plane_at(db, i, c - da.c) : NULL);
+            if (dst)
+                for (size_t p = 0; p < plane; p++) dst[p] += src[p];
+        }
+    return LADE_OK;
+}
+
+lade_status lade_avgpool_forward(float *out, lade_maps in) {
+    size_t plane = (size_t)in.h * in.w;
+    if (plane == 0) return lade_fail(LADE_EINVAL, "global average pool: empty planes");
+    for (int b = 0; b < in.n; b++)
+        for (int c = 0; c < in.c; c++) {
+            const float *x = plane_at(in, b, c);
+            double s = 0.0;
+            for (size_t p = 0; p < plane; p++) s += x[p];
+            out[(size_t)b * in.c + c] = (float)(s / plane);
+        }
+    return LADE_OK;
+}
+
+lade_status lade_avgpool_backward(lade_maps din, const float *dout) {
+    size_t plane = (size_t)din.h * din.w;
+    if (plane == 0) return lade_fail(LADE_EINVAL, "global average pool: empty planes");
+    for (int b = 0; b < din.n; b++)
+        for (int c = 0; c < din.c; c++) {
+            float *dx = plane_at(din, b, c), g = dout[(size_t)b * din.c + c] / (float)plane;
+            for (size_t p = 0; p < plane; p++) dx[p] += g;
+        }
+    return LADE_OK;
+}
+
+lade_status lade_pool_out_size(const lade_pool_geom *g, int h, int w, int *oh, int *ow) {
+    if (g->k < 1 || g->stride < 1 || g->pad < 0)
+        return lade_fail(LADE_EINVAL, "max pool: need kernel >= 1, stride >= 1, padding >= 0, got %d, %d, %d",
+                         g->k, g->stride, g->pad);
+    if (2 * g->pad > g->k)
+        return lade_fail(LADE_EINVAL, "max pool: padding %d must be at most half the kernel %d", g->pad, g->k);
+    if (h + 2 * g->pad < g->k || w + 2 * g->pad < g->k)
+        return lade_fail(LADE_EINVAL, "max pool: kernel %d does not fit input %dx%d with padding %d", g->k, h, w, g->pad);
+    *oh = (h + 2 * g->pad - g->k) / g->stride + 1;
+    *ow = (w + 2 * g->pad - g->k) / g->stride + 1;
+    return LADE_OK;
+}
+
+lade_status lade_maxpool_forward(lade_maps out, int32_t *argmax, lade_maps in, const lade_pool_geom *g) {
+    int oh, ow;
+    lade_status st = lade_pool_out_size(g, in.h, in.w, &oh, &ow);
+    if (st) return st;
+    if (out.n != in.n || out.c != in.c || out.h != oh || out.w != ow)
+        return lade_fail(LADE_EINVAL, "max pool: output must be (%d, %d, %d, %d), got (%d, %d, %d, %d)",
+                         in.n, in.c, oh, ow, out.n, out.c, out.h, out.w);
+    for (int b = 0; b < in.n; b++)
+        for (int c = 0; c < in.c; c++) {
+            const float *x = plane_at(in, b, c);
+            float *y = plane_at(out, b, c);
+            int32_t *am = argmax + ((size_t)b * in.c + c) * oh * ow;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    float best = -INFINITY;
+                    int32_t where = -1;
+                    for (int ky = 0; ky < g->k; ky++)
+                        for (int kx = 0; kx < g->k; kx++) {
+                            int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
+                            if (iy < 0 || iy >= in.h || ix < 0 || ix >= in.w) continue;
+                            float v = x[(size_t)iy * in.w + ix];
+                            /* first maximum wins; NaN propagates like PyTorch */
+                            if (where < 0 || v > best || (isnan(v) && !isnan(best))) {
+                                best = v;
+                                where = iy * in.w + ix;
+                            }
+                        }
+                    y[oy * ow + ox] = best;
+                    am[oy * ow + ox] = where;
+                }
+        }
+    return LADE_OK;
+}
+
+lade_status lade_maxpool_backward(lade_maps din, lade_maps dout, const int32_t *argmax) {
+    size_t oplane = (size_t)dout.h * dout.w, iplane = (size_t)din.h * din.w;
+    if (din.n != dout.n || din.c != dout.c)
+        return lade_fail(LADE_EINVAL, "max pool backward: batch or channels of the gradients differ");
+    for (int b = 0; b < dout.n; b++)
+        for (int c = 0; c < dout.c; c++) {
+            const float *dy = plane_at(dout, b, c);
+            float *dx = plane_at(din, b, c);
+            const int32_t *am = argmax + ((size_t)b * dout.c + c) * oplane;
+            for (size_t p = 0; p < oplane; p++) {
+                if (am[p] < 0 || (size_t)am[p] >= iplane)
+                    return lade_fail(LADE_ERANGE, "max pool backward: argmax %d outside the %zu-pixel plane",
+                                     am[p], iplane);
+                dx[am[p]] += dy[p];
+            }
+        }
+    return LADE_OK;
+}
+
+/* ---- option-A shortcut ----------------------------------------------------------- */
+static lade_status shortcut_check(lade_maps out, lade_maps in, int stride) {
+    if (stride != 1 && stride != 2)
+        return lade_fail(LADE_EINVAL, "option-A shortcut: stride must be 1 or 2, got %d", stride);
+    int oh = (in.h + stride - 1) / stride, ow = (in.w + stride - 1) / stride;
+    if (out.n != in.n || out.h != oh || out.w != ow || out.c < in.c || (out.c - in.c) % 2)
+        return lade_fail(LADE_EINVAL, "option-A shortcut: from (%d, %d, %d, %d) with stride %d expected "
+                         "(%d, C, %d, %d) with C - %d even and >= 0, got (%d, %d, %d, %d)",
+                         in.n, in.c, in.h, in.w, stride, in.n, oh, ow, in.c, out.n, out.c, out.h, out.w);
+    return LADE_OK;
+}
+
+/* dir 0: out (+)= subsample(in); dir 1: din += upsample(dout). */
+static void shortcut_planes(lade_maps small, lade_maps big, int stride, int pad, int dir, int accumulate) {
+    for (int b = 0; b < small.n; b++)
+        for (int c = 0; c < big.c; c++) {
+            float *s = plane_at(small, b, c + pad), *g = plane_at(big, b, c);
+            for (int y = 0; y < small.h; y++)
+                for (int x = 0; x < small.w; x++) {
+                    float *sv = s + (size_t)y * small.w + x, *gv = g + (size_t)y * stride * big.w + (size_t)x * stride;
+                    if (dir == 0) *sv = accumulate ? *sv + *gv : *gv;
+                    else *gv += *sv;
+                }
+        }
+}
+
+lade_status lade_shortcut_a_forward(lade_maps out, lade_maps in, int stride) {
+    lade_status st = shortcut_check(out, in, stride);
+    if (st) return st;
+    int pad = (out.c - in.c) / 2;
+    size_t bytes = sizeof(float) * out.h * out.w;
+    for (int b = 0; b < out.n; b++)
+        for (int c = 0; c < out.c; c++)
+            if (c < pad || c >= pad + in.c) memset(plane_at(out, b, c), 0, bytes);
+    shortcut_planes(out, in, stride, pad, 0, 0);
+    return LADE_OK;
+}
+
+lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride) {
+    lade_status st = shortcut_check(out, in, stride);
+    if (st) return st;
+    shortcut_planes(out, in, stride, (out.c - in.c) / 2, 0, 1);
+    return LADE_OK;
+}
+
+lade_status lade_shortcut_a_backward(lade_maps din, lade_maps dout, int stride) {
+    lade_status st = shortcut_check(dout, din, stride);
+    if (st) return st;
+    shortcut_planes(dout, din, stride, (dout.c - din.c) / 2, 1, 1);
+    return LADE_OK;
+}
+
+/* ---- linear ----------------------------------------------------------------------- */
+lade_status lade_linear_forward(float *out, const float *in, const float *weight, const float *bias, int n, int fin,
+                                int fout) {
+    if (n < 1 || fin < 1 || fout < 1)
+        return lade_fail(LADE_EINVAL, "linear: sizes must be >= 1, got n=%d in=%d out=%d", n, fin, fout);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fout, fin, 1.0f, in, fin, weight, fin, 0.0f, out, fout);
+    if (bias)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < fout; o++) out[(size_t)i * fout + o] += bias[o];
+    return LADE_OK;
+}
+
+lade_status lade_linear_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                                 const float *weight, int n, int fin, int fout) {
+    if (n < 1 || fin < 1 || fout < 1)
+        return lade_fail(LADE_EINVAL, "linear: sizes must be >= 1, got n=%d in=%d out=%d", n, fin, fout);
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fin, fout, 1.0f, dout, fout, weight, fin, 1.0f,
+                    din, fin);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fout, fin, n, 1.0f, dout, fout, in, fin, 1.0f, dweight,
+                    fin);
+    if (dbias)
+        for (int o = 0; o < fout; o++) {
+            double s = 0.0;
+            for (int i = 0; i < n; i++) s += dout[(size_t)i * fout + o];
+            dbias[o] += (float)s;
+        }
+    return LADE_OK;
+}

@@ -1,0 +1,133 @@
+/* metrics.c - accuracy, confusion, many/medium/few, calibration (ECE, reliability), NLL, Brier. */
+#include "ltmath_internal.h"
+
+static lade_status check_scores(const float *scores, const int64_t *labels, int n, int classes, const char *arg) {
+    lade_status st = lt_check_logits(scores, (size_t)n, classes, arg);
+    return st ? st : lt_check_labels(labels, (size_t)n, classes, "labels");
+}
+
+static int row_argmax(const float *z, int classes) {
+    int best = 0;
+    for (int c = 1; c < classes; c++)
+        if (z[c] > z[best]) best = c;
+    return best;
+}
+
+lade_status lade_topk_accuracy(double *accuracy, uint8_t *correct, const float *scores, const int64_t *labels,
+                               int n, int classes, int k) {
+    lade_status st = check_scores(scores, labels, n, classes, "scores");
+    if (st) return st;
+    if (k < 1) return lade_fail(LADE_EINVAL, "argument 'k' must be >= 1, got %d", k);
+    size_t hits = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = scores + (size_t)i * classes;
+        int y = (int)labels[i], ahead = 0; /* classes sorted before the label */
+        for (int c = 0; c < classes; c++) ahead += z[c] > z[y] || (z[c] == z[y] && c < y);
+        int ok = ahead < k;
+        hits += (size_t)ok;
+        if (correct) correct[i] = (uint8_t)ok;
+    }
+    *accuracy = (double)hits / n;
+    return LADE_OK;
+}
+
+lade_status lade_argmax(int64_t *predictions, const float *scores, int n, int classes) {
+    lade_status st = lt_check_logits(scores, (size_t)n, classes, "scores");
+    if (st) return st;
+    for (int i = 0; i < n; i++) predictions[i] = row_argmax(scores + (size_t)i * classes, classes);
+    return LADE_OK;
+}
+
+lade_status lade_confusion_matrix(int64_t *confusion, const int64_t *predictions, const int64_t *labels, size_t n,
+                                  int classes) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'classes' must be >= 1, got %d", classes);
+    lade_status st = lt_check_labels(labels, n, classes, "labels");
+    if (st || (st = lt_check_labels(predictions, n, classes, "predictions"))) return st;
+    memset(confusion, 0, (size_t)classes * classes * sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) confusion[(size_t)labels[i] * classes + predictions[i]]++;
+    return LADE_OK;
+}
+
+lade_status lade_per_class_accuracy(double *accuracy, const int64_t *confusion, int classes) {
+    for (int r = 0; r < classes; r++) {
+        int64_t total = 0;
+        for (int c = 0; c < classes; c++) total += confusion[(size_t)r * classes + c];
+        accuracy[r] = total ? (double)confusion[(size_t)r * classes + r] / total : NAN;
+    }
+    return LADE_OK;
+}
+
+lade_status lade_shot_accuracy(double *out, const double *per_class_acc, const int64_t *train_counts, int classes,
+                               int64_t many_above, int64_t few_below) {
+    if (few_below > many_above + 1)
+        return lade_fail(LADE_EINVAL, "need few_below <= many_above + 1, got few_below=%lld many_above=%lld",
+                         (long long)few_below, (long long)many_above);
+    double sum[3] = {0, 0, 0};
+    int num[3] = {0, 0, 0};
+    for (int c = 0; c < classes; c++) {
+        if (train_counts[c] < 0)
+            return lade_fail(LADE_EINVAL, "argument 'train_counts': train_counts[%d] = %lld is negative", c,
+                             (long long)train_counts[c]);
+        if (isnan(per_class_acc[c])) continue; /* class absent from the evaluated labels */
+        int group = train_counts[c] > many_above ? 0 : train_counts[c] < few_below ? 2 : 1;
+        sum[group] += per_class_acc[c];
+        num[group]++;
+    }
+    for (int g = 0; g < 3; g++) out[g] = num[g] ? sum[g] / num[g] : NAN;
+    return LADE_OK;
+}
+
+lade_status lade_reliability(double *ece, double *conf_mean, double *acc_mean, int64_t *count, const float *probs,
+                             const int64_t *labels, int n, int classes, int nbins, lade_bin_mode mode) {
+    lade_status st = check_scores(probs, labels, n, classes, "probs");
+    if (st) return st;
+    if (nbins < 1) return lade_fail(LADE_EINVAL, "argument 'n_bins' must be >= 1, got %d", nbins);
+    if (mode != LADE_BINS_STANDARD && mode != LADE_BINS_SPEC20)
+        return lade_fail(LADE_EINVAL, "argument 'variant' must be standard (0) or spec20 (1), got %d", (int)mode);
+    double step = 1.0 / nbins; /* upper edges k * step (k < nbins) and exactly 1, as numpy.linspace */
+    for (int b = 0; b <= nbins; b++) conf_mean[b] = acc_mean[b] = 0, count[b] = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * classes;
+        int top = row_argmax(p, classes);
+        double conf = p[top];
+        if (!(conf >= 0 && conf <= 1))
+            return lade_fail(LADE_EINVAL, "argument 'probs': row %d has top probability %g outside [0, 1]", i, conf);
+        int bin = 0; /* number of upper edges <= conf (SPEC20) or < conf (STANDARD) */
+        for (int k = 1; k <= nbins; k++) {
+            double edge = k == nbins ? 1.0 : k * step;
+            if (mode == LADE_BINS_SPEC20 ? edge <= conf : edge < conf) bin = k;
+            else break;
+        }
+        conf_mean[bin] += conf;
+        acc_mean[bin] += top == labels[i];
+        count[bin]++;
+    }
+    double total = 0;
+    const double eps = mode == LADE_BINS_SPEC20 ? 2.220446049250313e-16 : 0.0;
+    for (int b = 0; b <= nbins; b++) {
+        double denom = (double)count[b] + eps;
+        if (denom > 0) {
+            conf_mean[b] /= denom;
+            acc_mean[b] /= denom;
+        }
+        total += denom / n * fabs(acc_mean[b] - conf_mean[b]);
+    }
+    *ece = total;
+    return LADE_OK;
+}
+
+lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const int64_t *labels, int n, int classes) {
+    lade_status st = check_scores(probs, labels, n, classes, "probs");
+    if (st) return st;
+    double nll_sum = 0, brier_sum = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * classes;
+        double py = p[labels[i]], sq = 0;
+        for (int c = 0; c < classes; c++) sq += (double)p[c] * p[c];
+        nll_sum -= log(py < 1e-15 ? 1e-15 : py > 1 ? 1 : py);
+        brier_sum += sq - 2 * py + 1;
+    }
+    *nll = nll_sum / n;
+    *brier = brier_sum / n;
+    return LADE_OK;
+}

@@ -1,0 +1,209 @@
+/* posthoc.c - test-time adjustment of logits from any model: prior compensation,
+ * softmax with temperature and bias, tau-normalisation, temperature fitting. */
+#include "ltmath_internal.h"
+
+#include <float.h>
+
+#include "blas.h"
+
+lade_status lade_adjust_logits(float *out, const float *logits, int n, int classes, const float *source_prior,
+                               float source_tau, const float *target_prior) {
+    lade_status st = lt_check_logits(logits, (size_t)n, classes, "logits");
+    if (st) return st;
+    if (source_prior && (st = lade_check_prior(source_prior, classes, "source_prior"))) return st;
+    if (target_prior && (st = lade_check_prior(target_prior, classes, "target_prior"))) return st;
+    if (!isfinite(source_tau)) return lade_fail(LADE_EINVAL, "argument 'tau' must be finite, got %g", (double)source_tau);
+    float *offset = lade_alloc((size_t)classes * sizeof(float));
+    if (!offset) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    for (int c = 0; c < classes; c++) {
+        double o = 0;
+        if (source_prior) o -= source_tau * log((double)source_prior[c]);
+        if (target_prior) o += log((double)target_prior[c]);
+        offset[c] = (float)o;
+    }
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * classes;
+        float *o = out + (size_t)i * classes;
+        for (int c = 0; c < classes; c++) o[c] = z[c] + offset[c];
+    }
+    lade_free(offset);
+    return LADE_OK;
+}
+
+lade_status lade_softmax(float *out, const float *logits, int n, int classes, double temperature, const double *bias) {
+    lade_status st = lt_check_logits(logits, (size_t)n, classes, "logits");
+    if (st) return st;
+    if (!(temperature > 0) || !isfinite(temperature))
+        return lade_fail(LADE_EINVAL, "argument 'temperature' must be finite and > 0, got %g", temperature);
+    if (bias)
+        for (int c = 0; c < classes; c++)
+            if (!isfinite(bias[c])) return lade_fail(LADE_ENONFINITE, "argument 'bias': bias[%d] is not finite", c);
+    float inv_t = (float)(1.0 / temperature);
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * classes;
+        float *o = out + (size_t)i * classes;
+        if (bias)
+            for (int c = 0; c < classes; c++) o[c] = (float)(z[c] * (double)inv_t + bias[c]);
+        else
+            for (int c = 0; c < classes; c++) o[c] = z[c] * inv_t;
+        float max = lt_row_max(o, classes);
+        float inv_sum = 1.0f / lt_exp_shift_sum(o, o, max, classes);
+        for (int c = 0; c < classes; c++) o[c] *= inv_sum;
+    }
+    return LADE_OK;
+}
+
+lade_status lade_tau_normalize(float *out, const float *weights, int rows, int cols, float tau) {
+    lade_status st = lt_check_logits(weights, (size_t)rows, cols, "weights");
+    if (st) return st;
+    if (!isfinite(tau)) return lade_fail(LADE_EINVAL, "argument 'tau' must be finite, got %g", (double)tau);
+    for (int r = 0; r < rows; r++) {
+        const float *w = weights + (size_t)r * cols;
+        float *o = out + (size_t)r * cols;
+        double sq = 0;
+        for (int c = 0; c < cols; c++) sq += (double)w[c] * w[c];
+        double k = sq > 0 ? pow(sqrt(sq), -(double)tau) : 1.0; /* an all-zero row stays zero */
+        for (int c = 0; c < cols; c++) o[c] = (float)(w[c] * k);
+    }
+    return LADE_OK;
+}
+
+/* ---- temperature / bias-corrected temperature scaling ------------------------------- */
+/* NLL of softmax(beta * z + b); with probs != NULL also stores the probabilities. */
+static double scaled_nll(const float *logits, const int64_t *labels, int n, int C, double beta, const double *b,
+                         double *probs) {
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * C;
+        double max = -DBL_MAX;
+        for (int c = 0; c < C; c++) {
+            double t = beta * z[c] + (b ? b[c] : 0);
+            max = t > max ? t : max;
+        }
+        double sum = 0;
+        for (int c = 0; c < C; c++) {
+            double e = exp(beta * z[c] + (b ? b[c] : 0) - max);
+            sum += e;
+            if (probs) probs[(size_t)i * C + c] = e;
+        }
+        if (probs)
+            for (int c = 0; c < C; c++) probs[(size_t)i * C + c] /= sum;
+        int y = (int)labels[i];
+        total += max + log(sum) - (beta * z[y] + (b ? b[y] : 0));
+    }
+    return total / n;
+}
+
+/* Solves A x = r in place (A symmetric positive definite, dim d, overwritten). Returns 0 if
+ * A is not positive definite. */
+static int cholesky_solve(double *A, double *r, int d) {
+    for (int j = 0; j < d; j++) {
+        double s = A[(size_t)j * d + j];
+        for (int k = 0; k < j; k++) s -= A[(size_t)j * d + k] * A[(size_t)j * d + k];
+        if (!(s > 0)) return 0;
+        double l = sqrt(s);
+        A[(size_t)j * d + j] = l;
+        for (int i = j + 1; i < d; i++) {
+            double v = A[(size_t)i * d + j];
+            for (int k = 0; k < j; k++) v -= A[(size_t)i * d + k] * A[(size_t)j * d + k];
+            A[(size_t)i * d + j] = v / l;
+        }
+    }
+    for (int i = 0; i < d; i++) {
+        double v = r[i];
+        for (int k = 0; k < i; k++) v -= A[(size_t)i * d + k] * r[k];
+        r[i] = v / A[(size_t)i * d + i];
+    }
+    for (int i = d - 1; i >= 0; i--) {
+        double v = r[i];
+        for (int k = i + 1; k < d; k++) v -= A[(size_t)k * d + i] * r[k];
+        r[i] = v / A[(size_t)i * d + i];
+    }
+    return 1;
+}
+
+lade_status lade_fit_temperature(double *temperature, double *bias, double *nll, const float *logits,
+                                 const int64_t *labels, int n, int classes, int max_iter) {
+    lade_status st = lt_check_logits(logits, (size_t)n, classes, "logits");
+    if (st) return st;
+    if ((st = lt_check_labels(labels, (size_t)n, classes, "labels"))) return st;
+    if (max_iter < 1) return lade_fail(LADE_EINVAL, "argument 'max_iter' must be >= 1, got %d", max_iter);
+    int C = classes, d = bias ? C + 1 : 1; /* parameters: beta = 1/T, then the biases */
+    size_t nc = (size_t)n * C;
+    size_t bytes = (nc + (size_t)d * d + 4 * (size_t)d) * sizeof(double);
+    double *P = lade_alloc(bytes);
+    if (!P) return lade_fail(LADE_ENOMEM, "no memory for temperature fitting (%zu bytes)", bytes);
+    double *H = P + nc, *grad = H + (size_t)d * d, *theta = grad + d, *trial = theta + d, *step = trial + d;
+    memset(theta, 0, (size_t)d * sizeof(double));
+    theta[0] = 1.0;
+    double f = scaled_nll(logits, labels, n, C, theta[0], bias ? theta + 1 : NULL, P);
+    for (int iter = 0; iter < max_iter; iter++) {
+        /* gradient and Hessian of the mean NLL at theta (P holds the probabilities) */
+        memset(grad, 0, (size_t)d * sizeof(double));
+        memset(H, 0, (size_t)d * d * sizeof(double));
+        for (int i = 0; i < n; i++) {
+            const float *z = logits + (size_t)i * C;
+            const double *p = P + (size_t)i * C;
+            int y = (int)labels[i];
+            double m1 = 0, m2 = 0;
+            for (int c = 0; c < C; c++) {
+                m1 += p[c] * z[c];
+                m2 += p[c] * z[c] * z[c];
+            }
+            grad[0] += m1 - z[y];
+            H[0] += m2 - m1 * m1;
+            if (bias) {
+                for (int c = 0; c < C; c++) {
+                    grad[1 + c] += p[c];
+                    H[1 + c] += p[c] * (z[c] - m1); /* d^2/(dbeta db_c) */
+                    H[(size_t)(1 + c) * d + 1 + c] += p[c];
+                }
+                grad[1 + y] -= 1;
+            }
+        }
+        if (bias) /* H_bb = mean(diag p) - P^T P / n: one rank-n update */
+            cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, C, n, -1.0, P, C, 1.0, H + d + 1, d);
+        for (int k = 0; k < d * d; k++) H[k] /= n;
+        for (int k = 0; k < d; k++) grad[k] /= n;
+        for (int c = 1; c < d; c++) H[(size_t)c * d] = H[c];
+        for (int r = 1; r < d; r++) /* mirror the lower triangle */
+            for (int c = r + 1; c < d; c++) H[(size_t)r * d + c] = H[(size_t)c * d + r];
+        double gmax = 0;
+        for (int k = 0; k < d; k++) gmax = fabs(grad[k]) > gmax ? fabs(grad[k]) : gmax;
+        if (gmax < 1e-9) break;
+        /* the biases are defined up to a common shift (H is singular along it): a small ridge */
+        for (int k = 1; k < d; k++) H[(size_t)k * d + k] += 1e-7;
+        for (int k = 0; k < d; k++) step[k] = -grad[k];
+        if (!cholesky_solve(H, step, d)) /* fall back to a gradient step */
+            for (int k = 0; k < d; k++) step[k] = -grad[k];
+        /* backtracking: halve until the NLL decreases (Armijo with c = 1e-4) */
+        double slope = 0;
+        for (int k = 0; k < d; k++) slope += step[k] * grad[k];
+        double t = 1.0, f_new = f;
+        int improved = 0;
+        for (int tries = 0; tries < 40; tries++, t *= 0.5) {
+            for (int k = 0; k < d; k++) trial[k] = theta[k] + t * step[k];
+            if (!(trial[0] > 0)) continue;
+            f_new = scaled_nll(logits, labels, n, C, trial[0], bias ? trial + 1 : NULL, NULL);
+            if (f_new <= f + 1e-4 * t * slope) {
+                improved = 1;
+                break;
+            }
+        }
+        if (!improved) break;
+        memcpy(theta, trial, (size_t)d * sizeof(double));
+        double change = f - f_new;
+        f = scaled_nll(logits, labels, n, C, theta[0], bias ? theta + 1 : NULL, P);
+        if (change < 1e-13) break;
+    }
+    *temperature = 1.0 / theta[0];
+    if (bias) {
+        double mean = 0;
+        for (int c = 0; c < C; c++) mean += theta[1 + c];
+        mean /= C;
+        for (int c = 0; c < C; c++) bias[c] = theta[1 + c] - mean;
+    }
+    *nll = f;
+    lade_free(P);
+    return LADE_OK;
+}

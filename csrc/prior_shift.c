@@ -1,0 +1,517 @@
+/* prior_shift.c - estimating an unknown target prior from unlabelled predictions:
+ * EM (Saerens et al. 2002), BBSE (Lipton et al. 2018), bootstrap intervals and shift tests. */
+#include "ltmath_internal.h"
+
+#include <float.h>
+#include <stdlib.h>
+
+/* Estimated priors are floored so that log p_t stays finite downstream. */
+#define ESTIMATE_FLOOR 1e-8
+
+static void floor_and_normalize(double *p, int classes) {
+    double sum = 0;
+    for (int c = 0; c < classes; c++) sum += p[c];
+    double floored = 0;
+    for (int c = 0; c < classes; c++) {
+        p[c] = p[c] / sum < ESTIMATE_FLOOR ? ESTIMATE_FLOOR : p[c] / sum;
+        floored += p[c];
+    }
+    for (int c = 0; c < classes; c++) p[c] /= floored;
+}
+
+static lade_status check_probs(const float *probs, size_t n, int classes, const char *arg) {
+    lade_status st = lt_check_logits(probs, n, classes, arg);
+    if (st) return st;
+    for (size_t k = 0; k < n * (size_t)classes; k++)
+        if (probs[k] < 0 || probs[k] > 1)
+            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
+                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
+    return LADE_OK;
+}
+
+/* EM from `init` (classes,), in place. weight (n) may be NULL. scratch: 2 * classes doubles. */
+static void em_run(double *prior, int *iterations, int *converged, double *loglik, const float *probs,
+                   const double *weight, int n, int classes, const float *source_prior, double tol, int max_iter,
+                   double *scratch) {
+    double *ratio = scratch, *next = scratch + classes;
+    double total_w = 0;
+    for (int i = 0; i < n; i++) total_w += weight ? weight[i] : 1.0;
+    int it = 0, done = 0;
+    while (it < max_iter && !done) {
+        for (int c = 0; c < classes; c++) {
+            ratio[c] = prior[c] / source_prior[c];
+            next[c] = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            double w = weight ? weight[i] : 1.0;
+            if (w == 0) continue;
+            const float *p = probs + (size_t)i * classes;
+            double norm = 0;
+            for (int c = 0; c < classes; c++) norm += p[c] * ratio[c];
+            if (!(norm > 0)) continue; /* a row with all mass on classes of estimated prior 0 */
+            double k = w / norm;
+            for (int c = 0; c < classes; c++) next[c] += k * p[c] * ratio[c];
+        }
+        double change = 0;
+        for (int c = 0; c < classes; c++) {
+            next[c] /= total_w;
+            change = fabs(next[c] - prior[c]) > change ? fabs(next[c] - prior[c]) : change;
+            prior[c] = next[c];
+        }
+        it++;
+        done = change < tol;
+    }
+    floor_and_normalize(prior, classes);
+    double ll = 0;
+    for (int c = 0; c < classes; c++) ratio[c] = prior[c] / source_prior[c];
+    for (int i = 0; i < n; i++) {
+        double w = weight ? weight[i] : 1.0, norm = 0;
+        const float *p = probs + (size_t)i * classes;
+        for (int c = 0; c < classes; c++) norm += p[c] * ratio[c];
+        if (w > 0) ll += w * log(norm > DBL_MIN ? norm : DBL_MIN);
+    }
+    *iterations = it;
+    *converged = done;
+    *loglik = ll;
+}
+
+static lade_status check_em_args(const float *probs, int n, int classes, const float *source_prior, double tol,
+                                 int max_iter) {
+    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    if (st || (st = lade_check_prior(source_prior, classes, "source_prior"))) return st;
+    if (!(tol > 0)) return lade_fail(LADE_EINVAL, "argument 'tol' must be > 0, got %g", tol);
+    if (max_iter < 1) return lade_fail(LADE_EINVAL, "argument 'max_iter' must be >= 1, got %d", max_iter);
+    return LADE_OK;
+}
+
+lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
+                          const float *source_probs, const double *row_weight, int n, int classes,
+                          const float *source_prior, double tol, int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, tol, max_iter);
+    if (st) return st;
+    if (row_weight) {
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            if (!(row_weight[i] >= 0) || !isfinite(row_weight[i]))
+                return lade_fail(LADE_EINVAL, "argument 'row_weight': row_weight[%d] = %g must be finite and >= 0", i,
+                                 row_weight[i]);
+            total += row_weight[i];
+        }
+        if (!(total > 0)) return lade_fail(LADE_EINVAL, "argument 'row_weight' sums to 0");
+    }
+    double *prior = lade_alloc(3 * (size_t)classes * sizeof(double));
+    if (!prior) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    for (int c = 0; c < classes; c++) prior[c] = source_prior[c];
+    em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, tol, max_iter,
+           prior + classes);
+    for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
+    lade_free(prior);
+    return LADE_OK;
+}
+
+lade_status lade_reweight_probs(float *out, const float *probs, int n, int classes, const float *from_prior,
+                                const float *to_prior) {
+    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    if (st || (st = lade_check_prior(from_prior, classes, "from_prior")) ||
+        (st = lade_check_prior(to_prior, classes, "to_prior")))
+        return st;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * classes;
+        float *o = out + (size_t)i * classes;
+        double norm = 0;
+        for (int c = 0; c < classes; c++) norm += (double)p[c] * to_prior[c] / from_prior[c];
+        if (!(norm > 0))
+            return lade_fail(LADE_EINVAL, "argument 'probs': row %d has no probability mass", i);
+        for (int c = 0; c < classes; c++) o[c] = (float)((double)p[c] * to_prior[c] / from_prior[c] / norm);
+    }
+    return LADE_OK;
+}
+
+/* ---- BBSE -------------------------------------------------------------------------- */
+/* Inverts A (d x d, destroyed) into inv by Gauss-Jordan with partial pivoting; returns 0 when
+ * a pivot vanishes (singular to working precision). */
+static int invert(double *A, double *inv, int d) {
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) inv[(size_t)i * d + j] = i == j;
+    double scale = 0;
+    for (int k = 0; k < d * d; k++) scale = fabs(A[k]) > scale ? fabs(A[k]) : scale;
+    for (int col = 0; col < d; col++) {
+        int piv = col;
+        for (int r = col + 1; r < d; r++)
+            if (fabs(A[(size_t)r * d + col]) > fabs(A[(size_t)piv * d + col])) piv = r;
+        double pv = A[(size_t)piv * d + col];
+        if (!(fabs(pv) > scale * 1e-14)) return 0;
+        if (piv != col)
+            for (int j = 0; j < d; j++) {
+                double t = A[(size_t)col * d + j];
+                A[(size_t)col * d + j] = A[(size_t)piv * d + j];
+                A[(size_t)piv * d + j] = t;
+                t = inv[(size_t)col * d + j];
+                inv[(size_t)col * d + j] = inv[(size_t)piv * d + j];
+                inv[(size_t)piv * d + j] = t;
+            }
+        for (int j = 0; j < d; j++) {
+            A[(size_t)col * d + j] /= pv;
+            inv[(size_t)col * d + j] /= pv;
+        }
+        for (int r = 0; r < d; r++) {
+            double f = A[(size_t)r * d + col];
+            if (r == col || f == 0) continue;
+            for (int j = 0; j < d; j++) {
+                A[(size_t)r * d + j] -= f * A[(size_t)col * d + j];
+                inv[(size_t)r * d + j] -= f * inv[(size_t)col * d + j];
+            }
+        }
+    }
+    return 1;
+}
+
+static double norm1(const double *A, int d) {
+    double best = 0;
+    for (int j = 0; j < d; j++) {
+        double s = 0;
+        for (int i = 0; i < d; i++) s += fabs(A[(size_t)i * d + j]);
+        best = s > best ? s : best;
+    }
+    return best;
+}
+
+typedef struct {
+    double *confusion, *work, *inv; /* (C*C) each */
+    double *mu, *p_cal, *w;         /* (C) each */
+} bbse_scratch;
+
+static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
+    size_t C = (size_t)classes;
+    s->confusion = lade_alloc((3 * C * C + 3 * C) * sizeof(double));
+    if (!s->confusion) return lade_fail(LADE_ENOMEM, "no memory for a %d x %d confusion matrix", classes, classes);
+    s->work = s->confusion + C * C;
+    s->inv = s->work + C * C;
+    s->mu = s->inv + C * C;
+    s->p_cal = s->mu + C;
+    s->w = s->p_cal + C;
+    return LADE_OK;
+}
+
+/* Confusion C[i][j] = P(pred i, y j) and p_cal over the (weighted) calibration rows, mu over
+ * the (weighted) target rows. Hard predictions come precomputed (pred arrays), soft ones
+ * from the scores. */
+static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *calib_pred, const int64_t *labels,
+                         const double *calib_w, int m, const float *target, const int64_t *target_pred,
+                         const double *target_w, int n, int C, int soft) {
+    memset(s->confusion, 0, (size_t)C * C * sizeof(double));
+    memset(s->mu, 0, (size_t)C * sizeof(double));
+    memset(s->p_cal, 0, (size_t)C * sizeof(double));
+    double tm = 0, tn = 0;
+    for (int k = 0; k < m; k++) {
+        double w = calib_w ? calib_w[k] : 1.0;
+        if (w == 0) continue;
+        int y = (int)labels[k];
+        tm += w;
+        s->p_cal[y] += w;
+        if (soft)
+            for (int i = 0; i < C; i++) s->confusion[(size_t)i * C + y] += w * calib[(size_t)k * C + i];
+        else
+            s->confusion[(size_t)calib_pred[k] * C + y] += w;
+    }
+    for (int k = 0; k < n; k++) {
+        double w = target_w ? target_w[k] : 1.0;
+        if (w == 0) continue;
+        tn += w;
+        if (soft)
+            for (int i = 0; i < C; i++) s->mu[i] += w * target[(size_t)k * C + i];
+        else
+            s->mu[target_pred[k]] += w;
+    }
+    for (int k = 0; k < C * C; k++) s->confusion[k] /= tm;
+    for (int c = 0; c < C; c++) {
+        s->p_cal[c] /= tm;
+        s->mu[c] /= tn;
+    }
+}
+
+/* Solves for the target prior from the moments; returns the condition number (INFINITY if
+ * singular) and whether the estimate fell back to the source prior. */
+static void bbse_solve(double *out, double *cond, int *fell_back, bbse_scratch *s, int C, const float *source_prior,
+                       double cond_limit) {
+    memcpy(s->work, s->confusion, (size_t)C * C * sizeof(double));
+    *cond = invert(s->work, s->inv, C) ? norm1(s->confusion, C) * norm1(s->inv, C) : INFINITY;
+    double total = 0;
+    if (*cond <= cond_limit) {
+        for (int j = 0; j < C; j++) {
+            double wj = 0;
+            for (int i = 0; i < C; i++) wj += s->inv[(size_t)j * C + i] * s->mu[i];
+            out[j] = (wj > 0 ? wj : 0) * s->p_cal[j];
+            total += out[j];
+        }
+    }
+    *fell_back = !(*cond <= cond_limit) || !(total > 0);
+    if (*fell_back)
+        for (int c = 0; c < C; c++) out[c] = source_prior[c];
+    floor_and_normalize(out, C);
+}
+
+static lade_status check_bbse_args(const float *calib, const int64_t *labels, int m, const float *target, int n,
+                                   int classes, const float *source_prior) {
+    lade_status st = check_probs(calib, (size_t)m, classes, "calib_scores");
+    if (st || (st = lt_check_labels(labels, (size_t)m, classes, "calib_labels")) ||
+        (st = check_probs(target, (size_t)n, classes, "target_scores")) ||
+        (st = lade_check_prior(source_prior, classes, "source_prior")))
+        return st;
+    return LADE_OK;
+}
+
+static int64_t *argmax_rows(const float *scores, int n, int classes) {
+    int64_t *pred = lade_alloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+    if (pred) lade_argmax(pred, scores, n, classes);
+    return pred;
+}
+
+lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, const float *calib_scores,
+                            const int64_t *calib_labels, int m, const float *target_scores, int n, int classes,
+                            const float *source_prior, int soft, double cond_limit) {
+    lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, source_prior);
+    if (st) return st;
+    if (!(cond_limit > 0)) return lade_fail(LADE_EINVAL, "argument 'cond_limit' must be > 0, got %g", cond_limit);
+    bbse_scratch s = {0};
+    if ((st = bbse_scratch_alloc(&s, classes))) return st;
+    int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
+    int64_t *tp = soft ? NULL : argmax_rows(target_scores, n, classes);
+    double *out = lade_alloc((size_t)classes * sizeof(double));
+    if (!out || (!soft && (!cp || !tp))) {
+        st = lade_fail(LADE_ENOMEM, "no memory for BBSE");
+    } else {
+        bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
+        bbse_solve(out, cond, fell_back, &s, classes, source_prior, cond_limit);
+        for (int c = 0; c < classes; c++) target_prior[c] = (float)out[c];
+    }
+    lade_free(out);
+    lade_free(cp);
+    lade_free(tp);
+    lade_free(s.confusion);
+    return st;
+}
+
+lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float *calib_scores,
+                                       const int64_t *calib_labels, int m, const float *target_scores, int n,
+                                       int classes, const float *source_prior) {
+    lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, source_prior);
+    if (st) return st;
+    bbse_scratch s = {0};
+    if ((st = bbse_scratch_alloc(&s, classes))) return st;
+    int64_t *cp = argmax_rows(calib_scores, m, classes), *tp = argmax_rows(target_scores, n, classes);
+    if (!cp || !tp) {
+        st = lade_fail(LADE_ENOMEM, "no memory for predictions");
+        goto done;
+    }
+    bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, 0);
+    for (int j = 0; j < classes; j++)
+        if (s.p_cal[j] == 0) {
+            st = lade_fail(LADE_EINVAL, "argument 'calib_labels' has no sample of class %d", j);
+            goto done;
+        }
+    double chi2 = 0;
+    int cells = 0;
+    for (int i = 0; i < classes; i++) {
+        double expected = 0;
+        for (int j = 0; j < classes; j++) expected += s.confusion[(size_t)i * classes + j] * source_prior[j] / s.p_cal[j];
+        expected *= n;
+        double observed = s.mu[i] * n;
+        if (expected > 0) {
+            chi2 += (observed - expected) * (observed - expected) / expected;
+            cells++;
+        } else if (observed > 0) {
+            chi2 = INFINITY; /* a prediction impossible without shift */
+        }
+    }
+    *statistic = chi2;
+    *dof = cells > 1 ? cells - 1 : 1;
+done:
+    lade_free(cp);
+    lade_free(tp);
+    lade_free(s.confusion);
+    return st;
+}
+
+/* ---- bootstrap ------------------------------------------------------------------------ */
+/* Multinomial resampling counts: weight[i] = times row i is drawn in n draws. */
+static void resample_counts(double *weight, int n, lade_rng *r) {
+    memset(weight, 0, (size_t)n * sizeof(double));
+    for (int k = 0; k < n; k++) weight[lade_rng_below(r, (uint64_t)n)] += 1;
+}
+
+typedef struct {
+    float *replicates;
+    const float *probs, *source_prior;
+    const double *start;
+    int n, classes, max_iter;
+    double tol;
+    uint64_t seed;
+    int failed;
+} em_boot_job;
+
+static void em_boot_range(void *ctx, size_t begin, size_t end) {
+    em_boot_job *job = ctx;
+    int C = job->classes;
+    double *buf = lade_alloc(((size_t)job->n + 3 * (size_t)C) * sizeof(double));
+    if (!buf) {
+        job->failed = 1;
+        return;
+    }
+    double *weight = buf, *prior = buf + job->n;
+    for (size_t b = begin; b < end; b++) {
+        lade_rng r;
+        lade_rng_seed(&r, job->seed, (uint64_t)b);
+        resample_counts(weight, job->n, &r);
+        memcpy(prior, job->start, (size_t)C * sizeof(double)); /* warm start at the full-data estimate */
+        int iters, conv;
+        double ll;
+        em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, job->tol, job->max_iter,
+               prior + C);
+        for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)prior[c];
+    }
+    lade_free(buf);
+}
+
+lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *source_probs, int n, int classes,
+                              const float *source_prior, double tol, int max_iter, uint64_t seed) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, tol, max_iter);
+    if (st) return st;
+    if (num_boot < 1) return lade_fail(LADE_EINVAL, "argument 'bootstrap' must be >= 1, got %d", num_boot);
+    double *start = lade_alloc(3 * (size_t)classes * sizeof(double));
+    if (!start) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    for (int c = 0; c < classes; c++) start[c] = source_prior[c];
+    int iters, conv;
+    double ll;
+    em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, tol, max_iter, start + classes);
+    em_boot_job job = {replicates, source_probs, source_prior, start, n, classes, max_iter, tol, seed, 0};
+    lade_parallel_for((size_t)num_boot, em_boot_range, &job);
+    lade_free(start);
+    if (job.failed) return lade_fail(LADE_ENOMEM, "no memory for a bootstrap replicate");
+    return LADE_OK;
+}
+
+typedef struct {
+    float *replicates;
+    const float *calib, *target, *source_prior;
+    const int64_t *labels, *calib_pred, *target_pred;
+    int m, n, classes, soft;
+    uint64_t seed;
+    int failed;
+} bbse_boot_job;
+
+static void bbse_boot_range(void *ctx, size_t begin, size_t end) {
+    bbse_boot_job *job = ctx;
+    int C = job->classes;
+    bbse_scratch s = {0};
+    double *buf = lade_alloc(((size_t)job->m + (size_t)job->n + (size_t)C) * sizeof(double));
+    if (!buf || bbse_scratch_alloc(&s, C)) {
+        lade_free(buf);
+        job->failed = 1;
+        return;
+    }
+    double *cw = buf, *tw = buf + job->m, *out = tw + job->n;
+    for (size_t b = begin; b < end; b++) {
+        lade_rng r;
+        lade_rng_seed(&r, job->seed, (uint64_t)b);
+        resample_counts(cw, job->m, &r);
+        resample_counts(tw, job->n, &r);
+        bbse_moments(&s, job->calib, job->calib_pred, job->labels, cw, job->m, job->target, job->target_pred, tw,
+                     job->n, C, job->soft);
+        double cond;
+        int fell_back;
+        bbse_solve(out, &cond, &fell_back, &s, C, job->source_prior, INFINITY);
+        for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)out[c];
+    }
+    lade_free(s.confusion);
+    lade_free(buf);
+}
+
+lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const float *calib_scores,
+                                const int64_t *calib_labels, int m, const float *target_scores, int n, int classes,
+                                const float *source_prior, int soft, uint64_t seed) {
+    lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, source_prior);
+    if (st) return st;
+    if (num_boot < 1) return lade_fail(LADE_EINVAL, "argument 'bootstrap' must be >= 1, got %d", num_boot);
+    int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
+    int64_t *tp = soft ? NULL : argmax_rows(target_scores, n, classes);
+    if (!soft && (!cp || !tp)) {
+        lade_free(cp);
+        lade_free(tp);
+        return lade_fail(LADE_ENOMEM, "no memory for predictions");
+    }
+    bbse_boot_job job = {replicates, calib_scores, target_scores, source_prior, calib_labels, cp, tp,
+                         m, n, classes, soft, seed, 0};
+    lade_parallel_for((size_t)num_boot, bbse_boot_range, &job);
+    lade_free(cp);
+    lade_free(tp);
+    if (job.failed) return lade_fail(LADE_ENOMEM, "no memory for a bootstrap replicate");
+    return LADE_OK;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+lade_status lade_bootstrap_interval(float *lo, float *hi, const float *replicates, int num_boot, int classes,
+                                    double level) {
+    if (num_boot < 1 || classes < 1)
+        return lade_fail(LADE_EINVAL, "need num_boot >= 1 and classes >= 1, got %d, %d", num_boot, classes);
+    if (!(level > 0 && level < 1)) return lade_fail(LADE_EINVAL, "argument 'level' must be in (0, 1), got %g", level);
+    float *column = lade_alloc((size_t)num_boot * sizeof(float));
+    if (!column) return lade_fail(LADE_ENOMEM, "no memory for %d replicates", num_boot);
+    for (int c = 0; c < classes; c++) {
+        for (int b = 0; b < num_boot; b++) column[b] = replicates[(size_t)b * classes + c];
+        qsort(column, (size_t)num_boot, sizeof(float), cmp_float);
+        for (int side = 0; side < 2; side++) {
+            double q = side ? (1 + level) / 2 : (1 - level) / 2, pos = q * (num_boot - 1);
+            int k = (int)floor(pos);
+            double frac = pos - k, v = k + 1 < num_boot ? column[k] + frac * (column[k + 1] - column[k]) : column[k];
+            (side ? hi : lo)[c] = (float)v;
+        }
+    }
+    lade_free(column);
+    return LADE_OK;
+}
+
+/* ---- chi-square tail: Q(dof/2, x/2), the regularised upper incomplete gamma --------- */
+lade_status lade_chi2_sf(double *p_value, double x, double dof) {
+    if (!(dof > 0) || !isfinite(dof)) return lade_fail(LADE_EINVAL, "argument 'dof' must be finite and > 0, got %g", dof);
+    if (isnan(x)) return lade_fail(LADE_ENONFINITE, "argument 'x' is NaN");
+    if (x <= 0) {
+        *p_value = 1.0;
+        return LADE_OK;
+    }
+    if (isinf(x)) {
+        *p_value = 0.0;
+        return LADE_OK;
+    }
+    double a = dof / 2, z = x / 2, log_front = a * log(z) - z - lgamma(a);
+    if (z < a + 1) { /* series for P, then Q = 1 - P */
+        double term = 1.0 / a, sum = term;
+        for (int k = 1; k < 100000 && fabs(term) > fabs(sum) * 1e-16; k++) {
+            term *= z / (a + k);
+            sum += term;
+        }
+        *p_value = 1.0 - exp(log_front) * sum;
+    } else { /* continued fraction for Q (modified Lentz) */
+        double b = z + 1 - a, c = 1.0 / DBL_MIN, d = 1.0 / b, h = d;
+        for (int k = 1; k < 100000; k++) {
+            double an = -k * (k - a);
+            b += 2;
+            d = an * d + b;
+            if (fabs(d) < DBL_MIN) d = DBL_MIN;
+            c = b + an / c;
+            if (fabs(c) < DBL_MIN) c = DBL_MIN;
+            d = 1.0 / d;
+            double delta = d * c;
+            h *= delta;
+            if (fabs(delta - 1) < 1e-16) break;
+        }
+        *p_value = exp(log_front) * h;
+    }
+    if (*p_value < 0) *p_value = 0;
+    if (*p_value > 1) *p_value = 1;
+    return LADE_OK;
+}

@@ -1,0 +1,69 @@
+/* priors.c - long-tailed class profiles, class counts and priors. */
+#include "ltmath_internal.h"
+
+/* Tolerance on a prior's sum: float32 rounding over thousands of classes stays far below it. */
+#define PRIOR_SUM_TOL 1e-3
+
+lade_status lade_check_prior(const float *prior, int classes, const char *arg) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "need classes >= 1, got %d", classes);
+    double sum = 0;
+    for (int c = 0; c < classes; c++) {
+        if (!isfinite(prior[c]))
+            return lade_fail(LADE_ENONFINITE, "argument '%s': %s[%d] = %g is not finite", arg, arg, c,
+                             (double)prior[c]);
+        if (prior[c] <= 0)
+            return lade_fail(LADE_EINVAL,
+                             "argument '%s': %s[%d] = %g, every class needs a prior > 0 (a class without "
+                             "training samples needs an explicit floor, e.g. prior_from_counts(..., eps=...))",
+                             arg, arg, c, (double)prior[c]);
+        sum += prior[c];
+    }
+    if (fabs(sum - 1.0) > PRIOR_SUM_TOL)
+        return lade_fail(LADE_EINVAL, "argument '%s' must sum to 1, got %.6g", arg, sum);
+    return LADE_OK;
+}
+
+lade_status lade_lt_profile(int64_t *counts, int classes, double img_max, double ratio, lade_profile profile) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'classes' must be >= 1, got %d", classes);
+    if (!(img_max >= 1) || !isfinite(img_max) || img_max > 1e15)
+        return lade_fail(LADE_EINVAL, "argument 'img_max' must be in [1, 1e15], got %g", img_max);
+    if (!(ratio > 0 && ratio <= 1))
+        return lade_fail(LADE_EINVAL, "argument 'ratio' (tail/head fraction) must be in (0, 1], got %g", ratio);
+    for (int c = 0; c < classes; c++) {
+        double v;
+        if (profile == LADE_PROFILE_EXP)
+            v = classes == 1 ? img_max : img_max * pow(ratio, (double)c / (classes - 1));
+        else if (profile == LADE_PROFILE_STEP)
+            v = c < classes / 2 ? img_max : img_max * ratio;
+        else
+            return lade_fail(LADE_EINVAL, "argument 'profile' must be exp (0) or step (1), got %d", (int)profile);
+        counts[c] = (int64_t)v; /* truncation toward zero, as Python's int() */
+    }
+    return LADE_OK;
+}
+
+lade_status lade_class_counts(int64_t *counts, const int64_t *labels, size_t n, int classes) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'classes' must be >= 1, got %d", classes);
+    lade_status st = lt_check_labels(labels, n, classes, "labels");
+    if (st) return st;
+    memset(counts, 0, (size_t)classes * sizeof *counts);
+    for (size_t i = 0; i < n; i++) counts[labels[i]]++;
+    return LADE_OK;
+}
+
+lade_status lade_prior_from_counts(float *prior, const int64_t *counts, int classes, double eps) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'counts' must have >= 1 class, got %d", classes);
+    if (!(eps >= 0) || !isfinite(eps)) return lade_fail(LADE_EINVAL, "argument 'eps' must be finite and >= 0, got %g", eps);
+    double total = 0;
+    for (int c = 0; c < classes; c++) {
+        if (counts[c] < 0)
+            return lade_fail(LADE_EINVAL, "argument 'counts': counts[%d] = %lld is negative", c, (long long)counts[c]);
+        if (counts[c] == 0 && eps == 0)
+            return lade_fail(LADE_EINVAL,
+                             "argument 'counts': class %d has no samples, so its prior would be 0 and its log "
+                             "-inf; pass eps > 0 to floor empty classes at eps samples", c);
+        total += counts[c] > eps ? (double)counts[c] : eps;
+    }
+    for (int c = 0; c < classes; c++) prior[c] = (float)((counts[c] > eps ? (double)counts[c] : eps) / total);
+    return LADE_OK;
+}

@@ -1,0 +1,546 @@
+/* resnet.c - the CIFAR ResNet-32 models: LADE's BBN variant and the classic one.
+ *
+ * Parameters, gradients and BN running statistics each live in one flat
+ * buffer, in PyTorch's named_parameters order, so Python sees them as views
+ * and a checkpoint is one write. Activations live in one arena sized by the
+ * largest batch seen, channel-major (CNHW) so each convolution over the
+ * batch is a few wide GEMMs. In the LADE variant cb_block and rb_block write
+ * into the two halves of one buffer: in CNHW that IS their channel concat. */
+#include "lade_nn.h"
+#include "nn_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_BLOCKS 17 /* 5 + 5 + 5 (classic) or 5 + 5 + 4 + cb + rb (LADE) */
+#define MAX_TENSORS (5 + MAX_BLOCKS * 10 + 2)
+#define STEM_CHANNELS 16
+#define MAX_CHANNELS 64
+#define BN_MOMENTUM 0.1f
+#define BN_EPS 1e-5f
+
+typedef struct {
+    size_t weight, gamma, beta;          /* offsets into params / grads */
+    size_t running_mean, running_var;    /* offsets into buffers */
+    lade_conv2d_geom geom;
+    float mean[MAX_CHANNELS], invstd[MAX_CHANNELS]; /* batch statistics of the last training forward */
+} conv_bn;
+
+typedef struct {
+    conv_bn unit1, unit2;
+    int in_c, out_c, stride;
+    float *c1, *a1, *c2, *y; /* conv1 out, relu(bn1), conv2 out, block output */
+} block;
+
+struct lade_resnet {
+    lade_resnet_variant variant;
+    int num_classes, feature_dim;
+    size_t num_params, num_buffers;
+    float *params, *grads, *buffers;
+    int num_tensors;
+    lade_tensor_info tensors[MAX_TENSORS];
+    char names[MAX_TENSORS][80];
+
+    conv_bn stem;
+    block blocks[MAX_BLOCKS];
+    int num_blocks;      /* the chain layer1..layer3 */
+    int has_cb_rb;       /* blocks[num_blocks] = cb_block, [num_blocks+1] = rb_block */
+    size_t fc_weight, fc_bias;
+
+    /* activation arena, sized for cap_n images of cap_h x cap_w */
+    int cap_n, cap_h, cap_w;
+    float *arena;
+    float *images, *stem_c, *stem_a, *features, *dfeatures, *head_maps, *dhead_maps;
+    float *grad_in, *grad_out, *scratch_a, *scratch_b, *workspace;
+
+    /* state of the last forward */
+    int last_n, last_h, last_w, last_train, stats_pending;
+    double prof[LADE_PROF_COUNT];
+};
+
+/* ---- construction ------------------------------------------------------------------- */
+static void add_tensor(lade_resnet *net, const char *prefix, const char *name, int is_buffer, int ndim,
+                       int d0, int d1, int d2, int d3, size_t *offset) {
+    lade_tensor_info *t = &net->tensors[net->num_tensors];
+    snprintf(net->names[net->num_tensors], sizeof net->names[0], "%s%s", prefix, name);
+    t->name = net->names[net->num_tensors];
+    t->is_buffer = is_buffer;
+    t->ndim = ndim;
+    int dims[4] = {d0, d1, d2, d3};
+    size_t size = 1;
+    for (int i = 0; i < 4; i++) {
+        t->dims[i] = i < ndim ? dims[i] : 1;
+        size *= (size_t)t->dims[i];
+    }
+    size_t *counter = is_buffer ? &net->num_buffers : &net->num_params;
+    t->offset = *counter;
+    *offset = *counter;
+    *counter += size;
+    net->num_tensors++;
+}
+
+/* conv (3x3, pad 1, no bias) + BN, registered under prefix+conv_name / prefix+bn_name */
+static void add_conv_bn(lade_resnet *net, conv_bn *u, const char *prefix, const char *conv_name,
+                        const char *bn_name, int cin, int cout, int stride) {
+    char name[48];
+    u->geom = (lade_conv2d_geom){cin, cout, 3, 3, stride, stride, 1, 1};
+    snprintf(name, sizeof name, "%s.weight", conv_name);
+    add_tensor(net, prefix, name, 0, 4, cout, cin, 3, 3, &u->weight);
+    snprintf(name, sizeof name, "%s.weight", bn_name);
+    add_tensor(net, prefix, name, 0, 1, cout, 0, 0, 0, &u->gamma);
+    snprintf(name, sizeof name, "%s.bias", bn_name);
+    add_tensor(net, prefix, name, 0, 1, cout, 0, 0, 0, &u->beta);
+}
+
+static void add_bn_buffers(lade_resnet *net, conv_bn *u, const char *prefix, const char *bn_name, int c) {
+    char name[48];
+    snprintf(name, sizeof name, "%s.running_mean", bn_name);
+    add_tensor(net, prefix, name, 1, 1, c, 0, 0, 0, &u->running_mean);
+    snprintf(name, sizeof name, "%s.running_var", bn_name);
+    add_tensor(net, prefix, name, 1, 1, c, 0, 0, 0, &u->running_var);
+}
+
+static void add_block(lade_resnet *net, block *b, const char *prefix, int cin, int cout, int stride) {
+    b->in_c = cin;
+    b->out_c = cout;
+    b->stride = stride;
+    /* PyTorch order: conv1, bn1 (weight, bias), conv2, bn2; buffers separately */
+    add_conv_bn(net, &b->unit1, prefix, "conv1", "bn1", cin, cout, stride);
+    add_bn_buffers(net, &b->unit1, prefix, "bn1", cout);
+    add_conv_bn(net, &b->unit2, prefix, "conv2", "bn2", cout, cout, 1);
+    add_bn_buffers(net, &b->unit2, prefix, "bn2", cout);
+}
+
+lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, int num_classes) {
+    *out = NULL;
+    if (variant != LADE_RESNET32_LADE && variant != LADE_RESNET32_CLASSIC)
+        return lade_fail(LADE_EINVAL, "unknown ResNet-32 variant %d", (int)variant);
+    if (num_classes < 1 || num_classes > 1000000)
+        return lade_fail(LADE_EINVAL, "num_classes must be in [1, 1000000], got %d", num_classes);
+    lade_resnet *net = calloc(1, sizeof *net);
+    if (!net) return lade_fail(LADE_ENOMEM, "could not allocate the model");
+    net->variant = variant;
+    net->num_classes = num_classes;
+
+    add_conv_bn(net, &net->stem, "", "conv1", "bn1", 3, STEM_CHANNELS, 1);
+    add_bn_buffers(net, &net->stem, "", "bn1", STEM_CHANNELS);
+    const int stage_blocks_lade[3] = {5, 5, 4}, stage_blocks_classic[3] = {5, 5, 5};
+    const int *stage_blocks = variant == LADE_RESNET32_LADE ? stage_blocks_lade : stage_blocks_classic;
+    int cin = STEM_CHANNELS;
+    for (int s = 0; s < 3; s++) {
+        int cout = STEM_CHANNELS << s;
+        for (int i = 0; i < stage_blocks[s]; i++) {
+            char prefix[24];
+            snprintf(prefix, sizeof prefix, "layer%d.%d.", s + 1, i);
+            add_block(net, &net->blocks[net->num_blocks++], prefix, cin, cout, (s > 0 && i == 0) ? 2 : 1);
+            cin = cout;
+        }
+    }
+    if (variant == LADE_RESNET32_LADE) {
+        net->has_cb_rb = 1;
+        add_block(net, &net->blocks[net->num_blocks], "cb_block.", 64, 64, 1);
+        add_block(net, &net->blocks[net->num_blocks + 1], "rb_block.", 64, 64, 1);
+        net->feature_dim = 128;
+    } else {
+        net->feature_dim = 64;
+    }
+    add_tensor(net, "", "fc.weight", 0, 2, num_classes, net->feature_dim, 0, 0, &net->fc_weight);
+    add_tensor(net, "", "fc.bias", 0, 1, num_classes, 0, 0, 0, &net->fc_bias);
+
+    net->params = lade_alloc(net->num_params * sizeof(float));
+    net->grads = lade_alloc(net->num_params * sizeof(float));
+    net->buffers = lade_alloc(net->num_buffers * sizeof(float));
+    if (!net->params || !net->grads || !net->buffers) {
+        size_t wanted = net->num_params;
+        lade_resnet_destroy(net);
+        return lade_fail(LADE_ENOMEM, "could not allocate %zu parameters", wanted);
+    }
+    memset(net->params, 0, net->num_params * sizeof(float));
+    memset(net->grads, 0, net->num_params * sizeof(float));
+    memset(net->buffers, 0, net->num_buffers * sizeof(float));
+    *out = net;
+    return LADE_OK;
+}
+
+void lade_resnet_destroy(lade_resnet *net) {
+    if (!net) return;
+    lade_free(net->params);
+    lade_free(net->grads);
+    lade_free(net->buffers);
+    lade_free(net->arena);
+    free(net);
+}
+
+int lade_resnet_num_classes(const lade_resnet *net) { return net->num_classes; }
+int lade_resnet_feature_dim(const lade_resnet *net) { return net->feature_dim; }
+size_t lade_resnet_num_params(const lade_resnet *net) { return net->num_params; }
+size_t lade_resnet_num_buffers(const lade_resnet *net) { return net->num_buffers; }
+float *lade_resnet_params(lade_resnet *net) { return net->params; }
+float *lade_resnet_grads(lade_resnet *net) { return net->grads; }
+float *lade_resnet_buffers(lade_resnet *net) { return net->buffers; }
+int lade_resnet_num_tensors(const lade_resnet *net) { return net->num_tensors; }
+const lade_tensor_info *lade_resnet_tensor(const lade_resnet *net, int index) {
+    return index >= 0 && index < net->num_tensors ? &net->tensors[index] : NULL;
+}
+const float *lade_resnet_features(const lade_resnet *net) { return net->features; }
+
+/* ---- initialisation ------------------------------------------------------------------ */
+static void init_conv_bn(lade_resnet *net, const conv_bn *u, lade_rng *rng) {
+    const lade_conv2d_geom *g = &u->geom;
+    size_t fan_in = (size_t)g->cin * g->kh * g->kw, count = fan_in * g->cout;
+    double std = sqrt(2.0 / (double)fan_in); /* Kaiming normal, fan_in, gain sqrt(2) */
+    for (size_t i = 0; i < count; i++) net->params[u->weight + i] = (float)(std * lade_rng_normal(rng));
+    for (int c = 0; c < g->cout; c++) {
+        net->params[u->gamma + c] = 1.0f;
+        net->params[u->beta + c] = 0.0f;
+        net->buffers[u->running_mean + c] = 0.0f;
+        net->buffers[u->running_var + c] = 1.0f;
+    }
+}
+
+void lade_resnet_init(lade_resnet *net, lade_rng *rng) {
+    init_conv_bn(net, &net->stem, rng);
+    int total = net->num_blocks + (net->has_cb_rb ? 2 : 0);
+    for (int i = 0; i < total; i++) {
+        init_conv_bn(net, &net->blocks[i].unit1, rng);
+        init_conv_bn(net, &net->blocks[i].unit2, rng);
+    }
+    /* PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias */
+    double bound = 1.0 / sqrt((double)net->feature_dim);
+    size_t nw = (size_t)net->num_classes * net->feature_dim;
+    for (size_t i = 0; i < nw; i++) net->params[net->fc_weight + i] = (float)(bound * (2.0 * lade_rng_uniform(rng) - 1.0));
+    for (int i = 0; i < net->num_classes; i++)
+        net->params[net->fc_bias + i] = (float)(bound * (2.0 * lade_rng_uniform(rng) - 1.0));
+    net->stats_pending = 0;
+}
+
+void lade_resnet_zero_grad(lade_resnet *net) { memset(net->grads, 0, net->num_params * sizeof(float)); }
+
+/* ---- activation arena ------------------------------------------------------------------- */
+static int stage_size(int size, int stride) { return (size + stride - 1) / stride; }
+
+/* Output height/width of block i for an h x w input. */
+static void block_out_size(const lade_resnet *net, int i, int h, int w, int *oh, int *ow) {
+    for (int k = 0; k <= i && k < net->num_blocks; k++) {
+        h = stage_size(h, net->blocks[k].stride);
+        w = stage_size(w, net->blocks[k].stride);
+    }
+    *oh = h;
+    *ow = w;
+}
+
+static lade_status reserve(lade_resnet *net, int n, int h, int w) {
+    if (net->arena && n <= net->cap_n && h == net->cap_h && w == net->cap_w) return LADE_OK;
+    int total_blocks = net->num_blocks + (net->has_cb_rb ? 2 : 0);
+    size_t big = (size_t)STEM_CHANNELS * n * h * w; /* the largest activation: 16 channels at full size */
+    size_t sizes[8 + 4 * MAX_BLOCKS], count = 0, ws = 0;
+    sizes[count++] = (size_t)3 * n * h * w;                       /* images (kept for the stem's backward) */
+    sizes[count++] = big;                                           /* stem_c */
+    sizes[count++] = big;                                           /* stem_a */
+    sizes[count++] = (size_t)n * net->feature_dim;                  /* features */
+    sizes[count++] = (size_t)n * net->feature_dim;                  /* dfeatures */
+    int h3, w3;
+    block_out_size(net, net->num_blocks - 1, h, w, &h3, &w3);
+    size_t head = (size_t)net->feature_dim * n * h3 * w3;
+    sizes[count++] = net->has_cb_rb ? head : 0;                     /* head_maps: cb | rb */
+    sizes[count++] = net->has_cb_rb ? head : 0;                     /* dhead_maps */
+    ws = lade_conv2d_workspace_size(&net->stem.geom, n, h, w);
+    for (int i = 0; i < total_blocks; i++) {
+        const block *b = &net->blocks[i];
+        int ih, iw, oh, ow;
+        if (i < net->num_blocks) {
+            block_out_size(net, i - 1, h, w, &ih, &iw); /* i = 0: the stem's size */
+        } else {
+            ih = h3, iw = w3;
+        }
+        oh = stage_size(ih, b->stride);
+        ow = stage_size(iw, b->stride);
+        size_t act = (size_t)b->out_c * n * oh * ow;
+        for (int k = 0; k < 4; k++) sizes[count++] = (k == 3 && i >= net->num_blocks) ? 0 : act;
+        size_t w1 = lade_conv2d_workspace_size(&b->unit1.geom, n, ih, iw);
+        size_t w2 = lade_conv2d_workspace_size(&b->unit2.geom, n, oh, ow);
+        if (w1 > ws) ws = w1;
+        if (w2 > ws) ws = w2;
+    }
+    size_t total = ws + 4 * big;
+    for (size_t i = 0; i < count; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    float *arena = lade_alloc(total * sizeof(float));
+    if (!arena) return lade_fail(LADE_ENOMEM, "could not allocate %zu MB of activations for batch %d",
+                                 total * sizeof(float) >> 20, n);
+    lade_free(net->arena);
+    net->arena = arena;
+    net->cap_n = n;
+    net->cap_h = h;
+    net->cap_w = w;
+    float *p = arena;
+    size_t k = 0;
+#define TAKE(ptr) do { ptr = p; p += (sizes[k++] + 15) & ~(size_t)15; } while (0)
+    TAKE(net->images);
+    TAKE(net->stem_c);
+    TAKE(net->stem_a);
+    TAKE(net->features);
+    TAKE(net->dfeatures);
+    TAKE(net->head_maps);
+    TAKE(net->dhead_maps);
+    for (int i = 0; i < total_blocks; i++) {
+        block *b = &net->blocks[i];
+        TAKE(b->c1);
+        TAKE(b->a1);
+        TAKE(b->c2);
+        TAKE(b->y); /* cb / rb outputs are placed in head_maps at forward time */
+    }
+#undef TAKE
+    net->grad_in = p, p += big;
+    net->grad_out = p, p += big;
+    net->scratch_a = p, p += big;
+    net->scratch_b = p, p += big;
+    net->workspace = p;
+    return LADE_OK;
+}
+
+/* ---- profiling -------------------------------------------------------------------------- */
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+#define TIMED(net, kind, expr)                                  \
+    do {                                                        \
+        double t0_ = now_seconds();                             \
+        lade_status st_ = (expr);                               \
+        (net)->prof[kind] += now_seconds() - t0_;               \
+        if (st_) return st_;                                    \
+    } while (0)
+
+const char *lade_prof_name(lade_prof_kind k) {
+    static const char *names[LADE_PROF_COUNT] = {
+        "conv forward", "conv backward", "batchnorm forward", "batchnorm backward",
+        "relu/add/shortcut forward", "relu/add/shortcut backward", "pool+fc forward", "pool+fc backward",
+    };
+    return k < LADE_PROF_COUNT ? names[k] : "?";
+}
+
+void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]) {
+    memcpy(seconds, net->prof, sizeof net->prof);
+}
+
+void lade_resnet_profile_reset(lade_resnet *net) { memset(net->prof, 0, sizeof net->prof); }
+
+/* ---- forward ------------------------------------------------------------------------------ */
+static lade_status relu_inplace(lade_maps m) {
+    lade_relu_forward(m.data, m.data, (size_t)m.n * m.c * m.h * m.w);
+    return LADE_OK;
+}
+
+static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train) {
+    float *g = net->params + u->gamma, *b = net->params + u->beta;
+    if (train) return lade_batchnorm2d_forward_train(out, u->mean, u->invstd, NULL, NULL, in, g, b, BN_MOMENTUM, BN_EPS);
+    return lade_batchnorm2d_forward_eval(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var,
+                                         BN_EPS);
+}
+
+static lade_status add_shortcut(lade_maps y, lade_maps x, int stride) {
+    if (stride == 1 && x.c == y.c) {
+        lade_add_forward(y.data, y.data, x.data, (size_t)y.n * y.c * y.h * y.w);
+        return LADE_OK;
+    }
+    return lade_shortcut_a_accumulate(y, x, stride);
+}
+
+static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float *y_data, int train) {
+    int n = x.n, oh = stage_size(x.h, b->stride), ow = stage_size(x.w, b->stride);
+    lade_maps c1 = lade_maps_cnhw(b->c1, n, b->out_c, oh, ow), a1 = lade_maps_cnhw(b->a1, n, b->out_c, oh, ow);
+    lade_maps c2 = lade_maps_cnhw(b->c2, n, b->out_c, oh, ow), y = lade_maps_cnhw(y_data, n, b->out_c, oh, ow);
+    const float *p = net->params;
+    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(c1, x, p + b->unit1.weight, NULL, &b->unit1.geom, net->workspace));
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train));
+    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(a1));
+    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train));
+    TIMED(net, LADE_PROF_ELTWISE_FWD, add_shortcut(y, x, b->stride));
+    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
+    return LADE_OK;
+}
+
+static void commit_unit(lade_resnet *net, const conv_bn *u, size_t count) {
+    lade_batchnorm2d_update_running(net->buffers + u->running_mean, net->buffers + u->running_var, u->mean, u->invstd,
+                                    u->geom.cout, count, BN_MOMENTUM, BN_EPS);
+}
+
+lade_status lade_resnet_commit_running_stats(lade_resnet *net) {
+    if (!net->stats_pending) return lade_fail(LADE_ESTATE, "no training forward with deferred statistics to commit");
+    int n = net->last_n, h = net->last_h, w = net->last_w, h3, w3;
+    commit_unit(net, &net->stem, (size_t)n * h * w);
+    for (int i = 0; i < net->num_blocks; i++) {
+        int oh, ow;
+        block_out_size(net, i, h, w, &oh, &ow);
+        commit_unit(net, &net->blocks[i].unit1, (size_t)n * oh * ow);
+        commit_unit(net, &net->blocks[i].unit2, (size_t)n * oh * ow);
+    }
+    block_out_size(net, net->num_blocks - 1, h, w, &h3, &w3);
+    for (int i = net->num_blocks; i < net->num_blocks + (net->has_cb_rb ? 2 : 0); i++) {
+        commit_unit(net, &net->blocks[i].unit1, (size_t)n * h3 * w3);
+        commit_unit(net, &net->blocks[i].unit2, (size_t)n * h3 * w3);
+    }
+    net->stats_pending = 0;
+    return LADE_OK;
+}
+
+lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, int h, int w, lade_mode mode,
+                                int defer_running_stats, float *logits) {
+    if (n < 1 || h < 1 || w < 1)
+        return lade_fail(LADE_EINVAL, "images must be (n >= 1, 3, h >= 1, w >= 1), got (%d, 3, %d, %d)", n, h, w);
+    if (mode == LADE_TRAIN && n * h * w < 2 * 16)
+        return lade_fail(LADE_EINVAL, "training needs more than one value per channel in the last batch norm; "
+                         "got a batch of %d images of %dx%d", n, h, w);
+    lade_status st = reserve(net, n, h, w);
+    if (st) return st;
+    const int train = mode == LADE_TRAIN;
+    net->stats_pending = 0;
+    net->last_train = 0;
+    memcpy(net->images, images, sizeof(float) * 3 * n * h * w);
+    lade_maps img = lade_maps_nchw(net->images, n, 3, h, w);
+    lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w), sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
+    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom,
+                                                       net->workspace));
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train));
+    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(sa));
+    lade_maps x = sa;
+    for (int i = 0; i < net->num_blocks; i++) {
+        block *b = &net->blocks[i];
+        st = block_forward(net, b, x, b->y, train);
+        if (st) return st;
+        x = lade_maps_cnhw(b->y, n, b->out_c, stage_size(x.h, b->stride), stage_size(x.w, b->stride));
+    }
+    lade_maps head = x;
+    if (net->has_cb_rb) {
+        size_t half = (size_t)64 * n * x.h * x.w;
+        st = block_forward(net, &net->blocks[net->num_blocks], x, net->head_maps, train);
+        if (!st) st = block_forward(net, &net->blocks[net->num_blocks + 1], x, net->head_maps + half, train);
+        if (st) return st;
+        head = lade_maps_cnhw(net->head_maps, n, 128, x.h, x.w);
+    }
+    TIMED(net, LADE_PROF_HEAD_FWD, lade_avgpool_forward(net->features, head));
+    TIMED(net, LADE_PROF_HEAD_FWD, lade_linear_forward(logits, net->features, net->params + net->fc_weight,
+                                                       net->params + net->fc_bias, n, net->feature_dim,
+                                                       net->num_classes));
+    net->last_n = n;
+    net->last_h = h;
+    net->last_w = w;
+    net->last_train = train;
+    if (train) {
+        net->stats_pending = 1;
+        if (!defer_running_stats) return lade_resnet_commit_running_stats(net);
+    }
+    return LADE_OK;
+}
+
+/* ---- backward ---------------------------------------------------------------------------- */
+static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps in) {
+    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, in, net->params + u->gamma,
+                               u->mean, u->invstd, 0);
+}
+
+static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {
+    lade_relu_backward_set(dst.data, dout.data, out, (size_t)dst.n * dst.c * dst.h * dst.w);
+    return LADE_OK;
+}
+
+static lade_status shortcut_backward(lade_maps dx, lade_maps ds, int stride) {
+    if (stride == 1 && dx.c == ds.c) {
+        lade_add_backward(dx.data, NULL, ds.data, (size_t)ds.n * ds.c * ds.h * ds.w);
+        return LADE_OK;
+    }
+    return lade_shortcut_a_backward(dx, ds, stride);
+}
+
+static lade_status zero_maps(lade_maps m) {
+    memset(m.data, 0, sizeof(float) * m.n * m.c * m.h * m.w);
+    return LADE_OK;
+}
+
+/* dy: gradient w.r.t. the block output; dx: ACCUMULATES the gradient w.r.t. its input x. */
+static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade_maps dy, lade_maps x, const float *y) {
+    int n = x.n, oh = dy.h, ow = dy.w;
+    lade_maps c1 = lade_maps_cnhw(b->c1, n, b->out_c, oh, ow), a1 = lade_maps_cnhw(b->a1, n, b->out_c, oh, ow);
+    lade_maps c2 = lade_maps_cnhw(b->c2, n, b->out_c, oh, ow);
+    lade_maps ta = lade_maps_cnhw(net->scratch_a, n, b->out_c, oh, ow), tb = lade_maps_cnhw(net->scratch_b, n, b->out_c, oh, ow);
+    float *g = net->grads;
+    const float *p = net->params;
+    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
+    TIMED(net, LADE_PROF_ELTWISE_BWD, shortcut_backward(dx, ta, b->stride));
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, c2));
+    TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(ta));
+    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(ta, g + b->unit2.weight, NULL, tb, a1, p + b->unit2.weight,
+                                                        &b->unit2.geom, net->workspace));
+    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ta, b->a1));
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, c1));
+    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
+                                                        &b->unit1.geom, net->workspace));
+    return LADE_OK;
+}
+
+int lade_resnet_last_batch(const lade_resnet *net) { return net->last_n; }
+
+lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int batch) {
+    if (!net->last_train) return lade_fail(LADE_ESTATE, "backward needs a training-mode forward first");
+    if (batch != net->last_n)
+        return lade_fail(LADE_EINVAL, "dlogits has %d rows but the last forward had a batch of %d", batch, net->last_n);
+    const int n = net->last_n, h = net->last_h, w = net->last_w;
+    int h3, w3;
+    block_out_size(net, net->num_blocks - 1, h, w, &h3, &w3);
+    lade_status st;
+    memset(net->dfeatures, 0, sizeof(float) * n * net->feature_dim);
+    TIMED(net, LADE_PROF_HEAD_BWD, lade_linear_backward(net->dfeatures, net->grads + net->fc_weight,
+                                                        net->grads + net->fc_bias, dlogits, net->features,
+                                                        net->params + net->fc_weight, n, net->feature_dim,
+                                                        net->num_classes));
+    /* dcur: gradient w.r.t. the output of the current block (starting with layer3's last) */
+    float *dcur = net->grad_in, *dnext = net->grad_out;
+    const block *last = &net->blocks[net->num_blocks - 1];
+    lade_maps x3 = lade_maps_cnhw(last->y, n, 64, h3, w3);
+    lade_maps d3 = lade_maps_cnhw(dcur, n, 64, h3, w3);
+    zero_maps(d3);
+    if (net->has_cb_rb) {
+        lade_maps dhead = lade_maps_cnhw(net->dhead_maps, n, 128, h3, w3);
+        zero_maps(dhead);
+        TIMED(net, LADE_PROF_HEAD_BWD, lade_avgpool_backward(dhead, net->dfeatures));
+        size_t half = (size_t)64 * n * h3 * w3;
+        for (int k = 0; k < 2; k++) {
+            block *b = &net->blocks[net->num_blocks + k];
+            lade_maps dy = lade_maps_cnhw(net->dhead_maps + k * half, n, 64, h3, w3);
+            st = block_backward(net, b, d3, dy, x3, net->head_maps + k * half);
+            if (st) return st;
+        }
+    } else {
+        TIMED(net, LADE_PROF_HEAD_BWD, lade_avgpool_backward(d3, net->dfeatures));
+    }
+    for (int i = net->num_blocks - 1; i >= 0; i--) {
+        block *b = &net->blocks[i];
+        int oh, ow, ih, iw;
+        block_out_size(net, i, h, w, &oh, &ow);
+        block_out_size(net, i - 1, h, w, &ih, &iw);
+        lade_maps x = lade_maps_cnhw(i > 0 ? net->blocks[i - 1].y : net->stem_a, n, b->in_c, ih, iw);
+        lade_maps dy = lade_maps_cnhw(dcur, n, b->out_c, oh, ow), dx = lade_maps_cnhw(dnext, n, b->in_c, ih, iw);
+        zero_maps(dx);
+        st = block_backward(net, b, dx, dy, x, b->y);
+        if (st) return st;
+        float *t = dcur;
+        dcur = dnext;
+        dnext = t;
+    }
+    /* stem: relu, bn, conv (no gradient for the images) */
+    lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w);
+    lade_maps ds = lade_maps_cnhw(dcur, n, STEM_CHANNELS, h, w), ta = lade_maps_cnhw(net->scratch_a, n, STEM_CHANNELS, h, w);
+    lade_maps none = {0};
+    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ds, net->stem_a));
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ds, ta, sc));
+    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ds,
+                                                        lade_maps_nchw(net->images, n, 3, h, w),
+                                                        net->params + net->stem.weight, &net->stem.geom, net->workspace));
+    return LADE_OK;
+}

@@ -1,0 +1,310 @@
+/* test_nn.c - layers, models and SGD of the C core, without Python. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lade.h"
+#include "check.h"
+
+static float *random_floats(lade_rng *r, size_t n, double scale) {
+    float *a = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = (float)(scale * lade_rng_normal(r));
+    return a;
+}
+
+static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+/* NCHW -> CNHW copy, to run the same data through both layouts */
+static void to_cnhw(float *dst, const float *src, int n, int c, int plane) {
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            memcpy(dst + ((size_t)ch * n + b) * plane, src + ((size_t)b * c + ch) * plane, sizeof(float) * plane);
+}
+
+TEST(conv_fast_matches_naive_in_both_layouts) {
+    lade_rng r;
+    lade_rng_seed(&r, 1, 0);
+    const lade_conv2d_geom geoms[] = {
+        {3, 8, 3, 3, 1, 1, 1, 1}, {5, 4, 3, 3, 2, 2, 1, 1}, {4, 6, 1, 1, 1, 1, 0, 0},
+        {2, 3, 5, 3, 2, 1, 2, 0}, {3, 2, 7, 7, 3, 3, 3, 3},
+    };
+    for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++) {
+        const lade_conv2d_geom *g = &geoms[gi];
+        int n = 3, h = 11, w = 9, oh, ow;
+        CHECK_OK(lade_conv2d_out_size(g, h, w, &oh, &ow));
+        size_t nin = (size_t)n * g->cin * h * w, nout = (size_t)n * g->cout * oh * ow;
+        size_t nw = (size_t)g->cout * g->cin * g->kh * g->kw;
+        float *x = random_floats(&r, nin, 1.0), *wt = random_floats(&r, nw, 0.5), *bias = random_floats(&r, g->cout, 1.0);
+        float *dy = random_floats(&r, nout, 1.0);
+        float *ref = zeros(nout), *fast = zeros(nout), *ws = malloc(lade_conv2d_workspace_size(g, n, h, w) * sizeof(float));
+        CHECK_OK(lade_conv2d_forward_naive(lade_maps_nchw(ref, n, g->cout, oh, ow), lade_maps_nchw(x, n, g->cin, h, w), wt, bias, g));
+        CHECK_OK(lade_conv2d_forward(lade_maps_nchw(fast, n, g->cout, oh, ow), lade_maps_nchw(x, n, g->cin, h, w), wt, bias, g, ws));
+        CHECK(max_abs_diff(ref, fast, nout) < 1e-4);
+
+        /* channel-major layout: convert input, compare converted output */
+        float *xc = zeros(nin), *yc = zeros(nout), *refc = zeros(nout);
+        to_cnhw(xc, x, n, g->cin, h * w);
+        to_cnhw(refc, ref, n, g->cout, oh * ow);
+        CHECK_OK(lade_conv2d_forward(lade_maps_cnhw(yc, n, g->cout, oh, ow), lade_maps_cnhw(xc, n, g->cin, h, w), wt, bias, g, ws));
+        CHECK(max_abs_diff(refc, yc, nout) < 1e-4);
+
+        /* backward: fast vs naive, and accumulation (a second call doubles) */
+        float *dx_ref = zeros(nin), *dw_ref = zeros(nw), *db_ref = zeros(g->cout);
+        float *dx = zeros(nin), *dw = zeros(nw), *db = zeros(g->cout);
+        CHECK_OK(lade_conv2d_backward_naive(lade_maps_nchw(dx_ref, n, g->cin, h, w), dw_ref, db_ref,
+                                            lade_maps_nchw(dy, n, g->cout, oh, ow), lade_maps_nchw(x, n, g->cin, h, w), wt, g));
+        for (int rep = 0; rep < 2; rep++)
+            CHECK_OK(lade_conv2d_backward(lade_maps_nchw(dx, n, g->cin, h, w), dw, db, lade_maps_nchw(dy, n, g->cout, oh, ow),
+                                          lade_maps_nchw(x, n, g->cin, h, w), wt, g, ws));
+        for (size_t i = 0; i < nin; i++) dx[i] *= 0.5f;
+        for (size_t i = 0; i < nw; i++) dw[i] *= 0.5f;
+        for (int i = 0; i < g->cout; i++) db[i] *= 0.5f;
+        CHECK(max_abs_diff(dx_ref, dx, nin) < 1e-3);
+        CHECK(max_abs_diff(dw_ref, dw, nw) < 1e-3);
+        CHECK(max_abs_diff(db_ref, db, g->cout) < 1e-3);
+        free(x), free(wt), free(bias), free(dy), free(ref), free(fast), free(ws), free(xc), free(yc), free(refc);
+        free(dx_ref), free(dw_ref), free(db_ref), free(dx), free(dw), free(db);
+    }
+}
+
+TEST(conv_rejects_bad_geometry) {
+    lade_conv2d_geom g = {3, 4, 5, 5, 1, 1, 0, 0};
+    int oh, ow;
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
+    g.stride_h = 0;
+    CHECK(lade_conv2d_out_size(&g, 8, 8, &oh, &ow) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "stride") != NULL);
+}
+
+/* Central finite differences of a scalar loss sum(out * probe) w.r.t. inputs. */
+TEST(batchnorm_train_matches_definition_and_finite_differences) {
+    lade_rng r;
+    lade_rng_seed(&r, 2, 0);
+    int n = 4, c = 3, h = 5, w = 3, plane = h * w;
+    size_t count = (size_t)n * c * plane;
+    float *x = random_floats(&r, count, 2.0), *y = zeros(count), *probe = random_floats(&r, count, 1.0);
+    float gamma[3] = {1.5f, -0.5f, 2.0f}, beta[3] = {0.1f, 0.2f, -0.3f}, mean[3], invstd[3];
+    float rm[3] = {0, 0, 0}, rv[3] = {1, 1, 1};
+    lade_maps xm = lade_maps_nchw(x, n, c, h, w), ym = lade_maps_nchw(y, n, c, h, w);
+    CHECK_OK(lade_batchnorm2d_forward_train(ym, mean, invstd, rm, rv, xm, gamma, beta, 0.1f, 1e-5f));
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0, sq = 0;
+        for (int b = 0; b < n; b++)
+            for (int p = 0; p < plane; p++) s += x[((size_t)b * c + ch) * plane + p];
+        double m = s / (n * plane);
+        for (int b = 0; b < n; b++)
+            for (int p = 0; p < plane; p++) sq += pow(x[((size_t)b * c + ch) * plane + p] - m, 2);
+        double var = sq / (n * plane), unbiased = sq / (n * plane - 1);
+        CHECK_CLOSE(mean[ch], m, 1e-5);
+        CHECK_CLOSE(invstd[ch], 1.0 / sqrt(var + 1e-5), 1e-4);
+        CHECK_CLOSE(rm[ch], 0.1 * m, 1e-6);
+        CHECK_CLOSE(rv[ch], 0.9 + 0.1 * unbiased, 1e-5);
+        double y0 = (x[ch * plane] - m) / sqrt(var + 1e-5) * gamma[ch] + beta[ch];
+        CHECK_CLOSE(y[ch * plane], y0, 1e-4);
+    }
+    float *dx = zeros(count), dgamma[3] = {0}, dbeta[3] = {0};
+    CHECK_OK(lade_batchnorm2d_backward(lade_maps_nchw(dx, n, c, h, w), dgamma, dbeta, lade_maps_nchw(probe, n, c, h, w),
+                                       xm, gamma, mean, invstd));
+    /* finite differences on a few inputs, in double via repeated float evaluation */
+    const float eps = 1e-2f;
+    for (size_t i = 0; i < count; i += 7) {
+        float saved = x[i];
+        double f[2];
+        for (int s = 0; s < 2; s++) {
+            x[i] = saved + (s ? -eps : eps);
+            float m2[3], i2[3];
+            lade_batchnorm2d_forward_train(ym, m2, i2, NULL, NULL, xm, gamma, beta, 0.1f, 1e-5f);
+            double acc = 0;
+            for (size_t k = 0; k < count; k++) acc += (double)y[k] * probe[k];
+            f[s] = acc;
+        }
+        x[i] = saved;
+        CHECK_CLOSE(dx[i], (f[0] - f[1]) / (2 * eps), 2e-2);
+    }
+    free(x), free(y), free(probe), free(dx);
+}
+
+TEST(shortcut_a_places_channels_in_the_middle) {
+    float x[1 * 2 * 4 * 4], y[1 * 4 * 2 * 2], dx[32] = {0};
+    for (int i = 0; i < 32; i++) x[i] = (float)i;
+    CHECK_OK(lade_shortcut_a_forward(lade_maps_nchw(y, 1, 4, 2, 2), lade_maps_nchw(x, 1, 2, 4, 4), 2));
+    /* channel 0 and 3 are zero padding; channel 1 = input channel 0 at (0,0),(0,2),(2,0),(2,2) */
+    CHECK(y[0] == 0 && y[3] == 0 && y[12] == 0 && y[15] == 0);
+    CHECK(y[4] == 0 && y[5] == 2 && y[6] == 8 && y[7] == 10);
+    CHECK(y[8] == 16 && y[11] == 26);
+    float dy[16];
+    for (int i = 0; i < 16; i++) dy[i] = 1.0f;
+    CHECK_OK(lade_shortcut_a_backward(lade_maps_nchw(dx, 1, 2, 4, 4), lade_maps_nchw(dy, 1, 4, 2, 2), 2));
+    CHECK(dx[0] == 1 && dx[1] == 0 && dx[2] == 1 && dx[5] == 0 && dx[16] == 1);
+    CHECK(lade_shortcut_a_forward(lade_maps_nchw(y, 1, 3, 2, 2), lade_maps_nchw(x, 1, 2, 4, 4), 2) == LADE_EINVAL);
+}
+
+TEST(linear_and_softmax_ce_gradients) {
+    lade_rng r;
+    lade_rng_seed(&r, 3, 0);
+    int n = 5, fin = 7, fout = 4;
+    float *x = random_floats(&r, n * fin, 1), *w = random_floats(&r, fout * fin, 1), *b = random_floats(&r, fout, 1);
+    float *y = zeros(n * fout), *dy = zeros(n * fout), *dw = zeros(fout * fin), *db = zeros(fout), *dx = zeros(n * fin);
+    int64_t labels[5] = {0, 3, 2, 1, 3};
+    CHECK_OK(lade_linear_forward(y, x, w, b, n, fin, fout));
+    double loss;
+    CHECK_OK(lade_softmax_ce(&loss, dy, 1.0f, y, labels, n, fout));
+    CHECK_OK(lade_linear_backward(dx, dw, db, dy, x, w, n, fin, fout));
+    const float eps = 1e-2f;
+    for (int i = 0; i < fout * fin; i += 3) {
+        float saved = w[i];
+        double f[2];
+        for (int s = 0; s < 2; s++) {
+            w[i] = saved + (s ? -eps : eps);
+            lade_linear_forward(y, x, w, b, n, fin, fout);
+            lade_softmax_ce(&f[s], NULL, 1.0f, y, labels, n, fout);
+        }
+        w[i] = saved;
+        CHECK_CLOSE(dw[i], (f[0] - f[1]) / (2 * eps), 1e-3);
+    }
+    labels[0] = 4;
+    CHECK(lade_softmax_ce(&loss, NULL, 1.0f, y, labels, n, fout) == LADE_ERANGE);
+    free(x), free(w), free(b), free(y), free(dy), free(dw), free(db), free(dx);
+}
+
+TEST(maxpool_picks_the_first_maximum) {
+    float x[16] = {1, 5, 2, 0, 5, 3, 9, 9, 0, 0, 1, 1, 7, 0, 1, 2}, y[4], dx[16] = {0}, dy[4] = {1, 1, 1, 1};
+    int32_t am[4];
+    lade_pool_geom g = {2, 2, 0};
+    CHECK_OK(lade_maxpool_forward(lade_maps_nchw(y, 1, 1, 2, 2), am, lade_maps_nchw(x, 1, 1, 4, 4), &g));
+    CHECK(y[0] == 5 && am[0] == 1 && y[1] == 9 && am[1] == 6 && y[2] == 7 && y[3] == 2);
+    CHECK_OK(lade_maxpool_backward(lade_maps_nchw(dx, 1, 1, 4, 4), lade_maps_nchw(dy, 1, 1, 2, 2), am));
+    CHECK(dx[1] == 1 && dx[4] == 0 && dx[6] == 1 && dx[7] == 0);
+}
+
+TEST(sgd_matches_pytorch_formula) {
+    float p[3] = {1, -2, 3}, g[3] = {0.5f, 0.1f, -1}, v[3] = {0};
+    lade_sgd_config cfg = {0.9f, 0.0f, 0.01f, 0};
+    CHECK_OK(lade_sgd_step(p, g, v, NULL, 3, &cfg, 0.1f, 1));
+    /* first step: v = g + wd p */
+    CHECK_CLOSE(v[0], 0.5 + 0.01, 1e-7);
+    CHECK_CLOSE(p[0], 1 - 0.1 * 0.51, 1e-6);
+    float p1 = p[0];
+    CHECK_OK(lade_sgd_step(p, g, v, NULL, 3, &cfg, 0.1f, 0));
+    double v2 = 0.9 * 0.51 + 0.5 + 0.01 * p1;
+    CHECK_CLOSE(v[0], v2, 1e-6);
+    CHECK_CLOSE(p[0], p1 - 0.1 * v2, 1e-6);
+    float bad[3] = {0, NAN, 0}, before = p[0];
+    CHECK(lade_sgd_step(p, bad, v, NULL, 3, &cfg, 0.1f, 0) == LADE_ENONFINITE);
+    CHECK(p[0] == before);
+}
+
+TEST(warmup_multistep_schedule_values) {
+    const int milestones[2] = {120, 160};
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 1, 5, 1.0 / 3, milestones, 2, 0.01), 0.0933333, 1e-6);
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 4, 5, 1.0 / 3, milestones, 2, 0.01), 0.1733333, 1e-6);
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 5, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 119, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 120, 5, 1.0 / 3, milestones, 2, 0.01), 0.002, 1e-12);
+    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 200, 5, 1.0 / 3, milestones, 2, 0.01), 0.00002, 1e-12);
+    CHECK_CLOSE(lade_lr_cosine(0.1, 0, 10, 0), 0.1, 1e-12);
+    CHECK_CLOSE(lade_lr_cosine(0.1, 10, 10, 0), 0.0, 1e-12);
+}
+
+TEST(rng_is_reproducible_and_streams_differ) {
+    lade_rng a, b, c;
+    lade_rng_seed(&a, 42, 0);
+    lade_rng_seed(&b, 42, 0);
+    lade_rng_seed(&c, 42, 1);
+    int same = 1, differ = 0;
+    for (int i = 0; i < 100; i++) {
+        uint64_t x = lade_rng_next_u64(&a), y = lade_rng_next_u64(&b), z = lade_rng_next_u64(&c);
+        same &= x == y;
+        differ |= x != z;
+    }
+    CHECK(same && differ);
+    double s = 0, sq = 0;
+    for (int i = 0; i < 100000; i++) {
+        double v = lade_rng_normal(&a);
+        s += v;
+        sq += v * v;
+    }
+    CHECK_CLOSE(s / 100000, 0.0, 0.02);
+    CHECK_CLOSE(sq / 100000, 1.0, 0.02);
+    int hist[7] = {0};
+    for (int i = 0; i < 70000; i++) hist[lade_rng_below(&a, 7)]++;
+    for (int k = 0; k < 7; k++) CHECK(hist[k] > 9500 && hist[k] < 10500);
+}
+
+typedef struct { int *hits; } pool_ctx;
+static void count_hits(void *ctx, size_t begin, size_t end) {
+    pool_ctx *p = ctx;
+    for (size_t i = begin; i < end; i++) p->hits[i]++;
+}
+
+TEST(thread_pool_covers_every_index_once) {
+    int hits[1000];
+    for (int threads = 1; threads <= 3; threads++) {
+        CHECK_OK(lade_set_num_threads(threads));
+        for (int rep = 0; rep < 50; rep++) {
+            memset(hits, 0, sizeof hits);
+            pool_ctx ctx = {hits};
+            lade_parallel_for(1000, count_hits, &ctx);
+            for (int i = 0; i < 1000; i++) CHECK(hits[i] == 1);
+        }
+    }
+    CHECK(lade_set_num_threads(0) == LADE_EINVAL);
+    CHECK_OK(lade_set_num_threads(2));
+}
+
+/* The whole model: deterministic init, parameter count, and a finite-difference
+ * check of a few weight gradients through every layer type. */
+TEST(resnet_init_forward_backward) {
+    lade_resnet *net;
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, 100));
+    if (!net) return;
+    CHECK(lade_resnet_num_params(net) == 550388);
+    CHECK(lade_resnet_num_buffers(net) == 2528);
+    CHECK(strcmp(lade_resnet_tensor(net, 0)->name, "conv1.weight") == 0);
+    lade_rng r;
+    lade_rng_seed(&r, 7, 0);
+    lade_resnet_init(net, &r);
+    float *copy = malloc(lade_resnet_num_params(net) * sizeof(float));
+    memcpy(copy, lade_resnet_params(net), lade_resnet_num_params(net) * sizeof(float));
+    lade_rng_seed(&r, 7, 0);
+    lade_resnet_init(net, &r);
+    CHECK(memcmp(copy, lade_resnet_params(net), lade_resnet_num_params(net) * sizeof(float)) == 0);
+    free(copy);
+    lade_resnet_destroy(net);
+
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, 5));
+    lade_rng_seed(&r, 8, 0);
+    lade_resnet_init(net, &r);
+    int n = 4, h = 8, w = 8;
+    float *img = random_floats(&r, (size_t)n * 3 * h * w, 1.0), logits[20], dlogits[20] = {0};
+    int64_t labels[4] = {0, 1, 2, 4};
+    double loss;
+    CHECK_OK(lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 0, logits));
+    CHECK_OK(lade_softmax_ce(&loss, dlogits, 1.0f, logits, labels, n, 5));
+    lade_resnet_zero_grad(net);
+    CHECK_OK(lade_resnet_backward(net, dlogits, n));
+    CHECK(lade_resnet_backward(net, dlogits, n + 1) == LADE_EINVAL);
+    float *p = lade_resnet_params(net), *g = lade_resnet_grads(net);
+    /* a weight from the stem, from a middle block and from the classifier */
+    const size_t probes[3] = {5, lade_resnet_tensor(net, 30)->offset + 3, lade_resnet_num_params(net) - 7};
+    for (int k = 0; k < 3; k++) {
+        size_t i = probes[k];
+        float saved = p[i], eps = 1e-2f;
+        double f[2];
+        for (int s = 0; s < 2; s++) {
+            p[i] = saved + (s ? -eps : eps);
+            lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 1, logits);
+            lade_softmax_ce(&f[s], NULL, 1.0f, logits, labels, n, 5);
+        }
+        p[i] = saved;
+        double fd = (f[0] - f[1]) / (2 * eps);
+        CHECK_CLOSE(g[i], fd, 2e-3 + 0.05 * fabs(fd));
+    }
+    free(img);
+    lade_resnet_destroy(net);
+}

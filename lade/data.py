@@ -1,0 +1,497 @@
+"""Image data: CIFAR readers, JPEG list files and folder trees, augmentation and
+a threaded batch loader. All parsing, decoding and augmenting is in C
+(csrc/cifar.c, listfile.c, jpeg.c, augment.c, loader.c); this module checks
+arguments, allocates outputs and calls it.
+
+    images, labels = lade.data.load_cifar("cifar-100-binary.tar.gz", "train")
+    with lade.data.Loader((images, labels), 128, lade.data.CifarTrain(), seed=0) as loader:
+        for x, y in loader:          # x float32 (128, 3, 32, 32), y int64 (128,)
+            ...
+
+Randomness: sample p (its position in the epoch's order) of epoch e draws from
+the stream (seed, e * n + p), so batches are the same whatever the number of
+worker threads or their timing.
+"""
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+from lade import _C
+from lade._C import DecodeError
+
+__all__ = [
+    "load_cifar", "CifarTrain", "CifarTest", "ImageNetTrain", "ImageNetEval", "Transform",
+    "augment", "augment_image", "decode_jpeg", "read_jpeg", "ListFile", "ImageFolder", "Loader",
+    "DecodeError",
+]
+
+# ---------------------------------------------------------------------------- CIFAR
+
+# file names of the four official layouts: (kind, pickled, train files, test files)
+_CIFAR_LAYOUTS = {
+    "cifar-100-binary": (100, False, ["train.bin"], ["test.bin"]),
+    "cifar-10-batches-bin": (10, False, [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]),
+    "cifar-100-python": (100, True, ["train"], ["test"]),
+    "cifar-10-batches-py": (10, True, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches: dicts, lists, strings and NumPy arrays, nothing
+    that could run other code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a CIFAR batch")
+
+
+def _cifar_files(path, split):
+    """Finds the batch files of `split` in a folder or a .tar.gz archive.
+    Returns (kind, pickled, [(name, size, read)]) where read() gives the bytes."""
+    path = os.fspath(path)
+    fn = "lade.data.load_cifar"
+    if os.path.isdir(path):
+        for layout, (kind, pickled, train, test) in _CIFAR_LAYOUTS.items():
+            for folder in (path, os.path.join(path, layout)):
+                names = train if split == "train" else test
+                files = [os.path.join(folder, n) for n in names]
+                if all(os.path.isfile(f) for f in files):
+                    return kind, pickled, [(f, os.path.getsize(f), _file_reader(f)) for f in files]
+        raise FileNotFoundError(
+            f"{fn}: no CIFAR {split} batches in '{path}' (looked for the layouts {', '.join(_CIFAR_LAYOUTS)})")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{fn}: '{path}' does not exist")
+    try:
+        tar = tarfile.open(path, "r:*")
+    except tarfile.TarError as e:
+        raise DecodeError(f"{fn}: '{path}' is neither a folder nor a readable tar archive ({e})") from None
+    members = {}
+    for m in tar.getmembers():
+        parts = m.name.strip("/").split("/")
+        if m.isfile() and len(parts) >= 2:
+            members[(parts[-2], parts[-1])] = m
+    for layout, (kind, pickled, train, test) in _CIFAR_LAYOUTS.items():
+        names = train if split == "train" else test
+        found = [members.get((layout, n)) for n in names]
+        if all(found):
+            def reader(m):
+                return lambda: tar.extractfile(m).read()
+            return kind, pickled, [(f"{path}:{m.name}", m.size, reader(m)) for m in found]
+    tar.close()
+    raise FileNotFoundError(f"{fn}: no CIFAR {split} batches in archive '{path}' "
+                            f"(looked for the layouts {', '.join(_CIFAR_LAYOUTS)})")
+
+
+def _file_reader(name):
+    def read():
+        with open(name, "rb") as f:
+            return f.read()
+    return read
+
+
+def _unpickle_batch(name, data, kind, label):
+    fn = f"lade.data.load_cifar: '{name}'"
+    try:
+        batch = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise DecodeError(f"{fn}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
+    key = b"labels" if kind == 10 else b"fine_labels" if label == "fine" else b"coarse_labels"
+    if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
+        raise DecodeError(f"{fn}: expected a dict with keys b'data' and {key!r}")
+    pixels = batch[b"data"]
+    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 2
+            and pixels.shape[1] == 3 * 32 * 32 and pixels.flags.c_contiguous):
+        got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise DecodeError(f"{fn}: b'data' must be a C-contiguous uint8 array (N, 3072), got {got}")
+    try:
+        labels = np.array(batch[key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DecodeError(f"{fn}: {key!r} is not a list of integers ({e})") from None
+    if labels.shape != (pixels.shape[0],):
+        raise DecodeError(f"{fn}: {key!r} has shape {labels.shape}, expected ({pixels.shape[0]},)")
+    num_classes = 10 if kind == 10 else 100 if label == "fine" else 20
+    _C._labels_check(labels, num_classes, fn)
+    return pixels.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar(path, split="train", label="fine"):
+    """Reads CIFAR-10 or CIFAR-100 in the official binary or Python-pickle
+    layout, from the .tar.gz archive or the extracted folder (or the folder
+    holding it).
+
+    Returns images uint8 (N, 3, 32, 32) and labels int64 (N,); label is
+    'fine' or 'coarse' (CIFAR-100 only). Binary records are parsed in C. A
+    truncated or malformed file raises lade.DecodeError naming it."""
+    fn = "lade.data.load_cifar"
+    if split not in ("train", "test"):
+        raise ValueError(f"{fn}: argument 'split' must be 'train' or 'test', got {split!r}")
+    if label not in ("fine", "coarse"):
+        raise ValueError(f"{fn}: argument 'label' must be 'fine' or 'coarse', got {label!r}")
+    kind, pickled, files = _cifar_files(path, split)
+    if kind == 10 and label == "coarse":
+        raise ValueError(f"{fn}: argument 'label' is 'coarse', but '{path}' holds CIFAR-10 (no coarse labels)")
+    if pickled:
+        parts = [_unpickle_batch(name, read(), kind, label) for name, _, read in files]
+        if len(parts) == 1:
+            return parts[0]
+        # several batches (CIFAR-10 train): one copy into the joined arrays
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    counts = [_C._cifar_count(size, kind, f"{fn}: '{name}'") for name, size, _ in files]
+    images = np.empty((sum(counts), 3, 32, 32), np.uint8)
+    labels = np.empty(sum(counts), np.int64)
+    start = 0
+    for (name, _, read), n in zip(files, counts):
+        _C._cifar_parse(read(), kind, label == "coarse", images[start:start + n], labels[start:start + n],
+                        f"{fn}: '{name}'")
+        start += n
+    return images, labels
+
+
+# ------------------------------------------------------------------------ transforms
+
+_KIND_CIFAR_CROP, _KIND_NORMALIZE, _KIND_RESIZED_CROP, _KIND_RESIZE_CENTER = range(4)
+
+
+class Transform:
+    """Per-sample augmentation to normalised float32 (3, out_h, out_w), done in
+    C. Use the presets below; `params` shows what a seed draws."""
+
+    def __init__(self, spec):
+        self._spec = tuple(spec)
+        _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)  # validates
+
+    @property
+    def output_shape(self):
+        return (3, self._spec[1], self._spec[2])
+
+    @property
+    def mean(self):
+        return self._spec[13]
+
+    @property
+    def std(self):
+        return self._spec[14]
+
+    def params(self, height, width, seed=0, stream=0):
+        """The random choices for a height x width source image under
+        rng stream (seed, stream): crop box (top, left, height, width),
+        resized size, flip, jitter factors and their order."""
+        return _C._transform_params(self._spec, int(height), int(width), int(seed), int(stream))
+
+    def __call__(self, images, out=None, seed=0, stream=0):
+        """Augments uint8 images (N, 3, H, W); image i uses stream + i."""
+        return augment(images, self, out=out, seed=seed, stream=stream)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(output_shape={self.output_shape})"
+
+
+def _with_norm(spec, mean, std):
+    spec = list(spec)
+    if mean is not None:
+        spec[13] = tuple(float(v) for v in mean)
+    if std is not None:
+        spec[14] = tuple(float(v) for v in std)
+    return spec
+
+
+class CifarTrain(Transform):
+    """Spec 3.2: zero-pad by 4, random 32x32 crop, horizontal flip (p = 0.5),
+    scale to [0, 1], normalise with the CIFAR-10 mean/std."""
+
+    def __init__(self, pad=4, flip=True, mean=None, std=None):
+        spec = _with_norm(_C._transform_preset("cifar_train"), mean, std)
+        spec[3], spec[12] = int(pad), int(bool(flip))
+        super().__init__(spec)
+
+
+class CifarTest(Transform):
+    """Spec 3.2: scale to [0, 1] and normalise only."""
+
+    def __init__(self, mean=None, std=None):
+        super().__init__(_with_norm(_C._transform_preset("cifar_test"), mean, std))
+
+
+class ImageNetTrain(Transform):
+    """Spec 3.4: RandomResizedCrop(size, scale, ratio) with Pillow-style
+    antialiased bilinear resizing, horizontal flip, ColorJitter(brightness,
+    contrast, saturation) in random order as torchvision does, normalise
+    (ImageNet mean/std by default; jitter 0 switches it off, as for iNat)."""
+
+    def __init__(self, size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), brightness=0.4, contrast=0.4,
+                 saturation=0.4, flip=True, mean=None, std=None):
+        spec = _with_norm(_C._transform_preset("imagenet_train", int(size)), mean, std)
+        spec[5:12] = [float(scale[0]), float(scale[1]), float(ratio[0]), float(ratio[1]),
+                      float(brightness), float(contrast), float(saturation)]
+        spec[12] = int(bool(flip))
+        super().__init__(spec)
+
+
+class ImageNetEval(Transform):
+    """Spec 3.4: resize the shorter side to `resize` (bilinear, antialiased),
+    centre crop `crop`, normalise."""
+
+    def __init__(self, resize=256, crop=224, mean=None, std=None):
+        super().__init__(_with_norm(_C._transform_preset("imagenet_eval", int(resize), int(crop)), mean, std))
+
+
+def _check_transform(transform, fn):
+    if not isinstance(transform, Transform):
+        raise TypeError(f"{fn}: argument 'transform' must be a lade.data.Transform "
+                        f"(CifarTrain, CifarTest, ImageNetTrain, ImageNetEval), got {type(transform).__name__}")
+
+
+def augment(images, transform, out=None, seed=0, stream=0):
+    """Augments uint8 images (N, 3, H, W) into float32 `out` (N, 3, h, w)
+    (allocated when None); image i draws from rng stream (seed, stream + i).
+    Runs on lade's thread pool."""
+    _check_transform(transform, "lade.data.augment")
+    if out is None:
+        n = images.shape[0] if isinstance(images, np.ndarray) and images.ndim == 4 else 0
+        out = np.empty((n,) + transform.output_shape, np.float32)
+    _C._augment(transform._spec, images, out, int(seed), int(stream))
+    return out
+
+
+def augment_image(image, transform, out=None, seed=0, stream=0):
+    """Augments one decoded uint8 image (H, W, 3) into float32 `out`
+    (3, h, w) with rng stream (seed, stream)."""
+    _check_transform(transform, "lade.data.augment_image")
+    if out is None:
+        out = np.empty(transform.output_shape, np.float32)
+    _C._augment_hwc(transform._spec, image, out, int(seed), int(stream))
+    return out
+
+
+def decode_jpeg(data):
+    """Decodes JPEG bytes to uint8 RGB (H, W, 3) with libjpeg-turbo
+    (grayscale and CMYK become RGB). Corrupt data raises lade.DecodeError."""
+    return _C._decode_jpeg(data)
+
+
+def read_jpeg(path):
+    """Reads and decodes a JPEG file to uint8 RGB (H, W, 3)."""
+    return _C._read_jpeg(os.fspath(path))
+
+
+# ----------------------------------------------------------------- file datasets
+
+class _FileDataset:
+    """(path, label) entries under a root folder, held in C."""
+
+    def __len__(self):
+        return self._size
+
+    def __getitem__(self, i):
+        """(path relative to root, label)"""
+        path, label, _ = _C._filelist_entry(self._handle, int(i))
+        return path, label
+
+    @property
+    def labels(self):
+        """int64 (N,), a fresh array"""
+        out = np.empty(self._size, np.int64)
+        _C._filelist_info(self._handle, out)
+        return out
+
+    def _finish(self, handle, num_classes):
+        self._handle = handle
+        self._size = _C._filelist_info(handle, None)
+        labels = self.labels
+        self.num_classes = int(num_classes) if num_classes is not None else int(labels.max(initial=-1)) + 1
+
+
+class ListFile(_FileDataset):
+    """A list file of "relative/path label" lines (ImageNet-LT, Places-LT,
+    iNaturalist-2018), paths relative to `root` (default: the list file's
+    folder). Labels must lie in [0, num_classes) (default: any label >= 0,
+    num_classes = max + 1). Bad lines raise lade.DecodeError or ValueError
+    naming the file and the line."""
+
+    def __init__(self, path, root=None, num_classes=None):
+        fn = "lade.data.ListFile"
+        path = os.fspath(path)
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"{fn}: argument 'num_classes' must be >= 1, got {num_classes}")
+        with open(path, "rb") as f:
+            text = f.read()
+        self.path = path
+        self.root = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
+        handle = _C._filelist_parse(self.root, path, text, int(num_classes or 0), fn)
+        self._finish(handle, num_classes)
+
+
+class ImageFolder(_FileDataset):
+    """A class-folder tree root/<class>/<image>: classes are the sub-folders in
+    sorted order (label = position), images the files with one of
+    `extensions` (case-insensitive), sorted."""
+
+    def __init__(self, root, extensions=(".jpg", ".jpeg")):
+        fn = "lade.data.ImageFolder"
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"{fn}: '{self.root}' is not a folder")
+        exts = tuple(e.lower() for e in extensions)
+        self.classes = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        if not self.classes:
+            raise ValueError(f"{fn}: '{self.root}' has no class sub-folders")
+        paths, labels = [], []
+        for label, name in enumerate(self.classes):
+            files = sorted(e.name for e in os.scandir(os.path.join(self.root, name))
+                           if e.is_file() and e.name.lower().endswith(exts))
+            paths += [f"{name}/{f}" for f in files]
+            labels += [label] * len(files)
+        if not paths:
+            raise ValueError(f"{fn}: no files ending in {', '.join(exts)} under '{self.root}'")
+        handle = _C._filelist_from_paths(self.root, paths, np.array(labels, np.int64), fn)
+        self._finish(handle, len(self.classes))
+
+
+# ----------------------------------------------------------------------- loader
+
+class Loader:
+    """Batches of augmented samples, prepared ahead by C worker threads.
+
+    source: (images uint8 (N, 3, H, W), labels int64 (N,)) in memory, or a
+    ListFile / ImageFolder of JPEGs. Iterating yields (images float32
+    (B, 3, h, w), labels int64 (B,)) for one epoch, then `epoch` advances.
+    sampler: any object with __len__ and epoch_indices(epoch) -> int64 array;
+    None gives a seeded shuffle of all samples each epoch (or the natural
+    order with shuffle=False). Batches depend only on (seed, epoch, order),
+    never on num_workers or thread timing.
+
+    A sample that cannot be read raises (lade.DecodeError, OSError or
+    ValueError, naming the file and the list line) when its batch comes up;
+    with skip_bad=True it is left out of its batch (which is then shorter) and
+    counted in `skipped`. Iteration may be resumed at any epoch with
+    start_epoch or set_epoch. Use as a context manager or call close(); the
+    threads also stop on garbage collection.
+    """
+
+    def __init__(self, source, batch_size, transform, sampler=None, seed=0, num_workers=2, prefetch=None,
+                 drop_last=True, skip_bad=False, shuffle=True, start_epoch=0):
+        fn = "lade.data.Loader"
+        self._cap = None
+        _check_transform(transform, fn)
+        if isinstance(source, _FileDataset):
+            self._num_samples = len(source)
+            images = labels = None
+            files = source._handle
+        elif isinstance(source, tuple) and len(source) == 2:
+            images, labels = source
+            files = None
+            if not isinstance(images, np.ndarray) or images.ndim != 4:
+                raise TypeError(f"{fn}: argument 'source' must hold images as a uint8 ndarray (N, 3, H, W)")
+            self._num_samples = images.shape[0]
+            if isinstance(labels, np.ndarray) and labels.dtype == np.int64 and labels.ndim == 1:
+                _C._labels_check(labels, np.iinfo(np.int64).max, fn)  # rejects negative labels
+        else:
+            raise TypeError(f"{fn}: argument 'source' must be (images, labels), a ListFile or an ImageFolder, "
+                            f"got {type(source).__name__}")
+        if sampler is not None and not (hasattr(sampler, "epoch_indices") and hasattr(sampler, "__len__")):
+            raise TypeError(f"{fn}: argument 'sampler' must have __len__ and epoch_indices(epoch), "
+                            f"got {type(sampler).__name__}")
+        if int(num_workers) < 1:
+            raise ValueError(f"{fn}: argument 'num_workers' must be >= 1, got {num_workers}")
+        if int(start_epoch) < 0:
+            raise ValueError(f"{fn}: argument 'start_epoch' must be >= 0, got {start_epoch}")
+        self.batch_size = int(batch_size)
+        self.transform = transform
+        self.sampler = sampler
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.prefetch = int(prefetch) if prefetch is not None else 2 * self.num_workers
+        self.drop_last = bool(drop_last)
+        self.shuffle = bool(shuffle)
+        self.epoch = int(start_epoch)
+        self._source = source  # the C side reads these arrays; keep them alive
+        self._cap = _C._loader_create(transform._spec, images, labels, files, self.batch_size, self.drop_last,
+                                      bool(skip_bad), self.num_workers, self.prefetch, self.seed)
+        self._begun = None  # the epoch running in C
+        self._position = 0  # batches handed out of it
+
+    def __len__(self):
+        n = len(self.sampler) if self.sampler is not None else self._num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch):
+        """The epoch the next iteration runs (for resuming)."""
+        if int(epoch) < 0:
+            raise ValueError(f"lade.data.Loader.set_epoch: argument 'epoch' must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    @property
+    def skipped(self):
+        """Samples skipped so far (skip_bad=True)."""
+        return _C._loader_skipped(self._cap)[0] if self._cap is not None else 0
+
+    @property
+    def last_skip_reason(self):
+        return _C._loader_skipped(self._cap)[1] if self._cap is not None else ""
+
+    def _begin(self):
+        if self._cap is None:
+            raise RuntimeError("lade.data.Loader: the loader is closed")
+        indices = None
+        if self.sampler is not None:
+            indices = self.sampler.epoch_indices(self.epoch)
+            if len(indices) != len(self.sampler):
+                raise ValueError(f"lade.data.Loader: sampler.epoch_indices({self.epoch}) returned "
+                                 f"{len(indices)} indices, but len(sampler) is {len(self.sampler)}")
+        elif not self.shuffle:
+            indices = np.arange(self._num_samples, dtype=np.int64)
+        self._begun = None
+        _C._loader_begin(self._cap, self.epoch, indices)
+        self._begun = self.epoch
+        self._position = 0
+
+    def __iter__(self):
+        if self._begun != self.epoch or self._position:
+            self._begin()
+        return self
+
+    def __next__(self):
+        if self._begun != self.epoch:
+            self._begin()
+        shape = (self.batch_size,) + self.transform.output_shape
+        images = np.empty(shape, np.float32)
+        labels = np.empty(self.batch_size, np.int64)
+        self._position += 1
+        end, count = _C._loader_next(self._cap, images, labels)
+        if end:
+            self.epoch += 1
+            try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
+                self._begin()
+            except Exception:
+                self._begun = None
+            raise StopIteration
+        if count < self.batch_size:
+            images, labels = images[:count], labels[:count]
+        return images, labels
+
+    def close(self):
+        """Stops and joins the worker threads; idempotent."""
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            _C._loader_close(cap)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_cap", None) is not None:
+            self.close()

@@ -1,0 +1,284 @@
+"""Long-tail losses (C core: csrc/losses.c).
+
+Every loss is called as ``loss(logits, labels, grad=None) -> (value, grad)``: logits
+float32 (n, C) C-contiguous, labels int64 (n,); ``grad`` float32 (n, C) is overwritten
+with d value / d logits (allocated when None). Configuration goes to the constructor.
+
+Names (the official code's names confused its users, so each says what it is):
+  softmax_ce       plain softmax cross-entropy (spec §1.2)
+  lade_ce          LADE-CE = PriorCE = Balanced Softmax: CE on logits + log(prior + 1e-9) (§1.3)
+                   (alias 'balanced_softmax')
+  lader            the LADER regulariser alone (§1.4); form='official' (default) or 'paper'
+  lade             lade_ce + alpha * lader (§1.5)
+  logit_adjusted   Menon et al. 2021: CE on logits + tau * log(prior + 1e-12)
+  focal            softmax focal loss (Lin et al. 2017), mean over the batch
+  class_balanced   class-balanced weights by effective number (Cui et al. 2019), softmax or focal
+  ldam             LDAM (Cao et al. 2019), with deferred re-weighting via set_epoch
+
+Test time: each loss has ``test_time_form`` and ``test_time_adjust(logits, target_prior)``
+(spec §2.1): softmax-trained models use PC (f - log p_s + log p_t); models whose training
+already removed the training prior (LADE, Balanced Softmax, logit adjustment, class-balanced,
+LDAM-DRW) use f + log p_t. A uniform target (None) leaves the latter unchanged.
+"""
+import numpy as np
+
+from lade import _C, posthoc
+from lade.priors import as_prior
+
+__all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
+           "ClassBalancedLoss", "LDAMLoss", "softmax_ce", "lade_ce", "balanced_softmax", "lader", "lade_loss",
+           "logit_adjusted", "focal", "class_balanced", "ldam", "ldam_drw", "make", "names"]
+
+_LADER_FORMS = {"official": 0, "paper": 1}
+
+
+def _grad_buffer(logits, grad):
+    if grad is None and isinstance(logits, np.ndarray) and logits.ndim == 2:
+        return np.empty(logits.shape, np.float32)
+    return grad
+
+
+def _counts(counts, func):
+    c = np.ascontiguousarray(counts, dtype=np.int64)
+    if c.ndim != 1:
+        raise ValueError(f"{func}: argument 'counts' must be 1-dimensional, got shape {c.shape}")
+    return c
+
+
+def _ce(func, logits, labels, grad, offset=None, margin=None, weights=None, s=1.0, gamma=0.0, by_sum=False):
+    grad = _grad_buffer(logits, grad)
+    value = _C.lt_cross_entropy(func, logits, labels, grad, 1.0, offset, margin, weights, float(s), float(gamma),
+                                bool(by_sum), True)
+    return value, grad
+
+
+class _Loss:
+    """Shared test-time behaviour; `prior` is the training prior when the loss has one."""
+    test_time_form = "pc"
+    prior = None
+
+    def test_time_adjust(self, logits, target_prior=None, source_prior=None):
+        """Adjusted logits for a target prior (None = uniform), per test_time_form."""
+        if self.test_time_form == "add_target":
+            return posthoc.lade_adjust(logits, target_prior)
+        source = self.prior if source_prior is None else source_prior
+        if source is None:
+            raise ValueError(f"{type(self).__name__}.test_time_adjust: argument 'source_prior' is needed for "
+                             "PC adjustment (this loss was built without a training prior)")
+        return posthoc.pc_adjust(logits, source, target_prior)
+
+
+class SoftmaxCE(_Loss):
+    """Plain softmax cross-entropy. `prior` (optional) is only used for PC at test time."""
+
+    def __init__(self, prior=None):
+        self.prior = None if prior is None else as_prior(prior, "lade.losses.SoftmaxCE")
+
+    def __call__(self, logits, labels, grad=None):
+        return _ce("lade.losses.softmax_ce", logits, labels, grad)
+
+
+class LADECELoss(_Loss):
+    """LADE-CE = PriorCE = Balanced Softmax: CE on logits + log(prior + 1e-9)."""
+    test_time_form = "add_target"
+
+    def __init__(self, prior):
+        self.prior = as_prior(prior, "lade.losses.LADECELoss")
+
+    def __call__(self, logits, labels, grad=None):
+        grad = _grad_buffer(logits, grad)
+        return _C.lt_lade_ce("lade.losses.lade_ce", logits, labels, grad, 1.0, self.prior, True), grad
+
+
+class LADERLoss(_Loss):
+    """The LADER regulariser alone (spec §1.4): -sum_c prior_c * (F_c - S_c - remine_lambda * S_c^2)."""
+    test_time_form = "add_target"
+
+    def __init__(self, prior, remine_lambda=0.1, form="official"):
+        func = "lade.losses.LADERLoss"
+        self.prior = as_prior(prior, func)
+        if form not in _LADER_FORMS:
+            raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
+        if not float(remine_lambda) >= 0:
+            raise ValueError(f"{func}: argument 'remine_lambda' must be >= 0, got {remine_lambda}")
+        self.remine_lambda = float(remine_lambda)
+        self.form = form
+
+    def __call__(self, logits, labels, grad=None):
+        grad = _grad_buffer(logits, grad)
+        value = _C.lt_lader("lade.losses.lader", logits, labels, grad, 1.0, self.prior, self.remine_lambda,
+                            _LADER_FORMS[self.form], True)
+        return value, grad
+
+
+class LADELoss(_Loss):
+    """LADE = LADE-CE + alpha * LADER (official defaults alpha 0.1; README lambda 0.01 for CIFAR).
+    After a call, `last_terms` holds (lade_ce value, lader value)."""
+    test_time_form = "add_target"
+
+    def __init__(self, prior, alpha=0.1, remine_lambda=0.01, form="official"):
+        func = "lade.losses.LADELoss"
+        self.prior = as_prior(prior, func)
+        if form not in _LADER_FORMS:
+            raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
+        if not float(alpha) >= 0 or not float(remine_lambda) >= 0:
+            raise ValueError(f"{func}: arguments 'alpha' and 'remine_lambda' must be >= 0, got {alpha}, {remine_lambda}")
+        self.alpha, self.remine_lambda, self.form = float(alpha), float(remine_lambda), form
+        self.last_terms = None
+
+    def __call__(self, logits, labels, grad=None):
+        func = "lade.losses.lade_loss"
+        grad = _grad_buffer(logits, grad)
+        ce = _C.lt_lade_ce(func, logits, labels, grad, 1.0, self.prior, True)
+        reg = _C.lt_lader(func, logits, labels, grad, self.alpha, self.prior, self.remine_lambda,
+                          _LADER_FORMS[self.form], False)
+        self.last_terms = (ce, reg)
+        return ce + self.alpha * reg, grad
+
+
+class LogitAdjustedLoss(_Loss):
+    """Logit-adjusted loss (Menon et al. 2021): CE on logits + tau * log(prior + 1e-12)."""
+    test_time_form = "add_target"
+
+    def __init__(self, prior, tau=1.0):
+        func = "lade.losses.LogitAdjustedLoss"
+        self.prior = as_prior(prior, func)
+        self.tau = float(tau)
+        self.offset = np.empty_like(self.prior)
+        _C.lt_log_prior(func, self.prior, self.offset, self.tau, 1e-12)
+
+    def __call__(self, logits, labels, grad=None):
+        return _ce("lade.losses.logit_adjusted", logits, labels, grad, offset=self.offset)
+
+
+class FocalLoss(_Loss):
+    """Softmax focal loss: mean_i (1 - p_i)^gamma * (-log p_i). gamma = 0 is softmax CE."""
+
+    def __init__(self, gamma=2.0, prior=None):
+        if not float(gamma) >= 0:
+            raise ValueError(f"lade.losses.FocalLoss: argument 'gamma' must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        self.prior = None if prior is None else as_prior(prior, "lade.losses.FocalLoss")
+
+    def __call__(self, logits, labels, grad=None):
+        return _ce("lade.losses.focal", logits, labels, grad, gamma=self.gamma)
+
+
+class ClassBalancedLoss(_Loss):
+    """Class-balanced loss (Cui et al. 2019): w_c = (1 - beta) / (1 - beta^n_c), normalised to
+    sum to C; loss = mean_i w_{y_i} * base_i with base 'softmax' (CE) or 'focal' (gamma)."""
+    test_time_form = "add_target"
+
+    def __init__(self, counts, beta=0.9999, base="softmax", gamma=1.0):
+        func = "lade.losses.ClassBalancedLoss"
+        if base not in ("softmax", "focal"):
+            raise ValueError(f"{func}: argument 'base' must be 'softmax' or 'focal', got {base!r}")
+        counts = _counts(counts, func)
+        self.weights = np.empty(counts.shape[0], np.float32)
+        _C.lt_effective_number_weights(func, counts, self.weights, float(beta))
+        self.gamma = float(gamma) if base == "focal" else 0.0
+        if not self.gamma >= 0:
+            raise ValueError(f"{func}: argument 'gamma' must be >= 0, got {gamma}")
+
+    def __call__(self, logits, labels, grad=None):
+        return _ce("lade.losses.class_balanced", logits, labels, grad, weights=self.weights, gamma=self.gamma)
+
+
+class LDAMLoss(_Loss):
+    """LDAM (Cao et al. 2019): CE on s * (logits - m_y at the label), m_c proportional to n_c^(-1/4)
+    with the largest = max_margin. `weights` (C,) gives a weighted mean as PyTorch's cross_entropy.
+    Deferred re-weighting: with drw_epoch set, set_epoch(e) switches to class-balanced weights
+    (beta drw_beta) from epoch drw_epoch on."""
+    test_time_form = "add_target"
+
+    def __init__(self, counts, max_margin=0.5, s=30.0, weights=None, drw_epoch=None, drw_beta=0.9999):
+        func = "lade.losses.LDAMLoss"
+        counts = _counts(counts, func)
+        self.margins = np.empty(counts.shape[0], np.float32)
+        _C.lt_ldam_margins(func, counts, self.margins, float(max_margin))
+        if not float(s) > 0:
+            raise ValueError(f"{func}: argument 's' must be > 0, got {s}")
+        self.s = float(s)
+        self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
+        self.drw_epoch = drw_epoch
+        if drw_epoch is not None:
+            self._drw_weights = np.empty(counts.shape[0], np.float32)
+            _C.lt_effective_number_weights(func, counts, self._drw_weights, float(drw_beta))
+
+    def set_epoch(self, epoch):
+        """DRW: plain weights before drw_epoch, class-balanced weights from it on."""
+        if self.drw_epoch is not None:
+            self.weights = self._drw_weights if epoch >= self.drw_epoch else None
+
+    def __call__(self, logits, labels, grad=None):
+        return _ce("lade.losses.ldam", logits, labels, grad, margin=self.margins, weights=self.weights, s=self.s,
+                   by_sum=True)
+
+
+# ---- function forms -----------------------------------------------------------------------
+def softmax_ce(logits, labels, grad=None):
+    return _ce("lade.losses.softmax_ce", logits, labels, grad)
+
+
+def lade_ce(logits, labels, prior, grad=None):
+    grad = _grad_buffer(logits, grad)
+    return _C.lt_lade_ce("lade.losses.lade_ce", logits, labels, grad, 1.0, as_prior(prior, "lade.losses.lade_ce"),
+                         True), grad
+
+
+balanced_softmax = lade_ce
+
+
+def lader(logits, labels, prior, remine_lambda=0.1, grad=None, form="official"):
+    return LADERLoss(prior, remine_lambda, form)(logits, labels, grad)
+
+
+def lade_loss(logits, labels, prior, alpha=0.1, remine_lambda=0.01, grad=None, form="official"):
+    return LADELoss(prior, alpha, remine_lambda, form)(logits, labels, grad)
+
+
+def logit_adjusted(logits, labels, prior, tau=1.0, grad=None):
+    return LogitAdjustedLoss(prior, tau)(logits, labels, grad)
+
+
+def focal(logits, labels, gamma=2.0, grad=None):
+    return FocalLoss(gamma)(logits, labels, grad)
+
+
+def class_balanced(logits, labels, counts, beta=0.9999, base="softmax", gamma=1.0, grad=None):
+    return ClassBalancedLoss(counts, beta, base, gamma)(logits, labels, grad)
+
+
+def ldam(logits, labels, counts, max_margin=0.5, s=30.0, weights=None, grad=None):
+    return LDAMLoss(counts, max_margin, s, weights)(logits, labels, grad)
+
+
+def ldam_drw(counts, drw_epoch=160, beta=0.9999, max_margin=0.5, s=30.0):
+    """An LDAMLoss with deferred re-weighting; call .set_epoch(epoch) at every epoch start."""
+    return LDAMLoss(counts, max_margin, s, None, drw_epoch, beta)
+
+
+_REGISTRY = {
+    "softmax_ce": SoftmaxCE,
+    "lade_ce": LADECELoss,
+    "balanced_softmax": LADECELoss,
+    "lader": LADERLoss,
+    "lade": LADELoss,
+    "logit_adjusted": LogitAdjustedLoss,
+    "focal": FocalLoss,
+    "class_balanced": ClassBalancedLoss,
+    "ldam": LDAMLoss,
+    "ldam_drw": ldam_drw,
+}
+
+
+def names():
+    """The names `make` accepts."""
+    return sorted(_REGISTRY)
+
+
+def make(name, **kwargs):
+    """Builds a loss by name, e.g. make('lade', prior=p, alpha=0.1, remine_lambda=0.01)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"lade.losses.make: argument 'name' must be one of {names()}, got {name!r}")
+    return _REGISTRY[name](**kwargs)

@@ -1,0 +1,237 @@
+"""Layers, ResNet-32 models, SGD and learning-rate schedules.
+
+The math is in C (csrc/lade_nn.h). Layer functions take float32 NCHW arrays
+and use them in place: forward outputs passed as ``out`` are overwritten,
+gradient arrays passed to a backward are accumulated into (+=), and outputs
+not given are allocated (gradients zero-filled).
+"""
+import math
+
+import numpy as np
+
+from lade import _C
+from lade._C import (  # noqa: F401  (re-exported layer API)
+    add_backward,
+    add_forward,
+    batchnorm2d_backward,
+    batchnorm2d_forward_eval,
+    batchnorm2d_forward_train,
+    concat_backward,
+    concat_forward,
+    conv2d_backward,
+    conv2d_forward,
+    cosine_lr,
+    global_avgpool_backward,
+    global_avgpool_forward,
+    linear_backward,
+    linear_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    relu_backward,
+    relu_forward,
+    shortcut_a_backward,
+    shortcut_a_forward,
+    warmup_multistep_lr,
+)
+
+_VARIANTS = {"lade": 0, "classic": 1}
+# PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
+_IGNORED_SUFFIX = ".num_batches_tracked"
+
+
+class ResNet32:
+    """A CIFAR ResNet-32 whose weights live in C.
+
+    variant="lade": the BBN variant used by LADE (5/5/4 blocks plus cb_block and
+    rb_block concatenated to a 128-d feature); variant="classic": 5/5/5 blocks,
+    64-d feature. ``params``, ``grads`` and ``buffers`` are flat float32 views of
+    the C buffers (zero-copy); names follow the PyTorch modules' state_dict.
+    """
+
+    def __init__(self, num_classes=100, variant="lade", seed=0):
+        if variant not in _VARIANTS:
+            raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
+        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"lade.ResNet32: argument 'num_classes' must be a positive int, got {num_classes!r}")
+        self.variant = variant
+        self.num_classes = int(num_classes)
+        self._core = _C.ResNetCore(_VARIANTS[variant], self.num_classes)
+        self.params = self._core.params
+        self.grads = self._core.grads
+        self.buffers = self._core.buffers
+        self._layout = self._core.tensors()  # [(name, is_buffer, offset, shape)]
+        self.feature_dim = 128 if variant == "lade" else 64
+        self.init(seed)
+
+    def init(self, seed):
+        """(Re)initialise weights and BN statistics from ``seed`` (bit-identical for equal seeds)."""
+        self._core.init(int(seed))
+
+    def _views(self, flat, want_buffers):
+        views = {}
+        for name, is_buffer, offset, shape in self._layout:
+            if bool(is_buffer) == want_buffers:
+                size = math.prod(shape)
+                views[name] = flat[offset:offset + size].reshape(shape)
+        return views
+
+    def parameters(self):
+        """dict name -> shaped view into ``params``."""
+        return self._views(self.params, False)
+
+    def gradients(self):
+        """dict name -> shaped view into ``grads``."""
+        return self._views(self.grads, False)
+
+    def running_stats(self):
+        """dict name -> shaped view into ``buffers`` (BN running mean and variance)."""
+        return self._views(self.buffers, True)
+
+    def state_dict(self):
+        """dict name -> NumPy copy of every parameter and BN running statistic."""
+        state = {k: v.copy() for k, v in self.parameters().items()}
+        state.update({k: v.copy() for k, v in self.running_stats().items()})
+        return state
+
+    def load_state_dict(self, state):
+        """Copy weights from a dict of arrays (NumPy, or anything np.asarray takes, e.g. a
+        PyTorch state_dict's tensors after ``.numpy()``). Keys must match exactly, except
+        PyTorch's ``num_batches_tracked`` counters, which are ignored."""
+        targets = self.parameters()
+        targets.update(self.running_stats())
+        given = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIX)}
+        missing = sorted(set(targets) - set(given))
+        unexpected = sorted(set(given) - set(targets))
+        if missing or unexpected:
+            raise KeyError(f"lade.ResNet32.load_state_dict: argument 'state' does not match the model: "
+                           f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                           f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        for name, target in targets.items():
+            value = np.asarray(given[name])
+            if value.shape != target.shape:
+                raise ValueError(f"lade.ResNet32.load_state_dict: argument 'state[{name!r}]' must have shape "
+                                 f"{target.shape}, got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"lade.ResNet32.load_state_dict: argument 'state[{name!r}]' contains NaN or Inf")
+            target[...] = value
+
+    def forward(self, images, train=True, out=None, defer_running_stats=False):
+        """Logits (n, num_classes) for float32 images (n, 3, h, w). In training mode
+        batch statistics are used and the BN running statistics updated (unless
+        deferred, see ``commit_running_stats``)."""
+        return self._core.forward(images, train, defer_running_stats, out)
+
+    __call__ = forward
+
+    def commit_running_stats(self):
+        """Apply the BN running-statistics update deferred by the last training forward."""
+        self._core.commit_running_stats()
+
+    def backward(self, dlogits):
+        """grads += d loss / d params, for the last training forward; dlogits is (n, num_classes)."""
+        self._core.backward(dlogits)
+
+    def zero_grad(self):
+        self._core.zero_grad()
+
+    @property
+    def features(self):
+        """A copy of the pooled features (n, feature_dim) of the last forward."""
+        return self._core.features()
+
+    def profile(self):
+        """Seconds per layer kind since the last ``profile_reset``."""
+        return self._core.profile()
+
+    def profile_reset(self):
+        self._core.profile_reset()
+
+    @property
+    def num_params(self):
+        return self.params.size
+
+
+class SGD:
+    """SGD with PyTorch's semantics: d = g + wd*p; v = m*v + (1-dampening)*d (v = d
+    on the first step); d = d + m*v if nesterov else v; p -= lr*d. Weight decay
+    applies to every parameter unless ``decay_mask`` (float32, 1 = decay) says otherwise."""
+
+    def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, dampening=0.0, nesterov=False, decay_mask=None):
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+                            ("dampening", dampening)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"lade.SGD: argument '{name}' must be a finite number >= 0, got {value!r}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("lade.SGD: argument 'nesterov' needs momentum > 0 and dampening 0")
+        self.model = model
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.dampening = float(dampening)
+        self.nesterov = bool(nesterov)
+        self.decay_mask = decay_mask
+        self.velocity = np.zeros_like(model.params)
+        self.steps = 0
+
+    def step(self, lr=None):
+        """One update of ``model.params`` from ``model.grads``. Raises FloatingPointError,
+        changing nothing, if a gradient is not finite."""
+        if lr is not None:
+            self.lr = float(lr)
+        _C.sgd_step(self.model.params, self.model.grads, self.velocity, self.lr, self.momentum, self.dampening,
+                    self.weight_decay, self.nesterov, self.steps == 0, self.decay_mask)
+        self.steps += 1
+
+    def state_dict(self):
+        return {"velocity": self.velocity.copy(), "steps": self.steps, "lr": self.lr}
+
+    def load_state_dict(self, state):
+        velocity = np.asarray(state["velocity"])
+        if velocity.shape != self.velocity.shape:
+            raise ValueError(f"lade.SGD.load_state_dict: argument 'state[\"velocity\"]' must have shape "
+                             f"{self.velocity.shape}, got {velocity.shape}")
+        self.velocity[...] = velocity
+        self.steps = int(state["steps"])
+        self.lr = float(state["lr"])
+
+
+def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
+    """One SGD step: forward (train mode), loss, backward, update. Returns the loss.
+
+    ``loss`` is a callable ``loss(logits, labels, grad) -> (value, grad)`` over the
+    whole batch (default: softmax cross-entropy). A non-finite loss raises
+    FloatingPointError before the weights or the BN running statistics change."""
+    if loss is None:
+        from lade.losses import softmax_ce as loss
+    logits = model.forward(images, train=True, defer_running_stats=True)
+    value, dlogits = loss(logits, labels, grad)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"lade.train_step: the loss is {value}; the step was not taken")
+    model.commit_running_stats()
+    model.zero_grad()
+    model.backward(dlogits)
+    optimizer.step(lr)
+    return float(value)
+
+
+def predict(model, images, batch_size=256, out=None):
+    """Eval-mode logits for all ``images``, computed ``batch_size`` at a time."""
+    n = len(images)
+    if out is None:
+        out = np.empty((n, model.num_classes), dtype=np.float32)
+    elif out.shape != (n, model.num_classes):
+        raise ValueError(f"lade.predict: argument 'out' must have shape {(n, model.num_classes)}, got {out.shape}")
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        model.forward(images[start:stop], train=False, out=out[start:stop])
+    return out
+
+
+__all__ = [
+    "ResNet32", "SGD", "train_step", "predict", "warmup_multistep_lr", "cosine_lr",
+    "conv2d_forward", "conv2d_backward", "batchnorm2d_forward_train", "batchnorm2d_forward_eval",
+    "batchnorm2d_backward", "relu_forward", "relu_backward", "add_forward", "add_backward",
+    "concat_forward", "concat_backward", "global_avgpool_forward", "global_avgpool_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "shortcut_a_forward", "shortcut_a_backward",
+    "linear_forward", "linear_backward",
+]

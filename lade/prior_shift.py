@@ -1,0 +1,185 @@
+"""Estimating an unknown target prior from unlabelled predictions, and adapting to it
+(C core: csrc/prior_shift.c). The paper assumes p_t known; this fills that gap.
+
+One call::
+
+    res = lade.prior_shift.adapt(test_logits, source_prior,
+                                 calib_logits=val_logits, calib_labels=val_labels, method="em")
+    res.prior        # estimated target prior (C,)
+    res.probs        # test posteriors adapted to it (n, C)
+    res.shift_test   # {'statistic', 'dof', 'p_value', 'test'}: is there a shift at all?
+
+Methods:
+  'em'   Saerens et al. 2002: EM re-estimation of the prior from calibrated posteriors. The
+         posteriors are first calibrated by bias-corrected temperature scaling fitted on the
+         held-out labelled source logits (Alexandari et al. 2020); without calibration data EM
+         runs on softmax(test_logits) as is. Shift test: likelihood ratio 2 (LL(p_hat) - LL(p_ref)),
+         chi-square with C - 1 degrees of freedom (Saerens et al. §3.3).
+  'bbse' Lipton et al. 2018: inverts the confusion matrix of the held-out labelled source data.
+         When it is ill-conditioned (1-norm condition number > cond_limit, or singular) a
+         RuntimeWarning is issued and the estimate falls back to "no shift" (the source prior).
+         Shift test: Pearson chi-square of the test set's predicted-class counts against those
+         expected without shift.
+
+Which logits: softmax(test_logits) should estimate the source posterior. For models trained
+with plain softmax CE pass the raw logits; for LADE / Balanced Softmax pass f + log p_s
+(``loss.test_time_adjust`` does not do this; use ``lade.posthoc.lade_adjust(f, p_s)``). With
+calibration='bcts' a per-class offset is absorbed by the fitted biases, so either works.
+
+Reference prior: the prior the (calibrated) posteriors embody. With calibration='bcts' the
+biases absorb the calibration set's label frequencies, so the reference is those frequencies
+(every class must appear in calib_labels); otherwise it is source_prior. Held-out data drawn
+like the training set make both the same.
+"""
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lade import _C, posthoc
+from lade.priors import as_prior, prior_from_labels
+
+__all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "reweight", "shifted_test_indices"]
+
+_FUNC = "lade.prior_shift.adapt"
+
+
+@dataclass
+class PriorShiftResult:
+    prior: np.ndarray            # estimated target prior (C,), floored at 1e-8
+    probs: np.ndarray            # adapted test posteriors (n, C)
+    method: str
+    reference_prior: np.ndarray  # the prior the calibrated posteriors embody
+    calibration: object = None   # the fitted posthoc.TemperatureScaling, or None
+    iterations: int = 0          # EM iterations
+    converged: bool = True
+    condition_number: float = float("nan")  # BBSE confusion matrix
+    fell_back: bool = False      # BBSE fell back to the source prior
+    shift_test: dict = field(default_factory=dict)
+    interval: tuple = None       # (lo, hi) per-class bootstrap interval, or None
+    level: float = None
+    replicates: np.ndarray = None
+
+
+def reweight(probs, from_prior, to_prior, out=None):
+    """Posteriors moved from one prior to another: p * to / from, renormalised per row."""
+    func = "lade.prior_shift.reweight"
+    fp, tp = as_prior(from_prior, func, "from_prior"), as_prior(to_prior, func, "to_prior")
+    if out is None and isinstance(probs, np.ndarray) and probs.ndim == 2:
+        out = np.empty(probs.shape, np.float32)
+    _C.lt_reweight_probs(func, probs, fp, tp, out)
+    return out
+
+
+def em_prior(probs, reference_prior, tol=1e-8, max_iter=2000):
+    """EM (Saerens 2002) on posteriors `probs` that embody `reference_prior`.
+    Returns (prior, iterations, converged, loglik)."""
+    func = "lade.prior_shift.em_prior"
+    ref = as_prior(reference_prior, func, "reference_prior")
+    out = np.empty(ref.shape[0], np.float32)
+    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, float(tol), int(max_iter))
+    return out, iters, conv, ll
+
+
+def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=False, cond_limit=1e4):
+    """BBSE (Lipton 2018). Returns (prior, condition_number, fell_back); warns on fallback."""
+    func = "lade.prior_shift.bbse_prior"
+    sp = as_prior(source_prior, func, "source_prior")
+    out = np.empty(sp.shape[0], np.float32)
+    cond, fell_back = _C.lt_bbse_prior(func, calib_probs, calib_labels, test_probs, sp, out, bool(soft),
+                                       float(cond_limit))
+    if fell_back:
+        warnings.warn(f"{func}: the calibration confusion matrix is ill-conditioned (1-norm condition number "
+                      f"{cond:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift (the source prior)",
+                      RuntimeWarning, stacklevel=2)
+    return out, cond, fell_back
+
+
+def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, method="em", calibration="bcts",
+          bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, soft=False, cond_limit=1e4):
+    """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it.
+    See the module docstring. bootstrap > 0 adds a per-class percentile interval at `level`
+    (replicates resample the test rows, and for BBSE the calibration rows; seeded)."""
+    if method not in ("em", "bbse"):
+        raise ValueError(f"{_FUNC}: argument 'method' must be 'em' or 'bbse', got {method!r}")
+    if calibration not in ("bcts", "ts", "none"):
+        raise ValueError(f"{_FUNC}: argument 'calibration' must be 'bcts', 'ts' or 'none', got {calibration!r}")
+    if (calib_logits is None) != (calib_labels is None):
+        raise ValueError(f"{_FUNC}: arguments 'calib_logits' and 'calib_labels' must be given together")
+    if method == "bbse" and calib_logits is None:
+        raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
+    if int(bootstrap) < 0:
+        raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
+    source = as_prior(source_prior, _FUNC, "source_prior")
+    classes = source.shape[0]
+    if not (isinstance(test_logits, np.ndarray) and test_logits.ndim == 2 and test_logits.shape[1] == classes):
+        shape = getattr(test_logits, "shape", None)
+        raise ValueError(f"{_FUNC}: argument 'test_logits' must have shape (*, {classes}) to match "
+                         f"'source_prior', got {shape}")
+
+    _C.lt_check_finite(_FUNC, test_logits, "test_logits")
+    if calib_logits is not None:
+        _C.lt_check_finite(_FUNC, calib_logits, "calib_logits")
+        if not (isinstance(calib_labels, np.ndarray) and calib_labels.ndim == 1
+                and calib_labels.shape[0] == calib_logits.shape[0]):
+            raise ValueError(f"{_FUNC}: argument 'calib_labels' must have shape ({calib_logits.shape[0]},) to match "
+                             f"'calib_logits', got {getattr(calib_labels, 'shape', None)}")
+        if calib_logits.shape[1] != classes:
+            raise ValueError(f"{_FUNC}: argument 'calib_logits' must have {classes} columns to match "
+                             f"'source_prior', got {calib_logits.shape[1]}")
+    cal = None
+    reference = source
+    if calib_logits is not None and calibration != "none":
+        cal = posthoc.fit_temperature(calib_logits, calib_labels, bias=calibration == "bcts")
+        if calibration == "bcts":
+            try:
+                reference = prior_from_labels(calib_labels, classes)
+            except ValueError as e:
+                raise ValueError(f"{_FUNC}: argument 'calib_labels' must contain every class for "
+                                 f"bias-corrected calibration ({e})") from None
+    test_probs = cal(test_logits) if cal else posthoc.softmax(test_logits)
+    calib_probs = None
+    if calib_logits is not None:
+        calib_probs = cal(calib_logits) if cal else posthoc.softmax(calib_logits)
+
+    res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
+    if method == "em":
+        prior = np.empty(classes, np.float32)
+        res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None, float(tol),
+                                                               int(max_iter))
+        if not res.converged:
+            warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
+                          stacklevel=2)
+        stat, dof = max(2.0 * loglik, 0.0), classes - 1
+        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(max(dof, 1))),
+                          "test": "likelihood ratio (Saerens 2002), chi-square"}
+    else:
+        prior = np.empty(classes, np.float32)
+        res.condition_number, res.fell_back = _C.lt_bbse_prior(_FUNC, calib_probs, calib_labels, test_probs, source,
+                                                               prior, bool(soft), float(cond_limit))
+        if res.fell_back:
+            warnings.warn(f"{_FUNC}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
+                          f"{res.condition_number:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift "
+                          "(the source prior)", RuntimeWarning, stacklevel=2)
+        stat, dof = _C.lt_prediction_shift_chi2(_FUNC, calib_probs, calib_labels, test_probs, source)
+        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(dof)),
+                          "test": "Pearson chi-square on predicted-class counts"}
+    res.prior = prior
+    res.probs = reweight(test_probs, reference, prior)
+
+    if bootstrap:
+        reps = np.empty((int(bootstrap), classes), np.float32)
+        if method == "em":
+            _C.lt_em_bootstrap(_FUNC, test_probs, reference, reps, float(tol), int(max_iter), int(seed))
+        else:
+            _C.lt_bbse_bootstrap(_FUNC, calib_probs, calib_labels, test_probs, source, reps, bool(soft), int(seed))
+        lo, hi = np.empty(classes, np.float32), np.empty(classes, np.float32)
+        _C.lt_bootstrap_interval(_FUNC, reps, lo, hi, float(level))
+        res.interval, res.level, res.replicates = (lo, hi), float(level), reps
+    return res
+
+
+def shifted_test_indices(test_labels, train_prior, ratio, direction, img_max=None):
+    """Re-export of lade.sampling.shifted_test_indices (spec §2.3)."""
+    from lade.sampling import shifted_test_indices as _impl
+    return _impl(test_labels, train_prior, ratio, direction, img_max)
