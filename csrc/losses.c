@@ -104,6 +104,15 @@ lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const 
                          (double)cfg->logit_scale);
     if (!(cfg->focal_gamma >= 0) || !isfinite(cfg->focal_gamma))
         return lade_fail(LADE_EINVAL, "argument 'gamma' must be finite and >= 0, got %g", (double)cfg->focal_gamma);
+    for (int c = 0; c < classes; c++) {
+        if (cfg->offset && !isfinite(cfg->offset[c]))
+            return lade_fail(LADE_ENONFINITE, "argument 'offset': offset[%d] = %g is not finite", c, (double)cfg->offset[c]);
+        if (cfg->margin && !isfinite(cfg->margin[c]))
+            return lade_fail(LADE_ENONFINITE, "argument 'margin': margin[%d] = %g is not finite", c, (double)cfg->margin[c]);
+        if (cfg->class_weight && !(cfg->class_weight[c] >= 0 && isfinite(cfg->class_weight[c])))
+            return lade_fail(LADE_EINVAL, "argument 'weights': weights[%d] = %g must be finite and >= 0", c,
+                             (double)cfg->class_weight[c]);
+    }
     double denom = n;
     if (cfg->class_weight && cfg->weight_by_sum) {
         denom = 0;

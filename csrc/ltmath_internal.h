@@ -13,7 +13,8 @@
 static inline float lt_exp(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    float k = floorf(x * 1.44269504088896341f + 0.5f);
+    /* round to nearest by the 1.5 * 2^23 trick (vectorises, unlike a floorf call) */
+    float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - k * 0.693145751953125f - k * 1.42860682030941723e-6f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
               r * (1.0f / 720 + r * (1.0f / 5040)))))));
@@ -23,28 +24,35 @@ static inline float lt_exp(float x) {
     return p * scale;
 }
 
-/* out[c] = exp(in[c] - shift) for c < len; returns the sum (8 partial sums so it vectorises). */
-static inline float lt_exp_shift_sum(float *out, const float *in, float shift, int len) {
-    float part[8] = {0};
+/* Sum and max with 16 independent lanes, so the compiler can vectorise them without
+ * reassociating floating point on its own (no -ffast-math). */
+static inline float lt_sum(const float *x, int len) {
+    float part[16] = {0};
     int c = 0;
-    for (; c + 8 <= len; c += 8)
-        for (int j = 0; j < 8; j++) {
-            out[c + j] = lt_exp(in[c + j] - shift);
-            part[j] += out[c + j];
-        }
+    for (; c + 16 <= len; c += 16)
+        for (int j = 0; j < 16; j++) part[j] += x[c + j];
     float sum = 0.0f;
-    for (; c < len; c++) {
-        out[c] = lt_exp(in[c] - shift);
-        sum += out[c];
-    }
-    for (int j = 0; j < 8; j++) sum += part[j];
+    for (; c < len; c++) sum += x[c];
+    for (int j = 0; j < 16; j++) sum += part[j];
     return sum;
 }
 
 static inline float lt_row_max(const float *z, int len) {
+    float part[16];
+    for (int j = 0; j < 16; j++) part[j] = z[0];
+    int c = 0;
+    for (; c + 16 <= len; c += 16)
+        for (int j = 0; j < 16; j++) part[j] = z[c + j] > part[j] ? z[c + j] : part[j];
     float m = z[0];
-    for (int c = 1; c < len; c++) m = z[c] > m ? z[c] : m;
+    for (; c < len; c++) m = z[c] > m ? z[c] : m;
+    for (int j = 0; j < 16; j++) m = part[j] > m ? part[j] : m;
     return m;
+}
+
+/* out[c] = exp(in[c] - shift) for c < len (out may equal in); returns the sum. */
+static inline float lt_exp_shift_sum(float *out, const float *in, float shift, int len) {
+    for (int c = 0; c < len; c++) out[c] = lt_exp(in[c] - shift);
+    return lt_sum(out, len);
 }
 
 /* Finite logits and labels in range; the detail names the first bad entry and `arg`. */

@@ -375,7 +375,8 @@ class Loader:
     ValueError, naming the file and the list line) when its batch comes up;
     with skip_bad=True it is left out of its batch (which is then shorter) and
     counted in `skipped`. Iteration may be resumed at any epoch with
-    start_epoch or set_epoch. Use as a context manager or call close(); the
+    start_epoch or set_epoch; a new iteration begun in the middle of an epoch
+    restarts that epoch. When an epoch ends the next one starts loading. Use as a context manager or call close(); the
     threads also stop on garbage collection.
     """
 

@@ -122,7 +122,8 @@ class LADELoss(_Loss):
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
         if not float(alpha) >= 0 or not float(remine_lambda) >= 0:
-            raise ValueError(f"{func}: arguments 'alpha' and 'remine_lambda' must be >= 0, got {alpha}, {remine_lambda}")
+            raise ValueError(f"{func}: arguments 'alpha' and 'remine_lambda' must be >= 0, "
+                             f"got {alpha}, {remine_lambda}")
         self.alpha, self.remine_lambda, self.form = float(alpha), float(remine_lambda), form
         self.last_terms = None
 

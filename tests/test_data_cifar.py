@@ -211,10 +211,21 @@ def test_cifar_train_geometry():
     counts = np.bincount(tops, minlength=81)
     assert counts.min() > 5 and counts.max() < 50  # all 81 offsets, roughly uniform (mean 24.7)
     assert 0.45 < np.mean(flips) < 0.55
-    # a hand-checked corner: offset (0, 0) without flip puts 4 rows/cols of padding first
-    p = next(tf.params(32, 32, 1, s) for s in range(2000) if tf.params(32, 32, 1, s)["box"][:2] == (0, 0)
-             and not tf.params(32, 32, 1, s)["flip"])
-    assert p["box"][:2] == (0, 0)
+    # the extreme offsets, checked by hand: (0, 0) puts 4 zero-padding rows and
+    # columns first; (8, 8) puts them last, and the flip moves the columns to the left
+    image = coordinate_images(1)
+    streams = {tf.params(32, 32, 1, s)["box"][:2] + (tf.params(32, 32, 1, s)["flip"],): s for s in range(2000)}
+    zero = -CIFAR_MEAN / CIFAR_STD  # a padded pixel after normalisation
+    out = tf(image, seed=1, stream=streams[(0, 0, False)])[0]
+    np.testing.assert_allclose(out[:, :4, :], np.broadcast_to(zero[:, None, None], (3, 4, 32)), atol=1e-6)
+    np.testing.assert_allclose(out[:, 4:, 4:] * CIFAR_STD[:, None, None] + CIFAR_MEAN[:, None, None],
+                               image[0, :, :28, :28] / 255, atol=1e-6)
+    out = tf(image, seed=1, stream=streams[(8, 8, True)])[0]
+    np.testing.assert_allclose(out[:, 28:, :], np.broadcast_to(zero[:, None, None], (3, 4, 32)), atol=1e-6)
+    np.testing.assert_allclose(out[:, :, :4], np.broadcast_to(zero[:, None, None], (3, 32, 4)), atol=1e-6)
+    # the crop's columns 0..27 (source columns 4..31) land reversed in output columns 31..4
+    np.testing.assert_allclose(out[:, :28, 4:][:, :, ::-1] * CIFAR_STD[:, None, None] + CIFAR_MEAN[:, None, None],
+                               image[0, :, 4:, 4:] / 255, atol=1e-6)
 
 
 def test_cifar_test_transform_and_augment_out():

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lade
 from lade import losses, priors
 
 C = 7
@@ -69,12 +68,14 @@ CASES = {
     "lader": (losses.LADERLoss(PRIOR, 0.1), lambda z, y: ref_lader(z, y, PRIOR, 0.1)),
     "lader_paper": (losses.LADERLoss(PRIOR, 0.1, form="paper"), lambda z, y: ref_lader(z, y, PRIOR, 0.1, "paper")),
     "lade": (losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01),
-             lambda z, y: ref_ce(z, y, offset=np.log(PRIOR.astype(np.float64) + 1e-9)) + 0.1 * ref_lader(z, y, PRIOR, 0.01)),
+             lambda z, y: (ref_ce(z, y, offset=np.log(PRIOR.astype(np.float64) + 1e-9))
+                           + 0.1 * ref_lader(z, y, PRIOR, 0.01))),
     "logit_adjusted": (losses.LogitAdjustedLoss(PRIOR, tau=1.5),
                        lambda z, y: ref_ce(z, y, offset=1.5 * np.log(PRIOR.astype(np.float64) + 1e-12))),
     "focal": (losses.FocalLoss(2.0), lambda z, y: ref_ce(z, y, gamma=2.0)),
     "focal_half": (losses.FocalLoss(0.5), lambda z, y: ref_ce(z, y, gamma=0.5)),
-    "class_balanced": (losses.ClassBalancedLoss(COUNTS, 0.999), lambda z, y: ref_ce(z, y, weights=cb_weights(COUNTS, 0.999))),
+    "class_balanced": (losses.ClassBalancedLoss(COUNTS, 0.999),
+                       lambda z, y: ref_ce(z, y, weights=cb_weights(COUNTS, 0.999))),
     "class_balanced_focal": (losses.ClassBalancedLoss(COUNTS, 0.99, base="focal", gamma=1.0),
                              lambda z, y: ref_ce(z, y, weights=cb_weights(COUNTS, 0.99), gamma=1.0)),
     "ldam": (losses.LDAMLoss(COUNTS, 0.5, 30.0), lambda z, y: ref_ce(z, y, margin=ldam_margins(COUNTS, 0.5), s=30.0)),
@@ -282,3 +283,13 @@ def test_zero_count_class_is_explicit():
     z, y = batch()
     v, g = losses.LADELoss(p)(z, y)
     assert np.isfinite(v) and np.isfinite(g).all()
+
+
+def test_bad_loss_config():
+    z, y = batch()
+    with pytest.raises(ValueError, match=r"argument 'weights': weights\[1\] = -1"):
+        losses.ldam(z, y, COUNTS, weights=np.r_[1.0, -1.0, np.ones(C - 2)])
+    with pytest.raises(ValueError, match="argument 'gamma'"):
+        losses.FocalLoss(-1.0)
+    with pytest.raises(ValueError, match="argument 'beta'"):
+        losses.ClassBalancedLoss(COUNTS, beta=1.0)

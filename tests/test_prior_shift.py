@@ -102,7 +102,8 @@ def test_bad_input():
         prior_shift.adapt(TEST_LOGITS[:, :4], PS)
     bad = TEST_LOGITS.copy()
     bad[5, 2] = np.nan
-    with pytest.raises(FloatingPointError, match=r"adapt: argument 'test_logits' has a non-finite value nan at \[5, 2\]"):
+    with pytest.raises(FloatingPointError,
+                       match=r"adapt: argument 'test_logits' has a non-finite value nan at \[5, 2\]"):
         prior_shift.adapt(bad, PS)
     y = CAL_Y.copy()
     y[y == 3] = 2

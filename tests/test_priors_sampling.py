@@ -141,7 +141,8 @@ def test_shifted_test_sizes_match_spec():
     np.testing.assert_allclose(fwd.prior, fwd.counts / fwd.counts.sum(), rtol=1e-6)
     # first k per class in stored order
     for c in (0, 50, 99):
-        assert fwd.indices[test_labels[fwd.indices] == c].tolist() == np.flatnonzero(test_labels == c)[:fwd.counts[c]].tolist()
+        first_k = np.flatnonzero(test_labels == c)[:fwd.counts[c]]
+        assert fwd.indices[test_labels[fwd.indices] == c].tolist() == first_k.tolist()
     assert (np.diff(fwd.indices) > 0).all()
     assert len(sampling.SHIFT_SETTINGS) == 11
 

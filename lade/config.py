@@ -1,0 +1,294 @@
+"""Experiment configs: a YAML file records everything a training run depends on.
+
+A config has five sections (see lade/configs/*.yaml for complete examples)::
+
+    name: cifar100_lt_100_lade
+    data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction}
+    model:  {variant, seed}
+    loss:   {name, <options of that loss>}
+    optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
+             warmup_start, milestones, lr_factor}
+    run:    {seed, threads, num_workers, eval_every, eval_batch_size}
+
+Every key is checked before anything runs: an unknown key or a value of the wrong type
+raises ConfigError naming the key (``optim.lr``). Missing keys take the defaults below, so a
+config file may list only what differs; the run folder always stores the complete config.
+
+Overrides (``optim.lr=0.1``) are applied explicitly by ``apply_overrides`` and returned as a
+list of (key, old, new) for the caller to log; nothing on the command line changes a value
+unless it is named there (the official code's command-line defaults silently replaced config
+values, spec §7.5).
+"""
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "load", "validate", "apply_overrides", "resolve_path",
+           "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root", "RESUME_SAFE_SECTIONS"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing or has a bad value; the message names it."""
+
+
+# --- the schema ---------------------------------------------------------------------------
+# Each leaf is (checker, default). Checkers raise ConfigError(key, message) via _fail.
+
+def _fail(key, msg):
+    raise ConfigError(f"lade config: key '{key}' {msg}")
+
+
+def _int(lo=None, hi=None):
+    def check(key, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            _fail(key, f"must be an integer, got {type(v).__name__} {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            _fail(key, f"must be in [{lo}, {'inf' if hi is None else hi}], got {v}")
+        return v
+    return check
+
+
+def _float(lo=None, hi=None, lo_open=False):
+    def check(key, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            _fail(key, f"must be a number, got {type(v).__name__} {v!r}")
+        v = float(v)
+        if v != v or v in (float("inf"), float("-inf")):
+            _fail(key, f"must be finite, got {v}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            _fail(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and v > hi:
+            _fail(key, f"must be <= {hi}, got {v}")
+        return v
+    return check
+
+
+def _choice(*options):
+    def check(key, v):
+        if v not in options:
+            _fail(key, f"must be one of {list(options)}, got {v!r}")
+        return v
+    return check
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        _fail(key, f"must be true or false, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _str(key, v):
+    if not isinstance(v, str) or not v:
+        _fail(key, f"must be a non-empty string, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _optional(check):
+    def opt(key, v):
+        return None if v is None else check(key, v)
+    return opt
+
+
+def _int_list(key, v):
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
+        _fail(key, f"must be a list of positive integers, got {v!r}")
+    if v != sorted(v):
+        _fail(key, f"must be in increasing order, got {v!r}")
+    return v
+
+
+DEFAULTS = {
+    "name": (_str, "run"),
+    "data": {
+        "dataset": (_choice("cifar100", "cifar10"), "cifar100"),
+        "root": (_optional(_str), None),          # None: <repo>/../shared/data
+        "imbalance": (_float(1.0), 100.0),         # head count / tail count (ratio = 1 / imbalance)
+        "profile": (_choice("exp", "step"), "exp"),
+        "subset_seed": (_int(0), 1),               # which images form the long-tailed subset
+        "train_img_max": (_optional(_int(1)), None),  # head-class count; None: 50000 / classes
+        "test_per_class": (_optional(_int(1)), None),  # first k test images per class; None: all
+        "calib_fraction": (_float(0.0, 1.0), 0.2),  # held-out source set from unused train images
+    },
+    "model": {
+        "variant": (_choice("lade", "classic"), "lade"),
+        "seed": (_int(0), 0),
+    },
+    "loss": {
+        "name": (_choice("softmax_ce", "balanced_softmax", "lade", "logit_adjusted", "focal", "class_balanced",
+                         "ldam_drw"), "softmax_ce"),
+    },
+    "optim": {
+        "epochs": (_int(1), 200),
+        "batch_size": (_int(1), 256),
+        "lr": (_float(0.0, lo_open=True), 0.2),
+        "momentum": (_float(0.0, 1.0), 0.9),
+        "weight_decay": (_float(0.0), 5e-4),
+        "nesterov": (_bool, False),
+        "schedule": (_choice("warmup_multistep", "cosine", "constant"), "warmup_multistep"),
+        "warmup_epochs": (_int(0), 5),
+        "warmup_start": (_float(0.0, 1.0), 1.0 / 3.0),
+        "milestones": (_int_list, [120, 160]),
+        "lr_factor": (_float(0.0, 1.0, lo_open=True), 0.01),
+    },
+    "run": {
+        "seed": (_int(0), 1),                      # data order / augmentation stream
+        "threads": (_int(1), 2),
+        "num_workers": (_int(1), 2),
+        "eval_every": (_int(0), 0),                # test top-1 every N epochs (0: only at the end)
+        "eval_batch_size": (_int(1), 500),
+    },
+}
+
+# Options of each loss beyond its name; the training prior / counts are supplied by the run.
+LOSS_OPTIONS = {
+    "softmax_ce": {},
+    "balanced_softmax": {},
+    "lade": {"alpha": (_float(0.0), 0.1), "remine_lambda": (_float(0.0), 0.01),
+             "form": (_choice("official", "paper"), "official")},
+    "logit_adjusted": {"tau": (_float(0.0), 1.0)},
+    "focal": {"gamma": (_float(0.0), 2.0)},
+    "class_balanced": {"beta": (_float(0.0, 1.0), 0.9999), "base": (_choice("softmax", "focal"), "softmax"),
+                       "gamma": (_float(0.0), 1.0)},
+    "ldam_drw": {"drw_epoch": (_int(0), 160), "beta": (_float(0.0, 1.0), 0.9999),
+                 "max_margin": (_float(0.0, lo_open=True), 0.5), "s": (_float(0.0, lo_open=True), 30.0)},
+}
+
+# Keys that may differ when a run is resumed: they change speed or logging, not the weights.
+RESUME_SAFE_SECTIONS = ("run.num_workers", "run.eval_every", "run.eval_batch_size")
+
+
+def _schema_for(cfg):
+    schema = copy.deepcopy(DEFAULTS)
+    loss_name = (cfg.get("loss") or {}).get("name", DEFAULTS["loss"]["name"][1]) if isinstance(cfg, dict) else None
+    if loss_name in LOSS_OPTIONS:
+        schema["loss"].update(LOSS_OPTIONS[loss_name])
+    return schema
+
+
+def validate(cfg):
+    """Returns the complete config (defaults filled in, numbers normalised) or raises ConfigError."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"lade config: the top level must be a mapping, got {type(cfg).__name__}")
+    schema = _schema_for(cfg)
+    out = {}
+    for key in cfg:
+        if key not in schema:
+            _fail(key, f"is not a known key (known: {', '.join(schema)})")
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            section = cfg.get(key, {})
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                _fail(key, f"must be a mapping, got {type(section).__name__}")
+            for sub in section:
+                if sub not in spec:
+                    hint = ""
+                    if key == "loss":
+                        hint = f" for loss '{section.get('name', DEFAULTS['loss']['name'][1])}'"
+                    _fail(f"{key}.{sub}", f"is not a known key{hint} (known: {', '.join(spec)})")
+            out[key] = {}
+            for sub, (check, default) in spec.items():
+                value = section[sub] if sub in section else copy.deepcopy(default)
+                out[key][sub] = check(f"{key}.{sub}", value)
+        else:
+            check, default = spec
+            out[key] = check(key, cfg[key] if key in cfg else default)
+    return out
+
+
+def builtin_names():
+    """Names of the configs shipped in lade/configs/ (without .yaml)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_path(name_or_path):
+    """A path to an existing YAML file, or the shipped config of that name."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or os.sep in str(name_or_path):
+        if not p.is_file():
+            raise ConfigError(f"lade config: file '{name_or_path}' does not exist")
+        return p
+    builtin = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        raise ConfigError(f"lade config: '{name_or_path}' is neither a YAML file nor a shipped config "
+                          f"(shipped: {', '.join(builtin_names())})")
+    return builtin
+
+
+def load(name_or_path):
+    """Reads and validates a config file or a shipped config name."""
+    path = resolve_path(name_or_path)
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"lade config: '{path}' is not valid YAML ({e})") from None
+    try:
+        return validate(raw if raw is not None else {})
+    except ConfigError as e:
+        raise ConfigError(f"{e} (in '{path}')") from None
+
+
+def apply_overrides(cfg, overrides):
+    """Applies 'section.key=value' strings (values parsed as YAML scalars/lists) and validates.
+
+    Returns (new_cfg, changes) with changes a list of (key, old, new). A key that does not exist
+    in the schema is rejected, as is a malformed override."""
+    cfg = copy.deepcopy(cfg)
+    changes = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"lade config: override '{item}' must have the form key=value (e.g. optim.lr=0.1)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"lade config: override for key '{key}' has an unreadable value {text!r} ({e})") from None
+        parts = key.split(".")
+        if len(parts) == 1:
+            if parts[0] not in DEFAULTS or isinstance(DEFAULTS[parts[0]], dict):
+                _fail(key, "is not a known key (use section.key, e.g. optim.lr)")
+            old = cfg.get(parts[0])
+            cfg[parts[0]] = value
+        elif len(parts) == 2:
+            section, sub = parts
+            if section not in DEFAULTS or not isinstance(DEFAULTS[section], dict):
+                _fail(key, "is not a known key")
+            if section == "loss" and sub == "name" and value != cfg["loss"].get("name"):
+                # a different loss has different options: keep only those the new loss knows
+                known = LOSS_OPTIONS.get(value, {})
+                cfg["loss"] = {k: v for k, v in cfg["loss"].items() if k in known}
+            old = cfg[section].get(sub)
+            cfg[section][sub] = value
+        else:
+            _fail(key, "is not a known key (at most one dot: section.key)")
+        cfg = validate(cfg)
+        changes.append((key, old, value))
+    return cfg, changes
+
+
+def flatten(cfg, prefix=""):
+    """{'optim.lr': 0.2, ...}"""
+    flat = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def dump(cfg):
+    """YAML text of a config, sections in schema order."""
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+
+
+def default_data_root():
+    """<repository root>/../shared/data, the repository root being the folder holding lade/."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -1,0 +1,464 @@
+"""Training runs: data preparation, a restartable training loop and the run folder.
+
+A run folder holds::
+
+    config.yaml          the complete, validated config (what the run depends on)
+    run.json             overrides applied, data root, thread count, start/finish times
+    metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
+    checkpoint.npz       written atomically after every epoch: weights, BN statistics, SGD velocity
+                         and step count, the number of finished epochs (the loader's order is a pure
+                         function of (run.seed, epoch), so that number is the whole sampler/RNG state)
+    train_counts.npy     per-class training counts (the source prior)
+    test_logits.npy      raw logits f on the test set, test_labels.npy
+    calib_logits.npy     raw logits on a held-out labelled source set (for EM / BBSE), calib_labels.npy
+    final.json           written last: the run finished
+
+``train(cfg, run_dir, resume=True)`` after a kill (even kill -9) continues from the last
+checkpoint and ends with the same weights as an uninterrupted run with the same seed and
+thread count.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lade import config as config_mod
+from lade import data as data_mod
+from lade import losses, metrics, nn, priors, sampling
+from lade._C import set_num_threads
+
+__all__ = ["RunError", "Dataset", "load_dataset", "train", "resolve_data_root", "build_loss", "epoch_lr",
+           "run_status", "check_run_dir", "Progress", "load_arrays"]
+
+CHECKPOINT = "checkpoint.npz"
+_CHECKPOINT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run folder cannot be used as asked (another config in it, nothing to resume, ...)."""
+
+
+# ------------------------------------------------------------------------------------ data
+
+_SOURCES = {  # dataset -> file or folder names tried in the data root, in order
+    "cifar100": ["cifar-100-binary", "cifar-100-binary.tar.gz", "cifar-100-python", "cifar-100-python.tar.gz"],
+    "cifar10": ["cifar-10-batches-bin", "cifar-10-binary.tar.gz", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                "cifar10-jpeg", "cifar10-jpeg.tar.gz"],
+}
+_CLASSES = {"cifar100": 100, "cifar10": 10}
+
+
+def resolve_data_root(cfg, override=None):
+    """The data folder: `override`, else data.root, else <repo>/../shared/data. Must exist."""
+    root = override or cfg["data"]["root"]
+    key = "--data-root" if override else "data.root" if cfg["data"]["root"] else "default data root"
+    root = Path(root) if root else config_mod.default_data_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"lade: the data root '{root}' ({key}) does not exist or is not a folder")
+    return root
+
+
+def _find_source(root, dataset):
+    for name in _SOURCES[dataset]:
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"lade: no {dataset} data in '{root}' (looked for {', '.join(_SOURCES[dataset])})")
+
+
+def _read_cifar10_jpeg(source):
+    """CIFAR-10 as JPEGs with train.txt / test.txt list files (folder or .tar.gz), decoded in C.
+    Returns {'train': (images, labels), 'test': (images, labels)}."""
+    splits = {}
+    if source.is_dir():
+        for split in ("train", "test"):
+            listing = data_mod.ListFile(source / f"{split}.txt", root=source, num_classes=10)
+            images = np.empty((len(listing), 3, 32, 32), np.uint8)
+            for i in range(len(listing)):
+                images[i] = data_mod.read_jpeg(source / listing[i][0]).transpose(2, 0, 1)
+            splits[split] = (images, listing.labels)
+        return splits
+    with tarfile.open(source, "r:*") as tar:
+        blobs, lists = {}, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            parts = member.name.split("/", 1)
+            rel = parts[1] if len(parts) == 2 else parts[0]
+            if rel in ("train.txt", "test.txt"):
+                lists[rel[:-4]] = tar.extractfile(member).read().decode()
+            elif rel.lower().endswith(".jpg"):
+                blobs[rel] = tar.extractfile(member).read()
+    for split in ("train", "test"):
+        if split not in lists:
+            raise FileNotFoundError(f"lade: '{source}' has no {split}.txt list file")
+        lines = [ln.split() for ln in lists[split].splitlines() if ln.strip()]
+        images = np.empty((len(lines), 3, 32, 32), np.uint8)
+        labels = np.empty(len(lines), np.int64)
+        for i, (path, label) in enumerate(lines):
+            if path not in blobs:
+                raise FileNotFoundError(f"lade: '{source}': {split}.txt line {i + 1} names '{path}', not in the archive")
+            images[i] = data_mod.decode_jpeg(blobs[path]).transpose(2, 0, 1)
+            labels[i] = int(label)
+        splits[split] = (images, labels)
+    return splits
+
+
+_LOADED = {}  # (source path, mtime) -> splits; one process often trains several runs on the same data
+
+
+def _load_splits(source, dataset):
+    key = (str(source), source.stat().st_mtime)
+    if key not in _LOADED:
+        if "jpeg" in source.name:
+            splits = _read_cifar10_jpeg(source)
+        else:
+            splits = {s: data_mod.load_cifar(source, s) for s in ("train", "test")}
+        _LOADED.clear()
+        _LOADED[key] = splits
+    return _LOADED[key]
+
+
+class Dataset:
+    """A CIFAR-LT experiment's data: the long-tailed training subset, a held-out labelled set drawn
+    with the same profile from the training images the subset left out (the 'source' data for
+    calibration and prior estimation), and the (optionally truncated) uniform test set."""
+
+    def __init__(self, train, calib, test, counts, classes, source):
+        self.train, self.calib, self.test = train, calib, test
+        self.counts, self.classes, self.source = counts, classes, source
+
+
+def load_dataset(cfg, data_root=None):
+    d = cfg["data"]
+    root = resolve_data_root(cfg, data_root)
+    source = _find_source(root, d["dataset"])
+    splits = _load_splits(source, d["dataset"])
+    classes = _CLASSES[d["dataset"]]
+    train_x, train_y = splits["train"]
+    test_x, test_y = splits["test"]
+    img_max = d["train_img_max"] if d["train_img_max"] is not None else train_x.shape[0] / classes
+    counts = priors.lt_profile(classes, img_max, 1.0 / d["imbalance"], d["profile"])
+    if counts.min() < 1:
+        raise config_mod.ConfigError(f"lade config: keys 'data.train_img_max' / 'data.imbalance' leave class "
+                                     f"{int(np.argmin(counts))} without training images")
+    available = priors.class_counts(train_y, classes)
+    if (counts > available).any():
+        c = int(np.argmax(counts > available))
+        raise config_mod.ConfigError(f"lade config: key 'data.train_img_max' asks {int(counts[c])} images of class "
+                                     f"{c}, but '{source}' has {int(available[c])}")
+    subset = sampling.lt_subset(train_y, counts, seed=d["subset_seed"])
+    train = (np.ascontiguousarray(train_x[subset.indices]), np.ascontiguousarray(subset.labels))
+
+    calib = None
+    if d["calib_fraction"] > 0:
+        unused = np.ones(train_y.shape[0], bool)
+        unused[subset.indices] = False
+        rest = np.flatnonzero(unused)
+        calib_counts = np.maximum(1, (counts * d["calib_fraction"]).astype(np.int64))
+        calib_counts = np.minimum(calib_counts, priors.class_counts(train_y[rest], classes))
+        pick = sampling.lt_subset(np.ascontiguousarray(train_y[rest]), calib_counts, seed=d["subset_seed"] + 1)
+        idx = rest[pick.indices]
+        calib = (np.ascontiguousarray(train_x[idx]), np.ascontiguousarray(train_y[idx]))
+
+    if d["test_per_class"] is not None:
+        uniform = np.full(classes, 1.0 / classes, np.float32)
+        idx = sampling.shifted_test_indices(test_y, uniform, 1, "uniform", img_max=d["test_per_class"])
+        test = (np.ascontiguousarray(test_x[idx]), np.ascontiguousarray(test_y[idx]))
+    else:
+        test = (test_x, test_y)
+    return Dataset(train, calib, test, counts, classes, source)
+
+
+# ------------------------------------------------------------------------------- training
+
+def build_loss(cfg, counts):
+    """The configured loss with the training prior / counts it needs."""
+    name = cfg["loss"]["name"]
+    opts = {k: v for k, v in cfg["loss"].items() if k != "name"}
+    prior = priors.prior_from_counts(counts)
+    if name in ("class_balanced", "ldam_drw"):
+        loss = losses.make(name, counts=counts, **opts)
+        loss.prior = prior  # the training prior, for the test-time adjustment
+        return loss
+    return losses.make(name, prior=prior, **opts)
+
+
+def epoch_lr(cfg, epoch):
+    """Learning rate of 1-based `epoch` (spec §5.1: set at the start of each epoch)."""
+    o = cfg["optim"]
+    if o["schedule"] == "warmup_multistep":
+        return nn.warmup_multistep_lr(o["lr"], epoch, warmup_epochs=o["warmup_epochs"],
+                                      warmup_start=o["warmup_start"], milestones=tuple(o["milestones"]),
+                                      factor=o["lr_factor"])
+    if o["schedule"] == "cosine":
+        return nn.cosine_lr(o["lr"], epoch, o["epochs"])
+    return o["lr"]
+
+
+class Progress:
+    """One progress line on stderr: epoch, batch, loss, accuracy, images/s and ETA. On a
+    terminal it is redrawn in place; otherwise a line is printed every tenth of an epoch."""
+
+    def __init__(self, epochs, batches, stream=None, enabled=True):
+        self.epochs, self.batches = epochs, batches
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = max(1, batches // 10)
+
+    def update(self, epoch, batch, loss, acc, rate, remaining_images):
+        if not self.enabled:
+            return
+        last = batch == self.batches
+        if not self.tty and not last and batch % self.every:
+            return
+        width = 20
+        filled = int(width * batch / self.batches)
+        eta = remaining_images / rate if rate > 0 else float("nan")
+        line = (f"epoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] {batch}/{self.batches} "
+                f"loss {loss:.4f} acc {100 * acc:5.1f}% {rate:6.1f} img/s ETA {_fmt_seconds(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if last else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _fmt_seconds(s):
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _log(msg):
+    sys.stderr.write(f"lade: {msg}\n")
+    sys.stderr.flush()
+
+
+def _save_atomic(path, write):
+    """write(file) into path.tmp, fsync, then rename over path: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(run_dir, net, opt, epoch, cfg_text):
+    def write(f):
+        np.savez(f, version=np.int64(_CHECKPOINT_VERSION), epoch=np.int64(epoch), params=net.params,
+                 buffers=net.buffers, velocity=opt.velocity, steps=np.int64(opt.steps), lr=np.float64(opt.lr),
+                 config=np.array(cfg_text))
+    _save_atomic(run_dir / CHECKPOINT, write)
+
+
+def _load_checkpoint(run_dir, net, opt, cfg_text):
+    path = run_dir / CHECKPOINT
+    with np.load(path) as ck:
+        if int(ck["version"]) != _CHECKPOINT_VERSION:
+            raise RunError(f"lade: '{path}' has checkpoint version {int(ck['version'])}, expected "
+                           f"{_CHECKPOINT_VERSION}")
+        if str(ck["config"]) != cfg_text:
+            raise RunError(f"lade: '{path}' was written for another config than '{run_dir / 'config.yaml'}'")
+        for name, target in (("params", net.params), ("buffers", net.buffers), ("velocity", opt.velocity)):
+            if ck[name].shape != target.shape:
+                raise RunError(f"lade: '{path}': '{name}' has shape {ck[name].shape}, expected {target.shape}")
+            target[...] = ck[name]
+        opt.steps = int(ck["steps"])
+        opt.lr = float(ck["lr"])
+        return int(ck["epoch"])
+
+
+def _save_npy(path, array):
+    _save_atomic(path, lambda f: np.save(f, array))
+
+
+def run_status(run_dir):
+    """'empty', 'running' (started, not finished) or 'finished'."""
+    run_dir = Path(run_dir)
+    if (run_dir / "final.json").is_file():
+        return "finished"
+    if (run_dir / "config.yaml").is_file():
+        return "running"
+    return "empty"
+
+
+def _config_differences(a, b, ignore=()):
+    fa, fb = config_mod.flatten(a), config_mod.flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))
+
+
+def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
+    """Decides, without touching anything, how `run_dir` would be used: returns (config to train
+    with, resuming). Refuses a folder holding another run (RunError naming the differing keys)
+    unless overwrite; on resume the saved config is used, plus the resume-safe keys of `cfg`."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunError("lade: --resume and --overwrite exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"lade: run folder '{run_dir}' exists and is not a folder")
+    saved_path = run_dir / "config.yaml"
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not saved_path.is_file():
+        raise RunError(f"lade: '{run_dir}' is not empty and holds no lade run (no config.yaml); refusing to use it")
+    if not saved_path.is_file() or overwrite:
+        return cfg, False
+    saved = config_mod.load(saved_path)
+    diff = _config_differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
+    if not resume:
+        what = f"a different config (keys differ: {', '.join(diff)})" if diff else "a run of this config"
+        raise RunError(f"lade: run folder '{run_dir}' already holds {what}; pass --resume to continue it or "
+                       f"--overwrite to start over")
+    if diff:
+        raise RunError(f"lade: cannot resume '{run_dir}' with a different config (keys differ: {', '.join(diff)}); "
+                       f"use another folder or --overwrite")
+    for key in config_mod.RESUME_SAFE_SECTIONS:
+        section, sub = key.split(".")
+        saved[section][sub] = cfg[section][sub]
+    return saved, True
+
+
+def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=None, progress=True,
+          stop_after=None):
+    """Trains `cfg` into `run_dir` and saves everything evaluation needs. `overrides` is the list of
+    (key, old, new) already applied to cfg, recorded in run.json. stop_after=N stops after N more
+    epochs (the run stays resumable). Returns the run status ('finished' or 'running')."""
+    run_dir = Path(run_dir)
+    cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)
+    if resuming and run_status(run_dir) == "finished":
+        _log(f"'{run_dir}' is already finished; nothing to do")
+        return "finished"
+    data = load_dataset(cfg, data_root)  # before touching the folder: bad data input fails here
+    o, r = cfg["optim"], cfg["run"]
+    if data.train[0].shape[0] < o["batch_size"]:
+        raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) exceeds the "
+                                     f"{data.train[0].shape[0]} training images")
+    if overwrite and run_dir.is_dir():
+        for name in os.listdir(run_dir):  # check_run_dir made sure this is a lade run folder
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_text = config_mod.dump(cfg)
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if resuming and info_path.is_file() else {"sessions": []}
+    info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
+                             "threads": r["threads"], "data_root": str(data.source.parent),
+                             "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
+    if not resuming:
+        _save_atomic(run_dir / "config.yaml", lambda f: f.write(cfg_text.encode()))
+        _save_npy(run_dir / "train_counts.npy", data.counts)
+    _save_atomic(info_path, lambda f: f.write(json.dumps(info, indent=1).encode()))
+
+    set_num_threads(r["threads"])
+    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
+    loss = build_loss(cfg, data.counts)
+    start = 0
+    metrics_path = run_dir / "metrics.jsonl"
+    if resuming and (run_dir / CHECKPOINT).is_file():
+        start = _load_checkpoint(run_dir, net, opt, cfg_text)
+        _log(f"resuming '{run_dir}' after epoch {start}")
+    # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
+    kept = []
+    if metrics_path.is_file():
+        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= start]
+    _save_atomic(metrics_path, lambda f: f.write("".join(ln + "\n" for ln in kept).encode()))
+
+    epochs = o["epochs"]
+    last = epochs if stop_after is None else min(epochs, start + stop_after)
+    images, labels = data.train
+    grad = np.empty((o["batch_size"], data.classes), np.float32)
+    with data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
+                         num_workers=r["num_workers"], start_epoch=start) as loader:
+        bar = Progress(epochs, len(loader), enabled=progress)
+        per_epoch = len(loader) * o["batch_size"]
+        for epoch in range(start + 1, last + 1):
+            lr = epoch_lr(cfg, epoch)
+            if hasattr(loss, "set_epoch"):
+                loss.set_epoch(epoch - 1)  # LDAM-DRW counts epochs from 0, as its reference code
+            t0 = time.perf_counter()
+            seen, loss_sum, correct = 0, 0.0, 0
+            for b, (x, y) in enumerate(loader, 1):
+                value, acc = _step(net, opt, loss, x, y, lr, grad[:len(y)])
+                seen += len(y)
+                loss_sum += value * len(y)
+                correct += acc
+                rate = seen / (time.perf_counter() - t0)
+                bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
+                           per_epoch - seen + (epochs - epoch) * per_epoch)
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
+                   "images_per_s": seen / seconds, "seconds": seconds}
+            if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
+                test_logits = _logits(net, data.test[0], r["eval_batch_size"])
+                row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            _save_checkpoint(run_dir, net, opt, epoch, cfg_text)
+    if last < epochs:
+        _log(f"stopped after epoch {last} of {epochs}; continue with --resume")
+        return "running"
+    _finish(run_dir, cfg, net, data, info)
+    return "finished"
+
+
+def _step(net, opt, loss, x, y, lr, grad):
+    """lade.train_step, keeping the logits to count correct predictions."""
+    logits = net.forward(x, train=True, defer_running_stats=True)
+    correct = int(round(metrics.accuracy(logits, y) * len(y)))
+    value, dlogits = loss(logits, y, grad)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"lade.train: the loss is {value}; the step was not taken")
+    net.commit_running_stats()
+    net.zero_grad()
+    net.backward(dlogits)
+    opt.step(lr)
+    return float(value), correct
+
+
+def _logits(net, images, batch_size):
+    """Eval-mode raw logits of uint8 images, normalised batch by batch."""
+    out = np.empty((images.shape[0], net.num_classes), np.float32)
+    transform = data_mod.CifarTest()
+    for start in range(0, images.shape[0], batch_size):
+        stop = min(start + batch_size, images.shape[0])
+        x = data_mod.augment(images[start:stop], transform)
+        net.forward(x, train=False, out=out[start:stop])
+    return out
+
+
+def _finish(run_dir, cfg, net, data, info):
+    batch = cfg["run"]["eval_batch_size"]
+    t0 = time.perf_counter()
+    test_logits = _logits(net, data.test[0], batch)
+    _save_npy(run_dir / "test_logits.npy", test_logits)
+    _save_npy(run_dir / "test_labels.npy", data.test[1])
+    if data.calib is not None:
+        _save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch))
+        _save_npy(run_dir / "calib_labels.npy", data.calib[1])
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    final = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "epochs": cfg["optim"]["epochs"],
+             "train_seconds": sum(r["seconds"] for r in rows), "eval_seconds": time.perf_counter() - t0,
+             "raw_test_top1": metrics.accuracy(test_logits, data.test[1]),
+             "train_images": int(data.train[0].shape[0]), "test_images": int(data.test[0].shape[0]),
+             "calib_images": 0 if data.calib is None else int(data.calib[0].shape[0])}
+    _save_atomic(run_dir / "final.json", lambda f: f.write(json.dumps(final, indent=1).encode()))
+    _log(f"finished '{run_dir}': raw test top-1 {100 * final['raw_test_top1']:.2f}% "
+         f"({final['train_seconds']:.0f} s training)")
+
+
+def load_arrays(run_dir):
+    """The saved arrays of a run folder (None for those it lacks)."""
+    run_dir = Path(run_dir)
+    out = {}
+    for name in ("train_counts", "test_logits", "test_labels", "calib_logits", "calib_labels"):
+        p = run_dir / f"{name}.npy"
+        out[name] = np.load(p) if p.is_file() else None
+    return out

@@ -1,0 +1,305 @@
+"""Evaluation reports from a run folder's saved logits (no retraining).
+
+``evaluate_run(run_dir)`` computes, from test_logits.npy / calib_logits.npy / train_counts.npy:
+- uniform test: top-1, top-5, many / medium / few, ECE (15 bins and the 20-bin variant of spec
+  §2.4), NLL, Brier, for the raw softmax and for the method's test-time adjustment (spec §2.1:
+  PC f - log p_s + log p_t for softmax-trained models, f + log p_t for LADE, Balanced Softmax and
+  the other prior-aware losses);
+- the shifted tests of spec §2.3 (forward 50..2, uniform, backward 2..50), with the adjustment
+  using the oracle p_t, p_t estimated by EM or BBSE (lade.prior_shift, calibrated on the held-out
+  source set), and no adjustment.
+``write_run_report`` writes report.md, results.json and PNGs into the run folder;
+``write_comparison`` does the same for several runs side by side.
+"""
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lade import config as config_mod
+from lade import metrics, posthoc, prior_shift
+from lade.experiment import build_loss, load_arrays, run_status
+from lade.priors import prior_from_counts
+from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
+
+__all__ = ["evaluate_run", "write_run_report", "write_comparison", "SETTING_NAMES", "MODES"]
+
+SETTING_NAMES = [{"forward": "F", "backward": "B", "uniform": ""}[d] + (str(r) if d != "uniform" else "uniform")
+                 for d, r in SHIFT_SETTINGS]
+MODES = ("none", "oracle", "em", "bbse")
+_MODE_TEXT = {"none": "no adjustment", "oracle": "oracle p_t", "em": "EM p_t", "bbse": "BBSE p_t"}
+
+# (name with the test-time adjustment, name of the raw softmax)
+_NAMES = {
+    "softmax_ce": ("PC Softmax", "Softmax"),
+    "balanced_softmax": ("PC Balanced Softmax", "Balanced Softmax"),
+    "lade": ("LADE", "LADE without p_t"),
+    "logit_adjusted": ("Logit-adjusted (+log p_t)", "Logit-adjusted"),
+    "focal": ("PC Focal", "Focal"),
+    "class_balanced": ("Class-balanced (+log p_t)", "Class-balanced"),
+    "ldam_drw": ("LDAM-DRW (+log p_t)", "LDAM-DRW"),
+}
+
+
+def _adjust(f, form, p_s, p_t):
+    if form == "pc":
+        return posthoc.pc_adjust(f, p_s, p_t)
+    return posthoc.lade_adjust(f, p_t)
+
+
+def _source_logits(f, form, p_s):
+    """Logits whose softmax estimates the source posterior (what EM / BBSE expect)."""
+    return f if form == "pc" else posthoc.lade_adjust(f, p_s)
+
+
+def _uniform_metrics(probs, labels, counts):
+    s = metrics.summary(probs, labels, counts)
+    s["ece20"] = metrics.ece(probs, labels, variant="spec20")
+    conf = metrics.confusion_matrix(probs, labels, probs.shape[1])
+    rel = metrics.reliability_diagram(probs, labels)
+    return s, metrics.per_class_accuracy(conf), rel
+
+
+def _estimate(f_sub, form, p_s, calib, method):
+    """Estimated p_t of a test subset, or (None, reason)."""
+    calib_f, calib_y = calib
+    if method == "bbse" and calib_f is None:
+        return None, "no held-out set"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
+                                None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
+                                method=method)
+    note = "fell back to no shift" if res.fell_back else ("; ".join(str(w.message) for w in caught) or None)
+    return res.prior, note
+
+
+def evaluate_run(run_dir):
+    """All numbers of a finished run, as a JSON-able dict (also used by write_comparison)."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) != "finished":
+        raise FileNotFoundError(f"lade.evaluate: '{run_dir}' is not a finished run (no final.json); train or "
+                                f"--resume it first")
+    cfg = config_mod.load(run_dir / "config.yaml")
+    arrays = load_arrays(run_dir)
+    final = json.loads((run_dir / "final.json").read_text())
+    counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
+    calib = (arrays["calib_logits"], arrays["calib_labels"])
+    p_s = prior_from_counts(counts)
+    form = build_loss(cfg, counts).test_time_form
+    adjusted_name, raw_name = _NAMES[cfg["loss"]["name"]]
+
+    methods = []
+    for name, logits in ((adjusted_name, _adjust(f, form, p_s, None)), (raw_name, f)):
+        probs = posthoc.softmax(logits)
+        summary, per_class, rel = _uniform_metrics(probs, y, counts)
+        methods.append({"label": name, "uniform": summary, "per_class": per_class.tolist(),
+                        "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
+
+    acc = {m: [] for m in MODES}
+    prior_error = {"em": [], "bbse": []}
+    notes = []
+    for (direction, ratio), setting in zip(SHIFT_SETTINGS, SETTING_NAMES):
+        try:
+            sub = shifted_test_subset(y, p_s, ratio, direction)
+        except ValueError:  # a truncated test set leaves some class without images at this ratio
+            notes.append(f"{setting}: skipped, the test set has too few images per class for this ratio")
+            for m in MODES:
+                acc[m].append(None)
+            for m in prior_error:
+                prior_error[m].append(None)
+            continue
+        f_sub, y_sub = f[sub.indices], y[sub.indices]
+        acc["none"].append(metrics.accuracy(f_sub, y_sub))
+        acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior), y_sub))
+        for method in ("em", "bbse"):
+            p_hat, note = _estimate(f_sub, form, p_s, calib, method)
+            if note:
+                notes.append(f"{setting} {method.upper()}: {note}")
+            if p_hat is None:
+                acc[method].append(None)
+                prior_error[method].append(None)
+            else:
+                acc[method].append(metrics.accuracy(_adjust(f_sub, form, p_s, p_hat), y_sub))
+                prior_error[method].append(float(np.abs(p_hat - sub.prior).sum()))
+    return {
+        "name": cfg["name"], "run_dir": str(run_dir), "method": adjusted_name, "raw_method": raw_name,
+        "loss": cfg["loss"]["name"], "test_time_form": form,
+        "setup": {"dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"],
+                  "epochs": cfg["optim"]["epochs"], "batch_size": cfg["optim"]["batch_size"],
+                  "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"], "model_seed": cfg["model"]["seed"],
+                  "train_images": final["train_images"], "test_images": final["test_images"],
+                  "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]},
+        "train_counts": counts.tolist(), "methods": methods,
+        "shift": {"settings": SETTING_NAMES, "accuracy": acc, "prior_l1_error": prior_error},
+        "notes": notes,
+    }
+
+
+# ------------------------------------------------------------------------------ markdown
+
+def _pct(v):
+    return "n/a" if v is None or v != v else f"{100 * v:.2f}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _uniform_rows(results):
+    rows = []
+    for r in results:
+        for m in r["methods"]:
+            u = m["uniform"]
+            rows.append([m["label"] if len(results) == 1 else f"{m['label']} ({r['name']})", _pct(u["top1"]),
+                         _pct(u["top5"]), _pct(u["many"]), _pct(u["medium"]), _pct(u["few"]), f"{u['ece']:.4f}",
+                         f"{u['ece20']:.4f}", f"{u['nll']:.4f}", f"{u['brier']:.4f}"])
+    return rows
+
+
+def _shift_rows(results, modes=MODES):
+    rows = []
+    for r in results:
+        for mode in modes:
+            name = r["raw_method"] if mode == "none" else r["method"]
+            rows.append([name, _MODE_TEXT[mode]] + [_pct(v) for v in r["shift"]["accuracy"][mode]])
+    return rows
+
+
+def _markdown(results, title, figures, summary=None):
+    parts = [f"# {title}", ""]
+    if summary:
+        parts += ["## Summary (top-1 %; F50 / B50 with the method's adjustment to the true p_t, none for the "
+                  "raw softmax)", "", summary, ""]
+    setup_rows = [[r["name"], r["setup"]["dataset"], f"{r['setup']['imbalance']:g}", r["loss"],
+                   r["setup"]["epochs"], r["setup"]["batch_size"], f"{r['setup']['lr']:g}", r["setup"]["seed"],
+                   r["setup"]["train_images"], r["setup"]["test_images"], r["setup"]["calib_images"],
+                   f"{r['setup']['train_seconds']:.0f}"] for r in results]
+    parts += [_table(["run", "data", "imbalance", "loss", "epochs", "batch", "lr", "seed", "train imgs",
+                      "test imgs", "held-out imgs", "train s"], setup_rows), ""]
+    parts += ["## Uniform test (top-1 %, many / medium / few by training count; calibration)", "",
+              _table(["method", "top-1", "top-5", "many", "medium", "few", "ECE-15", "ECE-20", "NLL", "Brier"],
+                     _uniform_rows(results)), ""]
+    parts += ["## Shifted tests (top-1 %; forward = head-heavy, backward = tail-heavy, spec §2.3)", "",
+              _table(["method", "p_t"] + SETTING_NAMES, _shift_rows(results)), ""]
+    err_rows = []
+    for r in results:
+        for m in ("em", "bbse"):
+            err_rows.append([r["method"], m.upper()] + ["n/a" if v is None else f"{v:.3f}"
+                                                        for v in r["shift"]["prior_l1_error"][m]])
+    parts += ["## Prior estimation error (L1 distance between estimated and true p_t)", "",
+              _table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
+    notes = [f"- {r['name']}: {n}" for r in results for n in r["notes"]]
+    if notes:
+        parts += ["Notes:", ""] + notes + [""]
+    parts += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------- figures
+
+def _plots(results, out_dir, prefix=""):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        counts = np.asarray(r["train_counts"])
+        for m in r["methods"]:
+            ax.scatter(counts, 100 * np.asarray(m["per_class"], float), s=10, alpha=0.6, label=f"{m['label']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class")
+    ax.set_ylabel("test accuracy of the class (%)")
+    ax.set_title("Per-class accuracy against training frequency (uniform test)")
+    ax.legend(fontsize=7)
+    names.append(_save(fig, out_dir, f"{prefix}per_class_accuracy.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(SETTING_NAMES))
+    styles = {"oracle": "-", "em": "--", "bbse": ":", "none": "-."}
+    for i, r in enumerate(results):
+        color = f"C{i}"
+        for mode in MODES:
+            y = [np.nan if v is None else 100 * v for v in r["shift"]["accuracy"][mode]]
+            label = f"{r['raw_method'] if mode == 'none' else r['method']}, {_MODE_TEXT[mode]}"
+            ax.plot(x, y, styles[mode], color=color, marker="o", ms=3, label=label)
+    ax.set_xticks(x, SETTING_NAMES, rotation=45)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Shifted test sets")
+    ax.legend(fontsize=6, ncol=2)
+    names.append(_save(fig, out_dir, f"{prefix}shifted_tests.png"))
+
+    panels = [(r, m) for r in results for m in r["methods"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (r, m) in zip(axes[0], panels):
+        rel = m["reliability"]
+        edges = np.asarray(rel["edges"])
+        n_bins = len(edges) - 1
+        accs = np.asarray(rel["accuracy"][:n_bins], float)
+        cnt = np.asarray(rel["count"][:n_bins])
+        accs[cnt == 0] = 0
+        ax.bar(edges[:-1], accs, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7)
+        ax.plot([0, 1], [0, 1], "r--", lw=1)
+        ax.set_title(f"{m['label']}\nECE {rel['ece']:.3f}", fontsize=8)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    names.append(_save(fig, out_dir, f"{prefix}reliability.png"))
+    return names
+
+
+def _save(fig, out_dir, name):
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / name, dpi=100)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return name
+
+
+def _write(path, text):
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_report(run_dir):
+    """Evaluates a finished run and writes report.md, results.json and the PNGs into it.
+    Returns (markdown, results)."""
+    results = evaluate_run(run_dir)
+    figures = _plots([results], run_dir)
+    text = _markdown([results], f"Run {results['name']}", figures)
+    _write(Path(run_dir) / "results.json", json.dumps(results, indent=1))
+    _write(Path(run_dir) / "report.md", text)
+    return text, results
+
+
+def _summary_rows(results):
+    """Per run: the adjusted method (oracle p_t on shifted sets, plus EM) and the raw softmax."""
+    rows = []
+    for r in results:
+        acc = r["shift"]["accuracy"]
+        for m, mode in ((r["methods"][0], "oracle"), (r["methods"][1], "none")):
+            u = m["uniform"]
+            rows.append([m["label"], _pct(u["top1"]), _pct(u["many"]), _pct(u["medium"]), _pct(u["few"]),
+                         _pct(acc[mode][0]), _pct(acc[mode][-1]), _pct(acc["em"][-1]) if mode == "oracle" else "-",
+                         f"{u['ece']:.4f}", f"{u['nll']:.4f}"])
+    return rows
+
+
+def write_comparison(run_dirs, out_dir, title="Comparison"):
+    """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns the markdown."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = [write_run_report(d)[1] for d in run_dirs]
+    figures = _plots(results, out_dir, prefix="comparison_")
+    summary = _table(["method", "uniform top-1", "many", "medium", "few", "F50", "B50", "B50 (EM p_t)", "ECE-15",
+                      "NLL"], _summary_rows(results))
+    text = _markdown(results, title, figures, summary)
+    _write(out_dir / "comparison.md", text)
+    _write(out_dir / "comparison.json", json.dumps(results, indent=1))
+    return text
