@@ -16,7 +16,7 @@
 
 /* Columns per GEMM chunk: wide enough for an efficient GEMM, small enough that
  * the column matrix stays in the outer caches. */
-#define CONV_CHUNK_COLUMNS 8192
+#define CONV_CHUNK_COLUMNS 4096
 
 lade_maps lade_maps_nchw(float *data, int n, int c, int h, int w) {
     lade_maps m = {data, n, c, h, w, (ptrdiff_t)c * h * w, (ptrdiff_t)h * w};
@@ -65,6 +65,14 @@ static int chunk_images(lade_maps out) {
     return nb < out.n ? nb : out.n;
 }
 
+/* Stride-1 convolutions whose padding fits inside the kernel get their input
+ * gradient as a forward convolution of dout with the flipped, transposed
+ * kernel (a "full" correlation): unfold + one GEMM writing din directly,
+ * instead of a GEMM into a 9x larger column matrix and a scattered col2im. */
+static int has_transposed_form(const lade_conv2d_geom *g) {
+    return g->stride_h == 1 && g->stride_w == 1 && g->pad_h < g->kh && g->pad_w < g->kw;
+}
+
 size_t lade_conv2d_workspace_size(const lade_conv2d_geom *g, int n, int h, int w) {
     int oh, ow;
     if (lade_conv2d_out_size(g, h, w, &oh, &ow)) return 0;
@@ -74,7 +82,10 @@ size_t lade_conv2d_workspace_size(const lade_conv2d_geom *g, int n, int h, int w
     size_t nb = plane >= CONV_CHUNK_COLUMNS ? 1 : CONV_CHUNK_COLUMNS / plane;
     if (nb > (size_t)n) nb = (size_t)n;
     if (nb < 1) nb = 1;
-    return (size_t)g->cin * g->kh * g->kw * nb * plane;
+    size_t channels = g->cin, kernel = (size_t)g->kh * g->kw;
+    if (has_transposed_form(g) && (size_t)g->cout > channels) channels = g->cout;
+    /* column matrix, then room for the flipped kernel of the transposed form */
+    return channels * kernel * nb * plane + (size_t)g->cin * g->cout * kernel;
 }
 
 /* ---- im2col / col2im over a chunk --------------------------------------------- */
@@ -104,12 +115,12 @@ static void im2col_rows(void *ctx, size_t begin, size_t end) {
                 const float *src = plane + (size_t)iy * W;
                 int ix0 = kx - g->pad_w;
                 if (g->stride_w == 1) {
-                    /* valid ox: 0 <= ox + ix0 < W */
+                    /* valid ox: 0 <= ox + ix0 < W; the zero edges are a pixel or two */
                     int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < ow ? W - ix0 : ow;
                     if (hi < lo) hi = lo;
-                    memset(row, 0, sizeof(float) * lo);
+                    for (int ox = 0; ox < lo; ox++) row[ox] = 0.0f;
                     memcpy(row + lo, src + lo + ix0, sizeof(float) * (hi - lo));
-                    memset(row + hi, 0, sizeof(float) * (ow - hi));
+                    for (int ox = hi; ox < ow; ox++) row[ox] = 0.0f;
                 } else {
                     for (int ox = 0; ox < ow; ox++) {
                         int ix = ox * g->stride_w + ix0;
@@ -154,10 +165,9 @@ static void col2im_planes(void *ctx, size_t begin, size_t end) {
     }
 }
 
-lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight, const float *bias,
-                                const lade_conv2d_geom *g, float *workspace) {
-    lade_status st = check_maps(out, in, g);
-    if (st) return st;
+/* out = conv(in) (beta 0) or out += conv(in) (beta 1). */
+static void conv_forward_gemm(lade_maps out, lade_maps in, const float *weight, const float *bias,
+                              const lade_conv2d_geom *g, float *workspace, float beta) {
     const int K = g->cin * g->kh * g->kw, P = out.h * out.w, nb_max = chunk_images(out);
     for (int b0 = 0; b0 < in.n; b0 += nb_max) {
         int nb = in.n - b0 < nb_max ? in.n - b0 : nb_max;
@@ -165,13 +175,20 @@ lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight
         lade_parallel_for((size_t)K, im2col_rows, &job);
         float *dst = out.data + (size_t)b0 * out.stride_n;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, nb * P, K, 1.0f, weight, K, workspace,
-                    nb * P, 0.0f, dst, (int)out.stride_c);
+                    nb * P, beta, dst, (int)out.stride_c);
         if (bias)
             for (int co = 0; co < g->cout; co++) {
                 float *row = dst + (size_t)co * out.stride_c, bv = bias[co];
                 for (size_t i = 0; i < (size_t)nb * P; i++) row[i] += bv;
             }
     }
+}
+
+lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight, const float *bias,
+                                const lade_conv2d_geom *g, float *workspace) {
+    lade_status st = check_maps(out, in, g);
+    if (st) return st;
+    conv_forward_gemm(out, in, weight, bias, g, workspace, 0.0f);
     return LADE_OK;
 }
 
@@ -183,6 +200,7 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
         return lade_fail(LADE_EINVAL, "conv2d backward: input gradient (%d, %d, %d, %d) does not match input "
                          "(%d, %d, %d, %d)", din.n, din.c, din.h, din.w, in.n, in.c, in.h, in.w);
     const int K = g->cin * g->kh * g->kw, P = dout.h * dout.w, nb_max = chunk_images(dout);
+    const int transposed = has_transposed_form(g);
     for (int b0 = 0; b0 < in.n; b0 += nb_max) {
         int nb = in.n - b0 < nb_max ? in.n - b0 : nb_max;
         const float *dsrc = dout.data + (size_t)b0 * dout.stride_n;
@@ -200,13 +218,25 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->cout, K, ncols, 1.0f, dsrc, ld, workspace,
                         ncols, 1.0f, dweight, K);
         }
-        if (din.data) {
+        if (din.data && !transposed) {
             /* dcol overwrites the column matrix: it is no longer needed */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, ncols, g->cout, 1.0f, weight, K, dsrc, ld, 0.0f,
                         workspace, ncols);
             unfold_job job = {g, din, workspace, b0, nb, dout.h, dout.w};
             lade_parallel_for((size_t)nb * g->cin, col2im_planes, &job);
         }
+    }
+    if (din.data && transposed) {
+        /* din += correlate(dout, flipped kernel with in/out channels swapped) */
+        const size_t kernel = (size_t)g->kh * g->kw;
+        float *flipped = workspace + lade_conv2d_workspace_size(g, in.n, in.h, in.w) - (size_t)g->cin * g->cout * kernel;
+        for (int co = 0; co < g->cout; co++)
+            for (int ci = 0; ci < g->cin; ci++)
+                for (size_t k = 0; k < kernel; k++)
+                    flipped[((size_t)ci * g->cout + co) * kernel + (kernel - 1 - k)] =
+                        weight[((size_t)co * g->cin + ci) * kernel + k];
+        lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
+        conv_forward_gemm(din, dout, flipped, NULL, &gt, workspace, 1.0f);
     }
     return LADE_OK;
 }

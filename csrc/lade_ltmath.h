@@ -197,31 +197,50 @@ LADE_API lade_status lade_nll_brier(double *nll, double *brier, const float *pro
 /* ============================ prior shift (prior_shift.c) ========================== */
 /* EM re-estimation of the target prior (Saerens et al. 2002). source_probs (n, classes) are
  * calibrated source posteriors of unlabelled target samples, source_prior the prior they
- * embody. Iterates p_t <- mean_i normalize(p_i * p_t / p_s) from p_t = p_s until the largest
- * change is below tol. row_weight (n,) may be NULL (all 1; the bootstrap uses counts).
+ * embody. Iterates p_t <- (sum_i w_i normalize(p_i * p_t / p_s) + a) / (sum_i w_i + classes a)
+ * from p_t = p_s until the largest change is below tol; pseudo_count a = 0 is maximum
+ * likelihood, a > 0 the MAP estimate under a Dirichlet(1 + a) prior (keeps every class > 0). row_weight (n,) may be NULL (all 1; the bootstrap uses counts).
  * Writes target_prior (floored at 1e-8 and renormalised, so its log is finite), *iterations,
- * *converged; *loglik = sum_i w_i log sum_c p_ic p_t/p_s (0 at p_t = p_s, so 2 * loglik is
- * the likelihood-ratio statistic of "no shift", Saerens et al. §3.3, chi-square with C-1 dof). */
+ * *converged; *loglik = sum_i w_i log sum_c p_ic p_t/p_s at the estimate (0 at p_t = p_s; with
+ * a = 0, 2 * loglik is the likelihood-ratio statistic of "no shift", Saerens et al. §3.3,
+ * chi-square with C-1 dof). */
+LADE_API lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converged, double *loglik,
+                                       const float *source_probs, const double *row_weight, int n, int classes,
+                                       const float *source_prior, double pseudo_count, double tol, int max_iter);
+/* lade_em_prior_map with pseudo_count = 0 (maximum likelihood). */
 LADE_API lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
                                    const float *source_probs, const double *row_weight, int n, int classes,
                                    const float *source_prior, double tol, int max_iter);
-/* BBSE (Lipton et al. 2018). calib_scores (m, classes) with labels on labelled source data give
- * the joint confusion C[i][j] = P(pred = i, y = j) (soft: mean p_i over samples of class j);
- * target_scores (n, classes) give mu[i] = P(pred = i). Solves C w = mu, clips w at 0,
- * target_prior = normalize(w * p_cal) where p_cal is the calibration label frequency (floored
- * at 1e-8 and renormalised). A class missing from the calibration labels makes C singular.
- * *cond = 1-norm condition number of C (INFINITY if singular); when it exceeds cond_limit,
- * *fell_back = 1 and target_prior = source_prior (no shift). */
+/* prior = mean of the rows of probs (n, classes), floored at 1e-8 and renormalised: the prior
+ * that calibrated posteriors embody on the data they were calibrated on (Alexandari et al.
+ * 2020 use it as the EM reference, so EM's fixed point without shift is exactly "no shift"). */
+LADE_API lade_status lade_mean_posterior(float *prior, const float *probs, int n, int classes);
+/* BBSE (Lipton et al. 2018) as a constrained least-squares problem. calib_scores (m, classes)
+ * with labels on labelled source data give the conditional confusion M[i][j] = P(pred = i | y = j)
+ * (hard: argmax counts; soft: mean score i over the samples of class j); target_scores (n, classes)
+ * give mu[i] = P(pred = i). target_prior = argmin over the probability simplex of
+ * 0.5 |M q - mu|^2 + 0.5 ridge |q - source_prior|^2 (accelerated projected gradient), so a
+ * singular or noisy M still yields a prior instead of negative weights; ridge > 0 shrinks
+ * towards no shift (as RLLS, Azizzadenesheli et al. 2019). Floored at 1e-8 and renormalised.
+ * *cond = 1-norm condition number of M (INFINITY if singular, e.g. a class absent from
+ * calib_labels or, hard, never predicted); when it exceeds cond_limit, *fell_back = 1 and
+ * target_prior = source_prior (no shift). */
 LADE_API lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, const float *calib_scores,
                                      const int64_t *calib_labels, int m, const float *target_scores, int n,
-                                     int classes, const float *source_prior, int soft, double cond_limit);
+                                     int classes, const float *source_prior, int soft, double ridge,
+                                     double cond_limit);
+/* *cond = the 1-norm condition number of the conditional confusion M of lade_bbse_prior
+ * (INFINITY if singular): how well the classifier separates the classes on the labelled
+ * calibration data, hence how well any target prior is identifiable from its predictions. */
+LADE_API lade_status lade_confusion_condition(double *cond, const float *calib_scores, const int64_t *calib_labels,
+                                              int m, int classes, int soft);
 /* out[i,c] = probs[i,c] * to_prior[c] / from_prior[c], renormalised per row: posteriors
  * under one prior moved to another (Bayes' rule with p(x|y) fixed). */
 LADE_API lade_status lade_reweight_probs(float *out, const float *probs, int n, int classes, const float *from_prior,
                                          const float *to_prior);
 /* Is there a shift? Pearson chi-square of the target's predicted-class counts (argmax of
- * target_scores) against those expected without shift, n * sum_j C[i][j] source_prior[j] / p_cal[j],
- * with the calibration confusion C as in BBSE. *dof = (cells with expectation > 0) - 1. The
+ * target_scores) against those expected without shift, n * sum_j M[i][j] source_prior[j],
+ * with the hard conditional confusion M as in BBSE. *dof = (cells with expectation > 0) - 1. The
  * confusion's own sampling error is ignored, so it needs m well above n. */
 LADE_API lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float *calib_scores,
                                                 const int64_t *calib_labels, int m, const float *target_scores,
@@ -230,11 +249,12 @@ LADE_API lade_status lade_prediction_shift_chi2(double *statistic, int *dof, con
  * calibration rows) with replacement; replicate b uses stream b of seed, so the result does
  * not depend on the thread count. Writes replicates (num_boot, classes). */
 LADE_API lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *source_probs, int n,
-                                       int classes, const float *source_prior, double tol, int max_iter,
-                                       uint64_t seed);
+                                       int classes, const float *source_prior, double pseudo_count, double tol,
+                                       int max_iter, uint64_t seed);
 LADE_API lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const float *calib_scores,
                                          const int64_t *calib_labels, int m, const float *target_scores, int n,
-                                         int classes, const float *source_prior, int soft, uint64_t seed);
+                                         int classes, const float *source_prior, int soft, double ridge,
+                                         uint64_t seed);
 /* Per-class percentile interval of replicates (num_boot, classes): lo/hi at (1-level)/2 and
  * (1+level)/2 (linear interpolation, as numpy.percentile's default). */
 LADE_API lade_status lade_bootstrap_interval(float *lo, float *hi, const float *replicates, int num_boot,

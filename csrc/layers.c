@@ -175,14 +175,16 @@ static void eltwise_range_fn(void *ctx, size_t begin, size_t end) {
     float *out = j->out, *out2 = j->out2;
     const float *a = j->a, *b = j->b;
     switch (j->mode) {
+    /* Written so that NaN propagates, as in PyTorch: a NaN input must not
+     * become a clean 0 that hides the problem from the loss check. */
     case RELU_FWD:
-        for (size_t i = lo; i < hi; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
+        for (size_t i = lo; i < hi; i++) out[i] = a[i] < 0.0f ? 0.0f : a[i];
         break;
     case RELU_BWD_ACC: /* a = dout, b = forward output */
-        for (size_t i = lo; i < hi; i++) out[i] += b[i] > 0.0f ? a[i] : 0.0f;
+        for (size_t i = lo; i < hi; i++) out[i] += b[i] <= 0.0f ? 0.0f : a[i];
         break;
     case RELU_BWD_SET:
-        for (size_t i = lo; i < hi; i++) out[i] = b[i] > 0.0f ? a[i] : 0.0f;
+        for (size_t i = lo; i < hi; i++) out[i] = b[i] <= 0.0f ? 0.0f : a[i];
         break;
     case ADD_FWD:
         for (size_t i = lo; i < hi; i++) out[i] = a[i] + b[i];

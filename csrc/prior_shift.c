@@ -29,10 +29,12 @@ static lade_status check_probs(const float *probs, size_t n, int classes, const 
     return LADE_OK;
 }
 
-/* EM from `init` (classes,), in place. weight (n) may be NULL. scratch: 2 * classes doubles. */
+/* EM from `init` (classes,), in place. weight (n) may be NULL. scratch: 2 * classes doubles.
+ * pseudo > 0 makes it MAP under a Dirichlet(1 + pseudo) prior: each class gets `pseudo` extra
+ * soft counts per M step, so no class is driven to exactly 0 by a few confident rows. */
 static void em_run(double *prior, int *iterations, int *converged, double *loglik, const float *probs,
-                   const double *weight, int n, int classes, const float *source_prior, double tol, int max_iter,
-                   double *scratch) {
+                   const double *weight, int n, int classes, const float *source_prior, double pseudo, double tol,
+                   int max_iter, double *scratch) {
     double *ratio = scratch, *next = scratch + classes;
     double total_w = 0;
     for (int i = 0; i < n; i++) total_w += weight ? weight[i] : 1.0;
@@ -54,7 +56,7 @@ static void em_run(double *prior, int *iterations, int *converged, double *logli
         }
         double change = 0;
         for (int c = 0; c < classes; c++) {
-            next[c] /= total_w;
+            next[c] = (next[c] + pseudo) / (total_w + classes * pseudo);
             change = fabs(next[c] - prior[c]) > change ? fabs(next[c] - prior[c]) : change;
             prior[c] = next[c];
         }
@@ -75,10 +77,12 @@ static void em_run(double *prior, int *iterations, int *converged, double *logli
     *loglik = ll;
 }
 
-static lade_status check_em_args(const float *probs, int n, int classes, const float *source_prior, double tol,
-                                 int max_iter) {
+static lade_status check_em_args(const float *probs, int n, int classes, const float *source_prior, double pseudo_count,
+                                 double tol, int max_iter) {
     lade_status st = check_probs(probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(source_prior, classes, "source_prior"))) return st;
+    if (!(pseudo_count >= 0) || !isfinite(pseudo_count))
+        return lade_fail(LADE_EINVAL, "argument 'pseudo_count' must be finite and >= 0, got %g", pseudo_count);
     if (!(tol > 0)) return lade_fail(LADE_EINVAL, "argument 'tol' must be > 0, got %g", tol);
     if (max_iter < 1) return lade_fail(LADE_EINVAL, "argument 'max_iter' must be >= 1, got %d", max_iter);
     return LADE_OK;
@@ -87,7 +91,14 @@ static lade_status check_em_args(const float *probs, int n, int classes, const f
 lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
                           const float *source_probs, const double *row_weight, int n, int classes,
                           const float *source_prior, double tol, int max_iter) {
-    lade_status st = check_em_args(source_probs, n, classes, source_prior, tol, max_iter);
+    return lade_em_prior_map(target_prior, iterations, converged, loglik, source_probs, row_weight, n, classes,
+                             source_prior, 0.0, tol, max_iter);
+}
+
+lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converged, double *loglik,
+                              const float *source_probs, const double *row_weight, int n, int classes,
+                              const float *source_prior, double pseudo_count, double tol, int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, pseudo_count, tol, max_iter);
     if (st) return st;
     if (row_weight) {
         double total = 0;
@@ -102,7 +113,8 @@ lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, 
     double *prior = lade_alloc(3 * (size_t)classes * sizeof(double));
     if (!prior) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
     for (int c = 0; c < classes; c++) prior[c] = source_prior[c];
-    em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, tol, max_iter,
+    em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, pseudo_count, tol,
+           max_iter,
            prior + classes);
     for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
     lade_free(prior);
@@ -124,6 +136,21 @@ lade_status lade_reweight_probs(float *out, const float *probs, int n, int class
             return lade_fail(LADE_EINVAL, "argument 'probs': row %d has no probability mass", i);
         for (int c = 0; c < classes; c++) o[c] = (float)((double)p[c] * to_prior[c] / from_prior[c] / norm);
     }
+    return LADE_OK;
+}
+
+lade_status lade_mean_posterior(float *prior, const float *probs, int n, int classes) {
+    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    if (st) return st;
+    if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows");
+    double *sum = lade_alloc((size_t)classes * sizeof(double));
+    if (!sum) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    memset(sum, 0, (size_t)classes * sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < classes; c++) sum[c] += probs[(size_t)i * classes + c];
+    floor_and_normalize(sum, classes);
+    for (int c = 0; c < classes; c++) prior[c] = (float)sum[c];
+    lade_free(sum);
     return LADE_OK;
 }
 
@@ -177,25 +204,31 @@ static double norm1(const double *A, int d) {
 }
 
 typedef struct {
-    double *confusion, *work, *inv; /* (C*C) each */
-    double *mu, *p_cal, *w;         /* (C) each */
+    double *confusion, *work, *inv, *gram; /* (C*C) each */
+    double *mu, *p_cal, *lin, *q, *look, *prev, *sorted; /* (C) each */
 } bbse_scratch;
 
 static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
     size_t C = (size_t)classes;
-    s->confusion = lade_alloc((3 * C * C + 3 * C) * sizeof(double));
+    s->confusion = lade_alloc((4 * C * C + 7 * C) * sizeof(double));
     if (!s->confusion) return lade_fail(LADE_ENOMEM, "no memory for a %d x %d confusion matrix", classes, classes);
     s->work = s->confusion + C * C;
     s->inv = s->work + C * C;
-    s->mu = s->inv + C * C;
+    s->gram = s->inv + C * C;
+    s->mu = s->gram + C * C;
     s->p_cal = s->mu + C;
-    s->w = s->p_cal + C;
+    s->lin = s->p_cal + C;
+    s->q = s->lin + C;
+    s->look = s->q + C;
+    s->prev = s->look + C;
+    s->sorted = s->prev + C;
     return LADE_OK;
 }
 
-/* Confusion C[i][j] = P(pred i, y j) and p_cal over the (weighted) calibration rows, mu over
- * the (weighted) target rows. Hard predictions come precomputed (pred arrays), soft ones
- * from the scores. */
+/* Conditional confusion M[i][j] = P(pred i | y j) and the label frequencies p_cal over the
+ * (weighted) calibration rows, mu[i] = P(pred i) over the (weighted) target rows. Hard
+ * predictions come precomputed (pred arrays); soft ones are the scores themselves. A class
+ * without calibration rows leaves a zero column (M singular). */
 static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *calib_pred, const int64_t *labels,
                          const double *calib_w, int m, const float *target, const int64_t *target_pred,
                          const double *target_w, int n, int C, int soft) {
@@ -223,31 +256,103 @@ static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *cal
         else
             s->mu[target_pred[k]] += w;
     }
-    for (int k = 0; k < C * C; k++) s->confusion[k] /= tm;
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < C; j++)
+            if (s->p_cal[j] > 0) s->confusion[(size_t)i * C + j] /= s->p_cal[j];
     for (int c = 0; c < C; c++) {
         s->p_cal[c] /= tm;
         s->mu[c] /= tn;
     }
 }
 
-/* Solves for the target prior from the moments; returns the condition number (INFINITY if
- * singular) and whether the estimate fell back to the source prior. */
+/* Euclidean projection of v onto the probability simplex, in place (sort-based). */
+static int cmp_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+static void project_simplex(double *v, double *sorted, int C) {
+    memcpy(sorted, v, (size_t)C * sizeof(double));
+    qsort(sorted, (size_t)C, sizeof(double), cmp_desc);
+    double cumulative = 0, shift = 0;
+    for (int k = 0; k < C; k++) {
+        cumulative += sorted[k];
+        double t = (cumulative - 1) / (k + 1);
+        if (sorted[k] > t) shift = t; /* the last k where this holds sets the shift */
+    }
+    for (int c = 0; c < C; c++) v[c] = v[c] > shift ? v[c] - shift : 0;
+}
+
+/* q = argmin over the simplex of 0.5 |M q - mu|^2 + 0.5 ridge |q - ref|^2, by accelerated
+ * projected gradient (FISTA) with gradient-based restart, from q = ref. The objective is
+ * convex, so this is the constrained least-squares / RLLS-style estimate; it stays defined
+ * when M is singular. */
+#define BBSE_MAX_ITER 50000
+#define BBSE_TOL 1e-10
+
+static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
+    double *G = s->gram, *h = s->lin, *q = s->q, *y = s->look, *prev = s->prev;
+    /* G = M^T M + ridge I, h = M^T mu + ridge ref */
+    for (int a = 0; a < C; a++) {
+        for (int b = 0; b <= a; b++) {
+            double g = 0;
+            for (int i = 0; i < C; i++) g += s->confusion[(size_t)i * C + a] * s->confusion[(size_t)i * C + b];
+            G[(size_t)a * C + b] = G[(size_t)b * C + a] = g;
+        }
+        double v = 0;
+        for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * s->mu[i];
+        G[(size_t)a * C + a] += ridge;
+        h[a] = v + ridge * ref[a];
+    }
+    /* step 1/L with L >= the largest eigenvalue of G: min of its 1-norm and Frobenius norm */
+    double norm_1 = 0, frob = 0;
+    for (int a = 0; a < C; a++) {
+        double col = 0;
+        for (int b = 0; b < C; b++) {
+            col += fabs(G[(size_t)a * C + b]);
+            frob += G[(size_t)a * C + b] * G[(size_t)a * C + b];
+        }
+        norm_1 = col > norm_1 ? col : norm_1;
+    }
+    double L = sqrt(frob) < norm_1 ? sqrt(frob) : norm_1;
+    memcpy(q, ref, (size_t)C * sizeof(double));
+    if (!(L > 0)) return;
+    memcpy(y, q, (size_t)C * sizeof(double));
+    double t = 1;
+    for (int it = 0; it < BBSE_MAX_ITER; it++) {
+        memcpy(prev, q, (size_t)C * sizeof(double));
+        for (int a = 0; a < C; a++) { /* q = P(y - (G y - h) / L) */
+            double g = -h[a];
+            for (int b = 0; b < C; b++) g += G[(size_t)a * C + b] * y[b];
+            q[a] = y[a] - g / L;
+        }
+        project_simplex(q, s->sorted, C);
+        double t_next = (1 + sqrt(1 + 4 * t * t)) / 2, change = 0, uphill = 0;
+        for (int c = 0; c < C; c++) {
+            double d = q[c] - prev[c];
+            change = fabs(d) > change ? fabs(d) : change;
+            uphill += (y[c] - q[c]) * d; /* > 0: momentum points uphill, restart it */
+        }
+        if (change < BBSE_TOL) break;
+        if (uphill > 0) t_next = 1;
+        for (int c = 0; c < C; c++) y[c] = q[c] + (t - 1) / t_next * (q[c] - prev[c]);
+        t = t_next;
+    }
+}
+
+/* Solves for the target prior from the moments. *cond is the 1-norm condition number of the
+ * conditional confusion M (INFINITY if singular); above cond_limit the estimate falls back to
+ * the source prior (*fell_back = 1). */
 static void bbse_solve(double *out, double *cond, int *fell_back, bbse_scratch *s, int C, const float *source_prior,
-                       double cond_limit) {
+                       double ridge, double cond_limit) {
     memcpy(s->work, s->confusion, (size_t)C * C * sizeof(double));
     *cond = invert(s->work, s->inv, C) ? norm1(s->confusion, C) * norm1(s->inv, C) : INFINITY;
-    double total = 0;
-    if (*cond <= cond_limit) {
-        for (int j = 0; j < C; j++) {
-            double wj = 0;
-            for (int i = 0; i < C; i++) wj += s->inv[(size_t)j * C + i] * s->mu[i];
-            out[j] = (wj > 0 ? wj : 0) * s->p_cal[j];
-            total += out[j];
-        }
+    *fell_back = !(*cond <= cond_limit);
+    for (int c = 0; c < C; c++) out[c] = source_prior[c];
+    if (!*fell_back) {
+        bbse_constrained_lsq(s, C, out, ridge);
+        memcpy(out, s->q, (size_t)C * sizeof(double));
     }
-    *fell_back = !(*cond <= cond_limit) || !(total > 0);
-    if (*fell_back)
-        for (int c = 0; c < C; c++) out[c] = source_prior[c];
     floor_and_normalize(out, C);
 }
 
@@ -269,10 +374,11 @@ static int64_t *argmax_rows(const float *scores, int n, int classes) {
 
 lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, const float *calib_scores,
                             const int64_t *calib_labels, int m, const float *target_scores, int n, int classes,
-                            const float *source_prior, int soft, double cond_limit) {
+                            const float *source_prior, int soft, double ridge, double cond_limit) {
     lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, source_prior);
     if (st) return st;
     if (!(cond_limit > 0)) return lade_fail(LADE_EINVAL, "argument 'cond_limit' must be > 0, got %g", cond_limit);
+    if (!(ridge >= 0) || !isfinite(ridge)) return lade_fail(LADE_EINVAL, "argument 'ridge' must be finite and >= 0, got %g", ridge);
     bbse_scratch s = {0};
     if ((st = bbse_scratch_alloc(&s, classes))) return st;
     int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
@@ -282,12 +388,32 @@ lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, c
         st = lade_fail(LADE_ENOMEM, "no memory for BBSE");
     } else {
         bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
-        bbse_solve(out, cond, fell_back, &s, classes, source_prior, cond_limit);
+        bbse_solve(out, cond, fell_back, &s, classes, source_prior, ridge, cond_limit);
         for (int c = 0; c < classes; c++) target_prior[c] = (float)out[c];
     }
     lade_free(out);
     lade_free(cp);
     lade_free(tp);
+    lade_free(s.confusion);
+    return st;
+}
+
+lade_status lade_confusion_condition(double *cond, const float *calib_scores, const int64_t *calib_labels, int m,
+                                     int classes, int soft) {
+    lade_status st = check_probs(calib_scores, (size_t)m, classes, "calib_scores");
+    if (st || (st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels"))) return st;
+    bbse_scratch s = {0};
+    if ((st = bbse_scratch_alloc(&s, classes))) return st;
+    int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
+    if (!soft && !cp) {
+        st = lade_fail(LADE_ENOMEM, "no memory for predictions");
+    } else {
+        /* the calibration rows stand in as the target: only M is used */
+        bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, calib_scores, cp, NULL, m, classes, soft);
+        memcpy(s.work, s.confusion, (size_t)classes * classes * sizeof(double));
+        *cond = invert(s.work, s.inv, classes) ? norm1(s.confusion, classes) * norm1(s.inv, classes) : INFINITY;
+    }
+    lade_free(cp);
     lade_free(s.confusion);
     return st;
 }
@@ -314,7 +440,7 @@ lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float 
     int cells = 0;
     for (int i = 0; i < classes; i++) {
         double expected = 0;
-        for (int j = 0; j < classes; j++) expected += s.confusion[(size_t)i * classes + j] * source_prior[j] / s.p_cal[j];
+        for (int j = 0; j < classes; j++) expected += s.confusion[(size_t)i * classes + j] * source_prior[j];
         expected *= n;
         double observed = s.mu[i] * n;
         if (expected > 0) {
@@ -345,7 +471,7 @@ typedef struct {
     const float *probs, *source_prior;
     const double *start;
     int n, classes, max_iter;
-    double tol;
+    double pseudo, tol;
     uint64_t seed;
     int failed;
 } em_boot_job;
@@ -366,7 +492,8 @@ static void em_boot_range(void *ctx, size_t begin, size_t end) {
         memcpy(prior, job->start, (size_t)C * sizeof(double)); /* warm start at the full-data estimate */
         int iters, conv;
         double ll;
-        em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, job->tol, job->max_iter,
+        em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, job->pseudo, job->tol,
+               job->max_iter,
                prior + C);
         for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)prior[c];
     }
@@ -374,8 +501,9 @@ static void em_boot_range(void *ctx, size_t begin, size_t end) {
 }
 
 lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *source_probs, int n, int classes,
-                              const float *source_prior, double tol, int max_iter, uint64_t seed) {
-    lade_status st = check_em_args(source_probs, n, classes, source_prior, tol, max_iter);
+                              const float *source_prior, double pseudo_count, double tol, int max_iter,
+                              uint64_t seed) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, pseudo_count, tol, max_iter);
     if (st) return st;
     if (num_boot < 1) return lade_fail(LADE_EINVAL, "argument 'bootstrap' must be >= 1, got %d", num_boot);
     double *start = lade_alloc(3 * (size_t)classes * sizeof(double));
@@ -383,8 +511,9 @@ lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *sour
     for (int c = 0; c < classes; c++) start[c] = source_prior[c];
     int iters, conv;
     double ll;
-    em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, tol, max_iter, start + classes);
-    em_boot_job job = {replicates, source_probs, source_prior, start, n, classes, max_iter, tol, seed, 0};
+    em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, pseudo_count, tol, max_iter,
+           start + classes);
+    em_boot_job job = {replicates, source_probs, source_prior, start, n, classes, max_iter, pseudo_count, tol, seed, 0};
     lade_parallel_for((size_t)num_boot, em_boot_range, &job);
     lade_free(start);
     if (job.failed) return lade_fail(LADE_ENOMEM, "no memory for a bootstrap replicate");
@@ -396,6 +525,7 @@ typedef struct {
     const float *calib, *target, *source_prior;
     const int64_t *labels, *calib_pred, *target_pred;
     int m, n, classes, soft;
+    double ridge;
     uint64_t seed;
     int failed;
 } bbse_boot_job;
@@ -420,7 +550,7 @@ static void bbse_boot_range(void *ctx, size_t begin, size_t end) {
                      job->n, C, job->soft);
         double cond;
         int fell_back;
-        bbse_solve(out, &cond, &fell_back, &s, C, job->source_prior, INFINITY);
+        bbse_solve(out, &cond, &fell_back, &s, C, job->source_prior, job->ridge, INFINITY);
         for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)out[c];
     }
     lade_free(s.confusion);
@@ -429,9 +559,10 @@ static void bbse_boot_range(void *ctx, size_t begin, size_t end) {
 
 lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const float *calib_scores,
                                 const int64_t *calib_labels, int m, const float *target_scores, int n, int classes,
-                                const float *source_prior, int soft, uint64_t seed) {
+                                const float *source_prior, int soft, double ridge, uint64_t seed) {
     lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, source_prior);
     if (st) return st;
+    if (!(ridge >= 0) || !isfinite(ridge)) return lade_fail(LADE_EINVAL, "argument 'ridge' must be finite and >= 0, got %g", ridge);
     if (num_boot < 1) return lade_fail(LADE_EINVAL, "argument 'bootstrap' must be >= 1, got %d", num_boot);
     int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
     int64_t *tp = soft ? NULL : argmax_rows(target_scores, n, classes);
@@ -441,7 +572,7 @@ lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const float *ca
         return lade_fail(LADE_ENOMEM, "no memory for predictions");
     }
     bbse_boot_job job = {replicates, calib_scores, target_scores, source_prior, calib_labels, cp, tp,
-                         m, n, classes, soft, seed, 0};
+                         m, n, classes, soft, ridge, seed, 0};
     lade_parallel_for((size_t)num_boot, bbse_boot_range, &job);
     lade_free(cp);
     lade_free(tp);

@@ -127,7 +127,12 @@ def _load_splits(source, dataset):
 class Dataset:
     """A CIFAR-LT experiment's data: the long-tailed training subset, a held-out labelled set drawn
     with the same profile from the training images the subset left out (the 'source' data for
-    calibration and prior estimation), and the (optionally truncated) uniform test set."""
+    calibration and prior estimation), and the (optionally truncated) uniform test set.
+
+    The held-out set takes int(calib_fraction * n_c) (at least 1) images of class c from the
+    training images the subset did not use, as many as exist: the CIFAR-LT head class uses all
+    of its 500 images, so it is missing from the held-out set (BBSE and bias-corrected
+    calibration then cannot run; see lade.report)."""
 
     def __init__(self, train, calib, test, counts, classes, source):
         self.train, self.calib, self.test = train, calib, test

@@ -13,11 +13,26 @@ Methods:
   'em'   Saerens et al. 2002: EM re-estimation of the prior from calibrated posteriors. The
          posteriors are first calibrated by bias-corrected temperature scaling fitted on the
          held-out labelled source logits (Alexandari et al. 2020); without calibration data EM
-         runs on softmax(test_logits) as is. Shift test: likelihood ratio 2 (LL(p_hat) - LL(p_ref)),
-         chi-square with C - 1 degrees of freedom (Saerens et al. §3.3).
-  'bbse' Lipton et al. 2018: inverts the confusion matrix of the held-out labelled source data.
-         When it is ill-conditioned (1-norm condition number > cond_limit, or singular) a
-         RuntimeWarning is issued and the estimate falls back to "no shift" (the source prior).
+         runs on softmax(test_logits) as is. pseudo_count > 0 gives the MAP estimate under a
+         Dirichlet(1 + pseudo_count) prior (no class is driven to 0). Shift test: likelihood
+         ratio 2 (LL(p_hat) - LL(p_ref)) at the maximum-likelihood estimate, chi-square with
+         C - 1 degrees of freedom (Saerens et al. §3.3).
+         EM is consistent only if the posteriors are calibrated per sample, not just on average.
+         A weak model calibrated on few tail samples is not, and under backward shifts, where
+         those tail samples dominate, EM can stay several points below the oracle. With
+         calibration data, res.condition_number is that of the confusion matrix below, and a
+         RuntimeWarning says when it exceeds cond_limit (the prior is then barely identifiable;
+         EM still returns its estimate).
+  'bbse' Lipton et al. 2018, as least squares over the simplex: with M[i][j] = P(pred i | y j)
+         from the labelled calibration data (soft=True: mean calibrated probabilities, the
+         default; soft=False: argmax counts) and mu[i] = P(pred i) on the test data, the prior is
+         argmin_{q in simplex} |M q - mu|^2 + ridge |q - p_s|^2 (ridge > 0 shrinks towards no
+         shift, as RLLS, Azizzadenesheli et al. 2019). A singular or noisy M still gives a valid
+         prior. Needs only M invertible, not calibration, so it is robust where EM is not; its
+         noise grows with M's condition number. When that 1-norm condition number exceeds
+         cond_limit (or M is singular: a class absent from calib_labels, identical score
+         columns, or with soft=False a class never predicted) a RuntimeWarning is issued and the
+         estimate falls back to "no shift" (the source prior).
          Shift test: Pearson chi-square of the test set's predicted-class counts against those
          expected without shift.
 
@@ -26,10 +41,12 @@ with plain softmax CE pass the raw logits; for LADE / Balanced Softmax pass f + 
 (``loss.test_time_adjust`` does not do this; use ``lade.posthoc.lade_adjust(f, p_s)``). With
 calibration='bcts' a per-class offset is absorbed by the fitted biases, so either works.
 
-Reference prior: the prior the (calibrated) posteriors embody. With calibration='bcts' the
-biases absorb the calibration set's label frequencies, so the reference is those frequencies
-(every class must appear in calib_labels); otherwise it is source_prior. Held-out data drawn
-like the training set make both the same.
+Reference prior: the prior the (calibrated) posteriors embody. With calibration data it is the
+mean calibrated posterior over the calibration rows (Alexandari et al. 2020), so that EM's fixed
+point without shift is exactly "no shift" even when the posteriors are not calibrated
+(calibration='ts' or 'none'); with calibration='bcts' this equals the calibration label
+frequencies (every class must appear in calib_labels). Without calibration data it is
+source_prior.
 """
 import warnings
 from dataclasses import dataclass, field
@@ -39,9 +56,11 @@ import numpy as np
 from lade import _C, posthoc
 from lade.priors import as_prior, prior_from_labels
 
-__all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "reweight", "shifted_test_indices"]
+__all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "mean_posterior", "reweight",
+           "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
+COND_LIMIT = 1e4
 
 
 @dataclass
@@ -53,7 +72,7 @@ class PriorShiftResult:
     calibration: object = None   # the fitted posthoc.TemperatureScaling, or None
     iterations: int = 0          # EM iterations
     converged: bool = True
-    condition_number: float = float("nan")  # BBSE confusion matrix
+    condition_number: float = float("nan")  # of the calibration confusion matrix (needs calibration data)
     fell_back: bool = False      # BBSE fell back to the source prior
     shift_test: dict = field(default_factory=dict)
     interval: tuple = None       # (lo, hi) per-class bootstrap interval, or None
@@ -71,23 +90,36 @@ def reweight(probs, from_prior, to_prior, out=None):
     return out
 
 
-def em_prior(probs, reference_prior, tol=1e-8, max_iter=2000):
-    """EM (Saerens 2002) on posteriors `probs` that embody `reference_prior`.
+def mean_posterior(probs):
+    """The mean row of `probs` (floored at 1e-8, renormalised): the prior calibrated posteriors
+    embody on their own calibration data."""
+    func = "lade.prior_shift.mean_posterior"
+    if not (isinstance(probs, np.ndarray) and probs.ndim == 2):
+        raise ValueError(f"{func}: argument 'probs' must be a 2-D array, got {getattr(probs, 'shape', None)}")
+    out = np.empty(probs.shape[1], np.float32)
+    _C.lt_mean_posterior(func, probs, out)
+    return out
+
+
+def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000):
+    """EM (Saerens 2002) on posteriors `probs` that embody `reference_prior`; pseudo_count > 0
+    gives the MAP estimate under a Dirichlet(1 + pseudo_count) prior.
     Returns (prior, iterations, converged, loglik)."""
     func = "lade.prior_shift.em_prior"
     ref = as_prior(reference_prior, func, "reference_prior")
     out = np.empty(ref.shape[0], np.float32)
-    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, float(tol), int(max_iter))
+    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, float(pseudo_count), float(tol), int(max_iter))
     return out, iters, conv, ll
 
 
-def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=False, cond_limit=1e4):
-    """BBSE (Lipton 2018). Returns (prior, condition_number, fell_back); warns on fallback."""
+def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, ridge=0.0, cond_limit=COND_LIMIT):
+    """BBSE (Lipton 2018) solved as least squares over the simplex. Returns (prior,
+    condition_number, fell_back); warns on fallback."""
     func = "lade.prior_shift.bbse_prior"
     sp = as_prior(source_prior, func, "source_prior")
     out = np.empty(sp.shape[0], np.float32)
     cond, fell_back = _C.lt_bbse_prior(func, calib_probs, calib_labels, test_probs, sp, out, bool(soft),
-                                       float(cond_limit))
+                                       float(ridge), float(cond_limit))
     if fell_back:
         warnings.warn(f"{func}: the calibration confusion matrix is ill-conditioned (1-norm condition number "
                       f"{cond:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift (the source prior)",
@@ -96,7 +128,8 @@ def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=False, 
 
 
 def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, method="em", calibration="bcts",
-          bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, soft=False, cond_limit=1e4):
+          bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, pseudo_count=0.0, soft=True, ridge=0.0,
+          cond_limit=COND_LIMIT):
     """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it.
     See the module docstring. bootstrap > 0 adds a per-class percentile interval at `level`
     (replicates resample the test rows, and for BBSE the calibration rows; seeded)."""
@@ -108,6 +141,10 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: arguments 'calib_logits' and 'calib_labels' must be given together")
     if method == "bbse" and calib_logits is None:
         raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
+    if not (pseudo_count >= 0 and np.isfinite(pseudo_count)):
+        raise ValueError(f"{_FUNC}: argument 'pseudo_count' must be finite and >= 0, got {pseudo_count}")
+    if not (ridge >= 0 and np.isfinite(ridge)):
+        raise ValueError(f"{_FUNC}: argument 'ridge' must be finite and >= 0, got {ridge}")
     if int(bootstrap) < 0:
         raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
     source = as_prior(source_prior, _FUNC, "source_prior")
@@ -128,35 +165,45 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
             raise ValueError(f"{_FUNC}: argument 'calib_logits' must have {classes} columns to match "
                              f"'source_prior', got {calib_logits.shape[1]}")
     cal = None
-    reference = source
     if calib_logits is not None and calibration != "none":
-        cal = posthoc.fit_temperature(calib_logits, calib_labels, bias=calibration == "bcts")
         if calibration == "bcts":
             try:
-                reference = prior_from_labels(calib_labels, classes)
+                prior_from_labels(calib_labels, classes)
             except ValueError as e:
                 raise ValueError(f"{_FUNC}: argument 'calib_labels' must contain every class for "
                                  f"bias-corrected calibration ({e})") from None
+        cal = posthoc.fit_temperature(calib_logits, calib_labels, bias=calibration == "bcts")
     test_probs = cal(test_logits) if cal else posthoc.softmax(test_logits)
-    calib_probs = None
+    calib_probs, reference = None, source
     if calib_logits is not None:
         calib_probs = cal(calib_logits) if cal else posthoc.softmax(calib_logits)
+        reference = mean_posterior(calib_probs)
 
     res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
     if method == "em":
         prior = np.empty(classes, np.float32)
-        res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None, float(tol),
-                                                               int(max_iter))
+        res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None,
+                                                               float(pseudo_count), float(tol), int(max_iter))
         if not res.converged:
             warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
                           stacklevel=2)
+        if calib_probs is not None:
+            res.condition_number = _C.lt_confusion_condition(_FUNC, calib_probs, calib_labels, bool(soft))
+            if not res.condition_number <= cond_limit:
+                warnings.warn(f"{_FUNC}: the calibration confusion matrix is ill-conditioned (1-norm condition "
+                              f"number {res.condition_number:.3g} > cond_limit {cond_limit:.3g}): the classifier "
+                              "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
+                              stacklevel=2)
+        if pseudo_count > 0:  # the likelihood-ratio test needs the maximum-likelihood estimate
+            loglik = _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(classes, np.float32), None, 0.0,
+                                    float(tol), int(max_iter))[2]
         stat, dof = max(2.0 * loglik, 0.0), classes - 1
         res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(max(dof, 1))),
                           "test": "likelihood ratio (Saerens 2002), chi-square"}
     else:
         prior = np.empty(classes, np.float32)
         res.condition_number, res.fell_back = _C.lt_bbse_prior(_FUNC, calib_probs, calib_labels, test_probs, source,
-                                                               prior, bool(soft), float(cond_limit))
+                                                               prior, bool(soft), float(ridge), float(cond_limit))
         if res.fell_back:
             warnings.warn(f"{_FUNC}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
                           f"{res.condition_number:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift "
@@ -170,9 +217,11 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
     if bootstrap:
         reps = np.empty((int(bootstrap), classes), np.float32)
         if method == "em":
-            _C.lt_em_bootstrap(_FUNC, test_probs, reference, reps, float(tol), int(max_iter), int(seed))
+            _C.lt_em_bootstrap(_FUNC, test_probs, reference, reps, float(pseudo_count), float(tol), int(max_iter),
+                               int(seed))
         else:
-            _C.lt_bbse_bootstrap(_FUNC, calib_probs, calib_labels, test_probs, source, reps, bool(soft), int(seed))
+            _C.lt_bbse_bootstrap(_FUNC, calib_probs, calib_labels, test_probs, source, reps, bool(soft), float(ridge),
+                                 int(seed))
         lo, hi = np.empty(classes, np.float32), np.empty(classes, np.float32)
         _C.lt_bootstrap_interval(_FUNC, reps, lo, hi, float(level))
         res.interval, res.level, res.replicates = (lo, hi), float(level), reps

@@ -63,17 +63,34 @@ def _uniform_metrics(probs, labels, counts):
 
 
 def _estimate(f_sub, form, p_s, calib, method):
-    """Estimated p_t of a test subset, or (None, reason)."""
+    """Estimated p_t of a test subset and a note, or (None, reason).
+
+    Calibration is bias-corrected temperature scaling on the held-out set when it holds every
+    class; otherwise (CIFAR-100-LT at imbalance 100 uses every training image of its head class,
+    so none is left to hold out) plain temperature scaling, whose reference prior is p_s."""
     calib_f, calib_y = calib
-    if method == "bbse" and calib_f is None:
-        return None, "no held-out set"
+    if calib_f is None:
+        if method == "bbse":
+            return None, "no held-out set"
+        calibration, note = "none", None
+    elif np.bincount(calib_y, minlength=p_s.shape[0]).min() == 0:
+        calibration, note = "ts", "held-out set lacks some classes: temperature scaling without biases"
+    else:
+        calibration, note = "bcts", None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
-                                None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
-                                method=method)
-    note = "fell back to no shift" if res.fell_back else ("; ".join(str(w.message) for w in caught) or None)
-    return res.prior, note
+        try:
+            res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
+                                    None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
+                                    method=method, calibration=calibration)
+        except (ValueError, FloatingPointError) as e:
+            return None, str(e)
+    notes = [note] if note else []
+    if res.fell_back:
+        notes.append("fell back to no shift")
+    else:
+        notes += [str(w.message) for w in caught]
+    return res.prior, "; ".join(notes) or None
 
 
 def evaluate_run(run_dir):
@@ -193,11 +210,23 @@ def _markdown(results, title, figures, summary=None):
                                                         for v in r["shift"]["prior_l1_error"][m]])
     parts += ["## Prior estimation error (L1 distance between estimated and true p_t)", "",
               _table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
-    notes = [f"- {r['name']}: {n}" for r in results for n in r["notes"]]
+    notes = [f"- {r['name']}: {n}" for r in results for n in _grouped(r["notes"])]
     if notes:
         parts += ["Notes:", ""] + notes + [""]
     parts += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     return "\n".join(parts)
+
+
+def _grouped(notes):
+    """'F50 EM: x', 'F25 EM: x' -> 'EM on F50, F25: x' (one line per distinct message)."""
+    by_text = {}
+    for note in notes:
+        where, _, text = note.partition(": ")
+        setting, _, method = where.partition(" ")
+        key = (method, text)
+        by_text.setdefault(key, []).append(setting)
+    return [f"{method + ' on ' if method else ''}{', '.join(settings)}: {text}"
+            for (method, text), settings in by_text.items()]
 
 
 # ------------------------------------------------------------------------------- figures
@@ -211,7 +240,9 @@ def _plots(results, out_dir, prefix=""):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
         counts = np.asarray(r["train_counts"])
-        for m in r["methods"]:
+        for i, m in enumerate(r["methods"]):
+            if i and m["per_class"] == r["methods"][0]["per_class"]:
+                continue  # the raw logits of LADE-style models give the same uniform predictions
             ax.scatter(counts, 100 * np.asarray(m["per_class"], float), s=10, alpha=0.6, label=f"{m['label']}")
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class")

@@ -272,6 +272,18 @@ def test_batchnorm2d_large_mean_is_stable(rng):
     assert_close(rvar, ref_rvar, 1e-4, "running_var at mean 300")
 
 
+def test_batchnorm2d_train_needs_more_than_one_value_per_channel():
+    # PyTorch raises here: the unbiased variance for the running statistics is undefined.
+    x = np.full((1, 2, 1, 1), 3.0, np.float32)
+    with pytest.raises(ValueError):
+        F.batch_norm(torch.from_numpy(x), torch.zeros(2), torch.ones(2), training=True)
+    rvar = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match="batchnorm2d_forward_train"):
+        lnn.batchnorm2d_forward_train(x, np.ones(2, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
+                                      rvar)
+    assert np.all(rvar == 1.0), "running_var changed by a rejected call"
+
+
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
 def test_batchnorm2d_forward_eval_matches_torch(rng, shape):
     x, weight, bias, rmean, rvar = bn_inputs(rng, shape)
@@ -343,6 +355,16 @@ def test_relu_forward_backward(rng):
     given = start.copy()
     assert lnn.relu_backward(dout, out, dx=given) is given
     assert_close(given, start.astype(np.float64) + dx, 1e-7, "relu_backward accumulation")
+
+
+def test_relu_propagates_nan_like_torch():
+    # torch.relu(nan) is nan; a ReLU that turns NaN into 0 hides a poisoned
+    # input from every later finiteness check.
+    x = np.array([np.nan, -1.0, 0.0, 2.0, np.inf, -np.inf], np.float32).reshape(1, 1, 2, 3)
+    expected = torch.relu(torch.from_numpy(x)).numpy()
+    out = lnn.relu_forward(x)
+    assert np.array_equal(out, expected, equal_nan=True), (
+        f"relu_forward({x.ravel()}) = {out.ravel()}, torch {expected.ravel()}")
 
 
 def test_relu_forward_in_place(rng):

@@ -7,6 +7,7 @@ and <= 0.03 (BBSE) with 20000 test and 20000 calibration samples.
 import numpy as np
 import pytest
 
+import lade
 from lade import posthoc, prior_shift
 
 C = 5
@@ -91,6 +92,53 @@ def test_bbse_ill_conditioned_warns_and_falls_back():
     np.testing.assert_allclose(res.prior, PS, rtol=1e-5)
 
 
+def test_bbse_soft_survives_a_class_never_predicted():
+    # class 4 is pushed down so that argmax never picks it: the hard confusion matrix has a zero
+    # row (singular), the soft one is still invertible and the simplex solve recovers the prior
+    push = np.array([0, 0, 0, 0, -8.0], np.float32)
+    test, cal = TEST_LOGITS + push, CAL_LOGITS + push
+    assert (test.argmax(1) != 4).all() and (cal.argmax(1) != 4).all()
+    with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        hard = prior_shift.adapt(test, PS, calib_logits=cal, calib_labels=CAL_Y, method="bbse", calibration="none",
+                                 soft=False)
+    assert hard.fell_back and not np.isfinite(hard.condition_number)
+    soft = prior_shift.adapt(test, PS, calib_logits=cal, calib_labels=CAL_Y, method="bbse", calibration="none")
+    assert not soft.fell_back and np.isfinite(soft.condition_number)
+    assert np.abs(soft.prior - PT).max() <= 0.03
+
+
+def test_bbse_ridge_shrinks_towards_no_shift():
+    kw = dict(calib_logits=CAL_LOGITS, calib_labels=CAL_Y, method="bbse")
+    free, mild, strong = (prior_shift.adapt(TEST_LOGITS, PS, ridge=r, **kw).prior for r in (0.0, 0.01, 100.0))
+    dist = [np.abs(p - PS).sum() for p in (free, mild, strong)]
+    assert dist[0] > dist[1] > dist[2] and dist[2] < 0.01
+
+
+def test_em_reference_is_the_mean_calibrated_posterior():
+    # logits with a class offset that temperature scaling cannot remove: the posteriors do not embody
+    # PS, but their mean over the calibration rows is the prior they do embody, so on data without
+    # shift EM stays there (with PS as reference it would report a spurious shift)
+    off = np.array([0.8, 0, -0.5, 0, 0.3], np.float32)
+    same, _ = draw(PS, 20000, 11)
+    res = prior_shift.adapt(same + off, PS, calib_logits=CAL_LOGITS + off, calib_labels=CAL_Y, calibration="ts")
+    expected = posthoc.softmax((CAL_LOGITS + off) / res.calibration.temperature).mean(0)
+    np.testing.assert_allclose(res.reference_prior, expected, atol=1e-5)
+    assert np.abs(res.prior - res.reference_prior).max() < 0.02
+    assert np.abs(PS - res.reference_prior).max() > 0.05
+
+
+def test_em_pseudo_count_keeps_absent_classes_positive():
+    absent = np.array([0.5, 0.3, 0.2, 0.0, 0.0], np.float32)
+    logits, _ = draw(absent, 3000, 5)
+    mle = prior_shift.adapt(logits, PS, method="em", calibration="none")
+    mapped = prior_shift.adapt(logits, PS, method="em", calibration="none", pseudo_count=2.0)
+    floor = 2.0 / (3000 + C * 2.0)
+    assert mapped.prior[3:].min() >= floor * 0.999 and mle.prior[3:].min() < floor
+    assert np.abs(mapped.prior - absent).max() <= 0.03
+    # the shift test uses the maximum-likelihood estimate either way
+    assert mapped.shift_test["statistic"] == pytest.approx(mle.shift_test["statistic"], rel=1e-9)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="argument 'source_prior' must sum to 1"):
         prior_shift.adapt(TEST_LOGITS, PS * 0.5)
@@ -114,3 +162,75 @@ def test_bad_input():
         prior_shift.adapt(TEST_LOGITS, PS, calib_logits=CAL_LOGITS, calib_labels=y, method="bbse", calibration="none")
     with pytest.raises(ValueError, match="argument 'method'"):
         prior_shift.adapt(TEST_LOGITS, PS, method="mle")
+    with pytest.raises(ValueError, match="adapt: argument 'pseudo_count' must be finite and >= 0"):
+        prior_shift.adapt(TEST_LOGITS, PS, pseudo_count=-1)
+    with pytest.raises(ValueError, match="adapt: argument 'ridge' must be finite and >= 0"):
+        prior_shift.adapt(TEST_LOGITS, PS, calib_logits=CAL_LOGITS, calib_labels=CAL_Y, method="bbse", ridge=np.nan)
+
+
+# ---- real data, no cache: a linear softmax classifier on 8x8-pooled CIFAR-100 pixels -------------
+# Four visually distinct coarse classes (flowers, large natural outdoor scenes, people, vehicles 1),
+# long-tailed 2500 -> 25 (imbalance 100); every fifth long-tailed sample is the labelled calibration
+# set. The linear model is weak but informative (about 45% balanced test accuracy), so the target
+# prior is identifiable from its predictions. About 10-20 s, most of it reading the archive.
+REAL_CLASSES = [2, 10, 14, 18]
+
+
+@pytest.fixture(scope="module")
+def linear_logits(cifar100):
+    import torch
+
+    def pick(split):
+        x, _, coarse = cifar100[split]
+        keep = np.isin(coarse, REAL_CLASSES)
+        return x[keep], np.searchsorted(REAL_CLASSES, coarse[keep]).astype(np.int64)
+
+    (train_x, train_y), (test_x, test_y) = pick("train"), pick("test")
+    subset = lade.sampling.lt_subset(train_y, lade.priors.lt_profile(len(REAL_CLASSES), 2500, 0.01), seed=0)
+    held = np.zeros(len(subset.indices), bool)
+    held[::5] = True
+    fit, cal = subset.indices[~held], subset.indices[held]
+
+    def features(x):
+        return x.astype(np.float32).reshape(len(x), 3, 8, 4, 8, 4).mean(axis=(3, 5)).reshape(len(x), -1) / 255.0
+
+    xf = features(train_x[fit])
+    mean, std = xf.mean(0), xf.std(0) + 1e-3
+    X = torch.tensor((xf - mean) / std)
+    Y = torch.tensor(train_y[fit])
+    W = torch.zeros(X.shape[1], len(REAL_CLASSES), requires_grad=True)
+    b = torch.zeros(len(REAL_CLASSES), requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(X @ W + b, Y) + 1e-3 * (W ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def logits(x):
+        with torch.no_grad():
+            return np.ascontiguousarray((torch.tensor((features(x) - mean) / std) @ W + b).numpy())
+
+    return {"prior": lade.priors.prior_from_labels(train_y[fit], len(REAL_CLASSES)),
+            "test": (logits(test_x), test_y), "calib": (logits(train_x[cal]), train_y[cal])}
+
+
+@pytest.mark.parametrize("ratio,direction", [(50, "backward"), (10, "backward"), (10, "forward"), (50, "forward")])
+def test_real_linear_model_estimated_prior_is_close_to_oracle(linear_logits, ratio, direction):
+    prior = linear_logits["prior"]
+    logits, labels = linear_logits["test"]
+    sub = lade.sampling.shifted_test_subset(labels, prior, ratio, direction)
+    z, y = logits[sub.indices], labels[sub.indices]
+    none = lade.metrics.accuracy(z, y)
+    oracle = lade.metrics.accuracy(lade.posthoc.pc_adjust(z, prior, sub.prior), y)
+    cal_z, cal_y = linear_logits["calib"]
+    for method in ("em", "bbse"):
+        res = prior_shift.adapt(z, prior, calib_logits=cal_z, calib_labels=cal_y, method=method)
+        estimated = lade.metrics.accuracy(res.probs, y)
+        assert not res.fell_back
+        assert estimated >= oracle - 0.05, (method, none, oracle, estimated)
+        if direction == "backward":
+            assert estimated >= none + 0.3, (method, none, oracle, estimated)

@@ -527,9 +527,9 @@ static PyObject *py_nll_brier(PyObject *self, PyObject *args) {
 static PyObject *py_em_prior(PyObject *self, PyObject *args) {
     const char *func;
     PyObject *po, *so, *oo, *wo;
-    double tol;
+    double pseudo, tol;
     int max_iter;
-    if (!PyArg_ParseTuple(args, "sOOOOdi", &func, &po, &so, &oo, &wo, &tol, &max_iter)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOOOOddi", &func, &po, &so, &oo, &wo, &pseudo, &tol, &max_iter)) return NULL;
     PyArrayObject *probs, *sp, *out, *w;
     int n, C;
     if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
@@ -541,8 +541,24 @@ static PyObject *py_em_prior(PyObject *self, PyObject *args) {
     int iters, conv;
     double ll;
     lade_status st;
-    RUN(lade_em_prior(F32(out), &iters, &conv, &ll, F32(probs), OPT(w, F64), n, C, F32(sp), tol, max_iter));
+    RUN(lade_em_prior_map(F32(out), &iters, &conv, &ll, F32(probs), OPT(w, F64), n, C, F32(sp), pseudo, tol,
+                          max_iter));
     return Py_BuildValue("iOd", iters, conv ? Py_True : Py_False, ll);
+}
+
+static PyObject *py_mean_posterior(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *po, *oo;
+    if (!PyArg_ParseTuple(args, "sOO", &func, &po, &oo)) return NULL;
+    PyArrayObject *probs, *out;
+    int n, C;
+    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
+        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        return NULL;
+    lade_status st;
+    RUN(lade_mean_posterior(F32(out), F32(probs), n, C));
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_reweight_probs(PyObject *self, PyObject *args) {
@@ -577,8 +593,8 @@ static PyObject *py_bbse_prior(PyObject *self, PyObject *args) {
     const char *func;
     PyObject *co, *la, *to, *so, *oo;
     int soft;
-    double cond_limit;
-    if (!PyArg_ParseTuple(args, "sOOOOOpd", &func, &co, &la, &to, &so, &oo, &soft, &cond_limit)) return NULL;
+    double ridge, cond_limit;
+    if (!PyArg_ParseTuple(args, "sOOOOOpdd", &func, &co, &la, &to, &so, &oo, &soft, &ridge, &cond_limit)) return NULL;
     PyArrayObject *calib, *labels, *target, *sp, *out;
     int m, n, C;
     if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
@@ -588,8 +604,22 @@ static PyObject *py_bbse_prior(PyObject *self, PyObject *args) {
     int fell_back;
     lade_status st;
     RUN(lade_bbse_prior(F32(out), &cond, &fell_back, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft,
-                        cond_limit));
+                        ridge, cond_limit));
     return Py_BuildValue("dO", cond, fell_back ? Py_True : Py_False);
+}
+
+static PyObject *py_confusion_condition(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *co, *la;
+    int soft;
+    if (!PyArg_ParseTuple(args, "sOOp", &func, &co, &la, &soft)) return NULL;
+    PyArrayObject *calib, *labels;
+    int m, C;
+    if (batch(co, la, func, "calib_scores", &calib, &labels, &m, &C)) return NULL;
+    double cond;
+    lade_status st;
+    RUN(lade_confusion_condition(&cond, F32(calib), I64(labels), m, C, soft));
+    return PyFloat_FromDouble(cond);
 }
 
 static PyObject *py_prediction_shift_chi2(PyObject *self, PyObject *args) {
@@ -609,10 +639,10 @@ static PyObject *py_prediction_shift_chi2(PyObject *self, PyObject *args) {
 static PyObject *py_em_bootstrap(PyObject *self, PyObject *args) {
     const char *func;
     PyObject *po, *so, *oo;
-    double tol;
+    double pseudo, tol;
     int max_iter;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOOdiK", &func, &po, &so, &oo, &tol, &max_iter, &seed)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOOOddiK", &func, &po, &so, &oo, &pseudo, &tol, &max_iter, &seed)) return NULL;
     PyArrayObject *probs, *sp, *out;
     int n, C, B;
     if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
@@ -622,7 +652,7 @@ static PyObject *py_em_bootstrap(PyObject *self, PyObject *args) {
         dim(out, 0, func, "replicates", &B))
         return NULL;
     lade_status st;
-    RUN(lade_em_bootstrap(F32(out), B, F32(probs), n, C, F32(sp), tol, max_iter, seed));
+    RUN(lade_em_bootstrap(F32(out), B, F32(probs), n, C, F32(sp), pseudo, tol, max_iter, seed));
     Py_RETURN_NONE;
 }
 
@@ -630,8 +660,9 @@ static PyObject *py_bbse_bootstrap(PyObject *self, PyObject *args) {
     const char *func;
     PyObject *co, *la, *to, *so, *oo;
     int soft;
+    double ridge;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOOOOpK", &func, &co, &la, &to, &so, &oo, &soft, &seed)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOOOOOpdK", &func, &co, &la, &to, &so, &oo, &soft, &ridge, &seed)) return NULL;
     PyArrayObject *calib, *labels, *target, *sp, *out;
     int m, n, C, B;
     if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
@@ -639,7 +670,7 @@ static PyObject *py_bbse_bootstrap(PyObject *self, PyObject *args) {
         dim(out, 0, func, "replicates", &B))
         return NULL;
     lade_status st;
-    RUN(lade_bbse_bootstrap(F32(out), B, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft, seed));
+    RUN(lade_bbse_bootstrap(F32(out), B, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft, ridge, seed));
     Py_RETURN_NONE;
 }
 
@@ -716,6 +747,8 @@ static PyMethodDef methods[] = {
     M("lt_em_prior", py_em_prior),
     M("lt_reweight_probs", py_reweight_probs),
     M("lt_bbse_prior", py_bbse_prior),
+    M("lt_mean_posterior", py_mean_posterior),
+    M("lt_confusion_condition", py_confusion_condition),
     M("lt_prediction_shift_chi2", py_prediction_shift_chi2),
     M("lt_em_bootstrap", py_em_bootstrap),
     M("lt_bbse_bootstrap", py_bbse_bootstrap),

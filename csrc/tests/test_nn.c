@@ -31,7 +31,7 @@ TEST(conv_fast_matches_naive_in_both_layouts) {
     lade_rng_seed(&r, 1, 0);
     const lade_conv2d_geom geoms[] = {
         {3, 8, 3, 3, 1, 1, 1, 1}, {5, 4, 3, 3, 2, 2, 1, 1}, {4, 6, 1, 1, 1, 1, 0, 0},
-        {2, 3, 5, 3, 2, 1, 2, 0}, {3, 2, 7, 7, 3, 3, 3, 3},
+        {2, 3, 5, 3, 2, 1, 2, 0}, {3, 2, 7, 7, 3, 3, 3, 3}, {3, 5, 5, 3, 1, 1, 2, 0}, {2, 4, 3, 3, 1, 1, 0, 2},
     };
     for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++) {
         const lade_conv2d_geom *g = &geoms[gi];
