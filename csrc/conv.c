@@ -10,6 +10,7 @@
  * maps each image is its own GEMM. The GEMMs run on OpenBLAS's threads; the
  * unfolding runs on lade's pool, never both at once. */
 #include "lade_nn.h"
+#include "nn_internal.h"
 #include "blas.h"
 
 #include <string.h>
@@ -84,8 +85,17 @@ size_t lade_conv2d_workspace_size(const lade_conv2d_geom *g, int n, int h, int w
     if (nb < 1) nb = 1;
     size_t channels = g->cin, kernel = (size_t)g->kh * g->kw;
     if (has_transposed_form(g) && (size_t)g->cout > channels) channels = g->cout;
-    /* column matrix, then room for the flipped kernel of the transposed form */
-    return channels * kernel * nb * plane + (size_t)g->cin * g->cout * kernel;
+    /* column matrix or the direct path's padded copy (of the input, or of dout
+     * for the transposed form), then room for the flipped kernel */
+    size_t scratch = channels * kernel * nb * plane;
+    size_t direct = lade_conv_direct_workspace(g, n, h, w);
+    if (has_transposed_form(g)) {
+        lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
+        size_t back = lade_conv_direct_workspace(&gt, n, oh, ow);
+        if (back > direct) direct = back;
+    }
+    if (direct > scratch) scratch = direct;
+    return scratch + (size_t)g->cin * g->cout * kernel;
 }
 
 /* ---- im2col / col2im over a chunk --------------------------------------------- */
@@ -188,7 +198,8 @@ lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight
                                 const lade_conv2d_geom *g, float *workspace) {
     lade_status st = check_maps(out, in, g);
     if (st) return st;
-    conv_forward_gemm(out, in, weight, bias, g, workspace, 0.0f);
+    if (lade_conv_direct_applies(g, out)) lade_conv_direct(out, in, weight, bias, g, workspace, 0);
+    else conv_forward_gemm(out, in, weight, bias, g, workspace, 0.0f);
     return LADE_OK;
 }
 
@@ -201,6 +212,10 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
                          "(%d, %d, %d, %d)", din.n, din.c, din.h, din.w, in.n, in.c, in.h, in.w);
     const int K = g->cin * g->kh * g->kw, P = dout.h * dout.w, nb_max = chunk_images(dout);
     const int transposed = has_transposed_form(g);
+    if (dweight && lade_conv_direct_dw_applies(g, dout)) {
+        lade_conv_direct_dw(dweight, dout, in, g, workspace);
+        dweight = NULL; /* done */
+    }
     for (int b0 = 0; b0 < in.n; b0 += nb_max) {
         int nb = in.n - b0 < nb_max ? in.n - b0 : nb_max;
         const float *dsrc = dout.data + (size_t)b0 * dout.stride_n;
@@ -236,7 +251,8 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
                     flipped[((size_t)ci * g->cout + co) * kernel + (kernel - 1 - k)] =
                         weight[((size_t)co * g->cin + ci) * kernel + k];
         lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
-        conv_forward_gemm(din, dout, flipped, NULL, &gt, workspace, 1.0f);
+        if (lade_conv_direct_applies(&gt, din)) lade_conv_direct(din, dout, flipped, NULL, &gt, workspace, 1);
+        else conv_forward_gemm(din, dout, flipped, NULL, &gt, workspace, 1.0f);
     }
     return LADE_OK;
 }

@@ -12,4 +12,15 @@ lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade
 void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count);
 /* out += option-A shortcut of in (used to add the shortcut onto a block's output). */
 lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride);
+
+/* Direct stride-1 convolution (conv_direct.c): applies when the output width
+ * is a multiple of 8 and cout of 4; workspace in floats; out = or += conv(in). */
+int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
+size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
+void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
+                      float *workspace, int accumulate);
+/* dweight += the weight gradient of a direct stride-1 convolution (kernels of
+ * up to 9 taps, output width a multiple of 8); workspace as for lade_conv_direct. */
+int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout);
+void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace);
 #endif

@@ -205,12 +205,12 @@ static double norm1(const double *A, int d) {
 
 typedef struct {
     double *confusion, *work, *inv, *gram; /* (C*C) each */
-    double *mu, *p_cal, *lin, *q, *look, *prev, *sorted; /* (C) each */
+    double *mu, *p_cal, *lin, *q, *look, *prev, *sorted, *weight; /* (C) each */
 } bbse_scratch;
 
 static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
     size_t C = (size_t)classes;
-    s->confusion = lade_alloc((4 * C * C + 7 * C) * sizeof(double));
+    s->confusion = lade_alloc((4 * C * C + 8 * C) * sizeof(double));
     if (!s->confusion) return lade_fail(LADE_ENOMEM, "no memory for a %d x %d confusion matrix", classes, classes);
     s->work = s->confusion + C * C;
     s->inv = s->work + C * C;
@@ -222,6 +222,7 @@ static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
     s->look = s->q + C;
     s->prev = s->look + C;
     s->sorted = s->prev + C;
+    s->weight = s->sorted + C;
     return LADE_OK;
 }
 
@@ -283,24 +284,31 @@ static void project_simplex(double *v, double *sorted, int C) {
     for (int c = 0; c < C; c++) v[c] = v[c] > shift ? v[c] - shift : 0;
 }
 
-/* q = argmin over the simplex of 0.5 |M q - mu|^2 + 0.5 ridge |q - ref|^2, by accelerated
- * projected gradient (FISTA) with gradient-based restart, from q = ref. The objective is
- * convex, so this is the constrained least-squares / RLLS-style estimate; it stays defined
- * when M is singular. */
+/* q = argmin over the simplex of 0.5 sum_i (M q - mu)_i^2 / v_i + 0.5 ridge |q - ref|^2, by
+ * accelerated projected gradient (FISTA) with gradient-based restart, from q = ref. v_i =
+ * (M p_cal)_i is how often class i is predicted on the calibration data, i.e. (up to a constant)
+ * the variance of mu_i without shift: a Pearson chi-square distance, so rarely predicted classes
+ * are not drowned by the frequent ones (floored at 1% of uniform so that no row dominates the
+ * step size). The objective is convex; it stays defined when M is singular. */
 #define BBSE_MAX_ITER 50000
 #define BBSE_TOL 1e-10
 
 static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
-    double *G = s->gram, *h = s->lin, *q = s->q, *y = s->look, *prev = s->prev;
-    /* G = M^T M + ridge I, h = M^T mu + ridge ref */
+    double *G = s->gram, *h = s->lin, *q = s->q, *y = s->look, *prev = s->prev, *w = s->weight;
+    for (int i = 0; i < C; i++) {
+        double v = 0;
+        for (int j = 0; j < C; j++) v += s->confusion[(size_t)i * C + j] * s->p_cal[j];
+        w[i] = 1.0 / (v > 0.01 / C ? v : 0.01 / C);
+    }
+    /* G = M^T W M + ridge I, h = M^T W mu + ridge ref */
     for (int a = 0; a < C; a++) {
         for (int b = 0; b <= a; b++) {
             double g = 0;
-            for (int i = 0; i < C; i++) g += s->confusion[(size_t)i * C + a] * s->confusion[(size_t)i * C + b];
+            for (int i = 0; i < C; i++) g += s->confusion[(size_t)i * C + a] * w[i] * s->confusion[(size_t)i * C + b];
             G[(size_t)a * C + b] = G[(size_t)b * C + a] = g;
         }
         double v = 0;
-        for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * s->mu[i];
+        for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * w[i] * s->mu[i];
         G[(size_t)a * C + a] += ridge;
         h[a] = v + ridge * ref[a];
     }

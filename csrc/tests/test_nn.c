@@ -26,16 +26,12 @@ static void to_cnhw(float *dst, const float *src, int n, int c, int plane) {
             memcpy(dst + ((size_t)ch * n + b) * plane, src + ((size_t)b * c + ch) * plane, sizeof(float) * plane);
 }
 
-TEST(conv_fast_matches_naive_in_both_layouts) {
+static void check_conv_against_naive(int *failures, const lade_conv2d_geom *geoms, size_t count, int h, int w) {
     lade_rng r;
     lade_rng_seed(&r, 1, 0);
-    const lade_conv2d_geom geoms[] = {
-        {3, 8, 3, 3, 1, 1, 1, 1}, {5, 4, 3, 3, 2, 2, 1, 1}, {4, 6, 1, 1, 1, 1, 0, 0},
-        {2, 3, 5, 3, 2, 1, 2, 0}, {3, 2, 7, 7, 3, 3, 3, 3}, {3, 5, 5, 3, 1, 1, 2, 0}, {2, 4, 3, 3, 1, 1, 0, 2},
-    };
-    for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++) {
+    for (size_t gi = 0; gi < count; gi++) {
         const lade_conv2d_geom *g = &geoms[gi];
-        int n = 3, h = 11, w = 9, oh, ow;
+        int n = 3, oh, ow;
         CHECK_OK(lade_conv2d_out_size(g, h, w, &oh, &ow));
         size_t nin = (size_t)n * g->cin * h * w, nout = (size_t)n * g->cout * oh * ow;
         size_t nw = (size_t)g->cout * g->cin * g->kh * g->kw;
@@ -70,6 +66,24 @@ TEST(conv_fast_matches_naive_in_both_layouts) {
         free(x), free(wt), free(bias), free(dy), free(ref), free(fast), free(ws), free(xc), free(yc), free(refc);
         free(dx_ref), free(dw_ref), free(db_ref), free(dx), free(dw), free(db);
     }
+}
+
+TEST(conv_im2col_matches_naive_in_both_layouts) {
+    const lade_conv2d_geom geoms[] = {
+        {3, 8, 3, 3, 1, 1, 1, 1}, {5, 4, 3, 3, 2, 2, 1, 1}, {4, 6, 1, 1, 1, 1, 0, 0},
+        {2, 3, 5, 3, 2, 1, 2, 0}, {3, 2, 7, 7, 3, 3, 3, 3}, {3, 5, 5, 3, 1, 1, 2, 0}, {2, 4, 3, 3, 1, 1, 0, 2},
+    };
+    check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], 11, 9);
+}
+
+/* Output widths that are multiples of 8 take the direct (no im2col) path. */
+TEST(conv_direct_matches_naive_in_both_layouts) {
+    const lade_conv2d_geom geoms[] = {
+        {5, 8, 3, 3, 1, 1, 1, 1}, {3, 16, 3, 3, 1, 1, 1, 1}, {4, 4, 1, 1, 1, 1, 0, 0},
+        {2, 8, 5, 5, 1, 1, 2, 2}, {3, 4, 3, 5, 1, 1, 0, 2},
+    };
+    check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], 6, 16);
+    check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], 4, 8);
 }
 
 TEST(conv_rejects_bad_geometry) {

@@ -49,9 +49,11 @@ TEST(bbse_projects_an_infeasible_solution_onto_the_simplex) {
     CHECK(!fell_back);
     CHECK_CLOSE(out[0], 1.0, 1e-6);
     CHECK_CLOSE(out[1], 1e-8, 1e-9); /* the floor */
-    /* a ridge r towards the source prior: with q1 = 1 - q0 the objective is
-     * (0.5 q0 - 0.6)^2 + r (q0 - 0.5)^2, minimised at q0 = (0.6 + r) / (0.5 + 2 r) = 0.85 at r = 0.25 */
-    CHECK_OK(lade_bbse_prior(out, &cond, &fell_back, cal, labels, 2, test, 2, C, source, 1, 0.25, 1e4));
+    /* a ridge r towards the source prior: with q1 = 1 - q0 and the row weights 1 / v,
+     * v = M p_cal = (0.55, 0.45), the objective is k (0.5 q0 - 0.6)^2 + r (q0 - 0.5)^2 with
+     * k = (1/0.55 + 1/0.45) / 2, minimised at q0 = (0.6 k + r) / (0.5 k + 2 r) = 0.85 at r = k / 4 */
+    const double r = (1 / 0.55 + 1 / 0.45) / 8;
+    CHECK_OK(lade_bbse_prior(out, &cond, &fell_back, cal, labels, 2, test, 2, C, source, 1, r, 1e4));
     CHECK_CLOSE(out[0], 0.85, 1e-6);
     CHECK_CLOSE(out[1], 0.15, 1e-6);
 }
