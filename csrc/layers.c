@@ -69,7 +69,9 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
                                            const float *gamma, const float *beta, float momentum, float eps) {
     if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
     if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
-    if (in.n < 1 || in.h * in.w < 1) return lade_fail(LADE_EINVAL, "batchnorm2d: empty batch");
+    if ((size_t)in.n * in.h * in.w < 2)
+        return lade_fail(LADE_EINVAL, "batchnorm2d: training needs more than one value per channel, got input "
+                         "(%d, %d, %d, %d)", in.n, in.c, in.h, in.w);
     bn_job j = {.out = out, .in = in, .mean = save_mean, .invstd = save_invstd, .gamma = gamma, .beta = beta,
                 .eps = eps};
     lade_parallel_for((size_t)in.c, bn_train_channels, &j);

@@ -3,7 +3,8 @@
 A config has five sections (see lade/configs/*.yaml for complete examples)::
 
     name: cifar100_lt_100_lade
-    data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction}
+    data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
+             calib_test_per_class}
     model:  {variant, seed}
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
@@ -112,6 +113,9 @@ DEFAULTS = {
         "train_img_max": (_optional(_int(1)), None),  # head-class count; None: 50000 / classes
         "test_per_class": (_optional(_int(1)), None),  # first k test images per class; None: all
         "calib_fraction": (_float(0.0, 1.0), 0.2),  # held-out source set from unused train images
+        # held-out set from the TEST split instead: the last k test images of each class (balanced,
+        # disjoint from the first test_per_class evaluated); None: use calib_fraction
+        "calib_test_per_class": (_optional(_int(1)), None),
     },
     "model": {
         "variant": (_choice("lade", "classic"), "lade"),

@@ -132,7 +132,9 @@ class Dataset:
     The held-out set takes int(calib_fraction * n_c) (at least 1) images of class c from the
     training images the subset did not use, as many as exist: the CIFAR-LT head class uses all
     of its 500 images, so it is missing from the held-out set (BBSE and bias-corrected
-    calibration then cannot run; see lade.report)."""
+    calibration then cannot run; see lade.report). With calib_test_per_class = k it is instead
+    the last k test images of every class, disjoint from the first test_per_class that are
+    evaluated: balanced and complete, which is what EM and BBSE need."""
 
     def __init__(self, train, calib, test, counts, classes, source):
         self.train, self.calib, self.test = train, calib, test
@@ -161,7 +163,16 @@ def load_dataset(cfg, data_root=None):
     train = (np.ascontiguousarray(train_x[subset.indices]), np.ascontiguousarray(subset.labels))
 
     calib = None
-    if d["calib_fraction"] > 0:
+    if d["calib_test_per_class"] is not None:
+        k, first = d["calib_test_per_class"], d["test_per_class"] or 0
+        per_class = priors.class_counts(test_y, classes)
+        if d["test_per_class"] is None or (first + k > per_class).any():
+            raise config_mod.ConfigError(
+                f"lade config: key 'data.calib_test_per_class' ({k}) needs 'data.test_per_class' set and their sum "
+                f"at most the {int(per_class.min())} test images of the smallest class")
+        idx = np.concatenate([np.flatnonzero(test_y == c)[-k:] for c in range(classes)])
+        calib = (np.ascontiguousarray(test_x[idx]), np.ascontiguousarray(test_y[idx]))
+    elif d["calib_fraction"] > 0:
         unused = np.ones(train_y.shape[0], bool)
         unused[subset.indices] = False
         rest = np.flatnonzero(unused)

@@ -199,18 +199,20 @@ def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
     """One SGD step: forward (train mode), loss, backward, update. Returns the loss.
 
     ``loss`` is a callable ``loss(logits, labels, grad) -> (value, grad)`` over the
-    whole batch (default: softmax cross-entropy). A non-finite loss raises
-    FloatingPointError before the weights or the BN running statistics change."""
+    whole batch (default: softmax cross-entropy). A non-finite loss or gradient
+    raises FloatingPointError before the weights, the optimiser state or the BN
+    running statistics change: the statistics of this batch are committed only
+    once the update has been made."""
     if loss is None:
         from lade.losses import softmax_ce as loss
     logits = model.forward(images, train=True, defer_running_stats=True)
     value, dlogits = loss(logits, labels, grad)
     if not math.isfinite(value):
         raise FloatingPointError(f"lade.train_step: the loss is {value}; the step was not taken")
-    model.commit_running_stats()
     model.zero_grad()
     model.backward(dlogits)
     optimizer.step(lr)
+    model.commit_running_stats()
     return float(value)
 
 

@@ -504,6 +504,14 @@ static PyObject *py_shortcut_backward(PyObject *self, PyObject *args, PyObject *
     if (!dout) return NULL;
     if (cin < 1 || h < 1 || w < 1)
         return lade_py_value_error(func, "in_channels/height/width", "must be >= 1, got %d, %d, %d", cin, h, w);
+    if (stride != 1 && stride != 2) return lade_py_value_error(func, "stride", "must be 1 or 2, got %d", stride);
+    npy_intp oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
+    if (PyArray_DIM(dout, 2) != oh || PyArray_DIM(dout, 3) != ow || PyArray_DIM(dout, 1) < cin ||
+        (PyArray_DIM(dout, 1) - cin) % 2)
+        return lade_py_value_error(func, "dout", "must have shape (n, C, %zd, %zd) with C >= %d and C - %d even, got "
+                                   "(%zd, %zd, %zd, %zd)", (Py_ssize_t)oh, (Py_ssize_t)ow, cin, cin,
+                                   (Py_ssize_t)PyArray_DIM(dout, 0), (Py_ssize_t)PyArray_DIM(dout, 1),
+                                   (Py_ssize_t)PyArray_DIM(dout, 2), (Py_ssize_t)PyArray_DIM(dout, 3));
     npy_intp xshape[4] = {PyArray_DIM(dout, 0), cin, h, w};
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
     lade_status st;
