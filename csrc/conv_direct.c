@@ -77,45 +77,43 @@ static inline __attribute__((always_inline)) void direct_tile_body(const direct_
     const lade_conv2d_geom *g = j->g;
     const int PW = j->pw, vpr = j->out.w / 8, kk = kh * kw, n = j->out.n;
     const size_t plane = (size_t)j->ph * PW;
-    {
-        /* t -> (image, channel tile, pixel tile), pixel tiles fastest */
-        int px_tile = (int)(t % j->tiles_px);
-        int co_tile = (int)(t / j->tiles_px % j->tiles_co);
-        int b = (int)(t / ((size_t)j->tiles_px * j->tiles_co));
-        int co0 = co_tile * TILE_CO;
-        size_t offset[TILE_V];
-        int oy[TILE_V], ox[TILE_V];
-        for (int v = 0; v < TILE_V; v++) {
-            int idx = px_tile * TILE_V + v;
-            oy[v] = idx / vpr;
-            ox[v] = (idx % vpr) * 8;
-            offset[v] = (size_t)oy[v] * PW + ox[v];
-        }
-        v8 acc[TILE_CO][TILE_V];
-        for (int r = 0; r < TILE_CO; r++)
-            for (int v = 0; v < TILE_V; v++) acc[r][v] = (v8){0};
-        for (int ci = 0; ci < g->cin; ci++) {
-            const float *src = j->padded + ((size_t)ci * n + b) * plane;
-            const float *w = j->wt + ((size_t)ci * kk) * g->cout + co0; /* wt is [ci][ky][kx][co] */
-            for (int ky = 0; ky < kh; ky++)
-                for (int kx = 0; kx < kw; kx++, w += g->cout) {
-                    const float *s = src + (size_t)ky * PW + kx;
-                    v8 x[TILE_V];
-                    for (int v = 0; v < TILE_V; v++) x[v] = load8(s + offset[v]);
-                    for (int r = 0; r < TILE_CO; r++) {
-                        v8 wv = splat(w[r]);
-                        for (int v = 0; v < TILE_V; v++) acc[r][v] += wv * x[v];
-                    }
+    /* t -> (image, channel tile, pixel tile), pixel tiles fastest */
+    int px_tile = (int)(t % j->tiles_px);
+    int co_tile = (int)(t / j->tiles_px % j->tiles_co);
+    int b = (int)(t / ((size_t)j->tiles_px * j->tiles_co));
+    int co0 = co_tile * TILE_CO;
+    size_t offset[TILE_V];
+    int oy[TILE_V], ox[TILE_V];
+    for (int v = 0; v < TILE_V; v++) {
+        int idx = px_tile * TILE_V + v;
+        oy[v] = idx / vpr;
+        ox[v] = (idx % vpr) * 8;
+        offset[v] = (size_t)oy[v] * PW + ox[v];
+    }
+    v8 acc[TILE_CO][TILE_V];
+    for (int r = 0; r < TILE_CO; r++)
+        for (int v = 0; v < TILE_V; v++) acc[r][v] = (v8){0};
+    for (int ci = 0; ci < g->cin; ci++) {
+        const float *src = j->padded + ((size_t)ci * n + b) * plane;
+        const float *w = j->wt + ((size_t)ci * kk) * g->cout + co0; /* wt is [ci][ky][kx][co] */
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++, w += g->cout) {
+                const float *s = src + (size_t)ky * PW + kx;
+                v8 x[TILE_V];
+                for (int v = 0; v < TILE_V; v++) x[v] = load8(s + offset[v]);
+                for (int r = 0; r < TILE_CO; r++) {
+                    v8 wv = splat(w[r]);
+                    for (int v = 0; v < TILE_V; v++) acc[r][v] += wv * x[v];
                 }
-        }
-        for (int r = 0; r < TILE_CO; r++) {
-            float *dst = j->out.data + (size_t)b * j->out.stride_n + (size_t)(co0 + r) * j->out.stride_c;
-            v8 bias = splat(j->bias ? j->bias[co0 + r] : 0.0f);
-            for (int v = 0; v < TILE_V; v++) {
-                float *p = dst + (size_t)oy[v] * j->out.w + ox[v];
-                v8 value = acc[r][v] + bias;
-                store8(p, j->accumulate ? load8(p) + value : value);
             }
+    }
+    for (int r = 0; r < TILE_CO; r++) {
+        float *dst = j->out.data + (size_t)b * j->out.stride_n + (size_t)(co0 + r) * j->out.stride_c;
+        v8 bias = splat(j->bias ? j->bias[co0 + r] : 0.0f);
+        for (int v = 0; v < TILE_V; v++) {
+            float *p = dst + (size_t)oy[v] * j->out.w + ox[v];
+            v8 value = acc[r][v] + bias;
+            store8(p, j->accumulate ? load8(p) + value : value);
         }
     }
 }
