@@ -3,7 +3,9 @@
 The math is in C (csrc/lade_nn.h). Layer functions take float32 NCHW arrays
 and use them in place: forward outputs passed as ``out`` are overwritten,
 gradient arrays passed to a backward are accumulated into (+=), and outputs
-not given are allocated (gradients zero-filled).
+not given are allocated (gradients zero-filled). An output must not share
+memory with another argument (ValueError); only the elementwise forwards
+(relu_forward, add_forward) accept out=x exactly, computing in place.
 """
 import math
 

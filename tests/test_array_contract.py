@@ -336,3 +336,88 @@ def test_empty_batch_does_not_crash():
             assert "lade." in str(e)
         else:
             assert out.shape[0] == 0
+
+
+def overlapping_pair(first, second):
+    """Copies of two arrays placed in one buffer so that the last element of the first
+    is the first element of the second: a partial overlap, as two slices of one array give."""
+    step = second.itemsize
+    start = first.nbytes - step
+    raw = np.zeros((start + second.nbytes) // 8 + 2, np.float64).view(np.uint8)
+    a = raw[:first.nbytes].view(first.dtype).reshape(first.shape)
+    b = raw[start:start + second.nbytes].view(second.dtype).reshape(second.shape)
+    b[...] = second
+    a[...] = first
+    assert np.shares_memory(a, b)
+    return a, b
+
+
+def overlap_cases():
+    cases = []
+    for func, _, kwargs, args in targets():
+        outs = [k for k, spec in args.items() if spec is not None and spec[0] == "out"]
+        ins = [k for k, v in kwargs.items() if isinstance(v, np.ndarray) and k not in outs]
+        cases += [(func, out, inp) for out in outs for inp in ins]
+    return cases
+
+
+@pytest.mark.parametrize("func,out,inp", overlap_cases(), ids=lambda v: str(v))
+def test_output_overlapping_an_input_is_refused(func, out, inp):
+    """An output that shares memory with an input would be read after it is written:
+    refused with a message that names both arguments, and nothing is written."""
+    _, fn, kwargs, _ = find_target(func)
+    kwargs = dict(kwargs)
+    kwargs[inp], kwargs[out] = overlapping_pair(kwargs[inp], kwargs[out])
+    before = kwargs[out].copy()
+    with pytest.raises(ValueError) as err:
+        fn(**kwargs)
+    message = str(err.value)
+    assert f"'{out}'" in message and f"'{inp}'" in message and "share memory" in message, message
+    assert func.split(".")[-1] in message, message
+    np.testing.assert_array_equal(kwargs[out], before)
+
+
+def test_two_outputs_sharing_memory_are_refused():
+    dout = f32(2, 3, 5, 5)
+    both = np.zeros((2, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="'da'.*'db'"):
+        lnn.add_backward(dout, da=both, db=both)
+
+
+@pytest.mark.parametrize("name", ["relu_forward", "add_forward", "pc_adjust", "softmax", "tau_normalize"])
+def test_elementwise_functions_compute_in_place(name):
+    """An output that is exactly an input (out=x) computes in place: these kernels
+    read each element (or row) before writing it. A shifted view is still refused."""
+    x = f32(4, 10, seed=3)
+    prior = np.linspace(1.0, 0.1, 10).astype(np.float32)
+    prior /= prior.sum()
+    call = {"relu_forward": lambda a, out: lnn.relu_forward(a, out=out),
+            "add_forward": lambda a, out: lnn.add_forward(a, a * 2, out=out),
+            "pc_adjust": lambda a, out: lade.posthoc.pc_adjust(a, prior, out=out),
+            "softmax": lambda a, out: lade.posthoc.softmax(a, 2.0, out=out),
+            "tau_normalize": lambda a, out: lade.posthoc.tau_normalize(a, 1.0, out=out)}[name]
+    expected = call(x.copy(), None)
+    inplace = x.copy()
+    assert call(inplace, inplace) is inplace
+    np.testing.assert_allclose(inplace, expected, rtol=1e-6, atol=1e-7)
+    buf = np.concatenate([x.ravel(), np.zeros(1, np.float32)])
+    with pytest.raises(ValueError, match="share memory"):
+        call(buf[:-1].reshape(x.shape), buf[1:].reshape(x.shape))
+
+
+@pytest.mark.parametrize("name", ["lade_loss", "softmax_ce", "reweight"])
+def test_accumulating_and_renormalising_functions_refuse_in_place(name):
+    """grad is zeroed before it is accumulated, and reweight could fail halfway through
+    its rows: with the input as output either would destroy the input."""
+    logits = f32(6, 10, seed=4)
+    labels = np.arange(6, dtype=np.int64)
+    prior = np.full(10, 0.1, np.float32)
+    probs = lade.posthoc.softmax(logits)
+    call = {"lade_loss": lambda: lade.losses.lade_loss(logits, labels, prior, grad=logits),
+            "softmax_ce": lambda: lade.losses.softmax_ce(logits, labels, grad=logits),
+            "reweight": lambda: lade.prior_shift.reweight(probs, prior, prior, out=probs)}[name]
+    saved = (logits.copy(), probs.copy())
+    with pytest.raises(ValueError, match="share memory"):
+        call()
+    np.testing.assert_array_equal(logits, saved[0])
+    np.testing.assert_array_equal(probs, saved[1])

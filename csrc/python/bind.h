@@ -33,6 +33,24 @@ PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, i
 int lade_py_optional_array(PyObject *obj, const char *func, const char *arg, int typenum,
                            int out, int ndim, const npy_intp *shape, PyArrayObject **result);
 
+/* An array argument and its name, for lade_py_disjoint. */
+typedef struct {
+    const char *name;
+    PyArrayObject *array; /* NULL (an omitted optional argument) is skipped */
+} lade_named_array;
+
+/* Checks that none of the first n_out arrays (the outputs) shares memory with
+ * any other array of the list: the kernels read inputs while writing outputs,
+ * so an output that aliases an input would give wrong numbers silently. With
+ * same_ok (elementwise forward kernels) an output may be exactly an input, which
+ * computes in place; a partial overlap is still refused. Returns 0, or -1 with a
+ * ValueError naming both arguments. */
+int lade_py_disjoint_list(const char *func, int same_ok, int n_out, const lade_named_array *arrays, int n);
+#define LADE_NAMED_LIST(...) (const lade_named_array[]){__VA_ARGS__}, \
+    (int)(sizeof((const lade_named_array[]){__VA_ARGS__}) / sizeof(lade_named_array))
+#define lade_py_disjoint(func, n_out, ...) lade_py_disjoint_list(func, 0, n_out, LADE_NAMED_LIST(__VA_ARGS__))
+#define lade_py_disjoint_or_same(func, n_out, ...) lade_py_disjoint_list(func, 1, n_out, LADE_NAMED_LIST(__VA_ARGS__))
+
 /* Raises the exception for a failed status: "func: detail" (or the status
  * text when the core left no detail). Always returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);

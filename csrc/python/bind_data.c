@@ -273,7 +273,7 @@ static PyObject *py_augment(PyObject *self, PyObject *args) {
     if (!images) return NULL;
     npy_intp oshape[4] = {PyArray_DIM(images, 0), 3, t.out_h, t.out_w};
     PyArrayObject *out = lade_py_array(out_obj, fn, "out", NPY_FLOAT32, LADE_OUT, 4, oshape);
-    if (!out) return NULL;
+    if (!out || lade_py_disjoint(fn, 1, {"out", out}, {"images", images})) return NULL;
     if (PyArray_DIM(images, 2) > INT32_MAX || PyArray_DIM(images, 3) > INT32_MAX)
         return lade_py_value_error(fn, "images", "is too large");
     lade_status st;
@@ -299,7 +299,7 @@ static PyObject *py_augment_hwc(PyObject *self, PyObject *args) {
     if (!image) return NULL;
     npy_intp oshape[3] = {3, t.out_h, t.out_w};
     PyArrayObject *out = lade_py_array(out_obj, fn, "out", NPY_FLOAT32, LADE_OUT, 3, oshape);
-    if (!out) return NULL;
+    if (!out || lade_py_disjoint(fn, 1, {"out", out}, {"image", image})) return NULL;
     if (PyArray_DIM(image, 0) > INT32_MAX || PyArray_DIM(image, 1) > INT32_MAX)
         return lade_py_value_error(fn, "image", "is too large");
     int h = (int)PyArray_DIM(image, 0), w = (int)PyArray_DIM(image, 1);

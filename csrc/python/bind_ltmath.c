@@ -76,7 +76,9 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
         opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
         opt(oo, func, "offset", NPY_FLOAT32, LADE_IN, 1, C, 0, &offset) ||
         opt(mo, func, "margin", NPY_FLOAT32, LADE_IN, 1, C, 0, &margin) ||
-        opt(wo, func, "weights", NPY_FLOAT32, LADE_IN, 1, C, 0, &weight))
+        opt(wo, func, "weights", NPY_FLOAT32, LADE_IN, 1, C, 0, &weight) ||
+        lade_py_disjoint(func, 1, {"grad", grad}, {"offset", offset}, {"margin", margin}, {"weights", weight},
+                         {"logits", logits}, {"labels", labels}))
         return NULL;
     lade_ce_config cfg = {OPT(offset, F32), OPT(margin, F32), OPT(weight, F32), s, gamma, by_sum};
     zero_grad(grad, zero);
@@ -96,7 +98,8 @@ static PyObject *py_lade_ce(PyObject *self, PyObject *args) {
     int n, C;
     if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
         opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
-        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)))
+        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"grad", grad}, {"prior", prior}, {"logits", logits}, {"labels", labels}))
         return NULL;
     double loss;
     lade_status st;
@@ -115,7 +118,8 @@ static PyObject *py_lader(PyObject *self, PyObject *args) {
     int n, C;
     if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
         opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
-        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)))
+        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"grad", grad}, {"prior", prior}, {"logits", logits}, {"labels", labels}))
         return NULL;
     double loss;
     lade_status st;
@@ -133,7 +137,8 @@ static PyObject *py_log_prior(PyObject *self, PyObject *args) {
     PyArrayObject *prior, *out;
     int C;
     if (!(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) || dim(prior, 0, func, "prior", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"prior", prior}))
         return NULL;
     lade_status st;
     RUN(lade_log_prior(F32(out), F32(prior), C, tau, eps));
@@ -149,7 +154,8 @@ static PyObject *counts_to_float(PyObject *args, int which) {
     PyArrayObject *counts, *out;
     int C;
     if (!(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"counts", counts}))
         return NULL;
     lade_status st;
     if (which == 0) RUN(lade_ldam_margins(F32(out), I64(counts), C, (float)param));
@@ -183,7 +189,8 @@ static PyObject *py_class_counts(PyObject *self, PyObject *args) {
     PyArrayObject *labels, *out;
     int C;
     if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) || dim(out, 0, func, "out", &C))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) || dim(out, 0, func, "out", &C) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}))
         return NULL;
     lade_status st;
     RUN(lade_class_counts(I64(out), I64(labels), (size_t)PyArray_DIM(labels, 0), C));
@@ -212,7 +219,8 @@ static PyObject *py_lt_subset(PyObject *self, PyObject *args) {
     int C;
     if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
         !(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"counts", counts}))
         return NULL;
     lade_status st;
     RUN(lade_lt_subset(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
@@ -253,7 +261,8 @@ static PyObject *py_sample_class_aware(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "sOiOiKK", &func, &lo, &C, &oo, &per_class, &seed, &epoch)) return NULL;
     PyArrayObject *labels, *out;
     if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}))
         return NULL;
     lade_status st;
     RUN(lade_sample_class_aware(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0),
@@ -270,7 +279,8 @@ static PyObject *py_sample_by_class(PyObject *self, PyObject *args) {
     int C;
     if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
         !(prob = arr(po, func, "class_prob", NPY_FLOAT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        dim(prob, 0, func, "class_prob", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)))
+        dim(prob, 0, func, "class_prob", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"class_prob", prob}))
         return NULL;
     lade_status st;
     RUN(lade_sample_by_class(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
@@ -288,7 +298,8 @@ static PyObject *py_class_prob(PyObject *self, PyObject *args) {
     PyArrayObject *counts, *out;
     int C;
     if (!(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"counts", counts}))
         return NULL;
     lade_status st;
     if (progressive) RUN(lade_class_prob_progressive(F64(out), I64(counts), C, epoch, total));
@@ -305,7 +316,8 @@ static PyObject *py_shift_counts(PyObject *self, PyObject *args) {
     PyArrayObject *prior, *out;
     int C;
     if (!(prior = arr(po, func, "train_prior", NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) ||
-        dim(prior, 0, func, "train_prior", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, C, 0)))
+        dim(prior, 0, func, "train_prior", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"train_prior", prior}))
         return NULL;
     lade_status st;
     RUN(lade_shift_counts(I64(out), F32(prior), C, img_max, ratio, (lade_shift_direction)direction));
@@ -320,7 +332,8 @@ static PyObject *py_first_k_per_class(PyObject *self, PyObject *args) {
     int C;
     if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
         !(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"counts", counts}))
         return NULL;
     lade_status st;
     RUN(lade_first_k_per_class(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
@@ -336,7 +349,8 @@ static PyObject *py_dirichlet(PyObject *self, PyObject *args) {
     PyArrayObject *alpha, *out;
     int C, m;
     if (!(alpha = arr(ao, func, "alpha", NPY_FLOAT64, LADE_IN, 1, LADE_ANY, 0)) || dim(alpha, 0, func, "alpha", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) || dim(out, 0, func, "out", &m))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) || dim(out, 0, func, "out", &m) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"alpha", alpha}))
         return NULL;
     lade_status st;
     RUN(lade_dirichlet(F32(out), m, C, F64(alpha), seed));
@@ -355,7 +369,8 @@ static PyObject *py_adjust_logits(PyObject *self, PyObject *args) {
         dim(logits, 0, func, "logits", &n) || dim(logits, 1, func, "logits", &C) ||
         !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
         opt(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0, &sp) ||
-        opt(to, func, "target_prior", NPY_FLOAT32, LADE_IN, 1, C, 0, &tp))
+        opt(to, func, "target_prior", NPY_FLOAT32, LADE_IN, 1, C, 0, &tp) ||
+        lade_py_disjoint_or_same(func, 1, {"out", out}, {"logits", logits}, {"source_prior", sp}, {"target_prior", tp}))
         return NULL;
     lade_status st;
     RUN(lade_adjust_logits(F32(out), F32(logits), n, C, OPT(sp, F32), tau, OPT(tp, F32)));
@@ -372,7 +387,8 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     if (!(logits = arr(lo, func, "logits", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
         dim(logits, 0, func, "logits", &n) || dim(logits, 1, func, "logits", &C) ||
         !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
-        opt(bo, func, "bias", NPY_FLOAT64, LADE_IN, 1, C, 0, &bias))
+        opt(bo, func, "bias", NPY_FLOAT64, LADE_IN, 1, C, 0, &bias) ||
+        lade_py_disjoint_or_same(func, 1, {"out", out}, {"logits", logits}, {"bias", bias}))
         return NULL;
     lade_status st;
     RUN(lade_softmax(F32(out), F32(logits), n, C, t, OPT(bias, F64)));
@@ -387,7 +403,8 @@ static PyObject *py_tau_normalize(PyObject *self, PyObject *args) {
     PyArrayObject *w, *out;
     int r, c;
     if (!(w = arr(wo, func, "weights", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) || dim(w, 0, func, "weights", &r) ||
-        dim(w, 1, func, "weights", &c) || !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, r, c)))
+        dim(w, 1, func, "weights", &c) || !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, r, c)) ||
+        lade_py_disjoint_or_same(func, 1, {"out", out}, {"weights", w}))
         return NULL;
     lade_status st;
     RUN(lade_tau_normalize(F32(out), F32(w), r, c, tau));
@@ -402,7 +419,8 @@ static PyObject *py_fit_temperature(PyObject *self, PyObject *args) {
     PyArrayObject *logits, *labels, *bias;
     int n, C;
     if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
-        opt(bo, func, "bias", NPY_FLOAT64, LADE_OUT, 1, C, 0, &bias))
+        opt(bo, func, "bias", NPY_FLOAT64, LADE_OUT, 1, C, 0, &bias) ||
+        lade_py_disjoint(func, 1, {"bias", bias}, {"logits", logits}, {"labels", labels}))
         return NULL;
     double t, nll;
     lade_status st;
@@ -419,7 +437,8 @@ static PyObject *py_topk_accuracy(PyObject *self, PyObject *args) {
     PyArrayObject *scores, *labels, *correct;
     int n, C;
     if (batch(so, la, func, "scores", &scores, &labels, &n, &C) ||
-        opt(co, func, "correct", NPY_UINT8, LADE_OUT, 1, n, 0, &correct))
+        opt(co, func, "correct", NPY_UINT8, LADE_OUT, 1, n, 0, &correct) ||
+        lade_py_disjoint(func, 1, {"correct", correct}, {"scores", scores}, {"labels", labels}))
         return NULL;
     double acc;
     lade_status st;
@@ -435,7 +454,8 @@ static PyObject *py_argmax(PyObject *self, PyObject *args) {
     int n, C;
     if (!(scores = arr(so, func, "scores", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
         dim(scores, 0, func, "scores", &n) || dim(scores, 1, func, "scores", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, n, 0)))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, n, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"scores", scores}))
         return NULL;
     lade_status st;
     RUN(lade_argmax(I64(out), F32(scores), n, C));
@@ -451,7 +471,8 @@ static PyObject *py_confusion_matrix(PyObject *self, PyObject *args) {
     if (!(pred = arr(po, func, "predictions", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
         !(labels = arr(la, func, "labels", NPY_INT64, LADE_IN, 1, PyArray_DIM(pred, 0), 0)) ||
         !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 2, LADE_ANY, LADE_ANY)) || dim(out, 0, func, "out", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 2, C, C)))
+        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 2, C, C)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"predictions", pred}, {"labels", labels}))
         return NULL;
     lade_status st;
     RUN(lade_confusion_matrix(I64(out), I64(pred), I64(labels), (size_t)PyArray_DIM(pred, 0), C));
@@ -466,7 +487,8 @@ static PyObject *py_per_class_accuracy(PyObject *self, PyObject *args) {
     int C;
     if (!(conf = arr(co, func, "confusion", NPY_INT64, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
         dim(conf, 0, func, "confusion", &C) || !(conf = arr(co, func, "confusion", NPY_INT64, LADE_IN, 2, C, C)) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"confusion", conf}))
         return NULL;
     lade_status st;
     RUN(lade_per_class_accuracy(F64(out), I64(conf), C));
@@ -501,7 +523,9 @@ static PyObject *py_reliability(PyObject *self, PyObject *args) {
     if (batch(po, la, func, "probs", &probs, &labels, &n, &C) ||
         !(conf = arr(co, func, "confidence", NPY_FLOAT64, LADE_OUT, 1, nbins + 1, 0)) ||
         !(acc = arr(ao, func, "accuracy", NPY_FLOAT64, LADE_OUT, 1, nbins + 1, 0)) ||
-        !(count = arr(no, func, "count", NPY_INT64, LADE_OUT, 1, nbins + 1, 0)))
+        !(count = arr(no, func, "count", NPY_INT64, LADE_OUT, 1, nbins + 1, 0)) ||
+        lade_py_disjoint(func, 3, {"confidence", conf}, {"accuracy", acc}, {"count", count}, {"probs", probs},
+                         {"labels", labels}))
         return NULL;
     double ece;
     lade_status st;
@@ -536,7 +560,8 @@ static PyObject *py_em_prior(PyObject *self, PyObject *args) {
         dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
         !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
         !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        opt(wo, func, "row_weight", NPY_FLOAT64, LADE_IN, 1, n, 0, &w))
+        opt(wo, func, "row_weight", NPY_FLOAT64, LADE_IN, 1, n, 0, &w) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}, {"source_prior", sp}, {"row_weight", w}))
         return NULL;
     int iters, conv;
     double ll;
@@ -554,7 +579,8 @@ static PyObject *py_mean_posterior(PyObject *self, PyObject *args) {
     int n, C;
     if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
         dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}))
         return NULL;
     lade_status st;
     RUN(lade_mean_posterior(F32(out), F32(probs), n, C));
@@ -571,7 +597,8 @@ static PyObject *py_reweight_probs(PyObject *self, PyObject *args) {
         dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
         !(from = arr(fo, func, "from_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
         !(to_p = arr(to, func, "to_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}, {"from_prior", from}, {"to_prior", to_p}))
         return NULL;
     lade_status st;
     RUN(lade_reweight_probs(F32(out), F32(probs), n, C, F32(from), F32(to_p)));
@@ -598,7 +625,9 @@ static PyObject *py_bbse_prior(PyObject *self, PyObject *args) {
     PyArrayObject *calib, *labels, *target, *sp, *out;
     int m, n, C;
     if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"calib_scores", calib}, {"labels", labels},
+                         {"target_scores", target}, {"source_prior", sp}))
         return NULL;
     double cond;
     int fell_back;
@@ -649,7 +678,8 @@ static PyObject *py_em_bootstrap(PyObject *self, PyObject *args) {
         dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
         !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
         !(out = arr(oo, func, "replicates", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) ||
-        dim(out, 0, func, "replicates", &B))
+        dim(out, 0, func, "replicates", &B) ||
+        lade_py_disjoint(func, 1, {"replicates", out}, {"probs", probs}, {"source_prior", sp}))
         return NULL;
     lade_status st;
     RUN(lade_em_bootstrap(F32(out), B, F32(probs), n, C, F32(sp), pseudo, tol, max_iter, seed));
@@ -667,7 +697,9 @@ static PyObject *py_bbse_bootstrap(PyObject *self, PyObject *args) {
     int m, n, C, B;
     if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
         !(out = arr(oo, func, "replicates", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) ||
-        dim(out, 0, func, "replicates", &B))
+        dim(out, 0, func, "replicates", &B) ||
+        lade_py_disjoint(func, 1, {"replicates", out}, {"calib_scores", calib}, {"labels", labels},
+                         {"target_scores", target}, {"source_prior", sp}))
         return NULL;
     lade_status st;
     RUN(lade_bbse_bootstrap(F32(out), B, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft, ridge, seed));
@@ -684,7 +716,8 @@ static PyObject *py_bootstrap_interval(PyObject *self, PyObject *args) {
     if (!(reps = arr(ro, func, "replicates", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
         dim(reps, 0, func, "replicates", &B) || dim(reps, 1, func, "replicates", &C) ||
         !(low = arr(lo, func, "lo", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        !(high = arr(ho, func, "hi", NPY_FLOAT32, LADE_OUT, 1, C, 0)))
+        !(high = arr(ho, func, "hi", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 2, {"lo", low}, {"hi", high}, {"replicates", reps}))
         return NULL;
     lade_status st;
     RUN(lade_bootstrap_interval(F32(low), F32(high), F32(reps), B, C, level));

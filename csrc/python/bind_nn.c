@@ -109,7 +109,9 @@ static PyObject *py_conv2d_forward(PyObject *self, PyObject *args, PyObject *kw)
     if (!w || conv_geom(func, x, w, ostride ? ostride : one, opad ? opad : zero, &g, oshape)) goto done;
     npy_intp bshape[1] = {g.cout};
     if (lade_py_optional_array(obias, func, "bias", NPY_FLOAT32, LADE_IN, 1, bshape, &b)) goto done;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0))) goto done;
+    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b}))
+        goto done;
     lade_status st = LADE_OK;
     size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, (int)oshape[0], (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3));
     LADE_NOGIL_BEGIN
@@ -146,7 +148,8 @@ static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw
     npy_intp bshape[1] = {g.cout};
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, PyArray_DIMS(x), 1)) ||
         !(dw = out_array(odw, func, "dweight", NPY_FLOAT32, 4, PyArray_DIMS(w), 1)) ||
-        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1)))
+        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1)) ||
+        lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x}, {"weight", w}))
         goto done;
     lade_status st = LADE_OK;
     size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, (int)oshape[0], (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3));
@@ -191,7 +194,9 @@ static PyObject *py_bn_forward_train(PyObject *self, PyObject *args, PyObject *k
     if (PyArray_SIZE(x) == 0) return lade_py_value_error(func, "x", "must not be empty");
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, PyArray_DIMS(x), 0)) ||
         !(mean = (PyArrayObject *)PyArray_EMPTY(1, cshape, NPY_FLOAT32, 0)) ||
-        !(invstd = (PyArrayObject *)PyArray_EMPTY(1, cshape, NPY_FLOAT32, 0)))
+        !(invstd = (PyArrayObject *)PyArray_EMPTY(1, cshape, NPY_FLOAT32, 0)) ||
+        lade_py_disjoint(func, 3, {"out", out}, {"running_mean", rm}, {"running_var", rv}, {"x", x}, {"weight", w},
+                         {"bias", b}))
         goto done;
     lade_status st;
     LADE_NOGIL_BEGIN
@@ -220,6 +225,11 @@ static PyObject *py_bn_forward_eval(PyObject *self, PyObject *args, PyObject *kw
         !(rm = in_f32(orm, func, "running_mean", 1, cshape)) || !(rv = in_f32(orv, func, "running_var", 1, cshape)))
         return NULL;
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, PyArray_DIMS(x), 0))) return NULL;
+    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b}, {"running_mean", rm},
+                         {"running_var", rv})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_batchnorm2d_forward_eval(maps4(out), maps4(x), f32(w), f32(b), f32(rm), f32(rv), eps);
@@ -245,7 +255,9 @@ static PyObject *py_bn_backward(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, PyArray_DIMS(x), 1)) ||
         !(dw = out_array(odw, func, "dweight", NPY_FLOAT32, 1, cshape, 1)) ||
-        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, cshape, 1)))
+        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, cshape, 1)) ||
+        lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x}, {"weight", w},
+                         {"save_mean", m}, {"save_invstd", is}))
         goto done;
     lade_status st;
     LADE_NOGIL_BEGIN
@@ -269,6 +281,10 @@ static PyObject *py_relu_forward(PyObject *self, PyObject *args, PyObject *kw) {
     PyArrayObject *x = in_f32(ox, func, "x", -1, NULL), *out;
     if (!x) return NULL;
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, PyArray_NDIM(x), PyArray_DIMS(x), 0))) return NULL;
+    if (lade_py_disjoint_or_same(func, 1, {"out", out}, {"x", x})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     size_t n = (size_t)PyArray_SIZE(x);
     LADE_NOGIL_BEGIN
     lade_relu_forward(f32(out), f32(x), n);
@@ -284,6 +300,10 @@ static PyObject *py_relu_backward(PyObject *self, PyObject *args, PyObject *kw) 
     PyArrayObject *dout = in_f32(odout, func, "dout", -1, NULL), *out, *dx;
     if (!dout || !(out = in_f32(oout, func, "out", PyArray_NDIM(dout), PyArray_DIMS(dout)))) return NULL;
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, PyArray_NDIM(dout), PyArray_DIMS(dout), 1))) return NULL;
+    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout}, {"out", out})) {
+        Py_DECREF(dx);
+        return NULL;
+    }
     size_t n = (size_t)PyArray_SIZE(dout);
     LADE_NOGIL_BEGIN
     lade_relu_backward(f32(dx), f32(dout), f32(out), n);
@@ -299,6 +319,10 @@ static PyObject *py_add_forward(PyObject *self, PyObject *args, PyObject *kw) {
     PyArrayObject *a = in_f32(oa, func, "a", -1, NULL), *b, *out;
     if (!a || !(b = in_f32(ob, func, "b", PyArray_NDIM(a), PyArray_DIMS(a)))) return NULL;
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, PyArray_NDIM(a), PyArray_DIMS(a), 0))) return NULL;
+    if (lade_py_disjoint_or_same(func, 1, {"out", out}, {"a", a}, {"b", b})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     size_t n = (size_t)PyArray_SIZE(a);
     LADE_NOGIL_BEGIN
     lade_add_forward(f32(out), f32(a), f32(b), n);
@@ -315,7 +339,8 @@ static PyObject *py_add_backward(PyObject *self, PyObject *args, PyObject *kw) {
     if (!dout) return NULL;
     int nd = PyArray_NDIM(dout);
     if ((da = out_array(oda, func, "da", NPY_FLOAT32, nd, PyArray_DIMS(dout), 1)) &&
-        (db = out_array(odb, func, "db", NPY_FLOAT32, nd, PyArray_DIMS(dout), 1))) {
+        (db = out_array(odb, func, "db", NPY_FLOAT32, nd, PyArray_DIMS(dout), 1)) &&
+        !lade_py_disjoint(func, 2, {"da", da}, {"db", db}, {"dout", dout})) {
         size_t n = (size_t)PyArray_SIZE(dout);
         LADE_NOGIL_BEGIN
         lade_add_backward(f32(da), f32(db), f32(dout), n);
@@ -339,6 +364,10 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     if (!(b = in_f32(ob, func, "b", 4, bshape))) return NULL;
     npy_intp oshape[4] = {bshape[0], PyArray_DIM(a, 1) + PyArray_DIM(b, 1), bshape[2], bshape[3]};
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0))) return NULL;
+    if (lade_py_disjoint(func, 1, {"out", out}, {"a", a}, {"b", b})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_concat_forward(maps4(out), maps4(a), maps4(b));
@@ -363,7 +392,8 @@ static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw
     npy_intp ashape[4] = {PyArray_DIM(dout, 0), split, PyArray_DIM(dout, 2), PyArray_DIM(dout, 3)};
     npy_intp bshape[4] = {ashape[0], PyArray_DIM(dout, 1) - split, ashape[2], ashape[3]};
     if ((da = out_array(oda, func, "da", NPY_FLOAT32, 4, ashape, 1)) &&
-        (db = out_array(odb, func, "db", NPY_FLOAT32, 4, bshape, 1))) {
+        (db = out_array(odb, func, "db", NPY_FLOAT32, 4, bshape, 1)) &&
+        !lade_py_disjoint(func, 2, {"da", da}, {"db", db}, {"dout", dout})) {
         lade_status st;
         LADE_NOGIL_BEGIN
         st = lade_concat_backward(maps4(da), maps4(db), maps4(dout));
@@ -385,6 +415,10 @@ static PyObject *py_avgpool_forward(PyObject *self, PyObject *args, PyObject *kw
     if (!x || check_int_dims(x, func, "x")) return NULL;
     npy_intp oshape[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
+    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_avgpool_forward(f32(out), maps4(x));
@@ -407,6 +441,10 @@ static PyObject *py_avgpool_backward(PyObject *self, PyObject *args, PyObject *k
     if (h < 1 || w < 1) return lade_py_value_error(func, "height/width", "must be >= 1, got %d and %d", h, w);
     npy_intp xshape[4] = {PyArray_DIM(dout, 0), PyArray_DIM(dout, 1), h, w};
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
+    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout})) {
+        Py_DECREF(dx);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_avgpool_backward(maps4(dx), f32(dout));
@@ -434,7 +472,8 @@ static PyObject *py_maxpool_forward(PyObject *self, PyObject *args, PyObject *kw
     if (st) return lade_py_raise(st, func);
     npy_intp oshape[4] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1), oh, ow};
     if ((out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0)) &&
-        (am = out_array(oarg, func, "argmax", NPY_INT32, 4, oshape, 0))) {
+        (am = out_array(oarg, func, "argmax", NPY_INT32, 4, oshape, 0)) &&
+        !lade_py_disjoint(func, 2, {"out", out}, {"argmax", am}, {"x", x})) {
         LADE_NOGIL_BEGIN
         st = lade_maxpool_forward(maps4(out), (int32_t *)PyArray_DATA(am), maps4(x), &g);
         LADE_NOGIL_END
@@ -457,6 +496,10 @@ static PyObject *py_maxpool_backward(PyObject *self, PyObject *args, PyObject *k
     if (h < 1 || w < 1) return lade_py_value_error(func, "height/width", "must be >= 1, got %d and %d", h, w);
     npy_intp xshape[4] = {PyArray_DIM(dout, 0), PyArray_DIM(dout, 1), h, w};
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
+    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout}, {"argmax", am})) {
+        Py_DECREF(dx);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_maxpool_backward(maps4(dx), maps4(dout), (const int32_t *)PyArray_DATA(am));
@@ -483,6 +526,10 @@ static PyObject *py_shortcut_forward(PyObject *self, PyObject *args, PyObject *k
     npy_intp oshape[4] = {PyArray_DIM(x, 0), cout, (PyArray_DIM(x, 2) + stride - 1) / stride,
                           (PyArray_DIM(x, 3) + stride - 1) / stride};
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0))) return NULL;
+    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_shortcut_a_forward(maps4(out), maps4(x), stride);
@@ -514,6 +561,10 @@ static PyObject *py_shortcut_backward(PyObject *self, PyObject *args, PyObject *
                                    (Py_ssize_t)PyArray_DIM(dout, 2), (Py_ssize_t)PyArray_DIM(dout, 3));
     npy_intp xshape[4] = {PyArray_DIM(dout, 0), cin, h, w};
     if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
+    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout})) {
+        Py_DECREF(dx);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_shortcut_a_backward(maps4(dx), maps4(dout), stride);
@@ -538,6 +589,10 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw)
     npy_intp bshape[1] = {PyArray_DIM(w, 0)}, oshape[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
     if (lade_py_optional_array(ob, func, "bias", NPY_FLOAT32, LADE_IN, 1, bshape, &b)) return NULL;
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
+    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b})) {
+        Py_DECREF(out);
+        return NULL;
+    }
     lade_status st;
     LADE_NOGIL_BEGIN
     st = lade_linear_forward(f32(out), f32(x), f32(w), f32(b), (int)oshape[0], (int)wshape[1], (int)oshape[1]);
@@ -562,7 +617,9 @@ static PyObject *py_linear_backward(PyObject *self, PyObject *args, PyObject *kw
     if (!(dout = in_f32(odout, func, "dout", 2, oshape))) return NULL;
     if ((dx = out_array(odx, func, "dx", NPY_FLOAT32, 2, PyArray_DIMS(x), 1)) &&
         (dw = out_array(odw, func, "dweight", NPY_FLOAT32, 2, PyArray_DIMS(w), 1)) &&
-        (db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1))) {
+        (db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1)) &&
+        !lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x},
+                          {"weight", w})) {
         lade_status st;
         LADE_NOGIL_BEGIN
         st = lade_linear_backward(f32(dx), f32(dw), f32(db), f32(dout), f32(x), f32(w), (int)oshape[0],
@@ -592,7 +649,8 @@ static PyObject *py_sgd_step(PyObject *self, PyObject *args, PyObject *kw) {
     if (!p) return NULL;
     if (!(g = in_f32(og, func, "grads", 1, PyArray_DIMS(p))) ||
         !(v = lade_py_array(ov, func, "velocity", NPY_FLOAT32, LADE_OUT, 1, PyArray_DIMS(p))) ||
-        lade_py_optional_array(om, func, "decay_mask", NPY_FLOAT32, LADE_IN, 1, PyArray_DIMS(p), &m))
+        lade_py_optional_array(om, func, "decay_mask", NPY_FLOAT32, LADE_IN, 1, PyArray_DIMS(p), &m) ||
+        lade_py_disjoint(func, 2, {"params", p}, {"velocity", v}, {"grads", g}, {"decay_mask", m}))
         return NULL;
     lade_sgd_config cfg = {momentum, dampening, wd, nesterov};
     size_t n = (size_t)PyArray_SIZE(p);
@@ -765,7 +823,7 @@ static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw
     if (!img || check_int_dims(img, func, "images")) return NULL;
     npy_intp oshape[2] = {PyArray_DIM(img, 0), lade_resnet_num_classes(self->net)};
     if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
-    if (resnet_enter(self, func)) {
+    if (lade_py_disjoint(func, 1, {"out", out}, {"images", img}) || resnet_enter(self, func)) {
         Py_DECREF(out);
         return NULL;
     }

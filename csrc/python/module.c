@@ -95,6 +95,33 @@ int lade_py_optional_array(PyObject *obj, const char *func, const char *arg, int
     return *result ? 0 : -1;
 }
 
+/* Arrays here are C-contiguous, so each one is the byte range [data, data + nbytes). */
+static int ranges_overlap(PyArrayObject *a, PyArrayObject *b) {
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    npy_intp na = PyArray_NBYTES(a), nb = PyArray_NBYTES(b);
+    return na > 0 && nb > 0 && a0 < b0 + nb && b0 < a0 + na;
+}
+
+static int same_range(PyArrayObject *a, PyArrayObject *b) {
+    return PyArray_BYTES(a) == PyArray_BYTES(b) && PyArray_NBYTES(a) == PyArray_NBYTES(b);
+}
+
+int lade_py_disjoint_list(const char *func, int same_ok, int n_out, const lade_named_array *arrays, int n) {
+    for (int i = 0; i < n_out; i++) {
+        if (!arrays[i].array) continue;
+        for (int j = 0; j < n; j++) {
+            if (j == i || !arrays[j].array || !ranges_overlap(arrays[i].array, arrays[j].array)) continue;
+            if (same_ok && j >= n_out && same_range(arrays[i].array, arrays[j].array)) continue;
+            PyErr_Format(PyExc_ValueError,
+                         "%s: argument '%s' is an output and must not share memory with argument '%s', "
+                         "got overlapping arrays (pass a separate array or a copy)",
+                         func, arrays[i].name, arrays[j].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyObject *lade_py_raise(lade_status st, const char *func) {
     const char *detail = lade_error_detail();
     if (!detail[0]) detail = lade_status_str(st);
