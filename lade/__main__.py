@@ -76,16 +76,17 @@ def cmd_compare(args):
     for cfg, _ in configs:  # every input problem shows up before the first run starts
         experiment.resolve_data_root(cfg, args.data_root)
         experiment.check_run_dir(out / cfg["name"], cfg, resume=True)
-    run_dirs = []
+    # With --stop-after every run advances by N epochs in turn, so that long runs progress together.
+    run_dirs, unfinished = [], []
     for cfg, changes in configs:
         run_dir = out / cfg["name"]
         _err(f"lade: training {cfg['name']} into {run_dir}")
         status = experiment.train(cfg, run_dir, resume=True, overrides=changes, data_root=args.data_root,
                                   progress=not args.quiet, stop_after=args.stop_after)
-        if status != "finished":
-            _err(f"lade: {run_dir} is not finished; run the same command again to continue")
-            return 0
-        run_dirs.append(run_dir)
+        (run_dirs if status == "finished" else unfinished).append(run_dir)
+    if unfinished:
+        _err(f"lade: {', '.join(map(str, unfinished))} not finished; run the same command again to continue")
+        return 0
     title = ("LADE vs PC Softmax, CIFAR-100-LT imbalance 100, " +
              ("paper recipe (200 epochs)" if args.full else "quick preset"))
     text = report.write_comparison(run_dirs, out, title=title)

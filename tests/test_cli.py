@@ -267,6 +267,24 @@ def test_evaluate_and_compare_from_saved_logits(reference_run, tmp_path, capsys)
     assert code == 2 and "not a finished run" in err
 
 
+def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, capsys):
+    """Long comparisons are run in slices: each call moves both runs on by N epochs, and the
+    report appears once both are finished."""
+    out = tmp_path / "cmp"
+    tiny = [o for o in TINY if not o.startswith("data.train_img_max")] + [
+        "data.train_img_max=10", "data.imbalance=10", "data.test_per_class=2", "data.calib_test_per_class=2",
+        "optim.epochs=2", "optim.milestones=[1]"]
+    args = ["compare", "--out", out, "--data-root", data_dir, "--quiet", "--stop-after", 1, *tiny]
+    code, _, err = run_main(args, capsys)
+    assert code == 0 and "not finished" in err
+    runs = [out / "cifar100_lt_100_ce_quick", out / "cifar100_lt_100_lade_quick"]
+    assert [_final_state(r)["epoch"] for r in runs] == [1, 1]
+    assert not (out / "comparison.md").exists()
+    code, text, err = run_main(args, capsys)
+    assert code == 0 and all(experiment.run_status(r) == "finished" for r in runs)
+    assert (out / "comparison.md").is_file() and "PC Softmax" in text and "LADE" in text
+
+
 def _fake_run(path, loss_name, logits, labels, counts, calib):
     path.mkdir()
     cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}"])
