@@ -130,10 +130,12 @@ def test_em_reference_is_the_mean_calibrated_posterior():
 def test_em_pseudo_count_keeps_absent_classes_positive():
     absent = np.array([0.5, 0.3, 0.2, 0.0, 0.0], np.float32)
     logits, _ = draw(absent, 3000, 5)
-    mle = prior_shift.adapt(logits, PS, method="em", calibration="none")
+    mle = prior_shift.adapt(logits, PS, method="em", calibration="none", pseudo_count=0.0)
     mapped = prior_shift.adapt(logits, PS, method="em", calibration="none", pseudo_count=2.0)
+    default = prior_shift.adapt(logits, PS, method="em", calibration="none")  # add-one smoothing
     floor = 2.0 / (3000 + C * 2.0)
     assert mapped.prior[3:].min() >= floor * 0.999 and mle.prior[3:].min() < floor
+    assert default.prior[3:].min() >= 1.0 / (3000 + C) * 0.999
     assert np.abs(mapped.prior - absent).max() <= 0.03
     # the shift test uses the maximum-likelihood estimate either way
     assert mapped.shift_test["statistic"] == pytest.approx(mle.shift_test["statistic"], rel=1e-9)
