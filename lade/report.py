@@ -253,13 +253,14 @@ def _plots(results, out_dir, prefix=""):
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = np.arange(len(SETTING_NAMES))
-    styles = {"oracle": "-", "em": "--", "bbse": ":", "none": "-."}
-    for i, r in enumerate(results):
-        color = f"C{i}"
+    styles = {"oracle": "-", "em": "--", "bbse": ":", "none": "-."}  # line style: where p_t comes from
+    colors = {}  # colour: the method (Softmax, PC Softmax, LADE, ...)
+    for r in results:
         for mode in MODES:
             y = [np.nan if v is None else 100 * v for v in r["shift"]["accuracy"][mode]]
-            label = f"{r['raw_method'] if mode == 'none' else r['method']}, {_MODE_TEXT[mode]}"
-            ax.plot(x, y, styles[mode], color=color, marker="o", ms=3, label=label)
+            method = r["raw_method"] if mode == "none" else r["method"]
+            color = colors.setdefault(method, f"C{len(colors)}")
+            ax.plot(x, y, styles[mode], color=color, marker="o", ms=3, label=f"{method}, {_MODE_TEXT[mode]}")
     ax.set_xticks(x, SETTING_NAMES, rotation=45)
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Shifted test sets")
