@@ -34,7 +34,7 @@ _MODE_TEXT = {"none": "no adjustment", "oracle": "oracle p_t", "em": "EM p_t", "
 # (name with the test-time adjustment, name of the raw softmax)
 _NAMES = {
     "softmax_ce": ("PC Softmax", "Softmax"),
-    "balanced_softmax": ("PC Balanced Softmax", "Balanced Softmax"),
+    "balanced_softmax": ("Balanced Softmax", "Balanced Softmax without p_t"),
     "lade": ("LADE", "LADE without p_t"),
     "logit_adjusted": ("Logit-adjusted (+log p_t)", "Logit-adjusted"),
     "focal": ("PC Focal", "Focal"),
