@@ -195,7 +195,13 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                           stacklevel=2)
         if calib_probs is not None:
             res.condition_number = _C.lt_confusion_condition(_FUNC, calib_probs, calib_labels, bool(soft))
-            if not res.condition_number <= cond_limit:
+            absent = np.flatnonzero(np.bincount(calib_labels, minlength=classes) == 0)
+            if absent.size:
+                warnings.warn(f"{_FUNC}: the held-out set has no sample of class(es) "
+                              f"{', '.join(map(str, absent[:5]))}{' ...' if absent.size > 5 else ''}, so the "
+                              "confusion matrix is singular and the EM estimate cannot be checked against it",
+                              RuntimeWarning, stacklevel=2)
+            elif not res.condition_number <= cond_limit:
                 warnings.warn(f"{_FUNC}: the calibration confusion matrix is ill-conditioned (1-norm condition "
                               f"number {res.condition_number:.3g} > cond_limit {cond_limit:.3g}): the classifier "
                               "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,

@@ -241,3 +241,11 @@ def test_real_linear_model_estimated_prior_is_close_to_oracle(linear_logits, rat
         assert estimated >= oracle - slack, (method, none, oracle, estimated)
         if direction == "backward":
             assert estimated >= none + 0.35, (method, none, oracle, estimated)
+
+
+def test_em_with_a_class_missing_from_the_held_out_set_says_which():
+    keep = CAL_Y != 0
+    with pytest.warns(RuntimeWarning, match=r"no sample of class\(es\) 0"):
+        res = prior_shift.adapt(TEST_LOGITS, PS, calib_logits=CAL_LOGITS[keep], calib_labels=CAL_Y[keep],
+                                calibration="ts")
+    assert np.isinf(res.condition_number) and np.isfinite(res.prior).all()
