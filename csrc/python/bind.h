@@ -1,5 +1,15 @@
-/* bind.h - what every binding file shares: array checks, status -> exception,
- * and the GIL macros. This directory is the only place that sees Python.h. */
+/* bind.h - the one binding convention of lade._C. This directory is the only
+ * place that sees Python.h.
+ *
+ * Every function takes keyword (or positional) arguments described by a table
+ * of lade_arg, one entry per argument. One parser (lade_parse, lade_outputs)
+ * reads the table: it checks every array (dtype, layout, shape), binds the
+ * dimension letters of the shapes so that arguments that must agree do,
+ * allocates the outputs the caller did not pass, refuses outputs that share
+ * memory with another argument, and converts the scalars. lade_call_end frees
+ * what the call holds. A binding keeps only its shape inference and the core
+ * call. Errors name the public function (fixed in C), the argument, what was
+ * expected and what came. */
 #ifndef LADE_BIND_H
 #define LADE_BIND_H
 
@@ -18,51 +28,129 @@
 #define LADE_NOGIL_BEGIN Py_BEGIN_ALLOW_THREADS
 #define LADE_NOGIL_END Py_END_ALLOW_THREADS
 
-#define LADE_ANY (-1) /* a shape entry that takes any size */
-enum { LADE_IN = 0, LADE_OUT = 1 };
+/* Roles. Arrays: IN is read; OUT is written (allocated, uninitialised, when not
+ * passed); GRAD is accumulated into (allocated zero-filled when not passed);
+ * INOUT is updated in place and never allocated. Flags: OPT, the argument may
+ * be omitted or None; LATE, an input checked after the shape inference (its
+ * shape uses dimensions only inference binds); HIDDEN, an output that is not
+ * an argument; INPLACE, an output that may be exactly an input (an elementwise
+ * kernel that reads each element before writing it). */
+enum {
+    LADE_IN = 1, LADE_OUT = 2, LADE_GRAD = 3, LADE_INOUT = 4, LADE_SCALAR = 5, LADE_ROLE = 7,
+    LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64,
+};
 
-/* Checks that obj is a NumPy array usable without a copy: exact dtype, native
- * byte order, C-contiguous, aligned, writeable when `out` is LADE_OUT, ndim
- * dimensions matching `shape` (LADE_ANY entries match anything; shape may be
- * NULL to skip the dimension check). Returns obj as an array, or NULL with a
- * TypeError/ValueError that names func, arg, what was expected and what came. */
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum,
-                             int out, int ndim, const npy_intp *shape);
-
-/* Same, but None is allowed and gives *result = NULL. Returns 0 or -1. */
-int lade_py_optional_array(PyObject *obj, const char *func, const char *arg, int typenum,
-                           int out, int ndim, const npy_intp *shape, PyArrayObject **result);
-
-/* An array argument and its name, for lade_py_disjoint. */
+/* One argument. Arrays: dtype is an NPY_ type and shape has one character per
+ * dimension: a letter names a dimension (the same letter must have the same
+ * size in every argument of the call), a digit is that size, '*' any size;
+ * "..." is any shape, the same for every argument that says "...". Scalars:
+ * dtype is 'f' (a number, kept as double), 'i' (int), 'n' (a non-negative
+ * size), 'K' (an unsigned 64-bit seed or epoch), 'p' (bool), 's' (str), 'O'
+ * (any object; of `type` when set); def is the default when OPT. */
 typedef struct {
     const char *name;
-    PyArrayObject *array; /* NULL (an omitted optional argument) is skipped */
-} lade_named_array;
+    int role;
+    int dtype;
+    const char *shape;
+    double def;
+    PyTypeObject *type;
+} lade_arg;
 
-/* Checks that none of the first n_out arrays (the outputs) shares memory with
- * any other array of the list: the kernels read inputs while writing outputs,
- * so an output that aliases an input would give wrong numbers silently. With
- * same_ok (elementwise forward kernels) an output may be exactly an input, which
- * computes in place; a partial overlap is still refused. Returns 0, or -1 with a
- * ValueError naming both arguments. */
-int lade_py_disjoint_list(const char *func, int same_ok, int n_out, const lade_named_array *arrays, int n);
-#define LADE_NAMED_LIST(...) (const lade_named_array[]){__VA_ARGS__}, \
-    (int)(sizeof((const lade_named_array[]){__VA_ARGS__}) / sizeof(lade_named_array))
-#define lade_py_disjoint(func, n_out, ...) lade_py_disjoint_list(func, 0, n_out, LADE_NAMED_LIST(__VA_ARGS__))
-#define lade_py_disjoint_or_same(func, n_out, ...) lade_py_disjoint_list(func, 1, n_out, LADE_NAMED_LIST(__VA_ARGS__))
+/* Table entries. */
+#define IN(name, dtype, shape) {name, LADE_IN, dtype, shape, 0, NULL}
+#define IN_OPT(name, dtype, shape) {name, LADE_IN | LADE_OPT, dtype, shape, 0, NULL}
+#define IN_LATE(name, dtype, shape) {name, LADE_IN | LADE_LATE, dtype, shape, 0, NULL}
+#define OUT(name, dtype, shape) {name, LADE_OUT, dtype, shape, 0, NULL}
+#define OUT_INPLACE(name, dtype, shape) {name, LADE_OUT | LADE_INPLACE, dtype, shape, 0, NULL}
+#define OUT_HIDDEN(name, dtype, shape) {name, LADE_OUT | LADE_HIDDEN, dtype, shape, 0, NULL}
+#define GRAD(name, dtype, shape) {name, LADE_GRAD, dtype, shape, 0, NULL}
+#define INOUT(name, dtype, shape) {name, LADE_INOUT, dtype, shape, 0, NULL}
+#define INOUT_OPT(name, dtype, shape) {name, LADE_INOUT | LADE_OPT, dtype, shape, 0, NULL}
+#define REQ(name, kind) {name, LADE_SCALAR, kind, NULL, 0, NULL}
+#define OPT(name, kind, def) {name, LADE_SCALAR | LADE_OPT, kind, NULL, def, NULL}
+#define OBJ(name, type) {name, LADE_SCALAR, 'O', NULL, 0, type}
+#define END {NULL, 0, 0, NULL, 0, NULL}
+#define F32T NPY_FLOAT32
+#define F64T NPY_FLOAT64
+#define I64T NPY_INT64
+#define LADE_MAX_ARGS 16
 
-/* Raises the exception for a failed status: "func: detail" (or the status
- * text when the core left no detail). Always returns NULL. */
+typedef struct {
+    const char *func;      /* the public name errors use, e.g. "lade.losses.lade_ce" */
+    const lade_arg *spec;
+    int n;
+    PyObject *given[LADE_MAX_ARGS];        /* borrowed; NULL when absent */
+    PyArrayObject *array[LADE_MAX_ARGS];   /* owned; NULL when absent or skipped */
+    union { double f; long long i; unsigned long long u; PyObject *o; const char *s; } value[LADE_MAX_ARGS];
+    char skip[LADE_MAX_ARGS];              /* set by inference: do not allocate this output */
+    npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
+    signed char bound_by[128];             /* the argument that bound it */
+    int group_by;                          /* the argument that fixed the "..." shape, or -1 */
+    double ret[4];                         /* scalar results for lade_binding.returns */
+    int list[64], list_len;                /* a short list of ints a binding reads (milestones) */
+    char func_buf[256];                    /* for a func built at run time */
+} lade_call;
+
+/* Parses args/kw against spec into c and checks the inputs (not the LATE
+ * ones). Always pair with lade_call_end. Returns 0, or -1 with an exception. */
+int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *args, PyObject *kw);
+/* Checks the LATE inputs and the outputs passed in, allocates the others
+ * (every letter of their shapes must be bound), and checks that no output
+ * shares memory with another argument. Returns 0 or -1. */
+int lade_outputs(lade_call *c);
+/* Releases what the call holds and returns result. */
+PyObject *lade_call_end(lade_call *c, PyObject *result);
+
+/* Access by argument name. */
+int lade_index(const lade_call *c, const char *name);
+PyArrayObject *lade_array(const lade_call *c, const char *name); /* borrowed, may be NULL */
+void *lade_data(const lade_call *c, const char *name);           /* NULL when absent */
+double lade_num(const lade_call *c, const char *name);
+long long lade_int(const lade_call *c, const char *name);
+unsigned long long lade_u64(const lade_call *c, const char *name);
+PyObject *lade_obj(const lade_call *c, const char *name);         /* borrowed, NULL when absent */
+int lade_given(const lade_call *c, const char *name);             /* passed and not None */
+#define F32(c, name) ((float *)lade_data(c, name))
+#define F64(c, name) ((double *)lade_data(c, name))
+#define I64(c, name) ((int64_t *)lade_data(c, name))
+#define DIM(c, letter) ((int)(c)->dim[(unsigned char)(letter)])
+/* Binds a dimension letter (shape inference). */
+#define LADE_BIND(c, letter, size) ((c)->dim[(unsigned char)(letter)] = (size))
+
+/* A module-level function: its table, an optional shape inference (binds the
+ * letters the outputs need, or refuses the arguments), and the core call, run
+ * without the GIL. returns: NULL gives the outputs (None, one array, or a
+ * tuple); otherwise one character per returned item: 'A' the next output in
+ * table order (None when skipped), 'd' the next of c->ret as a float, 'i' as
+ * an int, 'b' as a bool; "" gives None. */
+typedef struct {
+    const char *name; /* lade._C.<name> */
+    const char *func; /* public name */
+    const lade_arg *spec;
+    int (*infer)(lade_call *c);
+    lade_status (*run)(lade_call *c);
+    const char *returns;
+    const char *doc;
+} lade_binding;
+
+/* Adds every binding of a list ending in {NULL} to the module. */
+int lade_add_bindings(PyObject *module, const lade_binding *list);
+
+/* Checks that obj is a NumPy array usable without a copy: exact dtype, native
+ * byte order, C-contiguous, aligned, writeable when `out`. Returns it, or NULL
+ * with a TypeError/ValueError naming func and arg. */
+PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out);
+
+/* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);
 
-/* Raises ValueError "func: argument 'arg' ..." built from a printf format.
- * Always returns NULL. */
+/* Raises ValueError "func: argument 'arg' ..." from a printf format. Returns NULL. */
 PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt, ...);
 
 /* The exception class for LADE_EDECODE (lade.DecodeError, a ValueError). */
 extern PyObject *lade_DecodeError;
 
-/* Each binding file adds its functions to the module. */
+/* Each binding file adds its functions and types to the module. */
 int lade_register_nn(PyObject *module);
 int lade_register_ltmath(PyObject *module);
 int lade_register_data(PyObject *module);

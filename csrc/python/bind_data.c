@@ -1,155 +1,181 @@
-/* bind_data.c - Python bindings for lade_data.h (used by lade/data.py). */
+/* bind_data.c - Python bindings for lade_data.h: CIFAR, JPEG, file lists,
+ * transforms and the loader (used by lade/data.py). Transform, FileList and
+ * Loader are Python types that own their C objects. */
 #include "bind.h"
 
+#include <stddef.h>
+#include <string.h>
+#include <structmember.h>
+
+#define U8T NPY_UINT8
+
 /* ---- CIFAR ---------------------------------------------------------------- */
-
-static PyObject *py_cifar_count(PyObject *self, PyObject *args) {
-    Py_ssize_t len;
-    int kind;
-    const char *fn;
-    if (!PyArg_ParseTuple(args, "nis:cifar_count", &len, &kind, &fn)) return NULL;
-    size_t n;
-    lade_status st = lade_cifar_count((size_t)(len < 0 ? 0 : len), kind, &n);
-    if (st) return lade_py_raise(st, fn);
-    return PyLong_FromSize_t(n);
+/* load_cifar_binary(batches, kind, coarse) -> (images, labels): batches is a list
+ * of (name, nbytes, read) with read() giving the bytes, parsed one at a time into
+ * one pair of arrays. */
+static PyObject *py_load_cifar_binary(PyObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {OBJ("batches", &PyList_Type), REQ("kind", 'i'), REQ("coarse", 'p'), END};
+    lade_call c;
+    PyObject *images = NULL, *labels = NULL;
+    if (lade_parse(&c, "lade.data.load_cifar", spec, args, kw)) return lade_call_end(&c, NULL);
+    PyObject *batches = lade_obj(&c, "batches");
+    Py_ssize_t nb = PyList_GET_SIZE(batches);
+    size_t total = 0, counts[64];
+    const char *name;
+    Py_ssize_t size;
+    PyObject *read;
+    int kind = (int)lade_int(&c, "kind");
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        if (i == 64 || !PyArg_ParseTuple(PyList_GET_ITEM(batches, i), "snO", &name, &size, &read)) goto fail;
+        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", name);
+        lade_status st = lade_cifar_count((size_t)(size < 0 ? 0 : size), kind, &counts[i]);
+        if (st) {
+            lade_py_raise(st, c.func_buf);
+            goto fail;
+        }
+        total += counts[i];
+    }
+    npy_intp idims[4] = {(npy_intp)total, 3, 32, 32}, ldims[1] = {(npy_intp)total};
+    if (!(images = PyArray_EMPTY(4, idims, NPY_UINT8, 0)) || !(labels = PyArray_EMPTY(1, ldims, NPY_INT64, 0)))
+        goto fail;
+    for (Py_ssize_t i = 0, start = 0; i < nb; start += (Py_ssize_t)counts[i++]) {
+        PyArg_ParseTuple(PyList_GET_ITEM(batches, i), "snO", &name, &size, &read);
+        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", name);
+        PyObject *data = PyObject_CallNoArgs(read);
+        Py_buffer buf;
+        if (!data || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)) {
+            Py_XDECREF(data);
+            goto fail;
+        }
+        lade_status st;
+        uint8_t *img = (uint8_t *)PyArray_DATA((PyArrayObject *)images) + (size_t)start * 3 * 32 * 32;
+        int64_t *lab = (int64_t *)PyArray_DATA((PyArrayObject *)labels) + start;
+        LADE_NOGIL_BEGIN
+        st = lade_cifar_parse(buf.buf, (size_t)buf.len, kind, (int)lade_int(&c, "coarse"), img, lab, counts[i]);
+        LADE_NOGIL_END
+        PyBuffer_Release(&buf);
+        Py_DECREF(data);
+        if (st) {
+            lade_py_raise(st, c.func_buf);
+            goto fail;
+        }
+    }
+    return lade_call_end(&c, Py_BuildValue("NN", images, labels));
+fail:
+    Py_XDECREF(images);
+    Py_XDECREF(labels);
+    return lade_call_end(&c, NULL);
 }
 
-static PyObject *py_cifar_parse(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    int kind, coarse;
-    PyObject *images_obj, *labels_obj;
-    const char *fn; /* "lade.data.load_cifar: 'file'" */
-    if (!PyArg_ParseTuple(args, "y*iiOOs:cifar_parse", &buf, &kind, &coarse, &images_obj, &labels_obj, &fn))
-        return NULL;
-    npy_intp ishape[4] = {LADE_ANY, 3, 32, 32};
-    PyArrayObject *images = lade_py_array(images_obj, fn, "images", NPY_UINT8, LADE_OUT, 4, ishape);
-    PyArrayObject *labels = images ? lade_py_array(labels_obj, fn, "labels", NPY_INT64, LADE_OUT, 1, NULL) : NULL;
-    if (!labels) {
-        PyBuffer_Release(&buf);
-        return NULL;
+/* check_labels(labels, num_classes, source): the labels of a pickled CIFAR batch */
+static PyObject *py_check_labels(PyObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {IN("labels", I64T, "n"), REQ("num_classes", 'i'), REQ("source", 's'), END};
+    lade_call c;
+    PyObject *result = NULL;
+    if (!lade_parse(&c, "lade.data.load_cifar", spec, args, kw)) {
+        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", c.value[2].s);
+        lade_status st = lade_labels_check(I64(&c, "labels"), (size_t)DIM(&c, 'n'), lade_int(&c, "num_classes"));
+        result = st ? lade_py_raise(st, c.func_buf) : Py_NewRef(Py_None);
     }
-    if (PyArray_DIM(images, 0) != PyArray_DIM(labels, 0)) {
-        PyBuffer_Release(&buf);
-        return lade_py_value_error(fn, "labels", "must have as many entries as images (%ld), got %ld",
-                                   (long)PyArray_DIM(images, 0), (long)PyArray_DIM(labels, 0));
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_cifar_parse(buf.buf, (size_t)buf.len, kind, coarse, PyArray_DATA(images), PyArray_DATA(labels),
-                          (size_t)PyArray_DIM(images, 0));
-    LADE_NOGIL_END
-    PyBuffer_Release(&buf);
-    if (st) return lade_py_raise(st, fn);
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_labels_check(PyObject *self, PyObject *args) {
-    PyObject *labels_obj;
-    long long num_classes;
-    const char *fn;
-    if (!PyArg_ParseTuple(args, "OLs:labels_check", &labels_obj, &num_classes, &fn)) return NULL;
-    PyArrayObject *labels = lade_py_array(labels_obj, fn, "labels", NPY_INT64, LADE_IN, 1, NULL);
-    if (!labels) return NULL;
-    lade_status st = lade_labels_check(PyArray_DATA(labels), (size_t)PyArray_DIM(labels, 0), num_classes);
-    if (st) return lade_py_raise(st, fn);
-    Py_RETURN_NONE;
+    return lade_call_end(&c, result);
 }
 
 /* ---- file lists -------------------------------------------------------------- */
-static const char *FILELIST = "lade.filelist";
+typedef struct {
+    PyObject_HEAD
+    lade_filelist *list;
+} FileListObject;
 
-static void filelist_capsule_free(PyObject *cap) {
-    lade_filelist_destroy(PyCapsule_GetPointer(cap, FILELIST));
-}
-
-static lade_filelist *filelist_of(PyObject *cap) { return PyCapsule_GetPointer(cap, FILELIST); }
-
-static PyObject *wrap_filelist(lade_filelist *fl) {
-    PyObject *cap = PyCapsule_New(fl, FILELIST, filelist_capsule_free);
-    if (!cap) lade_filelist_destroy(fl);
-    return cap;
-}
-
-/* filelist_parse(root, source, text: bytes, num_classes, func) -> capsule */
-static PyObject *py_filelist_parse(PyObject *self, PyObject *args) {
-    const char *root, *source, *fn;
-    Py_buffer text;
-    long long num_classes;
-    if (!PyArg_ParseTuple(args, "szy*Ls:filelist_parse", &root, &source, &text, &num_classes, &fn)) return NULL;
-    lade_filelist *fl;
-    lade_status st = lade_filelist_create(&fl, root, source);
-    if (!st) {
+/* FileList(root, text=None, source=None, num_classes=0, paths=None, labels=None):
+ * a list file's text, or paths with their labels (a folder tree). */
+static int filelist_init(FileListObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {
+        REQ("root", 's'), {"text", LADE_SCALAR | LADE_OPT, 'O'}, {"source", LADE_SCALAR | LADE_OPT, 's'},
+        OPT("num_classes", 'i', 0), {"paths", LADE_SCALAR | LADE_OPT, 'O', NULL, 0, &PyList_Type},
+        IN_OPT("labels", I64T, "n"), END,
+    };
+    lade_call c;
+    int from_paths = kw && PyDict_GetItemString(kw, "paths");
+    if (lade_parse(&c, from_paths ? "lade.data.ImageFolder" : "lade.data.ListFile", spec, args, kw))
+        return lade_call_end(&c, NULL), -1;
+    lade_filelist_destroy(self->list);
+    self->list = NULL;
+    lade_status st = lade_filelist_create(&self->list, c.value[0].s, c.value[2].s);
+    PyObject *paths = lade_obj(&c, "paths"), *text = lade_obj(&c, "text");
+    if (!st && paths) {
+        Py_ssize_t n = PyList_GET_SIZE(paths);
+        const int64_t *labels = I64(&c, "labels");
+        if (!labels || DIM(&c, 'n') != n) {
+            lade_py_value_error(c.func, "labels", "must have one entry per path (%zd)", n);
+            return lade_call_end(&c, NULL), -1;
+        }
+        for (Py_ssize_t i = 0; !st && i < n; i++) {
+            const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
+            if (!path) return lade_call_end(&c, NULL), -1;
+            st = lade_filelist_add(self->list, path, labels[i], 0);
+        }
+    } else if (!st) {
+        Py_buffer buf;
+        if (!text || PyObject_GetBuffer(text, &buf, PyBUF_SIMPLE)) {
+            if (!text) PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c.func);
+            return lade_call_end(&c, NULL), -1;
+        }
         LADE_NOGIL_BEGIN
-        st = lade_filelist_parse(fl, text.buf, (size_t)text.len, num_classes);
+        st = lade_filelist_parse(self->list, buf.buf, (size_t)buf.len, lade_int(&c, "num_classes"));
         LADE_NOGIL_END
-        if (st) lade_filelist_destroy(fl);
+        PyBuffer_Release(&buf);
     }
-    PyBuffer_Release(&text);
-    if (st) return lade_py_raise(st, fn);
-    return wrap_filelist(fl);
+    if (st) lade_py_raise(st, c.func);
+    return lade_call_end(&c, NULL), st ? -1 : 0;
 }
 
-/* filelist_from_paths(root, paths: list of str, labels: int64 array, func) -> capsule */
-static PyObject *py_filelist_from_paths(PyObject *self, PyObject *args) {
-    const char *root, *fn;
-    PyObject *paths, *labels_obj;
-    if (!PyArg_ParseTuple(args, "sO!Os:filelist_from_paths", &root, &PyList_Type, &paths, &labels_obj, &fn))
-        return NULL;
-    PyArrayObject *labels = lade_py_array(labels_obj, fn, "labels", NPY_INT64, LADE_IN, 1, NULL);
-    if (!labels) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(paths);
-    if (PyArray_DIM(labels, 0) != n)
-        return lade_py_value_error(fn, "labels", "must have one entry per path (%ld), got %ld", (long)n,
-                                   (long)PyArray_DIM(labels, 0));
-    lade_filelist *fl;
-    lade_status st = lade_filelist_create(&fl, root, NULL);
-    if (st) return lade_py_raise(st, fn);
-    const int64_t *lab = PyArray_DATA(labels);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
-        if (!path) {
-            lade_filelist_destroy(fl);
-            return NULL;
-        }
-        if ((st = lade_filelist_add(fl, path, lab[i], 0))) {
-            lade_filelist_destroy(fl);
-            return lade_py_raise(st, fn);
-        }
-    }
-    return wrap_filelist(fl);
+static void filelist_dealloc(FileListObject *self) {
+    lade_filelist_destroy(self->list);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* filelist_info(capsule, labels_out: int64 (n,) or None) -> n */
-static PyObject *py_filelist_info(PyObject *self, PyObject *args) {
-    PyObject *cap, *labels_obj;
-    if (!PyArg_ParseTuple(args, "OO:filelist_info", &cap, &labels_obj)) return NULL;
-    lade_filelist *fl = filelist_of(cap);
-    if (!fl) return NULL;
-    size_t n = lade_filelist_size(fl);
-    if (labels_obj != Py_None) {
-        npy_intp shape[1] = {(npy_intp)n};
-        PyArrayObject *labels = lade_py_array(labels_obj, "lade.data.FileList", "labels", NPY_INT64, LADE_OUT, 1, shape);
-        if (!labels) return NULL;
-        int64_t *out = PyArray_DATA(labels);
-        for (size_t i = 0; i < n; i++) out[i] = lade_filelist_label(fl, i);
-    }
-    return PyLong_FromSize_t(n);
+static Py_ssize_t filelist_len(FileListObject *self) {
+    return self->list ? (Py_ssize_t)lade_filelist_size(self->list) : 0;
 }
 
-/* filelist_entry(capsule, i) -> (path, label, line) */
-static PyObject *py_filelist_entry(PyObject *self, PyObject *args) {
-    PyObject *cap;
-    Py_ssize_t i;
-    if (!PyArg_ParseTuple(args, "On:filelist_entry", &cap, &i)) return NULL;
-    lade_filelist *fl = filelist_of(cap);
-    if (!fl) return NULL;
-    if (i < 0 || (size_t)i >= lade_filelist_size(fl)) {
-        PyErr_Format(PyExc_IndexError, "lade.data.FileList: index %zd is outside [0, %zu)", i, lade_filelist_size(fl));
-        return NULL;
-    }
-    return Py_BuildValue("(sLL)", lade_filelist_path(fl, (size_t)i), (long long)lade_filelist_label(fl, (size_t)i),
-                         (long long)lade_filelist_line(fl, (size_t)i));
+/* entry(i) -> (path, label, line) */
+static PyObject *filelist_entry(FileListObject *self, PyObject *arg) {
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError), n = filelist_len(self);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= n) return PyErr_Format(PyExc_IndexError, "lade.data.FileList: index %zd is outside [0, %zd)", i, n);
+    return Py_BuildValue("(sLL)", lade_filelist_path(self->list, (size_t)i),
+                         (long long)lade_filelist_label(self->list, (size_t)i),
+                         (long long)lade_filelist_line(self->list, (size_t)i));
 }
+
+static PyObject *filelist_labels(FileListObject *self, void *unused) {
+    npy_intp n = filelist_len(self);
+    PyObject *a = PyArray_EMPTY(1, &n, NPY_INT64, 0);
+    for (npy_intp i = 0; a && i < n; i++) ((int64_t *)PyArray_DATA((PyArrayObject *)a))[i] = lade_filelist_label(self->list, (size_t)i);
+    return a;
+}
+
+static PyMethodDef filelist_methods[] = {
+    {"entry", (PyCFunction)filelist_entry, METH_O, "entry(i) -> (path relative to root, label, line)"},
+    {NULL, NULL, 0, NULL},
+};
+static PyGetSetDef filelist_getset[] = {
+    {"labels", (getter)filelist_labels, NULL, "int64 (N,), a fresh array", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PySequenceMethods filelist_sequence = {.sq_length = (lenfunc)filelist_len};
+static PyTypeObject FileListType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.FileList",
+    .tp_basicsize = sizeof(FileListObject),
+    .tp_dealloc = (destructor)filelist_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FileList(root, text=None, source=None, num_classes=0, paths=None, labels=None): (path, label) entries",
+    .tp_methods = filelist_methods,
+    .tp_getset = filelist_getset,
+    .tp_as_sequence = &filelist_sequence,
+    .tp_init = (initproc)filelist_init,
+    .tp_new = PyType_GenericNew,
+};
 
 /* ---- JPEG -------------------------------------------------------------------- */
 
@@ -200,323 +226,340 @@ static PyObject *py_read_jpeg(PyObject *self, PyObject *args) {
 }
 
 /* ---- transforms ------------------------------------------------------------ */
+typedef struct {
+    PyObject_HEAD
+    lade_transform t;
+} TransformObject;
 
-/* A transform travels from Python as the tuple
- * (kind, out_h, out_w, pad, resize, scale_min, scale_max, ratio_min, ratio_max,
- *  brightness, contrast, saturation, flip, (mean x3), (std x3)). */
-static int parse_transform(PyObject *spec, lade_transform *t, const char *fn) {
-    int kind;
-    memset(t, 0, sizeof *t);
-    if (!PyArg_ParseTuple(spec, "iiiiiddddddd" "i(fff)(fff):transform", &kind, &t->out_h, &t->out_w, &t->pad,
-                          &t->resize, &t->scale_min, &t->scale_max, &t->ratio_min, &t->ratio_max, &t->brightness,
-                          &t->contrast, &t->saturation, &t->flip, &t->mean[0], &t->mean[1], &t->mean[2], &t->std[0],
-                          &t->std[1], &t->std[2]))
-        return -1;
-    t->kind = (lade_transform_kind)kind;
-    lade_status st = lade_transform_check(t);
-    if (st) {
-        lade_py_raise(st, fn);
+static int read_triple(PyObject *o, const char *func, const char *arg, float v[3]) {
+    if (o && !PyArg_ParseTuple(o, "fff", &v[0], &v[1], &v[2])) {
+        PyErr_Clear();
+        lade_py_value_error(func, arg, "must be 3 numbers, got %R", o);
         return -1;
     }
     return 0;
 }
 
-static PyObject *spec_tuple(const lade_transform *t) {
-    return Py_BuildValue("(iiiiiddddddd" "i(fff)(fff))", (int)t->kind, t->out_h, t->out_w, t->pad, t->resize,
-                         t->scale_min, t->scale_max, t->ratio_min, t->ratio_max, t->brightness, t->contrast,
-                         t->saturation, t->flip, t->mean[0], t->mean[1], t->mean[2], t->std[0], t->std[1], t->std[2]);
+static int read_range(PyObject *o, const char *func, const char *arg, double *lo, double *hi) {
+    if (o && !PyArg_ParseTuple(o, "dd", lo, hi)) {
+        PyErr_Clear();
+        lade_py_value_error(func, arg, "must be 2 numbers, got %R", o);
+        return -1;
+    }
+    return 0;
 }
 
-/* transform_preset(name, a, b) -> spec tuple of the C presets (a, b: sizes) */
-static PyObject *py_transform_preset(PyObject *self, PyObject *args) {
-    const char *name;
-    int a = 0, b = 0;
-    if (!PyArg_ParseTuple(args, "s|ii:transform_preset", &name, &a, &b)) return NULL;
-    lade_transform t;
-    if (!strcmp(name, "cifar_train")) lade_transform_cifar_train(&t);
-    else if (!strcmp(name, "cifar_test")) lade_transform_cifar_test(&t);
-    else if (!strcmp(name, "imagenet_train")) lade_transform_imagenet_train(&t, a);
-    else if (!strcmp(name, "imagenet_eval")) lade_transform_imagenet_eval(&t, a, b);
-    else return lade_py_value_error("lade.data", "name", "must name a preset, got '%s'", name);
-    return spec_tuple(&t);
+/* Transform(preset, size=0, resize=0, pad=None, flip=None, scale=None, ratio=None, brightness=None,
+ *           contrast=None, saturation=None, mean=None, std=None): a preset with the fields given changed */
+static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {
+        REQ("preset", 's'), OPT("size", 'i', 0), OPT("resize", 'i', 0), OPT("pad", 'i', 0), OPT("flip", 'p', 0),
+        OBJ("scale", NULL), OBJ("ratio", NULL), OPT("brightness", 'f', 0), OPT("contrast", 'f', 0),
+        OPT("saturation", 'f', 0), OBJ("mean", NULL), OBJ("std", NULL), END,
+    };
+    lade_call c;
+    if (lade_parse(&c, "lade.data.Transform", spec, args, kw)) return lade_call_end(&c, NULL), -1;
+    lade_transform *t = &self->t;
+    const char *preset = c.value[0].s;
+    int size = (int)lade_int(&c, "size"), ok = 1;
+    if (!strcmp(preset, "cifar_train")) lade_transform_cifar_train(t);
+    else if (!strcmp(preset, "cifar_test")) lade_transform_cifar_test(t);
+    else if (!strcmp(preset, "imagenet_train")) lade_transform_imagenet_train(t, size);
+    else if (!strcmp(preset, "imagenet_eval")) lade_transform_imagenet_eval(t, (int)lade_int(&c, "resize"), size);
+    else ok = !lade_py_value_error(c.func, "preset", "must name a preset, got '%s'", preset);
+    if (lade_given(&c, "pad")) t->pad = (int)lade_int(&c, "pad");
+    if (lade_given(&c, "flip")) t->flip = (int)lade_int(&c, "flip");
+    if (lade_given(&c, "brightness")) t->brightness = lade_num(&c, "brightness");
+    if (lade_given(&c, "contrast")) t->contrast = lade_num(&c, "contrast");
+    if (lade_given(&c, "saturation")) t->saturation = lade_num(&c, "saturation");
+    if (!ok || read_range(lade_obj(&c, "scale"), c.func, "scale", &t->scale_min, &t->scale_max) ||
+        read_range(lade_obj(&c, "ratio"), c.func, "ratio", &t->ratio_min, &t->ratio_max) ||
+        read_triple(lade_obj(&c, "mean"), c.func, "mean", t->mean) ||
+        read_triple(lade_obj(&c, "std"), c.func, "std", t->std))
+        return lade_call_end(&c, NULL), -1;
+    lade_status st = lade_transform_check(t);
+    if (st) lade_py_raise(st, c.func);
+    return lade_call_end(&c, NULL), st ? -1 : 0;
 }
 
-/* transform_params(spec, height, width, seed, stream) -> dict */
-static PyObject *py_transform_params(PyObject *self, PyObject *args) {
-    PyObject *spec;
-    int h, w;
-    unsigned long long seed, stream;
-    if (!PyArg_ParseTuple(args, "OiiKK:transform_params", &spec, &h, &w, &seed, &stream)) return NULL;
-    lade_transform t;
-    if (parse_transform(spec, &t, "lade.data.Transform.params")) return NULL;
+static PyObject *triple(const float v[3]) { return Py_BuildValue("(fff)", v[0], v[1], v[2]); }
+static PyObject *transform_mean(TransformObject *self, void *unused) { return triple(self->t.mean); }
+static PyObject *transform_std(TransformObject *self, void *unused) { return triple(self->t.std); }
+static PyObject *transform_output_shape(TransformObject *self, void *unused) {
+    return Py_BuildValue("(iii)", 3, self->t.out_h, self->t.out_w);
+}
+
+/* params(height, width, seed=0, stream=0) -> dict of the random choices */
+static PyObject *transform_params(TransformObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {REQ("height", 'i'), REQ("width", 'i'), OPT("seed", 'K', 0), OPT("stream", 'K', 0), END};
+    lade_call c;
+    if (lade_parse(&c, "lade.data.Transform.params", spec, args, kw)) return lade_call_end(&c, NULL);
     lade_rng rng;
-    lade_rng_seed(&rng, seed, stream);
+    lade_rng_seed(&rng, lade_u64(&c, "seed"), lade_u64(&c, "stream"));
     lade_aug_params p;
-    lade_status st = lade_transform_params(&t, h, w, &rng, &p);
-    if (st) return lade_py_raise(st, "lade.data.Transform.params");
-    return Py_BuildValue("{s:(iiii),s:(ii),s:O,s:d,s:d,s:d,s:(iii)}", "box", p.top, p.left, p.height, p.width,
-                         "resized", p.resized_h, p.resized_w, "flip", p.flip ? Py_True : Py_False, "brightness",
-                         p.brightness, "contrast", p.contrast, "saturation", p.saturation, "jitter_order",
-                         p.jitter_order[0], p.jitter_order[1], p.jitter_order[2]);
+    lade_status st = lade_transform_params(&self->t, (int)lade_int(&c, "height"), (int)lade_int(&c, "width"), &rng, &p);
+    if (st) return lade_call_end(&c, lade_py_raise(st, c.func));
+    return lade_call_end(&c, Py_BuildValue("{s:(iiii),s:(ii),s:O,s:d,s:d,s:d,s:(iii)}", "box", p.top, p.left,
+                                           p.height, p.width, "resized", p.resized_h, p.resized_w, "flip",
+                                           p.flip ? Py_True : Py_False, "brightness", p.brightness, "contrast",
+                                           p.contrast, "saturation", p.saturation, "jitter_order", p.jitter_order[0],
+                                           p.jitter_order[1], p.jitter_order[2]));
 }
 
-/* augment(spec, images uint8 (N, 3, H, W), out float32 (N, 3, oh, ow), seed, stream) */
-static PyObject *py_augment(PyObject *self, PyObject *args) {
-    PyObject *spec, *images_obj, *out_obj;
-    unsigned long long seed, stream;
-    const char *fn = "lade.data.augment";
-    if (!PyArg_ParseTuple(args, "OOOKK:augment", &spec, &images_obj, &out_obj, &seed, &stream)) return NULL;
-    lade_transform t;
-    if (parse_transform(spec, &t, fn)) return NULL;
-    npy_intp ishape[4] = {LADE_ANY, 3, LADE_ANY, LADE_ANY};
-    PyArrayObject *images = lade_py_array(images_obj, fn, "images", NPY_UINT8, LADE_IN, 4, ishape);
-    if (!images) return NULL;
-    npy_intp oshape[4] = {PyArray_DIM(images, 0), 3, t.out_h, t.out_w};
-    PyArrayObject *out = lade_py_array(out_obj, fn, "out", NPY_FLOAT32, LADE_OUT, 4, oshape);
-    if (!out || lade_py_disjoint(fn, 1, {"out", out}, {"images", images})) return NULL;
-    if (PyArray_DIM(images, 2) > INT32_MAX || PyArray_DIM(images, 3) > INT32_MAX)
-        return lade_py_value_error(fn, "images", "is too large");
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_transform_batch(&t, PyArray_DATA(images), (size_t)PyArray_DIM(images, 0), (int)PyArray_DIM(images, 2),
-                              (int)PyArray_DIM(images, 3), seed, stream, PyArray_DATA(out));
-    LADE_NOGIL_END
-    if (st) return lade_py_raise(st, fn);
-    Py_RETURN_NONE;
+#define FIELD(name, type) {#name, type, offsetof(TransformObject, t.name), READONLY, NULL}
+static PyMemberDef transform_members[] = {
+    FIELD(kind, T_INT), FIELD(out_h, T_INT), FIELD(out_w, T_INT), FIELD(pad, T_INT), FIELD(resize, T_INT),
+    FIELD(scale_min, T_DOUBLE), FIELD(scale_max, T_DOUBLE), FIELD(ratio_min, T_DOUBLE), FIELD(ratio_max, T_DOUBLE),
+    FIELD(brightness, T_DOUBLE), FIELD(contrast, T_DOUBLE), FIELD(saturation, T_DOUBLE), FIELD(flip, T_INT),
+    {NULL, 0, 0, 0, NULL},
+};
+static PyGetSetDef transform_getset[] = {
+    {"mean", (getter)transform_mean, NULL, "per-channel mean (r, g, b)", NULL},
+    {"std", (getter)transform_std, NULL, "per-channel std (r, g, b)", NULL},
+    {"output_shape", (getter)transform_output_shape, NULL, "(3, out_h, out_w)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyMethodDef transform_methods[] = {
+    {"params", (PyCFunction)(void (*)(void))transform_params, METH_VARARGS | METH_KEYWORDS,
+     "params(height, width, seed=0, stream=0) -> the random choices for a height x width image"},
+    {NULL, NULL, 0, NULL},
+};
+static PyTypeObject TransformType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade.data.Transform",
+    .tp_basicsize = sizeof(TransformObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Transform(preset, ...): per-sample augmentation to normalised float32 (3, out_h, out_w)",
+    .tp_members = transform_members,
+    .tp_getset = transform_getset,
+    .tp_methods = transform_methods,
+    .tp_init = (initproc)transform_init,
+    .tp_new = PyType_GenericNew,
+};
+static const lade_transform *transform_of(const lade_call *c) {
+    return &((TransformObject *)lade_obj(c, "transform"))->t;
 }
 
-/* augment_hwc(spec, image uint8 (H, W, 3), out float32 (3, oh, ow), seed, stream):
- * one decoded image, as read_jpeg returns it */
-static PyObject *py_augment_hwc(PyObject *self, PyObject *args) {
-    PyObject *spec, *image_obj, *out_obj;
-    unsigned long long seed, stream;
-    const char *fn = "lade.data.augment_image";
-    if (!PyArg_ParseTuple(args, "OOOKK:augment_hwc", &spec, &image_obj, &out_obj, &seed, &stream)) return NULL;
-    lade_transform t;
-    if (parse_transform(spec, &t, fn)) return NULL;
-    npy_intp ishape[3] = {LADE_ANY, LADE_ANY, 3};
-    PyArrayObject *image = lade_py_array(image_obj, fn, "image", NPY_UINT8, LADE_IN, 3, ishape);
-    if (!image) return NULL;
-    npy_intp oshape[3] = {3, t.out_h, t.out_w};
-    PyArrayObject *out = lade_py_array(out_obj, fn, "out", NPY_FLOAT32, LADE_OUT, 3, oshape);
-    if (!out || lade_py_disjoint(fn, 1, {"out", out}, {"image", image})) return NULL;
-    if (PyArray_DIM(image, 0) > INT32_MAX || PyArray_DIM(image, 1) > INT32_MAX)
-        return lade_py_value_error(fn, "image", "is too large");
-    int h = (int)PyArray_DIM(image, 0), w = (int)PyArray_DIM(image, 1);
-    lade_image img = {PyArray_DATA(image), h, w, 1, (ptrdiff_t)w * 3, 3};
+/* the output size of the call's transform */
+static int bind_transform_size(lade_call *c) {
+    LADE_BIND(c, 'p', transform_of(c)->out_h);
+    LADE_BIND(c, 'q', transform_of(c)->out_w);
+    return 0;
+}
+
+static const lade_arg augment_args[] = {
+    IN("images", U8T, "n3hw"), OBJ("transform", &TransformType), OUT("out", F32T, "n3pq"), OPT("seed", 'K', 0),
+    OPT("stream", 'K', 0), END,
+};
+static lade_status augment(lade_call *c) {
+    return lade_transform_batch(transform_of(c), lade_data(c, "images"), (size_t)DIM(c, 'n'), DIM(c, 'h'), DIM(c, 'w'),
+                                lade_u64(c, "seed"), lade_u64(c, "stream"), F32(c, "out"));
+}
+
+static const lade_arg augment_image_args[] = {
+    IN("image", U8T, "hw3"), OBJ("transform", &TransformType), OUT("out", F32T, "3pq"), OPT("seed", 'K', 0),
+    OPT("stream", 'K', 0), END,
+};
+static lade_status augment_image(lade_call *c) {
+    int h = DIM(c, 'h'), w = DIM(c, 'w');
+    lade_image img = {lade_data(c, "image"), h, w, 1, (ptrdiff_t)w * 3, 3};
     lade_rng rng;
-    lade_rng_seed(&rng, seed, stream);
+    lade_rng_seed(&rng, lade_u64(c, "seed"), lade_u64(c, "stream"));
     lade_aug_params p;
     void *scratch = NULL;
     size_t scratch_size = 0;
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_transform_params(&t, h, w, &rng, &p);
-    if (!st) st = lade_transform_apply(&t, &img, &p, PyArray_DATA(out), &scratch, &scratch_size);
-    LADE_NOGIL_END
+    lade_status st = lade_transform_params(transform_of(c), h, w, &rng, &p);
+    if (!st) st = lade_transform_apply(transform_of(c), &img, &p, F32(c, "out"), &scratch, &scratch_size);
     lade_free(scratch);
-    if (st) return lade_py_raise(st, fn);
-    Py_RETURN_NONE;
+    return st;
 }
 
 /* ---- the loader ---------------------------------------------------------------- */
-static const char *LOADER = "lade.loader";
-
 typedef struct {
+    PyObject_HEAD
     lade_loader *loader;
-    int busy; /* a call is waiting without the GIL */
-} loader_holder;
+    PyObject *source[3]; /* images, labels, files: the loader reads them until it is closed */
+    int batch_size, out_h, out_w;
+    int busy;            /* a call is waiting without the GIL */
+} LoaderObject;
 
-static void loader_capsule_free(PyObject *cap) {
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    if (!h) return;
-    /* the workers never take the GIL, so joining them with it held is safe */
-    lade_loader_destroy(h->loader);
-    free(h);
-}
-
-static lade_loader *loader_of(PyObject *cap, const char *fn) {
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    if (!h) return NULL;
-    if (!h->loader) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the loader is closed", fn);
-        return NULL;
+static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {
+        OBJ("transform", &TransformType), REQ("batch_size", 'i'), IN_OPT("images", U8T, "N3HW"),
+        IN_OPT("labels", I64T, "N"), {"files", LADE_SCALAR | LADE_OPT, 'O', NULL, 0, &FileListType},
+        OPT("drop_last", 'p', 1), OPT("skip_bad", 'p', 0), REQ("num_workers", 'i'), REQ("prefetch", 'i'),
+        OPT("seed", 'K', 0), END,
+    };
+    lade_call c;
+    if (lade_parse(&c, "lade.data.Loader", spec, args, kw)) return lade_call_end(&c, NULL), -1;
+    lade_loader_config cfg = {0};
+    cfg.transform = *transform_of(&c);
+    long long batch = lade_int(&c, "batch_size");
+    PyObject *files = lade_obj(&c, "files");
+    lade_status st = LADE_OK;
+    if (batch < 1) return lade_py_value_error(c.func, "batch_size", "must be >= 1, got %lld", batch), lade_call_end(&c, NULL), -1;
+    if (!files && !(lade_array(&c, "images") && lade_array(&c, "labels"))) {
+        PyErr_Format(PyExc_TypeError, "%s: give images and labels, or files", c.func);
+        return lade_call_end(&c, NULL), -1;
     }
-    if (h->busy) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the loader is in use by another thread", fn);
-        return NULL;
-    }
-    return h->loader;
-}
-
-/* loader_create(spec, images|None, labels|None, filelist|None, batch_size, drop_last,
- *               skip_bad, num_workers, prefetch, seed) -> capsule */
-static PyObject *py_loader_create(PyObject *self, PyObject *args) {
-    const char *fn = "lade.data.Loader";
-    PyObject *spec, *images_obj, *labels_obj, *files_obj;
-    Py_ssize_t batch_size;
-    int drop_last, skip_bad, num_workers, prefetch;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "OOOOnppiiK:loader_create", &spec, &images_obj, &labels_obj, &files_obj, &batch_size,
-                          &drop_last, &skip_bad, &num_workers, &prefetch, &seed))
-        return NULL;
-    lade_loader_config c;
-    memset(&c, 0, sizeof c);
-    if (parse_transform(spec, &c.transform, fn)) return NULL;
-    if (batch_size < 1) return lade_py_value_error(fn, "batch_size", "must be >= 1, got %zd", batch_size);
-    if (files_obj != Py_None) {
-        if (!(c.files = filelist_of(files_obj))) return NULL;
+    if (files) {
+        cfg.files = ((FileListObject *)files)->list;
     } else {
-        npy_intp ishape[4] = {LADE_ANY, 3, LADE_ANY, LADE_ANY};
-        PyArrayObject *images = lade_py_array(images_obj, fn, "images", NPY_UINT8, LADE_IN, 4, ishape);
-        if (!images) return NULL;
-        npy_intp lshape[1] = {PyArray_DIM(images, 0)};
-        PyArrayObject *labels = lade_py_array(labels_obj, fn, "labels", NPY_INT64, LADE_IN, 1, lshape);
-        if (!labels) return NULL;
-        if (PyArray_DIM(images, 2) > INT32_MAX || PyArray_DIM(images, 3) > INT32_MAX)
-            return lade_py_value_error(fn, "images", "is too large");
-        c.images = PyArray_DATA(images);
-        c.labels = PyArray_DATA(labels);
-        c.num_images = (size_t)PyArray_DIM(images, 0);
-        c.image_height = (int)PyArray_DIM(images, 2);
-        c.image_width = (int)PyArray_DIM(images, 3);
+        cfg.images = lade_data(&c, "images"), cfg.labels = I64(&c, "labels");
+        cfg.num_images = (size_t)DIM(&c, 'N'), cfg.image_height = DIM(&c, 'H'), cfg.image_width = DIM(&c, 'W');
+        st = lade_labels_check(cfg.labels, cfg.num_images, INT64_MAX); /* no negative label */
     }
-    c.batch_size = (size_t)batch_size;
-    c.drop_last = drop_last, c.skip_bad = skip_bad;
-    c.num_workers = num_workers, c.prefetch = prefetch, c.seed = seed;
-    loader_holder *h = calloc(1, sizeof *h);
-    if (!h) return PyErr_NoMemory();
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_loader_create(&h->loader, &c);
-    LADE_NOGIL_END
-    if (st) {
-        free(h);
-        return lade_py_raise(st, fn);
+    cfg.batch_size = (size_t)batch, cfg.drop_last = (int)lade_int(&c, "drop_last");
+    cfg.skip_bad = (int)lade_int(&c, "skip_bad"), cfg.num_workers = (int)lade_int(&c, "num_workers");
+    cfg.prefetch = (int)lade_int(&c, "prefetch"), cfg.seed = lade_u64(&c, "seed");
+    if (self->loader) {
+        PyErr_Format(PyExc_RuntimeError, "%s: already initialised", c.func);
+        return lade_call_end(&c, NULL), -1;
     }
-    PyObject *cap = PyCapsule_New(h, LOADER, loader_capsule_free);
-    if (!cap) {
-        lade_loader_destroy(h->loader);
-        free(h);
-    }
-    return cap;
-}
-
-/* loader_begin(capsule, epoch, indices int64 (n,) | None) -> number of batches */
-static PyObject *py_loader_begin(PyObject *self, PyObject *args) {
-    const char *fn = "lade.data.Loader";
-    PyObject *cap, *indices_obj;
-    long long epoch;
-    if (!PyArg_ParseTuple(args, "OLO:loader_begin", &cap, &epoch, &indices_obj)) return NULL;
-    lade_loader *l = loader_of(cap, fn);
-    if (!l) return NULL;
-    PyArrayObject *indices;
-    if (lade_py_optional_array(indices_obj, fn, "indices", NPY_INT64, LADE_IN, 1, NULL, &indices)) return NULL;
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    lade_status st;
-    h->busy = 1;
-    LADE_NOGIL_BEGIN
-    st = lade_loader_begin_epoch(l, epoch, indices ? PyArray_DATA(indices) : NULL,
-                                 indices ? (size_t)PyArray_DIM(indices, 0) : 0);
-    LADE_NOGIL_END
-    h->busy = 0;
-    if (st) return lade_py_raise(st, fn);
-    return PyLong_FromSize_t(lade_loader_num_batches(l));
-}
-
-/* loader_next(capsule, images_out, labels_out) -> (end_of_epoch, count).
- * Waits in short slices so that Ctrl-C (KeyboardInterrupt) gets through. */
-static PyObject *py_loader_next(PyObject *self, PyObject *args) {
-    const char *fn = "lade.data.Loader";
-    PyObject *cap, *images_obj, *labels_obj;
-    if (!PyArg_ParseTuple(args, "OOO:loader_next", &cap, &images_obj, &labels_obj)) return NULL;
-    lade_loader *l = loader_of(cap, fn);
-    if (!l) return NULL;
-    PyArrayObject *images = lade_py_array(images_obj, fn, "images", NPY_FLOAT32, LADE_OUT, 4, NULL);
-    PyArrayObject *labels = images ? lade_py_array(labels_obj, fn, "labels", NPY_INT64, LADE_OUT, 1, NULL) : NULL;
-    if (!labels) return NULL;
-    /* the caller allocates these from the loader's own shapes */
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    lade_batch_info info;
-    lade_status st;
-    h->busy = 1;
-    for (;;) {
+    if (!st) {
         LADE_NOGIL_BEGIN
-        st = lade_loader_next(l, PyArray_DATA(images), PyArray_DATA(labels), 100, &info);
+        st = lade_loader_create(&self->loader, &cfg);
         LADE_NOGIL_END
-        if (st || info.ready) break;
-        if (PyErr_CheckSignals()) {
-            h->busy = 0;
-            return NULL;
-        }
     }
-    h->busy = 0;
-    if (st) return lade_py_raise(st, fn);
-    return Py_BuildValue("(On)", info.end_of_epoch ? Py_True : Py_False, (Py_ssize_t)info.count);
+    if (st) return lade_py_raise(st, c.func), lade_call_end(&c, NULL), -1;
+    self->source[0] = Py_XNewRef((PyObject *)lade_array(&c, "images"));
+    self->source[1] = Py_XNewRef((PyObject *)lade_array(&c, "labels"));
+    self->source[2] = Py_XNewRef(files);
+    self->batch_size = (int)batch, self->out_h = cfg.transform.out_h, self->out_w = cfg.transform.out_w;
+    return lade_call_end(&c, NULL), 0;
 }
 
-static PyObject *py_loader_cancel(PyObject *self, PyObject *args) {
-    PyObject *cap;
-    if (!PyArg_ParseTuple(args, "O:loader_cancel", &cap)) return NULL;
-    lade_loader *l = loader_of(cap, "lade.data.Loader");
-    if (!l) return NULL;
-    LADE_NOGIL_BEGIN
-    lade_loader_cancel(l);
-    LADE_NOGIL_END
-    Py_RETURN_NONE;
-}
-
-/* loader_skipped(capsule) -> (count, last message) */
-static PyObject *py_loader_skipped(PyObject *self, PyObject *args) {
-    PyObject *cap;
-    if (!PyArg_ParseTuple(args, "O:loader_skipped", &cap)) return NULL;
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    if (!h) return NULL;
-    if (!h->loader) return Py_BuildValue("(ns)", (Py_ssize_t)0, "");
-    char message[600];
-    size_t n = lade_loader_skipped(h->loader, message, sizeof message);
-    return Py_BuildValue("(ns)", (Py_ssize_t)n, message);
-}
-
-/* loader_close(capsule): stops and joins the workers; idempotent */
-static PyObject *py_loader_close(PyObject *self, PyObject *args) {
-    PyObject *cap;
-    if (!PyArg_ParseTuple(args, "O:loader_close", &cap)) return NULL;
-    loader_holder *h = PyCapsule_GetPointer(cap, LOADER);
-    if (!h) return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "lade.data.Loader.close: the loader is in use by another thread");
-        return NULL;
-    }
-    lade_loader *l = h->loader;
-    h->loader = NULL;
+/* Stops and joins the workers (they never take the GIL), then lets go of the sources. */
+static void loader_release(LoaderObject *self) {
+    lade_loader *l = self->loader;
+    self->loader = NULL;
     LADE_NOGIL_BEGIN
     lade_loader_destroy(l);
     LADE_NOGIL_END
+    for (int i = 0; i < 3; i++) Py_CLEAR(self->source[i]);
+}
+
+static void loader_dealloc(LoaderObject *self) {
+    loader_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int loader_enter(LoaderObject *self, const char *func) {
+    if (!self->loader) return PyErr_Format(PyExc_RuntimeError, "%s: the loader is closed", func), -1;
+    if (self->busy) return PyErr_Format(PyExc_RuntimeError, "%s: the loader is in use by another thread", func), -1;
+    self->busy = 1;
+    return 0;
+}
+
+/* begin(epoch, indices=None) -> number of batches */
+static PyObject *loader_begin(LoaderObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {REQ("epoch", 'K'), IN_OPT("indices", I64T, "n"), END};
+    lade_call c;
+    if (lade_parse(&c, "lade.data.Loader", spec, args, kw) || loader_enter(self, c.func)) return lade_call_end(&c, NULL);
+    lade_status st;
+    const int64_t *indices = I64(&c, "indices");
+    LADE_NOGIL_BEGIN
+    st = lade_loader_begin_epoch(self->loader, (int64_t)lade_u64(&c, "epoch"), indices, indices ? (size_t)DIM(&c, 'n') : 0);
+    LADE_NOGIL_END
+    self->busy = 0;
+    return lade_call_end(&c, st ? lade_py_raise(st, c.func) : PyLong_FromSize_t(lade_loader_num_batches(self->loader)));
+}
+
+/* next(images=None, labels=None) -> (images, labels) cut to the batch's size, or None at
+ * the end of the epoch. Waits in short slices so that Ctrl-C (KeyboardInterrupt) gets through. */
+static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {OUT("images", F32T, "b3hw"), OUT("labels", I64T, "b"), END};
+    lade_call c;
+    if (lade_parse(&c, "lade.data.Loader", spec, args, kw)) return lade_call_end(&c, NULL);
+    LADE_BIND(&c, 'b', self->batch_size);
+    LADE_BIND(&c, 'h', self->out_h);
+    LADE_BIND(&c, 'w', self->out_w);
+    if (lade_outputs(&c) || loader_enter(self, c.func)) return lade_call_end(&c, NULL);
+    lade_batch_info info;
+    lade_status st;
+    for (;;) {
+        LADE_NOGIL_BEGIN
+        st = lade_loader_next(self->loader, F32(&c, "images"), I64(&c, "labels"), 100, &info);
+        LADE_NOGIL_END
+        if (st || info.ready || PyErr_CheckSignals()) break;
+    }
+    self->busy = 0;
+    if (PyErr_Occurred()) return lade_call_end(&c, NULL);
+    if (st) return lade_call_end(&c, lade_py_raise(st, c.func));
+    if (info.end_of_epoch) return lade_call_end(&c, Py_NewRef(Py_None));
+    PyObject *count = PyLong_FromSize_t(info.count), *slice = count ? PySlice_New(NULL, count, NULL) : NULL;
+    PyObject *result = slice ? Py_BuildValue("NN", PyObject_GetItem((PyObject *)lade_array(&c, "images"), slice),
+                                             PyObject_GetItem((PyObject *)lade_array(&c, "labels"), slice)) : NULL;
+    Py_XDECREF(count);
+    Py_XDECREF(slice);
+    return lade_call_end(&c, result);
+}
+
+static PyObject *loader_skipped(LoaderObject *self, void *unused) {
+    char message[600] = "";
+    size_t n = self->loader ? lade_loader_skipped(self->loader, message, sizeof message) : 0;
+    return Py_BuildValue("(ns)", (Py_ssize_t)n, message);
+}
+
+static PyObject *loader_close(LoaderObject *self, PyObject *unused) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "lade.data.Loader.close: the loader is in use by another thread");
+        return NULL;
+    }
+    loader_release(self);
     Py_RETURN_NONE;
 }
 
+static PyObject *loader_sample_count(LoaderObject *self, void *unused) {
+    return PyLong_FromSize_t(self->loader ? lade_loader_sample_count(self->loader) : 0);
+}
+
+static PyMethodDef loader_methods[] = {
+    {"begin", (PyCFunction)(void (*)(void))loader_begin, METH_VARARGS | METH_KEYWORDS,
+     "begin(epoch, indices=None) -> batches: start an epoch"},
+    {"next", (PyCFunction)(void (*)(void))loader_next, METH_VARARGS | METH_KEYWORDS,
+     "next(images=None, labels=None) -> (images, labels), or None at the end of the epoch"},
+    {"close", (PyCFunction)loader_close, METH_NOARGS, "stop and join the workers; idempotent"},
+    {NULL, NULL, 0, NULL},
+};
+static PyGetSetDef loader_getset[] = {
+    {"skipped", (getter)loader_skipped, NULL, "(samples skipped, the last reason)", NULL},
+    {"sample_count", (getter)loader_sample_count, NULL, "samples in the source", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyTypeObject LoaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.Loader",
+    .tp_basicsize = sizeof(LoaderObject),
+    .tp_dealloc = (destructor)loader_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Loader(transform, batch_size, images=None, labels=None, files=None, drop_last=True, skip_bad=False,"
+              " num_workers, prefetch, seed=0): the C batch loader",
+    .tp_methods = loader_methods,
+    .tp_getset = loader_getset,
+    .tp_init = (initproc)loader_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static const lade_binding bindings[] = {
+    {"augment", "lade.data.augment", augment_args, bind_transform_size, augment, NULL,
+     "augment(images, transform, out=None, seed=0, stream=0) -> out"},
+    {"augment_image", "lade.data.augment_image", augment_image_args, bind_transform_size, augment_image, NULL,
+     "augment_image(image, transform, out=None, seed=0, stream=0) -> out"},
+    {NULL},
+};
+
+#define KW(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS, doc}
 static PyMethodDef methods[] = {
-    {"_cifar_count", py_cifar_count, METH_VARARGS, "_cifar_count(nbytes, kind, func) -> records"},
-    {"_cifar_parse", py_cifar_parse, METH_VARARGS, "_cifar_parse(buffer, kind, coarse, images, labels, func)"},
-    {"_labels_check", py_labels_check, METH_VARARGS, "_labels_check(labels, num_classes, func)"},
-    {"_filelist_parse", py_filelist_parse, METH_VARARGS, "_filelist_parse(root, source, text, num_classes, func)"},
-    {"_filelist_from_paths", py_filelist_from_paths, METH_VARARGS, "_filelist_from_paths(root, paths, labels, func)"},
-    {"_filelist_info", py_filelist_info, METH_VARARGS, "_filelist_info(filelist, labels_out) -> n"},
-    {"_filelist_entry", py_filelist_entry, METH_VARARGS, "_filelist_entry(filelist, i) -> (path, label, line)"},
-    {"_decode_jpeg", py_decode_jpeg, METH_VARARGS, "_decode_jpeg(data) -> uint8 (H, W, 3)"},
-    {"_read_jpeg", py_read_jpeg, METH_VARARGS, "_read_jpeg(path) -> uint8 (H, W, 3)"},
-    {"_transform_preset", py_transform_preset, METH_VARARGS, "_transform_preset(name, a, b) -> spec"},
-    {"_transform_params", py_transform_params, METH_VARARGS, "_transform_params(spec, h, w, seed, stream) -> dict"},
-    {"_augment", py_augment, METH_VARARGS, "_augment(spec, images, out, seed, stream)"},
-    {"_augment_hwc", py_augment_hwc, METH_VARARGS, "_augment_hwc(spec, image, out, seed, stream)"},
-    {"_loader_create", py_loader_create, METH_VARARGS, "_loader_create(...) -> capsule"},
-    {"_loader_begin", py_loader_begin, METH_VARARGS, "_loader_begin(loader, epoch, indices) -> batches"},
-    {"_loader_next", py_loader_next, METH_VARARGS, "_loader_next(loader, images, labels) -> (end, count)"},
-    {"_loader_cancel", py_loader_cancel, METH_VARARGS, "_loader_cancel(loader)"},
-    {"_loader_skipped", py_loader_skipped, METH_VARARGS, "_loader_skipped(loader) -> (count, message)"},
-    {"_loader_close", py_loader_close, METH_VARARGS, "_loader_close(loader)"},
+    KW("load_cifar_binary", py_load_cifar_binary, "load_cifar_binary(batches, kind, coarse) -> (images, labels)"),
+    KW("check_labels", py_check_labels, "check_labels(labels, num_classes, source)"),
+    {"decode_jpeg", py_decode_jpeg, METH_VARARGS, "decode_jpeg(data) -> uint8 (H, W, 3)"},
+    {"read_jpeg", py_read_jpeg, METH_VARARGS, "read_jpeg(path) -> uint8 (H, W, 3)"},
     {NULL, NULL, 0, NULL},
 };
 
-int lade_register_data(PyObject *module) { return PyModule_AddFunctions(module, methods); }
+int lade_register_data(PyObject *module) {
+    PyTypeObject *types[] = {&FileListType, &TransformType, &LoaderType};
+    const char *names[] = {"FileList", "Transform", "Loader"};
+    for (int i = 0; i < 3; i++)
+        if (PyType_Ready(types[i]) < 0 || PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0) return -1;
+    return PyModule_AddFunctions(module, methods) < 0 ? -1 : lade_add_bindings(module, bindings);
+}

@@ -1,794 +1,509 @@
-/* bind_ltmath.c - Python bindings for lade_ltmath.h.
- *
- * Every function takes the public Python name first (e.g. "lade.losses.lade_loss") so
- * that errors name the function the user called. Arrays are checked by lade_py_array and
- * used without copies; outputs are passed in by the Python layer. */
-#include <limits.h>
-
+/* bind_ltmath.c - Python bindings for lade_ltmath.h: losses, priors, sampling,
+ * post-hoc adjustment, metrics and prior shift. Outputs are allocated here. */
 #include "bind.h"
 #include "../ltmath_internal.h"
 
-#define F32(a) ((float *)PyArray_DATA(a))
-#define F64(a) ((double *)PyArray_DATA(a))
-#define I64(a) ((int64_t *)PyArray_DATA(a))
-#define U8(a) ((uint8_t *)PyArray_DATA(a))
-#define OPT(a, T) ((a) ? T(a) : NULL)
-
-/* Array check with up to two dimensions (LADE_ANY for any size). */
-static PyArrayObject *arr(PyObject *o, const char *func, const char *name, int type, int out, int ndim, npy_intp d0,
-                          npy_intp d1) {
-    npy_intp shape[2] = {d0, d1};
-    return lade_py_array(o, func, name, type, out, ndim, shape);
-}
-
-/* Optional array: None gives *res = NULL. Returns 0 or -1. */
-static int opt(PyObject *o, const char *func, const char *name, int type, int out, int ndim, npy_intp d0,
-               npy_intp d1, PyArrayObject **res) {
-    npy_intp shape[2] = {d0, d1};
-    return lade_py_optional_array(o, func, name, type, out, ndim, shape, res);
-}
-
-/* Dimension as int (the core's row/class counts), with a named error when too large. */
-static int dim(PyArrayObject *a, int axis, const char *func, const char *name, int *out) {
-    npy_intp d = PyArray_DIM(a, axis);
-    if (d > INT_MAX) {
-        lade_py_value_error(func, name, "has %ld entries along axis %d, more than %d", (long)d, axis, INT_MAX);
-        return -1;
-    }
-    *out = (int)d;
-    return 0;
-}
-
-/* The Python losses overwrite grad: the binding zeroes it, then the core accumulates. */
-static void zero_grad(PyArrayObject *grad, int zero) {
-    if (grad && zero) memset(PyArray_DATA(grad), 0, (size_t)PyArray_NBYTES(grad));
-}
-
-#define RUN(call)                  \
-    do {                           \
-        LADE_NOGIL_BEGIN           \
-        st = (call);               \
-        LADE_NOGIL_END             \
-        if (st) return lade_py_raise(st, func); \
-    } while (0)
-
-/* logits (n, C) float32 and labels (n,) int64; sets n and C. */
-static int batch(PyObject *lo, PyObject *la, const char *func, const char *logits_name, PyArrayObject **logits,
-                 PyArrayObject **labels, int *n, int *C) {
-    if (!(*logits = arr(lo, func, logits_name, NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY))) return -1;
-    if (dim(*logits, 0, func, logits_name, n) || dim(*logits, 1, func, logits_name, C)) return -1;
-    if (!(*labels = arr(la, func, "labels", NPY_INT64, LADE_IN, 1, *n, 0))) return -1;
-    return 0;
-}
+#define U8T NPY_UINT8
+#define NC(c) DIM(c, 'n'), DIM(c, 'C')
+#define SIZE(c, letter) ((size_t)DIM(c, letter))
 
 /* ---- losses --------------------------------------------------------------------------- */
-static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *la, *go, *oo, *mo, *wo;
-    float scale, s, gamma;
-    int by_sum, zero;
-    if (!PyArg_ParseTuple(args, "sOOOfOOOffpp", &func, &lo, &la, &go, &scale, &oo, &mo, &wo, &s, &gamma, &by_sum,
-                          &zero))
-        return NULL;
-    PyArrayObject *logits, *labels, *grad, *offset, *margin, *weight;
-    int n, C;
-    if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
-        opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
-        opt(oo, func, "offset", NPY_FLOAT32, LADE_IN, 1, C, 0, &offset) ||
-        opt(mo, func, "margin", NPY_FLOAT32, LADE_IN, 1, C, 0, &margin) ||
-        opt(wo, func, "weights", NPY_FLOAT32, LADE_IN, 1, C, 0, &weight) ||
-        lade_py_disjoint(func, 1, {"grad", grad}, {"offset", offset}, {"margin", margin}, {"weights", weight},
-                         {"logits", logits}, {"labels", labels}))
-        return NULL;
-    lade_ce_config cfg = {OPT(offset, F32), OPT(margin, F32), OPT(weight, F32), s, gamma, by_sum};
-    zero_grad(grad, zero);
-    double loss;
-    lade_status st;
-    RUN(lade_cross_entropy(&loss, OPT(grad, F32), scale, F32(logits), I64(labels), n, C, &cfg));
-    return PyFloat_FromDouble(loss);
+/* The Python losses overwrite grad unless told to accumulate into it. */
+static void zero_grad(lade_call *c) {
+    PyArrayObject *g = lade_array(c, "grad");
+    if (!lade_int(c, "accumulate")) memset(PyArray_DATA(g), 0, (size_t)PyArray_NBYTES(g));
 }
 
-static PyObject *py_lade_ce(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *la, *go, *po;
-    float scale;
-    int zero;
-    if (!PyArg_ParseTuple(args, "sOOOfOp", &func, &lo, &la, &go, &scale, &po, &zero)) return NULL;
-    PyArrayObject *logits, *labels, *grad, *prior;
-    int n, C;
-    if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
-        opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
-        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"grad", grad}, {"prior", prior}, {"logits", logits}, {"labels", labels}))
-        return NULL;
-    double loss;
-    lade_status st;
-    zero_grad(grad, zero);
-    RUN(lade_lade_ce(&loss, OPT(grad, F32), scale, F32(logits), I64(labels), n, C, F32(prior)));
-    return PyFloat_FromDouble(loss);
+static const lade_arg ce_args[] = {
+    IN("logits", F32T, "nC"), IN("labels", I64T, "n"), OUT("grad", F32T, "nC"), IN_OPT("offset", F32T, "C"),
+    IN_OPT("margin", F32T, "C"), IN_OPT("weights", F32T, "C"), OPT("s", 'f', 1), OPT("gamma", 'f', 0),
+    OPT("by_sum", 'p', 0), OPT("accumulate", 'p', 0), END,
+};
+static lade_status cross_entropy(lade_call *c) {
+    lade_ce_config cfg = {F32(c, "offset"), F32(c, "margin"), F32(c, "weights"), (float)lade_num(c, "s"),
+                          (float)lade_num(c, "gamma"), (int)lade_int(c, "by_sum")};
+    zero_grad(c);
+    return lade_cross_entropy(&c->ret[0], F32(c, "grad"), 1.0f, F32(c, "logits"), I64(c, "labels"), NC(c), &cfg);
 }
 
-static PyObject *py_lader(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *la, *go, *po;
-    float scale, lambda;
-    int form, zero;
-    if (!PyArg_ParseTuple(args, "sOOOfOfip", &func, &lo, &la, &go, &scale, &po, &lambda, &form, &zero)) return NULL;
-    PyArrayObject *logits, *labels, *grad, *prior;
-    int n, C;
-    if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
-        opt(go, func, "grad", NPY_FLOAT32, LADE_OUT, 2, n, C, &grad) ||
-        !(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"grad", grad}, {"prior", prior}, {"logits", logits}, {"labels", labels}))
-        return NULL;
-    double loss;
-    lade_status st;
-    zero_grad(grad, zero);
-    RUN(lade_lader(&loss, OPT(grad, F32), scale, F32(logits), I64(labels), n, C, F32(prior), lambda,
-                   (lade_lader_form)form));
-    return PyFloat_FromDouble(loss);
+static const lade_arg lade_ce_args[] = {
+    IN("logits", F32T, "nC"), IN("labels", I64T, "n"), IN("prior", F32T, "C"), OUT("grad", F32T, "nC"),
+    OPT("accumulate", 'p', 0), END,
+};
+static lade_status lade_ce(lade_call *c) {
+    zero_grad(c);
+    return lade_lade_ce(&c->ret[0], F32(c, "grad"), 1.0f, F32(c, "logits"), I64(c, "labels"), NC(c), F32(c, "prior"));
 }
 
-static PyObject *py_log_prior(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *oo;
-    float tau, eps;
-    if (!PyArg_ParseTuple(args, "sOOff", &func, &po, &oo, &tau, &eps)) return NULL;
-    PyArrayObject *prior, *out;
-    int C;
-    if (!(prior = arr(po, func, "prior", NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) || dim(prior, 0, func, "prior", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"prior", prior}))
-        return NULL;
-    lade_status st;
-    RUN(lade_log_prior(F32(out), F32(prior), C, tau, eps));
-    Py_RETURN_NONE;
+/* lader: alpha scales the gradient only. lade_loss: value = lade_ce + alpha * lader,
+ * ret = (value, lade_ce, lader). */
+#define LADER_ARGS(alpha) {IN("logits", F32T, "nC"), IN("labels", I64T, "n"), IN("prior", F32T, "C"), alpha, \
+    REQ("remine_lambda", 'f'), REQ("form", 'i'), OUT("grad", F32T, "nC"), OPT("accumulate", 'p', 0), END}
+static const lade_arg lader_args[] = LADER_ARGS(OPT("alpha", 'f', 1));
+static const lade_arg lade_loss_args[] = LADER_ARGS(REQ("alpha", 'f'));
+static lade_status lader_term(lade_call *c, double *value) {
+    return lade_lader(value, F32(c, "grad"), (float)lade_num(c, "alpha"), F32(c, "logits"), I64(c, "labels"), NC(c),
+                      F32(c, "prior"), (float)lade_num(c, "remine_lambda"), (lade_lader_form)lade_int(c, "form"));
+}
+static lade_status lader(lade_call *c) {
+    zero_grad(c);
+    return lader_term(c, &c->ret[0]);
+}
+static lade_status lade_loss(lade_call *c) {
+    lade_status st = lade_ce(c);
+    if (!st) st = lader_term(c, &c->ret[2]);
+    c->ret[1] = c->ret[0];
+    c->ret[0] = c->ret[1] + lade_num(c, "alpha") * c->ret[2];
+    return st;
 }
 
-/* counts (C,) int64 in, float32 (C,) out, one float parameter */
-static PyObject *counts_to_float(PyObject *args, int which) {
-    const char *func;
-    PyObject *co, *oo;
-    double param;
-    if (!PyArg_ParseTuple(args, "sOOd", &func, &co, &oo, &param)) return NULL;
-    PyArrayObject *counts, *out;
-    int C;
-    if (!(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"counts", counts}))
-        return NULL;
-    lade_status st;
-    if (which == 0) RUN(lade_ldam_margins(F32(out), I64(counts), C, (float)param));
-    else if (which == 1) RUN(lade_effective_number_weights(F32(out), I64(counts), C, param));
-    else RUN(lade_prior_from_counts(F32(out), I64(counts), C, param));
-    Py_RETURN_NONE;
+static const lade_arg log_prior_args[] = {
+    IN("prior", F32T, "C"), REQ("tau", 'f'), OPT("eps", 'f', 1e-12), OUT_HIDDEN("out", F32T, "C"), END,
+};
+static lade_status log_prior(lade_call *c) {
+    return lade_log_prior(F32(c, "out"), F32(c, "prior"), DIM(c, 'C'), (float)lade_num(c, "tau"),
+                          (float)lade_num(c, "eps"));
 }
-static PyObject *py_ldam_margins(PyObject *self, PyObject *args) { return counts_to_float(args, 0); }
-static PyObject *py_effective_number_weights(PyObject *self, PyObject *args) { return counts_to_float(args, 1); }
-static PyObject *py_prior_from_counts(PyObject *self, PyObject *args) { return counts_to_float(args, 2); }
+
+/* counts (C,) int64 in, one parameter, (C,) float32 out */
+#define COUNTS_ARGS(param) {IN("counts", I64T, "C"), param, OUT_HIDDEN("out", F32T, "C"), END}
+static const lade_arg ldam_args[] = COUNTS_ARGS(REQ("max_margin", 'f'));
+static const lade_arg effective_number_args[] = COUNTS_ARGS(REQ("beta", 'f'));
+static const lade_arg prior_from_counts_args[] = COUNTS_ARGS(OPT("eps", 'f', 0));
+static lade_status ldam_margins(lade_call *c) {
+    return lade_ldam_margins(F32(c, "out"), I64(c, "counts"), DIM(c, 'C'), (float)lade_num(c, "max_margin"));
+}
+static lade_status effective_number_weights(lade_call *c) {
+    return lade_effective_number_weights(F32(c, "out"), I64(c, "counts"), DIM(c, 'C'), lade_num(c, "beta"));
+}
+static lade_status prior_from_counts(lade_call *c) {
+    return lade_prior_from_counts(F32(c, "out"), I64(c, "counts"), DIM(c, 'C'), lade_num(c, "eps"));
+}
 
 /* ---- priors ----------------------------------------------------------------------------- */
-static PyObject *py_lt_profile(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *oo;
-    double img_max, ratio;
-    int profile;
-    if (!PyArg_ParseTuple(args, "sOddi", &func, &oo, &img_max, &ratio, &profile)) return NULL;
-    PyArrayObject *out;
-    int C;
-    if (!(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) || dim(out, 0, func, "out", &C)) return NULL;
-    lade_status st;
-    RUN(lade_lt_profile(I64(out), C, img_max, ratio, (lade_profile)profile));
-    Py_RETURN_NONE;
+static int bind_classes(lade_call *c) { return LADE_BIND(c, 'C', lade_int(c, "classes")), 0; }
+
+static const lade_arg lt_profile_args[] = {
+    REQ("classes", 'n'), REQ("img_max", 'f'), REQ("ratio", 'f'), OPT("profile", 'i', LADE_PROFILE_EXP),
+    OUT_HIDDEN("out", I64T, "C"), END,
+};
+static lade_status lt_profile(lade_call *c) {
+    return lade_lt_profile(I64(c, "out"), DIM(c, 'C'), lade_num(c, "img_max"), lade_num(c, "ratio"),
+                           (lade_profile)lade_int(c, "profile"));
 }
 
-static PyObject *py_class_counts(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *oo;
-    if (!PyArg_ParseTuple(args, "sOO", &func, &lo, &oo)) return NULL;
-    PyArrayObject *labels, *out;
-    int C;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) || dim(out, 0, func, "out", &C) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}))
-        return NULL;
-    lade_status st;
-    RUN(lade_class_counts(I64(out), I64(labels), (size_t)PyArray_DIM(labels, 0), C));
-    Py_RETURN_NONE;
+static const lade_arg class_counts_args[] = {
+    IN("labels", I64T, "m"), REQ("classes", 'n'), OUT_HIDDEN("out", I64T, "C"), END,
+};
+static lade_status class_counts(lade_call *c) {
+    return lade_class_counts(I64(c, "out"), I64(c, "labels"), SIZE(c, 'm'), DIM(c, 'C'));
 }
 
-static PyObject *py_check_prior(PyObject *self, PyObject *args) {
-    const char *func, *name;
-    PyObject *po;
-    if (!PyArg_ParseTuple(args, "sOs", &func, &po, &name)) return NULL;
-    PyArrayObject *prior;
-    int C;
-    if (!(prior = arr(po, func, name, NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) || dim(prior, 0, func, name, &C)) return NULL;
-    lade_status st;
-    RUN(lade_check_prior(F32(prior), C, name));
-    Py_RETURN_NONE;
+static const lade_arg prior_from_labels_args[] = {
+    IN("labels", I64T, "m"), REQ("classes", 'n'), OPT("eps", 'f', 0), OUT_HIDDEN("prior", F32T, "C"),
+    OUT_HIDDEN("counts", I64T, "C"), END,
+};
+static lade_status prior_from_labels(lade_call *c) {
+    lade_status st = lade_class_counts(I64(c, "counts"), I64(c, "labels"), SIZE(c, 'm'), DIM(c, 'C'));
+    return st ? st : lade_prior_from_counts(F32(c, "prior"), I64(c, "counts"), DIM(c, 'C'), lade_num(c, "eps"));
+}
+
+/* check_prior(prior, arg="prior"): errors name `arg`, the caller's argument. */
+static PyObject *py_check_prior(PyObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {OBJ("prior", NULL), {"arg", LADE_SCALAR | LADE_OPT, 's'}, END};
+    lade_call c;
+    PyObject *result = NULL;
+    if (!lade_parse(&c, "lade.priors.check_prior", spec, args, kw)) {
+        const char *arg = c.value[1].s ? c.value[1].s : "prior";
+        PyArrayObject *p = lade_py_array(lade_obj(&c, "prior"), c.func, arg, NPY_FLOAT32, 0);
+        lade_status st;
+        if (p && PyArray_NDIM(p) != 1)
+            lade_py_value_error(c.func, arg, "must be 1-dimensional, got %d dimensions", PyArray_NDIM(p));
+        else if (p && (st = lade_check_prior(PyArray_DATA(p), (int)PyArray_DIM(p, 0), arg)))
+            lade_py_raise(st, c.func);
+        else if (p)
+            result = Py_NewRef(Py_None);
+    }
+    return lade_call_end(&c, result);
 }
 
 /* ---- sampling ------------------------------------------------------------------------------ */
-static PyObject *py_lt_subset(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *co, *oo;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOOK", &func, &lo, &co, &oo, &seed)) return NULL;
-    PyArrayObject *labels, *counts, *out;
-    int C;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"counts", counts}))
-        return NULL;
-    lade_status st;
-    RUN(lade_lt_subset(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
-                       I64(counts), seed));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_sample_instance(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *oo;
-    unsigned long long seed, epoch;
-    if (!PyArg_ParseTuple(args, "sOKK", &func, &oo, &seed, &epoch)) return NULL;
-    PyArrayObject *out;
-    if (!(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0))) return NULL;
-    lade_status st;
-    RUN(lade_sample_instance(I64(out), (size_t)PyArray_DIM(out, 0), seed, epoch));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_class_aware_length(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo;
-    int C;
-    if (!PyArg_ParseTuple(args, "sOi", &func, &lo, &C)) return NULL;
-    PyArrayObject *labels;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0))) return NULL;
-    size_t len;
-    lade_status st;
-    RUN(lade_class_aware_length(&len, I64(labels), (size_t)PyArray_DIM(labels, 0), C));
-    return PyLong_FromSize_t(len);
-}
-
-static PyObject *py_sample_class_aware(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *oo;
-    int C, per_class;
-    unsigned long long seed, epoch;
-    if (!PyArg_ParseTuple(args, "sOiOiKK", &func, &lo, &C, &oo, &per_class, &seed, &epoch)) return NULL;
-    PyArrayObject *labels, *out;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}))
-        return NULL;
-    lade_status st;
-    RUN(lade_sample_class_aware(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0),
-                                C, per_class, seed, epoch));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_sample_by_class(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *po, *oo;
-    unsigned long long seed, epoch;
-    if (!PyArg_ParseTuple(args, "sOOOKK", &func, &lo, &po, &oo, &seed, &epoch)) return NULL;
-    PyArrayObject *labels, *prob, *out;
-    int C;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(prob = arr(po, func, "class_prob", NPY_FLOAT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        dim(prob, 0, func, "class_prob", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"class_prob", prob}))
-        return NULL;
-    lade_status st;
-    RUN(lade_sample_by_class(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
-                             F64(prob), seed, epoch));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_class_prob(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *oo;
-    double q;
-    unsigned long long epoch, total;
-    int progressive;
-    if (!PyArg_ParseTuple(args, "sOOpdKK", &func, &co, &oo, &progressive, &q, &epoch, &total)) return NULL;
-    PyArrayObject *counts, *out;
-    int C;
-    if (!(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"counts", counts}))
-        return NULL;
-    lade_status st;
-    if (progressive) RUN(lade_class_prob_progressive(F64(out), I64(counts), C, epoch, total));
-    else RUN(lade_class_prob_power(F64(out), I64(counts), C, q));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_shift_counts(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *oo;
-    double img_max, ratio;
-    int direction;
-    if (!PyArg_ParseTuple(args, "sOOddi", &func, &po, &oo, &img_max, &ratio, &direction)) return NULL;
-    PyArrayObject *prior, *out;
-    int C;
-    if (!(prior = arr(po, func, "train_prior", NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) ||
-        dim(prior, 0, func, "train_prior", &C) || !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"train_prior", prior}))
-        return NULL;
-    lade_status st;
-    RUN(lade_shift_counts(I64(out), F32(prior), C, img_max, ratio, (lade_shift_direction)direction));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_first_k_per_class(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *co, *oo;
-    if (!PyArg_ParseTuple(args, "sOOO", &func, &lo, &co, &oo)) return NULL;
-    PyArrayObject *labels, *counts, *out;
-    int C;
-    if (!(labels = arr(lo, func, "labels", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(counts = arr(co, func, "counts", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) || dim(counts, 0, func, "counts", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, LADE_ANY, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"labels", labels}, {"counts", counts}))
-        return NULL;
-    lade_status st;
-    RUN(lade_first_k_per_class(I64(out), (size_t)PyArray_DIM(out, 0), I64(labels), (size_t)PyArray_DIM(labels, 0), C,
-                               I64(counts)));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_dirichlet(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *ao, *oo;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOK", &func, &ao, &oo, &seed)) return NULL;
-    PyArrayObject *alpha, *out;
-    int C, m;
-    if (!(alpha = arr(ao, func, "alpha", NPY_FLOAT64, LADE_IN, 1, LADE_ANY, 0)) || dim(alpha, 0, func, "alpha", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) || dim(out, 0, func, "out", &m) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"alpha", alpha}))
-        return NULL;
-    lade_status st;
-    RUN(lade_dirichlet(F32(out), m, C, F64(alpha), seed));
-    Py_RETURN_NONE;
-}
-
-/* ---- post-hoc ------------------------------------------------------------------------------ */
-static PyObject *py_adjust_logits(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *oo, *so, *to;
-    float tau;
-    if (!PyArg_ParseTuple(args, "sOOOfO", &func, &lo, &oo, &so, &tau, &to)) return NULL;
-    PyArrayObject *logits, *out, *sp, *tp;
-    int n, C;
-    if (!(logits = arr(lo, func, "logits", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(logits, 0, func, "logits", &n) || dim(logits, 1, func, "logits", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
-        opt(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0, &sp) ||
-        opt(to, func, "target_prior", NPY_FLOAT32, LADE_IN, 1, C, 0, &tp) ||
-        lade_py_disjoint_or_same(func, 1, {"out", out}, {"logits", logits}, {"source_prior", sp}, {"target_prior", tp}))
-        return NULL;
-    lade_status st;
-    RUN(lade_adjust_logits(F32(out), F32(logits), n, C, OPT(sp, F32), tau, OPT(tp, F32)));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_softmax(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *oo, *bo;
-    double t;
-    if (!PyArg_ParseTuple(args, "sOOdO", &func, &lo, &oo, &t, &bo)) return NULL;
-    PyArrayObject *logits, *out, *bias;
-    int n, C;
-    if (!(logits = arr(lo, func, "logits", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(logits, 0, func, "logits", &n) || dim(logits, 1, func, "logits", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
-        opt(bo, func, "bias", NPY_FLOAT64, LADE_IN, 1, C, 0, &bias) ||
-        lade_py_disjoint_or_same(func, 1, {"out", out}, {"logits", logits}, {"bias", bias}))
-        return NULL;
-    lade_status st;
-    RUN(lade_softmax(F32(out), F32(logits), n, C, t, OPT(bias, F64)));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_tau_normalize(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *wo, *oo;
-    float tau;
-    if (!PyArg_ParseTuple(args, "sOOf", &func, &wo, &oo, &tau)) return NULL;
-    PyArrayObject *w, *out;
-    int r, c;
-    if (!(w = arr(wo, func, "weights", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) || dim(w, 0, func, "weights", &r) ||
-        dim(w, 1, func, "weights", &c) || !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, r, c)) ||
-        lade_py_disjoint_or_same(func, 1, {"out", out}, {"weights", w}))
-        return NULL;
-    lade_status st;
-    RUN(lade_tau_normalize(F32(out), F32(w), r, c, tau));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_fit_temperature(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *lo, *la, *bo;
-    int max_iter;
-    if (!PyArg_ParseTuple(args, "sOOOi", &func, &lo, &la, &bo, &max_iter)) return NULL;
-    PyArrayObject *logits, *labels, *bias;
-    int n, C;
-    if (batch(lo, la, func, "logits", &logits, &labels, &n, &C) ||
-        opt(bo, func, "bias", NPY_FLOAT64, LADE_OUT, 1, C, 0, &bias) ||
-        lade_py_disjoint(func, 1, {"bias", bias}, {"logits", logits}, {"labels", labels}))
-        return NULL;
-    double t, nll;
-    lade_status st;
-    RUN(lade_fit_temperature(&t, OPT(bias, F64), &nll, F32(logits), I64(labels), n, C, max_iter));
-    return Py_BuildValue("dd", t, nll);
-}
-
-/* ---- metrics ------------------------------------------------------------------------------- */
-static PyObject *py_topk_accuracy(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *so, *la, *co;
-    int k;
-    if (!PyArg_ParseTuple(args, "sOOiO", &func, &so, &la, &k, &co)) return NULL;
-    PyArrayObject *scores, *labels, *correct;
-    int n, C;
-    if (batch(so, la, func, "scores", &scores, &labels, &n, &C) ||
-        opt(co, func, "correct", NPY_UINT8, LADE_OUT, 1, n, 0, &correct) ||
-        lade_py_disjoint(func, 1, {"correct", correct}, {"scores", scores}, {"labels", labels}))
-        return NULL;
-    double acc;
-    lade_status st;
-    RUN(lade_topk_accuracy(&acc, OPT(correct, U8), F32(scores), I64(labels), n, C, k));
-    return PyFloat_FromDouble(acc);
-}
-
-static PyObject *py_argmax(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *so, *oo;
-    if (!PyArg_ParseTuple(args, "sOO", &func, &so, &oo)) return NULL;
-    PyArrayObject *scores, *out;
-    int n, C;
-    if (!(scores = arr(so, func, "scores", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(scores, 0, func, "scores", &n) || dim(scores, 1, func, "scores", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 1, n, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"scores", scores}))
-        return NULL;
-    lade_status st;
-    RUN(lade_argmax(I64(out), F32(scores), n, C));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_confusion_matrix(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *la, *oo;
-    if (!PyArg_ParseTuple(args, "sOOO", &func, &po, &la, &oo)) return NULL;
-    PyArrayObject *pred, *labels, *out;
-    int C;
-    if (!(pred = arr(po, func, "predictions", NPY_INT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        !(labels = arr(la, func, "labels", NPY_INT64, LADE_IN, 1, PyArray_DIM(pred, 0), 0)) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 2, LADE_ANY, LADE_ANY)) || dim(out, 0, func, "out", &C) ||
-        !(out = arr(oo, func, "out", NPY_INT64, LADE_OUT, 2, C, C)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"predictions", pred}, {"labels", labels}))
-        return NULL;
-    lade_status st;
-    RUN(lade_confusion_matrix(I64(out), I64(pred), I64(labels), (size_t)PyArray_DIM(pred, 0), C));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_per_class_accuracy(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *oo;
-    if (!PyArg_ParseTuple(args, "sOO", &func, &co, &oo)) return NULL;
-    PyArrayObject *conf, *out;
-    int C;
-    if (!(conf = arr(co, func, "confusion", NPY_INT64, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(conf, 0, func, "confusion", &C) || !(conf = arr(co, func, "confusion", NPY_INT64, LADE_IN, 2, C, C)) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT64, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"confusion", conf}))
-        return NULL;
-    lade_status st;
-    RUN(lade_per_class_accuracy(F64(out), I64(conf), C));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_shot_accuracy(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *ao, *co;
-    long long many, few;
-    if (!PyArg_ParseTuple(args, "sOOLL", &func, &ao, &co, &many, &few)) return NULL;
-    PyArrayObject *acc, *counts;
-    int C;
-    if (!(acc = arr(ao, func, "per_class_accuracy", NPY_FLOAT64, LADE_IN, 1, LADE_ANY, 0)) ||
-        dim(acc, 0, func, "per_class_accuracy", &C) ||
-        !(counts = arr(co, func, "train_counts", NPY_INT64, LADE_IN, 1, C, 0)))
-        return NULL;
-    double out[3];
-    lade_status st;
-    RUN(lade_shot_accuracy(out, F64(acc), I64(counts), C, many, few));
-    return Py_BuildValue("ddd", out[0], out[1], out[2]);
-}
-
-static PyObject *py_reliability(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *la, *co, *ao, *no;
-    int nbins, mode;
-    if (!PyArg_ParseTuple(args, "sOOiiOOO", &func, &po, &la, &nbins, &mode, &co, &ao, &no)) return NULL;
-    PyArrayObject *probs, *labels, *conf, *acc, *count;
-    int n, C;
-    if (nbins < 1 || nbins > 100000) return lade_py_value_error(func, "n_bins", "must be in [1, 100000], got %d", nbins);
-    if (batch(po, la, func, "probs", &probs, &labels, &n, &C) ||
-        !(conf = arr(co, func, "confidence", NPY_FLOAT64, LADE_OUT, 1, nbins + 1, 0)) ||
-        !(acc = arr(ao, func, "accuracy", NPY_FLOAT64, LADE_OUT, 1, nbins + 1, 0)) ||
-        !(count = arr(no, func, "count", NPY_INT64, LADE_OUT, 1, nbins + 1, 0)) ||
-        lade_py_disjoint(func, 3, {"confidence", conf}, {"accuracy", acc}, {"count", count}, {"probs", probs},
-                         {"labels", labels}))
-        return NULL;
-    double ece;
-    lade_status st;
-    RUN(lade_reliability(&ece, F64(conf), F64(acc), I64(count), F32(probs), I64(labels), n, C, nbins,
-                         (lade_bin_mode)mode));
-    return PyFloat_FromDouble(ece);
-}
-
-static PyObject *py_nll_brier(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *la;
-    if (!PyArg_ParseTuple(args, "sOO", &func, &po, &la)) return NULL;
-    PyArrayObject *probs, *labels;
-    int n, C;
-    if (batch(po, la, func, "probs", &probs, &labels, &n, &C)) return NULL;
-    double nll, brier;
-    lade_status st;
-    RUN(lade_nll_brier(&nll, &brier, F32(probs), I64(labels), n, C));
-    return Py_BuildValue("dd", nll, brier);
-}
-
-/* ---- prior shift ------------------------------------------------------------------------------ */
-static PyObject *py_em_prior(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *so, *oo, *wo;
-    double pseudo, tol;
-    int max_iter;
-    if (!PyArg_ParseTuple(args, "sOOOOddi", &func, &po, &so, &oo, &wo, &pseudo, &tol, &max_iter)) return NULL;
-    PyArrayObject *probs, *sp, *out, *w;
-    int n, C;
-    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
-        !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        opt(wo, func, "row_weight", NPY_FLOAT64, LADE_IN, 1, n, 0, &w) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}, {"source_prior", sp}, {"row_weight", w}))
-        return NULL;
-    int iters, conv;
-    double ll;
-    lade_status st;
-    RUN(lade_em_prior_map(F32(out), &iters, &conv, &ll, F32(probs), OPT(w, F64), n, C, F32(sp), pseudo, tol,
-                          max_iter));
-    return Py_BuildValue("iOd", iters, conv ? Py_True : Py_False, ll);
-}
-
-static PyObject *py_mean_posterior(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *oo;
-    if (!PyArg_ParseTuple(args, "sOO", &func, &po, &oo)) return NULL;
-    PyArrayObject *probs, *out;
-    int n, C;
-    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}))
-        return NULL;
-    lade_status st;
-    RUN(lade_mean_posterior(F32(out), F32(probs), n, C));
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_reweight_probs(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *fo, *to, *oo;
-    if (!PyArg_ParseTuple(args, "sOOOO", &func, &po, &fo, &to, &oo)) return NULL;
-    PyArrayObject *probs, *from, *to_p, *out;
-    int n, C;
-    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
-        !(from = arr(fo, func, "from_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        !(to_p = arr(to, func, "to_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 2, n, C)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"probs", probs}, {"from_prior", from}, {"to_prior", to_p}))
-        return NULL;
-    lade_status st;
-    RUN(lade_reweight_probs(F32(out), F32(probs), n, C, F32(from), F32(to_p)));
-    Py_RETURN_NONE;
-}
-
-/* calib (m, C), calib_labels (m,), target (n, C), source_prior (C,) */
-static int bbse_args(PyObject *co, PyObject *la, PyObject *to, PyObject *so, const char *func, PyArrayObject **calib,
-                     PyArrayObject **labels, PyArrayObject **target, PyArrayObject **sp, int *m, int *n, int *C) {
-    if (batch(co, la, func, "calib_scores", calib, labels, m, C) ||
-        !(*target = arr(to, func, "target_scores", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, *C)) ||
-        dim(*target, 0, func, "target_scores", n) ||
-        !(*sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, *C, 0)))
-        return -1;
+/* k = the sum of counts, the length of a subset drawn by class */
+static int bind_count_sum(lade_call *c) {
+    const int64_t *counts = I64(c, "counts");
+    npy_intp sum = 0;
+    for (int i = 0; i < DIM(c, 'C'); i++) {
+        if (counts[i] < 0)
+            return lade_py_value_error(c->func, "counts", "must be >= 0, got counts[%d] = %lld", i,
+                                       (long long)counts[i]), -1;
+        sum += counts[i];
+    }
+    LADE_BIND(c, 'k', sum);
     return 0;
 }
 
-static PyObject *py_bbse_prior(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *la, *to, *so, *oo;
-    int soft;
-    double ridge, cond_limit;
-    if (!PyArg_ParseTuple(args, "sOOOOOpdd", &func, &co, &la, &to, &so, &oo, &soft, &ridge, &cond_limit)) return NULL;
-    PyArrayObject *calib, *labels, *target, *sp, *out;
-    int m, n, C;
-    if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
-        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"calib_scores", calib}, {"labels", labels},
-                         {"target_scores", target}, {"source_prior", sp}))
-        return NULL;
-    double cond;
+static const lade_arg lt_subset_args[] = {
+    IN("labels", I64T, "m"), IN("counts", I64T, "C"), OPT("seed", 'K', 0), OUT_HIDDEN("out", I64T, "k"), END,
+};
+static lade_status lt_subset(lade_call *c) {
+    return lade_lt_subset(I64(c, "out"), SIZE(c, 'k'), I64(c, "labels"), SIZE(c, 'm'), DIM(c, 'C'),
+                          I64(c, "counts"), lade_u64(c, "seed"));
+}
+
+static const lade_arg first_k_args[] = {IN("labels", I64T, "m"), IN("counts", I64T, "C"), OUT_HIDDEN("out", I64T, "k"), END};
+static lade_status first_k_per_class(lade_call *c) {
+    return lade_first_k_per_class(I64(c, "out"), SIZE(c, 'k'), I64(c, "labels"), SIZE(c, 'm'), DIM(c, 'C'),
+                                  I64(c, "counts"));
+}
+
+static int bind_length(lade_call *c) { return LADE_BIND(c, 'k', lade_int(c, "length")), 0; }
+
+static const lade_arg sample_instance_args[] = {
+    REQ("length", 'n'), OPT("seed", 'K', 0), OPT("epoch", 'K', 0), OUT_HIDDEN("out", I64T, "k"), END,
+};
+static lade_status sample_instance(lade_call *c) {
+    return lade_sample_instance(I64(c, "out"), SIZE(c, 'k'), lade_u64(c, "seed"), lade_u64(c, "epoch"));
+}
+
+static const lade_arg class_aware_length_args[] = {IN("labels", I64T, "m"), REQ("classes", 'i'), END};
+static lade_status class_aware_length(lade_call *c) {
+    size_t len;
+    lade_status st = lade_class_aware_length(&len, I64(c, "labels"), SIZE(c, 'm'), (int)lade_int(c, "classes"));
+    c->ret[0] = (double)len;
+    return st;
+}
+
+static const lade_arg sample_class_aware_args[] = {
+    IN("labels", I64T, "m"), REQ("classes", 'i'), REQ("length", 'n'), OPT("samples_per_class", 'i', 1),
+    OPT("seed", 'K', 0), OPT("epoch", 'K', 0), OUT_HIDDEN("out", I64T, "k"), END,
+};
+static lade_status sample_class_aware(lade_call *c) {
+    return lade_sample_class_aware(I64(c, "out"), SIZE(c, 'k'), I64(c, "labels"), SIZE(c, 'm'),
+                                   (int)lade_int(c, "classes"), (int)lade_int(c, "samples_per_class"),
+                                   lade_u64(c, "seed"), lade_u64(c, "epoch"));
+}
+
+static const lade_arg sample_by_class_args[] = {
+    IN("labels", I64T, "m"), IN("class_prob", F64T, "C"), REQ("length", 'n'), OPT("seed", 'K', 0),
+    OPT("epoch", 'K', 0), OUT_HIDDEN("out", I64T, "k"), END,
+};
+static lade_status sample_by_class(lade_call *c) {
+    return lade_sample_by_class(I64(c, "out"), SIZE(c, 'k'), I64(c, "labels"), SIZE(c, 'm'), DIM(c, 'C'),
+                                F64(c, "class_prob"), lade_u64(c, "seed"), lade_u64(c, "epoch"));
+}
+
+static const lade_arg class_prob_power_args[] = {
+    IN("counts", I64T, "C"), REQ("q", 'f'), OUT_HIDDEN("out", F64T, "C"), END,
+};
+static lade_status class_prob_power(lade_call *c) {
+    return lade_class_prob_power(F64(c, "out"), I64(c, "counts"), DIM(c, 'C'), lade_num(c, "q"));
+}
+
+static const lade_arg class_prob_progressive_args[] = {
+    IN("counts", I64T, "C"), REQ("epoch", 'K'), REQ("total_epochs", 'K'), OUT_HIDDEN("out", F64T, "C"), END,
+};
+static lade_status class_prob_progressive(lade_call *c) {
+    return lade_class_prob_progressive(F64(c, "out"), I64(c, "counts"), DIM(c, 'C'), lade_u64(c, "epoch"),
+                                       lade_u64(c, "total_epochs"));
+}
+
+static const lade_arg shift_counts_args[] = {
+    IN("train_prior", F32T, "C"), REQ("img_max", 'f'), REQ("ratio", 'f'), REQ("direction", 'i'),
+    OUT_HIDDEN("out", I64T, "C"), END,
+};
+static lade_status shift_counts(lade_call *c) {
+    return lade_shift_counts(I64(c, "out"), F32(c, "train_prior"), DIM(c, 'C'), lade_num(c, "img_max"),
+                             lade_num(c, "ratio"), (lade_shift_direction)lade_int(c, "direction"));
+}
+
+static const lade_arg dirichlet_args[] = {
+    IN("alpha", F64T, "C"), REQ("m", 'n'), OPT("seed", 'K', 0), OUT_HIDDEN("out", F32T, "rC"), END,
+};
+static int bind_rows(lade_call *c) { return LADE_BIND(c, 'r', lade_int(c, "m")), 0; }
+static lade_status dirichlet(lade_call *c) {
+    return lade_dirichlet(F32(c, "out"), DIM(c, 'r'), DIM(c, 'C'), F64(c, "alpha"), lade_u64(c, "seed"));
+}
+
+/* ---- post-hoc ------------------------------------------------------------------------------ */
+static const lade_arg adjust_args[] = {
+    IN("logits", F32T, "nC"), IN_OPT("source_prior", F32T, "C"), OPT("tau", 'f', 1),
+    IN_OPT("target_prior", F32T, "C"), OUT_INPLACE("out", F32T, "nC"), END,
+};
+static lade_status adjust_logits(lade_call *c) {
+    return lade_adjust_logits(F32(c, "out"), F32(c, "logits"), NC(c), F32(c, "source_prior"),
+                              (float)lade_num(c, "tau"), F32(c, "target_prior"));
+}
+
+static const lade_arg softmax_args[] = {
+    IN("logits", F32T, "nC"), OPT("temperature", 'f', 1), IN_OPT("bias", F64T, "C"),
+    OUT_INPLACE("out", F32T, "nC"), END,
+};
+static lade_status softmax(lade_call *c) {
+    return lade_softmax(F32(c, "out"), F32(c, "logits"), NC(c), lade_num(c, "temperature"), F64(c, "bias"));
+}
+
+static const lade_arg tau_normalize_args[] = {
+    IN("weights", F32T, "rk"), OPT("tau", 'f', 1), OUT_INPLACE("out", F32T, "rk"), END,
+};
+static lade_status tau_normalize(lade_call *c) {
+    return lade_tau_normalize(F32(c, "out"), F32(c, "weights"), DIM(c, 'r'), DIM(c, 'k'), (float)lade_num(c, "tau"));
+}
+
+/* -> (temperature, per-class bias or None, nll) */
+static const lade_arg fit_temperature_args[] = {
+    IN("logits", F32T, "nC"), IN("labels", I64T, "n"), OPT("bias", 'p', 0), OPT("max_iter", 'i', 100),
+    OUT_HIDDEN("offsets", F64T, "C"), END,
+};
+static int fit_temperature_infer(lade_call *c) {
+    c->skip[lade_index(c, "offsets")] = !lade_int(c, "bias");
+    return 0;
+}
+static lade_status fit_temperature(lade_call *c) {
+    return lade_fit_temperature(&c->ret[0], F64(c, "offsets"), &c->ret[1], F32(c, "logits"), I64(c, "labels"), NC(c),
+                                (int)lade_int(c, "max_iter"));
+}
+
+/* ---- metrics ------------------------------------------------------------------------------- */
+/* -> (accuracy, per-sample correct mask) */
+static const lade_arg topk_args[] = {
+    IN("scores", F32T, "nC"), IN("labels", I64T, "n"), OPT("k", 'i', 1), OUT_HIDDEN("correct", U8T, "n"), END,
+};
+static lade_status topk_accuracy(lade_call *c) {
+    return lade_topk_accuracy(&c->ret[0], (uint8_t *)lade_data(c, "correct"), F32(c, "scores"), I64(c, "labels"),
+                              NC(c), (int)lade_int(c, "k"));
+}
+
+static const lade_arg argmax_args[] = {IN("scores", F32T, "nC"), OUT_HIDDEN("out", I64T, "n"), END};
+static lade_status argmax(lade_call *c) { return lade_argmax(I64(c, "out"), F32(c, "scores"), NC(c)); }
+
+static const lade_arg confusion_args[] = {
+    IN("predictions", I64T, "n"), IN("labels", I64T, "n"), REQ("classes", 'n'), OUT_HIDDEN("out", I64T, "CC"), END,
+};
+static lade_status confusion_matrix(lade_call *c) {
+    return lade_confusion_matrix(I64(c, "out"), I64(c, "predictions"), I64(c, "labels"), SIZE(c, 'n'), DIM(c, 'C'));
+}
+
+static const lade_arg per_class_args[] = {IN("confusion", I64T, "CC"), OUT_HIDDEN("out", F64T, "C"), END};
+static lade_status per_class_accuracy(lade_call *c) {
+    return lade_per_class_accuracy(F64(c, "out"), I64(c, "confusion"), DIM(c, 'C'));
+}
+
+/* -> (many, medium, few) */
+static const lade_arg shot_args[] = {
+    IN("per_class_accuracy", F64T, "C"), IN("train_counts", I64T, "C"), OPT("many_above", 'i', 100),
+    OPT("few_below", 'i', 20), END,
+};
+static lade_status shot_accuracy(lade_call *c) {
+    return lade_shot_accuracy(c->ret, F64(c, "per_class_accuracy"), I64(c, "train_counts"), DIM(c, 'C'),
+                              lade_int(c, "many_above"), lade_int(c, "few_below"));
+}
+
+/* -> (ece, confidence, accuracy, count), n_bins + 1 bins */
+static const lade_arg reliability_args[] = {
+    IN("probs", F32T, "nC"), IN("labels", I64T, "n"), REQ("n_bins", 'i'), OPT("variant", 'i', LADE_BINS_STANDARD),
+    OUT_HIDDEN("confidence", F64T, "b"), OUT_HIDDEN("accuracy", F64T, "b"), OUT_HIDDEN("count", I64T, "b"), END,
+};
+static int reliability_infer(lade_call *c) {
+    long long bins = lade_int(c, "n_bins");
+    if (bins < 1 || bins > 100000)
+        return lade_py_value_error(c->func, "n_bins", "must be in [1, 100000], got %lld", bins), -1;
+    return LADE_BIND(c, 'b', bins + 1), 0;
+}
+static lade_status reliability(lade_call *c) {
+    return lade_reliability(&c->ret[0], F64(c, "confidence"), F64(c, "accuracy"), I64(c, "count"), F32(c, "probs"),
+                            I64(c, "labels"), NC(c), (int)lade_int(c, "n_bins"), (lade_bin_mode)lade_int(c, "variant"));
+}
+
+/* -> (nll, brier) */
+static const lade_arg nll_brier_args[] = {IN("probs", F32T, "nC"), IN("labels", I64T, "n"), END};
+static lade_status nll_brier(lade_call *c) {
+    return lade_nll_brier(&c->ret[0], &c->ret[1], F32(c, "probs"), I64(c, "labels"), NC(c));
+}
+
+/* ---- prior shift ------------------------------------------------------------------------------ */
+static const lade_arg reweight_args[] = {
+    IN("probs", F32T, "nC"), IN("from_prior", F32T, "C"), IN("to_prior", F32T, "C"), OUT("out", F32T, "nC"), END,
+};
+static lade_status reweight(lade_call *c) {
+    return lade_reweight_probs(F32(c, "out"), F32(c, "probs"), NC(c), F32(c, "from_prior"), F32(c, "to_prior"));
+}
+
+static const lade_arg mean_posterior_args[] = {IN("probs", F32T, "nC"), OUT_HIDDEN("out", F32T, "C"), END};
+static lade_status mean_posterior(lade_call *c) { return lade_mean_posterior(F32(c, "out"), F32(c, "probs"), NC(c)); }
+
+/* -> (prior, iterations, converged, loglik) */
+static const lade_arg em_args[] = {
+    IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN_OPT("row_weight", F64T, "n"),
+    OPT("pseudo_count", 'f', 0), OPT("tol", 'f', 1e-8), OPT("max_iter", 'i', 2000), OUT_HIDDEN("out", F32T, "C"),
+    END,
+};
+static lade_status em_prior(lade_call *c) {
+    int iterations, converged;
+    lade_status st = lade_em_prior_map(F32(c, "out"), &iterations, &converged, &c->ret[2], F32(c, "probs"),
+                                       F64(c, "row_weight"), NC(c), F32(c, "source_prior"), lade_num(c, "pseudo_count"),
+                                       lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
+    c->ret[0] = iterations, c->ret[1] = converged;
+    return st;
+}
+
+/* calibration scores (m, C) with labels, target scores (n, C), source prior (C,) */
+#define BBSE_DATA IN("calib_scores", F32T, "mC"), IN("labels", I64T, "m"), IN("target_scores", F32T, "nC"), \
+    IN("source_prior", F32T, "C")
+#define BBSE_CALL F32(c, "calib_scores"), I64(c, "labels"), DIM(c, 'm'), F32(c, "target_scores"), NC(c), \
+    F32(c, "source_prior")
+
+/* -> (prior, condition number, fell back) */
+static const lade_arg bbse_args[] = {
+    BBSE_DATA, REQ("cond_limit", 'f'), OPT("soft", 'p', 1), OPT("ridge", 'f', 0), OUT_HIDDEN("out", F32T, "C"), END,
+};
+static lade_status bbse_prior(lade_call *c) {
     int fell_back;
-    lade_status st;
-    RUN(lade_bbse_prior(F32(out), &cond, &fell_back, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft,
-                        ridge, cond_limit));
-    return Py_BuildValue("dO", cond, fell_back ? Py_True : Py_False);
+    lade_status st = lade_bbse_prior(F32(c, "out"), &c->ret[0], &fell_back, BBSE_CALL, (int)lade_int(c, "soft"),
+                                     lade_num(c, "ridge"), lade_num(c, "cond_limit"));
+    c->ret[1] = fell_back;
+    return st;
 }
 
-static PyObject *py_confusion_condition(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *la;
-    int soft;
-    if (!PyArg_ParseTuple(args, "sOOp", &func, &co, &la, &soft)) return NULL;
-    PyArrayObject *calib, *labels;
-    int m, C;
-    if (batch(co, la, func, "calib_scores", &calib, &labels, &m, &C)) return NULL;
-    double cond;
-    lade_status st;
-    RUN(lade_confusion_condition(&cond, F32(calib), I64(labels), m, C, soft));
-    return PyFloat_FromDouble(cond);
+static const lade_arg condition_args[] = {
+    IN("calib_scores", F32T, "mC"), IN("labels", I64T, "m"), OPT("soft", 'p', 1), END,
+};
+static lade_status confusion_condition(lade_call *c) {
+    return lade_confusion_condition(&c->ret[0], F32(c, "calib_scores"), I64(c, "labels"), DIM(c, 'm'), DIM(c, 'C'),
+                                    (int)lade_int(c, "soft"));
 }
 
-static PyObject *py_prediction_shift_chi2(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *la, *to, *so;
-    if (!PyArg_ParseTuple(args, "sOOOO", &func, &co, &la, &to, &so)) return NULL;
-    PyArrayObject *calib, *labels, *target, *sp;
-    int m, n, C;
-    if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C)) return NULL;
-    double stat;
+/* -> (statistic, dof) */
+static const lade_arg chi2_args[] = {BBSE_DATA, END};
+static lade_status prediction_shift_chi2(lade_call *c) {
     int dof;
-    lade_status st;
-    RUN(lade_prediction_shift_chi2(&stat, &dof, F32(calib), I64(labels), m, F32(target), n, C, F32(sp)));
-    return Py_BuildValue("di", stat, dof);
+    lade_status st = lade_prediction_shift_chi2(&c->ret[0], &dof, BBSE_CALL);
+    c->ret[1] = dof;
+    return st;
 }
 
-static PyObject *py_em_bootstrap(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *po, *so, *oo;
-    double pseudo, tol;
-    int max_iter;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOOddiK", &func, &po, &so, &oo, &pseudo, &tol, &max_iter, &seed)) return NULL;
-    PyArrayObject *probs, *sp, *out;
-    int n, C, B;
-    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
-        !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
-        !(out = arr(oo, func, "replicates", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) ||
-        dim(out, 0, func, "replicates", &B) ||
-        lade_py_disjoint(func, 1, {"replicates", out}, {"probs", probs}, {"source_prior", sp}))
-        return NULL;
-    lade_status st;
-    RUN(lade_em_bootstrap(F32(out), B, F32(probs), n, C, F32(sp), pseudo, tol, max_iter, seed));
-    Py_RETURN_NONE;
+static int bind_replicates(lade_call *c) { return LADE_BIND(c, 'B', lade_int(c, "replicates")), 0; }
+
+static const lade_arg em_bootstrap_args[] = {
+    IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), REQ("replicates", 'n'), OPT("pseudo_count", 'f', 0),
+    OPT("tol", 'f', 1e-8), OPT("max_iter", 'i', 2000), OPT("seed", 'K', 0), OUT_HIDDEN("out", F32T, "BC"), END,
+};
+static lade_status em_bootstrap(lade_call *c) {
+    return lade_em_bootstrap(F32(c, "out"), DIM(c, 'B'), F32(c, "probs"), NC(c), F32(c, "source_prior"),
+                             lade_num(c, "pseudo_count"), lade_num(c, "tol"), (int)lade_int(c, "max_iter"),
+                             lade_u64(c, "seed"));
 }
 
-static PyObject *py_bbse_bootstrap(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *co, *la, *to, *so, *oo;
-    int soft;
-    double ridge;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "sOOOOOpdK", &func, &co, &la, &to, &so, &oo, &soft, &ridge, &seed)) return NULL;
-    PyArrayObject *calib, *labels, *target, *sp, *out;
-    int m, n, C, B;
-    if (bbse_args(co, la, to, so, func, &calib, &labels, &target, &sp, &m, &n, &C) ||
-        !(out = arr(oo, func, "replicates", NPY_FLOAT32, LADE_OUT, 2, LADE_ANY, C)) ||
-        dim(out, 0, func, "replicates", &B) ||
-        lade_py_disjoint(func, 1, {"replicates", out}, {"calib_scores", calib}, {"labels", labels},
-                         {"target_scores", target}, {"source_prior", sp}))
-        return NULL;
-    lade_status st;
-    RUN(lade_bbse_bootstrap(F32(out), B, F32(calib), I64(labels), m, F32(target), n, C, F32(sp), soft, ridge, seed));
-    Py_RETURN_NONE;
+static const lade_arg bbse_bootstrap_args[] = {
+    BBSE_DATA, REQ("replicates", 'n'), OPT("soft", 'p', 1), OPT("ridge", 'f', 0), OPT("seed", 'K', 0),
+    OUT_HIDDEN("out", F32T, "BC"), END,
+};
+static lade_status bbse_bootstrap(lade_call *c) {
+    return lade_bbse_bootstrap(F32(c, "out"), DIM(c, 'B'), BBSE_CALL, (int)lade_int(c, "soft"), lade_num(c, "ridge"),
+                               lade_u64(c, "seed"));
 }
 
-static PyObject *py_bootstrap_interval(PyObject *self, PyObject *args) {
-    const char *func;
-    PyObject *ro, *lo, *ho;
-    double level;
-    if (!PyArg_ParseTuple(args, "sOOOd", &func, &ro, &lo, &ho, &level)) return NULL;
-    PyArrayObject *reps, *low, *high;
-    int B, C;
-    if (!(reps = arr(ro, func, "replicates", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
-        dim(reps, 0, func, "replicates", &B) || dim(reps, 1, func, "replicates", &C) ||
-        !(low = arr(lo, func, "lo", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        !(high = arr(ho, func, "hi", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
-        lade_py_disjoint(func, 2, {"lo", low}, {"hi", high}, {"replicates", reps}))
-        return NULL;
-    lade_status st;
-    RUN(lade_bootstrap_interval(F32(low), F32(high), F32(reps), B, C, level));
-    Py_RETURN_NONE;
+/* -> (lo, hi) */
+static const lade_arg interval_args[] = {
+    IN("replicates", F32T, "BC"), REQ("level", 'f'), OUT_HIDDEN("lo", F32T, "C"), OUT_HIDDEN("hi", F32T, "C"), END,
+};
+static lade_status bootstrap_interval(lade_call *c) {
+    return lade_bootstrap_interval(F32(c, "lo"), F32(c, "hi"), F32(c, "replicates"), DIM(c, 'B'), DIM(c, 'C'),
+                                   lade_num(c, "level"));
 }
 
-static PyObject *py_chi2_sf(PyObject *self, PyObject *args) {
-    const char *func;
-    double x, dof, p;
-    if (!PyArg_ParseTuple(args, "sdd", &func, &x, &dof)) return NULL;
-    lade_status st;
-    RUN(lade_chi2_sf(&p, x, dof));
-    return PyFloat_FromDouble(p);
+static const lade_arg chi2_sf_args[] = {REQ("x", 'f'), REQ("dof", 'f'), END};
+static lade_status chi2_sf(lade_call *c) { return lade_chi2_sf(&c->ret[0], lade_num(c, "x"), lade_num(c, "dof")); }
+
+/* The arguments of lade.prior_shift.adapt, checked before any work. */
+static const lade_arg adapt_args[] = {
+    IN("source_prior", F32T, "C"), IN("test_logits", F32T, "nC"), IN_OPT("calib_logits", F32T, "mC"),
+    IN_OPT("calib_labels", I64T, "m"), END,
+};
+static int adapt_infer(lade_call *c) {
+    if (lade_given(c, "calib_logits") == lade_given(c, "calib_labels")) return 0;
+    PyErr_Format(PyExc_ValueError, "%s: arguments 'calib_logits' and 'calib_labels' must be given together", c->func);
+    return -1;
+}
+static lade_status check_adapt(lade_call *c) {
+    lade_status st = lade_check_prior(F32(c, "source_prior"), DIM(c, 'C'), "source_prior");
+    if (!st) st = lt_check_logits(F32(c, "test_logits"), SIZE(c, 'n'), DIM(c, 'C'), "test_logits");
+    if (!st && lade_data(c, "calib_logits"))
+        st = lt_check_logits(F32(c, "calib_logits"), SIZE(c, 'm'), DIM(c, 'C'), "calib_logits");
+    if (!st && lade_data(c, "calib_labels"))
+        st = lt_check_labels(I64(c, "calib_labels"), SIZE(c, 'm'), DIM(c, 'C'), "calib_labels");
+    return st;
 }
 
-/* Finite float32 (n, C) array check, naming the caller's argument. */
-static PyObject *py_check_finite(PyObject *self, PyObject *args) {
-    const char *func, *name;
-    PyObject *ao;
-    if (!PyArg_ParseTuple(args, "sOs", &func, &ao, &name)) return NULL;
-    PyArrayObject *a;
-    if (!(a = arr(ao, func, name, NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY))) return NULL;
-    lade_status st;
-    RUN(lt_check_logits(F32(a), (size_t)PyArray_DIM(a, 0), (int)PyArray_DIM(a, 1), name));
-    Py_RETURN_NONE;
-}
+#define LOSS(name, args, run) {#name, "lade.losses." #name, args, NULL, run, "dA", NULL}
+#define FN(name, func, args, infer, run, returns) {#name, func, args, infer, run, returns, NULL}
+#define ADAPT "lade.prior_shift.adapt"
+static const lade_binding bindings[] = {
+    LOSS(softmax_ce, ce_args, cross_entropy),
+    LOSS(logit_adjusted, ce_args, cross_entropy),
+    LOSS(focal, ce_args, cross_entropy),
+    LOSS(class_balanced, ce_args, cross_entropy),
+    LOSS(ldam, ce_args, cross_entropy),
+    LOSS(lade_ce, lade_ce_args, lade_ce),
+    LOSS(lader, lader_args, lader),
+    {"lade_loss", "lade.losses.lade_loss", lade_loss_args, NULL, lade_loss, "dAdd", "-> (value, grad, lade_ce, lader)"},
+    FN(log_prior, "lade.losses.LogitAdjustedLoss", log_prior_args, NULL, log_prior, NULL),
+    FN(ldam_margins, "lade.losses.LDAMLoss", ldam_args, NULL, ldam_margins, NULL),
+    FN(effective_number_weights, "lade.losses.ClassBalancedLoss", effective_number_args, NULL,
+       effective_number_weights, NULL),
+    FN(prior_from_counts, "lade.priors.prior_from_counts", prior_from_counts_args, NULL, prior_from_counts, NULL),
+    FN(prior_from_labels, "lade.priors.prior_from_labels", prior_from_labels_args, bind_classes, prior_from_labels,
+       "A"),
+    FN(lt_profile, "lade.priors.lt_profile", lt_profile_args, bind_classes, lt_profile, NULL),
+    FN(class_counts, "lade.priors.class_counts", class_counts_args, bind_classes, class_counts, NULL),
+    FN(lt_subset, "lade.sampling.lt_subset", lt_subset_args, bind_count_sum, lt_subset, NULL),
+    FN(sample_instance, "lade.sampling.InstanceSampler", sample_instance_args, bind_length, sample_instance, NULL),
+    FN(class_aware_length, "lade.sampling.ClassAwareSampler", class_aware_length_args, NULL, class_aware_length, "i"),
+    FN(sample_class_aware, "lade.sampling.ClassAwareSampler", sample_class_aware_args, bind_length,
+       sample_class_aware, NULL),
+    FN(sample_by_class, "lade.sampling.epoch_indices", sample_by_class_args, bind_length, sample_by_class, NULL),
+    FN(class_prob_power, "lade.sampling.SquareRootSampler", class_prob_power_args, NULL, class_prob_power, NULL),
+    FN(class_prob_progressive, "lade.sampling.ProgressivelyBalancedSampler", class_prob_progressive_args, NULL,
+       class_prob_progressive, NULL),
+    FN(shift_counts, "lade.sampling.shifted_test_subset", shift_counts_args, NULL, shift_counts, NULL),
+    FN(first_k_per_class, "lade.sampling.shifted_test_subset", first_k_args, bind_count_sum, first_k_per_class, NULL),
+    FN(dirichlet_priors, "lade.sampling.dirichlet_priors", dirichlet_args, bind_rows, dirichlet, NULL),
+    FN(pc_adjust, "lade.posthoc.pc_adjust", adjust_args, NULL, adjust_logits, NULL),
+    FN(lade_adjust, "lade.posthoc.lade_adjust", adjust_args, NULL, adjust_logits, NULL),
+    FN(logit_adjust, "lade.posthoc.logit_adjust", adjust_args, NULL, adjust_logits, NULL),
+    FN(softmax, "lade.posthoc.softmax", softmax_args, NULL, softmax, NULL),
+    FN(tau_normalize, "lade.posthoc.tau_normalize", tau_normalize_args, NULL, tau_normalize, NULL),
+    FN(fit_temperature, "lade.posthoc.fit_temperature", fit_temperature_args, fit_temperature_infer, fit_temperature,
+       "dAd"),
+    FN(topk_accuracy, "lade.metrics.topk_accuracy", topk_args, NULL, topk_accuracy, "dA"),
+    FN(accuracy, "lade.metrics.accuracy", topk_args, NULL, topk_accuracy, "d"),
+    FN(predictions, "lade.metrics.predictions", argmax_args, NULL, argmax, NULL),
+    FN(confusion_matrix, "lade.metrics.confusion_matrix", confusion_args, bind_classes, confusion_matrix, NULL),
+    FN(per_class_accuracy, "lade.metrics.per_class_accuracy", per_class_args, NULL, per_class_accuracy, NULL),
+    FN(shot_accuracy, "lade.metrics.shot_accuracy", shot_args, NULL, shot_accuracy, "ddd"),
+    FN(reliability_diagram, "lade.metrics.reliability_diagram", reliability_args, reliability_infer, reliability,
+       "dAAA"),
+    FN(nll, "lade.metrics.nll", nll_brier_args, NULL, nll_brier, "dd"),
+    FN(brier, "lade.metrics.brier", nll_brier_args, NULL, nll_brier, "dd"),
+    FN(reweight, "lade.prior_shift.reweight", reweight_args, NULL, reweight, NULL),
+    FN(mean_posterior, "lade.prior_shift.mean_posterior", mean_posterior_args, NULL, mean_posterior, NULL),
+    FN(em_prior, "lade.prior_shift.em_prior", em_args, NULL, em_prior, "Aibd"),
+    FN(bbse_prior, "lade.prior_shift.bbse_prior", bbse_args, NULL, bbse_prior, "Adb"),
+    FN(check_adapt, ADAPT, adapt_args, adapt_infer, check_adapt, ""),
+    FN(confusion_condition, ADAPT, condition_args, NULL, confusion_condition, "d"),
+    FN(prediction_shift_chi2, ADAPT, chi2_args, NULL, prediction_shift_chi2, "di"),
+    FN(em_bootstrap, ADAPT, em_bootstrap_args, bind_replicates, em_bootstrap, NULL),
+    FN(bbse_bootstrap, ADAPT, bbse_bootstrap_args, bind_replicates, bbse_bootstrap, NULL),
+    FN(bootstrap_interval, ADAPT, interval_args, NULL, bootstrap_interval, NULL),
+    FN(chi2_sf, ADAPT, chi2_sf_args, NULL, chi2_sf, "d"),
+    {NULL},
+};
 
-#define M(name, fn) {name, fn, METH_VARARGS, NULL}
 static PyMethodDef methods[] = {
-    M("lt_cross_entropy", py_cross_entropy),
-    M("lt_lade_ce", py_lade_ce),
-    M("lt_lader", py_lader),
-    M("lt_log_prior", py_log_prior),
-    M("lt_ldam_margins", py_ldam_margins),
-    M("lt_effective_number_weights", py_effective_number_weights),
-    M("lt_prior_from_counts", py_prior_from_counts),
-    M("lt_profile", py_lt_profile),
-    M("lt_class_counts", py_class_counts),
-    M("lt_check_prior", py_check_prior),
-    M("lt_subset", py_lt_subset),
-    M("lt_sample_instance", py_sample_instance),
-    M("lt_class_aware_length", py_class_aware_length),
-    M("lt_sample_class_aware", py_sample_class_aware),
-    M("lt_sample_by_class", py_sample_by_class),
-    M("lt_class_prob", py_class_prob),
-    M("lt_shift_counts", py_shift_counts),
-    M("lt_first_k_per_class", py_first_k_per_class),
-    M("lt_dirichlet", py_dirichlet),
-    M("lt_adjust_logits", py_adjust_logits),
-    M("lt_softmax", py_softmax),
-    M("lt_tau_normalize", py_tau_normalize),
-    M("lt_fit_temperature", py_fit_temperature),
-    M("lt_topk_accuracy", py_topk_accuracy),
-    M("lt_argmax", py_argmax),
-    M("lt_confusion_matrix", py_confusion_matrix),
-    M("lt_per_class_accuracy", py_per_class_accuracy),
-    M("lt_shot_accuracy", py_shot_accuracy),
-    M("lt_reliability", py_reliability),
-    M("lt_nll_brier", py_nll_brier),
-    M("lt_em_prior", py_em_prior),
-    M("lt_reweight_probs", py_reweight_probs),
-    M("lt_bbse_prior", py_bbse_prior),
-    M("lt_mean_posterior", py_mean_posterior),
-    M("lt_confusion_condition", py_confusion_condition),
-    M("lt_prediction_shift_chi2", py_prediction_shift_chi2),
-    M("lt_em_bootstrap", py_em_bootstrap),
-    M("lt_bbse_bootstrap", py_bbse_bootstrap),
-    M("lt_bootstrap_interval", py_bootstrap_interval),
-    M("lt_chi2_sf", py_chi2_sf),
-    M("lt_check_finite", py_check_finite),
+    {"check_prior", (PyCFunction)(void (*)(void))py_check_prior, METH_VARARGS | METH_KEYWORDS,
+     "check_prior(prior, arg='prior'): raises unless prior is a valid float32 prior; errors name arg"},
     {NULL, NULL, 0, NULL},
 };
 
-int lade_register_ltmath(PyObject *module) { return PyModule_AddFunctions(module, methods); }
+int lade_register_ltmath(PyObject *module) {
+    return PyModule_AddFunctions(module, methods) < 0 ? -1 : lade_add_bindings(module, bindings);
+}

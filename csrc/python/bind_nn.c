@@ -1,707 +1,360 @@
 /* bind_nn.c - Python bindings for lade_nn.h: layers, ResNet-32, SGD, schedules.
  *
  * Outputs given by the caller are written in place (forward: overwritten,
- * backward: accumulated into). Outputs not given are allocated here: forward
- * outputs uninitialised, gradients zero-filled. */
+ * backward: accumulated into). Outputs not given are allocated: forward
+ * outputs uninitialised, gradients zero-filled (bind.h: OUT and GRAD). */
 #include "bind.h"
 
 #include <string.h>
 
-/* ---- argument helpers --------------------------------------------------------------- */
-static int parse_pair(PyObject *o, const char *func, const char *arg, int *a, int *b) {
-    if (PyLong_Check(o)) {
-        long v = PyLong_AsLong(o);
-        if (v == -1 && PyErr_Occurred()) return -1;
-        if (v < -1000000 || v > 1000000) goto bad;
-        *a = *b = (int)v;
-        return 0;
-    }
-    if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2 && PyLong_Check(PyTuple_GET_ITEM(o, 0)) &&
-        PyLong_Check(PyTuple_GET_ITEM(o, 1))) {
-        long v0 = PyLong_AsLong(PyTuple_GET_ITEM(o, 0)), v1 = PyLong_AsLong(PyTuple_GET_ITEM(o, 1));
-        if (PyErr_Occurred()) return -1;
-        if (v0 < -1000000 || v0 > 1000000 || v1 < -1000000 || v1 > 1000000) goto bad;
-        *a = (int)v0;
-        *b = (int)v1;
-        return 0;
-    }
-bad:
-    PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be an int or a tuple of two ints, got %R", func, arg, o);
-    return -1;
-}
-
-static PyArrayObject *in_f32(PyObject *o, const char *func, const char *arg, int ndim, const npy_intp *shape) {
-    return lade_py_array(o, func, arg, NPY_FLOAT32, LADE_IN, ndim, shape);
-}
-
-/* A new reference to the caller's output (checked) or to a fresh array. */
-static PyArrayObject *out_array(PyObject *o, const char *func, const char *arg, int typenum, int ndim,
-                                const npy_intp *shape, int zero) {
-    if (o && o != Py_None) {
-        PyArrayObject *a = lade_py_array(o, func, arg, typenum, LADE_OUT, ndim, shape);
-        Py_XINCREF(a);
-        return a;
-    }
-    return (PyArrayObject *)(zero ? PyArray_ZEROS(ndim, (npy_intp *)shape, typenum, 0)
-                                  : PyArray_EMPTY(ndim, (npy_intp *)shape, typenum, 0));
-}
-
-static lade_maps maps4(PyArrayObject *a) {
+static lade_maps maps(const lade_call *c, const char *name) {
+    PyArrayObject *a = lade_array(c, name);
     if (!a) return (lade_maps){0};
     npy_intp *d = PyArray_DIMS(a);
     return lade_maps_nchw((float *)PyArray_DATA(a), (int)d[0], (int)d[1], (int)d[2], (int)d[3]);
 }
 
-static float *f32(PyArrayObject *a) { return a ? (float *)PyArray_DATA(a) : NULL; }
-
-static int check_int_dims(PyArrayObject *a, const char *func, const char *arg) {
-    for (int i = 0; i < PyArray_NDIM(a); i++)
-        if (PyArray_DIM(a, i) > 0x3fffffff) {
-            PyErr_Format(PyExc_ValueError, "%s: argument '%s' has dimension %d of size %zd, above the 2^30 limit",
-                         func, arg, i, (Py_ssize_t)PyArray_DIM(a, i));
-            return -1;
-        }
+/* An int or a pair of ints (stride, padding). */
+static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a, int *b) {
+    PyObject *o = lade_obj(c, arg);
+    long v0 = fallback, v1 = fallback;
+    if (o && PyLong_Check(o)) {
+        v0 = v1 = PyLong_AsLong(o);
+    } else if (o && PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2 && PyLong_Check(PyTuple_GET_ITEM(o, 0)) &&
+               PyLong_Check(PyTuple_GET_ITEM(o, 1))) {
+        v0 = PyLong_AsLong(PyTuple_GET_ITEM(o, 0));
+        v1 = PyLong_AsLong(PyTuple_GET_ITEM(o, 1));
+    } else if (o) {
+        v0 = LONG_MAX;
+    }
+    if (PyErr_Occurred()) return -1;
+    if (v0 < -1000000 || v0 > 1000000 || v1 < -1000000 || v1 > 1000000) {
+        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be an int or a tuple of two ints, got %R", c->func, arg,
+                     o);
+        return -1;
+    }
+    *a = (int)v0, *b = (int)v1;
     return 0;
 }
 
 /* ---- conv2d ------------------------------------------------------------------------ */
-static int conv_geom(const char *func, PyArrayObject *x, PyArrayObject *w, PyObject *stride, PyObject *padding,
-                     lade_conv2d_geom *g, npy_intp out_shape[4]) {
-    if (parse_pair(stride, func, "stride", &g->stride_h, &g->stride_w) ||
-        parse_pair(padding, func, "padding", &g->pad_h, &g->pad_w))
-        return -1;
-    if (check_int_dims(x, func, "x") || check_int_dims(w, func, "weight")) return -1;
-    g->cout = (int)PyArray_DIM(w, 0);
-    g->cin = (int)PyArray_DIM(w, 1);
-    g->kh = (int)PyArray_DIM(w, 2);
-    g->kw = (int)PyArray_DIM(w, 3);
-    if (PyArray_DIM(x, 1) != g->cin) {
-        lade_py_value_error(func, "x", "must have %d channels to match weight %s, got %zd", g->cin,
-                            "(cout, cin, kh, kw)", (Py_ssize_t)PyArray_DIM(x, 1));
-        return -1;
-    }
+static const lade_arg conv_forward_args[] = {
+    IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ("stride", NULL),
+    OBJ("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0), END,
+};
+static const lade_arg conv_backward_args[] = {
+    IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ("stride", NULL),
+    OBJ("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
+    OPT("naive", 'p', 0), END,
+};
+
+static lade_conv2d_geom conv_geom(const lade_call *c) {
+    lade_conv2d_geom g = {0};
+    parse_pair(c, "stride", 1, &g.stride_h, &g.stride_w);
+    parse_pair(c, "padding", 0, &g.pad_h, &g.pad_w);
+    g.cout = DIM(c, 'o'), g.cin = DIM(c, 'c'), g.kh = DIM(c, 'k'), g.kw = DIM(c, 'l');
+    return g;
+}
+
+static int conv_infer(lade_call *c) {
+    lade_conv2d_geom g = conv_geom(c);
+    if (PyErr_Occurred()) return -1;
     int oh, ow;
-    lade_status st = lade_conv2d_out_size(g, (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3), &oh, &ow);
-    if (st) {
-        lade_py_raise(st, func);
-        return -1;
-    }
-    out_shape[0] = PyArray_DIM(x, 0);
-    out_shape[1] = g->cout;
-    out_shape[2] = oh;
-    out_shape[3] = ow;
+    lade_status st = lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
+    if (st) return lade_py_raise(st, c->func), -1;
+    LADE_BIND(c, 'p', oh);
+    LADE_BIND(c, 'q', ow);
     return 0;
 }
 
-static PyObject *py_conv2d_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.conv2d_forward";
-    static char *names[] = {"x", "weight", "bias", "stride", "padding", "out", "naive", NULL};
-    PyObject *ox, *ow, *obias = Py_None, *ostride = NULL, *opad = NULL, *oout = Py_None;
-    int naive = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOp", names, &ox, &ow, &obias, &ostride, &opad, &oout, &naive))
-        return NULL;
-    PyObject *one = PyLong_FromLong(1), *zero = PyLong_FromLong(0);
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *w = x ? in_f32(ow, func, "weight", 4, NULL) : NULL, *b = NULL,
-                  *out = NULL;
-    lade_conv2d_geom g;
-    npy_intp oshape[4];
-    PyObject *result = NULL;
-    if (!w || conv_geom(func, x, w, ostride ? ostride : one, opad ? opad : zero, &g, oshape)) goto done;
-    npy_intp bshape[1] = {g.cout};
-    if (lade_py_optional_array(obias, func, "bias", NPY_FLOAT32, LADE_IN, 1, bshape, &b)) goto done;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0)) ||
-        lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b}))
-        goto done;
-    lade_status st = LADE_OK;
-    size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, (int)oshape[0], (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3));
-    LADE_NOGIL_BEGIN
+/* The workspace of the fast path; naive: the reference loops. */
+static lade_status conv_run(lade_call *c, int backward) {
+    lade_conv2d_geom g = conv_geom(c);
+    int naive = (int)lade_int(c, "naive");
+    size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, DIM(c, 'n'), DIM(c, 'h'), DIM(c, 'w'));
     float *ws = ws_size ? lade_alloc(ws_size * sizeof(float)) : NULL;
+    lade_status st;
     if (ws_size && !ws) st = lade_fail(LADE_ENOMEM, "could not allocate a %zu-float workspace", ws_size);
-    else if (naive) st = lade_conv2d_forward_naive(maps4(out), maps4(x), f32(w), f32(b), &g);
-    else st = lade_conv2d_forward(maps4(out), maps4(x), f32(w), f32(b), &g, ws);
+    else if (!backward && naive) st = lade_conv2d_forward_naive(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g);
+    else if (!backward) st = lade_conv2d_forward(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g, ws);
+    else if (naive)
+        st = lade_conv2d_backward_naive(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
+                                        maps(c, "x"), F32(c, "weight"), &g);
+    else
+        st = lade_conv2d_backward(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"), maps(c, "x"),
+                                  F32(c, "weight"), &g, ws);
     lade_free(ws);
-    LADE_NOGIL_END
-    if (st) lade_py_raise(st, func);
-    else result = (PyObject *)out, out = NULL;
-done:
-    Py_XDECREF(out);
-    Py_DECREF(one);
-    Py_DECREF(zero);
-    return result;
+    return st;
 }
-
-static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.conv2d_backward";
-    static char *names[] = {"dout", "x", "weight", "stride", "padding", "dx", "dweight", "dbias", "naive", NULL};
-    PyObject *odout, *ox, *ow, *ostride = NULL, *opad = NULL, *odx = Py_None, *odw = Py_None, *odb = Py_None;
-    int naive = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOOOp", names, &odout, &ox, &ow, &ostride, &opad, &odx, &odw,
-                                     &odb, &naive))
-        return NULL;
-    PyObject *one = PyLong_FromLong(1), *zero = PyLong_FromLong(0), *result = NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *w = x ? in_f32(ow, func, "weight", 4, NULL) : NULL;
-    PyArrayObject *dout = NULL, *dx = NULL, *dw = NULL, *db = NULL;
-    lade_conv2d_geom g;
-    npy_intp oshape[4];
-    if (!w || conv_geom(func, x, w, ostride ? ostride : one, opad ? opad : zero, &g, oshape)) goto done;
-    if (!(dout = in_f32(odout, func, "dout", 4, oshape))) goto done;
-    npy_intp bshape[1] = {g.cout};
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, PyArray_DIMS(x), 1)) ||
-        !(dw = out_array(odw, func, "dweight", NPY_FLOAT32, 4, PyArray_DIMS(w), 1)) ||
-        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1)) ||
-        lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x}, {"weight", w}))
-        goto done;
-    lade_status st = LADE_OK;
-    size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, (int)oshape[0], (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3));
-    LADE_NOGIL_BEGIN
-    float *ws = ws_size ? lade_alloc(ws_size * sizeof(float)) : NULL;
-    if (ws_size && !ws) st = lade_fail(LADE_ENOMEM, "could not allocate a %zu-float workspace", ws_size);
-    else if (naive) st = lade_conv2d_backward_naive(maps4(dx), f32(dw), f32(db), maps4(dout), maps4(x), f32(w), &g);
-    else st = lade_conv2d_backward(maps4(dx), f32(dw), f32(db), maps4(dout), maps4(x), f32(w), &g, ws);
-    lade_free(ws);
-    LADE_NOGIL_END
-    if (st) lade_py_raise(st, func);
-    else result = Py_BuildValue("OOO", dx, dw, db);
-done:
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    Py_DECREF(one);
-    Py_DECREF(zero);
-    return result;
-}
+static lade_status conv_forward(lade_call *c) { return conv_run(c, 0); }
+static lade_status conv_backward(lade_call *c) { return conv_run(c, 1); }
 
 /* ---- batch norm ----------------------------------------------------------------------- */
-static PyObject *py_bn_forward_train(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.batchnorm2d_forward_train";
-    static char *names[] = {"x", "weight", "bias", "running_mean", "running_var", "momentum", "eps", "out", NULL};
-    PyObject *ox, *ow, *ob, *orm = Py_None, *orv = Py_None, *oout = Py_None, *result = NULL;
-    float momentum = 0.1f, eps = 1e-5f;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOffO", names, &ox, &ow, &ob, &orm, &orv, &momentum, &eps, &oout))
-        return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *w = NULL, *b = NULL, *rm = NULL, *rv = NULL;
-    PyArrayObject *out = NULL, *mean = NULL, *invstd = NULL;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp cshape[1] = {PyArray_DIM(x, 1)};
-    if (!(w = in_f32(ow, func, "weight", 1, cshape)) || !(b = in_f32(ob, func, "bias", 1, cshape)) ||
-        lade_py_optional_array(orm, func, "running_mean", NPY_FLOAT32, LADE_OUT, 1, cshape, &rm) ||
-        lade_py_optional_array(orv, func, "running_var", NPY_FLOAT32, LADE_OUT, 1, cshape, &rv))
-        return NULL;
-    if (!rm != !rv) {
-        PyErr_Format(PyExc_ValueError, "%s: give both running_mean and running_var, or neither", func);
-        return NULL;
+static const lade_arg bn_train_args[] = {
+    IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
+    INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"),
+    OUT_HIDDEN("save_mean", F32T, "c"), OUT_HIDDEN("save_invstd", F32T, "c"), END,
+};
+static int bn_train_infer(lade_call *c) {
+    if (lade_given(c, "running_mean") != lade_given(c, "running_var")) {
+        PyErr_Format(PyExc_ValueError, "%s: give both running_mean and running_var, or neither", c->func);
+        return -1;
     }
-    if (PyArray_SIZE(x) == 0) return lade_py_value_error(func, "x", "must not be empty");
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, PyArray_DIMS(x), 0)) ||
-        !(mean = (PyArrayObject *)PyArray_EMPTY(1, cshape, NPY_FLOAT32, 0)) ||
-        !(invstd = (PyArrayObject *)PyArray_EMPTY(1, cshape, NPY_FLOAT32, 0)) ||
-        lade_py_disjoint(func, 3, {"out", out}, {"running_mean", rm}, {"running_var", rv}, {"x", x}, {"weight", w},
-                         {"bias", b}))
-        goto done;
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_batchnorm2d_forward_train(maps4(out), f32(mean), f32(invstd), f32(rm), f32(rv), maps4(x), f32(w), f32(b),
-                                        momentum, eps);
-    LADE_NOGIL_END
-    if (st) lade_py_raise(st, func);
-    else result = Py_BuildValue("OOO", out, mean, invstd);
-done:
-    Py_XDECREF(out);
-    Py_XDECREF(mean);
-    Py_XDECREF(invstd);
-    return result;
+    if (PyArray_SIZE(lade_array(c, "x")) == 0) return lade_py_value_error(c->func, "x", "must not be empty"), -1;
+    return 0;
+}
+static lade_status bn_train(lade_call *c) {
+    return lade_batchnorm2d_forward_train(maps(c, "out"), F32(c, "save_mean"), F32(c, "save_invstd"),
+                                          F32(c, "running_mean"), F32(c, "running_var"), maps(c, "x"),
+                                          F32(c, "weight"), F32(c, "bias"), (float)lade_num(c, "momentum"),
+                                          (float)lade_num(c, "eps"));
 }
 
-static PyObject *py_bn_forward_eval(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.batchnorm2d_forward_eval";
-    static char *names[] = {"x", "weight", "bias", "running_mean", "running_var", "eps", "out", NULL};
-    PyObject *ox, *ow, *ob, *orm, *orv, *oout = Py_None;
-    float eps = 1e-5f;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|fO", names, &ox, &ow, &ob, &orm, &orv, &eps, &oout)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *w, *b, *rm, *rv, *out;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp cshape[1] = {PyArray_DIM(x, 1)};
-    if (!(w = in_f32(ow, func, "weight", 1, cshape)) || !(b = in_f32(ob, func, "bias", 1, cshape)) ||
-        !(rm = in_f32(orm, func, "running_mean", 1, cshape)) || !(rv = in_f32(orv, func, "running_var", 1, cshape)))
-        return NULL;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, PyArray_DIMS(x), 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b}, {"running_mean", rm},
-                         {"running_var", rv})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_batchnorm2d_forward_eval(maps4(out), maps4(x), f32(w), f32(b), f32(rm), f32(rv), eps);
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+static const lade_arg bn_eval_args[] = {
+    IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), IN("running_mean", F32T, "c"),
+    IN("running_var", F32T, "c"), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"), END,
+};
+static lade_status bn_eval(lade_call *c) {
+    return lade_batchnorm2d_forward_eval(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"),
+                                         F32(c, "running_mean"), F32(c, "running_var"), (float)lade_num(c, "eps"));
 }
 
-static PyObject *py_bn_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.batchnorm2d_backward";
-    static char *names[] = {"dout", "x", "weight", "save_mean", "save_invstd", "dx", "dweight", "dbias", NULL};
-    PyObject *odout, *ox, *ow, *om, *oi, *odx = Py_None, *odw = Py_None, *odb = Py_None, *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOO", names, &odout, &ox, &ow, &om, &oi, &odx, &odw, &odb))
-        return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *dout, *w, *m, *is, *dx = NULL, *dw = NULL, *db = NULL;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp cshape[1] = {PyArray_DIM(x, 1)};
-    if (!(dout = in_f32(odout, func, "dout", 4, PyArray_DIMS(x))) || !(w = in_f32(ow, func, "weight", 1, cshape)) ||
-        !(m = in_f32(om, func, "save_mean", 1, cshape)) || !(is = in_f32(oi, func, "save_invstd", 1, cshape)))
-        return NULL;
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, PyArray_DIMS(x), 1)) ||
-        !(dw = out_array(odw, func, "dweight", NPY_FLOAT32, 1, cshape, 1)) ||
-        !(db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, cshape, 1)) ||
-        lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x}, {"weight", w},
-                         {"save_mean", m}, {"save_invstd", is}))
-        goto done;
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_batchnorm2d_backward(maps4(dx), f32(dw), f32(db), maps4(dout), maps4(x), f32(w), f32(m), f32(is));
-    LADE_NOGIL_END
-    if (st) lade_py_raise(st, func);
-    else result = Py_BuildValue("OOO", dx, dw, db);
-done:
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return result;
+static const lade_arg bn_backward_args[] = {
+    IN_LATE("dout", F32T, "nchw"), IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("save_mean", F32T, "c"),
+    IN("save_invstd", F32T, "c"), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "c"), GRAD("dbias", F32T, "c"), END,
+};
+static lade_status bn_backward(lade_call *c) {
+    return lade_batchnorm2d_backward(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
+                                     maps(c, "x"), F32(c, "weight"), F32(c, "save_mean"), F32(c, "save_invstd"));
 }
 
 /* ---- element-wise --------------------------------------------------------------------- */
-static PyObject *py_relu_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.relu_forward";
-    static char *names[] = {"x", "out", NULL};
-    PyObject *ox, *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &ox, &oout)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", -1, NULL), *out;
-    if (!x) return NULL;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, PyArray_NDIM(x), PyArray_DIMS(x), 0))) return NULL;
-    if (lade_py_disjoint_or_same(func, 1, {"out", out}, {"x", x})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    size_t n = (size_t)PyArray_SIZE(x);
-    LADE_NOGIL_BEGIN
-    lade_relu_forward(f32(out), f32(x), n);
-    LADE_NOGIL_END
-    return (PyObject *)out;
+static size_t size_of(const lade_call *c, const char *name) { return (size_t)PyArray_SIZE(lade_array(c, name)); }
+
+static const lade_arg relu_forward_args[] = {IN("x", F32T, "..."), OUT_INPLACE("out", F32T, "..."), END};
+static lade_status relu_forward(lade_call *c) {
+    lade_relu_forward(F32(c, "out"), F32(c, "x"), size_of(c, "x"));
+    return LADE_OK;
 }
 
-static PyObject *py_relu_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.relu_backward";
-    static char *names[] = {"dout", "out", "dx", NULL};
-    PyObject *odout, *oout, *odx = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", names, &odout, &oout, &odx)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", -1, NULL), *out, *dx;
-    if (!dout || !(out = in_f32(oout, func, "out", PyArray_NDIM(dout), PyArray_DIMS(dout)))) return NULL;
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, PyArray_NDIM(dout), PyArray_DIMS(dout), 1))) return NULL;
-    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout}, {"out", out})) {
-        Py_DECREF(dx);
-        return NULL;
-    }
-    size_t n = (size_t)PyArray_SIZE(dout);
-    LADE_NOGIL_BEGIN
-    lade_relu_backward(f32(dx), f32(dout), f32(out), n);
-    LADE_NOGIL_END
-    return (PyObject *)dx;
+static const lade_arg relu_backward_args[] = {
+    IN("dout", F32T, "..."), IN("out", F32T, "..."), GRAD("dx", F32T, "..."), END,
+};
+static lade_status relu_backward(lade_call *c) {
+    lade_relu_backward(F32(c, "dx"), F32(c, "dout"), F32(c, "out"), size_of(c, "dout"));
+    return LADE_OK;
 }
 
-static PyObject *py_add_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.add_forward";
-    static char *names[] = {"a", "b", "out", NULL};
-    PyObject *oa, *ob, *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", names, &oa, &ob, &oout)) return NULL;
-    PyArrayObject *a = in_f32(oa, func, "a", -1, NULL), *b, *out;
-    if (!a || !(b = in_f32(ob, func, "b", PyArray_NDIM(a), PyArray_DIMS(a)))) return NULL;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, PyArray_NDIM(a), PyArray_DIMS(a), 0))) return NULL;
-    if (lade_py_disjoint_or_same(func, 1, {"out", out}, {"a", a}, {"b", b})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    size_t n = (size_t)PyArray_SIZE(a);
-    LADE_NOGIL_BEGIN
-    lade_add_forward(f32(out), f32(a), f32(b), n);
-    LADE_NOGIL_END
-    return (PyObject *)out;
+static const lade_arg add_forward_args[] = {
+    IN("a", F32T, "..."), IN("b", F32T, "..."), OUT_INPLACE("out", F32T, "..."), END,
+};
+static lade_status add_forward(lade_call *c) {
+    lade_add_forward(F32(c, "out"), F32(c, "a"), F32(c, "b"), size_of(c, "a"));
+    return LADE_OK;
 }
 
-static PyObject *py_add_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.add_backward";
-    static char *names[] = {"dout", "da", "db", NULL};
-    PyObject *odout, *oda = Py_None, *odb = Py_None, *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", names, &odout, &oda, &odb)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", -1, NULL), *da = NULL, *db = NULL;
-    if (!dout) return NULL;
-    int nd = PyArray_NDIM(dout);
-    if ((da = out_array(oda, func, "da", NPY_FLOAT32, nd, PyArray_DIMS(dout), 1)) &&
-        (db = out_array(odb, func, "db", NPY_FLOAT32, nd, PyArray_DIMS(dout), 1)) &&
-        !lade_py_disjoint(func, 2, {"da", da}, {"db", db}, {"dout", dout})) {
-        size_t n = (size_t)PyArray_SIZE(dout);
-        LADE_NOGIL_BEGIN
-        lade_add_backward(f32(da), f32(db), f32(dout), n);
-        LADE_NOGIL_END
-        result = Py_BuildValue("OO", da, db);
-    }
-    Py_XDECREF(da);
-    Py_XDECREF(db);
-    return result;
+static const lade_arg add_backward_args[] = {
+    IN("dout", F32T, "..."), GRAD("da", F32T, "..."), GRAD("db", F32T, "..."), END,
+};
+static lade_status add_backward(lade_call *c) {
+    lade_add_backward(F32(c, "da"), F32(c, "db"), F32(c, "dout"), size_of(c, "dout"));
+    return LADE_OK;
 }
 
 /* ---- concat, pooling, shortcut ---------------------------------------------------------- */
-static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.concat_forward";
-    static char *names[] = {"a", "b", "out", NULL};
-    PyObject *oa, *ob, *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", names, &oa, &ob, &oout)) return NULL;
-    PyArrayObject *a = in_f32(oa, func, "a", 4, NULL), *b, *out;
-    if (!a) return NULL;
-    npy_intp bshape[4] = {PyArray_DIM(a, 0), LADE_ANY, PyArray_DIM(a, 2), PyArray_DIM(a, 3)};
-    if (!(b = in_f32(ob, func, "b", 4, bshape))) return NULL;
-    npy_intp oshape[4] = {bshape[0], PyArray_DIM(a, 1) + PyArray_DIM(b, 1), bshape[2], bshape[3]};
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"a", a}, {"b", b})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_concat_forward(maps4(out), maps4(a), maps4(b));
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+static const lade_arg concat_forward_args[] = {
+    IN("a", F32T, "nahw"), IN("b", F32T, "nbhw"), OUT("out", F32T, "nchw"), END,
+};
+static int concat_forward_infer(lade_call *c) { return LADE_BIND(c, 'c', DIM(c, 'a') + DIM(c, 'b')), 0; }
+static lade_status concat_forward(lade_call *c) {
+    return lade_concat_forward(maps(c, "out"), maps(c, "a"), maps(c, "b"));
 }
 
-static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.concat_backward";
-    static char *names[] = {"dout", "split", "da", "db", NULL};
-    PyObject *odout, *oda = Py_None, *odb = Py_None, *result = NULL;
-    int split;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|OO", names, &odout, &split, &oda, &odb)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", 4, NULL), *da = NULL, *db = NULL;
-    if (!dout) return NULL;
-    if (split < 0 || split > PyArray_DIM(dout, 1))
-        return lade_py_value_error(func, "split", "must be in [0, %zd], got %d", (Py_ssize_t)PyArray_DIM(dout, 1), split);
-    npy_intp ashape[4] = {PyArray_DIM(dout, 0), split, PyArray_DIM(dout, 2), PyArray_DIM(dout, 3)};
-    npy_intp bshape[4] = {ashape[0], PyArray_DIM(dout, 1) - split, ashape[2], ashape[3]};
-    if ((da = out_array(oda, func, "da", NPY_FLOAT32, 4, ashape, 1)) &&
-        (db = out_array(odb, func, "db", NPY_FLOAT32, 4, bshape, 1)) &&
-        !lade_py_disjoint(func, 2, {"da", da}, {"db", db}, {"dout", dout})) {
-        lade_status st;
-        LADE_NOGIL_BEGIN
-        st = lade_concat_backward(maps4(da), maps4(db), maps4(dout));
-        LADE_NOGIL_END
-        if (st) lade_py_raise(st, func);
-        else result = Py_BuildValue("OO", da, db);
-    }
-    Py_XDECREF(da);
-    Py_XDECREF(db);
-    return result;
+static const lade_arg concat_backward_args[] = {
+    IN("dout", F32T, "nchw"), REQ("split", 'i'), GRAD("da", F32T, "nahw"), GRAD("db", F32T, "nbhw"), END,
+};
+static int concat_backward_infer(lade_call *c) {
+    long long split = lade_int(c, "split");
+    if (split < 0 || split > DIM(c, 'c'))
+        return lade_py_value_error(c->func, "split", "must be in [0, %d], got %lld", DIM(c, 'c'), split), -1;
+    LADE_BIND(c, 'a', split);
+    LADE_BIND(c, 'b', DIM(c, 'c') - split);
+    return 0;
+}
+static lade_status concat_backward(lade_call *c) {
+    return lade_concat_backward(maps(c, "da"), maps(c, "db"), maps(c, "dout"));
 }
 
-static PyObject *py_avgpool_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.global_avgpool_forward";
-    static char *names[] = {"x", "out", NULL};
-    PyObject *ox, *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &ox, &oout)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *out;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp oshape[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_avgpool_forward(f32(out), maps4(x));
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+static const lade_arg avgpool_forward_args[] = {IN("x", F32T, "nchw"), OUT("out", F32T, "nc"), END};
+static lade_status avgpool_forward(lade_call *c) { return lade_avgpool_forward(F32(c, "out"), maps(c, "x")); }
+
+/* height and width of the forward input, for the backwards that cannot infer them */
+static int bind_height_width(lade_call *c) {
+    long long h = lade_int(c, "height"), w = lade_int(c, "width");
+    if (h < 1 || w < 1)
+        return lade_py_value_error(c->func, "height/width", "must be >= 1, got %lld and %lld", h, w), -1;
+    LADE_BIND(c, 'h', h);
+    LADE_BIND(c, 'w', w);
+    return 0;
 }
 
-static PyObject *py_avgpool_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.global_avgpool_backward";
-    static char *names[] = {"dout", "height", "width", "dx", NULL};
-    PyObject *odout, *odx = Py_None;
-    int h, w;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oii|O", names, &odout, &h, &w, &odx)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", 2, NULL), *dx;
-    if (!dout) return NULL;
-    if (h < 1 || w < 1) return lade_py_value_error(func, "height/width", "must be >= 1, got %d and %d", h, w);
-    npy_intp xshape[4] = {PyArray_DIM(dout, 0), PyArray_DIM(dout, 1), h, w};
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
-    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout})) {
-        Py_DECREF(dx);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_avgpool_backward(maps4(dx), f32(dout));
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(dx);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)dx;
-}
+static const lade_arg avgpool_backward_args[] = {
+    IN("dout", F32T, "nc"), REQ("height", 'i'), REQ("width", 'i'), GRAD("dx", F32T, "nchw"), END,
+};
+static lade_status avgpool_backward(lade_call *c) { return lade_avgpool_backward(maps(c, "dx"), F32(c, "dout")); }
 
-static PyObject *py_maxpool_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.maxpool2d_forward";
-    static char *names[] = {"x", "kernel_size", "stride", "padding", "out", "argmax", NULL};
-    PyObject *ox, *ostride = Py_None, *oout = Py_None, *oarg = Py_None, *result = NULL;
-    lade_pool_geom g = {0, 0, 0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|OiOO", names, &ox, &g.k, &ostride, &g.pad, &oout, &oarg))
-        return NULL;
-    if (ostride == Py_None) g.stride = g.k;
-    else if ((g.stride = (int)PyLong_AsLong(ostride)) == -1 && PyErr_Occurred()) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *out = NULL, *am = NULL;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
+static const lade_arg maxpool_forward_args[] = {
+    IN("x", F32T, "nchw"), REQ("kernel_size", 'i'), OPT("stride", 'i', 0), OPT("padding", 'i', 0),
+    OUT("out", F32T, "ncpq"), OUT("argmax", NPY_INT32, "ncpq"), END,
+};
+static lade_pool_geom pool_geom(const lade_call *c) {
+    int k = (int)lade_int(c, "kernel_size");
+    return (lade_pool_geom){k, lade_given(c, "stride") ? (int)lade_int(c, "stride") : k, (int)lade_int(c, "padding")};
+}
+static int maxpool_forward_infer(lade_call *c) {
+    lade_pool_geom g = pool_geom(c);
     int oh, ow;
-    lade_status st = lade_pool_out_size(&g, (int)PyArray_DIM(x, 2), (int)PyArray_DIM(x, 3), &oh, &ow);
-    if (st) return lade_py_raise(st, func);
-    npy_intp oshape[4] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1), oh, ow};
-    if ((out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0)) &&
-        (am = out_array(oarg, func, "argmax", NPY_INT32, 4, oshape, 0)) &&
-        !lade_py_disjoint(func, 2, {"out", out}, {"argmax", am}, {"x", x})) {
-        LADE_NOGIL_BEGIN
-        st = lade_maxpool_forward(maps4(out), (int32_t *)PyArray_DATA(am), maps4(x), &g);
-        LADE_NOGIL_END
-        if (st) lade_py_raise(st, func);
-        else result = Py_BuildValue("OO", out, am);
-    }
-    Py_XDECREF(out);
-    Py_XDECREF(am);
-    return result;
+    lade_status st = lade_pool_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
+    if (st) return lade_py_raise(st, c->func), -1;
+    LADE_BIND(c, 'p', oh);
+    LADE_BIND(c, 'q', ow);
+    return 0;
+}
+static lade_status maxpool_forward(lade_call *c) {
+    lade_pool_geom g = pool_geom(c);
+    return lade_maxpool_forward(maps(c, "out"), (int32_t *)lade_data(c, "argmax"), maps(c, "x"), &g);
 }
 
-static PyObject *py_maxpool_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.maxpool2d_backward";
-    static char *names[] = {"dout", "argmax", "height", "width", "dx", NULL};
-    PyObject *odout, *oarg, *odx = Py_None;
-    int h, w;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOii|O", names, &odout, &oarg, &h, &w, &odx)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", 4, NULL), *am, *dx;
-    if (!dout || !(am = lade_py_array(oarg, func, "argmax", NPY_INT32, LADE_IN, 4, PyArray_DIMS(dout)))) return NULL;
-    if (h < 1 || w < 1) return lade_py_value_error(func, "height/width", "must be >= 1, got %d and %d", h, w);
-    npy_intp xshape[4] = {PyArray_DIM(dout, 0), PyArray_DIM(dout, 1), h, w};
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
-    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout}, {"argmax", am})) {
-        Py_DECREF(dx);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_maxpool_backward(maps4(dx), maps4(dout), (const int32_t *)PyArray_DATA(am));
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(dx);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)dx;
+static const lade_arg maxpool_backward_args[] = {
+    IN("dout", F32T, "ncpq"), IN("argmax", NPY_INT32, "ncpq"), REQ("height", 'i'), REQ("width", 'i'),
+    GRAD("dx", F32T, "nchw"), END,
+};
+static lade_status maxpool_backward(lade_call *c) {
+    return lade_maxpool_backward(maps(c, "dx"), maps(c, "dout"), (const int32_t *)lade_data(c, "argmax"));
 }
 
-static PyObject *py_shortcut_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.shortcut_a_forward";
-    static char *names[] = {"x", "out_channels", "stride", "out", NULL};
-    PyObject *ox, *oout = Py_None;
-    int cout, stride = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|iO", names, &ox, &cout, &stride, &oout)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 4, NULL), *out;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    if (stride != 1 && stride != 2) return lade_py_value_error(func, "stride", "must be 1 or 2, got %d", stride);
-    if (cout < PyArray_DIM(x, 1) || (cout - PyArray_DIM(x, 1)) % 2)
-        return lade_py_value_error(func, "out_channels", "must be >= the %zd input channels with an even difference, got %d",
-                                   (Py_ssize_t)PyArray_DIM(x, 1), cout);
-    npy_intp oshape[4] = {PyArray_DIM(x, 0), cout, (PyArray_DIM(x, 2) + stride - 1) / stride,
-                          (PyArray_DIM(x, 3) + stride - 1) / stride};
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 4, oshape, 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_shortcut_a_forward(maps4(out), maps4(x), stride);
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+static int check_stride(lade_call *c) {
+    long long stride = lade_int(c, "stride");
+    if (stride != 1 && stride != 2) return lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", stride), -1;
+    return 0;
 }
 
-static PyObject *py_shortcut_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.shortcut_a_backward";
-    static char *names[] = {"dout", "in_channels", "height", "width", "stride", "dx", NULL};
-    PyObject *odout, *odx = Py_None;
-    int cin, h, w, stride = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii|iO", names, &odout, &cin, &h, &w, &stride, &odx)) return NULL;
-    PyArrayObject *dout = in_f32(odout, func, "dout", 4, NULL), *dx;
-    if (!dout) return NULL;
-    if (cin < 1 || h < 1 || w < 1)
-        return lade_py_value_error(func, "in_channels/height/width", "must be >= 1, got %d, %d, %d", cin, h, w);
-    if (stride != 1 && stride != 2) return lade_py_value_error(func, "stride", "must be 1 or 2, got %d", stride);
-    npy_intp oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
-    if (PyArray_DIM(dout, 2) != oh || PyArray_DIM(dout, 3) != ow || PyArray_DIM(dout, 1) < cin ||
-        (PyArray_DIM(dout, 1) - cin) % 2)
-        return lade_py_value_error(func, "dout", "must have shape (n, C, %zd, %zd) with C >= %d and C - %d even, got "
-                                   "(%zd, %zd, %zd, %zd)", (Py_ssize_t)oh, (Py_ssize_t)ow, cin, cin,
-                                   (Py_ssize_t)PyArray_DIM(dout, 0), (Py_ssize_t)PyArray_DIM(dout, 1),
-                                   (Py_ssize_t)PyArray_DIM(dout, 2), (Py_ssize_t)PyArray_DIM(dout, 3));
-    npy_intp xshape[4] = {PyArray_DIM(dout, 0), cin, h, w};
-    if (!(dx = out_array(odx, func, "dx", NPY_FLOAT32, 4, xshape, 1))) return NULL;
-    if (lade_py_disjoint(func, 1, {"dx", dx}, {"dout", dout})) {
-        Py_DECREF(dx);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_shortcut_a_backward(maps4(dx), maps4(dout), stride);
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(dx);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)dx;
+static const lade_arg shortcut_forward_args[] = {
+    IN("x", F32T, "nchw"), REQ("out_channels", 'i'), OPT("stride", 'i', 2), OUT("out", F32T, "nopq"), END,
+};
+static int shortcut_forward_infer(lade_call *c) {
+    long long cout = lade_int(c, "out_channels"), s = lade_int(c, "stride");
+    if (check_stride(c)) return -1;
+    if (cout < DIM(c, 'c') || (cout - DIM(c, 'c')) % 2)
+        return lade_py_value_error(c->func, "out_channels",
+                                   "must be >= the %d input channels with an even difference, got %lld", DIM(c, 'c'),
+                                   cout), -1;
+    LADE_BIND(c, 'o', cout);
+    LADE_BIND(c, 'p', (DIM(c, 'h') + s - 1) / s);
+    LADE_BIND(c, 'q', (DIM(c, 'w') + s - 1) / s);
+    return 0;
+}
+static lade_status shortcut_forward(lade_call *c) {
+    return lade_shortcut_a_forward(maps(c, "out"), maps(c, "x"), (int)lade_int(c, "stride"));
+}
+
+static const lade_arg shortcut_backward_args[] = {
+    IN("dout", F32T, "nopq"), REQ("in_channels", 'i'), REQ("height", 'i'), REQ("width", 'i'), OPT("stride", 'i', 2),
+    GRAD("dx", F32T, "nchw"), END,
+};
+static int shortcut_backward_infer(lade_call *c) {
+    long long cin = lade_int(c, "in_channels"), s = lade_int(c, "stride");
+    if (cin < 1) return lade_py_value_error(c->func, "in_channels", "must be >= 1, got %lld", cin), -1;
+    if (bind_height_width(c) || check_stride(c)) return -1;
+    int oh = (int)((DIM(c, 'h') + s - 1) / s), ow = (int)((DIM(c, 'w') + s - 1) / s);
+    if (DIM(c, 'p') != oh || DIM(c, 'q') != ow || DIM(c, 'o') < cin || (DIM(c, 'o') - cin) % 2)
+        return lade_py_value_error(c->func, "dout", "must have shape (n, C, %d, %d) with C >= %lld and C - %lld even, "
+                                   "got (%d, %d, %d, %d)", oh, ow, cin, cin, DIM(c, 'n'), DIM(c, 'o'), DIM(c, 'p'),
+                                   DIM(c, 'q')), -1;
+    LADE_BIND(c, 'c', cin);
+    return 0;
+}
+static lade_status shortcut_backward(lade_call *c) {
+    return lade_shortcut_a_backward(maps(c, "dx"), maps(c, "dout"), (int)lade_int(c, "stride"));
 }
 
 /* ---- linear ------------------------------------------------------------------------------ */
-static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.linear_forward";
-    static char *names[] = {"x", "weight", "bias", "out", NULL};
-    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO", names, &ox, &ow, &ob, &oout)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 2, NULL), *w, *b = NULL, *out;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp wshape[2] = {LADE_ANY, PyArray_DIM(x, 1)};
-    if (!(w = in_f32(ow, func, "weight", 2, wshape)) || check_int_dims(w, func, "weight")) return NULL;
-    npy_intp bshape[1] = {PyArray_DIM(w, 0)}, oshape[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
-    if (lade_py_optional_array(ob, func, "bias", NPY_FLOAT32, LADE_IN, 1, bshape, &b)) return NULL;
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"x", x}, {"weight", w}, {"bias", b})) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_linear_forward(f32(out), f32(x), f32(w), f32(b), (int)oshape[0], (int)wshape[1], (int)oshape[1]);
-    LADE_NOGIL_END
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+static const lade_arg linear_forward_args[] = {
+    IN("x", F32T, "nk"), IN("weight", F32T, "ok"), IN_OPT("bias", F32T, "o"), OUT("out", F32T, "no"), END,
+};
+static lade_status linear_forward(lade_call *c) {
+    return lade_linear_forward(F32(c, "out"), F32(c, "x"), F32(c, "weight"), F32(c, "bias"), DIM(c, 'n'), DIM(c, 'k'),
+                               DIM(c, 'o'));
 }
 
-static PyObject *py_linear_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.linear_backward";
-    static char *names[] = {"dout", "x", "weight", "dx", "dweight", "dbias", NULL};
-    PyObject *odout, *ox, *ow, *odx = Py_None, *odw = Py_None, *odb = Py_None, *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOO", names, &odout, &ox, &ow, &odx, &odw, &odb)) return NULL;
-    PyArrayObject *x = in_f32(ox, func, "x", 2, NULL), *w, *dout, *dx = NULL, *dw = NULL, *db = NULL;
-    if (!x || check_int_dims(x, func, "x")) return NULL;
-    npy_intp wshape[2] = {LADE_ANY, PyArray_DIM(x, 1)};
-    if (!(w = in_f32(ow, func, "weight", 2, wshape)) || check_int_dims(w, func, "weight")) return NULL;
-    npy_intp oshape[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)}, bshape[1] = {PyArray_DIM(w, 0)};
-    if (!(dout = in_f32(odout, func, "dout", 2, oshape))) return NULL;
-    if ((dx = out_array(odx, func, "dx", NPY_FLOAT32, 2, PyArray_DIMS(x), 1)) &&
-        (dw = out_array(odw, func, "dweight", NPY_FLOAT32, 2, PyArray_DIMS(w), 1)) &&
-        (db = out_array(odb, func, "dbias", NPY_FLOAT32, 1, bshape, 1)) &&
-        !lade_py_disjoint(func, 3, {"dx", dx}, {"dweight", dw}, {"dbias", db}, {"dout", dout}, {"x", x},
-                          {"weight", w})) {
-        lade_status st;
-        LADE_NOGIL_BEGIN
-        st = lade_linear_backward(f32(dx), f32(dw), f32(db), f32(dout), f32(x), f32(w), (int)oshape[0],
-                                  (int)PyArray_DIM(x, 1), (int)oshape[1]);
-        LADE_NOGIL_END
-        if (st) lade_py_raise(st, func);
-        else result = Py_BuildValue("OOO", dx, dw, db);
-    }
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return result;
+static const lade_arg linear_backward_args[] = {
+    IN_LATE("dout", F32T, "no"), IN("x", F32T, "nk"), IN("weight", F32T, "ok"), GRAD("dx", F32T, "nk"),
+    GRAD("dweight", F32T, "ok"), GRAD("dbias", F32T, "o"), END,
+};
+static lade_status linear_backward(lade_call *c) {
+    return lade_linear_backward(F32(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), F32(c, "dout"), F32(c, "x"),
+                                F32(c, "weight"), DIM(c, 'n'), DIM(c, 'k'), DIM(c, 'o'));
 }
 
 /* ---- SGD and schedules ----------------------------------------------------------------------- */
-static PyObject *py_sgd_step(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.SGD.step";
-    static char *names[] = {"params", "grads", "velocity", "lr", "momentum", "dampening", "weight_decay", "nesterov",
-                            "first_step", "decay_mask", NULL};
-    PyObject *op, *og, *ov, *om = Py_None;
-    float lr, momentum, dampening, wd;
-    int nesterov, first;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOffffpp|O", names, &op, &og, &ov, &lr, &momentum, &dampening, &wd,
-                                     &nesterov, &first, &om))
-        return NULL;
-    PyArrayObject *p = lade_py_array(op, func, "params", NPY_FLOAT32, LADE_OUT, 1, NULL), *g, *v, *m = NULL;
-    if (!p) return NULL;
-    if (!(g = in_f32(og, func, "grads", 1, PyArray_DIMS(p))) ||
-        !(v = lade_py_array(ov, func, "velocity", NPY_FLOAT32, LADE_OUT, 1, PyArray_DIMS(p))) ||
-        lade_py_optional_array(om, func, "decay_mask", NPY_FLOAT32, LADE_IN, 1, PyArray_DIMS(p), &m) ||
-        lade_py_disjoint(func, 2, {"params", p}, {"velocity", v}, {"grads", g}, {"decay_mask", m}))
-        return NULL;
-    lade_sgd_config cfg = {momentum, dampening, wd, nesterov};
-    size_t n = (size_t)PyArray_SIZE(p);
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_sgd_step(f32(p), f32(g), f32(v), f32(m), n, &cfg, lr, first);
-    LADE_NOGIL_END
-    if (st) return lade_py_raise(st, func);
-    Py_RETURN_NONE;
+static const lade_arg sgd_args[] = {
+    INOUT("params", F32T, "n"), IN("grads", F32T, "n"), INOUT("velocity", F32T, "n"), REQ("lr", 'f'),
+    REQ("momentum", 'f'), REQ("dampening", 'f'), REQ("weight_decay", 'f'), REQ("nesterov", 'p'),
+    REQ("first_step", 'p'), IN_OPT("decay_mask", F32T, "n"), END,
+};
+static lade_status sgd_step(lade_call *c) {
+    lade_sgd_config cfg = {(float)lade_num(c, "momentum"), (float)lade_num(c, "dampening"),
+                           (float)lade_num(c, "weight_decay"), (int)lade_int(c, "nesterov")};
+    return lade_sgd_step(F32(c, "params"), F32(c, "grads"), F32(c, "velocity"), F32(c, "decay_mask"),
+                         (size_t)DIM(c, 'n'), &cfg, (float)lade_num(c, "lr"), (int)lade_int(c, "first_step"));
 }
 
-static PyObject *py_lr_warmup_multistep(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.warmup_multistep_lr";
-    static char *names[] = {"base_lr", "epoch", "warmup_epochs", "warmup_start", "milestones", "factor", NULL};
-    double base, start = 1.0 / 3.0, factor = 0.01;
-    int epoch, warmup = 5;
-    PyObject *omil = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "di|idOd", names, &base, &epoch, &warmup, &start, &omil, &factor))
-        return NULL;
-    int milestones[64], count = 0;
-    if (omil) {
-        PyObject *seq = PySequence_Fast(omil, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence of ints");
-        if (!seq) return NULL;
-        Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-        if (len > 64) {
-            Py_DECREF(seq);
-            return lade_py_value_error(func, "milestones", "must have at most 64 entries, got %zd", len);
-        }
-        for (Py_ssize_t i = 0; i < len; i++) {
-            long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-            if (v == -1 && PyErr_Occurred()) {
-                Py_DECREF(seq);
-                return NULL;
-            }
-            milestones[count++] = (int)v;
-        }
-        Py_DECREF(seq);
-    } else {
-        milestones[0] = 120, milestones[1] = 160, count = 2;
+static const lade_arg warmup_multistep_args[] = {
+    REQ("base_lr", 'f'), REQ("epoch", 'i'), OPT("warmup_epochs", 'i', 5), OPT("warmup_start", 'f', 1.0 / 3.0),
+    OBJ("milestones", NULL), OPT("factor", 'f', 0.01), END,
+};
+/* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
+static int warmup_multistep_infer(lade_call *c) {
+    PyObject *given = lade_obj(c, "milestones");
+    if (lade_int(c, "warmup_epochs") < 0)
+        return lade_py_value_error(c->func, "warmup_epochs", "must be >= 0, got %lld", lade_int(c, "warmup_epochs")), -1;
+    if (!given) {
+        c->list[0] = 120, c->list[1] = 160, c->list_len = 2;
+        return 0;
     }
-    if (warmup < 0) return lade_py_value_error(func, "warmup_epochs", "must be >= 0, got %d", warmup);
-    return PyFloat_FromDouble(lade_lr_warmup_multistep(base, epoch, warmup, start, milestones, count, factor));
+    PyObject *seq = PySequence_Fast(given, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence of ints");
+    if (!seq) return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    int ok = len <= 64;
+    if (!ok) lade_py_value_error(c->func, "milestones", "must have at most 64 entries, got %zd", len);
+    for (Py_ssize_t i = 0; ok && i < len; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        ok = !(v == -1 && PyErr_Occurred());
+        c->list[i] = (int)v;
+    }
+    Py_DECREF(seq);
+    c->list_len = (int)len;
+    return ok ? 0 : -1;
+}
+static lade_status warmup_multistep(lade_call *c) {
+    c->ret[0] = lade_lr_warmup_multistep(lade_num(c, "base_lr"), (int)lade_int(c, "epoch"),
+                                         (int)lade_int(c, "warmup_epochs"), lade_num(c, "warmup_start"),
+                                         c->list, c->list_len, lade_num(c, "factor"));
+    return LADE_OK;
 }
 
-static PyObject *py_lr_cosine(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"base_lr", "epoch", "total_epochs", "eta_min", NULL};
-    double base, eta_min = 0.0;
-    int epoch, total;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "dii|d", names, &base, &epoch, &total, &eta_min)) return NULL;
-    if (total < 1) return lade_py_value_error("lade.cosine_lr", "total_epochs", "must be >= 1, got %d", total);
-    return PyFloat_FromDouble(lade_lr_cosine(base, epoch, total, eta_min));
+static const lade_arg cosine_args[] = {
+    REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0), END,
+};
+static int cosine_infer(lade_call *c) {
+    if (lade_int(c, "total_epochs") < 1)
+        return lade_py_value_error(c->func, "total_epochs", "must be >= 1, got %lld", lade_int(c, "total_epochs")), -1;
+    return 0;
+}
+static lade_status cosine(lade_call *c) {
+    c->ret[0] = lade_lr_cosine(lade_num(c, "base_lr"), (int)lade_int(c, "epoch"), (int)lade_int(c, "total_epochs"),
+                               lade_num(c, "eta_min"));
+    return LADE_OK;
 }
 
 /* ---- the ResNet-32 object ------------------------------------------------------------------ */
@@ -812,32 +465,26 @@ static PyObject *resnet_init_weights(ResNetObject *self, PyObject *arg) {
 }
 
 static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.ResNet32.forward";
-    static char *names[] = {"images", "train", "defer_running_stats", "out", NULL};
-    PyObject *oimg, *oout = Py_None;
-    int train = 1, defer = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|ppO", names, &oimg, &train, &defer, &oout)) return NULL;
-    if (!self->net) return PyErr_Format(PyExc_RuntimeError, "%s: the model is not initialised", func);
-    npy_intp ishape[4] = {LADE_ANY, 3, LADE_ANY, LADE_ANY};
-    PyArrayObject *img = in_f32(oimg, func, "images", 4, ishape), *out;
-    if (!img || check_int_dims(img, func, "images")) return NULL;
-    npy_intp oshape[2] = {PyArray_DIM(img, 0), lade_resnet_num_classes(self->net)};
-    if (!(out = out_array(oout, func, "out", NPY_FLOAT32, 2, oshape, 0))) return NULL;
-    if (lade_py_disjoint(func, 1, {"out", out}, {"images", img}) || resnet_enter(self, func)) {
-        Py_DECREF(out);
-        return NULL;
+    static const lade_arg spec[] = {
+        IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0), OUT("out", F32T, "nk"),
+        END,
+    };
+    lade_call c;
+    PyObject *result = NULL;
+    if (lade_parse(&c, "lade.ResNet32.forward", spec, args, kw) || resnet_enter(self, c.func))
+        return lade_call_end(&c, NULL);
+    LADE_BIND(&c, 'k', lade_resnet_num_classes(self->net));
+    if (!lade_outputs(&c)) {
+        lade_status st;
+        LADE_NOGIL_BEGIN
+        st = lade_resnet_forward(self->net, F32(&c, "images"), DIM(&c, 'n'), DIM(&c, 'h'), DIM(&c, 'w'),
+                                 lade_int(&c, "train") ? LADE_TRAIN : LADE_EVAL, (int)lade_int(&c, "defer_running_stats"),
+                                 F32(&c, "out"));
+        LADE_NOGIL_END
+        result = st ? lade_py_raise(st, c.func) : Py_NewRef(lade_array(&c, "out"));
     }
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_resnet_forward(self->net, f32(img), (int)PyArray_DIM(img, 0), (int)PyArray_DIM(img, 2),
-                             (int)PyArray_DIM(img, 3), train ? LADE_TRAIN : LADE_EVAL, defer, f32(out));
-    LADE_NOGIL_END
     self->busy = 0;
-    if (st) {
-        Py_DECREF(out);
-        return lade_py_raise(st, func);
-    }
-    return (PyObject *)out;
+    return lade_call_end(&c, result);
 }
 
 static PyObject *resnet_commit(ResNetObject *self, PyObject *unused) {
@@ -849,20 +496,22 @@ static PyObject *resnet_commit(ResNetObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *resnet_backward(ResNetObject *self, PyObject *arg) {
-    static const char *func = "lade.ResNet32.backward";
-    if (!self->net) return PyErr_Format(PyExc_RuntimeError, "%s: the model is not initialised", func);
-    npy_intp shape[2] = {LADE_ANY, lade_resnet_num_classes(self->net)};
-    PyArrayObject *d = in_f32(arg, func, "dlogits", 2, shape);
-    if (!d) return NULL;
-    if (resnet_enter(self, func)) return NULL;
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_resnet_backward(self->net, f32(d), (int)PyArray_DIM(d, 0));
-    LADE_NOGIL_END
+static PyObject *resnet_backward(ResNetObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {IN_LATE("dlogits", F32T, "nk"), END};
+    lade_call c;
+    PyObject *result = NULL;
+    if (lade_parse(&c, "lade.ResNet32.backward", spec, args, kw) || resnet_enter(self, c.func))
+        return lade_call_end(&c, NULL);
+    LADE_BIND(&c, 'k', lade_resnet_num_classes(self->net));
+    if (!lade_outputs(&c)) {
+        lade_status st;
+        LADE_NOGIL_BEGIN
+        st = lade_resnet_backward(self->net, F32(&c, "dlogits"), DIM(&c, 'n'));
+        LADE_NOGIL_END
+        result = st ? lade_py_raise(st, c.func) : Py_NewRef(Py_None);
+    }
     self->busy = 0;
-    if (st) return lade_py_raise(st, func);
-    Py_RETURN_NONE;
+    return lade_call_end(&c, result);
 }
 
 static PyObject *resnet_zero_grad(ResNetObject *self, PyObject *unused) {
@@ -873,19 +522,21 @@ static PyObject *resnet_zero_grad(ResNetObject *self, PyObject *unused) {
 }
 
 static PyObject *resnet_features(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static const char *func = "lade.ResNet32.features";
-    static char *names[] = {"out", NULL};
-    PyObject *oout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &oout)) return NULL;
-    if (resnet_enter(self, func)) return NULL;
+    static const lade_arg spec[] = {OUT("out", F32T, "nf"), END};
+    lade_call c;
+    PyObject *result = NULL;
+    if (lade_parse(&c, "lade.ResNet32.features", spec, args, kw) || resnet_enter(self, c.func))
+        return lade_call_end(&c, NULL);
     self->busy = 0;
     int n = lade_resnet_last_batch(self->net);
-    if (n < 1) return PyErr_Format(PyExc_RuntimeError, "%s: no forward pass has run yet", func);
-    npy_intp shape[2] = {n, lade_resnet_feature_dim(self->net)};
-    PyArrayObject *out = out_array(oout, func, "out", NPY_FLOAT32, 2, shape, 0);
-    if (!out) return NULL;
-    memcpy(PyArray_DATA(out), lade_resnet_features(self->net), sizeof(float) * shape[0] * shape[1]);
-    return (PyObject *)out;
+    LADE_BIND(&c, 'n', n);
+    LADE_BIND(&c, 'f', lade_resnet_feature_dim(self->net));
+    if (n < 1) PyErr_Format(PyExc_RuntimeError, "%s: no forward pass has run yet", c.func);
+    else if (!lade_outputs(&c)) {
+        memcpy(F32(&c, "out"), lade_resnet_features(self->net), sizeof(float) * n * DIM(&c, 'f'));
+        result = Py_NewRef(lade_array(&c, "out"));
+    }
+    return lade_call_end(&c, result);
 }
 
 static PyObject *resnet_profile(ResNetObject *self, PyObject *unused) {
@@ -919,7 +570,8 @@ static PyMethodDef resnet_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))resnet_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(images, train=True, defer_running_stats=False, out=None) -> logits"},
     {"commit_running_stats", (PyCFunction)resnet_commit, METH_NOARGS, "apply a deferred running-statistics update"},
-    {"backward", (PyCFunction)resnet_backward, METH_O, "backward(dlogits): grads += dloss/dparams"},
+    {"backward", (PyCFunction)(void (*)(void))resnet_backward, METH_VARARGS | METH_KEYWORDS,
+     "backward(dlogits): grads += dloss/dparams"},
     {"zero_grad", (PyCFunction)resnet_zero_grad, METH_NOARGS, "set all gradients to zero"},
     {"features", (PyCFunction)(void (*)(void))resnet_features, METH_VARARGS | METH_KEYWORDS,
      "features(out=None) -> copy of the pooled features of the last forward"},
@@ -947,50 +599,56 @@ static PyTypeObject ResNetType = {
     .tp_new = PyType_GenericNew,
 };
 
-#define KW(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS, doc}
-static PyMethodDef methods[] = {
-    KW("conv2d_forward", py_conv2d_forward,
-       "conv2d_forward(x, weight, bias=None, stride=1, padding=0, out=None, naive=False) -> out"),
-    KW("conv2d_backward", py_conv2d_backward,
-       "conv2d_backward(dout, x, weight, stride=1, padding=0, dx=None, dweight=None, dbias=None, naive=False)"
-       " -> (dx, dweight, dbias), accumulated"),
-    KW("batchnorm2d_forward_train", py_bn_forward_train,
-       "batchnorm2d_forward_train(x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,"
-       " out=None) -> (out, save_mean, save_invstd)"),
-    KW("batchnorm2d_forward_eval", py_bn_forward_eval,
-       "batchnorm2d_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5, out=None) -> out"),
-    KW("batchnorm2d_backward", py_bn_backward,
-       "batchnorm2d_backward(dout, x, weight, save_mean, save_invstd, dx=None, dweight=None, dbias=None)"
-       " -> (dx, dweight, dbias), accumulated"),
-    KW("relu_forward", py_relu_forward, "relu_forward(x, out=None) -> out (out may be x)"),
-    KW("relu_backward", py_relu_backward, "relu_backward(dout, out, dx=None) -> dx, accumulated; out is the forward output"),
-    KW("add_forward", py_add_forward, "add_forward(a, b, out=None) -> out"),
-    KW("add_backward", py_add_backward, "add_backward(dout, da=None, db=None) -> (da, db), accumulated"),
-    KW("concat_forward", py_concat_forward, "concat_forward(a, b, out=None) -> out, channel concat"),
-    KW("concat_backward", py_concat_backward, "concat_backward(dout, split, da=None, db=None) -> (da, db), accumulated"),
-    KW("global_avgpool_forward", py_avgpool_forward, "global_avgpool_forward(x, out=None) -> (n, c)"),
-    KW("global_avgpool_backward", py_avgpool_backward,
-       "global_avgpool_backward(dout, height, width, dx=None) -> dx, accumulated"),
-    KW("maxpool2d_forward", py_maxpool_forward,
-       "maxpool2d_forward(x, kernel_size, stride=None, padding=0, out=None, argmax=None) -> (out, argmax)"),
-    KW("maxpool2d_backward", py_maxpool_backward,
-       "maxpool2d_backward(dout, argmax, height, width, dx=None) -> dx, accumulated"),
-    KW("shortcut_a_forward", py_shortcut_forward, "shortcut_a_forward(x, out_channels, stride=2, out=None) -> out"),
-    KW("shortcut_a_backward", py_shortcut_backward,
-       "shortcut_a_backward(dout, in_channels, height, width, stride=2, dx=None) -> dx, accumulated"),
-    KW("linear_forward", py_linear_forward, "linear_forward(x, weight, bias=None, out=None) -> out"),
-    KW("linear_backward", py_linear_backward,
-       "linear_backward(dout, x, weight, dx=None, dweight=None, dbias=None) -> (dx, dweight, dbias), accumulated"),
-    KW("sgd_step", py_sgd_step, "sgd_step(params, grads, velocity, lr, momentum, dampening, weight_decay, nesterov,"
-                                " first_step, decay_mask=None)"),
-    KW("warmup_multistep_lr", py_lr_warmup_multistep,
-       "warmup_multistep_lr(base_lr, epoch, warmup_epochs=5, warmup_start=1/3, milestones=(120, 160), factor=0.01)"),
-    KW("cosine_lr", py_lr_cosine, "cosine_lr(base_lr, epoch, total_epochs, eta_min=0.0)"),
-    {NULL, NULL, 0, NULL},
+#define BIND(name, args, infer, run, doc) {#name, "lade." #name, args, infer, run, NULL, doc}
+static const lade_binding bindings[] = {
+    BIND(conv2d_forward, conv_forward_args, conv_infer, conv_forward,
+         "conv2d_forward(x, weight, bias=None, stride=1, padding=0, out=None, naive=False) -> out"),
+    BIND(conv2d_backward, conv_backward_args, conv_infer, conv_backward,
+         "conv2d_backward(dout, x, weight, stride=1, padding=0, dx=None, dweight=None, dbias=None, naive=False)"
+         " -> (dx, dweight, dbias), accumulated"),
+    BIND(batchnorm2d_forward_train, bn_train_args, bn_train_infer, bn_train,
+         "batchnorm2d_forward_train(x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,"
+         " out=None) -> (out, save_mean, save_invstd)"),
+    BIND(batchnorm2d_forward_eval, bn_eval_args, NULL, bn_eval,
+         "batchnorm2d_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5, out=None) -> out"),
+    BIND(batchnorm2d_backward, bn_backward_args, NULL, bn_backward,
+         "batchnorm2d_backward(dout, x, weight, save_mean, save_invstd, dx=None, dweight=None, dbias=None)"
+         " -> (dx, dweight, dbias), accumulated"),
+    BIND(relu_forward, relu_forward_args, NULL, relu_forward, "relu_forward(x, out=None) -> out (out may be x)"),
+    BIND(relu_backward, relu_backward_args, NULL, relu_backward,
+         "relu_backward(dout, out, dx=None) -> dx, accumulated; out is the forward output"),
+    BIND(add_forward, add_forward_args, NULL, add_forward, "add_forward(a, b, out=None) -> out (out may be a or b)"),
+    BIND(add_backward, add_backward_args, NULL, add_backward, "add_backward(dout, da=None, db=None) -> (da, db), accumulated"),
+    BIND(concat_forward, concat_forward_args, concat_forward_infer, concat_forward,
+         "concat_forward(a, b, out=None) -> out, channel concat"),
+    BIND(concat_backward, concat_backward_args, concat_backward_infer, concat_backward,
+         "concat_backward(dout, split, da=None, db=None) -> (da, db), accumulated"),
+    BIND(global_avgpool_forward, avgpool_forward_args, NULL, avgpool_forward, "global_avgpool_forward(x, out=None) -> (n, c)"),
+    BIND(global_avgpool_backward, avgpool_backward_args, bind_height_width, avgpool_backward,
+         "global_avgpool_backward(dout, height, width, dx=None) -> dx, accumulated"),
+    BIND(maxpool2d_forward, maxpool_forward_args, maxpool_forward_infer, maxpool_forward,
+         "maxpool2d_forward(x, kernel_size, stride=None, padding=0, out=None, argmax=None) -> (out, argmax)"),
+    BIND(maxpool2d_backward, maxpool_backward_args, bind_height_width, maxpool_backward,
+         "maxpool2d_backward(dout, argmax, height, width, dx=None) -> dx, accumulated"),
+    BIND(shortcut_a_forward, shortcut_forward_args, shortcut_forward_infer, shortcut_forward,
+         "shortcut_a_forward(x, out_channels, stride=2, out=None) -> out"),
+    BIND(shortcut_a_backward, shortcut_backward_args, shortcut_backward_infer, shortcut_backward,
+         "shortcut_a_backward(dout, in_channels, height, width, stride=2, dx=None) -> dx, accumulated"),
+    BIND(linear_forward, linear_forward_args, NULL, linear_forward, "linear_forward(x, weight, bias=None, out=None) -> out"),
+    BIND(linear_backward, linear_backward_args, NULL, linear_backward,
+         "linear_backward(dout, x, weight, dx=None, dweight=None, dbias=None) -> (dx, dweight, dbias), accumulated"),
+    {"sgd_step", "lade.SGD.step", sgd_args, NULL, sgd_step, "",
+     "sgd_step(params, grads, velocity, lr, momentum, dampening, weight_decay, nesterov, first_step, decay_mask=None)"},
+    {"warmup_multistep_lr", "lade.warmup_multistep_lr", warmup_multistep_args, warmup_multistep_infer,
+     warmup_multistep, "d",
+     "warmup_multistep_lr(base_lr, epoch, warmup_epochs=5, warmup_start=1/3, milestones=(120, 160), factor=0.01)"},
+    {"cosine_lr", "lade.cosine_lr", cosine_args, cosine_infer, cosine, "d",
+     "cosine_lr(base_lr, epoch, total_epochs, eta_min=0.0)"},
+    {NULL},
 };
 
 int lade_register_nn(PyObject *module) {
     if (PyType_Ready(&ResNetType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "ResNetCore", (PyObject *)&ResNetType) < 0) return -1;
-    return PyModule_AddFunctions(module, methods);
+    return lade_add_bindings(module, bindings);
 }

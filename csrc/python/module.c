@@ -2,10 +2,14 @@
 #define LADE_BIND_MAIN
 #include "bind.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 PyObject *lade_DecodeError;
+
+#define LADE_ANY (-1) /* an unbound dimension, shown as * */
 
 static const char *dtype_name(int typenum) {
     switch (typenum) {
@@ -31,8 +35,7 @@ static void format_shape(char *buf, size_t size, int ndim, const npy_intp *dims)
     if (used < size) snprintf(buf + used, size - used, ndim == 1 ? ",)" : ")");
 }
 
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum,
-                             int out, int ndim, const npy_intp *shape) {
+PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be a numpy.ndarray of %s, got %s",
                      func, arg, dtype_name(typenum), Py_TYPE(obj)->tp_name);
@@ -48,51 +51,213 @@ PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, i
         Py_XDECREF(got);
         return NULL;
     }
-    if (!PyArray_ISNBO(d->byteorder)) {
-        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be in native byte order, got a byte-swapped array",
-                     func, arg);
-        return NULL;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(a)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: argument '%s' must be C-contiguous, got a non-contiguous array "
-                     "(use numpy.ascontiguousarray to make a copy explicitly)", func, arg);
-        return NULL;
-    }
-    if (!PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be aligned to its dtype, got a misaligned array",
-                     func, arg);
-        return NULL;
-    }
-    if (out && !PyArray_ISWRITEABLE(a)) {
-        PyErr_Format(PyExc_ValueError, "%s: argument '%s' is an output and must be writeable, got a read-only array",
-                     func, arg);
-        return NULL;
-    }
-    if (shape || ndim >= 0) {
-        int bad = PyArray_NDIM(a) != ndim;
-        for (int i = 0; !bad && shape && i < ndim; i++)
-            if (shape[i] != LADE_ANY && shape[i] != PyArray_DIM(a, i)) bad = 1;
-        if (bad) {
-            char want[160], got[160];
-            if (shape) format_shape(want, sizeof want, ndim, shape);
-            else snprintf(want, sizeof want, "%d dimensions", ndim);
-            format_shape(got, sizeof got, PyArray_NDIM(a), PyArray_DIMS(a));
-            PyErr_Format(PyExc_ValueError, "%s: argument '%s' must have shape %s, got %s", func, arg, want, got);
+    const char *problem = NULL;
+    if (!PyArray_ISNBO(d->byteorder))
+        problem = "must be in native byte order, got a byte-swapped array";
+    else if (!PyArray_IS_C_CONTIGUOUS(a))
+        problem = "must be C-contiguous, got a non-contiguous array (use numpy.ascontiguousarray to make a copy "
+                  "explicitly)";
+    else if (!PyArray_ISALIGNED(a))
+        problem = "must be aligned to its dtype, got a misaligned array";
+    else if (out && !PyArray_ISWRITEABLE(a))
+        problem = "is an output and must be writeable, got a read-only array";
+    for (int i = 0; !problem && i < PyArray_NDIM(a); i++)
+        if (PyArray_DIM(a, i) > 0x3fffffff) {
+            PyErr_Format(PyExc_ValueError, "%s: argument '%s' has dimension %d of size %zd, above the 2^30 limit",
+                         func, arg, i, (Py_ssize_t)PyArray_DIM(a, i));
             return NULL;
         }
+    if (problem) {
+        PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, problem);
+        return NULL;
     }
     return a;
 }
 
-int lade_py_optional_array(PyObject *obj, const char *func, const char *arg, int typenum,
-                           int out, int ndim, const npy_intp *shape, PyArrayObject **result) {
-    if (obj == NULL || obj == Py_None) {
-        *result = NULL;
+/* ---- the argument tables ---------------------------------------------------------------- */
+static int role(const lade_arg *a) { return a->role & LADE_ROLE; }
+static int is_array(const lade_arg *a) { return role(a) != LADE_SCALAR; }
+static int is_output(const lade_arg *a) { return role(a) == LADE_OUT || role(a) == LADE_GRAD; }
+
+/* The wanted shape, with the letters bound so far ('*' for the others). */
+static void wanted_shape(const lade_call *c, const lade_arg *a, char *buf, size_t size, int *ndim, npy_intp *dims) {
+    if (!strcmp(a->shape, "...")) {
+        PyArrayObject *g = c->array[c->group_by];
+        *ndim = PyArray_NDIM(g);
+        memcpy(dims, PyArray_DIMS(g), sizeof(npy_intp) * *ndim);
+    } else {
+        *ndim = (int)strlen(a->shape);
+        for (int i = 0; i < *ndim; i++) {
+            unsigned char ch = (unsigned char)a->shape[i];
+            dims[i] = ch >= '0' && ch <= '9' ? ch - '0' : ch == '*' ? LADE_ANY : c->dim[ch];
+        }
+    }
+    if (buf) format_shape(buf, size, *ndim, dims);
+}
+
+/* Checks the shape of argument k against its table entry, binding letters. */
+static int check_shape(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyArrayObject *arr = c->array[k];
+    int partner = -1, bad = 0;
+    if (!strcmp(a->shape, "...")) {
+        if (c->group_by < 0) {
+            c->group_by = k;
+            return 0;
+        }
+        PyArrayObject *g = c->array[c->group_by];
+        bad = !PyArray_SAMESHAPE(g, arr);
+        partner = c->group_by;
+    } else {
+        int nd = (int)strlen(a->shape);
+        bad = PyArray_NDIM(arr) != nd;
+        for (int i = 0; !bad && i < nd; i++) {
+            unsigned char ch = (unsigned char)a->shape[i];
+            npy_intp size = PyArray_DIM(arr, i);
+            if (ch >= '0' && ch <= '9') bad = size != ch - '0';
+            else if (ch == '*') continue;
+            else if (c->dim[ch] < 0) c->dim[ch] = size, c->bound_by[ch] = (signed char)k;
+            else if (c->dim[ch] != size) bad = 1, partner = c->bound_by[ch];
+        }
+    }
+    if (!bad) return 0;
+    char want[160], got[160], match[80] = "";
+    int nd;
+    npy_intp dims[NPY_MAXDIMS];
+    wanted_shape(c, a, want, sizeof want, &nd, dims);
+    format_shape(got, sizeof got, PyArray_NDIM(arr), PyArray_DIMS(arr));
+    if (partner >= 0 && partner != k) snprintf(match, sizeof match, " to match argument '%s'", c->spec[partner].name);
+    PyErr_Format(PyExc_ValueError, "%s: argument '%s' must have shape %s%s, got %s", c->func, a->name, want, match,
+                 got);
+    return -1;
+}
+
+static int check_array(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyArrayObject *arr = lade_py_array(c->given[k], c->func, a->name, a->dtype, role(a) != LADE_IN);
+    if (!arr) return -1;
+    Py_INCREF(arr);
+    c->array[k] = arr;
+    return check_shape(c, k);
+}
+
+static int convert_scalar(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyObject *o = c->given[k];
+    if (!o) {
+        if (a->dtype == 'K') c->value[k].u = (unsigned long long)a->def;
+        else if (a->dtype == 'O' || a->dtype == 's') c->value[k].o = NULL;
+        else if (a->dtype == 'f') c->value[k].f = a->def;
+        else c->value[k].i = (long long)a->def;
         return 0;
     }
-    *result = lade_py_array(obj, func, arg, typenum, out, ndim, shape);
-    return *result ? 0 : -1;
+    switch (a->dtype) {
+    case 'f':
+        c->value[k].f = PyFloat_AsDouble(o);
+        if (c->value[k].f == -1.0 && PyErr_Occurred()) goto type_error;
+        return 0;
+    case 'p': {
+        int t = PyObject_IsTrue(o);
+        c->value[k].i = t;
+        return t < 0 ? -1 : 0;
+    }
+    case 'i':
+    case 'n':
+    case 'K': {
+        if (!PyLong_Check(o) && !PyIndex_Check(o)) goto type_error;
+        PyObject *v = PyNumber_Index(o);
+        if (!v) return -1;
+        int overflow = 0;
+        long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (a->dtype == 'K') {
+            int negative = overflow < 0 || (!overflow && i < 0);
+            c->value[k].u = negative ? 0 : PyLong_AsUnsignedLongLong(v);
+            Py_DECREF(v);
+            if (negative || PyErr_Occurred()) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be in [0, 2**64), got %R", c->func, a->name, o);
+                return -1;
+            }
+            return 0;
+        }
+        Py_DECREF(v);
+        if (i == -1 && PyErr_Occurred()) return -1;
+        if (overflow || (a->dtype == 'i' && (i < INT_MIN || i > INT_MAX)) || (a->dtype == 'n' && i < 0)) {
+            PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s, got %R", c->func, a->name,
+                         a->dtype == 'n' ? "a size >= 0" : "a 32-bit int", o);
+            return -1;
+        }
+        c->value[k].i = i;
+        return 0;
+    }
+    case 's':
+        if (!PyUnicode_Check(o) || !(c->value[k].s = PyUnicode_AsUTF8(o))) goto type_error;
+        return 0;
+    default: /* 'O' */
+        if (a->type && !PyObject_TypeCheck(o, a->type)) goto type_error;
+        c->value[k].o = o;
+        return 0;
+    }
+type_error:
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s%s, got %s", c->func, a->name,
+                 a->type ? "a " : "", a->type ? a->type->tp_name : a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str" : "an int",
+                 Py_TYPE(o)->tp_name);
+    return -1;
+}
+
+/* Puts positional and keyword arguments in their table slots. */
+static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
+    Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0, used = 0;
+    for (int k = 0; k < c->n && used < nargs; k++)
+        if (!(c->spec[k].role & LADE_HIDDEN)) c->given[k] = PyTuple_GET_ITEM(args, used++);
+    if (used < nargs) {
+        PyErr_Format(PyExc_TypeError, "%s: takes at most %zd positional arguments, got %zd", c->func, used, nargs);
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (kw && PyDict_Next(kw, &pos, &key, &value)) {
+        const char *name = PyUnicode_AsUTF8(key);
+        int k = name ? lade_index(c, name) : -1;
+        if (k < 0 || (c->spec[k].role & LADE_HIDDEN)) {
+            if (name) PyErr_Format(PyExc_TypeError, "%s: unexpected keyword argument '%s'", c->func, name);
+            return -1;
+        }
+        if (c->given[k]) {
+            PyErr_Format(PyExc_TypeError, "%s: got multiple values for argument '%s'", c->func, name);
+            return -1;
+        }
+        c->given[k] = value;
+    }
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
+        if (c->given[k] == Py_None && ((a->role & LADE_OPT) || is_output(a))) c->given[k] = NULL;
+        if (!c->given[k] && !(a->role & (LADE_OPT | LADE_HIDDEN)) && !is_output(a)) {
+            PyErr_Format(PyExc_TypeError, "%s: missing required argument '%s'", c->func, a->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *args, PyObject *kw) {
+    memset(c, 0, sizeof *c);
+    c->func = func;
+    c->spec = spec;
+    c->group_by = -1;
+    for (int i = 0; i < 128; i++) c->dim[i] = -1;
+    while (spec[c->n].name) c->n++;
+    if (place_arguments(c, args, kw)) return -1;
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &spec[k];
+        if (!is_array(a)) {
+            if (convert_scalar(c, k)) return -1;
+        } else if (c->given[k] && !is_output(a) && !(a->role & LADE_LATE) && check_array(c, k)) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Arrays here are C-contiguous, so each one is the byte range [data, data + nbytes). */
@@ -106,18 +271,130 @@ static int same_range(PyArrayObject *a, PyArrayObject *b) {
     return PyArray_BYTES(a) == PyArray_BYTES(b) && PyArray_NBYTES(a) == PyArray_NBYTES(b);
 }
 
-int lade_py_disjoint_list(const char *func, int same_ok, int n_out, const lade_named_array *arrays, int n) {
-    for (int i = 0; i < n_out; i++) {
-        if (!arrays[i].array) continue;
-        for (int j = 0; j < n; j++) {
-            if (j == i || !arrays[j].array || !ranges_overlap(arrays[i].array, arrays[j].array)) continue;
-            if (same_ok && j >= n_out && same_range(arrays[i].array, arrays[j].array)) continue;
+int lade_outputs(lade_call *c) {
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
+        if (!is_array(a) || c->array[k] || c->skip[k] || !(is_output(a) || c->given[k])) continue;
+        if (c->given[k]) {
+            if (check_array(c, k)) return -1;
+            continue;
+        }
+        int nd;
+        npy_intp dims[NPY_MAXDIMS];
+        wanted_shape(c, a, NULL, 0, &nd, dims);
+        for (int i = 0; i < nd; i++)
+            if (dims[i] < 0) {
+                PyErr_Format(PyExc_SystemError, "%s: the size of output '%s' is unknown", c->func, a->name);
+                return -1;
+            }
+        c->array[k] = (PyArrayObject *)(role(a) == LADE_GRAD ? PyArray_ZEROS(nd, dims, a->dtype, 0)
+                                                              : PyArray_EMPTY(nd, dims, a->dtype, 0));
+        if (!c->array[k]) return -1;
+    }
+    /* the kernels read inputs while writing outputs: an output that aliases another
+     * argument would give wrong numbers silently */
+    for (int i = 0; i < c->n; i++) {
+        const lade_arg *out = &c->spec[i];
+        if (!c->given[i] || !c->array[i] || !(is_output(out) || role(out) == LADE_INOUT)) continue;
+        for (int j = 0; j < c->n; j++) {
+            if (j == i || !c->given[j] || !c->array[j] || !ranges_overlap(c->array[i], c->array[j])) continue;
+            if ((out->role & LADE_INPLACE) && role(&c->spec[j]) == LADE_IN && same_range(c->array[i], c->array[j]))
+                continue;
             PyErr_Format(PyExc_ValueError,
                          "%s: argument '%s' is an output and must not share memory with argument '%s', "
                          "got overlapping arrays (pass a separate array or a copy)",
-                         func, arrays[i].name, arrays[j].name);
+                         c->func, out->name, c->spec[j].name);
             return -1;
         }
+    }
+    return 0;
+}
+
+PyObject *lade_call_end(lade_call *c, PyObject *result) {
+    for (int k = 0; k < c->n; k++) Py_CLEAR(c->array[k]);
+    return result;
+}
+
+int lade_index(const lade_call *c, const char *name) {
+    for (int k = 0; k < c->n; k++)
+        if (!strcmp(c->spec[k].name, name)) return k;
+    return -1;
+}
+
+PyArrayObject *lade_array(const lade_call *c, const char *name) {
+    int k = lade_index(c, name);
+    return k < 0 ? NULL : c->array[k];
+}
+
+void *lade_data(const lade_call *c, const char *name) {
+    PyArrayObject *a = lade_array(c, name);
+    return a ? PyArray_DATA(a) : NULL;
+}
+
+double lade_num(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].f; }
+long long lade_int(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].i; }
+unsigned long long lade_u64(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].u; }
+PyObject *lade_obj(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].o; }
+int lade_given(const lade_call *c, const char *name) { return c->given[lade_index(c, name)] != NULL; }
+
+/* ---- module-level functions ---------------------------------------------------------------- */
+static PyObject *returns(lade_call *c, const char *format) {
+    int next_out = 0, next_ret = 0, count = 0;
+    PyObject *items[LADE_MAX_ARGS]; /* owned */
+    for (int k = 0; !format && k < c->n; k++) /* NULL: every output */
+        if (is_output(&c->spec[k])) items[count++] = Py_NewRef(c->array[k] ? (PyObject *)c->array[k] : Py_None);
+    for (; format && format[count]; count++) {
+        char f = format[count];
+        if (f == 'A') {
+            while (!is_output(&c->spec[next_out])) next_out++;
+            PyArrayObject *a = c->array[next_out++];
+            items[count] = Py_NewRef(a ? (PyObject *)a : Py_None);
+            continue;
+        }
+        double v = c->ret[next_ret++];
+        items[count] = f == 'd' ? PyFloat_FromDouble(v) : f == 'i' ? PyLong_FromLongLong((long long)v)
+                                                                    : PyBool_FromLong(v != 0);
+    }
+    if (count == 1) return items[0];
+    PyObject *t = PyTuple_New(count);
+    for (int i = 0; i < count; i++) {
+        if (t) PyTuple_SET_ITEM(t, i, items[i]);
+        else Py_XDECREF(items[i]);
+    }
+    if (t && count == 0) {
+        Py_DECREF(t);
+        Py_RETURN_NONE;
+    }
+    return t;
+}
+
+static PyObject *dispatch(PyObject *self, PyObject *args, PyObject *kw) {
+    const lade_binding *b = PyCapsule_GetPointer(self, "lade.binding");
+    lade_call c;
+    PyObject *result = NULL;
+    if (!lade_parse(&c, b->func, b->spec, args, kw) && !(b->infer && b->infer(&c)) && !lade_outputs(&c)) {
+        lade_status st;
+        LADE_NOGIL_BEGIN
+        st = b->run(&c);
+        LADE_NOGIL_END
+        result = st ? lade_py_raise(st, b->func) : returns(&c, b->returns);
+    }
+    return lade_call_end(&c, result);
+}
+
+int lade_add_bindings(PyObject *module, const lade_binding *list) {
+    for (const lade_binding *b = list; b->name; b++) {
+        PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module */
+        if (!def) return -1;
+        *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, b->doc};
+        PyObject *self = PyCapsule_New((void *)b, "lade.binding", NULL);
+        PyObject *fn = self ? PyCFunction_NewEx(def, self, NULL) : NULL;
+        Py_XDECREF(self);
+        if (!fn || PyModule_AddObjectRef(module, b->name, fn) < 0) {
+            Py_XDECREF(fn);
+            return -1;
+        }
+        Py_DECREF(fn);
     }
     return 0;
 }
