@@ -120,8 +120,7 @@ def _unpickle_batch(name, data, kind, label):
         raise DecodeError(f"{fn}: {key!r} is not a list of integers ({e})") from None
     if labels.shape != (pixels.shape[0],):
         raise DecodeError(f"{fn}: {key!r} has shape {labels.shape}, expected ({pixels.shape[0]},)")
-    num_classes = 10 if kind == 10 else 100 if label == "fine" else 20
-    _C._labels_check(labels, num_classes, fn)
+    _C.check_labels(labels, 10 if kind == 10 else 100 if label == "fine" else 20, name)
     return pixels.reshape(-1, 3, 32, 32), labels
 
 
@@ -147,47 +146,15 @@ def load_cifar(path, split="train", label="fine"):
             return parts[0]
         # several batches (CIFAR-10 train): one copy into the joined arrays
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    counts = [_C._cifar_count(size, kind, f"{fn}: '{name}'") for name, size, _ in files]
-    images = np.empty((sum(counts), 3, 32, 32), np.uint8)
-    labels = np.empty(sum(counts), np.int64)
-    start = 0
-    for (name, _, read), n in zip(files, counts):
-        _C._cifar_parse(read(), kind, label == "coarse", images[start:start + n], labels[start:start + n],
-                        f"{fn}: '{name}'")
-        start += n
-    return images, labels
+    return _C.load_cifar_binary(files, kind, label == "coarse")
 
 
 # ------------------------------------------------------------------------ transforms
 
-_KIND_CIFAR_CROP, _KIND_NORMALIZE, _KIND_RESIZED_CROP, _KIND_RESIZE_CENTER = range(4)
-
-
-class Transform:
+class Transform(_C.Transform):
     """Per-sample augmentation to normalised float32 (3, out_h, out_w), done in
-    C. Use the presets below; `params` shows what a seed draws."""
-
-    def __init__(self, spec):
-        self._spec = tuple(spec)
-        _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)  # validates
-
-    @property
-    def output_shape(self):
-        return (3, self._spec[1], self._spec[2])
-
-    @property
-    def mean(self):
-        return self._spec[13]
-
-    @property
-    def std(self):
-        return self._spec[14]
-
-    def params(self, height, width, seed=0, stream=0):
-        """The random choices for a height x width source image under
-        rng stream (seed, stream): crop box (top, left, height, width),
-        resized size, flip, jitter factors and their order."""
-        return _C._transform_params(self._spec, int(height), int(width), int(seed), int(stream))
+    C; its fields (out_h, pad, scale_min, ..., mean, std) are read-only. Use the
+    presets below; `params(height, width, seed, stream)` shows what a seed draws."""
 
     def __call__(self, images, out=None, seed=0, stream=0):
         """Augments uint8 images (N, 3, H, W); image i uses stream + i."""
@@ -197,30 +164,19 @@ class Transform:
         return f"{type(self).__name__}(output_shape={self.output_shape})"
 
 
-def _with_norm(spec, mean, std):
-    spec = list(spec)
-    if mean is not None:
-        spec[13] = tuple(float(v) for v in mean)
-    if std is not None:
-        spec[14] = tuple(float(v) for v in std)
-    return spec
-
-
 class CifarTrain(Transform):
     """Spec 3.2: zero-pad by 4, random 32x32 crop, horizontal flip (p = 0.5),
     scale to [0, 1], normalise with the CIFAR-10 mean/std."""
 
     def __init__(self, pad=4, flip=True, mean=None, std=None):
-        spec = _with_norm(_C._transform_preset("cifar_train"), mean, std)
-        spec[3], spec[12] = int(pad), int(bool(flip))
-        super().__init__(spec)
+        super().__init__("cifar_train", pad=pad, flip=flip, mean=mean, std=std)
 
 
 class CifarTest(Transform):
     """Spec 3.2: scale to [0, 1] and normalise only."""
 
     def __init__(self, mean=None, std=None):
-        super().__init__(_with_norm(_C._transform_preset("cifar_test"), mean, std))
+        super().__init__("cifar_test", mean=mean, std=std)
 
 
 class ImageNetTrain(Transform):
@@ -231,11 +187,8 @@ class ImageNetTrain(Transform):
 
     def __init__(self, size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), brightness=0.4, contrast=0.4,
                  saturation=0.4, flip=True, mean=None, std=None):
-        spec = _with_norm(_C._transform_preset("imagenet_train", int(size)), mean, std)
-        spec[5:12] = [float(scale[0]), float(scale[1]), float(ratio[0]), float(ratio[1]),
-                      float(brightness), float(contrast), float(saturation)]
-        spec[12] = int(bool(flip))
-        super().__init__(spec)
+        super().__init__("imagenet_train", size=size, scale=scale, ratio=ratio, brightness=brightness,
+                         contrast=contrast, saturation=saturation, flip=flip, mean=mean, std=std)
 
 
 class ImageNetEval(Transform):
@@ -243,73 +196,54 @@ class ImageNetEval(Transform):
     centre crop `crop`, normalise."""
 
     def __init__(self, resize=256, crop=224, mean=None, std=None):
-        super().__init__(_with_norm(_C._transform_preset("imagenet_eval", int(resize), int(crop)), mean, std))
-
-
-def _check_transform(transform, fn):
-    if not isinstance(transform, Transform):
-        raise TypeError(f"{fn}: argument 'transform' must be a lade.data.Transform "
-                        f"(CifarTrain, CifarTest, ImageNetTrain, ImageNetEval), got {type(transform).__name__}")
+        super().__init__("imagenet_eval", size=crop, resize=resize, mean=mean, std=std)
 
 
 def augment(images, transform, out=None, seed=0, stream=0):
     """Augments uint8 images (N, 3, H, W) into float32 `out` (N, 3, h, w)
     (allocated when None); image i draws from rng stream (seed, stream + i).
     Runs on lade's thread pool."""
-    _check_transform(transform, "lade.data.augment")
-    if out is None:
-        n = images.shape[0] if isinstance(images, np.ndarray) and images.ndim == 4 else 0
-        out = np.empty((n,) + transform.output_shape, np.float32)
-    _C._augment(transform._spec, images, out, int(seed), int(stream))
-    return out
+    return _C.augment(images, transform, out, seed, stream)
 
 
 def augment_image(image, transform, out=None, seed=0, stream=0):
     """Augments one decoded uint8 image (H, W, 3) into float32 `out`
     (3, h, w) with rng stream (seed, stream)."""
-    _check_transform(transform, "lade.data.augment_image")
-    if out is None:
-        out = np.empty(transform.output_shape, np.float32)
-    _C._augment_hwc(transform._spec, image, out, int(seed), int(stream))
-    return out
+    return _C.augment_image(image, transform, out, seed, stream)
 
 
 def decode_jpeg(data):
     """Decodes JPEG bytes to uint8 RGB (H, W, 3) with libjpeg-turbo
     (grayscale and CMYK become RGB). Corrupt data raises lade.DecodeError."""
-    return _C._decode_jpeg(data)
+    return _C.decode_jpeg(data)
 
 
 def read_jpeg(path):
     """Reads and decodes a JPEG file to uint8 RGB (H, W, 3)."""
-    return _C._read_jpeg(os.fspath(path))
+    return _C.read_jpeg(os.fspath(path))
 
 
 # ----------------------------------------------------------------- file datasets
 
 class _FileDataset:
-    """(path, label) entries under a root folder, held in C."""
+    """(path, label) entries under a root folder, held in C (self._files)."""
 
     def __len__(self):
-        return self._size
+        return len(self._files)
 
     def __getitem__(self, i):
         """(path relative to root, label)"""
-        path, label, _ = _C._filelist_entry(self._handle, int(i))
+        path, label, _ = self._files.entry(i)
         return path, label
 
     @property
     def labels(self):
         """int64 (N,), a fresh array"""
-        out = np.empty(self._size, np.int64)
-        _C._filelist_info(self._handle, out)
-        return out
+        return self._files.labels
 
-    def _finish(self, handle, num_classes):
-        self._handle = handle
-        self._size = _C._filelist_info(handle, None)
-        labels = self.labels
-        self.num_classes = int(num_classes) if num_classes is not None else int(labels.max(initial=-1)) + 1
+    def _finish(self, files, num_classes):
+        self._files = files
+        self.num_classes = int(num_classes) if num_classes is not None else int(files.labels.max(initial=-1)) + 1
 
 
 class ListFile(_FileDataset):
@@ -328,8 +262,7 @@ class ListFile(_FileDataset):
             text = f.read()
         self.path = path
         self.root = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
-        handle = _C._filelist_parse(self.root, path, text, int(num_classes or 0), fn)
-        self._finish(handle, num_classes)
+        self._finish(_C.FileList(self.root, text, path, num_classes or 0), num_classes)
 
 
 class ImageFolder(_FileDataset):
@@ -354,8 +287,7 @@ class ImageFolder(_FileDataset):
             labels += [label] * len(files)
         if not paths:
             raise ValueError(f"{fn}: no files ending in {', '.join(exts)} under '{self.root}'")
-        handle = _C._filelist_from_paths(self.root, paths, np.array(labels, np.int64), fn)
-        self._finish(handle, len(self.classes))
+        self._finish(_C.FileList(self.root, paths=paths, labels=np.array(labels, np.int64)), len(self.classes))
 
 
 # ----------------------------------------------------------------------- loader
@@ -383,42 +315,32 @@ class Loader:
     def __init__(self, source, batch_size, transform, sampler=None, seed=0, num_workers=2, prefetch=None,
                  drop_last=True, skip_bad=False, shuffle=True, start_epoch=0):
         fn = "lade.data.Loader"
-        self._cap = None
-        _check_transform(transform, fn)
+        self._loader = None
         if isinstance(source, _FileDataset):
-            self._num_samples = len(source)
-            images = labels = None
-            files = source._handle
+            arrays = dict(files=source._files)
         elif isinstance(source, tuple) and len(source) == 2:
-            images, labels = source
-            files = None
-            if not isinstance(images, np.ndarray) or images.ndim != 4:
-                raise TypeError(f"{fn}: argument 'source' must hold images as a uint8 ndarray (N, 3, H, W)")
-            self._num_samples = images.shape[0]
-            if isinstance(labels, np.ndarray) and labels.dtype == np.int64 and labels.ndim == 1:
-                _C._labels_check(labels, np.iinfo(np.int64).max, fn)  # rejects negative labels
+            arrays = dict(images=source[0], labels=source[1])
         else:
             raise TypeError(f"{fn}: argument 'source' must be (images, labels), a ListFile or an ImageFolder, "
                             f"got {type(source).__name__}")
         if sampler is not None and not (hasattr(sampler, "epoch_indices") and hasattr(sampler, "__len__")):
             raise TypeError(f"{fn}: argument 'sampler' must have __len__ and epoch_indices(epoch), "
                             f"got {type(sampler).__name__}")
-        if int(num_workers) < 1:
-            raise ValueError(f"{fn}: argument 'num_workers' must be >= 1, got {num_workers}")
         if int(start_epoch) < 0:
             raise ValueError(f"{fn}: argument 'start_epoch' must be >= 0, got {start_epoch}")
-        self.batch_size = int(batch_size)
         self.transform = transform
         self.sampler = sampler
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.prefetch = int(prefetch) if prefetch is not None else 2 * self.num_workers
+        self.seed = seed
+        self.num_workers = num_workers
+        self.prefetch = prefetch if prefetch is not None else 2 * num_workers
         self.drop_last = bool(drop_last)
         self.shuffle = bool(shuffle)
         self.epoch = int(start_epoch)
-        self._source = source  # the C side reads these arrays; keep them alive
-        self._cap = _C._loader_create(transform._spec, images, labels, files, self.batch_size, self.drop_last,
-                                      bool(skip_bad), self.num_workers, self.prefetch, self.seed)
+        # the C loader holds the source arrays (or file list) and checks them
+        self._loader = _C.Loader(transform, batch_size, drop_last=self.drop_last, skip_bad=bool(skip_bad),
+                                 num_workers=num_workers, prefetch=self.prefetch, seed=seed, **arrays)
+        self.batch_size = batch_size
+        self._num_samples = self._loader.sample_count
         self._begun = None  # the epoch running in C
         self._position = 0  # batches handed out of it
 
@@ -435,14 +357,14 @@ class Loader:
     @property
     def skipped(self):
         """Samples skipped so far (skip_bad=True)."""
-        return _C._loader_skipped(self._cap)[0] if self._cap is not None else 0
+        return self._loader.skipped[0] if self._loader is not None else 0
 
     @property
     def last_skip_reason(self):
-        return _C._loader_skipped(self._cap)[1] if self._cap is not None else ""
+        return self._loader.skipped[1] if self._loader is not None else ""
 
     def _begin(self):
-        if self._cap is None:
+        if self._loader is None:
             raise RuntimeError("lade.data.Loader: the loader is closed")
         indices = None
         if self.sampler is not None:
@@ -453,7 +375,7 @@ class Loader:
         elif not self.shuffle:
             indices = np.arange(self._num_samples, dtype=np.int64)
         self._begun = None
-        _C._loader_begin(self._cap, self.epoch, indices)
+        self._loader.begin(self.epoch, indices)
         self._begun = self.epoch
         self._position = 0
 
@@ -465,27 +387,22 @@ class Loader:
     def __next__(self):
         if self._begun != self.epoch:
             self._begin()
-        shape = (self.batch_size,) + self.transform.output_shape
-        images = np.empty(shape, np.float32)
-        labels = np.empty(self.batch_size, np.int64)
         self._position += 1
-        end, count = _C._loader_next(self._cap, images, labels)
-        if end:
+        batch = self._loader.next()
+        if batch is None:  # the end of the epoch
             self.epoch += 1
             try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
                 self._begin()
             except Exception:
                 self._begun = None
             raise StopIteration
-        if count < self.batch_size:
-            images, labels = images[:count], labels[:count]
-        return images, labels
+        return batch
 
     def close(self):
         """Stops and joins the worker threads; idempotent."""
-        cap, self._cap = self._cap, None
-        if cap is not None:
-            _C._loader_close(cap)
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader.close()
 
     def __enter__(self):
         return self
@@ -494,5 +411,5 @@ class Loader:
         self.close()
 
     def __del__(self):
-        if getattr(self, "_cap", None) is not None:
+        if getattr(self, "_loader", None) is not None:
             self.close()

@@ -32,24 +32,8 @@ __all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLos
 _LADER_FORMS = {"official": 0, "paper": 1}
 
 
-def _grad_buffer(logits, grad):
-    if grad is None and isinstance(logits, np.ndarray) and logits.ndim == 2:
-        return np.empty(logits.shape, np.float32)
-    return grad
-
-
-def _counts(counts, func):
-    c = np.ascontiguousarray(counts, dtype=np.int64)
-    if c.ndim != 1:
-        raise ValueError(f"{func}: argument 'counts' must be 1-dimensional, got shape {c.shape}")
-    return c
-
-
-def _ce(func, logits, labels, grad, offset=None, margin=None, weights=None, s=1.0, gamma=0.0, by_sum=False):
-    grad = _grad_buffer(logits, grad)
-    value = _C.lt_cross_entropy(func, logits, labels, grad, 1.0, offset, margin, weights, float(s), float(gamma),
-                                bool(by_sum), True)
-    return value, grad
+def _counts(counts):
+    return np.ascontiguousarray(counts, dtype=np.int64)
 
 
 class _Loss:
@@ -72,10 +56,10 @@ class SoftmaxCE(_Loss):
     """Plain softmax cross-entropy. `prior` (optional) is only used for PC at test time."""
 
     def __init__(self, prior=None):
-        self.prior = None if prior is None else as_prior(prior, "lade.losses.SoftmaxCE")
+        self.prior = None if prior is None else as_prior(prior)
 
     def __call__(self, logits, labels, grad=None):
-        return _ce("lade.losses.softmax_ce", logits, labels, grad)
+        return _C.softmax_ce(logits, labels, grad)
 
 
 class LADECELoss(_Loss):
@@ -83,11 +67,10 @@ class LADECELoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, prior):
-        self.prior = as_prior(prior, "lade.losses.LADECELoss")
+        self.prior = as_prior(prior)
 
     def __call__(self, logits, labels, grad=None):
-        grad = _grad_buffer(logits, grad)
-        return _C.lt_lade_ce("lade.losses.lade_ce", logits, labels, grad, 1.0, self.prior, True), grad
+        return _C.lade_ce(logits, labels, self.prior, grad)
 
 
 class LADERLoss(_Loss):
@@ -96,7 +79,7 @@ class LADERLoss(_Loss):
 
     def __init__(self, prior, remine_lambda=0.1, form="official"):
         func = "lade.losses.LADERLoss"
-        self.prior = as_prior(prior, func)
+        self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
         if not float(remine_lambda) >= 0:
@@ -105,10 +88,8 @@ class LADERLoss(_Loss):
         self.form = form
 
     def __call__(self, logits, labels, grad=None):
-        grad = _grad_buffer(logits, grad)
-        value = _C.lt_lader("lade.losses.lader", logits, labels, grad, 1.0, self.prior, self.remine_lambda,
-                            _LADER_FORMS[self.form], True)
-        return value, grad
+        return _C.lader(logits, labels, self.prior, remine_lambda=self.remine_lambda, form=_LADER_FORMS[self.form],
+                        grad=grad)
 
 
 class LADELoss(_Loss):
@@ -118,7 +99,7 @@ class LADELoss(_Loss):
 
     def __init__(self, prior, alpha=0.1, remine_lambda=0.01, form="official"):
         func = "lade.losses.LADELoss"
-        self.prior = as_prior(prior, func)
+        self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
         if not float(alpha) >= 0 or not float(remine_lambda) >= 0:
@@ -128,13 +109,10 @@ class LADELoss(_Loss):
         self.last_terms = None
 
     def __call__(self, logits, labels, grad=None):
-        func = "lade.losses.lade_loss"
-        grad = _grad_buffer(logits, grad)
-        ce = _C.lt_lade_ce(func, logits, labels, grad, 1.0, self.prior, True)
-        reg = _C.lt_lader(func, logits, labels, grad, self.alpha, self.prior, self.remine_lambda,
-                          _LADER_FORMS[self.form], False)
+        value, grad, ce, reg = _C.lade_loss(logits, labels, self.prior, alpha=self.alpha,
+                                            remine_lambda=self.remine_lambda, form=_LADER_FORMS[self.form], grad=grad)
         self.last_terms = (ce, reg)
-        return ce + self.alpha * reg, grad
+        return value, grad
 
 
 class LogitAdjustedLoss(_Loss):
@@ -142,14 +120,12 @@ class LogitAdjustedLoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, prior, tau=1.0):
-        func = "lade.losses.LogitAdjustedLoss"
-        self.prior = as_prior(prior, func)
+        self.prior = as_prior(prior)
         self.tau = float(tau)
-        self.offset = np.empty_like(self.prior)
-        _C.lt_log_prior(func, self.prior, self.offset, self.tau, 1e-12)
+        self.offset = _C.log_prior(self.prior, self.tau)
 
     def __call__(self, logits, labels, grad=None):
-        return _ce("lade.losses.logit_adjusted", logits, labels, grad, offset=self.offset)
+        return _C.logit_adjusted(logits, labels, grad, offset=self.offset)
 
 
 class FocalLoss(_Loss):
@@ -159,10 +135,10 @@ class FocalLoss(_Loss):
         if not float(gamma) >= 0:
             raise ValueError(f"lade.losses.FocalLoss: argument 'gamma' must be >= 0, got {gamma}")
         self.gamma = float(gamma)
-        self.prior = None if prior is None else as_prior(prior, "lade.losses.FocalLoss")
+        self.prior = None if prior is None else as_prior(prior)
 
     def __call__(self, logits, labels, grad=None):
-        return _ce("lade.losses.focal", logits, labels, grad, gamma=self.gamma)
+        return _C.focal(logits, labels, grad, gamma=self.gamma)
 
 
 class ClassBalancedLoss(_Loss):
@@ -174,15 +150,13 @@ class ClassBalancedLoss(_Loss):
         func = "lade.losses.ClassBalancedLoss"
         if base not in ("softmax", "focal"):
             raise ValueError(f"{func}: argument 'base' must be 'softmax' or 'focal', got {base!r}")
-        counts = _counts(counts, func)
-        self.weights = np.empty(counts.shape[0], np.float32)
-        _C.lt_effective_number_weights(func, counts, self.weights, float(beta))
+        self.weights = _C.effective_number_weights(_counts(counts), float(beta))
         self.gamma = float(gamma) if base == "focal" else 0.0
         if not self.gamma >= 0:
             raise ValueError(f"{func}: argument 'gamma' must be >= 0, got {gamma}")
 
     def __call__(self, logits, labels, grad=None):
-        return _ce("lade.losses.class_balanced", logits, labels, grad, weights=self.weights, gamma=self.gamma)
+        return _C.class_balanced(logits, labels, grad, weights=self.weights, gamma=self.gamma)
 
 
 class LDAMLoss(_Loss):
@@ -193,18 +167,15 @@ class LDAMLoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, counts, max_margin=0.5, s=30.0, weights=None, drw_epoch=None, drw_beta=0.9999):
-        func = "lade.losses.LDAMLoss"
-        counts = _counts(counts, func)
-        self.margins = np.empty(counts.shape[0], np.float32)
-        _C.lt_ldam_margins(func, counts, self.margins, float(max_margin))
+        counts = _counts(counts)
+        self.margins = _C.ldam_margins(counts, float(max_margin))
         if not float(s) > 0:
-            raise ValueError(f"{func}: argument 's' must be > 0, got {s}")
+            raise ValueError(f"lade.losses.LDAMLoss: argument 's' must be > 0, got {s}")
         self.s = float(s)
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
         self.drw_epoch = drw_epoch
         if drw_epoch is not None:
-            self._drw_weights = np.empty(counts.shape[0], np.float32)
-            _C.lt_effective_number_weights(func, counts, self._drw_weights, float(drw_beta))
+            self._drw_weights = _C.effective_number_weights(counts, float(drw_beta))
 
     def set_epoch(self, epoch):
         """DRW: plain weights before drw_epoch, class-balanced weights from it on."""
@@ -212,19 +183,16 @@ class LDAMLoss(_Loss):
             self.weights = self._drw_weights if epoch >= self.drw_epoch else None
 
     def __call__(self, logits, labels, grad=None):
-        return _ce("lade.losses.ldam", logits, labels, grad, margin=self.margins, weights=self.weights, s=self.s,
-                   by_sum=True)
+        return _C.ldam(logits, labels, grad, margin=self.margins, weights=self.weights, s=self.s, by_sum=True)
 
 
 # ---- function forms -----------------------------------------------------------------------
 def softmax_ce(logits, labels, grad=None):
-    return _ce("lade.losses.softmax_ce", logits, labels, grad)
+    return _C.softmax_ce(logits, labels, grad)
 
 
 def lade_ce(logits, labels, prior, grad=None):
-    grad = _grad_buffer(logits, grad)
-    return _C.lt_lade_ce("lade.losses.lade_ce", logits, labels, grad, 1.0, as_prior(prior, "lade.losses.lade_ce"),
-                         True), grad
+    return _C.lade_ce(logits, labels, as_prior(prior), grad)
 
 
 balanced_softmax = lade_ce

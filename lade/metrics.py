@@ -19,40 +19,31 @@ _VARIANTS = {"standard": 0, "spec20": 1}
 
 def topk_accuracy(scores, labels, k=1, return_correct=False):
     """Fraction of samples whose label is among the top k scores; optionally the per-sample mask."""
-    func = "lade.metrics.topk_accuracy"
-    correct = np.empty(len(labels), np.uint8) if return_correct and isinstance(labels, np.ndarray) else None
-    acc = _C.lt_topk_accuracy(func, scores, labels, int(k), correct)
-    return (acc, correct.astype(bool)) if return_correct else acc
+    acc, correct = _C.topk_accuracy(scores, labels, k)
+    return (acc, correct.view(bool)) if return_correct else acc
 
 
 def accuracy(scores, labels):
     """Top-1 accuracy (argmax == label)."""
-    return _C.lt_topk_accuracy("lade.metrics.accuracy", scores, labels, 1, None)
+    return _C.accuracy(scores, labels)
 
 
 def predictions(scores):
     """Row-wise first argmax, int64 (n,)."""
-    out = np.empty(scores.shape[0] if isinstance(scores, np.ndarray) and scores.ndim == 2 else 0, np.int64)
-    _C.lt_argmax("lade.metrics.predictions", scores, out)
-    return out
+    return _C.predictions(scores)
 
 
 def confusion_matrix(predicted, labels, classes):
     """int64 (C, C) counts, row = true label, column = prediction. `predicted` is an int64
     vector of predictions or a float32 (n, C) score matrix (argmax taken)."""
-    func = "lade.metrics.confusion_matrix"
-    if isinstance(predicted, np.ndarray) and predicted.ndim == 2:
+    if np.ndim(predicted) == 2:
         predicted = predictions(predicted)
-    out = np.empty((int(classes), int(classes)), np.int64)
-    _C.lt_confusion_matrix(func, predicted, labels, out)
-    return out
+    return _C.confusion_matrix(predicted, labels, classes)
 
 
 def per_class_accuracy(confusion):
     """Per-class recall from a confusion matrix, float64; NaN for classes with no sample."""
-    out = np.empty(confusion.shape[0] if isinstance(confusion, np.ndarray) else 0, np.float64)
-    _C.lt_per_class_accuracy("lade.metrics.per_class_accuracy", confusion, out)
-    return out
+    return _C.per_class_accuracy(confusion)
 
 
 def shot_accuracy(per_class_acc, train_counts, many_above=100, few_below=20):
@@ -60,8 +51,7 @@ def shot_accuracy(per_class_acc, train_counts, many_above=100, few_below=20):
     > many_above, in [few_below, many_above], < few_below (NaN for an empty group)."""
     acc = np.ascontiguousarray(per_class_acc, dtype=np.float64)
     counts = np.ascontiguousarray(train_counts, dtype=np.int64)
-    many, medium, few = _C.lt_shot_accuracy("lade.metrics.shot_accuracy", acc, counts, int(many_above),
-                                            int(few_below))
+    many, medium, few = _C.shot_accuracy(acc, counts, many_above, few_below)
     return {"many": many, "medium": medium, "few": few}
 
 
@@ -73,13 +63,8 @@ def reliability_diagram(probs, labels, n_bins=None, variant="standard"):
     func = "lade.metrics.reliability_diagram"
     if variant not in _VARIANTS:
         raise ValueError(f"{func}: argument 'variant' must be 'standard' or 'spec20', got {variant!r}")
-    n_bins = (15 if variant == "standard" else 20) if n_bins is None else int(n_bins)
-    if n_bins < 1:
-        raise ValueError(f"{func}: argument 'n_bins' must be >= 1, got {n_bins}")
-    conf = np.empty(n_bins + 1, np.float64)
-    acc = np.empty(n_bins + 1, np.float64)
-    count = np.empty(n_bins + 1, np.int64)
-    value = _C.lt_reliability(func, probs, labels, n_bins, _VARIANTS[variant], conf, acc, count)
+    n_bins = (15 if variant == "standard" else 20) if n_bins is None else n_bins
+    value, conf, acc, count = _C.reliability_diagram(probs, labels, n_bins, _VARIANTS[variant])
     edges = np.arange(n_bins + 1) * (1.0 / n_bins)
     edges[-1] = 1.0
     return {"confidence": conf, "accuracy": acc, "count": count, "edges": edges, "ece": value}
@@ -92,12 +77,12 @@ def ece(probs, labels, n_bins=None, variant="standard"):
 
 def nll(probs, labels):
     """Mean -log(clip(p_label, 1e-15, 1))."""
-    return _C.lt_nll_brier("lade.metrics.nll", probs, labels)[0]
+    return _C.nll(probs, labels)[0]
 
 
 def brier(probs, labels):
     """Mean over samples of sum_c (p_c - [c == label])^2 (not divided by C)."""
-    return _C.lt_nll_brier("lade.metrics.brier", probs, labels)[1]
+    return _C.brier(probs, labels)[1]
 
 
 def summary(probs, labels, train_counts=None, ece_variant="standard"):

@@ -12,48 +12,36 @@ Inputs are float32 (n, C) C-contiguous arrays; `out` may be given (it may be the
 import numpy as np
 
 from lade import _C
-from lade.priors import as_prior
+from lade.priors import as_float32
 
 __all__ = ["pc_adjust", "lade_adjust", "logit_adjust", "pc_softmax", "lade_softmax", "softmax", "tau_normalize",
            "fit_temperature", "TemperatureScaling"]
 
 
-def _out(logits, out):
-    if out is None and isinstance(logits, np.ndarray) and logits.ndim == 2:
-        return np.empty(logits.shape, np.float32)
-    return out
-
-
-def _adjust(func, logits, source_prior, tau, target_prior, out):
-    sp = None if source_prior is None else as_prior(source_prior, func, "source_prior")
-    tp = None if target_prior is None else as_prior(target_prior, func, "target_prior")
-    out = _out(logits, out)
-    _C.lt_adjust_logits(func, logits, out, sp, float(tau), tp)
-    return out
+def _prior(prior, arg):
+    return None if prior is None else as_float32(prior, arg)
 
 
 def pc_adjust(logits, source_prior, target_prior=None, out=None):
     """PC Softmax logits f - log p_s + log p_t (uniform target when target_prior is None)."""
-    return _adjust("lade.posthoc.pc_adjust", logits, source_prior, 1.0, target_prior, out)
+    return _C.pc_adjust(logits, _prior(source_prior, "source_prior"), 1.0, _prior(target_prior, "target_prior"), out)
 
 
 def lade_adjust(logits, target_prior=None, out=None):
     """LADE / Balanced Softmax test-time logits f + log p_t (unchanged for a uniform target)."""
-    return _adjust("lade.posthoc.lade_adjust", logits, None, 0.0, target_prior, out)
+    return _C.lade_adjust(logits, None, 0.0, _prior(target_prior, "target_prior"), out)
 
 
 def logit_adjust(logits, source_prior, tau=1.0, target_prior=None, out=None):
     """Post-hoc logit adjustment f - tau * log p_s (+ log p_t when given)."""
-    return _adjust("lade.posthoc.logit_adjust", logits, source_prior, tau, target_prior, out)
+    return _C.logit_adjust(logits, _prior(source_prior, "source_prior"), tau, _prior(target_prior, "target_prior"),
+                           out)
 
 
 def softmax(logits, temperature=1.0, bias=None, out=None):
     """Row-wise softmax(logits / temperature + bias) as float32."""
-    func = "lade.posthoc.softmax"
     b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
-    out = _out(logits, out)
-    _C.lt_softmax(func, logits, out, float(temperature), b)
-    return out
+    return _C.softmax(logits, temperature, b, out)
 
 
 def pc_softmax(logits, source_prior, target_prior=None):
@@ -70,9 +58,7 @@ def lade_softmax(logits, target_prior=None):
 
 def tau_normalize(weights, tau=1.0, out=None):
     """tau-normalised classifier weights: row c divided by ||row c||_2 ** tau (zero rows kept)."""
-    out = _out(weights, out)
-    _C.lt_tau_normalize("lade.posthoc.tau_normalize", weights, out, float(tau))
-    return out
+    return _C.tau_normalize(weights, tau, out)
 
 
 class TemperatureScaling:
@@ -94,11 +80,5 @@ def fit_temperature(logits, labels, bias=False, max_iter=100):
     """Fits temperature scaling (bias=False) or bias-corrected temperature scaling (bias=True,
     Alexandari et al. 2020) on held-out labelled logits by minimising the NLL (Newton's
     method, convex in (1/T, bias)). Returns a TemperatureScaling."""
-    func = "lade.posthoc.fit_temperature"
-    b = None
-    if bias:
-        if not (isinstance(logits, np.ndarray) and logits.ndim == 2):
-            _C.lt_fit_temperature(func, logits, labels, None, int(max_iter))  # raises the argument error
-        b = np.empty(logits.shape[1], np.float64)
-    t, nll = _C.lt_fit_temperature(func, logits, labels, b, int(max_iter))
+    t, b, nll = _C.fit_temperature(logits, labels, bias, max_iter)
     return TemperatureScaling(t, b, nll)

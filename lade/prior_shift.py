@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lade import _C, posthoc
-from lade.priors import as_prior, prior_from_labels
+from lade.priors import as_float32, prior_from_labels
 
 __all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "mean_posterior", "reweight",
            "shifted_test_indices"]
@@ -88,44 +88,29 @@ class PriorShiftResult:
 
 def reweight(probs, from_prior, to_prior, out=None):
     """Posteriors moved from one prior to another: p * to / from, renormalised per row."""
-    func = "lade.prior_shift.reweight"
-    fp, tp = as_prior(from_prior, func, "from_prior"), as_prior(to_prior, func, "to_prior")
-    if out is None and isinstance(probs, np.ndarray) and probs.ndim == 2:
-        out = np.empty(probs.shape, np.float32)
-    _C.lt_reweight_probs(func, probs, fp, tp, out)
-    return out
+    return _C.reweight(probs, as_float32(from_prior, "from_prior"), as_float32(to_prior, "to_prior"), out)
 
 
 def mean_posterior(probs):
     """The mean row of `probs` (floored at 1e-8, renormalised): the prior calibrated posteriors
     embody on their own calibration data."""
-    func = "lade.prior_shift.mean_posterior"
-    if not (isinstance(probs, np.ndarray) and probs.ndim == 2):
-        raise ValueError(f"{func}: argument 'probs' must be a 2-D array, got {getattr(probs, 'shape', None)}")
-    out = np.empty(probs.shape[1], np.float32)
-    _C.lt_mean_posterior(func, probs, out)
-    return out
+    return _C.mean_posterior(probs)
 
 
 def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000):
     """EM (Saerens 2002) on posteriors `probs` that embody `reference_prior`; pseudo_count > 0
     gives the MAP estimate under a Dirichlet(1 + pseudo_count) prior.
     Returns (prior, iterations, converged, loglik)."""
-    func = "lade.prior_shift.em_prior"
-    ref = as_prior(reference_prior, func, "reference_prior")
-    out = np.empty(ref.shape[0], np.float32)
-    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, float(pseudo_count), float(tol), int(max_iter))
-    return out, iters, conv, ll
+    ref = as_float32(reference_prior, "reference_prior")
+    return _C.em_prior(probs, ref, pseudo_count=pseudo_count, tol=tol, max_iter=max_iter)
 
 
 def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, ridge=0.0, cond_limit=COND_LIMIT):
     """BBSE (Lipton 2018) solved as least squares over the simplex. Returns (prior,
     condition_number, fell_back); warns on fallback."""
     func = "lade.prior_shift.bbse_prior"
-    sp = as_prior(source_prior, func, "source_prior")
-    out = np.empty(sp.shape[0], np.float32)
-    cond, fell_back = _C.lt_bbse_prior(func, calib_probs, calib_labels, test_probs, sp, out, bool(soft),
-                                       float(ridge), float(cond_limit))
+    out, cond, fell_back = _C.bbse_prior(calib_probs, calib_labels, test_probs, as_float32(source_prior, "source_prior"),
+                                         cond_limit, soft=soft, ridge=ridge)
     if fell_back:
         warnings.warn(f"{func}: the calibration confusion matrix is ill-conditioned (1-norm condition number "
                       f"{cond:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift (the source prior)",
@@ -143,8 +128,6 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: argument 'method' must be 'em' or 'bbse', got {method!r}")
     if calibration not in ("bcts", "ts", "none"):
         raise ValueError(f"{_FUNC}: argument 'calibration' must be 'bcts', 'ts' or 'none', got {calibration!r}")
-    if (calib_logits is None) != (calib_labels is None):
-        raise ValueError(f"{_FUNC}: arguments 'calib_logits' and 'calib_labels' must be given together")
     if method == "bbse" and calib_logits is None:
         raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
     if not (pseudo_count >= 0 and np.isfinite(pseudo_count)):
@@ -153,23 +136,9 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: argument 'ridge' must be finite and >= 0, got {ridge}")
     if int(bootstrap) < 0:
         raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
-    source = as_prior(source_prior, _FUNC, "source_prior")
+    source = as_float32(source_prior, "source_prior")
+    _C.check_adapt(source, test_logits, calib_logits, calib_labels)
     classes = source.shape[0]
-    if not (isinstance(test_logits, np.ndarray) and test_logits.ndim == 2 and test_logits.shape[1] == classes):
-        shape = getattr(test_logits, "shape", None)
-        raise ValueError(f"{_FUNC}: argument 'test_logits' must have shape (*, {classes}) to match "
-                         f"'source_prior', got {shape}")
-
-    _C.lt_check_finite(_FUNC, test_logits, "test_logits")
-    if calib_logits is not None:
-        _C.lt_check_finite(_FUNC, calib_logits, "calib_logits")
-        if not (isinstance(calib_labels, np.ndarray) and calib_labels.ndim == 1
-                and calib_labels.shape[0] == calib_logits.shape[0]):
-            raise ValueError(f"{_FUNC}: argument 'calib_labels' must have shape ({calib_logits.shape[0]},) to match "
-                             f"'calib_logits', got {getattr(calib_labels, 'shape', None)}")
-        if calib_logits.shape[1] != classes:
-            raise ValueError(f"{_FUNC}: argument 'calib_logits' must have {classes} columns to match "
-                             f"'source_prior', got {calib_logits.shape[1]}")
     cal = None
     if calib_logits is not None and calibration != "none":
         if calibration == "bcts":
@@ -187,14 +156,13 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
 
     res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
     if method == "em":
-        prior = np.empty(classes, np.float32)
-        res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None,
-                                                               float(pseudo_count), float(tol), int(max_iter))
+        prior, res.iterations, res.converged, loglik = _C.em_prior(test_probs, reference, pseudo_count=pseudo_count,
+                                                                   tol=tol, max_iter=max_iter)
         if not res.converged:
             warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
                           stacklevel=2)
         if calib_probs is not None:
-            res.condition_number = _C.lt_confusion_condition(_FUNC, calib_probs, calib_labels, bool(soft))
+            res.condition_number = _C.confusion_condition(calib_probs, calib_labels, soft)
             absent = np.flatnonzero(np.bincount(calib_labels, minlength=classes) == 0)
             if absent.size:
                 warnings.warn(f"{_FUNC}: the held-out set has no sample of class(es) "
@@ -207,35 +175,31 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                               "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
                               stacklevel=2)
         if pseudo_count > 0:  # the likelihood-ratio test needs the maximum-likelihood estimate
-            loglik = _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(classes, np.float32), None, 0.0,
-                                    float(tol), int(max_iter))[2]
+            loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter)[3]
         stat, dof = max(2.0 * loglik, 0.0), classes - 1
-        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(max(dof, 1))),
+        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, max(dof, 1)),
                           "test": "likelihood ratio (Saerens 2002), chi-square"}
     else:
-        prior = np.empty(classes, np.float32)
-        res.condition_number, res.fell_back = _C.lt_bbse_prior(_FUNC, calib_probs, calib_labels, test_probs, source,
-                                                               prior, bool(soft), float(ridge), float(cond_limit))
+        prior, res.condition_number, res.fell_back = _C.bbse_prior(calib_probs, calib_labels, test_probs, source,
+                                                                   cond_limit, soft=soft, ridge=ridge)
         if res.fell_back:
             warnings.warn(f"{_FUNC}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
                           f"{res.condition_number:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift "
                           "(the source prior)", RuntimeWarning, stacklevel=2)
-        stat, dof = _C.lt_prediction_shift_chi2(_FUNC, calib_probs, calib_labels, test_probs, source)
-        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(dof)),
+        stat, dof = _C.prediction_shift_chi2(calib_probs, calib_labels, test_probs, source)
+        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
                           "test": "Pearson chi-square on predicted-class counts"}
     res.prior = prior
     res.probs = reweight(test_probs, reference, prior)
 
     if bootstrap:
-        reps = np.empty((int(bootstrap), classes), np.float32)
         if method == "em":
-            _C.lt_em_bootstrap(_FUNC, test_probs, reference, reps, float(pseudo_count), float(tol), int(max_iter),
-                               int(seed))
+            reps = _C.em_bootstrap(test_probs, reference, bootstrap, pseudo_count=pseudo_count, tol=tol,
+                                   max_iter=max_iter, seed=seed)
         else:
-            _C.lt_bbse_bootstrap(_FUNC, calib_probs, calib_labels, test_probs, source, reps, bool(soft), float(ridge),
-                                 int(seed))
-        lo, hi = np.empty(classes, np.float32), np.empty(classes, np.float32)
-        _C.lt_bootstrap_interval(_FUNC, reps, lo, hi, float(level))
+            reps = _C.bbse_bootstrap(calib_probs, calib_labels, test_probs, source, bootstrap, soft=soft, ridge=ridge,
+                                     seed=seed)
+        lo, hi = _C.bootstrap_interval(reps, level)
         res.interval, res.level, res.replicates = (lo, hi), float(level), reps
     return res
 

@@ -9,26 +9,29 @@ import numpy as np
 from lade import _C
 
 __all__ = ["cifar_lt_counts", "lt_profile", "class_counts", "prior_from_counts", "prior_from_labels",
-           "check_prior", "as_prior"]
+           "check_prior", "as_prior", "as_float32"]
 
 _PROFILES = {"exp": 0, "step": 1}
 
 
-def as_prior(prior, func, arg="prior"):
-    """Returns `prior` as a validated float32 vector (a small copy when it is not one already)."""
+def as_float32(prior, arg="prior"):
+    """`prior` as a float32 vector, converted (a small copy) when it is not one already; C checks it."""
     try:
-        p = np.ascontiguousarray(prior, dtype=np.float32)
+        return np.ascontiguousarray(prior, dtype=np.float32)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"{func}: argument '{arg}' must be a vector of probabilities ({e})") from None
-    if p.ndim != 1:
-        raise ValueError(f"{func}: argument '{arg}' must be 1-dimensional, got shape {p.shape}")
-    _C.lt_check_prior(func, p, arg)
+        raise TypeError(f"argument '{arg}' must be a vector of probabilities ({e})") from None
+
+
+def as_prior(prior, arg="prior"):
+    """Returns `prior` as a validated float32 vector (a small copy when it is not one already)."""
+    p = as_float32(prior, arg)
+    _C.check_prior(p, arg)
     return p
 
 
 def check_prior(prior, arg="prior"):
     """Raises ValueError/FloatingPointError unless `prior` is a valid prior."""
-    as_prior(prior, "lade.priors.check_prior", arg)
+    as_prior(prior, arg)
 
 
 def lt_profile(classes, img_max, ratio, profile="exp"):
@@ -37,14 +40,9 @@ def lt_profile(classes, img_max, ratio, profile="exp"):
     exp: n_c = int(img_max * ratio**(c / (classes - 1))); step: the first classes // 2
     get int(img_max), the rest int(img_max * ratio). ratio is the tail/head fraction
     (0.01 for "imbalance 100")."""
-    func = "lade.priors.lt_profile"
     if profile not in _PROFILES:
-        raise ValueError(f"{func}: argument 'profile' must be 'exp' or 'step', got {profile!r}")
-    if int(classes) < 1:
-        raise ValueError(f"{func}: argument 'classes' must be >= 1, got {classes}")
-    out = np.empty(int(classes), np.int64)
-    _C.lt_profile(func, out, float(img_max), float(ratio), _PROFILES[profile])
-    return out
+        raise ValueError(f"lade.priors.lt_profile: argument 'profile' must be 'exp' or 'step', got {profile!r}")
+    return _C.lt_profile(classes, img_max, ratio, _PROFILES[profile])
 
 
 def cifar_lt_counts(classes=100, imbalance=100, split="train", profile="exp"):
@@ -60,9 +58,7 @@ def cifar_lt_counts(classes=100, imbalance=100, split="train", profile="exp"):
 
 def class_counts(labels, classes):
     """counts[c] = number of labels equal to c (labels int64, all in [0, classes))."""
-    out = np.empty(int(classes), np.int64)
-    _C.lt_class_counts("lade.priors.class_counts", labels, out)
-    return out
+    return _C.class_counts(labels, classes)
 
 
 def prior_from_counts(counts, eps=0.0):
@@ -70,16 +66,9 @@ def prior_from_counts(counts, eps=0.0):
 
     eps = 0 (default): a zero count raises ValueError naming the class.
     eps > 0: empty classes count as eps samples (e.g. eps=1e-3)."""
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
-    out = np.empty(counts.shape[0] if counts.ndim == 1 else 0, np.float32)
-    _C.lt_prior_from_counts("lade.priors.prior_from_counts", counts, out, float(eps))
-    return out
+    return _C.prior_from_counts(np.ascontiguousarray(counts, dtype=np.int64), eps)
 
 
 def prior_from_labels(labels, classes, eps=0.0):
     """The label frequencies of `labels` as a prior (see prior_from_counts for eps)."""
-    counts = np.empty(int(classes), np.int64)
-    _C.lt_class_counts("lade.priors.prior_from_labels", labels, counts)
-    out = np.empty(int(classes), np.float32)
-    _C.lt_prior_from_counts("lade.priors.prior_from_labels", counts, out, float(eps))
-    return out
+    return _C.prior_from_labels(labels, classes, eps)

@@ -21,36 +21,17 @@ SHIFT_SETTINGS = ([("forward", r) for r in (50, 25, 10, 5, 2)] + [("uniform", 1)
                   [("backward", r) for r in (2, 5, 10, 25, 50)])
 
 
-def _seed(seed, func):
-    seed = int(seed)
-    if not 0 <= seed < 2 ** 64:
-        raise ValueError(f"{func}: argument 'seed' must be in [0, 2**64), got {seed}")
-    return seed
-
-
-def _epoch(epoch, func):
-    epoch = int(epoch)
-    if epoch < 0:
-        raise ValueError(f"{func}: argument 'epoch' must be >= 0, got {epoch}")
-    return epoch
-
-
 class InstanceSampler:
     """A fresh permutation of range(n) every epoch."""
 
     def __init__(self, n, seed=0):
-        self.n, self.seed = int(n), _seed(seed, "lade.sampling.InstanceSampler")
-        if self.n < 0:
-            raise ValueError(f"lade.sampling.InstanceSampler: argument 'n' must be >= 0, got {n}")
+        self.n, self.seed = n, seed
 
     def __len__(self):
         return self.n
 
     def epoch_indices(self, epoch):
-        func = "lade.sampling.InstanceSampler.epoch_indices"
-        out = np.empty(self.n, np.int64)
-        _C.lt_sample_instance(func, out, self.seed, _epoch(epoch, func))
-        return out
+        return _C.sample_instance(self.n, self.seed, epoch)
 
 
 class ClassAwareSampler:
@@ -59,27 +40,21 @@ class ClassAwareSampler:
     from each class's own cyclic shuffled list. Each epoch restarts from (seed, epoch)."""
 
     def __init__(self, labels, classes, seed=0, samples_per_class=1):
-        func = "lade.sampling.ClassAwareSampler"
-        self.labels, self.classes = labels, int(classes)
-        self.seed, self.samples_per_class = _seed(seed, func), int(samples_per_class)
-        self._len = _C.lt_class_aware_length(func, labels, self.classes)
+        self.labels, self.classes, self.seed, self.samples_per_class = labels, classes, seed, samples_per_class
+        self._len = _C.class_aware_length(labels, classes)
 
     def __len__(self):
         return self._len
 
     def epoch_indices(self, epoch):
-        func = "lade.sampling.ClassAwareSampler.epoch_indices"
-        out = np.empty(self._len, np.int64)
-        _C.lt_sample_class_aware(func, self.labels, self.classes, out, self.samples_per_class, self.seed,
-                                 _epoch(epoch, func))
-        return out
+        return _C.sample_class_aware(self.labels, self.classes, self._len, self.samples_per_class, self.seed, epoch)
 
 
 class _ClassProbSampler:
-    def __init__(self, func, labels, classes, seed, length):
-        self.labels, self.classes, self.seed = labels, int(classes), _seed(seed, func)
+    def __init__(self, labels, classes, seed, length):
+        self.labels, self.classes, self.seed = labels, classes, seed
         self.counts = class_counts(labels, classes)
-        self._len = int(labels.shape[0]) if length is None else int(length)
+        self._len = len(labels) if length is None else length
 
     def __len__(self):
         return self._len
@@ -88,11 +63,7 @@ class _ClassProbSampler:
         raise NotImplementedError
 
     def epoch_indices(self, epoch):
-        func = f"lade.sampling.{type(self).__name__}.epoch_indices"
-        epoch = _epoch(epoch, func)
-        out = np.empty(self._len, np.int64)
-        _C.lt_sample_by_class(func, self.labels, self.class_probabilities(epoch), out, self.seed, epoch)
-        return out
+        return _C.sample_by_class(self.labels, self.class_probabilities(epoch), self._len, self.seed, epoch)
 
 
 class SquareRootSampler(_ClassProbSampler):
@@ -100,9 +71,8 @@ class SquareRootSampler(_ClassProbSampler):
     then a sample of it uniformly, with replacement. Epoch length = len(labels) by default."""
 
     def __init__(self, labels, classes, seed=0, q=0.5, length=None):
-        super().__init__("lade.sampling.SquareRootSampler", labels, classes, seed, length)
-        self.prob = np.empty(self.classes, np.float64)
-        _C.lt_class_prob("lade.sampling.SquareRootSampler", self.counts, self.prob, False, float(q), 0, 1)
+        super().__init__(labels, classes, seed, length)
+        self.prob = _C.class_prob_power(self.counts, q)
 
     def class_probabilities(self, epoch):
         return self.prob
@@ -113,14 +83,11 @@ class ProgressivelyBalancedSampler(_ClassProbSampler):
     from instance-balanced (epoch 0) to class-balanced (epoch total_epochs - 1)."""
 
     def __init__(self, labels, classes, total_epochs, seed=0, length=None):
-        super().__init__("lade.sampling.ProgressivelyBalancedSampler", labels, classes, seed, length)
-        self.total_epochs = int(total_epochs)
+        super().__init__(labels, classes, seed, length)
+        self.total_epochs = total_epochs
 
     def class_probabilities(self, epoch):
-        prob = np.empty(self.classes, np.float64)
-        _C.lt_class_prob("lade.sampling.ProgressivelyBalancedSampler", self.counts, prob, True, 0.0, int(epoch),
-                         self.total_epochs)
-        return prob
+        return _C.class_prob_progressive(self.counts, epoch, self.total_epochs)
 
 
 class LTSubset(namedtuple("LTSubset", "indices labels counts")):
@@ -144,14 +111,8 @@ def lt_subset(labels, counts, seed=0):
     """Long-tailed subset of a dataset (spec §3.1): per class (ascending) its indices are
     shuffled with stream c of `seed` and the first counts[c] kept. Not bit-identical to the
     official numpy shuffle (spec §7.13)."""
-    func = "lade.sampling.lt_subset"
     counts = np.ascontiguousarray(counts, dtype=np.int64)
-    if counts.ndim != 1:
-        raise ValueError(f"{func}: argument 'counts' must be 1-dimensional, got shape {counts.shape}")
-    if (counts < 0).any():
-        raise ValueError(f"{func}: argument 'counts' must be >= 0, got {int(counts.min())}")
-    out = np.empty(int(counts.sum()), np.int64)
-    _C.lt_subset(func, labels, counts, out, _seed(seed, func))
+    out = _C.lt_subset(labels, counts, seed)
     return LTSubset(out, labels[out], counts)
 
 
@@ -167,14 +128,11 @@ def shifted_test_subset(test_labels, train_prior, ratio, direction, img_max=None
     func = "lade.sampling.shifted_test_subset"
     if direction not in _DIRECTIONS:
         raise ValueError(f"{func}: argument 'direction' must be 'forward', 'backward' or 'uniform', got {direction!r}")
-    prior = as_prior(train_prior, func, "train_prior")
-    available = class_counts(test_labels, prior.shape[0])
+    prior = as_prior(train_prior, "train_prior")
     if img_max is None:
-        img_max = int(available.min())
-    counts = np.empty(prior.shape[0], np.int64)
-    _C.lt_shift_counts(func, prior, counts, float(img_max), float(ratio), _DIRECTIONS[direction])
-    out = np.empty(int(counts.sum()), np.int64)
-    _C.lt_first_k_per_class(func, test_labels, counts, out)
+        img_max = int(class_counts(test_labels, prior.shape[0]).min())
+    counts = _C.shift_counts(prior, img_max, ratio, _DIRECTIONS[direction])
+    out = _C.first_k_per_class(test_labels, counts)
     return ShiftedSubset(out, counts, prior_from_counts(counts))
 
 
@@ -186,8 +144,5 @@ def shifted_test_indices(test_labels, train_prior, ratio, direction, img_max=Non
 def dirichlet_priors(m, classes, alpha=1.0, seed=0):
     """m random priors (m, classes) float32 from Dirichlet(alpha) (scalar or per class); entries
     are floored at 1e-12 and renormalised so their logs are finite. Row r uses stream r."""
-    func = "lade.sampling.dirichlet_priors"
     a = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (int(classes),)))
-    out = np.empty((int(m), int(classes)), np.float32)
-    _C.lt_dirichlet(func, a, out, _seed(seed, func))
-    return out
+    return _C.dirichlet_priors(a, m, seed)

@@ -69,6 +69,7 @@ typedef struct {
 #define REQ(name, kind) {name, LADE_SCALAR, kind, NULL, 0, NULL}
 #define OPT(name, kind, def) {name, LADE_SCALAR | LADE_OPT, kind, NULL, def, NULL}
 #define OBJ(name, type) {name, LADE_SCALAR, 'O', NULL, 0, type}
+#define OBJ_OPT(name, type) {name, LADE_SCALAR | LADE_OPT, 'O', NULL, 0, type}
 #define END {NULL, 0, 0, NULL, 0, NULL}
 #define F32T NPY_FLOAT32
 #define F64T NPY_FLOAT64

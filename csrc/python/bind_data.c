@@ -254,8 +254,8 @@ static int read_range(PyObject *o, const char *func, const char *arg, double *lo
 static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {
         REQ("preset", 's'), OPT("size", 'i', 0), OPT("resize", 'i', 0), OPT("pad", 'i', 0), OPT("flip", 'p', 0),
-        OBJ("scale", NULL), OBJ("ratio", NULL), OPT("brightness", 'f', 0), OPT("contrast", 'f', 0),
-        OPT("saturation", 'f', 0), OBJ("mean", NULL), OBJ("std", NULL), END,
+        OBJ_OPT("scale", NULL), OBJ_OPT("ratio", NULL), OPT("brightness", 'f', 0), OPT("contrast", 'f', 0),
+        OPT("saturation", 'f', 0), OBJ_OPT("mean", NULL), OBJ_OPT("std", NULL), END,
     };
     lade_call c;
     if (lade_parse(&c, "lade.data.Transform", spec, args, kw)) return lade_call_end(&c, NULL), -1;

@@ -39,26 +39,25 @@ static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a,
 
 /* ---- conv2d ------------------------------------------------------------------------ */
 static const lade_arg conv_forward_args[] = {
-    IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ("stride", NULL),
-    OBJ("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0), END,
+    IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
+    OBJ_OPT("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0), END,
 };
 static const lade_arg conv_backward_args[] = {
-    IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ("stride", NULL),
-    OBJ("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
+    IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
+    OBJ_OPT("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
     OPT("naive", 'p', 0), END,
 };
 
+/* stride and padding, parsed by conv_infer into c->list */
 static lade_conv2d_geom conv_geom(const lade_call *c) {
-    lade_conv2d_geom g = {0};
-    parse_pair(c, "stride", 1, &g.stride_h, &g.stride_w);
-    parse_pair(c, "padding", 0, &g.pad_h, &g.pad_w);
-    g.cout = DIM(c, 'o'), g.cin = DIM(c, 'c'), g.kh = DIM(c, 'k'), g.kw = DIM(c, 'l');
-    return g;
+    return (lade_conv2d_geom){.cout = DIM(c, 'o'), .cin = DIM(c, 'c'), .kh = DIM(c, 'k'), .kw = DIM(c, 'l'),
+                              .stride_h = c->list[0], .stride_w = c->list[1], .pad_h = c->list[2], .pad_w = c->list[3]};
 }
 
 static int conv_infer(lade_call *c) {
+    if (parse_pair(c, "stride", 1, &c->list[0], &c->list[1]) || parse_pair(c, "padding", 0, &c->list[2], &c->list[3]))
+        return -1;
     lade_conv2d_geom g = conv_geom(c);
-    if (PyErr_Occurred()) return -1;
     int oh, ow;
     lade_status st = lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
     if (st) return lade_py_raise(st, c->func), -1;
@@ -311,7 +310,7 @@ static lade_status sgd_step(lade_call *c) {
 
 static const lade_arg warmup_multistep_args[] = {
     REQ("base_lr", 'f'), REQ("epoch", 'i'), OPT("warmup_epochs", 'i', 5), OPT("warmup_start", 'f', 1.0 / 3.0),
-    OBJ("milestones", NULL), OPT("factor", 'f', 0.01), END,
+    OBJ_OPT("milestones", NULL), OPT("factor", 'f', 0.01), END,
 };
 /* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
 static int warmup_multistep_infer(lade_call *c) {

@@ -121,12 +121,16 @@ static int check_shape(lade_call *c, int k) {
         }
     }
     if (!bad) return 0;
-    char want[160], got[160], match[80] = "";
+    char want[160], got[160], theirs[160], match[400] = "";
     int nd;
     npy_intp dims[NPY_MAXDIMS];
     wanted_shape(c, a, want, sizeof want, &nd, dims);
     format_shape(got, sizeof got, PyArray_NDIM(arr), PyArray_DIMS(arr));
-    if (partner >= 0 && partner != k) snprintf(match, sizeof match, " to match argument '%s'", c->spec[partner].name);
+    if (partner >= 0 && partner != k) {
+        PyArrayObject *p = c->array[partner];
+        format_shape(theirs, sizeof theirs, PyArray_NDIM(p), PyArray_DIMS(p));
+        snprintf(match, sizeof match, " to match argument '%s' of shape %s", c->spec[partner].name, theirs);
+    }
     PyErr_Format(PyExc_ValueError, "%s: argument '%s' must have shape %s%s, got %s", c->func, a->name, want, match,
                  got);
     return -1;
