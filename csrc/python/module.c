@@ -35,7 +35,8 @@ static void format_shape(char *buf, size_t size, int ndim, const npy_intp *dims)
     if (used < size) snprintf(buf + used, size - used, ndim == 1 ? ",)" : ")");
 }
 
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
+/* An ndarray of the dtype (or an equivalent one in native byte order). */
+static PyArrayObject *check_type(PyObject *obj, const char *func, const char *arg, int typenum) {
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be a numpy.ndarray of %s, got %s",
                      func, arg, dtype_name(typenum), Py_TYPE(obj)->tp_name);
@@ -51,6 +52,12 @@ PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, i
         Py_XDECREF(got);
         return NULL;
     }
+    return a;
+}
+
+/* Usable without a copy: native byte order, C-contiguous, aligned, writeable when out. */
+static int check_layout(PyArrayObject *a, const char *func, const char *arg, int out) {
+    PyArray_Descr *d = PyArray_DESCR(a);
     const char *problem = NULL;
     if (!PyArray_ISNBO(d->byteorder))
         problem = "must be in native byte order, got a byte-swapped array";
@@ -65,13 +72,15 @@ PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, i
         if (PyArray_DIM(a, i) > 0x3fffffff) {
             PyErr_Format(PyExc_ValueError, "%s: argument '%s' has dimension %d of size %zd, above the 2^30 limit",
                          func, arg, i, (Py_ssize_t)PyArray_DIM(a, i));
-            return NULL;
+            return -1;
         }
-    if (problem) {
-        PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, problem);
-        return NULL;
-    }
-    return a;
+    if (problem) PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, problem);
+    return problem ? -1 : 0;
+}
+
+PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
+    PyArrayObject *a = check_type(obj, func, arg, typenum);
+    return a && !check_layout(a, func, arg, out) ? a : NULL;
 }
 
 /* ---- the argument tables ---------------------------------------------------------------- */
@@ -136,13 +145,13 @@ static int check_shape(lade_call *c, int k) {
     return -1;
 }
 
+/* dtype, then shape (a shape names the argument's role), then layout */
 static int check_array(lade_call *c, int k) {
     const lade_arg *a = &c->spec[k];
-    PyArrayObject *arr = lade_py_array(c->given[k], c->func, a->name, a->dtype, role(a) != LADE_IN);
+    PyArrayObject *arr = check_type(c->given[k], c->func, a->name, a->dtype);
     if (!arr) return -1;
-    Py_INCREF(arr);
-    c->array[k] = arr;
-    return check_shape(c, k);
+    c->array[k] = (PyArrayObject *)Py_NewRef(arr);
+    return check_shape(c, k) || check_layout(arr, c->func, a->name, role(a) != LADE_IN) ? -1 : 0;
 }
 
 static int convert_scalar(lade_call *c, int k) {
