@@ -357,6 +357,28 @@ def test_loader_bad_arguments(small_cifar):
         next(iter(data.Loader((images, labels), 2, data.CifarTest(), sampler=short)))
 
 
+def test_c_loader_checks_every_output_and_holds_its_sources(small_cifar):
+    """The C loader refuses outputs of the wrong shape (it would copy a whole batch into
+    them) and keeps the arrays it reads alive by itself, without the Python wrapper."""
+    images, labels = small_cifar
+    loader = lade._C.Loader(data.CifarTest(), 8, images=images.copy(), labels=labels.copy(), num_workers=1,
+                            prefetch=1)
+    loader.begin(0, np.arange(len(labels), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"Loader: argument 'images' must have shape \(8, 3, 32, 32\)"):
+        loader.next(images=np.empty((4, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"Loader: argument 'labels' must have shape \(8,\)"):
+        loader.next(labels=np.empty(7, np.int64))
+    with pytest.raises(ValueError, match=r"argument 'images' must have shape \(8, 3, 32, 32\)"):
+        loader.next(images=np.empty((8, 3, 16, 16), np.float32))
+    gc.collect()  # the copies above have no other owner than the loader
+    out_images, out_labels = np.empty((8, 3, 32, 32), np.float32), np.empty(8, np.int64)
+    got_images, got_labels = loader.next(images=out_images, labels=out_labels)
+    assert np.shares_memory(got_images, out_images) and np.shares_memory(got_labels, out_labels)
+    np.testing.assert_array_equal(got_labels, labels[:8])
+    np.testing.assert_allclose(got_images, data.augment(images[:8], data.CifarTest()))
+    loader.close()
+
+
 def thread_count():
     return len(os.listdir("/proc/self/task"))
 
