@@ -71,6 +71,8 @@ typedef struct {
 #define OBJ(name, type) {name, LADE_SCALAR, 'O', NULL, 0, type}
 #define OBJ_OPT(name, type) {name, LADE_SCALAR | LADE_OPT, 'O', NULL, 0, type}
 #define END {NULL, 0, 0, NULL, 0, NULL}
+/* A table as an expression (a static compound literal), ended by END. */
+#define ARGS(...) ((const lade_arg[]){__VA_ARGS__, END})
 #define F32T NPY_FLOAT32
 #define F64T NPY_FLOAT64
 #define I64T NPY_INT64
@@ -131,7 +133,7 @@ typedef struct {
     int (*infer)(lade_call *c);
     lade_status (*run)(lade_call *c);
     const char *returns;
-    const char *doc;
+    const char *doc; /* after the signature, which is made from the table */
 } lade_binding;
 
 /* Adds every binding of a list ending in {NULL} to the module. */

@@ -38,15 +38,6 @@ static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a,
 }
 
 /* ---- conv2d ------------------------------------------------------------------------ */
-static const lade_arg conv_forward_args[] = {
-    IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
-    OBJ_OPT("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0), END,
-};
-static const lade_arg conv_backward_args[] = {
-    IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
-    OBJ_OPT("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
-    OPT("naive", 'p', 0), END,
-};
 
 /* stride and padding, parsed by conv_infer into c->list */
 static lade_conv2d_geom conv_geom(const lade_call *c) {
@@ -89,11 +80,6 @@ static lade_status conv_forward(lade_call *c) { return conv_run(c, 0); }
 static lade_status conv_backward(lade_call *c) { return conv_run(c, 1); }
 
 /* ---- batch norm ----------------------------------------------------------------------- */
-static const lade_arg bn_train_args[] = {
-    IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
-    INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"),
-    OUT_HIDDEN("save_mean", F32T, "c"), OUT_HIDDEN("save_invstd", F32T, "c"), END,
-};
 static int bn_train_infer(lade_call *c) {
     if (lade_given(c, "running_mean") != lade_given(c, "running_var")) {
         PyErr_Format(PyExc_ValueError, "%s: give both running_mean and running_var, or neither", c->func);
@@ -109,19 +95,11 @@ static lade_status bn_train(lade_call *c) {
                                           (float)lade_num(c, "eps"));
 }
 
-static const lade_arg bn_eval_args[] = {
-    IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), IN("running_mean", F32T, "c"),
-    IN("running_var", F32T, "c"), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"), END,
-};
 static lade_status bn_eval(lade_call *c) {
     return lade_batchnorm2d_forward_eval(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"),
                                          F32(c, "running_mean"), F32(c, "running_var"), (float)lade_num(c, "eps"));
 }
 
-static const lade_arg bn_backward_args[] = {
-    IN_LATE("dout", F32T, "nchw"), IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("save_mean", F32T, "c"),
-    IN("save_invstd", F32T, "c"), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "c"), GRAD("dbias", F32T, "c"), END,
-};
 static lade_status bn_backward(lade_call *c) {
     return lade_batchnorm2d_backward(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
                                      maps(c, "x"), F32(c, "weight"), F32(c, "save_mean"), F32(c, "save_invstd"));
@@ -130,48 +108,32 @@ static lade_status bn_backward(lade_call *c) {
 /* ---- element-wise --------------------------------------------------------------------- */
 static size_t size_of(const lade_call *c, const char *name) { return (size_t)PyArray_SIZE(lade_array(c, name)); }
 
-static const lade_arg relu_forward_args[] = {IN("x", F32T, "..."), OUT_INPLACE("out", F32T, "..."), END};
 static lade_status relu_forward(lade_call *c) {
     lade_relu_forward(F32(c, "out"), F32(c, "x"), size_of(c, "x"));
     return LADE_OK;
 }
 
-static const lade_arg relu_backward_args[] = {
-    IN("dout", F32T, "..."), IN("out", F32T, "..."), GRAD("dx", F32T, "..."), END,
-};
 static lade_status relu_backward(lade_call *c) {
     lade_relu_backward(F32(c, "dx"), F32(c, "dout"), F32(c, "out"), size_of(c, "dout"));
     return LADE_OK;
 }
 
-static const lade_arg add_forward_args[] = {
-    IN("a", F32T, "..."), IN("b", F32T, "..."), OUT_INPLACE("out", F32T, "..."), END,
-};
 static lade_status add_forward(lade_call *c) {
     lade_add_forward(F32(c, "out"), F32(c, "a"), F32(c, "b"), size_of(c, "a"));
     return LADE_OK;
 }
 
-static const lade_arg add_backward_args[] = {
-    IN("dout", F32T, "..."), GRAD("da", F32T, "..."), GRAD("db", F32T, "..."), END,
-};
 static lade_status add_backward(lade_call *c) {
     lade_add_backward(F32(c, "da"), F32(c, "db"), F32(c, "dout"), size_of(c, "dout"));
     return LADE_OK;
 }
 
 /* ---- concat, pooling, shortcut ---------------------------------------------------------- */
-static const lade_arg concat_forward_args[] = {
-    IN("a", F32T, "nahw"), IN("b", F32T, "nbhw"), OUT("out", F32T, "nchw"), END,
-};
 static int concat_forward_infer(lade_call *c) { return LADE_BIND(c, 'c', DIM(c, 'a') + DIM(c, 'b')), 0; }
 static lade_status concat_forward(lade_call *c) {
     return lade_concat_forward(maps(c, "out"), maps(c, "a"), maps(c, "b"));
 }
 
-static const lade_arg concat_backward_args[] = {
-    IN("dout", F32T, "nchw"), REQ("split", 'i'), GRAD("da", F32T, "nahw"), GRAD("db", F32T, "nbhw"), END,
-};
 static int concat_backward_infer(lade_call *c) {
     long long split = lade_int(c, "split");
     if (split < 0 || split > DIM(c, 'c'))
@@ -184,7 +146,6 @@ static lade_status concat_backward(lade_call *c) {
     return lade_concat_backward(maps(c, "da"), maps(c, "db"), maps(c, "dout"));
 }
 
-static const lade_arg avgpool_forward_args[] = {IN("x", F32T, "nchw"), OUT("out", F32T, "nc"), END};
 static lade_status avgpool_forward(lade_call *c) { return lade_avgpool_forward(F32(c, "out"), maps(c, "x")); }
 
 /* height and width of the forward input, for the backwards that cannot infer them */
@@ -197,15 +158,8 @@ static int bind_height_width(lade_call *c) {
     return 0;
 }
 
-static const lade_arg avgpool_backward_args[] = {
-    IN("dout", F32T, "nc"), REQ("height", 'i'), REQ("width", 'i'), GRAD("dx", F32T, "nchw"), END,
-};
 static lade_status avgpool_backward(lade_call *c) { return lade_avgpool_backward(maps(c, "dx"), F32(c, "dout")); }
 
-static const lade_arg maxpool_forward_args[] = {
-    IN("x", F32T, "nchw"), REQ("kernel_size", 'i'), OPT("stride", 'i', 0), OPT("padding", 'i', 0),
-    OUT("out", F32T, "ncpq"), OUT("argmax", NPY_INT32, "ncpq"), END,
-};
 static lade_pool_geom pool_geom(const lade_call *c) {
     int k = (int)lade_int(c, "kernel_size");
     return (lade_pool_geom){k, lade_given(c, "stride") ? (int)lade_int(c, "stride") : k, (int)lade_int(c, "padding")};
@@ -224,10 +178,6 @@ static lade_status maxpool_forward(lade_call *c) {
     return lade_maxpool_forward(maps(c, "out"), (int32_t *)lade_data(c, "argmax"), maps(c, "x"), &g);
 }
 
-static const lade_arg maxpool_backward_args[] = {
-    IN("dout", F32T, "ncpq"), IN("argmax", NPY_INT32, "ncpq"), REQ("height", 'i'), REQ("width", 'i'),
-    GRAD("dx", F32T, "nchw"), END,
-};
 static lade_status maxpool_backward(lade_call *c) {
     return lade_maxpool_backward(maps(c, "dx"), maps(c, "dout"), (const int32_t *)lade_data(c, "argmax"));
 }
@@ -238,9 +188,6 @@ static int check_stride(lade_call *c) {
     return 0;
 }
 
-static const lade_arg shortcut_forward_args[] = {
-    IN("x", F32T, "nchw"), REQ("out_channels", 'i'), OPT("stride", 'i', 2), OUT("out", F32T, "nopq"), END,
-};
 static int shortcut_forward_infer(lade_call *c) {
     long long cout = lade_int(c, "out_channels"), s = lade_int(c, "stride");
     if (check_stride(c)) return -1;
@@ -257,10 +204,6 @@ static lade_status shortcut_forward(lade_call *c) {
     return lade_shortcut_a_forward(maps(c, "out"), maps(c, "x"), (int)lade_int(c, "stride"));
 }
 
-static const lade_arg shortcut_backward_args[] = {
-    IN("dout", F32T, "nopq"), REQ("in_channels", 'i'), REQ("height", 'i'), REQ("width", 'i'), OPT("stride", 'i', 2),
-    GRAD("dx", F32T, "nchw"), END,
-};
 static int shortcut_backward_infer(lade_call *c) {
     long long cin = lade_int(c, "in_channels"), s = lade_int(c, "stride");
     if (cin < 1) return lade_py_value_error(c->func, "in_channels", "must be >= 1, got %lld", cin), -1;
@@ -278,29 +221,17 @@ static lade_status shortcut_backward(lade_call *c) {
 }
 
 /* ---- linear ------------------------------------------------------------------------------ */
-static const lade_arg linear_forward_args[] = {
-    IN("x", F32T, "nk"), IN("weight", F32T, "ok"), IN_OPT("bias", F32T, "o"), OUT("out", F32T, "no"), END,
-};
 static lade_status linear_forward(lade_call *c) {
     return lade_linear_forward(F32(c, "out"), F32(c, "x"), F32(c, "weight"), F32(c, "bias"), DIM(c, 'n'), DIM(c, 'k'),
                                DIM(c, 'o'));
 }
 
-static const lade_arg linear_backward_args[] = {
-    IN_LATE("dout", F32T, "no"), IN("x", F32T, "nk"), IN("weight", F32T, "ok"), GRAD("dx", F32T, "nk"),
-    GRAD("dweight", F32T, "ok"), GRAD("dbias", F32T, "o"), END,
-};
 static lade_status linear_backward(lade_call *c) {
     return lade_linear_backward(F32(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), F32(c, "dout"), F32(c, "x"),
                                 F32(c, "weight"), DIM(c, 'n'), DIM(c, 'k'), DIM(c, 'o'));
 }
 
 /* ---- SGD and schedules ----------------------------------------------------------------------- */
-static const lade_arg sgd_args[] = {
-    INOUT("params", F32T, "n"), IN("grads", F32T, "n"), INOUT("velocity", F32T, "n"), REQ("lr", 'f'),
-    REQ("momentum", 'f'), REQ("dampening", 'f'), REQ("weight_decay", 'f'), REQ("nesterov", 'p'),
-    REQ("first_step", 'p'), IN_OPT("decay_mask", F32T, "n"), END,
-};
 static lade_status sgd_step(lade_call *c) {
     lade_sgd_config cfg = {(float)lade_num(c, "momentum"), (float)lade_num(c, "dampening"),
                            (float)lade_num(c, "weight_decay"), (int)lade_int(c, "nesterov")};
@@ -308,10 +239,6 @@ static lade_status sgd_step(lade_call *c) {
                          (size_t)DIM(c, 'n'), &cfg, (float)lade_num(c, "lr"), (int)lade_int(c, "first_step"));
 }
 
-static const lade_arg warmup_multistep_args[] = {
-    REQ("base_lr", 'f'), REQ("epoch", 'i'), OPT("warmup_epochs", 'i', 5), OPT("warmup_start", 'f', 1.0 / 3.0),
-    OBJ_OPT("milestones", NULL), OPT("factor", 'f', 0.01), END,
-};
 /* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
 static int warmup_multistep_infer(lade_call *c) {
     PyObject *given = lade_obj(c, "milestones");
@@ -342,9 +269,6 @@ static lade_status warmup_multistep(lade_call *c) {
     return LADE_OK;
 }
 
-static const lade_arg cosine_args[] = {
-    REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0), END,
-};
 static int cosine_infer(lade_call *c) {
     if (lade_int(c, "total_epochs") < 1)
         return lade_py_value_error(c->func, "total_epochs", "must be >= 1, got %lld", lade_int(c, "total_epochs")), -1;
@@ -464,10 +388,8 @@ static PyObject *resnet_init_weights(ResNetObject *self, PyObject *arg) {
 }
 
 static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {
-        IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0), OUT("out", F32T, "nk"),
-        END,
-    };
+    const lade_arg *spec = ARGS(IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0),
+                                OUT("out", F32T, "nk"));
     lade_call c;
     PyObject *result = NULL;
     if (lade_parse(&c, "lade.ResNet32.forward", spec, args, kw) || resnet_enter(self, c.func))
@@ -496,7 +418,7 @@ static PyObject *resnet_commit(ResNetObject *self, PyObject *unused) {
 }
 
 static PyObject *resnet_backward(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {IN_LATE("dlogits", F32T, "nk"), END};
+    const lade_arg *spec = ARGS(IN_LATE("dlogits", F32T, "nk"));
     lade_call c;
     PyObject *result = NULL;
     if (lade_parse(&c, "lade.ResNet32.backward", spec, args, kw) || resnet_enter(self, c.func))
@@ -521,7 +443,7 @@ static PyObject *resnet_zero_grad(ResNetObject *self, PyObject *unused) {
 }
 
 static PyObject *resnet_features(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {OUT("out", F32T, "nf"), END};
+    const lade_arg *spec = ARGS(OUT("out", F32T, "nf"));
     lade_call c;
     PyObject *result = NULL;
     if (lade_parse(&c, "lade.ResNet32.features", spec, args, kw) || resnet_enter(self, c.func))
@@ -598,51 +520,70 @@ static PyTypeObject ResNetType = {
     .tp_new = PyType_GenericNew,
 };
 
-#define BIND(name, args, infer, run, doc) {#name, "lade." #name, args, infer, run, NULL, doc}
+#define BIND(name, args, infer, run) {#name, "lade." #name, args, infer, run}
 static const lade_binding bindings[] = {
-    BIND(conv2d_forward, conv_forward_args, conv_infer, conv_forward,
-         "conv2d_forward(x, weight, bias=None, stride=1, padding=0, out=None, naive=False) -> out"),
-    BIND(conv2d_backward, conv_backward_args, conv_infer, conv_backward,
-         "conv2d_backward(dout, x, weight, stride=1, padding=0, dx=None, dweight=None, dbias=None, naive=False)"
-         " -> (dx, dweight, dbias), accumulated"),
-    BIND(batchnorm2d_forward_train, bn_train_args, bn_train_infer, bn_train,
-         "batchnorm2d_forward_train(x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,"
-         " out=None) -> (out, save_mean, save_invstd)"),
-    BIND(batchnorm2d_forward_eval, bn_eval_args, NULL, bn_eval,
-         "batchnorm2d_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5, out=None) -> out"),
-    BIND(batchnorm2d_backward, bn_backward_args, NULL, bn_backward,
-         "batchnorm2d_backward(dout, x, weight, save_mean, save_invstd, dx=None, dweight=None, dbias=None)"
-         " -> (dx, dweight, dbias), accumulated"),
-    BIND(relu_forward, relu_forward_args, NULL, relu_forward, "relu_forward(x, out=None) -> out (out may be x)"),
-    BIND(relu_backward, relu_backward_args, NULL, relu_backward,
-         "relu_backward(dout, out, dx=None) -> dx, accumulated; out is the forward output"),
-    BIND(add_forward, add_forward_args, NULL, add_forward, "add_forward(a, b, out=None) -> out (out may be a or b)"),
-    BIND(add_backward, add_backward_args, NULL, add_backward, "add_backward(dout, da=None, db=None) -> (da, db), accumulated"),
-    BIND(concat_forward, concat_forward_args, concat_forward_infer, concat_forward,
-         "concat_forward(a, b, out=None) -> out, channel concat"),
-    BIND(concat_backward, concat_backward_args, concat_backward_infer, concat_backward,
-         "concat_backward(dout, split, da=None, db=None) -> (da, db), accumulated"),
-    BIND(global_avgpool_forward, avgpool_forward_args, NULL, avgpool_forward, "global_avgpool_forward(x, out=None) -> (n, c)"),
-    BIND(global_avgpool_backward, avgpool_backward_args, bind_height_width, avgpool_backward,
-         "global_avgpool_backward(dout, height, width, dx=None) -> dx, accumulated"),
-    BIND(maxpool2d_forward, maxpool_forward_args, maxpool_forward_infer, maxpool_forward,
-         "maxpool2d_forward(x, kernel_size, stride=None, padding=0, out=None, argmax=None) -> (out, argmax)"),
-    BIND(maxpool2d_backward, maxpool_backward_args, bind_height_width, maxpool_backward,
-         "maxpool2d_backward(dout, argmax, height, width, dx=None) -> dx, accumulated"),
-    BIND(shortcut_a_forward, shortcut_forward_args, shortcut_forward_infer, shortcut_forward,
-         "shortcut_a_forward(x, out_channels, stride=2, out=None) -> out"),
-    BIND(shortcut_a_backward, shortcut_backward_args, shortcut_backward_infer, shortcut_backward,
-         "shortcut_a_backward(dout, in_channels, height, width, stride=2, dx=None) -> dx, accumulated"),
-    BIND(linear_forward, linear_forward_args, NULL, linear_forward, "linear_forward(x, weight, bias=None, out=None) -> out"),
-    BIND(linear_backward, linear_backward_args, NULL, linear_backward,
-         "linear_backward(dout, x, weight, dx=None, dweight=None, dbias=None) -> (dx, dweight, dbias), accumulated"),
-    {"sgd_step", "lade.SGD.step", sgd_args, NULL, sgd_step, "",
-     "sgd_step(params, grads, velocity, lr, momentum, dampening, weight_decay, nesterov, first_step, decay_mask=None)"},
-    {"warmup_multistep_lr", "lade.warmup_multistep_lr", warmup_multistep_args, warmup_multistep_infer,
-     warmup_multistep, "d",
-     "warmup_multistep_lr(base_lr, epoch, warmup_epochs=5, warmup_start=1/3, milestones=(120, 160), factor=0.01)"},
-    {"cosine_lr", "lade.cosine_lr", cosine_args, cosine_infer, cosine, "d",
-     "cosine_lr(base_lr, epoch, total_epochs, eta_min=0.0)"},
+    BIND(conv2d_forward,
+         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
+              OBJ_OPT("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0)), conv_infer, conv_forward),
+    BIND(conv2d_backward,
+         ARGS(IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
+              OBJ_OPT("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
+              OPT("naive", 'p', 0)), conv_infer, conv_backward),
+    BIND(batchnorm2d_forward_train,
+         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
+              INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"),
+              OUT_HIDDEN("save_mean", F32T, "c"), OUT_HIDDEN("save_invstd", F32T, "c")), bn_train_infer, bn_train),
+    BIND(batchnorm2d_forward_eval,
+         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), IN("running_mean", F32T, "c"),
+              IN("running_var", F32T, "c"), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw")), NULL, bn_eval),
+    BIND(batchnorm2d_backward,
+         ARGS(IN_LATE("dout", F32T, "nchw"), IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("save_mean", F32T, "c"),
+              IN("save_invstd", F32T, "c"), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "c"), GRAD("dbias", F32T, "c")),
+         NULL, bn_backward),
+    BIND(relu_forward, ARGS(IN("x", F32T, "..."), OUT_INPLACE("out", F32T, "...")), NULL, relu_forward),
+    BIND(relu_backward, ARGS(IN("dout", F32T, "..."), IN("out", F32T, "..."), GRAD("dx", F32T, "...")), NULL,
+         relu_backward),
+    BIND(add_forward, ARGS(IN("a", F32T, "..."), IN("b", F32T, "..."), OUT_INPLACE("out", F32T, "...")), NULL,
+         add_forward),
+    BIND(add_backward, ARGS(IN("dout", F32T, "..."), GRAD("da", F32T, "..."), GRAD("db", F32T, "...")), NULL,
+         add_backward),
+    BIND(concat_forward, ARGS(IN("a", F32T, "nahw"), IN("b", F32T, "nbhw"), OUT("out", F32T, "nchw")), concat_forward_infer,
+         concat_forward),
+    BIND(concat_backward,
+         ARGS(IN("dout", F32T, "nchw"), REQ("split", 'i'), GRAD("da", F32T, "nahw"), GRAD("db", F32T, "nbhw")),
+         concat_backward_infer, concat_backward),
+    BIND(global_avgpool_forward, ARGS(IN("x", F32T, "nchw"), OUT("out", F32T, "nc")), NULL, avgpool_forward),
+    BIND(global_avgpool_backward, ARGS(IN("dout", F32T, "nc"), REQ("height", 'i'), REQ("width", 'i'), GRAD("dx", F32T, "nchw")),
+         bind_height_width, avgpool_backward),
+    BIND(maxpool2d_forward,
+         ARGS(IN("x", F32T, "nchw"), REQ("kernel_size", 'i'), OPT("stride", 'i', 0), OPT("padding", 'i', 0),
+              OUT("out", F32T, "ncpq"), OUT("argmax", NPY_INT32, "ncpq")), maxpool_forward_infer, maxpool_forward),
+    BIND(maxpool2d_backward,
+         ARGS(IN("dout", F32T, "ncpq"), IN("argmax", NPY_INT32, "ncpq"), REQ("height", 'i'), REQ("width", 'i'),
+              GRAD("dx", F32T, "nchw")), bind_height_width, maxpool_backward),
+    BIND(shortcut_a_forward,
+         ARGS(IN("x", F32T, "nchw"), REQ("out_channels", 'i'), OPT("stride", 'i', 2), OUT("out", F32T, "nopq")),
+         shortcut_forward_infer, shortcut_forward),
+    BIND(shortcut_a_backward,
+         ARGS(IN("dout", F32T, "nopq"), REQ("in_channels", 'i'), REQ("height", 'i'), REQ("width", 'i'),
+              OPT("stride", 'i', 2), GRAD("dx", F32T, "nchw")), shortcut_backward_infer, shortcut_backward),
+    BIND(linear_forward,
+         ARGS(IN("x", F32T, "nk"), IN("weight", F32T, "ok"), IN_OPT("bias", F32T, "o"), OUT("out", F32T, "no")),
+         NULL, linear_forward),
+    BIND(linear_backward,
+         ARGS(IN_LATE("dout", F32T, "no"), IN("x", F32T, "nk"), IN("weight", F32T, "ok"), GRAD("dx", F32T, "nk"),
+              GRAD("dweight", F32T, "ok"), GRAD("dbias", F32T, "o")), NULL, linear_backward),
+    {"sgd_step", "lade.SGD.step",
+     ARGS(INOUT("params", F32T, "n"), IN("grads", F32T, "n"), INOUT("velocity", F32T, "n"), REQ("lr", 'f'),
+          REQ("momentum", 'f'), REQ("dampening", 'f'), REQ("weight_decay", 'f'), REQ("nesterov", 'p'),
+          REQ("first_step", 'p'), IN_OPT("decay_mask", F32T, "n")), NULL, sgd_step, ""},
+    {"warmup_multistep_lr", "lade.warmup_multistep_lr",
+     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), OPT("warmup_epochs", 'i', 5), OPT("warmup_start", 'f', 1.0 / 3.0),
+          OBJ_OPT("milestones", NULL), OPT("factor", 'f', 0.01)), warmup_multistep_infer, warmup_multistep, "d",
+     "-> lr (milestones default to (120, 160))"},
+    {"cosine_lr", "lade.cosine_lr",
+     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0)), cosine_infer,
+     cosine, "d"},
     {NULL},
 };
 

@@ -395,11 +395,31 @@ static PyObject *dispatch(PyObject *self, PyObject *args, PyObject *kw) {
     return lade_call_end(&c, result);
 }
 
+/* "name(x, weight, bias=None, ...) -> doc", made from the table */
+static char *signature(const lade_binding *b) {
+    size_t size = 4096, used = (size_t)snprintf(NULL, 0, "%s(", b->name);
+    char *doc = PyMem_Malloc(size);
+    if (!doc) return NULL;
+    snprintf(doc, size, "%s(", b->name);
+    for (const lade_arg *a = b->spec; a->name && used < size; a++) {
+        if (a->role & LADE_HIDDEN) continue;
+        int optional = (a->role & LADE_OPT) || is_output(a);
+        char def[32] = "=None";
+        if (role(a) == LADE_SCALAR && optional && a->dtype != 'O' && a->dtype != 's')
+            snprintf(def, sizeof def, a->dtype == 'p' ? (a->def ? "=True" : "=False") : "=%g", a->def);
+        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", a == b->spec ? "" : ", ", a->name,
+                                 optional ? def : "");
+    }
+    if (used < size) snprintf(doc + used, size - used, ")%s%s", b->doc ? " " : "", b->doc ? b->doc : "");
+    return doc;
+}
+
 int lade_add_bindings(PyObject *module, const lade_binding *list) {
     for (const lade_binding *b = list; b->name; b++) {
-        PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module */
-        if (!def) return -1;
-        *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, b->doc};
+        PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
+        char *doc = def ? signature(b) : NULL;
+        if (!doc) return PyErr_NoMemory(), -1;
+        *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
         PyObject *self = PyCapsule_New((void *)b, "lade.binding", NULL);
         PyObject *fn = self ? PyCFunction_NewEx(def, self, NULL) : NULL;
         Py_XDECREF(self);
