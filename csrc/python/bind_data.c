@@ -142,7 +142,8 @@ static Py_ssize_t filelist_len(FileListObject *self) {
 static PyObject *filelist_entry(FileListObject *self, PyObject *arg) {
     Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError), n = filelist_len(self);
     if (i == -1 && PyErr_Occurred()) return NULL;
-    if (i < 0 || i >= n) return PyErr_Format(PyExc_IndexError, "lade.data.FileList: index %zd is outside [0, %zd)", i, n);
+    if (i < 0 || i >= n) return PyErr_Format(PyExc_IndexError, "lade.data.FileList: index %zd is outside [0, %zd)", i,
+                                             n);
     return Py_BuildValue("(sLL)", lade_filelist_path(self->list, (size_t)i),
                          (long long)lade_filelist_label(self->list, (size_t)i),
                          (long long)lade_filelist_line(self->list, (size_t)i));
@@ -151,7 +152,8 @@ static PyObject *filelist_entry(FileListObject *self, PyObject *arg) {
 static PyObject *filelist_labels(FileListObject *self, void *unused) {
     npy_intp n = filelist_len(self);
     PyObject *a = PyArray_EMPTY(1, &n, NPY_INT64, 0);
-    for (npy_intp i = 0; a && i < n; i++) ((int64_t *)PyArray_DATA((PyArrayObject *)a))[i] = lade_filelist_label(self->list, (size_t)i);
+    for (npy_intp i = 0; a && i < n; i++)
+        ((int64_t *)PyArray_DATA((PyArrayObject *)a))[i] = lade_filelist_label(self->list, (size_t)i);
     return a;
 }
 
@@ -291,9 +293,10 @@ static PyObject *transform_output_shape(TransformObject *self, void *unused) {
 
 /* params(height, width, seed=0, stream=0) -> dict of the random choices */
 static PyObject *transform_params(TransformObject *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {REQ("height", 'i'), REQ("width", 'i'), OPT("seed", 'K', 0), OPT("stream", 'K', 0), END};
     lade_call c;
-    if (lade_parse(&c, "lade.data.Transform.params", spec, args, kw)) return lade_call_end(&c, NULL);
+    if (lade_parse(&c, "lade.data.Transform.params",
+                   ARGS(REQ("height", 'i'), REQ("width", 'i'), OPT("seed", 'K', 0), OPT("stream", 'K', 0)), args, kw))
+        return lade_call_end(&c, NULL);
     lade_rng rng;
     lade_rng_seed(&rng, lade_u64(&c, "seed"), lade_u64(&c, "stream"));
     lade_aug_params p;
@@ -396,7 +399,8 @@ static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
     long long batch = lade_int(&c, "batch_size");
     PyObject *files = lade_obj(&c, "files");
     lade_status st = LADE_OK;
-    if (batch < 1) return lade_py_value_error(c.func, "batch_size", "must be >= 1, got %lld", batch), lade_call_end(&c, NULL), -1;
+    if (batch < 1)
+        return lade_py_value_error(c.func, "batch_size", "must be >= 1, got %lld", batch), lade_call_end(&c, NULL), -1;
     if (!files && !(lade_array(&c, "images") && lade_array(&c, "labels"))) {
         PyErr_Format(PyExc_TypeError, "%s: give images and labels, or files", c.func);
         return lade_call_end(&c, NULL), -1;
@@ -452,13 +456,15 @@ static int loader_enter(LoaderObject *self, const char *func) {
 
 /* begin(epoch, indices=None) -> number of batches */
 static PyObject *loader_begin(LoaderObject *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {REQ("epoch", 'K'), IN_OPT("indices", I64T, "n"), END};
     lade_call c;
-    if (lade_parse(&c, "lade.data.Loader", spec, args, kw) || loader_enter(self, c.func)) return lade_call_end(&c, NULL);
+    if (lade_parse(&c, "lade.data.Loader", ARGS(REQ("epoch", 'K'), IN_OPT("indices", I64T, "n")), args, kw) ||
+        loader_enter(self, c.func))
+        return lade_call_end(&c, NULL);
     lade_status st;
     const int64_t *indices = I64(&c, "indices");
     LADE_NOGIL_BEGIN
-    st = lade_loader_begin_epoch(self->loader, (int64_t)lade_u64(&c, "epoch"), indices, indices ? (size_t)DIM(&c, 'n') : 0);
+    st = lade_loader_begin_epoch(self->loader, (int64_t)lade_u64(&c, "epoch"), indices,
+                                 indices ? (size_t)DIM(&c, 'n') : 0);
     LADE_NOGIL_END
     self->busy = 0;
     return lade_call_end(&c, st ? lade_py_raise(st, c.func) : PyLong_FromSize_t(lade_loader_num_batches(self->loader)));

@@ -65,8 +65,10 @@ static lade_status conv_run(lade_call *c, int backward) {
     float *ws = ws_size ? lade_alloc(ws_size * sizeof(float)) : NULL;
     lade_status st;
     if (ws_size && !ws) st = lade_fail(LADE_ENOMEM, "could not allocate a %zu-float workspace", ws_size);
-    else if (!backward && naive) st = lade_conv2d_forward_naive(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g);
-    else if (!backward) st = lade_conv2d_forward(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g, ws);
+    else if (!backward && naive)
+        st = lade_conv2d_forward_naive(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g);
+    else if (!backward)
+        st = lade_conv2d_forward(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g, ws);
     else if (naive)
         st = lade_conv2d_backward_naive(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
                                         maps(c, "x"), F32(c, "weight"), &g);
@@ -184,8 +186,8 @@ static lade_status maxpool_backward(lade_call *c) {
 
 static int check_stride(lade_call *c) {
     long long stride = lade_int(c, "stride");
-    if (stride != 1 && stride != 2) return lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", stride), -1;
-    return 0;
+    if (stride == 1 || stride == 2) return 0;
+    return lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", stride), -1;
 }
 
 static int shortcut_forward_infer(lade_call *c) {
@@ -242,13 +244,13 @@ static lade_status sgd_step(lade_call *c) {
 /* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
 static int warmup_multistep_infer(lade_call *c) {
     PyObject *given = lade_obj(c, "milestones");
-    if (lade_int(c, "warmup_epochs") < 0)
-        return lade_py_value_error(c->func, "warmup_epochs", "must be >= 0, got %lld", lade_int(c, "warmup_epochs")), -1;
+    long long warmup = lade_int(c, "warmup_epochs");
+    if (warmup < 0) return lade_py_value_error(c->func, "warmup_epochs", "must be >= 0, got %lld", warmup), -1;
     if (!given) {
         c->list[0] = 120, c->list[1] = 160, c->list_len = 2;
         return 0;
     }
-    PyObject *seq = PySequence_Fast(given, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence of ints");
+    PyObject *seq = PySequence_Fast(given, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence");
     if (!seq) return -1;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
     int ok = len <= 64;
@@ -399,8 +401,8 @@ static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw
         lade_status st;
         LADE_NOGIL_BEGIN
         st = lade_resnet_forward(self->net, F32(&c, "images"), DIM(&c, 'n'), DIM(&c, 'h'), DIM(&c, 'w'),
-                                 lade_int(&c, "train") ? LADE_TRAIN : LADE_EVAL, (int)lade_int(&c, "defer_running_stats"),
-                                 F32(&c, "out"));
+                                 lade_int(&c, "train") ? LADE_TRAIN : LADE_EVAL,
+                                 (int)lade_int(&c, "defer_running_stats"), F32(&c, "out"));
         LADE_NOGIL_END
         result = st ? lade_py_raise(st, c.func) : Py_NewRef(lade_array(&c, "out"));
     }
@@ -521,24 +523,28 @@ static PyTypeObject ResNetType = {
 };
 
 #define BIND(name, args, infer, run) {#name, "lade." #name, args, infer, run}
+#define IN4(name) IN(name, F32T, "nchw")
+#define IN_LATE4(name) IN_LATE(name, F32T, "nchw")
+#define OUT4(name) OUT(name, F32T, "nchw")
+#define GRAD4(name) GRAD(name, F32T, "nchw")  /* (n, c, h, w) maps */
 static const lade_binding bindings[] = {
     BIND(conv2d_forward,
-         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
+         ARGS(IN4("x"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
               OBJ_OPT("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0)), conv_infer, conv_forward),
     BIND(conv2d_backward,
-         ARGS(IN_LATE("dout", F32T, "nopq"), IN("x", F32T, "nchw"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
-              OBJ_OPT("padding", NULL), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
+         ARGS(IN_LATE("dout", F32T, "nopq"), IN4("x"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
+              OBJ_OPT("padding", NULL), GRAD4("dx"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
               OPT("naive", 'p', 0)), conv_infer, conv_backward),
     BIND(batchnorm2d_forward_train,
-         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
-              INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw"),
+         ARGS(IN4("x"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
+              INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT4("out"),
               OUT_HIDDEN("save_mean", F32T, "c"), OUT_HIDDEN("save_invstd", F32T, "c")), bn_train_infer, bn_train),
     BIND(batchnorm2d_forward_eval,
-         ARGS(IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), IN("running_mean", F32T, "c"),
-              IN("running_var", F32T, "c"), OPT("eps", 'f', 1e-5), OUT("out", F32T, "nchw")), NULL, bn_eval),
+         ARGS(IN4("x"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), IN("running_mean", F32T, "c"),
+              IN("running_var", F32T, "c"), OPT("eps", 'f', 1e-5), OUT4("out")), NULL, bn_eval),
     BIND(batchnorm2d_backward,
-         ARGS(IN_LATE("dout", F32T, "nchw"), IN("x", F32T, "nchw"), IN("weight", F32T, "c"), IN("save_mean", F32T, "c"),
-              IN("save_invstd", F32T, "c"), GRAD("dx", F32T, "nchw"), GRAD("dweight", F32T, "c"), GRAD("dbias", F32T, "c")),
+         ARGS(IN_LATE4("dout"), IN4("x"), IN("weight", F32T, "c"), IN("save_mean", F32T, "c"),
+              IN("save_invstd", F32T, "c"), GRAD4("dx"), GRAD("dweight", F32T, "c"), GRAD("dbias", F32T, "c")),
          NULL, bn_backward),
     BIND(relu_forward, ARGS(IN("x", F32T, "..."), OUT_INPLACE("out", F32T, "...")), NULL, relu_forward),
     BIND(relu_backward, ARGS(IN("dout", F32T, "..."), IN("out", F32T, "..."), GRAD("dx", F32T, "...")), NULL,
@@ -547,26 +553,26 @@ static const lade_binding bindings[] = {
          add_forward),
     BIND(add_backward, ARGS(IN("dout", F32T, "..."), GRAD("da", F32T, "..."), GRAD("db", F32T, "...")), NULL,
          add_backward),
-    BIND(concat_forward, ARGS(IN("a", F32T, "nahw"), IN("b", F32T, "nbhw"), OUT("out", F32T, "nchw")), concat_forward_infer,
+    BIND(concat_forward, ARGS(IN("a", F32T, "nahw"), IN("b", F32T, "nbhw"), OUT4("out")), concat_forward_infer,
          concat_forward),
     BIND(concat_backward,
-         ARGS(IN("dout", F32T, "nchw"), REQ("split", 'i'), GRAD("da", F32T, "nahw"), GRAD("db", F32T, "nbhw")),
+         ARGS(IN4("dout"), REQ("split", 'i'), GRAD("da", F32T, "nahw"), GRAD("db", F32T, "nbhw")),
          concat_backward_infer, concat_backward),
-    BIND(global_avgpool_forward, ARGS(IN("x", F32T, "nchw"), OUT("out", F32T, "nc")), NULL, avgpool_forward),
-    BIND(global_avgpool_backward, ARGS(IN("dout", F32T, "nc"), REQ("height", 'i'), REQ("width", 'i'), GRAD("dx", F32T, "nchw")),
+    BIND(global_avgpool_forward, ARGS(IN4("x"), OUT("out", F32T, "nc")), NULL, avgpool_forward),
+    BIND(global_avgpool_backward, ARGS(IN("dout", F32T, "nc"), REQ("height", 'i'), REQ("width", 'i'), GRAD4("dx")),
          bind_height_width, avgpool_backward),
     BIND(maxpool2d_forward,
-         ARGS(IN("x", F32T, "nchw"), REQ("kernel_size", 'i'), OPT("stride", 'i', 0), OPT("padding", 'i', 0),
+         ARGS(IN4("x"), REQ("kernel_size", 'i'), OPT("stride", 'i', 0), OPT("padding", 'i', 0),
               OUT("out", F32T, "ncpq"), OUT("argmax", NPY_INT32, "ncpq")), maxpool_forward_infer, maxpool_forward),
     BIND(maxpool2d_backward,
          ARGS(IN("dout", F32T, "ncpq"), IN("argmax", NPY_INT32, "ncpq"), REQ("height", 'i'), REQ("width", 'i'),
-              GRAD("dx", F32T, "nchw")), bind_height_width, maxpool_backward),
+              GRAD4("dx")), bind_height_width, maxpool_backward),
     BIND(shortcut_a_forward,
-         ARGS(IN("x", F32T, "nchw"), REQ("out_channels", 'i'), OPT("stride", 'i', 2), OUT("out", F32T, "nopq")),
+         ARGS(IN4("x"), REQ("out_channels", 'i'), OPT("stride", 'i', 2), OUT("out", F32T, "nopq")),
          shortcut_forward_infer, shortcut_forward),
     BIND(shortcut_a_backward,
          ARGS(IN("dout", F32T, "nopq"), REQ("in_channels", 'i'), REQ("height", 'i'), REQ("width", 'i'),
-              OPT("stride", 'i', 2), GRAD("dx", F32T, "nchw")), shortcut_backward_infer, shortcut_backward),
+              OPT("stride", 'i', 2), GRAD4("dx")), shortcut_backward_infer, shortcut_backward),
     BIND(linear_forward,
          ARGS(IN("x", F32T, "nk"), IN("weight", F32T, "ok"), IN_OPT("bias", F32T, "o"), OUT("out", F32T, "no")),
          NULL, linear_forward),
