@@ -82,10 +82,11 @@ typedef struct {
     const char *func;      /* the public name errors use, e.g. "lade.losses.lade_ce" */
     const lade_arg *spec;
     int n;
-    PyObject *given[LADE_MAX_ARGS];        /* borrowed; NULL when absent */
-    PyArrayObject *array[LADE_MAX_ARGS];   /* owned; NULL when absent or skipped */
-    union { double f; long long i; unsigned long long u; PyObject *o; const char *s; } value[LADE_MAX_ARGS];
-    char skip[LADE_MAX_ARGS];              /* set by inference: do not allocate this output */
+    /* one slot per argument, and a last one that stays empty (what an unknown name finds) */
+    PyObject *given[LADE_MAX_ARGS + 1];      /* borrowed; NULL when absent */
+    PyArrayObject *array[LADE_MAX_ARGS + 1]; /* owned; NULL when absent or skipped */
+    union { double f; long long i; unsigned long long u; PyObject *o; const char *s; } value[LADE_MAX_ARGS + 1];
+    char skip[LADE_MAX_ARGS + 1];          /* set by inference: do not allocate this output */
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
     signed char bound_by[128];             /* the argument that bound it */
     int group_by;                          /* the argument that fixed the "..." shape, or -1 */
@@ -104,7 +105,7 @@ int lade_outputs(lade_call *c);
 /* Releases what the call holds and returns result. */
 PyObject *lade_call_end(lade_call *c, PyObject *result);
 
-/* Access by argument name. */
+/* Access by argument name (a name not in the table reads as absent). */
 int lade_index(const lade_call *c, const char *name);
 PyArrayObject *lade_array(const lade_call *c, const char *name); /* borrowed, may be NULL */
 void *lade_data(const lade_call *c, const char *name);           /* NULL when absent */

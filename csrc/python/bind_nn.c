@@ -336,20 +336,14 @@ static PyObject *model_view(ResNetObject *self, float *data, size_t n) {
     return a;
 }
 
-static PyObject *resnet_params(ResNetObject *self, void *unused) {
-    if (resnet_enter(self, "lade.ResNet32.params")) return NULL;
+/* params, grads or buffers: a flat view (the getter's closure names which) */
+static PyObject *resnet_flat(ResNetObject *self, void *which) {
+    if (resnet_enter(self, "lade.ResNet32")) return NULL;
     self->busy = 0;
-    return model_view(self, lade_resnet_params(self->net), lade_resnet_num_params(self->net));
-}
-static PyObject *resnet_grads(ResNetObject *self, void *unused) {
-    if (resnet_enter(self, "lade.ResNet32.grads")) return NULL;
-    self->busy = 0;
-    return model_view(self, lade_resnet_grads(self->net), lade_resnet_num_params(self->net));
-}
-static PyObject *resnet_buffers(ResNetObject *self, void *unused) {
-    if (resnet_enter(self, "lade.ResNet32.buffers")) return NULL;
-    self->busy = 0;
-    return model_view(self, lade_resnet_buffers(self->net), lade_resnet_num_buffers(self->net));
+    lade_resnet *net = self->net;
+    if (!strcmp(which, "params")) return model_view(self, lade_resnet_params(net), lade_resnet_num_params(net));
+    if (!strcmp(which, "grads")) return model_view(self, lade_resnet_grads(net), lade_resnet_num_params(net));
+    return model_view(self, lade_resnet_buffers(net), lade_resnet_num_buffers(net));
 }
 
 static PyObject *resnet_tensors(ResNetObject *self, PyObject *unused) {
@@ -504,9 +498,9 @@ static PyMethodDef resnet_methods[] = {
 };
 
 static PyGetSetDef resnet_getset[] = {
-    {"params", (getter)resnet_params, NULL, "flat float32 view of all parameters", NULL},
-    {"grads", (getter)resnet_grads, NULL, "flat float32 view of all gradients", NULL},
-    {"buffers", (getter)resnet_buffers, NULL, "flat float32 view of the BN running statistics", NULL},
+    {"params", (getter)resnet_flat, NULL, "flat float32 view of all parameters", "params"},
+    {"grads", (getter)resnet_flat, NULL, "flat float32 view of all gradients", "grads"},
+    {"buffers", (getter)resnet_flat, NULL, "flat float32 view of the BN running statistics", "buffers"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

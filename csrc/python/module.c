@@ -232,8 +232,8 @@ static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
     Py_ssize_t pos = 0;
     while (kw && PyDict_Next(kw, &pos, &key, &value)) {
         const char *name = PyUnicode_AsUTF8(key);
-        int k = name ? lade_index(c, name) : -1;
-        if (k < 0 || (c->spec[k].role & LADE_HIDDEN)) {
+        int k = name ? lade_index(c, name) : LADE_MAX_ARGS;
+        if (k == LADE_MAX_ARGS || (c->spec[k].role & LADE_HIDDEN)) {
             if (name) PyErr_Format(PyExc_TypeError, "%s: unexpected keyword argument '%s'", c->func, name);
             return -1;
         }
@@ -260,7 +260,7 @@ int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *a
     c->spec = spec;
     c->group_by = -1;
     for (int i = 0; i < 128; i++) c->dim[i] = -1;
-    while (spec[c->n].name) c->n++;
+    while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS, as every table here */
     if (place_arguments(c, args, kw)) return -1;
     for (int k = 0; k < c->n; k++) {
         const lade_arg *a = &spec[k];
@@ -331,13 +331,10 @@ PyObject *lade_call_end(lade_call *c, PyObject *result) {
 int lade_index(const lade_call *c, const char *name) {
     for (int k = 0; k < c->n; k++)
         if (!strcmp(c->spec[k].name, name)) return k;
-    return -1;
+    return LADE_MAX_ARGS;
 }
 
-PyArrayObject *lade_array(const lade_call *c, const char *name) {
-    int k = lade_index(c, name);
-    return k < 0 ? NULL : c->array[k];
-}
+PyArrayObject *lade_array(const lade_call *c, const char *name) { return c->array[lade_index(c, name)]; }
 
 void *lade_data(const lade_call *c, const char *name) {
     PyArrayObject *a = lade_array(c, name);
@@ -460,36 +457,21 @@ PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt
     return NULL;
 }
 
-static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
-    (void)self;
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
-    lade_status st;
-    LADE_NOGIL_BEGIN
-    st = lade_set_num_threads((int)(n > 100000 ? 100000 : n < -1 ? -1 : n));
-    LADE_NOGIL_END
-    if (st) return lade_py_raise(st, "lade.set_num_threads");
-    Py_RETURN_NONE;
+static lade_status set_num_threads(lade_call *c) {
+    long long n = lade_int(c, "n");
+    return lade_set_num_threads((int)(n > 100000 ? 100000 : n < -1 ? -1 : n));
 }
+static lade_status get_num_threads(lade_call *c) { return c->ret[0] = lade_get_num_threads(), LADE_OK; }
 
-static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
-    int n;
-    LADE_NOGIL_BEGIN
-    n = lade_get_num_threads();
-    LADE_NOGIL_END
-    return PyLong_FromLong(n);
-}
-
-static PyMethodDef base_methods[] = {
-    {"set_num_threads", py_set_num_threads, METH_O,
-     "set_num_threads(n)\n\nThreads for OpenBLAS and lade's own pool (n >= 1)."},
-    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
-    {NULL, NULL, 0, NULL},
+static const lade_binding base_bindings[] = {
+    {"set_num_threads", "lade.set_num_threads", ARGS(REQ("n", 'i')), NULL, set_num_threads, "",
+     "threads for OpenBLAS and lade's own pool (n >= 1)"},
+    {"get_num_threads", "lade.get_num_threads", (const lade_arg[]){END}, NULL, get_num_threads, "i"},
+    {NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, base_methods,
+    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, NULL,
     NULL, NULL, NULL, NULL,
 };
 
@@ -501,7 +483,8 @@ PyMODINIT_FUNC PyInit__C(void) {
         "lade.DecodeError", "A file's content is malformed (JPEG, CIFAR batch, list file).",
         PyExc_ValueError, NULL);
     if (!lade_DecodeError || PyModule_AddObjectRef(m, "DecodeError", lade_DecodeError) < 0 ||
-        lade_register_nn(m) < 0 || lade_register_ltmath(m) < 0 || lade_register_data(m) < 0) {
+        lade_add_bindings(m, base_bindings) < 0 || lade_register_nn(m) < 0 || lade_register_ltmath(m) < 0 ||
+        lade_register_data(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
