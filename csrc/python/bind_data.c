@@ -188,44 +188,32 @@ static PyObject *rgb_array(const uint8_t *rgb, int width, int height) {
     return arr;
 }
 
-/* decode_jpeg(data: bytes-like) -> uint8 (H, W, 3) */
-static PyObject *py_decode_jpeg(PyObject *self, PyObject *args) {
-    Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*:decode_jpeg", &data)) return NULL;
+/* decode_jpeg(data: bytes-like) or read_jpeg(path) -> uint8 (H, W, 3) */
+static PyObject *jpeg(PyObject *args, int from_file) {
+    Py_buffer data = {0};
+    PyObject *path = NULL;
+    if (from_file ? !PyArg_ParseTuple(args, "O&:read_jpeg", PyUnicode_FSConverter, &path)
+                  : !PyArg_ParseTuple(args, "y*:decode_jpeg", &data))
+        return NULL;
     lade_jpeg *j;
     lade_status st = lade_jpeg_create(&j);
     const uint8_t *rgb = NULL;
     int w = 0, h = 0;
     if (!st) {
         LADE_NOGIL_BEGIN
-        st = lade_jpeg_decode(j, data.buf, (size_t)data.len, &rgb, &w, &h);
+        st = from_file ? lade_jpeg_read(j, PyBytes_AS_STRING(path), &rgb, &w, &h)
+                       : lade_jpeg_decode(j, data.buf, (size_t)data.len, &rgb, &w, &h);
         LADE_NOGIL_END
     }
-    PyBuffer_Release(&data);
-    PyObject *out = st ? lade_py_raise(st, "lade.data.decode_jpeg") : rgb_array(rgb, w, h);
+    if (from_file) Py_DECREF(path);
+    else PyBuffer_Release(&data);
+    PyObject *out = st ? lade_py_raise(st, from_file ? "lade.data.read_jpeg" : "lade.data.decode_jpeg")
+                       : rgb_array(rgb, w, h);
     lade_jpeg_destroy(j);
     return out;
 }
-
-/* read_jpeg(path: str) -> uint8 (H, W, 3) */
-static PyObject *py_read_jpeg(PyObject *self, PyObject *args) {
-    PyObject *path_obj;
-    if (!PyArg_ParseTuple(args, "O&:read_jpeg", PyUnicode_FSConverter, &path_obj)) return NULL;
-    lade_jpeg *j;
-    lade_status st = lade_jpeg_create(&j);
-    const uint8_t *rgb = NULL;
-    int w = 0, h = 0;
-    const char *path = PyBytes_AS_STRING(path_obj);
-    if (!st) {
-        LADE_NOGIL_BEGIN
-        st = lade_jpeg_read(j, path, &rgb, &w, &h);
-        LADE_NOGIL_END
-    }
-    Py_DECREF(path_obj);
-    PyObject *out = st ? lade_py_raise(st, "lade.data.read_jpeg") : rgb_array(rgb, w, h);
-    lade_jpeg_destroy(j);
-    return out;
-}
+static PyObject *py_decode_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 0); }
+static PyObject *py_read_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 1); }
 
 /* ---- transforms ------------------------------------------------------------ */
 typedef struct {
