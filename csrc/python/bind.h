@@ -88,7 +88,7 @@ typedef struct {
     union { double f; long long i; unsigned long long u; PyObject *o; const char *s; } value[LADE_MAX_ARGS + 1];
     char skip[LADE_MAX_ARGS + 1];          /* set by inference: do not allocate this output */
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
-    signed char bound_by[128];             /* the argument that bound it */
+    signed char bound_by[128];             /* the argument that bound it, -1 for inference */
     int group_by;                          /* the argument that fixed the "..." shape, or -1 */
     double ret[4];                         /* scalar results for lade_binding.returns */
     int list[64], list_len;                /* a short list of ints a binding reads (milestones) */
@@ -119,7 +119,8 @@ int lade_given(const lade_call *c, const char *name);             /* passed and 
 #define I64(c, name) ((int64_t *)lade_data(c, name))
 #define DIM(c, letter) ((int)(c)->dim[(unsigned char)(letter)])
 /* Binds a dimension letter (shape inference). */
-#define LADE_BIND(c, letter, size) ((c)->dim[(unsigned char)(letter)] = (size))
+#define LADE_BIND(c, letter, size) \
+    ((c)->bound_by[(unsigned char)(letter)] = -1, (c)->dim[(unsigned char)(letter)] = (size))
 
 /* A module-level function: its table, an optional shape inference (binds the
  * letters the outputs need, or refuses the arguments), and the core call, run

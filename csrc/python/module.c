@@ -259,7 +259,7 @@ int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *a
     c->func = func;
     c->spec = spec;
     c->group_by = -1;
-    for (int i = 0; i < 128; i++) c->dim[i] = -1;
+    for (int i = 0; i < 128; i++) c->dim[i] = -1, c->bound_by[i] = -1;
     while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS, as every table here */
     if (place_arguments(c, args, kw)) return -1;
     for (int k = 0; k < c->n; k++) {
