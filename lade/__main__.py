@@ -184,8 +184,20 @@ def _one_line(e):
     return text if text.startswith("lade") else f"lade: {type(e).__name__}: {text}"
 
 
+def _parse(argv):
+    """Like parse_args, but overrides may come after options too (`train --resume run.eval_every=1`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # help, or the error naming the commands
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -80,32 +79,47 @@ def _read_cifar10_jpeg(source):
             listing = data_mod.ListFile(source / f"{split}.txt", root=source, num_classes=10)
             images = np.empty((len(listing), 3, 32, 32), np.uint8)
             for i in range(len(listing)):
-                images[i] = data_mod.read_jpeg(source / listing[i][0]).transpose(2, 0, 1)
+                image = data_mod.read_jpeg(source / listing[i][0])
+                if image.shape != (32, 32, 3):
+                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line {listing.line(i)}): "
+                                               f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
+                images[i] = image.transpose(2, 0, 1)
             splits[split] = (images, listing.labels)
         return splits
-    with tarfile.open(source, "r:*") as tar:
-        blobs, lists = {}, {}
+    with data_mod.open_tar(source, "lade: CIFAR-10 JPEG archive") as tar:  # checks CRC and tar headers
+        blobs, lists, names = {}, {}, {}
         for member in tar:
             if not member.isfile():
                 continue
             parts = member.name.split("/", 1)
             rel = parts[1] if len(parts) == 2 else parts[0]
             if rel in ("train.txt", "test.txt"):
-                lists[rel[:-4]] = tar.extractfile(member).read().decode()
+                lists[rel[:-4]] = tar.extractfile(member).read()
+                names[rel[:-4]] = member.name
             elif rel.lower().endswith(".jpg"):
-                blobs[rel] = tar.extractfile(member).read()
+                blobs[rel] = (member.name, tar.extractfile(member).read())
     for split in ("train", "test"):
         if split not in lists:
             raise FileNotFoundError(f"lade: '{source}' has no {split}.txt list file")
-        lines = [ln.split() for ln in lists[split].splitlines() if ln.strip()]
-        images = np.empty((len(lines), 3, 32, 32), np.uint8)
-        labels = np.empty(len(lines), np.int64)
-        for i, (path, label) in enumerate(lines):
+        where = f"{source}:{names[split]}"
+        listing = data_mod.ListFile(where, root="", num_classes=10, text=lists[split])
+        images = np.empty((len(listing), 3, 32, 32), np.uint8)
+        for i in range(len(listing)):
+            path = listing[i][0]
+            line = listing.line(i)
             if path not in blobs:
-                raise FileNotFoundError(f"lade: '{source}': {split}.txt line {i + 1} names '{path}', not in the archive")
-            images[i] = data_mod.decode_jpeg(blobs[path]).transpose(2, 0, 1)
-            labels[i] = int(label)
-        splits[split] = (images, labels)
+                raise FileNotFoundError(f"lade: '{where}' line {line} names '{path}', which is not in the archive")
+            member, blob = blobs[path]
+            try:
+                image = data_mod.decode_jpeg(blob)
+            except data_mod.DecodeError as e:
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"{e}") from None
+            if image.shape != (32, 32, 3):
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
+            images[i] = image.transpose(2, 0, 1)
+        splits[split] = (images, listing.labels)
     return splits
 
 
