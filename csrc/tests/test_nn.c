@@ -246,6 +246,21 @@ TEST(schedules_refuse_negative_epochs_and_steps_past_the_end) {
     CHECK(lr == 7);
 }
 
+TEST(huge_planes_are_refused_before_any_memory_is_touched) {
+    /* maps over no memory: the checks must fail before a single pixel is read */
+    lade_maps in = lade_maps_nchw(NULL, 1, 1, 65536, 65536), out = lade_maps_nchw(NULL, 1, 1, 65536, 65536);
+    lade_pool_geom pool = {1, 1, 0};
+    int32_t argmax[1];
+    CHECK(lade_maxpool_forward(out, argmax, in, &pool) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "int32 argmax") != NULL);
+    lade_conv2d_geom g = {0};
+    g.cin = g.cout = 1, g.kh = g.kw = 3, g.stride_h = g.stride_w = 1, g.pad_h = g.pad_w = 1000000;
+    int oh, ow;
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
+    g.pad_h = g.pad_w = 1 << 30; /* 2 * pad overflows int */
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
+}
+
 TEST(rng_is_reproducible_and_streams_differ) {
     lade_rng a, b, c;
     lade_rng_seed(&a, 42, 0);
