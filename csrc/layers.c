@@ -334,6 +334,7 @@ lade_status lade_pool_out_size(const lade_pool_geom *g, int h, int w, int *oh, i
                          g->k, g->stride, g->pad);
     if (2 * g->pad > g->k)
         return lade_fail(LADE_EINVAL, "max pool: padding %d must be at most half the kernel %d", g->pad, g->k);
+    if (h < 1 || w < 1) return lade_fail(LADE_EINVAL, "max pool: input planes must be at least 1x1, got %dx%d", h, w);
     if (h + 2 * g->pad < g->k || w + 2 * g->pad < g->k)
         return lade_fail(LADE_EINVAL, "max pool: kernel %d does not fit input %dx%d with padding %d", g->k, h, w, g->pad);
     *oh = (h + 2 * g->pad - g->k) / g->stride + 1;

@@ -73,7 +73,8 @@ def _integer_counts(counts, func):
     except Exception as e:
         raise TypeError(f"{func}: argument 'counts' must be an array of whole numbers ({e})") from None
     if a.dtype.kind == "f":
-        bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)
         if bad.any():
             i = int(np.flatnonzero(bad.ravel())[0])
             raise ValueError(f"{func}: argument 'counts' must hold whole numbers, got {a.ravel()[i]} at index {i}")
