@@ -40,10 +40,8 @@ def lt_profile(classes, img_max, ratio, profile="exp"):
     func = "lade.priors.lt_profile"
     if profile not in _PROFILES:
         raise ValueError(f"{func}: argument 'profile' must be 'exp' or 'step', got {profile!r}")
-    if int(classes) < 1:
-        raise ValueError(f"{func}: argument 'classes' must be >= 1, got {classes}")
-    out = np.empty(int(classes), np.int64)
-    _C.lt_profile(func, out, float(img_max), float(ratio), _PROFILES[profile])
+    out = _args.empty(_args.whole(classes, func, "classes", 1), np.int64, func)
+    _C.lt_profile(func, out, _args.real(img_max, func, "img_max"), _args.real(ratio, func, "ratio"), _PROFILES[profile])
     return out
 
 

@@ -72,9 +72,9 @@ class ClassAwareSampler:
 
 class _ClassProbSampler:
     def __init__(self, func, labels, classes, seed, length):
-        self.labels, self.classes, self.seed = labels, int(classes), _seed(seed, func)
+        self.labels, self.classes, self.seed = labels, _args.whole(classes, func, "classes", 1), _seed(seed, func)
         self.counts = class_counts(labels, classes)
-        self._len = int(labels.shape[0]) if length is None else int(length)
+        self._len = int(labels.shape[0]) if length is None else _args.whole(length, func, "length", 0)
 
     def __len__(self):
         return self._len
