@@ -236,8 +236,8 @@ class Transform:
         rng stream (seed, stream): crop box (top, left, height, width),
         resized size, flip, jitter factors and their order."""
         func = "lade.data.Transform.params"
-        return _C._transform_params(self._spec, _args.whole(height, func, "height", 1), _args.whole(width, func, "width", 1),
-                                    _args.whole(seed, func, "seed", 0, 2 ** 64 - 1),
+        return _C._transform_params(self._spec, _args.whole(height, func, "height", 1),
+                                    _args.whole(width, func, "width", 1), _args.whole(seed, func, "seed", 0, 2 ** 64 - 1),
                                     _args.whole(stream, func, "stream", 0, 2 ** 63 - 1))
 
     def __call__(self, images, out=None, seed=0, stream=0):
@@ -308,8 +308,9 @@ class ImageNetEval(Transform):
 
     def __init__(self, resize=256, crop=224, mean=None, std=None):
         func = "lade.data.ImageNetEval"
-        super().__init__(_with_norm(_C._transform_preset("imagenet_eval", _args.whole(resize, func, "resize", 1, 1 << 15),
-                                                         _args.whole(crop, func, "crop", 1, 1 << 15)), mean, std, func))
+        preset = _C._transform_preset("imagenet_eval", _args.whole(resize, func, "resize", 1, 1 << 15),
+                                      _args.whole(crop, func, "crop", 1, 1 << 15))
+        super().__init__(_with_norm(preset, mean, std, func))
 
 
 def _check_transform(transform, fn):

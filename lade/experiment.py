@@ -81,8 +81,9 @@ def _read_cifar10_jpeg(source):
             for i in range(len(listing)):
                 image = data_mod.read_jpeg(source / listing[i][0])
                 if image.shape != (32, 32, 3):
-                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line {listing.line(i)}): "
-                                               f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
+                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line "
+                                               f"{listing.line(i)}): expected a 32x32 RGB image, got "
+                                               f"{image.shape[1]}x{image.shape[0]}")
                 images[i] = image.transpose(2, 0, 1)
             splits[split] = (images, listing.labels)
         return splits
@@ -625,9 +626,10 @@ def load_arrays(run_dir):
     wrong dtype or shape raises RunError naming it, what was expected and what came."""
     run_dir = Path(run_dir)
     out = {}
-    expected = {"train_counts": ("an integer array (classes,)", "iu", 1), "test_logits": ("a float array (n, classes)", "f", 2),
-                "test_labels": ("an integer array (n,)", "iu", 1), "calib_logits": ("a float array (n, classes)", "f", 2),
-                "calib_labels": ("an integer array (n,)", "iu", 1)}
+    counts, logits, labels = ("an integer array (classes,)", "iu", 1), ("a float array (n, classes)", "f", 2), (
+        "an integer array (n,)", "iu", 1)
+    expected = {"train_counts": counts, "test_logits": logits, "test_labels": labels, "calib_logits": logits,
+                "calib_labels": labels}
     for name, (what, kinds, ndim) in expected.items():
         p = run_dir / f"{name}.npy"
         if not p.is_file():

@@ -147,7 +147,8 @@ class ResNet32:
             except Exception as e:
                 raise TypeError(f"{func}: argument 'state[{name!r}]' is not an array ({e})") from None
             if value.shape != target.shape:
-                raise ValueError(f"{func}: argument 'state[{name!r}]' must have shape {target.shape}, got {value.shape}")
+                raise ValueError(f"{func}: argument 'state[{name!r}]' must have shape {target.shape}, "
+                                 f"got {value.shape}")
             if value.dtype.kind not in "fiu":
                 raise TypeError(f"{func}: argument 'state[{name!r}]' must hold real numbers, got dtype {value.dtype}")
             if not np.all(np.isfinite(value)):

@@ -134,7 +134,8 @@ def collect(spec, runs, failed=()):
     for run_dir, _, point in runs:
         values = [point[k] for k in keys]
         if run_status(run_dir) != "finished":
-            rows.append(values + ["failed" if run_dir in failed else run_status(run_dir)] + [""] * (len(header) - len(keys) - 1))
+            status = "failed" if run_dir in failed else run_status(run_dir)
+            rows.append(values + [status] + [""] * (len(header) - len(keys) - 1))
             continue
         _, r = report.write_run_report(run_dir)
         u = r["methods"][0]["uniform"]

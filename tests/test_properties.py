@@ -28,7 +28,8 @@ def arrays(draw, ndim=None, max_side=6, dtype=None):
     shape = tuple(draw(st.lists(st.integers(0, max_side), min_size=dims, max_size=dims)))
     dt = np.dtype(draw(DTYPES) if dtype is None else dtype)
     if dt.kind == "f":
-        elements = st.one_of(st.floats(-50, 50, width=32), EXTREMES) if dt.itemsize >= 4 else st.floats(-50, 50, width=16)
+        elements = (st.one_of(st.floats(-50, 50, width=32), EXTREMES) if dt.itemsize >= 4
+                    else st.floats(-50, 50, width=16))
     elif dt.kind == "b":
         elements = st.booleans()
     else:
