@@ -14,9 +14,10 @@ def whole(value, func, arg, lo=None, hi=INT_MAX):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{func}: argument '{arg}' must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{func}: argument '{arg}' must be in [{lo if lo is not None else '-inf'}, "
-                         f"{hi if hi is not None else 'inf'}], got {value}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{func}: argument '{arg}' must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{func}: argument '{arg}' must be <= {hi}, got {value}")
     return value
 
 

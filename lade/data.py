@@ -259,8 +259,7 @@ def _with_norm(spec, mean, std, func):
             values = None
         if values is None or len(values) != 3:
             raise ValueError(f"{func}: argument '{arg}' must be 3 numbers (R, G, B), got {value!r}")
-        lo = 0.0 if arg == "std" else None  # a std of 0 would divide by zero
-        spec[index] = tuple(_args.real(v, func, arg, lo, lo_open=True) for v in values)
+        spec[index] = tuple(_args.real(v, func, arg) for v in values)  # the C core checks std > 0
     return spec
 
 
