@@ -217,7 +217,11 @@ class Transform:
 
     def __init__(self, spec):
         self._spec = tuple(spec)
-        _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)  # validates
+        try:  # validates the spec in C
+            _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)
+        except ValueError as e:
+            detail = str(e).split(": ", 1)[-1]
+            raise ValueError(f"lade.data.{type(self).__name__}: {detail}") from None
 
     @property
     def output_shape(self):
