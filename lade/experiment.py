@@ -475,7 +475,10 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     run_dir = Path(run_dir)
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise RunError(f"lade: --stop-after must be a whole number >= 1, got {stop_after!r}")
-    cfg, _ = check_run_dir(run_dir, config_mod.validate(cfg), resume, overwrite)
+    cfg, resuming = check_run_dir(run_dir, config_mod.validate(cfg), resume, overwrite)
+    if resuming and run_status(run_dir) == "finished":
+        _log(f"'{run_dir}' is already finished; nothing to do")
+        return "finished"
     data = load_dataset(cfg, data_root)  # before touching the folder: bad data input fails here
     o, r = cfg["optim"], cfg["run"]
     if data.train[0].shape[0] < o["batch_size"]:
