@@ -364,3 +364,17 @@ def test_the_jpeg_archive_reader_names_the_list_line_and_member(tmp_path):
     broken = [("cifar10/train/a.jpg", _jpeg_bytes()[:100])] + good[1:]
     with pytest.raises(data.DecodeError, match=r"member 'cifar10/train/a.jpg' \(cifar10/train.txt line 1\)"):
         experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\n", broken))
+
+
+def test_corrupt_data_is_one_line_naming_the_archive(tiny_root, tmp_path, capsys):  # noqa: F811
+    archive = _cifar10_tar_gz(tmp_path, tiny_root)
+    blob = bytearray(archive.read_bytes())
+    blob[len(blob) // 2] ^= 0x10
+    root = tmp_path / "corrupt_root"
+    root.mkdir()
+    (root / "cifar-10-binary.tar.gz").write_bytes(bytes(blob))
+    out = tmp_path / "run"
+    code, _, err = run_main(train_args(root, out, "optim.epochs=1"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "cifar-10-binary.tar.gz" in line and "damaged or truncated gzip" in line
+    assert not out.exists()  # nothing was created
