@@ -183,10 +183,11 @@ LADE_API lade_status lade_sgd_step(float *params, const float *grads, float *vel
 /* LADE's CIFAR recipe, stepped at the start of each epoch (1-based):
  * base * w(e) * factor^(milestones <= e), w(e) = start + (1-start)*e/warmup
  * for e < warmup, else 1. */
-LADE_API double lade_lr_warmup_multistep(double base, int epoch, int warmup_epochs, double warmup_start,
-                                         const int *milestones, int num_milestones, double factor);
-/* CosineAnnealingLR to eta_min over total epochs: epoch e in [0, total]. */
-LADE_API double lade_lr_cosine(double base, int epoch, int total_epochs, double eta_min);
+LADE_API lade_status lade_lr_warmup_multistep(double *lr, double base, int epoch, int warmup_epochs,
+                                              double warmup_start, const int *milestones, int num_milestones,
+                                              double factor);
+/* CosineAnnealingLR to eta_min over total epochs: epoch e in [0, total] (past the end is an error). */
+LADE_API lade_status lade_lr_cosine(double *lr, double base, int epoch, int total_epochs, double eta_min);
 
 #ifdef __cplusplus
 }

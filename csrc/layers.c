@@ -145,6 +145,11 @@ lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const flo
                                           const float *running_mean, const float *running_var, float eps) {
     if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
     if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+    for (int c = 0; c < in.c; c++)
+        if (!(running_var[c] >= 0) || !isfinite(running_var[c]) || !isfinite(running_mean[c]))
+            return lade_fail(LADE_EINVAL, "batchnorm2d: argument 'running_var' must be finite and >= 0 and "
+                             "'running_mean' finite, got var %g, mean %g for channel %d", (double)running_var[c],
+                             (double)running_mean[c], c);
     bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = running_mean,
                 .cvar = running_var, .eps = eps};
     lade_parallel_for((size_t)in.c, bn_eval_channels, &j);
@@ -329,6 +334,7 @@ lade_status lade_pool_out_size(const lade_pool_geom *g, int h, int w, int *oh, i
                          g->k, g->stride, g->pad);
     if (2 * g->pad > g->k)
         return lade_fail(LADE_EINVAL, "max pool: padding %d must be at most half the kernel %d", g->pad, g->k);
+    if (h < 1 || w < 1) return lade_fail(LADE_EINVAL, "max pool: input planes must be at least 1x1, got %dx%d", h, w);
     if (h + 2 * g->pad < g->k || w + 2 * g->pad < g->k)
         return lade_fail(LADE_EINVAL, "max pool: kernel %d does not fit input %dx%d with padding %d", g->k, h, w, g->pad);
     *oh = (h + 2 * g->pad - g->k) / g->stride + 1;
@@ -343,6 +349,9 @@ lade_status lade_maxpool_forward(lade_maps out, int32_t *argmax, lade_maps in, c
     if (out.n != in.n || out.c != in.c || out.h != oh || out.w != ow)
         return lade_fail(LADE_EINVAL, "max pool: output must be (%d, %d, %d, %d), got (%d, %d, %d, %d)",
                          in.n, in.c, oh, ow, out.n, out.c, out.h, out.w);
+    if ((int64_t)in.h * in.w > INT32_MAX) /* argmax holds int32 positions within a plane */
+        return lade_fail(LADE_EINVAL, "max pool: input planes of %dx%d pixels exceed the 2^31-1 the int32 argmax holds",
+                         in.h, in.w);
     for (int b = 0; b < in.n; b++)
         for (int c = 0; c < in.c; c++) {
             const float *x = plane_at(in, b, c);

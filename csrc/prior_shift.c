@@ -19,16 +19,6 @@ static void floor_and_normalize(double *p, int classes) {
     for (int c = 0; c < classes; c++) p[c] /= floored;
 }
 
-static lade_status check_probs(const float *probs, size_t n, int classes, const char *arg) {
-    lade_status st = lt_check_logits(probs, n, classes, arg);
-    if (st) return st;
-    for (size_t k = 0; k < n * (size_t)classes; k++)
-        if (probs[k] < 0 || probs[k] > 1)
-            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
-                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
-    return LADE_OK;
-}
-
 /* EM from `init` (classes,), in place. weight (n) may be NULL. scratch: 2 * classes doubles.
  * pseudo > 0 makes it MAP under a Dirichlet(1 + pseudo) prior: each class gets `pseudo` extra
  * soft counts per M step, so no class is driven to exactly 0 by a few confident rows. */
@@ -79,8 +69,14 @@ static void em_run(double *prior, int *iterations, int *converged, double *logli
 
 static lade_status check_em_args(const float *probs, int n, int classes, const float *source_prior, double pseudo_count,
                                  double tol, int max_iter) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(source_prior, classes, "source_prior"))) return st;
+    for (int i = 0; i < n; i++) { /* EM divides by each row's total under the current prior */
+        double sum = 0;
+        for (int c = 0; c < classes; c++) sum += probs[(size_t)i * classes + c];
+        if (!(sum > 0))
+            return lade_fail(LADE_EINVAL, "argument 'probs': row %d is all zero; EM needs probability rows", i);
+    }
     if (!(pseudo_count >= 0) || !isfinite(pseudo_count))
         return lade_fail(LADE_EINVAL, "argument 'pseudo_count' must be finite and >= 0, got %g", pseudo_count);
     if (!(tol > 0)) return lade_fail(LADE_EINVAL, "argument 'tol' must be > 0, got %g", tol);
@@ -123,7 +119,7 @@ lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converg
 
 lade_status lade_reweight_probs(float *out, const float *probs, int n, int classes, const float *from_prior,
                                 const float *to_prior) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(from_prior, classes, "from_prior")) ||
         (st = lade_check_prior(to_prior, classes, "to_prior")))
         return st;
@@ -140,7 +136,7 @@ lade_status lade_reweight_probs(float *out, const float *probs, int n, int class
 }
 
 lade_status lade_mean_posterior(float *prior, const float *probs, int n, int classes) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st) return st;
     if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows");
     double *sum = lade_alloc((size_t)classes * sizeof(double));
@@ -366,9 +362,9 @@ static void bbse_solve(double *out, double *cond, int *fell_back, bbse_scratch *
 
 static lade_status check_bbse_args(const float *calib, const int64_t *labels, int m, const float *target, int n,
                                    int classes, const float *source_prior) {
-    lade_status st = check_probs(calib, (size_t)m, classes, "calib_scores");
+    lade_status st = lt_check_probs(calib, (size_t)m, classes, "calib_scores");
     if (st || (st = lt_check_labels(labels, (size_t)m, classes, "calib_labels")) ||
-        (st = check_probs(target, (size_t)n, classes, "target_scores")) ||
+        (st = lt_check_probs(target, (size_t)n, classes, "target_scores")) ||
         (st = lade_check_prior(source_prior, classes, "source_prior")))
         return st;
     return LADE_OK;
@@ -408,7 +404,7 @@ lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, c
 
 lade_status lade_confusion_condition(double *cond, const float *calib_scores, const int64_t *calib_labels, int m,
                                      int classes, int soft) {
-    lade_status st = check_probs(calib_scores, (size_t)m, classes, "calib_scores");
+    lade_status st = lt_check_probs(calib_scores, (size_t)m, classes, "calib_scores");
     if (st || (st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels"))) return st;
     bbse_scratch s = {0};
     if ((st = bbse_scratch_alloc(&s, classes))) return st;

@@ -12,21 +12,72 @@ Randomness: sample p (its position in the epoch's order) of epoch e draws from
 the stream (seed, e * n + p), so batches are the same whatever the number of
 worker threads or their timing.
 """
+import bz2
+import gzip
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 from lade._C import DecodeError
 
 __all__ = [
     "load_cifar", "CifarTrain", "CifarTest", "ImageNetTrain", "ImageNetEval", "Transform",
     "augment", "augment_image", "decode_jpeg", "read_jpeg", "ListFile", "ImageFolder", "Loader",
-    "DecodeError",
+    "DecodeError", "open_tar", "set_jpeg_max_pixels", "jpeg_max_pixels",
 ]
+
+
+def _path(path, func, arg="path"):
+    """A str path from str, bytes or os.PathLike (bytes decoded as the OS does), else TypeError naming func."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{func}: argument '{arg}' must be a path (str, bytes or os.PathLike), got "
+                        f"{type(path).__name__}") from None
+
+
+# ------------------------------------------------------------------------- archives
+
+_DECOMPRESSORS = ((b"\x1f\x8b", "gzip", gzip.decompress), (b"BZh", "bzip2", bz2.decompress),
+                  (b"\xfd7zXZ\x00", "xz", lzma.decompress))
+
+
+def open_tar(path, func="lade.data.open_tar"):
+    """Opens a .tar, .tar.gz, .tar.bz2 or .tar.xz archive after checking all of it: the whole stream
+    is decompressed first, so the compressor's checksum (gzip CRC-32 and length, bzip2 and xz CRCs)
+    is verified, and every tar header's checksum is checked by reading the member list to the end.
+    A truncated or damaged archive raises lade.DecodeError naming the file. Returns a TarFile over
+    the checked bytes in memory."""
+    path = _path(path, func)
+    with open(path, "rb") as f:
+        raw = f.read()
+    for magic, kind, decompress in _DECOMPRESSORS:
+        if raw.startswith(magic):
+            try:
+                raw = decompress(raw)
+            except (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as e:
+                raise DecodeError(f"{func}: '{path}' is a damaged or truncated {kind} file ({type(e).__name__}: "
+                                  f"{e})") from None
+            break
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+        members = tar.getmembers()
+    except tarfile.TarError as e:
+        raise DecodeError(f"{func}: '{path}' is not a readable tar archive ({e})") from None
+    # tarfile ends the listing quietly at a header whose checksum is wrong; the rest must be zero padding
+    end = tar.offset
+    if raw[end:].strip(b"\0"):
+        after = members[-1].name if members else "the start"
+        raise DecodeError(f"{func}: '{path}': the tar header at byte {end} (after '{after}') is damaged "
+                          f"(bad checksum); {len(raw) - end} bytes of the archive cannot be read")
+    return tar
+
 
 # ---------------------------------------------------------------------------- CIFAR
 
@@ -59,8 +110,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _cifar_files(path, split):
     """Finds the batch files of `split` in a folder or a .tar.gz archive.
     Returns (kind, pickled, [(name, size, read)]) where read() gives the bytes."""
-    path = os.fspath(path)
     fn = "lade.data.load_cifar"
+    path = _path(path, fn)
     if os.path.isdir(path):
         for layout, (kind, pickled, train, test) in _CIFAR_LAYOUTS.items():
             for folder in (path, os.path.join(path, layout)):
@@ -72,10 +123,7 @@ def _cifar_files(path, split):
             f"{fn}: no CIFAR {split} batches in '{path}' (looked for the layouts {', '.join(_CIFAR_LAYOUTS)})")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{fn}: '{path}' does not exist")
-    try:
-        tar = tarfile.open(path, "r:*")
-    except tarfile.TarError as e:
-        raise DecodeError(f"{fn}: '{path}' is neither a folder nor a readable tar archive ({e})") from None
+    tar = open_tar(path, fn)
     members = {}
     for m in tar.getmembers():
         parts = m.name.strip("/").split("/")
@@ -169,7 +217,11 @@ class Transform:
 
     def __init__(self, spec):
         self._spec = tuple(spec)
-        _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)  # validates
+        try:  # validates the spec in C
+            _C._transform_params(self._spec, max(self._spec[1], 1), max(self._spec[2], 1), 0, 0)
+        except ValueError as e:
+            detail = str(e).split(": ", 1)[-1]
+            raise ValueError(f"lade.data.{type(self).__name__}: {detail}") from None
 
     @property
     def output_shape(self):
@@ -187,7 +239,10 @@ class Transform:
         """The random choices for a height x width source image under
         rng stream (seed, stream): crop box (top, left, height, width),
         resized size, flip, jitter factors and their order."""
-        return _C._transform_params(self._spec, int(height), int(width), int(seed), int(stream))
+        func = "lade.data.Transform.params"
+        return _C._transform_params(self._spec, _args.whole(height, func, "height", 1),
+                                    _args.whole(width, func, "width", 1), _args.whole(seed, func, "seed", 0, 2 ** 64 - 1),
+                                    _args.whole(stream, func, "stream", 0, 2 ** 63 - 1))
 
     def __call__(self, images, out=None, seed=0, stream=0):
         """Augments uint8 images (N, 3, H, W); image i uses stream + i."""
@@ -197,12 +252,18 @@ class Transform:
         return f"{type(self).__name__}(output_shape={self.output_shape})"
 
 
-def _with_norm(spec, mean, std):
+def _with_norm(spec, mean, std, func):
     spec = list(spec)
-    if mean is not None:
-        spec[13] = tuple(float(v) for v in mean)
-    if std is not None:
-        spec[14] = tuple(float(v) for v in std)
+    for index, arg, value in ((13, "mean", mean), (14, "std", std)):
+        if value is None:
+            continue
+        try:
+            values = tuple(value)
+        except TypeError:
+            values = None
+        if values is None or len(values) != 3:
+            raise ValueError(f"{func}: argument '{arg}' must be 3 numbers (R, G, B), got {value!r}")
+        spec[index] = tuple(_args.real(v, func, arg) for v in values)  # the C core checks std > 0
     return spec
 
 
@@ -211,8 +272,8 @@ class CifarTrain(Transform):
     scale to [0, 1], normalise with the CIFAR-10 mean/std."""
 
     def __init__(self, pad=4, flip=True, mean=None, std=None):
-        spec = _with_norm(_C._transform_preset("cifar_train"), mean, std)
-        spec[3], spec[12] = int(pad), int(bool(flip))
+        spec = _with_norm(_C._transform_preset("cifar_train"), mean, std, "lade.data.CifarTrain")
+        spec[3], spec[12] = _args.whole(pad, "lade.data.CifarTrain", "pad", 0, 1 << 15), int(bool(flip))
         super().__init__(spec)
 
 
@@ -220,7 +281,7 @@ class CifarTest(Transform):
     """Spec 3.2: scale to [0, 1] and normalise only."""
 
     def __init__(self, mean=None, std=None):
-        super().__init__(_with_norm(_C._transform_preset("cifar_test"), mean, std))
+        super().__init__(_with_norm(_C._transform_preset("cifar_test"), mean, std, "lade.data.CifarTest"))
 
 
 class ImageNetTrain(Transform):
@@ -231,9 +292,15 @@ class ImageNetTrain(Transform):
 
     def __init__(self, size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), brightness=0.4, contrast=0.4,
                  saturation=0.4, flip=True, mean=None, std=None):
-        spec = _with_norm(_C._transform_preset("imagenet_train", int(size)), mean, std)
-        spec[5:12] = [float(scale[0]), float(scale[1]), float(ratio[0]), float(ratio[1]),
-                      float(brightness), float(contrast), float(saturation)]
+        func = "lade.data.ImageNetTrain"
+        spec = _with_norm(_C._transform_preset("imagenet_train", _args.whole(size, func, "size", 1, 1 << 15)), mean,
+                          std, func)
+        if len(scale) != 2 or len(ratio) != 2:
+            raise ValueError(f"{func}: arguments 'scale' and 'ratio' must be pairs, got {scale!r} and {ratio!r}")
+        spec[5:12] = [_args.real(v, func, arg) for arg, v in (("scale", scale[0]), ("scale", scale[1]),
+                                                              ("ratio", ratio[0]), ("ratio", ratio[1]),
+                                                              ("brightness", brightness), ("contrast", contrast),
+                                                              ("saturation", saturation))]
         spec[12] = int(bool(flip))
         super().__init__(spec)
 
@@ -243,7 +310,10 @@ class ImageNetEval(Transform):
     centre crop `crop`, normalise."""
 
     def __init__(self, resize=256, crop=224, mean=None, std=None):
-        super().__init__(_with_norm(_C._transform_preset("imagenet_eval", int(resize), int(crop)), mean, std))
+        func = "lade.data.ImageNetEval"
+        preset = _C._transform_preset("imagenet_eval", _args.whole(resize, func, "resize", 1, 1 << 15),
+                                      _args.whole(crop, func, "crop", 1, 1 << 15))
+        super().__init__(_with_norm(preset, mean, std, func))
 
 
 def _check_transform(transform, fn):
@@ -260,7 +330,8 @@ def augment(images, transform, out=None, seed=0, stream=0):
     if out is None:
         n = images.shape[0] if isinstance(images, np.ndarray) and images.ndim == 4 else 0
         out = np.empty((n,) + transform.output_shape, np.float32)
-    _C._augment(transform._spec, images, out, int(seed), int(stream))
+    _C._augment(transform._spec, images, out, _args.whole(seed, "lade.data.augment", "seed", 0, 2 ** 64 - 1),
+                _args.whole(stream, "lade.data.augment", "stream", 0, 2 ** 63 - 1))
     return out
 
 
@@ -270,19 +341,35 @@ def augment_image(image, transform, out=None, seed=0, stream=0):
     _check_transform(transform, "lade.data.augment_image")
     if out is None:
         out = np.empty(transform.output_shape, np.float32)
-    _C._augment_hwc(transform._spec, image, out, int(seed), int(stream))
+    _C._augment_hwc(transform._spec, image, out, _args.whole(seed, "lade.data.augment_image", "seed", 0, 2 ** 64 - 1),
+                    _args.whole(stream, "lade.data.augment_image", "stream", 0, 2 ** 63 - 1))
     return out
 
 
 def decode_jpeg(data):
     """Decodes JPEG bytes to uint8 RGB (H, W, 3) with libjpeg-turbo
-    (grayscale and CMYK become RGB). Corrupt data raises lade.DecodeError."""
+    (grayscale and CMYK become RGB). Corrupt data, or an image of more pixels than
+    jpeg_max_pixels(), raises lade.DecodeError."""
     return _C._decode_jpeg(data)
 
 
 def read_jpeg(path):
     """Reads and decodes a JPEG file to uint8 RGB (H, W, 3)."""
-    return _C._read_jpeg(os.fspath(path))
+    return _C._read_jpeg(_path(path, "lade.data.read_jpeg"))
+
+
+def set_jpeg_max_pixels(max_pixels):
+    """Sets the largest image (width x height) any JPEG decode accepts, process-wide, in
+    [1, 2^28]. The default, 2^26 (67 Mpx, a 200 MB RGB buffer), is far above the datasets'
+    images and keeps a hostile file from asking for gigabytes. Returns the previous limit."""
+    previous = _C._jpeg_max_pixels(None)
+    _C._jpeg_max_pixels(_args.whole(max_pixels, "lade.data.set_jpeg_max_pixels", "max_pixels", 1, 1 << 28))
+    return previous
+
+
+def jpeg_max_pixels():
+    """The pixel limit of JPEG decoding in force (see set_jpeg_max_pixels)."""
+    return _C._jpeg_max_pixels(None)
 
 
 # ----------------------------------------------------------------- file datasets
@@ -295,8 +382,12 @@ class _FileDataset:
 
     def __getitem__(self, i):
         """(path relative to root, label)"""
-        path, label, _ = _C._filelist_entry(self._handle, int(i))
+        path, label, _ = _C._filelist_entry(self._handle, _args.whole(i, "lade.data.FileList", "i", None, 2 ** 62))
         return path, label
+
+    def line(self, i):
+        """The list-file line of entry i (0 for entries not read from a list file)."""
+        return _C._filelist_entry(self._handle, _args.whole(i, "lade.data.FileList.line", "i", None, 2 ** 62))[2]
 
     @property
     def labels(self):
@@ -316,19 +407,24 @@ class ListFile(_FileDataset):
     """A list file of "relative/path label" lines (ImageNet-LT, Places-LT,
     iNaturalist-2018), paths relative to `root` (default: the list file's
     folder). Labels must lie in [0, num_classes) (default: any label >= 0,
-    num_classes = max + 1). Bad lines raise lade.DecodeError or ValueError
-    naming the file and the line."""
+    num_classes = max + 1). Lines may end in LF, CRLF or CR, and a UTF-8
+    byte-order mark is skipped; paths must be UTF-8. Bad lines raise
+    lade.DecodeError or ValueError naming the file and the line. With `text`
+    (bytes) the list is read from it and `path` only names it in messages."""
 
-    def __init__(self, path, root=None, num_classes=None):
+    def __init__(self, path, root=None, num_classes=None, text=None):
         fn = "lade.data.ListFile"
-        path = os.fspath(path)
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"{fn}: argument 'num_classes' must be >= 1, got {num_classes}")
-        with open(path, "rb") as f:
-            text = f.read()
+        path = _path(path, fn)
+        if num_classes is not None:
+            num_classes = _args.whole(num_classes, fn, "num_classes", 1, 2 ** 62)
+        if text is None:
+            with open(path, "rb") as f:
+                text = f.read()
+        elif not isinstance(text, bytes):
+            raise TypeError(f"{fn}: argument 'text' must be bytes, got {type(text).__name__}")
         self.path = path
-        self.root = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
-        handle = _C._filelist_parse(self.root, path, text, int(num_classes or 0), fn)
+        self.root = _path(root, fn, "root") if root is not None else os.path.dirname(os.path.abspath(path))
+        handle = _C._filelist_parse(self.root, path, text, num_classes or 0, fn)
         self._finish(handle, num_classes)
 
 
@@ -339,7 +435,7 @@ class ImageFolder(_FileDataset):
 
     def __init__(self, root, extensions=(".jpg", ".jpeg")):
         fn = "lade.data.ImageFolder"
-        self.root = os.fspath(root)
+        self.root = _path(root, fn, "root")
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"{fn}: '{self.root}' is not a folder")
         exts = tuple(e.lower() for e in extensions)
@@ -403,19 +499,18 @@ class Loader:
         if sampler is not None and not (hasattr(sampler, "epoch_indices") and hasattr(sampler, "__len__")):
             raise TypeError(f"{fn}: argument 'sampler' must have __len__ and epoch_indices(epoch), "
                             f"got {type(sampler).__name__}")
-        if int(num_workers) < 1:
-            raise ValueError(f"{fn}: argument 'num_workers' must be >= 1, got {num_workers}")
-        if int(start_epoch) < 0:
-            raise ValueError(f"{fn}: argument 'start_epoch' must be >= 0, got {start_epoch}")
-        self.batch_size = int(batch_size)
+        # the limits of csrc/loader.c lade_loader_create
+        self.num_workers = _args.whole(num_workers, fn, "num_workers", 1, 256)
+        self.epoch = _args.whole(start_epoch, fn, "start_epoch", 0, 2 ** 62)
+        self.batch_size = _args.whole(batch_size, fn, "batch_size", 1)
         self.transform = transform
         self.sampler = sampler
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.prefetch = int(prefetch) if prefetch is not None else 2 * self.num_workers
+        self.seed = _args.whole(seed, fn, "seed", 0, 2 ** 64 - 1)
+        self.prefetch = (_args.whole(prefetch, fn, "prefetch", 1, 1024) if prefetch is not None
+                         else 2 * self.num_workers)
         self.drop_last = bool(drop_last)
         self.shuffle = bool(shuffle)
-        self.epoch = int(start_epoch)
+        self._skipped_at_close = (0, "")
         self._source = source  # the C side reads these arrays; keep them alive
         self._cap = _C._loader_create(transform._spec, images, labels, files, self.batch_size, self.drop_last,
                                       bool(skip_bad), self.num_workers, self.prefetch, self.seed)
@@ -428,18 +523,16 @@ class Loader:
 
     def set_epoch(self, epoch):
         """The epoch the next iteration runs (for resuming)."""
-        if int(epoch) < 0:
-            raise ValueError(f"lade.data.Loader.set_epoch: argument 'epoch' must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch = _args.whole(epoch, "lade.data.Loader.set_epoch", "epoch", 0, 2 ** 62)
 
     @property
     def skipped(self):
         """Samples skipped so far (skip_bad=True)."""
-        return _C._loader_skipped(self._cap)[0] if self._cap is not None else 0
+        return (_C._loader_skipped(self._cap) if self._cap is not None else self._skipped_at_close)[0]
 
     @property
     def last_skip_reason(self):
-        return _C._loader_skipped(self._cap)[1] if self._cap is not None else ""
+        return (_C._loader_skipped(self._cap) if self._cap is not None else self._skipped_at_close)[1]
 
     def _begin(self):
         if self._cap is None:
@@ -468,15 +561,17 @@ class Loader:
         shape = (self.batch_size,) + self.transform.output_shape
         images = np.empty(shape, np.float32)
         labels = np.empty(self.batch_size, np.int64)
-        self._position += 1
-        end, count = _C._loader_next(self._cap, images, labels)
-        if end:
-            self.epoch += 1
-            try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
-                self._begin()
-            except Exception:
-                self._begun = None
-            raise StopIteration
+        count = 0
+        while count == 0:  # with skip_bad a batch whose every sample was bad is left out, not yielded empty
+            self._position += 1
+            end, count = _C._loader_next(self._cap, images, labels)
+            if end:
+                self.epoch += 1
+                try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
+                    self._begin()
+                except Exception:
+                    self._begun = None
+                raise StopIteration
         if count < self.batch_size:
             images, labels = images[:count], labels[:count]
         return images, labels
@@ -485,6 +580,7 @@ class Loader:
         """Stops and joins the worker threads; idempotent."""
         cap, self._cap = self._cap, None
         if cap is not None:
+            self._skipped_at_close = _C._loader_skipped(cap)  # `skipped` stays readable after close
             _C._loader_close(cap)
 
     def __enter__(self):

@@ -22,7 +22,7 @@ LDAM-DRW) use f + log p_t. A uniform target (None) leaves the latter unchanged.
 """
 import numpy as np
 
-from lade import _C, posthoc
+from lade import _C, _args, posthoc
 from lade.priors import as_prior
 
 __all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
@@ -47,7 +47,8 @@ def _counts(counts, func):
 
 def _ce(func, logits, labels, grad, offset=None, margin=None, weights=None, s=1.0, gamma=0.0, by_sum=False):
     grad = _grad_buffer(logits, grad)
-    value = _C.lt_cross_entropy(func, logits, labels, grad, 1.0, offset, margin, weights, float(s), float(gamma),
+    value = _C.lt_cross_entropy(func, logits, labels, grad, 1.0, offset, margin, weights, _args.real(s, func, "s"),
+                                _args.real(gamma, func, "gamma"),
                                 bool(by_sum), True)
     return value, grad
 
@@ -99,9 +100,7 @@ class LADERLoss(_Loss):
         self.prior = as_prior(prior, func)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
-        if not float(remine_lambda) >= 0:
-            raise ValueError(f"{func}: argument 'remine_lambda' must be >= 0, got {remine_lambda}")
-        self.remine_lambda = float(remine_lambda)
+        self.remine_lambda = _args.real(remine_lambda, func, "remine_lambda", 0.0)
         self.form = form
 
     def __call__(self, logits, labels, grad=None):
@@ -121,10 +120,9 @@ class LADELoss(_Loss):
         self.prior = as_prior(prior, func)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
-        if not float(alpha) >= 0 or not float(remine_lambda) >= 0:
-            raise ValueError(f"{func}: arguments 'alpha' and 'remine_lambda' must be >= 0, "
-                             f"got {alpha}, {remine_lambda}")
-        self.alpha, self.remine_lambda, self.form = float(alpha), float(remine_lambda), form
+        self.alpha = _args.real(alpha, func, "alpha", 0.0)
+        self.remine_lambda = _args.real(remine_lambda, func, "remine_lambda", 0.0)
+        self.form = form
         self.last_terms = None
 
     def __call__(self, logits, labels, grad=None):
@@ -144,7 +142,7 @@ class LogitAdjustedLoss(_Loss):
     def __init__(self, prior, tau=1.0):
         func = "lade.losses.LogitAdjustedLoss"
         self.prior = as_prior(prior, func)
-        self.tau = float(tau)
+        self.tau = _args.real(tau, func, "tau")
         self.offset = np.empty_like(self.prior)
         _C.lt_log_prior(func, self.prior, self.offset, self.tau, 1e-12)
 
@@ -156,9 +154,7 @@ class FocalLoss(_Loss):
     """Softmax focal loss: mean_i (1 - p_i)^gamma * (-log p_i). gamma = 0 is softmax CE."""
 
     def __init__(self, gamma=2.0, prior=None):
-        if not float(gamma) >= 0:
-            raise ValueError(f"lade.losses.FocalLoss: argument 'gamma' must be >= 0, got {gamma}")
-        self.gamma = float(gamma)
+        self.gamma = _args.real(gamma, "lade.losses.FocalLoss", "gamma", 0.0)
         self.prior = None if prior is None else as_prior(prior, "lade.losses.FocalLoss")
 
     def __call__(self, logits, labels, grad=None):
@@ -176,8 +172,8 @@ class ClassBalancedLoss(_Loss):
             raise ValueError(f"{func}: argument 'base' must be 'softmax' or 'focal', got {base!r}")
         counts = _counts(counts, func)
         self.weights = np.empty(counts.shape[0], np.float32)
-        _C.lt_effective_number_weights(func, counts, self.weights, float(beta))
-        self.gamma = float(gamma) if base == "focal" else 0.0
+        _C.lt_effective_number_weights(func, counts, self.weights, _args.real(beta, func, "beta"))
+        self.gamma = _args.real(gamma, func, "gamma") if base == "focal" else 0.0
         if not self.gamma >= 0:
             raise ValueError(f"{func}: argument 'gamma' must be >= 0, got {gamma}")
 
@@ -196,15 +192,13 @@ class LDAMLoss(_Loss):
         func = "lade.losses.LDAMLoss"
         counts = _counts(counts, func)
         self.margins = np.empty(counts.shape[0], np.float32)
-        _C.lt_ldam_margins(func, counts, self.margins, float(max_margin))
-        if not float(s) > 0:
-            raise ValueError(f"{func}: argument 's' must be > 0, got {s}")
-        self.s = float(s)
+        _C.lt_ldam_margins(func, counts, self.margins, _args.real(max_margin, func, "max_margin"))
+        self.s = _args.real(s, func, "s", 0.0, lo_open=True)
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
         self.drw_epoch = drw_epoch
         if drw_epoch is not None:
             self._drw_weights = np.empty(counts.shape[0], np.float32)
-            _C.lt_effective_number_weights(func, counts, self._drw_weights, float(drw_beta))
+            _C.lt_effective_number_weights(func, counts, self._drw_weights, _args.real(drw_beta, func, "drw_beta"))
 
     def set_epoch(self, epoch):
         """DRW: plain weights before drw_epoch, class-balanced weights from it on."""

@@ -9,7 +9,7 @@ an extra bin for confidence 1.0, eps 2.2e-16 on counts).
 """
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 
 __all__ = ["accuracy", "topk_accuracy", "predictions", "confusion_matrix", "per_class_accuracy", "shot_accuracy",
            "ece", "reliability_diagram", "nll", "brier", "summary"]
@@ -21,7 +21,7 @@ def topk_accuracy(scores, labels, k=1, return_correct=False):
     """Fraction of samples whose label is among the top k scores; optionally the per-sample mask."""
     func = "lade.metrics.topk_accuracy"
     correct = np.empty(len(labels), np.uint8) if return_correct and isinstance(labels, np.ndarray) else None
-    acc = _C.lt_topk_accuracy(func, scores, labels, int(k), correct)
+    acc = _C.lt_topk_accuracy(func, scores, labels, _args.whole(k, func, "k", 1), correct)
     return (acc, correct.astype(bool)) if return_correct else acc
 
 
@@ -43,7 +43,8 @@ def confusion_matrix(predicted, labels, classes):
     func = "lade.metrics.confusion_matrix"
     if isinstance(predicted, np.ndarray) and predicted.ndim == 2:
         predicted = predictions(predicted)
-    out = np.empty((int(classes), int(classes)), np.int64)
+    classes = _args.whole(classes, func, "classes", 1)
+    out = _args.empty((classes, classes), np.int64, func)
     _C.lt_confusion_matrix(func, predicted, labels, out)
     return out
 
@@ -60,8 +61,9 @@ def shot_accuracy(per_class_acc, train_counts, many_above=100, few_below=20):
     > many_above, in [few_below, many_above], < few_below (NaN for an empty group)."""
     acc = np.ascontiguousarray(per_class_acc, dtype=np.float64)
     counts = np.ascontiguousarray(train_counts, dtype=np.int64)
-    many, medium, few = _C.lt_shot_accuracy("lade.metrics.shot_accuracy", acc, counts, int(many_above),
-                                            int(few_below))
+    func = "lade.metrics.shot_accuracy"
+    many, medium, few = _C.lt_shot_accuracy(func, acc, counts, _args.whole(many_above, func, "many_above", None, 2**62),
+                                            _args.whole(few_below, func, "few_below", None, 2**62))
     return {"many": many, "medium": medium, "few": few}
 
 
@@ -73,7 +75,8 @@ def reliability_diagram(probs, labels, n_bins=None, variant="standard"):
     func = "lade.metrics.reliability_diagram"
     if variant not in _VARIANTS:
         raise ValueError(f"{func}: argument 'variant' must be 'standard' or 'spec20', got {variant!r}")
-    n_bins = (15 if variant == "standard" else 20) if n_bins is None else int(n_bins)
+    n_bins = ((15 if variant == "standard" else 20) if n_bins is None
+              else _args.whole(n_bins, "lade.metrics.reliability_diagram", "n_bins", 1, 10**6))
     if n_bins < 1:
         raise ValueError(f"{func}: argument 'n_bins' must be >= 1, got {n_bins}")
     conf = np.empty(n_bins + 1, np.float64)

@@ -11,7 +11,7 @@ Inputs are float32 (n, C) C-contiguous arrays; `out` may be given (it may be the
 """
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 from lade.priors import as_prior
 
 __all__ = ["pc_adjust", "lade_adjust", "logit_adjust", "pc_softmax", "lade_softmax", "softmax", "tau_normalize",
@@ -28,7 +28,7 @@ def _adjust(func, logits, source_prior, tau, target_prior, out):
     sp = None if source_prior is None else as_prior(source_prior, func, "source_prior")
     tp = None if target_prior is None else as_prior(target_prior, func, "target_prior")
     out = _out(logits, out)
-    _C.lt_adjust_logits(func, logits, out, sp, float(tau), tp)
+    _C.lt_adjust_logits(func, logits, out, sp, _args.real(tau, func, "tau"), tp)
     return out
 
 
@@ -52,7 +52,7 @@ def softmax(logits, temperature=1.0, bias=None, out=None):
     func = "lade.posthoc.softmax"
     b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
     out = _out(logits, out)
-    _C.lt_softmax(func, logits, out, float(temperature), b)
+    _C.lt_softmax(func, logits, out, _args.real(temperature, func, "temperature"), b)
     return out
 
 
@@ -71,7 +71,8 @@ def lade_softmax(logits, target_prior=None):
 def tau_normalize(weights, tau=1.0, out=None):
     """tau-normalised classifier weights: row c divided by ||row c||_2 ** tau (zero rows kept)."""
     out = _out(weights, out)
-    _C.lt_tau_normalize("lade.posthoc.tau_normalize", weights, out, float(tau))
+    _C.lt_tau_normalize("lade.posthoc.tau_normalize", weights, out,
+                        _args.real(tau, "lade.posthoc.tau_normalize", "tau"))
     return out
 
 
@@ -95,10 +96,11 @@ def fit_temperature(logits, labels, bias=False, max_iter=100):
     Alexandari et al. 2020) on held-out labelled logits by minimising the NLL (Newton's
     method, convex in (1/T, bias)). Returns a TemperatureScaling."""
     func = "lade.posthoc.fit_temperature"
+    max_iter = _args.whole(max_iter, func, "max_iter", 1)
     b = None
     if bias:
         if not (isinstance(logits, np.ndarray) and logits.ndim == 2):
-            _C.lt_fit_temperature(func, logits, labels, None, int(max_iter))  # raises the argument error
+            _C.lt_fit_temperature(func, logits, labels, None, max_iter)  # raises the argument error
         b = np.empty(logits.shape[1], np.float64)
-    t, nll = _C.lt_fit_temperature(func, logits, labels, b, int(max_iter))
+    t, nll = _C.lt_fit_temperature(func, logits, labels, b, max_iter)
     return TemperatureScaling(t, b, nll)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lade import _C, posthoc
+from lade import _C, _args, posthoc
 from lade.priors import as_prior, prior_from_labels
 
 __all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "mean_posterior", "reweight",
@@ -114,7 +114,8 @@ def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000):
     func = "lade.prior_shift.em_prior"
     ref = as_prior(reference_prior, func, "reference_prior")
     out = np.empty(ref.shape[0], np.float32)
-    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, float(pseudo_count), float(tol), int(max_iter))
+    iters, conv, ll = _C.lt_em_prior(func, probs, ref, out, None, _args.real(pseudo_count, func, "pseudo_count"),
+                                     _args.real(tol, func, "tol"), _args.whole(max_iter, func, "max_iter", 1))
     return out, iters, conv, ll
 
 
@@ -125,7 +126,7 @@ def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, r
     sp = as_prior(source_prior, func, "source_prior")
     out = np.empty(sp.shape[0], np.float32)
     cond, fell_back = _C.lt_bbse_prior(func, calib_probs, calib_labels, test_probs, sp, out, bool(soft),
-                                       float(ridge), float(cond_limit))
+                                       _args.real(ridge, func, "ridge"), _args.real(cond_limit, func, "cond_limit"))
     if fell_back:
         warnings.warn(f"{func}: the calibration confusion matrix is ill-conditioned (1-norm condition number "
                       f"{cond:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift (the source prior)",
@@ -147,12 +148,13 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: arguments 'calib_logits' and 'calib_labels' must be given together")
     if method == "bbse" and calib_logits is None:
         raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
-    if not (pseudo_count >= 0 and np.isfinite(pseudo_count)):
-        raise ValueError(f"{_FUNC}: argument 'pseudo_count' must be finite and >= 0, got {pseudo_count}")
-    if not (ridge >= 0 and np.isfinite(ridge)):
-        raise ValueError(f"{_FUNC}: argument 'ridge' must be finite and >= 0, got {ridge}")
-    if int(bootstrap) < 0:
-        raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
+    pseudo_count = _args.real(pseudo_count, _FUNC, "pseudo_count", 0.0)
+    ridge = _args.real(ridge, _FUNC, "ridge", 0.0)
+    tol, cond_limit, level = (_args.real(v, _FUNC, k) for k, v in (("tol", tol), ("cond_limit", cond_limit),
+                                                                     ("level", level)))
+    max_iter = _args.whole(max_iter, _FUNC, "max_iter", 1)
+    bootstrap = _args.whole(bootstrap, _FUNC, "bootstrap", 0, 10 ** 6)
+    seed = _args.whole(seed, _FUNC, "seed", 0, 2 ** 64 - 1)
     source = as_prior(source_prior, _FUNC, "source_prior")
     classes = source.shape[0]
     if not (isinstance(test_logits, np.ndarray) and test_logits.ndim == 2 and test_logits.shape[1] == classes):

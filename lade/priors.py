@@ -6,7 +6,7 @@ you pass ``eps`` (a floor in units of samples, documented and explicit).
 """
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 
 __all__ = ["cifar_lt_counts", "lt_profile", "class_counts", "prior_from_counts", "prior_from_labels",
            "check_prior", "as_prior"]
@@ -40,10 +40,8 @@ def lt_profile(classes, img_max, ratio, profile="exp"):
     func = "lade.priors.lt_profile"
     if profile not in _PROFILES:
         raise ValueError(f"{func}: argument 'profile' must be 'exp' or 'step', got {profile!r}")
-    if int(classes) < 1:
-        raise ValueError(f"{func}: argument 'classes' must be >= 1, got {classes}")
-    out = np.empty(int(classes), np.int64)
-    _C.lt_profile(func, out, float(img_max), float(ratio), _PROFILES[profile])
+    out = _args.empty(_args.whole(classes, func, "classes", 1), np.int64, func)
+    _C.lt_profile(func, out, _args.real(img_max, func, "img_max"), _args.real(ratio, func, "ratio"), _PROFILES[profile])
     return out
 
 
@@ -60,9 +58,29 @@ def cifar_lt_counts(classes=100, imbalance=100, split="train", profile="exp"):
 
 def class_counts(labels, classes):
     """counts[c] = number of labels equal to c (labels int64, all in [0, classes))."""
-    out = np.empty(int(classes), np.int64)
+    out = _args.empty(_args.whole(classes, "lade.priors.class_counts", "classes", 1), np.int64,
+                      "lade.priors.class_counts")
     _C.lt_class_counts("lade.priors.class_counts", labels, out)
     return out
+
+
+def _integer_counts(counts, func):
+    """counts as a contiguous int64 array; a non-integer value (2.5, NaN) raises instead of being truncated."""
+    try:
+        a = np.asarray(counts)
+    except Exception as e:
+        raise TypeError(f"{func}: argument 'counts' must be an array of whole numbers ({e})") from None
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)
+        if bad.any():
+            i = int(np.flatnonzero(bad.ravel())[0])
+            raise ValueError(f"{func}: argument 'counts' must hold whole numbers, got {a.ravel()[i]} at index {i}")
+    elif a.dtype.kind not in "iu":
+        raise TypeError(f"{func}: argument 'counts' must be an array of whole numbers, got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.size and a.max() > 2 ** 62:
+        raise ValueError(f"{func}: argument 'counts' holds {a.max()}, more than 2^62")
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def prior_from_counts(counts, eps=0.0):
@@ -70,16 +88,19 @@ def prior_from_counts(counts, eps=0.0):
 
     eps = 0 (default): a zero count raises ValueError naming the class.
     eps > 0: empty classes count as eps samples (e.g. eps=1e-3)."""
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    func = "lade.priors.prior_from_counts"
+    counts = _integer_counts(counts, func)
     out = np.empty(counts.shape[0] if counts.ndim == 1 else 0, np.float32)
-    _C.lt_prior_from_counts("lade.priors.prior_from_counts", counts, out, float(eps))
+    _C.lt_prior_from_counts(func, counts, out, _args.real(eps, func, "eps", 0.0))
     return out
 
 
 def prior_from_labels(labels, classes, eps=0.0):
     """The label frequencies of `labels` as a prior (see prior_from_counts for eps)."""
-    counts = np.empty(int(classes), np.int64)
-    _C.lt_class_counts("lade.priors.prior_from_labels", labels, counts)
-    out = np.empty(int(classes), np.float32)
-    _C.lt_prior_from_counts("lade.priors.prior_from_labels", counts, out, float(eps))
+    func = "lade.priors.prior_from_labels"
+    classes = _args.whole(classes, func, "classes", 1)
+    counts = _args.empty(classes, np.int64, func)
+    _C.lt_class_counts(func, labels, counts)
+    out = np.empty(classes, np.float32)
+    _C.lt_prior_from_counts(func, counts, out, _args.real(eps, func, "eps", 0.0))
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from lade import config as config_mod
 from lade import metrics, posthoc, prior_shift
-from lade.experiment import build_loss, load_arrays, run_status
+from lade.experiment import RunError, build_loss, load_arrays, run_status
 from lade.priors import prior_from_counts
 from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
 
@@ -101,7 +101,12 @@ def evaluate_run(run_dir):
                                 f"--resume it first")
     cfg = config_mod.load(run_dir / "config.yaml")
     arrays = load_arrays(run_dir)
-    final = json.loads((run_dir / "final.json").read_text())
+    try:
+        final = json.loads((run_dir / "final.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}' is not readable JSON ({e})") from e
+    if not isinstance(final, dict):
+        raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}': expected a JSON object, got {str(final)[:60]!r}")
     counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)

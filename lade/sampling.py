@@ -8,8 +8,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from lade import _C
-from lade.priors import as_prior, class_counts, prior_from_counts
+from lade import _C, _args
+from lade.priors import _integer_counts, as_prior, class_counts, prior_from_counts
 
 __all__ = ["InstanceSampler", "ClassAwareSampler", "SquareRootSampler", "ProgressivelyBalancedSampler",
            "lt_subset", "LTSubset", "shifted_test_subset", "shifted_test_indices", "ShiftedSubset",
@@ -22,33 +22,27 @@ SHIFT_SETTINGS = ([("forward", r) for r in (50, 25, 10, 5, 2)] + [("uniform", 1)
 
 
 def _seed(seed, func):
-    seed = int(seed)
-    if not 0 <= seed < 2 ** 64:
-        raise ValueError(f"{func}: argument 'seed' must be in [0, 2**64), got {seed}")
-    return seed
+    return _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
 
 
 def _epoch(epoch, func):
-    epoch = int(epoch)
-    if epoch < 0:
-        raise ValueError(f"{func}: argument 'epoch' must be >= 0, got {epoch}")
-    return epoch
+    return _args.whole(epoch, func, "epoch", 0, 2 ** 62)
 
 
 class InstanceSampler:
     """A fresh permutation of range(n) every epoch."""
 
     def __init__(self, n, seed=0):
-        self.n, self.seed = int(n), _seed(seed, "lade.sampling.InstanceSampler")
-        if self.n < 0:
-            raise ValueError(f"lade.sampling.InstanceSampler: argument 'n' must be >= 0, got {n}")
+        # at most 2^31 - 1 samples: an epoch's indices are one int64 array (16 GB at the limit)
+        self.n = _args.whole(n, "lade.sampling.InstanceSampler", "n", 0)
+        self.seed = _seed(seed, "lade.sampling.InstanceSampler")
 
     def __len__(self):
         return self.n
 
     def epoch_indices(self, epoch):
         func = "lade.sampling.InstanceSampler.epoch_indices"
-        out = np.empty(self.n, np.int64)
+        out = _args.empty(self.n, np.int64, func)
         _C.lt_sample_instance(func, out, self.seed, _epoch(epoch, func))
         return out
 
@@ -60,8 +54,9 @@ class ClassAwareSampler:
 
     def __init__(self, labels, classes, seed=0, samples_per_class=1):
         func = "lade.sampling.ClassAwareSampler"
-        self.labels, self.classes = labels, int(classes)
-        self.seed, self.samples_per_class = _seed(seed, func), int(samples_per_class)
+        self.labels, self.classes = labels, _args.whole(classes, func, "classes", 1)
+        self.seed, self.samples_per_class = _seed(seed, func), _args.whole(samples_per_class, func,
+                                                                           "samples_per_class", 1)
         self._len = _C.lt_class_aware_length(func, labels, self.classes)
 
     def __len__(self):
@@ -69,7 +64,7 @@ class ClassAwareSampler:
 
     def epoch_indices(self, epoch):
         func = "lade.sampling.ClassAwareSampler.epoch_indices"
-        out = np.empty(self._len, np.int64)
+        out = _args.empty(self._len, np.int64, func)
         _C.lt_sample_class_aware(func, self.labels, self.classes, out, self.samples_per_class, self.seed,
                                  _epoch(epoch, func))
         return out
@@ -77,9 +72,9 @@ class ClassAwareSampler:
 
 class _ClassProbSampler:
     def __init__(self, func, labels, classes, seed, length):
-        self.labels, self.classes, self.seed = labels, int(classes), _seed(seed, func)
+        self.labels, self.classes, self.seed = labels, _args.whole(classes, func, "classes", 1), _seed(seed, func)
         self.counts = class_counts(labels, classes)
-        self._len = int(labels.shape[0]) if length is None else int(length)
+        self._len = int(labels.shape[0]) if length is None else _args.whole(length, func, "length", 0)
 
     def __len__(self):
         return self._len
@@ -145,12 +140,12 @@ def lt_subset(labels, counts, seed=0):
     shuffled with stream c of `seed` and the first counts[c] kept. Not bit-identical to the
     official numpy shuffle (spec §7.13)."""
     func = "lade.sampling.lt_subset"
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    counts = _integer_counts(counts, func)
     if counts.ndim != 1:
         raise ValueError(f"{func}: argument 'counts' must be 1-dimensional, got shape {counts.shape}")
     if (counts < 0).any():
         raise ValueError(f"{func}: argument 'counts' must be >= 0, got {int(counts.min())}")
-    out = np.empty(int(counts.sum()), np.int64)
+    out = _args.empty(int(counts.sum()), np.int64, func)
     _C.lt_subset(func, labels, counts, out, _seed(seed, func))
     return LTSubset(out, labels[out], counts)
 
@@ -187,7 +182,12 @@ def dirichlet_priors(m, classes, alpha=1.0, seed=0):
     """m random priors (m, classes) float32 from Dirichlet(alpha) (scalar or per class); entries
     are floored at 1e-12 and renormalised so their logs are finite. Row r uses stream r."""
     func = "lade.sampling.dirichlet_priors"
-    a = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (int(classes),)))
-    out = np.empty((int(m), int(classes)), np.float32)
+    m, classes = _args.whole(m, func, "m", 1), _args.whole(classes, func, "classes", 1)
+    try:
+        a = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (classes,)))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{func}: argument 'alpha' must be a number or one per class ({classes}), got "
+                         f"{np.shape(alpha)} ({e})") from None
+    out = _args.empty((m, classes), np.float32, func)
     _C.lt_dirichlet(func, a, out, _seed(seed, func))
     return out

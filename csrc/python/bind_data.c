@@ -153,6 +153,21 @@ static PyObject *py_filelist_entry(PyObject *self, PyObject *args) {
 
 /* ---- JPEG -------------------------------------------------------------------- */
 
+/* jpeg_max_pixels(n: int or None) -> the limit in force (after setting n) */
+static PyObject *py_jpeg_max_pixels(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (arg != Py_None) {
+        unsigned long long n = PyLong_AsUnsignedLongLong(arg);
+        if (n == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            n = 0; /* negative or too large: let the core name the range */
+        }
+        lade_status st = lade_jpeg_set_max_pixels(n > SIZE_MAX ? 0 : (size_t)n);
+        if (st) return lade_py_raise(st, "lade.data.set_jpeg_max_pixels");
+    }
+    return PyLong_FromSize_t(lade_jpeg_max_pixels());
+}
+
 static PyObject *rgb_array(const uint8_t *rgb, int width, int height) {
     npy_intp dims[3] = {height, width, 3};
     PyObject *arr = PyArray_SimpleNew(3, dims, NPY_UINT8);
@@ -504,6 +519,7 @@ static PyMethodDef methods[] = {
     {"_filelist_from_paths", py_filelist_from_paths, METH_VARARGS, "_filelist_from_paths(root, paths, labels, func)"},
     {"_filelist_info", py_filelist_info, METH_VARARGS, "_filelist_info(filelist, labels_out) -> n"},
     {"_filelist_entry", py_filelist_entry, METH_VARARGS, "_filelist_entry(filelist, i) -> (path, label, line)"},
+    {"_jpeg_max_pixels", py_jpeg_max_pixels, METH_O, "_jpeg_max_pixels(n or None) -> the pixel limit in force"},
     {"_decode_jpeg", py_decode_jpeg, METH_VARARGS, "_decode_jpeg(data) -> uint8 (H, W, 3)"},
     {"_read_jpeg", py_read_jpeg, METH_VARARGS, "_read_jpeg(path) -> uint8 (H, W, 3)"},
     {"_transform_preset", py_transform_preset, METH_VARARGS, "_transform_preset(name, a, b) -> spec"},

@@ -691,8 +691,10 @@ static PyObject *py_lr_warmup_multistep(PyObject *self, PyObject *args, PyObject
     } else {
         milestones[0] = 120, milestones[1] = 160, count = 2;
     }
-    if (warmup < 0) return lade_py_value_error(func, "warmup_epochs", "must be >= 0, got %d", warmup);
-    return PyFloat_FromDouble(lade_lr_warmup_multistep(base, epoch, warmup, start, milestones, count, factor));
+    double lr;
+    lade_status st = lade_lr_warmup_multistep(&lr, base, epoch, warmup, start, milestones, count, factor);
+    if (st) return lade_py_raise(st, func);
+    return PyFloat_FromDouble(lr);
 }
 
 static PyObject *py_lr_cosine(PyObject *self, PyObject *args, PyObject *kw) {
@@ -700,8 +702,10 @@ static PyObject *py_lr_cosine(PyObject *self, PyObject *args, PyObject *kw) {
     double base, eta_min = 0.0;
     int epoch, total;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "dii|d", names, &base, &epoch, &total, &eta_min)) return NULL;
-    if (total < 1) return lade_py_value_error("lade.cosine_lr", "total_epochs", "must be >= 1, got %d", total);
-    return PyFloat_FromDouble(lade_lr_cosine(base, epoch, total, eta_min));
+    double lr;
+    lade_status st = lade_lr_cosine(&lr, base, epoch, total, eta_min);
+    if (st) return lade_py_raise(st, "lade.cosine_lr");
+    return PyFloat_FromDouble(lr);
 }
 
 /* ---- the ResNet-32 object ------------------------------------------------------------------ */

@@ -213,16 +213,52 @@ TEST(sgd_matches_pytorch_formula) {
     CHECK(p[0] == before);
 }
 
-TEST(warmup_multistep_schedule_values) {
+static double warmup_lr(int epoch) {
     const int milestones[2] = {120, 160};
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 1, 5, 1.0 / 3, milestones, 2, 0.01), 0.0933333, 1e-6);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 4, 5, 1.0 / 3, milestones, 2, 0.01), 0.1733333, 1e-6);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 5, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 119, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 120, 5, 1.0 / 3, milestones, 2, 0.01), 0.002, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 200, 5, 1.0 / 3, milestones, 2, 0.01), 0.00002, 1e-12);
-    CHECK_CLOSE(lade_lr_cosine(0.1, 0, 10, 0), 0.1, 1e-12);
-    CHECK_CLOSE(lade_lr_cosine(0.1, 10, 10, 0), 0.0, 1e-12);
+    double lr;
+    return lade_lr_warmup_multistep(&lr, 0.2, epoch, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_OK ? lr : NAN;
+}
+
+static double cosine_lr(int epoch) {
+    double lr;
+    return lade_lr_cosine(&lr, 0.1, epoch, 10, 0) == LADE_OK ? lr : NAN;
+}
+
+TEST(warmup_multistep_schedule_values) {
+    CHECK_CLOSE(warmup_lr(1), 0.0933333, 1e-6);
+    CHECK_CLOSE(warmup_lr(4), 0.1733333, 1e-6);
+    CHECK_CLOSE(warmup_lr(5), 0.2, 1e-12);
+    CHECK_CLOSE(warmup_lr(119), 0.2, 1e-12);
+    CHECK_CLOSE(warmup_lr(120), 0.002, 1e-12);
+    CHECK_CLOSE(warmup_lr(200), 0.00002, 1e-12);
+    CHECK_CLOSE(cosine_lr(0), 0.1, 1e-12);
+    CHECK_CLOSE(cosine_lr(10), 0.0, 1e-12);
+}
+
+TEST(schedules_refuse_negative_epochs_and_steps_past_the_end) {
+    const int milestones[2] = {120, 160}, unordered[2] = {160, 120};
+    double lr = 7;
+    CHECK(lade_lr_warmup_multistep(&lr, 0.2, -1, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_warmup_multistep(&lr, 0.2, 3, 5, 1.0 / 3, unordered, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_warmup_multistep(&lr, NAN, 3, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_cosine(&lr, 0.1, -1, 10, 0) == LADE_EINVAL);
+    CHECK(lade_lr_cosine(&lr, 0.1, 11, 10, 0) == LADE_EINVAL);
+    CHECK(lr == 7);
+}
+
+TEST(huge_planes_are_refused_before_any_memory_is_touched) {
+    /* maps over no memory: the checks must fail before a single pixel is read */
+    lade_maps in = lade_maps_nchw(NULL, 1, 1, 65536, 65536), out = lade_maps_nchw(NULL, 1, 1, 65536, 65536);
+    lade_pool_geom pool = {1, 1, 0};
+    int32_t argmax[1];
+    CHECK(lade_maxpool_forward(out, argmax, in, &pool) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "int32 argmax") != NULL);
+    lade_conv2d_geom g = {0};
+    g.cin = g.cout = 1, g.kh = g.kw = 3, g.stride_h = g.stride_w = 1, g.pad_h = g.pad_w = 1000000;
+    int oh, ow;
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
+    g.pad_h = g.pad_w = 1 << 30; /* 2 * pad overflows int */
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
 }
 
 TEST(rng_is_reproducible_and_streams_differ) {
