@@ -62,11 +62,12 @@ import numpy as np
 from lade import _C, posthoc
 from lade.priors import as_prior, prior_from_labels
 
-__all__ = ["adapt", "PriorShiftResult", "em_prior", "bbse_prior", "mean_posterior", "reweight",
+__all__ = ["adapt", "PriorShiftResult", "GATE_LEVEL", "em_prior", "bbse_prior", "mean_posterior", "reweight",
            "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
 COND_LIMIT = 1e4
+GATE_LEVEL = 0.05  # the default significance level of adapt's gate
 
 
 @dataclass
@@ -84,6 +85,12 @@ class PriorShiftResult:
     interval: tuple = None       # (lo, hi) per-class bootstrap interval, or None
     level: float = None
     replicates: np.ndarray = None
+    gated: bool = False          # the shift test did not reject "no shift" at `gate`: prior = reference_prior
+    pool_prior: np.ndarray = None  # the prior `probs` are adapted to: `prior`, or with per-class labels that of
+                                   # the unlabelled rows
+    shrink_weight: float = 0.0   # weight of the anchor in the shrunk prior (shrink_to)
+    covariance_trace: float = float("nan")  # trace of the estimate's covariance (shrink_to)
+    unshrunk_prior: np.ndarray = None
 
 
 def reweight(probs, from_prior, to_prior, out=None):
@@ -135,10 +142,15 @@ def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, r
 
 def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, method="em", calibration="bcts",
           bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, pseudo_count=1.0, soft=True, ridge=0.0,
-          cond_limit=COND_LIMIT):
+          cond_limit=COND_LIMIT, gate=GATE_LEVEL, shrink_to=None, labelled_counts=None, labelled_design="per_class"):
     """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it.
     See the module docstring. bootstrap > 0 adds a per-class percentile interval at `level`
-    (replicates resample the test rows, and for BBSE the calibration rows; seeded)."""
+    (replicates resample the test rows, and for BBSE the calibration rows; seeded).
+    gate: significance level of the shift test below which the estimate is used (default
+    GATE_LEVEL = 0.05); otherwise the prior of no shift is kept (res.gated). None: always adapt.
+    shrink_to: None, 'no_shift' or 'uniform': shrink the estimate towards that prior by its
+    uncertainty (res.shrink_weight). labelled_counts (C,) int64 with labelled_design 'per_class'
+    or 'random': EM with that many labelled target samples per class besides `test_logits`."""
     if method not in ("em", "bbse"):
         raise ValueError(f"{_FUNC}: argument 'method' must be 'em' or 'bbse', got {method!r}")
     if calibration not in ("bcts", "ts", "none"):
@@ -153,8 +165,26 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: argument 'ridge' must be finite and >= 0, got {ridge}")
     if int(bootstrap) < 0:
         raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
+    if gate is not None and not (isinstance(gate, (int, float)) and 0 < gate < 1):
+        raise ValueError(f"{_FUNC}: argument 'gate' must be None or a level in (0, 1), got {gate!r}")
+    if shrink_to not in (None, "no_shift", "uniform"):
+        raise ValueError(f"{_FUNC}: argument 'shrink_to' must be None, 'no_shift' or 'uniform', got {shrink_to!r}")
+    if labelled_design not in ("per_class", "random"):
+        raise ValueError(f"{_FUNC}: argument 'labelled_design' must be 'per_class' or 'random', got "
+                         f"{labelled_design!r}")
     source = as_prior(source_prior, _FUNC, "source_prior")
     classes = source.shape[0]
+    if labelled_counts is not None:
+        if method != "em":
+            raise ValueError(f"{_FUNC}: argument 'labelled_counts' needs method='em', got method={method!r}")
+        if shrink_to is not None:
+            raise ValueError(f"{_FUNC}: arguments 'labelled_counts' and 'shrink_to' cannot be combined (the "
+                             "uncertainty of the few-label estimate is not modelled)")
+        if not (isinstance(labelled_counts, np.ndarray) and labelled_counts.dtype == np.int64
+                and labelled_counts.shape == (classes,)):
+            raise ValueError(f"{_FUNC}: argument 'labelled_counts' must be an int64 array of shape ({classes},), "
+                             f"got {getattr(labelled_counts, 'dtype', type(labelled_counts).__name__)} "
+                             f"{getattr(labelled_counts, 'shape', '')}")
     if not (isinstance(test_logits, np.ndarray) and test_logits.ndim == 2 and test_logits.shape[1] == classes):
         shape = getattr(test_logits, "shape", None)
         raise ValueError(f"{_FUNC}: argument 'test_logits' must have shape (*, {classes}) to match "
@@ -186,10 +216,19 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         reference = mean_posterior(calib_probs)
 
     res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
+    pool = None  # the prior of the unlabelled rows, when it differs from the target's (few labels)
     if method == "em":
         prior = np.empty(classes, np.float32)
-        res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None,
-                                                               float(pseudo_count), float(tol), int(max_iter))
+        if labelled_counts is not None:
+            pool = np.empty(classes, np.float32)
+            res.iterations, res.converged = _C.lt_em_prior_labelled(
+                _FUNC, test_probs, reference, np.ascontiguousarray(labelled_counts), labelled_design == "per_class",
+                prior, pool, float(pseudo_count), float(tol), int(max_iter))
+            loglik = 0.0 if pseudo_count > 0 else _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(
+                classes, np.float32), None, 0.0, float(tol), int(max_iter))[2]
+        else:
+            res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None,
+                                                                   float(pseudo_count), float(tol), int(max_iter))
         if not res.converged:
             warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
                           stacklevel=2)
@@ -209,7 +248,12 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         if pseudo_count > 0:  # the likelihood-ratio test needs the maximum-likelihood estimate
             loglik = _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(classes, np.float32), None, 0.0,
                                     float(tol), int(max_iter))[2]
+        # the reference prior is itself estimated from the m calibration rows: dividing by 1 + n / m
+        # bounds the statistic's inflation by that noise (the mean posterior varies no more than
+        # label frequencies would), so the test stays at or below its level
         stat, dof = max(2.0 * loglik, 0.0), classes - 1
+        if calib_probs is not None:
+            stat /= 1.0 + test_probs.shape[0] / calib_probs.shape[0]
         res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(max(dof, 1))),
                           "test": "likelihood ratio (Saerens 2002), chi-square"}
     else:
@@ -223,8 +267,19 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         stat, dof = _C.lt_prediction_shift_chi2(_FUNC, calib_probs, calib_labels, test_probs, source)
         res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.lt_chi2_sf(_FUNC, stat, float(dof)),
                           "test": "Pearson chi-square on predicted-class counts"}
-    res.prior = prior
-    res.probs = reweight(test_probs, reference, prior)
+    if gate is not None and not res.shift_test["p_value"] < gate:
+        prior, pool, res.gated = reference.copy(), None, True
+    elif shrink_to is not None:
+        anchor = reference if shrink_to == "no_shift" else np.full(classes, 1.0 / classes, np.float32)
+        if method == "em":
+            res.covariance_trace = _C.lt_em_covariance_trace(_FUNC, test_probs, reference, prior)
+        else:
+            res.covariance_trace = _C.lt_bbse_covariance_trace(_FUNC, calib_probs, calib_labels, test_probs, prior,
+                                                               bool(soft))
+        res.unshrunk_prior, prior = prior, np.empty(classes, np.float32)
+        res.shrink_weight = _C.lt_shrink_prior(_FUNC, res.unshrunk_prior, anchor, res.covariance_trace, prior)
+    res.prior, res.pool_prior = prior, prior if pool is None else pool
+    res.probs = reweight(test_probs, reference, res.pool_prior)
 
     if bootstrap:
         reps = np.empty((int(bootstrap), classes), np.float32)
