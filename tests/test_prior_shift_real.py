@@ -35,6 +35,8 @@ SETTINGS = {
     "coarse16_bs": {"label": "coarse", "classes": 20, "img_max": 2500, "side": 16, "epochs": 4, "loss": "lade_ce"},
     "fine32": {"label": "fine", "classes": 100, "img_max": 500, "side": 32, "epochs": 3, "loss": "softmax_ce"},
     "cifar10_bs": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "lade_ce"},
+    "cifar10_ce": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "softmax_ce"},
+    "cifar10_lade": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "lade"},
 }
 SHIFTS = [(50, "backward"), (10, "backward"), (10, "forward"), (50, "forward")]
 
@@ -89,8 +91,9 @@ def _train_and_predict(data_dir, setting):
         train_x[subset.indices] = _decode([train_jpegs[i] for i in subset.indices])
     xf, yf = _images(train_x[fit_idx], cfg["side"]), train_y[fit_idx]
     prior = lade.priors.prior_from_labels(yf, cfg["classes"])
-    if cfg["loss"] == "lade_ce":  # Balanced Softmax: softmax(f + log p_s) is the source posterior
-        loss = lambda z, y, g: lade.losses.lade_ce(z, y, prior, g)  # noqa: E731
+    if cfg["loss"] in ("lade_ce", "lade"):  # Balanced Softmax / LADE: softmax(f + log p_s) is the source posterior
+        loss = (lade.losses.LADELoss(prior, alpha=0.1, remine_lambda=0.01) if cfg["loss"] == "lade" else
+                lambda z, y, g: lade.losses.lade_ce(z, y, prior, g))
         source_logits = lambda z: np.ascontiguousarray(z + np.log(prior), dtype=np.float32)  # noqa: E731
     else:
         loss, source_logits = lade.losses.softmax_ce, lambda z: z
