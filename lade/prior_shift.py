@@ -32,7 +32,10 @@ Methods:
   'bbse' Lipton et al. 2018, as least squares over the simplex: with M[i][j] = P(pred i | y j)
          from the labelled calibration data (soft=True: mean calibrated probabilities, the
          default; soft=False: argmax counts) and mu[i] = P(pred i) on the test data, the prior is
-         argmin_{q in simplex} |M q - mu|^2 + ridge |q - p_s|^2 (ridge > 0 shrinks towards no
+         argmin_{q in simplex} sum_i (M q - mu)_i^2 / v_i + ridge |q - p_s|^2, v_i = (M p_cal)_i
+         how often class i is predicted on the calibration data (a Pearson distance, so rarely
+         predicted classes count; with M invertible and an interior solution this is M^-1 mu
+         whatever the weights) (ridge > 0 shrinks towards no
          shift, as RLLS, Azizzadenesheli et al. 2019). A singular or noisy M still gives a valid
          prior. Needs only M invertible, not calibration, so it is robust where EM is not; its
          noise grows with M's condition number. When that 1-norm condition number exceeds
@@ -41,6 +44,35 @@ Methods:
          estimate falls back to "no shift" (the source prior).
          Shift test: Pearson chi-square of the test set's predicted-class counts against those
          expected without shift.
+
+Gate (``gate``, default GATE_LEVEL = 0.05): the estimate is used only when the shift test rejects
+"no shift" at that level; otherwise res.gated is True and the prior is the reference prior (the
+model's own, see below), so on unshifted data the posteriors are left as they are in all but
+about 5 % of test sets. Both tests count the calibration set's own noise (the null prior is
+estimated from m calibration rows): EM's statistic is divided by 1 + n/m (conservative), BBSE's
+Pearson cells add the variance of their expected counts. gate=None always adapts.
+
+Shrinkage (``shrink_to='no_shift'`` towards the reference prior, or ``'uniform'``): the estimate
+p_hat moves towards the anchor t by w = min(1, tr Cov(p_hat) / |p_hat - t|^2), the plug-in of the
+weight that minimises the expected squared error of an unbiased estimate with that covariance
+(James-Stein / Ledoit-Wolf linear shrinkage). Cov(p_hat) is analytic, so no bootstrap is needed:
+for EM the inverse observed Fisher information of the mixture likelihood on the simplex, for BBSE
+the delta method for M^-1 mu with the sampling noise of both mu (test rows) and M (calibration
+rows). Why this rather than a fixed Dirichlet strength: the weight follows the data; a prior that
+is barely identifiable (nearly singular information or confusion matrix) is shrunk all the way,
+a large clear shift hardly at all. On synthetic data it cuts the error of small samples whose
+prior is near the anchor by half or more and costs little when the prior is far from it (see
+tests/test_prior_shift.py). res.shrink_weight, res.covariance_trace, res.unshrunk_prior.
+
+A few labels (``labelled_counts``, EM only): labelled_counts[c] labelled target samples of class c
+besides the unlabelled test_logits. A labelled sample's likelihood p_t(y) p(x|y) involves the prior
+only through p_t(y), so its label is a hard count in EM's sufficient statistics. How the samples
+were chosen matters: labelled_design='random' (drawn at random from the target, like the rest):
+p <- (sum_i r_i(p) + counts) / (n + total), and the unlabelled rows have prior p.
+labelled_design='per_class' (the default; up to k per class picked by label from the target set):
+the unlabelled rows are what the selection left, with prior q, q_c = (N p_c - counts_c) / n; EM
+estimates q from them and p = (n q + counts) / (n + total). res.prior is the whole target's p,
+res.pool_prior the unlabelled rows' prior, which res.probs are adapted to.
 
 Which logits: softmax(test_logits) should estimate the source posterior. For models trained
 with plain softmax CE pass the raw logits; for LADE / Balanced Softmax pass f + log p_s
