@@ -86,6 +86,7 @@ point without shift is exactly "no shift" even when the posteriors are not calib
 frequencies (every class must appear in calib_labels). Without calibration data it is
 source_prior.
 """
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -197,7 +198,7 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         raise ValueError(f"{_FUNC}: argument 'ridge' must be finite and >= 0, got {ridge}")
     if int(bootstrap) < 0:
         raise ValueError(f"{_FUNC}: argument 'bootstrap' must be >= 0, got {bootstrap}")
-    if gate is not None and not (isinstance(gate, (int, float)) and 0 < gate < 1):
+    if gate is not None and not (isinstance(gate, numbers.Real) and not isinstance(gate, bool) and 0 < gate < 1):
         raise ValueError(f"{_FUNC}: argument 'gate' must be None or a level in (0, 1), got {gate!r}")
     if shrink_to not in (None, "no_shift", "uniform"):
         raise ValueError(f"{_FUNC}: argument 'shrink_to' must be None, 'no_shift' or 'uniform', got {shrink_to!r}")

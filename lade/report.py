@@ -67,7 +67,8 @@ def _uniform_metrics(probs, labels, counts):
 
 
 def _estimate(f_sub, form, p_s, calib, method):
-    """Estimated p_t of a test subset and a note, or (None, reason).
+    """Estimated p_t of a test subset and a note, or (None, reason). Ungated (the estimated-prior
+    table has the gated and shrunk variants).
 
     Calibration is bias-corrected temperature scaling on the held-out set when it holds every
     class; otherwise (CIFAR-100-LT at imbalance 100 uses every training image of its head class,
@@ -86,7 +87,7 @@ def _estimate(f_sub, form, p_s, calib, method):
         try:
             res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
                                     None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
-                                    method=method, calibration=calibration)
+                                    method=method, calibration=calibration, gate=None)
         except (ValueError, FloatingPointError) as e:
             return None, str(e)
     notes = [note] if note else []

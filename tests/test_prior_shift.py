@@ -431,7 +431,7 @@ def test_few_label_em_designs_follow_their_derivation():
 
 def test_new_arguments_are_validated():
     kw = dict(calib_logits=CAL_LOGITS, calib_labels=CAL_Y)
-    for gate in (0, 1, 1.5, "0.05", np.nan):
+    for gate in (0, 1, 1.5, "0.05", np.nan, True):
         with pytest.raises(ValueError, match="adapt: argument 'gate' must be None or a level in"):
             prior_shift.adapt(TEST_LOGITS, PS, gate=gate)
     with pytest.raises(ValueError, match="adapt: argument 'shrink_to' must be None, 'no_shift' or 'uniform'"):

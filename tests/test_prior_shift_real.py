@@ -14,7 +14,10 @@ Settings, all lade's classic ResNet-32 trained briefly (wall times on the shared
 With Balanced Softmax the stored logits are f + log p_s, the source posterior logits. The tests
 use cifar10_bs (the prior is identifiable) and coarse16 (it is not: both methods must say so).
 The logits are cached in <repo>/.cache/prior_shift_<setting>.npz (git-ignored); delete a file to
-retrain. Print the tables with `python tests/test_prior_shift_real.py [setting ...]`.
+retrain. Print the tables with `python tests/test_prior_shift_real.py [setting ...]`, and the
+estimated-prior tables of every estimator with `python tests/test_prior_shift_real.py --estimated`.
+  cifar10_ce   as cifar10_bs with softmax CE (evaluated as PC Softmax)
+  cifar10_lade as cifar10_bs with the LADE loss (alpha 0.1, lambda 0.01)
 """
 import sys
 import tarfile
@@ -204,8 +207,59 @@ def test_weak_model_is_flagged(data_dir, ratio, direction):
     assert abs(bbse - none) <= 0.01
 
 
+# ---- every estimator of lade.prior_shift on PC Softmax (CE) and LADE, under the report's protocol --------
+# (lade.report.estimated_prior_results: half of each test class held out, labelled; the shifted tests of
+# spec §2.3 drawn from the other half, 500 images per class). The stored logits are source-posterior logits
+# (LADE: f + log p_s), so the PC form f - log p_s + log p_t is LADE's f + log p_t.
+# The issue's goals: within 1 point of the oracle on forward shifts, within 2 on backward shifts, never more
+# than 0.5 below no adjustment on the uniform test.
+ESTIMATED_SETTINGS = ["cifar10_ce", "cifar10_lade"]
+
+
+def estimated_prior_table(d):
+    from lade import report
+    return report.estimated_prior_results(d["test_logits"], d["test_labels"], d["prior"], "pc")
+
+
+@pytest.fixture(scope="module", params=ESTIMATED_SETTINGS)
+def estimated(request, data_dir):
+    return request.param, estimated_prior_table(load_logits(data_dir, request.param))
+
+
+def _goal_misses(table, estimator):
+    """Points (x100) by which each goal is missed on each shifted test (0 = met)."""
+    from lade import report
+    acc, oracle, none = table["accuracy"][estimator], table["accuracy"]["oracle"], table["accuracy"]["none"]
+    misses = {}
+    for (direction, _), setting, a, o, n in zip(lade.sampling.SHIFT_SETTINGS, report.SETTING_NAMES, acc, oracle, none):
+        slack = {"forward": o - 0.01, "backward": o - 0.02, "uniform": n - 0.005}[direction]
+        misses[setting] = round(max(0.0, slack - a) * 100, 2)
+    return misses
+
+
+def test_gated_estimators_never_cost_more_than_half_a_point_on_uniform(estimated):
+    name, table = estimated
+    uniform = table["accuracy"]["none"][5]
+    for m in ("em_gated", "em_gated_shrunk", "bbse_gated", "em_shrunk", "bbse_shrunk"):
+        assert table["accuracy"][m][5] >= uniform - 0.005, (name, m, table["accuracy"][m][5], uniform)
+
+
 if __name__ == "__main__":
     data = REPO_ROOT.parent / "shared" / "data"
+    if sys.argv[1:2] == ["--estimated"]:  # the estimated-prior tables of every estimator
+        from lade import report
+        for name in sys.argv[2:] or ESTIMATED_SETTINGS:
+            table = estimated_prior_table(load_logits(data, name))
+            print(f"{name}: top-1 % ({table['protocol']})")
+            print(f"{'p_t':<26}" + "".join(f"{s:>8}" for s in report.SETTING_NAMES))
+            rows = [("none", "no adjustment"), ("oracle", "oracle")] + list(table["estimators"].items())
+            for key, label in rows:
+                print(f"{label:<26}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
+            print("goal misses (points):")
+            for key, label in table["estimators"].items():
+                misses = _goal_misses(table, key)
+                print(f"{label:<26}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
+        sys.exit(0)
     for name in sys.argv[1:] or list(SETTINGS):
         d = load_logits(data, name)
         for tag, calib in [("", None), (", balanced calibration", balanced_calibration(d))]:
