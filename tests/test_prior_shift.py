@@ -448,3 +448,16 @@ def test_new_arguments_are_validated():
         prior_shift.adapt(TEST_LOGITS, PS, method="bbse", labelled_counts=np.ones(C, np.int64), **kw)
     with pytest.raises(ValueError, match="adapt: arguments 'labelled_counts' and 'shrink_to' cannot be combined"):
         prior_shift.adapt(TEST_LOGITS, PS, labelled_counts=np.ones(C, np.int64), shrink_to="uniform")
+
+
+@pytest.mark.parametrize("design", ["per_class", "random"])
+@pytest.mark.parametrize("ratio,direction", [(50, "forward"), (1, "uniform"), (50, "backward")])
+def test_few_label_em_recovers_the_spec_shifts(design, ratio, direction):
+    # spec §2.3 subsets of a balanced pool of 1000 per class, 5 labels per class: L1 error <= 0.06
+    z, y = _balanced_pool(1000, 21)
+    sub = lade.sampling.shifted_test_subset(y, PS, ratio, direction)
+    z, y = z[sub.indices], y[sub.indices]
+    rest, counts = _split_labelled(y, 5, design, 0)
+    res = prior_shift.adapt(np.ascontiguousarray(z[rest]), PS, calib_logits=CAL_LOGITS, calib_labels=CAL_Y,
+                            gate=None, labelled_counts=counts, labelled_design=design)
+    assert np.abs(res.prior - sub.prior).sum() <= 0.06, (res.prior, sub.prior)
