@@ -289,6 +289,9 @@ LADE_API lade_status lade_em_covariance_trace(double *trace, const float *source
 LADE_API lade_status lade_bbse_covariance_trace(double *trace, const float *calib_scores,
                                                 const int64_t *calib_labels, int m, const float *target_scores,
                                                 int n, int classes, const float *estimate, int soft);
+/* *trace = sum over classes of the variance (divisor num_boot) of replicates (num_boot >= 2,
+ * classes): the bootstrap estimate of tr Cov of an estimated prior. */
+LADE_API lade_status lade_replicate_variance(double *trace, const float *replicates, int num_boot, int classes);
 /* Linear shrinkage of estimate towards anchor: out = w anchor + (1 - w) estimate with
  * w = min(1, covariance_trace / |estimate - anchor|^2), the plug-in of the weight that minimises
  * the expected squared error of an unbiased estimate with that covariance (James-Stein /

@@ -846,3 +846,22 @@ lade_status lade_shrink_prior(float *out, double *weight, const float *estimate,
     *weight = lam;
     return LADE_OK;
 }
+
+lade_status lade_replicate_variance(double *trace, const float *replicates, int num_boot, int classes) {
+    if (num_boot < 2 || classes < 1)
+        return lade_fail(LADE_EINVAL, "need num_boot >= 2 and classes >= 1, got %d, %d", num_boot, classes);
+    double total = 0;
+    for (int c = 0; c < classes; c++) {
+        double mean = 0, sq = 0;
+        for (int b = 0; b < num_boot; b++) mean += replicates[(size_t)b * classes + c];
+        mean /= num_boot;
+        for (int b = 0; b < num_boot; b++) {
+            double d = replicates[(size_t)b * classes + c] - mean;
+            sq += d * d;
+        }
+        total += sq / num_boot;
+    }
+    if (!isfinite(total)) return lade_fail(LADE_ENONFINITE, "argument 'replicates' has a non-finite value");
+    *trace = total;
+    return LADE_OK;
+}

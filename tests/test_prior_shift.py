@@ -446,7 +446,7 @@ def test_new_arguments_are_validated():
         prior_shift.adapt(TEST_LOGITS, PS, labelled_counts=np.array([1, 1, -1, 1, 1], np.int64))
     with pytest.raises(ValueError, match="adapt: argument 'labelled_counts' needs method='em'"):
         prior_shift.adapt(TEST_LOGITS, PS, method="bbse", labelled_counts=np.ones(C, np.int64), **kw)
-    with pytest.raises(ValueError, match="adapt: arguments 'labelled_counts' and 'shrink_to' cannot be combined"):
+    with pytest.raises(ValueError, match="adapt: argument 'labelled_counts' cannot be combined with 'shrink_to'"):
         prior_shift.adapt(TEST_LOGITS, PS, labelled_counts=np.ones(C, np.int64), shrink_to="uniform")
 
 
@@ -461,3 +461,14 @@ def test_few_label_em_recovers_the_spec_shifts(design, ratio, direction):
     res = prior_shift.adapt(np.ascontiguousarray(z[rest]), PS, calib_logits=CAL_LOGITS, calib_labels=CAL_Y,
                             gate=None, labelled_counts=counts, labelled_design=design)
     assert np.abs(res.prior - sub.prior).sum() <= 0.06, (res.prior, sub.prior)
+
+
+@pytest.mark.parametrize("method", ["em", "bbse"])
+def test_shrinkage_with_bootstrap_uses_the_replicates_width(method):
+    z, _ = draw(PT, 400, 9)
+    res = prior_shift.adapt(z, PS, calib_logits=CAL_LOGITS[:2000], calib_labels=CAL_Y[:2000], method=method,
+                            gate=None, shrink_to="no_shift", bootstrap=40, seed=2)
+    assert res.covariance_trace == pytest.approx(np.var(res.replicates.astype(np.float64), axis=0).sum(), rel=1e-5)
+    assert 0 < res.shrink_weight < 1
+    d2 = ((res.unshrunk_prior.astype(np.float64) - res.reference_prior) ** 2).sum()
+    assert res.shrink_weight == pytest.approx(res.covariance_trace / d2, rel=1e-5)

@@ -798,6 +798,21 @@ static PyObject *py_shrink_prior(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(weight);
 }
 
+static PyObject *py_replicate_variance(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *ro;
+    if (!PyArg_ParseTuple(args, "sO", &func, &ro)) return NULL;
+    PyArrayObject *reps;
+    int B, C;
+    if (!(reps = arr(ro, func, "replicates", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
+        dim(reps, 0, func, "replicates", &B) || dim(reps, 1, func, "replicates", &C))
+        return NULL;
+    double trace;
+    lade_status st;
+    RUN(lade_replicate_variance(&trace, F32(reps), B, C));
+    return PyFloat_FromDouble(trace);
+}
+
 static PyObject *py_chi2_sf(PyObject *self, PyObject *args) {
     const char *func;
     double x, dof, p;
@@ -865,6 +880,7 @@ static PyMethodDef methods[] = {
     M("lt_em_covariance_trace", py_em_covariance_trace),
     M("lt_bbse_covariance_trace", py_bbse_covariance_trace),
     M("lt_shrink_prior", py_shrink_prior),
+    M("lt_replicate_variance", py_replicate_variance),
     M("lt_check_finite", py_check_finite),
     {NULL, NULL, 0, NULL},
 };

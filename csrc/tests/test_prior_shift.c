@@ -177,3 +177,11 @@ TEST(prediction_shift_chi2_counts_the_calibration_noise) {
     CHECK(dof == 1);
     CHECK_CLOSE(stat, 9 / 3.75 + 9 / 5.75, 1e-9);
 }
+
+TEST(replicate_variance_sums_the_per_class_variances) {
+    const float reps[3 * 2] = {0.2f, 0.8f, 0.4f, 0.6f, 0.6f, 0.4f}; /* each column has variance 0.08 / 3 */
+    double trace;
+    CHECK_OK(lade_replicate_variance(&trace, reps, 3, 2));
+    CHECK_CLOSE(trace, 2 * 0.08 / 3, 1e-7);
+    CHECK(lade_replicate_variance(&trace, reps, 1, 2) == LADE_EINVAL);
+}
