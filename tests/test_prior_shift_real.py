@@ -14,8 +14,8 @@ Settings, all lade's classic ResNet-32 trained briefly (wall times on the shared
 With Balanced Softmax the stored logits are f + log p_s, the source posterior logits. The tests
 use cifar10_bs (the prior is identifiable) and coarse16 (it is not: both methods must say so).
 The logits are cached in <repo>/.cache/prior_shift_<setting>.npz (git-ignored); delete a file to
-retrain. Print the tables with `python tests/test_prior_shift_real.py [setting ...]`, and the
-estimated-prior tables of every estimator with `python tests/test_prior_shift_real.py --estimated`.
+retrain. Print the tables with `PYTHONPATH=. python tests/test_prior_shift_real.py [setting ...]`, and the
+estimated-prior tables of every estimator with `PYTHONPATH=. python tests/test_prior_shift_real.py --estimated`.
   cifar10_ce   as cifar10_bs with softmax CE (evaluated as PC Softmax)
   cifar10_lade as cifar10_bs with the LADE loss (alpha 0.1, lambda 0.01)
 """
@@ -237,11 +237,41 @@ def _goal_misses(table, estimator):
     return misses
 
 
-def test_gated_estimators_never_cost_more_than_half_a_point_on_uniform(estimated):
+# Measured (5-epoch models at 16x16, 34 % / 38 % top-1 on the uniform test; README "An unknown target prior
+# on real models"): the gated and the shrunk estimators meet the uniform goal on both models, ungated EM and
+# BBSE miss it by 2.4 and 2.5 points on PC Softmax. On LADE, BBSE stays within 2.6 points of the oracle on
+# every shifted test (forward goal missed by up to 1.25 points, backward by up to 0.6); on PC Softmax EM is
+# within 2.4 points of the oracle on forward shifts and 13 points short on B50.
+UNIFORM = 5  # index of the uniform test in lade.sampling.SHIFT_SETTINGS
+
+
+def test_gated_and_shrunk_estimators_never_cost_more_than_half_a_point_on_uniform(estimated):
     name, table = estimated
-    uniform = table["accuracy"]["none"][5]
+    none = table["accuracy"]["none"][UNIFORM]
     for m in ("em_gated", "em_gated_shrunk", "bbse_gated", "em_shrunk", "bbse_shrunk"):
-        assert table["accuracy"][m][5] >= uniform - 0.005, (name, m, table["accuracy"][m][5], uniform)
+        assert table["accuracy"][m][UNIFORM] >= none - 0.005, (name, m, table["accuracy"][m][UNIFORM], none)
+    for m in ("em_gated", "bbse_gated"):
+        assert table["gated"][m][UNIFORM], (name, m)
+
+
+def test_strong_shifts_are_adapted_to(estimated):
+    name, table = estimated
+    acc, none = table["accuracy"], table["accuracy"]["none"]
+    for m in table["estimators"]:
+        for i in (0, 10):  # F50, B50: every estimator gains at least 5 points over no adjustment
+            assert acc[m][i] >= none[i] + 0.05, (name, m, i, acc[m][i], none[i])
+    for m in ("em_gated", "bbse_gated"):
+        assert not any(table["gated"][m][i] for i in (0, 1, 9, 10)), (name, m)  # F50, F25, B25, B50
+
+
+def test_best_estimator_against_the_oracle(estimated):
+    name, table = estimated
+    acc, oracle = table["accuracy"], table["accuracy"]["oracle"]
+    if name == "cifar10_lade":  # BBSE: within 3 points of the oracle on every shifted test (measured: 2.6, B10)
+        assert all(a >= o - 0.03 for a, o in zip(acc["bbse"], oracle)), acc["bbse"]
+    else:  # PC Softmax: EM within 2.5 points on forward shifts, more than 10 points short on B50
+        assert all(a >= o - 0.025 for a, o in zip(acc["em_gated"][:5], oracle[:5])), acc["em_gated"]
+        assert acc["em_gated"][10] < oracle[10] - 0.10
 
 
 if __name__ == "__main__":
@@ -251,14 +281,14 @@ if __name__ == "__main__":
         for name in sys.argv[2:] or ESTIMATED_SETTINGS:
             table = estimated_prior_table(load_logits(data, name))
             print(f"{name}: top-1 % ({table['protocol']})")
-            print(f"{'p_t':<26}" + "".join(f"{s:>8}" for s in report.SETTING_NAMES))
+            print(f"{'p_t':<32}" + "".join(f"{s:>8}" for s in report.SETTING_NAMES))
             rows = [("none", "no adjustment"), ("oracle", "oracle")] + list(table["estimators"].items())
             for key, label in rows:
-                print(f"{label:<26}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
+                print(f"{label:<32}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
             print("goal misses (points):")
             for key, label in table["estimators"].items():
                 misses = _goal_misses(table, key)
-                print(f"{label:<26}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
+                print(f"{label:<32}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
         sys.exit(0)
     for name in sys.argv[1:] or list(SETTINGS):
         d = load_logits(data, name)
