@@ -142,7 +142,8 @@ def evaluate(d, ratio, direction, method, calib=None):
     oracle = lade.metrics.accuracy(lade.posthoc.pc_adjust(z, prior, sub.prior), y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = lade.prior_shift.adapt(z, calib[2], calib_logits=calib[0], calib_labels=calib[1], method=method)
+        res = lade.prior_shift.adapt(z, calib[2], calib_logits=calib[0], calib_labels=calib[1], method=method,
+                                     gate=None)
     res.warned = any("ill-conditioned" in str(w.message) for w in caught)
     return none, oracle, lade.metrics.accuracy(res.probs, y), res
 
