@@ -263,8 +263,7 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
             res.iterations, res.converged = _C.lt_em_prior_labelled(
                 _FUNC, test_probs, reference, np.ascontiguousarray(labelled_counts), labelled_design == "per_class",
                 prior, pool, float(pseudo_count), float(tol), int(max_iter))
-            loglik = 0.0 if pseudo_count > 0 else _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(
-                classes, np.float32), None, 0.0, float(tol), int(max_iter))[2]
+            loglik = None  # the shift test below runs on the unlabelled rows alone
         else:
             res.iterations, res.converged, loglik = _C.lt_em_prior(_FUNC, test_probs, reference, prior, None,
                                                                    float(pseudo_count), float(tol), int(max_iter))
@@ -284,7 +283,7 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                               f"number {res.condition_number:.3g} > cond_limit {cond_limit:.3g}): the classifier "
                               "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
                               stacklevel=2)
-        if pseudo_count > 0:  # the likelihood-ratio test needs the maximum-likelihood estimate
+        if pseudo_count > 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
             loglik = _C.lt_em_prior(_FUNC, test_probs, reference, np.empty(classes, np.float32), None, 0.0,
                                     float(tol), int(max_iter))[2]
         # the reference prior is itself estimated from the m calibration rows: dividing by 1 + n / m
