@@ -191,8 +191,10 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
             "accuracy": acc, "prior_l1_error": err, "gated": gated, "shrink_weight": shrink, "notes": notes}
 
 
-def evaluate_run(run_dir):
-    """All numbers of a finished run, as a JSON-able dict (also used by write_comparison)."""
+def evaluate_run(run_dir, estimated_prior=True):
+    """All numbers of a finished run, as a JSON-able dict (also used by write_comparison).
+    estimated_prior=False leaves out the estimated-prior table (about 100 prior_shift.adapt calls,
+    a minute or more for 100 classes)."""
     run_dir = Path(run_dir)
     if run_status(run_dir) != "finished":
         raise FileNotFoundError(f"lade.evaluate: '{run_dir}' is not a finished run (no final.json); train or "
@@ -249,7 +251,7 @@ def evaluate_run(run_dir):
                   "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]},
         "train_counts": counts.tolist(), "methods": methods,
         "shift": {"settings": SETTING_NAMES, "accuracy": acc, "prior_l1_error": prior_error},
-        "estimated_prior": estimated_prior_results(f, y, p_s, form),
+        "estimated_prior": estimated_prior_results(f, y, p_s, form) if estimated_prior else {},
         "notes": notes,
     }
 
