@@ -724,6 +724,95 @@ static PyObject *py_bootstrap_interval(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_em_prior_labelled(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *po, *so, *lo, *oo, *qo;
+    int per_class, max_iter;
+    double pseudo, tol;
+    if (!PyArg_ParseTuple(args, "sOOOpOOddi", &func, &po, &so, &lo, &per_class, &oo, &qo, &pseudo, &tol, &max_iter))
+        return NULL;
+    PyArrayObject *probs, *sp, *counts, *out, *pool;
+    int n, C;
+    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
+        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
+        !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
+        !(counts = arr(lo, func, "labelled_counts", NPY_INT64, LADE_IN, 1, C, 0)) ||
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        !(pool = arr(qo, func, "pool_prior", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 2, {"out", out}, {"pool_prior", pool}, {"probs", probs}, {"source_prior", sp},
+                         {"labelled_counts", counts}))
+        return NULL;
+    int iters, conv;
+    lade_status st;
+    RUN(lade_em_prior_labelled(F32(out), F32(pool), &iters, &conv, F32(probs), n, C, F32(sp), I64(counts), per_class,
+                               pseudo, tol, max_iter));
+    return Py_BuildValue("iO", iters, conv ? Py_True : Py_False);
+}
+
+static PyObject *py_em_covariance_trace(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *po, *so, *eo;
+    if (!PyArg_ParseTuple(args, "sOOO", &func, &po, &so, &eo)) return NULL;
+    PyArrayObject *probs, *sp, *est;
+    int n, C;
+    if (!(probs = arr(po, func, "probs", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
+        dim(probs, 0, func, "probs", &n) || dim(probs, 1, func, "probs", &C) ||
+        !(sp = arr(so, func, "source_prior", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
+        !(est = arr(eo, func, "estimate", NPY_FLOAT32, LADE_IN, 1, C, 0)))
+        return NULL;
+    double trace;
+    lade_status st;
+    RUN(lade_em_covariance_trace(&trace, F32(probs), n, C, F32(sp), F32(est)));
+    return PyFloat_FromDouble(trace);
+}
+
+static PyObject *py_bbse_covariance_trace(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *co, *la, *to, *eo;
+    int soft;
+    if (!PyArg_ParseTuple(args, "sOOOOp", &func, &co, &la, &to, &eo, &soft)) return NULL;
+    PyArrayObject *calib, *labels, *target, *est;
+    int m, n, C;
+    if (bbse_args(co, la, to, eo, func, &calib, &labels, &target, &est, &m, &n, &C)) return NULL;
+    double trace;
+    lade_status st;
+    RUN(lade_bbse_covariance_trace(&trace, F32(calib), I64(labels), m, F32(target), n, C, F32(est), soft));
+    return PyFloat_FromDouble(trace);
+}
+
+static PyObject *py_shrink_prior(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *eo, *ao, *oo;
+    double trace;
+    if (!PyArg_ParseTuple(args, "sOOdO", &func, &eo, &ao, &trace, &oo)) return NULL;
+    PyArrayObject *est, *anchor, *out;
+    int C;
+    if (!(est = arr(eo, func, "estimate", NPY_FLOAT32, LADE_IN, 1, LADE_ANY, 0)) || dim(est, 0, func, "estimate", &C) ||
+        !(anchor = arr(ao, func, "anchor", NPY_FLOAT32, LADE_IN, 1, C, 0)) ||
+        !(out = arr(oo, func, "out", NPY_FLOAT32, LADE_OUT, 1, C, 0)) ||
+        lade_py_disjoint(func, 1, {"out", out}, {"estimate", est}, {"anchor", anchor}))
+        return NULL;
+    double weight;
+    lade_status st;
+    RUN(lade_shrink_prior(F32(out), &weight, F32(est), F32(anchor), C, trace));
+    return PyFloat_FromDouble(weight);
+}
+
+static PyObject *py_replicate_variance(PyObject *self, PyObject *args) {
+    const char *func;
+    PyObject *ro;
+    if (!PyArg_ParseTuple(args, "sO", &func, &ro)) return NULL;
+    PyArrayObject *reps;
+    int B, C;
+    if (!(reps = arr(ro, func, "replicates", NPY_FLOAT32, LADE_IN, 2, LADE_ANY, LADE_ANY)) ||
+        dim(reps, 0, func, "replicates", &B) || dim(reps, 1, func, "replicates", &C))
+        return NULL;
+    double trace;
+    lade_status st;
+    RUN(lade_replicate_variance(&trace, F32(reps), B, C));
+    return PyFloat_FromDouble(trace);
+}
+
 static PyObject *py_chi2_sf(PyObject *self, PyObject *args) {
     const char *func;
     double x, dof, p;
@@ -787,6 +876,11 @@ static PyMethodDef methods[] = {
     M("lt_bbse_bootstrap", py_bbse_bootstrap),
     M("lt_bootstrap_interval", py_bootstrap_interval),
     M("lt_chi2_sf", py_chi2_sf),
+    M("lt_em_prior_labelled", py_em_prior_labelled),
+    M("lt_em_covariance_trace", py_em_covariance_trace),
+    M("lt_bbse_covariance_trace", py_bbse_covariance_trace),
+    M("lt_shrink_prior", py_shrink_prior),
+    M("lt_replicate_variance", py_replicate_variance),
     M("lt_check_finite", py_check_finite),
     {NULL, NULL, 0, NULL},
 };
