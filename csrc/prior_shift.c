@@ -714,7 +714,7 @@ static double sandwich_trace(const double *inv, const double *V, double *work, i
 
 lade_status lade_em_covariance_trace(double *trace, const float *source_probs, int n, int classes,
                                      const float *source_prior, const float *estimate) {
-    lade_status st = check_probs(source_probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(source_probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(source_prior, classes, "source_prior")) ||
         (st = lade_check_prior(estimate, classes, "estimate")))
         return st;
