@@ -2,6 +2,7 @@
 #include "lade_nn.h"
 #include "nn_internal.h"
 #include "blas.h"
+#include "kernels.h"
 
 #include <float.h>
 #include <math.h>
@@ -21,70 +22,19 @@ typedef struct {
     int accumulate;
 } bn_job;
 
-/* Reductions over one plane. A single accumulator is a serial chain that the
- * compiler may not reorder, so these keep BN_LANES independent float partial
- * sums (one vector register) and add them into double once per plane; a plane
- * holds at most a few thousand values, so float partials lose nothing measurable. */
-#define BN_LANES 8
-
-static double plane_sum(const float *x, size_t n) {
-    float acc[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) acc[k] += x[p + k];
-    double s = 0.0;
-    for (int k = 0; k < BN_LANES; k++) s += acc[k];
-    for (; p < n; p++) s += x[p];
-    return s;
-}
-
-static double plane_sq_dev(const float *x, size_t n, float mean) {
-    float acc[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) {
-            float d = x[p + k] - mean;
-            acc[k] += d * d;
-        }
-    double s = 0.0;
-    for (int k = 0; k < BN_LANES; k++) s += acc[k];
-    for (; p < n; p++) s += ((double)x[p] - mean) * ((double)x[p] - mean);
-    return s;
-}
-
-/* sum(dy) and sum(dy * (x - mean)) over one plane. */
-static void plane_dy_sums(const float *dy, const float *x, size_t n, float mean, double *sum_dy, double *sum_dy_xc) {
-    float a[BN_LANES] = {0}, b[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) {
-            a[k] += dy[p + k];
-            b[k] += dy[p + k] * (x[p + k] - mean);
-        }
-    double s = 0.0, t = 0.0;
-    for (int k = 0; k < BN_LANES; k++) {
-        s += a[k];
-        t += b[k];
-    }
-    for (; p < n; p++) {
-        s += dy[p];
-        t += (double)dy[p] * ((double)x[p] - mean);
-    }
-    *sum_dy += s;
-    *sum_dy_xc += t;
-}
-
+/* The plane passes are vectorised kernels (kernels_template.h). */
 static void bn_train_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *k = lade_kernels();
     const int n = j->in.n;
     const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
     for (size_t c = begin; c < end; c++) {
         double sum = 0.0;
-        for (int b = 0; b < n; b++) sum += plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
+        for (int b = 0; b < n; b++) sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
         const float mean = (float)(sum / count);
         double sq = 0.0;
         for (int b = 0; b < n; b++)
-            sq += plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
+            sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
         double var = sq / count; /* biased: the normaliser */
         float invstd = (float)(1.0 / sqrt(var + j->eps));
         j->mean[c] = mean;
@@ -93,7 +43,7 @@ static void bn_train_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+            k->plane_affine(y, x, plane, scale, shift);
         }
     }
 }
@@ -129,6 +79,7 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
 
 static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *k = lade_kernels();
     const size_t plane = (size_t)j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
         float invstd = (float)(1.0 / sqrt((double)j->cvar[c] + j->eps));
@@ -136,7 +87,7 @@ static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < j->in.n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+            k->plane_affine(y, x, plane, scale, shift);
         }
     }
 }
@@ -153,13 +104,14 @@ lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const flo
 
 static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *kern = lade_kernels();
     const int n = j->in.n;
     const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
     for (size_t c = begin; c < end; c++) {
         const float mean = j->cmean[c], invstd = j->cinvstd[c];
         double sum_dy = 0.0, sum_dy_xc = 0.0;
         for (int b = 0; b < n; b++)
-            plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+            kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
                           j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean, &sum_dy, &sum_dy_xc);
         const double sum_dy_xhat = sum_dy_xc * invstd;
         if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
@@ -173,10 +125,7 @@ static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
             float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
-            if (j->accumulate)
-                for (size_t p = 0; p < plane; p++) dx[p] += kdy * dy[p] + kx * x[p] + k0;
-            else
-                for (size_t p = 0; p < plane; p++) dx[p] = kdy * dy[p] + kx * x[p] + k0;
+            kern->plane_bn_dx(dx, dy, x, plane, kdy, kx, k0, j->accumulate);
         }
     }
 }

@@ -14,7 +14,7 @@ void lade_relu_backward_set(float *din, const float *dout, const float *out, siz
 lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride);
 
 /* Direct stride-1 convolution (conv_direct.c): applies when the output width
- * is a multiple of 8 and cout of 4; workspace in floats; out = or += conv(in). */
+ * is a multiple of 8 and cout of 8; workspace in floats; out = or += conv(in). */
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
