@@ -44,7 +44,9 @@ typedef struct {
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);
     void (*plane_dy_sums)(const float *dy, const float *x, size_t n, float mean, double *sum_dy, double *sum_dy_xc);
-    void (*plane_affine)(float *y, const float *x, size_t n, float scale, float shift); /* y = x*scale + shift */
+    /* y = x*scale + shift (+ residual, if not NULL), then max(y, 0) if relu (NaN stays NaN) */
+    void (*plane_affine)(float *y, const float *x, size_t n, float scale, float shift, const float *residual,
+                         int relu);
     /* dx (+)= kdy*dy + kx*x + k0 */
     void (*plane_bn_dx)(float *dx, const float *dy, const float *x, size_t n, float kdy, float kx, float k0,
                         int accumulate);

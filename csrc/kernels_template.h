@@ -11,6 +11,7 @@
  * the same bits on every CPU that can run it. */
 #include "kernels.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Fuse a*b + c into FMA instructions where the target has them (ISO C mode
@@ -125,10 +126,31 @@ static void KERNEL_NAME(plane_dy_sums)(const float *dy, const float *x, size_t n
     *sum_dy_xc += t;
 }
 
-static void KERNEL_NAME(plane_affine)(float *y, const float *x, size_t n, float scale, float shift) {
+typedef int32_t vecw_int __attribute__((vector_size(4 * KERNEL_FLOATS)));
+
+/* max(v, 0) that keeps NaN: lanes below zero are cleared, NaN compares false */
+static inline vecw relu_w(vecw v) { return (vecw)((vecw_int)v & ~(vecw_int)(v < 0.0f)); }
+
+static inline float relu_1(float v) { return v < 0.0f ? 0.0f : v; }
+
+static void KERNEL_NAME(plane_affine)(float *y, const float *x, size_t n, float scale, float shift,
+                                      const float *residual, int relu) {
     size_t p = 0;
-    for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) storew(y + p, loadw(x + p) * scale + shift);
-    for (; p < n; p++) y[p] = x[p] * scale + shift;
+    if (residual && relu) {
+        for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS)
+            storew(y + p, relu_w(loadw(x + p) * scale + shift + loadw(residual + p)));
+        for (; p < n; p++) y[p] = relu_1(x[p] * scale + shift + residual[p]);
+    } else if (relu) {
+        for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) storew(y + p, relu_w(loadw(x + p) * scale + shift));
+        for (; p < n; p++) y[p] = relu_1(x[p] * scale + shift);
+    } else if (residual) {
+        for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS)
+            storew(y + p, loadw(x + p) * scale + shift + loadw(residual + p));
+        for (; p < n; p++) y[p] = x[p] * scale + shift + residual[p];
+    } else {
+        for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) storew(y + p, loadw(x + p) * scale + shift);
+        for (; p < n; p++) y[p] = x[p] * scale + shift;
+    }
 }
 
 static void KERNEL_NAME(plane_bn_dx)(float *dx, const float *dy, const float *x, size_t n, float kdy, float kx,

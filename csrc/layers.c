@@ -20,7 +20,13 @@ typedef struct {
     const float *gamma, *beta, *cmean, *cinvstd, *cvar;
     float momentum, eps;
     int accumulate;
+    lade_maps residual; /* forward: added after the affine map when residual.data is set */
+    int relu;           /* forward: ReLU last */
 } bn_job;
+
+static const float *plane_or_null(lade_maps m, int b, size_t c) {
+    return m.data ? m.data + b * m.stride_n + c * m.stride_c : NULL;
+}
 
 /* The plane passes are vectorised kernels (kernels_template.h). */
 static void bn_train_channels(void *ctx, size_t begin, size_t end) {
@@ -43,7 +49,7 @@ static void bn_train_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            k->plane_affine(y, x, plane, scale, shift);
+            k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
         }
     }
 }
@@ -60,17 +66,32 @@ void lade_batchnorm2d_update_running(float *running_mean, float *running_var, co
     }
 }
 
-lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
-                                           float *running_mean, float *running_var, lade_maps in,
-                                           const float *gamma, const float *beta, float momentum, float eps) {
-    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
+static lade_status bn_forward_check(lade_maps out, lade_maps in, float eps, lade_maps residual) {
+    if (!same_shape(out, in) || (residual.data && !same_shape(residual, in)))
+        return lade_fail(LADE_EINVAL, "batchnorm2d: output (or residual) shape differs from input shape");
     if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+    return LADE_OK;
+}
+
+lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu) {
+    lade_status st = bn_forward_check(out, in, eps, residual);
+    if (st) return st;
     if ((size_t)in.n * in.h * in.w < 2)
         return lade_fail(LADE_EINVAL, "batchnorm2d: training needs more than one value per channel, got input "
                          "(%d, %d, %d, %d)", in.n, in.c, in.h, in.w);
     bn_job j = {.out = out, .in = in, .mean = save_mean, .invstd = save_invstd, .gamma = gamma, .beta = beta,
-                .eps = eps};
+                .eps = eps, .residual = residual, .relu = relu};
     lade_parallel_for((size_t)in.c, bn_train_channels, &j);
+    return LADE_OK;
+}
+
+lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
+                                           float *running_mean, float *running_var, lade_maps in,
+                                           const float *gamma, const float *beta, float momentum, float eps) {
+    lade_maps none = {0};
+    lade_status st = lade_bn_forward_train_ex(out, save_mean, save_invstd, in, gamma, beta, eps, none, 0);
+    if (st) return st;
     if (running_mean && running_var)
         lade_batchnorm2d_update_running(running_mean, running_var, save_mean, save_invstd, in.c,
                                         (size_t)in.n * in.h * in.w, momentum, eps);
@@ -87,19 +108,26 @@ static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < j->in.n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            k->plane_affine(y, x, plane, scale, shift);
+            k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
         }
     }
 }
 
-lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma, const float *beta,
-                                          const float *running_mean, const float *running_var, float eps) {
-    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
-    if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, lade_maps residual,
+                                    int relu) {
+    lade_status st = bn_forward_check(out, in, eps, residual);
+    if (st) return st;
     bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = running_mean,
-                .cvar = running_var, .eps = eps};
+                .cvar = running_var, .eps = eps, .residual = residual, .relu = relu};
     lade_parallel_for((size_t)in.c, bn_eval_channels, &j);
     return LADE_OK;
+}
+
+lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var, float eps) {
+    lade_maps none = {0};
+    return lade_bn_forward_eval_ex(out, in, gamma, beta, running_mean, running_var, eps, none, 0);
 }
 
 static void bn_backward_channels(void *ctx, size_t begin, size_t end) {

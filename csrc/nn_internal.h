@@ -4,6 +4,15 @@
 #define LADE_NN_INTERNAL_H
 #include "lade_nn.h"
 
+/* Batch-norm forward (statistics not committed to running buffers) fused
+ * with what follows it in a residual network, in the same pass over the
+ * maps: out = bn(in) (+ residual, when residual.data is set), then ReLU when
+ * relu is set. */
+lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu);
+lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, lade_maps residual,
+                                    int relu);
 /* Batch-norm backward; with accumulate = 0 din is overwritten. */
 lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
                                 const float *gamma, const float *save_mean, const float *save_invstd,

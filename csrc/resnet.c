@@ -384,19 +384,13 @@ static lade_status relu_inplace(lade_maps m) {
     return LADE_OK;
 }
 
-static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train) {
+/* out = bn(in) (+ residual if residual.data), then ReLU if relu: one pass */
+static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train, lade_maps residual,
+                              int relu) {
     float *g = net->params + u->gamma, *b = net->params + u->beta;
-    if (train) return lade_batchnorm2d_forward_train(out, u->mean, u->invstd, NULL, NULL, in, g, b, BN_MOMENTUM, BN_EPS);
-    return lade_batchnorm2d_forward_eval(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var,
-                                         BN_EPS);
-}
-
-static lade_status add_shortcut(lade_maps y, lade_maps x, int stride) {
-    if (stride == 1 && x.c == y.c) {
-        lade_add_forward(y.data, y.data, x.data, (size_t)y.n * y.c * y.h * y.w);
-        return LADE_OK;
-    }
-    return lade_shortcut_a_accumulate(y, x, stride);
+    if (train) return lade_bn_forward_train_ex(out, u->mean, u->invstd, in, g, b, BN_EPS, residual, relu);
+    return lade_bn_forward_eval_ex(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var, BN_EPS,
+                                   residual, relu);
 }
 
 static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float *y_data, int train) {
@@ -407,13 +401,17 @@ static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float 
     b->unit1.in_h = x.h, b->unit1.in_w = x.w, b->unit2.in_h = oh, b->unit2.in_w = ow;
     TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit1,
                lade_conv2d_forward(c1, x, p + b->unit1.weight, NULL, &b->unit1.geom, net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(a1));
+    lade_maps none = {0};
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train, none, 1));
     TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit2,
                lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, add_shortcut(y, x, b->stride));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
+    if (b->stride == 1 && x.c == y.c) { /* identity shortcut: y = relu(bn(c2) + x) in one pass */
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, x, 1));
+    } else { /* option A: the shortcut covers only the middle channels, at every other pixel */
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, none, 0));
+        TIMED(net, LADE_PROF_ELTWISE_FWD, lade_shortcut_a_accumulate(y, x, b->stride));
+        TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
+    }
     return LADE_OK;
 }
 
@@ -459,8 +457,8 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
     net->stem.in_h = h, net->stem.in_w = w;
     TIMED_CONV(net, LADE_PROF_CONV_FWD, &net->stem,
                lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom, net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(sa));
+    lade_maps none = {0};
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train, none, 1));
     lade_maps x = sa;
     for (int i = 0; i < net->num_blocks; i++) {
         block *b = &net->blocks[i];
