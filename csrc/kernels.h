@@ -43,13 +43,16 @@ typedef struct {
     /* batch-norm plane passes */
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);
-    void (*plane_dy_sums)(const float *dy, const float *x, size_t n, float mean, double *sum_dy, double *sum_dy_xc);
+    /* The backward passes read dy masked by a ReLU that followed the batch
+     * norm: dy where relu_out > 0 (or is NaN), else 0; no mask when relu_out is NULL. */
+    void (*plane_dy_sums)(const float *dy, const float *relu_out, const float *x, size_t n, float mean,
+                          double *sum_dy, double *sum_dy_xc);
     /* y = x*scale + shift (+ residual, if not NULL), then max(y, 0) if relu (NaN stays NaN) */
     void (*plane_affine)(float *y, const float *x, size_t n, float scale, float shift, const float *residual,
                          int relu);
     /* dx (+)= kdy*dy + kx*x + k0 */
-    void (*plane_bn_dx)(float *dx, const float *dy, const float *x, size_t n, float kdy, float kx, float k0,
-                        int accumulate);
+    void (*plane_bn_dx)(float *dx, const float *dy, const float *relu_out, const float *x, size_t n, float kdy,
+                        float kx, float k0, int accumulate);
 } lade_kernel_table;
 
 extern const lade_kernel_table lade_kernels_generic, lade_kernels_avx2, lade_kernels_avx512, lade_kernels_w16_avx2;

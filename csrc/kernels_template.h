@@ -104,28 +104,6 @@ static double KERNEL_NAME(plane_sq_dev)(const float *x, size_t n, float mean) {
     return s;
 }
 
-static void KERNEL_NAME(plane_dy_sums)(const float *dy, const float *x, size_t n, float mean, double *sum_dy,
-                                       double *sum_dy_xc) {
-    vecw a = {0}, b = {0};
-    size_t p = 0;
-    for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) {
-        vecw d = loadw(dy + p);
-        a += d;
-        b += d * (loadw(x + p) - mean);
-    }
-    double s = 0.0, t = 0.0;
-    for (int k = 0; k < KERNEL_FLOATS; k++) {
-        s += a[k];
-        t += b[k];
-    }
-    for (; p < n; p++) {
-        s += dy[p];
-        t += (double)dy[p] * ((double)x[p] - mean);
-    }
-    *sum_dy += s;
-    *sum_dy_xc += t;
-}
-
 typedef int32_t vecw_int __attribute__((vector_size(4 * KERNEL_FLOATS)));
 
 /* max(v, 0) that keeps NaN: lanes below zero are cleared, NaN compares false */
@@ -153,17 +131,52 @@ static void KERNEL_NAME(plane_affine)(float *y, const float *x, size_t n, float 
     }
 }
 
-static void KERNEL_NAME(plane_bn_dx)(float *dx, const float *dy, const float *x, size_t n, float kdy, float kx,
-                                     float k0, int accumulate) {
+/* dy through the ReLU that followed: cleared where relu_out <= 0 (as the
+ * ReLU's own backward does, so a NaN output passes the gradient on) */
+static inline vecw dy_w(const float *dy, const float *relu_out, size_t p) {
+    vecw d = loadw(dy + p);
+    if (!relu_out) return d;
+    return (vecw)((vecw_int)d & ~(vecw_int)(loadw(relu_out + p) <= 0.0f));
+}
+
+static inline float dy_1(const float *dy, const float *relu_out, size_t p) {
+    return relu_out && relu_out[p] <= 0.0f ? 0.0f : dy[p];
+}
+
+static void KERNEL_NAME(plane_dy_sums)(const float *dy, const float *relu_out, const float *x, size_t n, float mean,
+                                       double *sum_dy, double *sum_dy_xc) {
+    vecw a = {0}, b = {0};
+    size_t p = 0;
+    for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) {
+        vecw d = dy_w(dy, relu_out, p);
+        a += d;
+        b += d * (loadw(x + p) - mean);
+    }
+    double s = 0.0, t = 0.0;
+    for (int k = 0; k < KERNEL_FLOATS; k++) {
+        s += a[k];
+        t += b[k];
+    }
+    for (; p < n; p++) {
+        float d = dy_1(dy, relu_out, p);
+        s += d;
+        t += (double)d * ((double)x[p] - mean);
+    }
+    *sum_dy += s;
+    *sum_dy_xc += t;
+}
+
+static void KERNEL_NAME(plane_bn_dx)(float *dx, const float *dy, const float *relu_out, const float *x, size_t n,
+                                     float kdy, float kx, float k0, int accumulate) {
     size_t p = 0;
     if (accumulate) {
         for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS)
-            storew(dx + p, loadw(dx + p) + (loadw(dy + p) * kdy + loadw(x + p) * kx + k0));
-        for (; p < n; p++) dx[p] += kdy * dy[p] + kx * x[p] + k0;
+            storew(dx + p, loadw(dx + p) + (dy_w(dy, relu_out, p) * kdy + loadw(x + p) * kx + k0));
+        for (; p < n; p++) dx[p] += kdy * dy_1(dy, relu_out, p) + kx * x[p] + k0;
     } else {
         for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS)
-            storew(dx + p, loadw(dy + p) * kdy + loadw(x + p) * kx + k0);
-        for (; p < n; p++) dx[p] = kdy * dy[p] + kx * x[p] + k0;
+            storew(dx + p, dy_w(dy, relu_out, p) * kdy + loadw(x + p) * kx + k0);
+        for (; p < n; p++) dx[p] = kdy * dy_1(dy, relu_out, p) + kx * x[p] + k0;
     }
 }
 

@@ -21,6 +21,7 @@ typedef struct {
     float momentum, eps;
     int accumulate;
     lade_maps residual; /* forward: added after the affine map when residual.data is set */
+    lade_maps relu_out; /* backward: output of a ReLU after the batch norm, masks dout when data is set */
     int relu;           /* forward: ReLU last */
 } bn_job;
 
@@ -140,6 +141,7 @@ static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
         double sum_dy = 0.0, sum_dy_xc = 0.0;
         for (int b = 0; b < n; b++)
             kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+                                plane_or_null(j->relu_out, b, c),
                           j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean, &sum_dy, &sum_dy_xc);
         const double sum_dy_xhat = sum_dy_xc * invstd;
         if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
@@ -153,25 +155,26 @@ static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
             float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
-            kern->plane_bn_dx(dx, dy, x, plane, kdy, kx, k0, j->accumulate);
+            kern->plane_bn_dx(dx, dy, plane_or_null(j->relu_out, b, c), x, plane, kdy, kx, k0, j->accumulate);
         }
     }
 }
 
-lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
-                                const float *gamma, const float *save_mean, const float *save_invstd,
+lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
+                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
                                 int accumulate) {
-    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)))
+    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)) || (relu_out.data && !same_shape(relu_out, in)))
         return lade_fail(LADE_EINVAL, "batchnorm2d backward: gradient shapes differ from the input shape");
     bn_job j = {.din = din, .dout = dout, .in = in, .dgamma = dgamma, .dbeta = dbeta, .gamma = gamma,
-                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate};
+                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate, .relu_out = relu_out};
     lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
     return LADE_OK;
 }
 
 lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
                                       const float *gamma, const float *save_mean, const float *save_invstd) {
-    return lade_bn_backward_ex(din, dgamma, dbeta, dout, in, gamma, save_mean, save_invstd, 1);
+    lade_maps none = {0};
+    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, in, gamma, save_mean, save_invstd, 1);
 }
 
 /* ---- element-wise ----------------------------------------------------------------- */

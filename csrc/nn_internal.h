@@ -13,9 +13,11 @@ lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *sav
 lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
                                     const float *running_mean, const float *running_var, float eps, lade_maps residual,
                                     int relu);
-/* Batch-norm backward; with accumulate = 0 din is overwritten. */
-lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
-                                const float *gamma, const float *save_mean, const float *save_invstd,
+/* Batch-norm backward; with accumulate = 0 din is overwritten. When
+ * relu_out.data is set, the batch norm was followed by a ReLU with that
+ * output and dout is the gradient after it (masked here, in the same pass). */
+lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
+                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
                                 int accumulate);
 /* din = dout * (out > 0), overwriting. */
 void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count);

@@ -490,9 +490,12 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 }
 
 /* ---- backward ---------------------------------------------------------------------------- */
-static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps in) {
-    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, in, net->params + u->gamma,
-                               u->mean, u->invstd, 0);
+/* din = the gradient through a batch norm, and through the ReLU after it when
+ * relu_out.data is set (masked in the same pass) */
+static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps relu_out,
+                                   lade_maps in) {
+    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, in,
+                               net->params + u->gamma, u->mean, u->invstd, 0);
 }
 
 static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {
@@ -500,12 +503,10 @@ static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, cons
     return LADE_OK;
 }
 
-static lade_status shortcut_backward(lade_maps dx, lade_maps ds, int stride) {
-    if (stride == 1 && dx.c == ds.c) {
-        lade_add_backward(dx.data, NULL, ds.data, (size_t)ds.n * ds.c * ds.h * ds.w);
-        return LADE_OK;
-    }
-    return lade_shortcut_a_backward(dx, ds, stride);
+/* dst += dout * (out > 0) */
+static lade_status relu_backward_accumulate(lade_maps dst, lade_maps dout, const float *out) {
+    lade_relu_backward(dst.data, dout.data, out, (size_t)dst.n * dst.c * dst.h * dst.w);
+    return LADE_OK;
 }
 
 static lade_status zero_maps(lade_maps m) {
@@ -521,14 +522,19 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
     lade_maps ta = lade_maps_cnhw(net->scratch_a, n, b->out_c, oh, ow), tb = lade_maps_cnhw(net->scratch_b, n, b->out_c, oh, ow);
     float *g = net->grads;
     const float *p = net->params;
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
-    TIMED(net, LADE_PROF_ELTWISE_BWD, shortcut_backward(dx, ta, b->stride));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, c2));
+    lade_maps out = lade_maps_cnhw((float *)y, n, b->out_c, oh, ow), none = {0};
+    if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx += relu'(dy); the BN masks dy itself */
+        TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
+    } else { /* option A: the masked gradient feeds both the shortcut and the BN */
+        TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
+        TIMED(net, LADE_PROF_ELTWISE_BWD, lade_shortcut_a_backward(dx, ta, b->stride));
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, none, c2));
+    }
     TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(ta));
     TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit2, lade_conv2d_backward(ta, g + b->unit2.weight, NULL, tb, a1, p + b->unit2.weight,
                                                         &b->unit2.geom, net->workspace));
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ta, b->a1));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, c1));
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, a1, c1));
     TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit1, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
                                                         &b->unit1.geom, net->workspace));
     return LADE_OK;
@@ -587,9 +593,9 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
     lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w);
     lade_maps ds = lade_maps_cnhw(dcur, n, STEM_CHANNELS, h, w), ta = lade_maps_cnhw(net->scratch_a, n, STEM_CHANNELS, h, w);
     lade_maps none = {0};
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ds, net->stem_a));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ds, ta, sc));
-    TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ds,
+    lade_maps sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ta, ds, sa, sc));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ta,
                                                         lade_maps_nchw(net->images, n, 3, h, w),
                                                         net->params + net->stem.weight, &net->stem.geom, net->workspace));
     return LADE_OK;
