@@ -187,6 +187,12 @@ class ResNet32:
         """Seconds per layer kind since the last ``profile_reset``."""
         return self._core.profile()
 
+    def conv_profile(self):
+        """Per convolution (stem first, then each block's conv1, conv2): its name,
+        shape, seconds forward and backward since ``profile_reset`` and flops per
+        image (forward; backward = input + weight gradients) at the last input size."""
+        return self._core.conv_profile()
+
     def profile_reset(self):
         self._core.profile_reset()
 

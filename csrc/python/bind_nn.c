@@ -917,6 +917,28 @@ static PyObject *resnet_profile_reset(ResNetObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *resnet_conv_profile(ResNetObject *self, PyObject *unused) {
+    if (resnet_enter(self, "lade.ResNet32.conv_profile")) return NULL;
+    self->busy = 0;
+    int count = lade_resnet_num_convs(self->net);
+    PyObject *list = PyList_New(count);
+    for (int i = 0; list && i < count; i++) {
+        lade_conv_profile c;
+        lade_resnet_conv_profile(self->net, i, &c);
+        PyObject *d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:d,s:d}", "name", c.name, "cin",
+                                    c.geom.cin, "cout", c.geom.cout, "kernel", c.geom.kh, "stride", c.geom.stride_h,
+                                    "in_h", c.in_h, "in_w", c.in_w, "forward_seconds", c.forward_seconds,
+                                    "backward_seconds", c.backward_seconds, "forward_flops", c.forward_flops,
+                                    "backward_flops", c.backward_flops);
+        if (!d) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
 static PyMethodDef resnet_methods[] = {
     {"tensors", (PyCFunction)resnet_tensors, METH_NOARGS, "[(name, is_buffer, offset, shape)] in flat-buffer order"},
     {"init", (PyCFunction)resnet_init_weights, METH_O, "init(seed): initialise the weights from a seed"},
@@ -929,6 +951,8 @@ static PyMethodDef resnet_methods[] = {
      "features(out=None) -> copy of the pooled features of the last forward"},
     {"profile", (PyCFunction)resnet_profile, METH_NOARGS, "seconds per layer kind since the last reset"},
     {"profile_reset", (PyCFunction)resnet_profile_reset, METH_NOARGS, "reset the profile"},
+    {"conv_profile", (PyCFunction)resnet_conv_profile, METH_NOARGS,
+     "per convolution: name, shape, seconds forward/backward since the last reset, flops per image"},
     {NULL, NULL, 0, NULL},
 };
 

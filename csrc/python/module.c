@@ -171,7 +171,31 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
     return PyLong_FromLong(n);
 }
 
+static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i}", "model", info.model, "features", info.features, "supported",
+                         info.supported, "variant", info.active, "vector_floats", info.vector_floats);
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyUnicode_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "lade.set_isa: argument 'name' must be a str, got %s",
+                            Py_TYPE(arg)->tp_name);
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    lade_status st = lade_set_isa(name);
+    if (st) return lade_py_raise(st, "lade.set_isa");
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef base_methods[] = {
+    {"cpu_info", py_cpu_info, METH_NOARGS,
+     "cpu_info() -> dict\n\nThe CPU model, the ISA features found, the kernel variants it supports and the one in use."},
+    {"set_isa", py_set_isa, METH_O,
+     "set_isa(name)\n\nSwitches the kernel variant ('avx512', 'avx2', 'generic'; 'w16_avx2' for tests)."},
     {"set_num_threads", py_set_num_threads, METH_O,
      "set_num_threads(n)\n\nThreads for OpenBLAS and lade's own pool (n >= 1)."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
@@ -185,6 +209,8 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__C(void) {
     import_array();
+    lade_status isa = lade_isa_from_env();
+    if (isa) return lade_py_raise(isa, "import lade");
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     lade_DecodeError = PyErr_NewExceptionWithDoc(
