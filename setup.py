@@ -38,8 +38,10 @@ libs = pkg_config("--libs", *NATIVE)
 sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/python/*.c"))
 extra = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra",
          "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-pthread"]
-if os.environ.get("LADE_NATIVE", "1") == "1":
-    # The library is built where it runs; LADE_NATIVE=0 gives a portable build.
+if os.environ.get("LADE_NATIVE", "0") == "1":
+    # Opt-in: the code outside the kernels tuned for the build machine (the
+    # wheel is then not portable). The hot kernels need no flag: every variant
+    # is built and the CPU picks one at import (csrc/cpu.c).
     extra.append("-march=native")
 
 setup(

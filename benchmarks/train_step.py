@@ -1,20 +1,31 @@
 """Training throughput of the LADE ResNet-32: lade against the same network in PyTorch.
 
 One training step = forward (train mode) + softmax cross-entropy + backward + SGD
-(momentum 0.9, weight decay 5e-4), on 32x32 images in batches of 128, with 2
-threads for both frameworks. Both run in this one process, in interleaved
-rounds after a warmup, alternating which goes first; the figure for each is the
-median over rounds. Peak memory is measured in a fresh child process per
-framework (VmHWM from /proc, which sees C allocations too).
+(momentum 0.9, weight decay 5e-4), on 32x32 images, with 2 threads for both
+frameworks. Printed, in order:
+- the CPU, lade's kernel variant, and the machine's FMA peak (GFLOP/s on the
+  benchmark's threads, measured by benchmarks/fma_peak.c at the widest vector
+  width the CPU has, best of 5);
+- training at batch 128 and 256 and eval throughput (lade.predict against
+  torch eval under no_grad), lade and PyTorch interleaved in the same process
+  in rounds that alternate which goes first; each figure is the median over rounds;
+- lade's time per layer kind and per convolution with its achieved GFLOP/s;
+- peak memory of each framework in a fresh child process;
+- an AVX2-only like-for-like row from a child process: lade with LADE_ISA=avx2,
+  PyTorch with ONEDNN_MAX_CPU_ISA=AVX2.
 
-    python benchmarks/train_step.py [--batch 128] [--threads 2] [--rounds 7] [--steps 3]
+    python benchmarks/train_step.py [--threads 2] [--rounds 7] [--steps 3]
 
-The last line is `images_per_s lade=A torch=B ratio=R` with R = A / B.
+The last line is `images_per_s lade=A torch=B ratio=R peak_fraction=F`, at batch
+128 with lade's default (widest) variant: R = A / B and F = A * 0.4416e9 / peak,
+0.4416 GFLOP being one training step of this network per image.
 """
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +37,8 @@ sys.path.insert(1, str(REPO_ROOT / "tests"))  # torch_reference: the PyTorch twi
 
 NUM_CLASSES = 100
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
+STEP_FLOP_PER_IMAGE = 0.4416e9  # forward + backward of the convolutions and the head, per image
+EVAL_IMAGES = 1024
 
 
 def make_batch(batch, seed=0):
@@ -49,6 +62,9 @@ class LadeRunner:
     def step(self, images, labels):
         return self.lade.train_step(self.net, self.opt, images, labels)
 
+    def predict(self, images, batch):
+        return self.lade.predict(self.net, images, batch_size=batch)
+
 
 class TorchRunner:
     name = "torch"
@@ -67,23 +83,27 @@ class TorchRunner:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.cache = {}
 
-    def step(self, images, labels):
+    def tensors(self, images, labels=None):
         key = id(images)
         if key not in self.cache:  # from_numpy is zero-copy; done once per batch
-            self.cache[key] = (self.torch.from_numpy(images), self.torch.from_numpy(labels))
-        x, y = self.cache[key]
+            self.cache[key] = (self.torch.from_numpy(images), None if labels is None else self.torch.from_numpy(labels))
+        return self.cache[key]
+
+    def step(self, images, labels):
+        x, y = self.tensors(images, labels)
         self.opt.zero_grad()
         loss = self.F.cross_entropy(self.model(x), y)
         loss.backward()
         self.opt.step()
         return loss.item()
 
-
-def timed_steps(runner, images, labels, steps):
-    start = time.perf_counter()
-    for _ in range(steps):
-        runner.step(images, labels)
-    return time.perf_counter() - start
+    def predict(self, images, batch):
+        x, _ = self.tensors(images)
+        self.model.eval()
+        with self.torch.no_grad():
+            out = [self.model(x[i:i + batch]) for i in range(0, len(x), batch)]
+        self.model.train()
+        return out
 
 
 def read_status(field):
@@ -116,64 +136,163 @@ def peak_memory(framework, batch, threads):
     return baseline, peak
 
 
+def fma_peak(supported, threads, repeats=5):
+    """GFLOP/s of benchmarks/fma_peak.c at the widest vector width the CPU has
+    (best of `repeats`: the machine is shared), and that width in floats."""
+    if "avx512" in supported:
+        width, flags = 16, ["-mavx512f", "-mfma"]
+    elif "avx2" in supported:
+        width, flags = 8, ["-mavx2", "-mfma"]
+    else:
+        width, flags = 4, []  # SSE2 baseline: separate multiply and add
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = str(Path(tmp) / "fma_peak")
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-ffp-contract=fast", f"-DWIDTH={width}", *flags,
+                        str(REPO_ROOT / "benchmarks" / "fma_peak.c"), "-o", exe, "-lpthread"], check=True)
+        best = 0.0
+        for _ in range(repeats):
+            out = subprocess.run([exe, str(threads), "50000000"], capture_output=True, text=True, check=True)
+            best = max(best, float(out.stdout.split()[0]))
+    return best, width
+
+
+def interleaved(tasks, rounds, report):
+    """tasks: {label: (function, images per call)}; each round calls every task
+    once, in an order that alternates between rounds. Returns the images/s per
+    round for every label."""
+    rates = {label: [] for label in tasks}
+    labels = list(tasks)
+    for round_index in range(rounds):
+        order = labels if round_index % 2 == 0 else labels[::-1]
+        for label in order:
+            fn, images = tasks[label]
+            start = time.perf_counter()
+            fn()
+            rates[label].append(images / (time.perf_counter() - start))
+        if report:
+            print(f"round {round_index + 1}: " + "  ".join(f"{k} {rates[k][-1]:6.1f}" for k in labels))
+    return rates
+
+
+def training_tasks(lade_runner, torch_runner, batch, steps):
+    images, labels = make_batch(batch)
+
+    def repeat(runner):
+        return lambda: [runner.step(images, labels) for _ in range(steps)]
+
+    for runner in (lade_runner, torch_runner):  # warm up this batch size (arena, oneDNN primitives)
+        runner.step(images, labels)
+    return {f"{r.name}@{batch}": (repeat(r), steps * batch) for r in (lade_runner, torch_runner)}
+
+
+def compare(lade_runner, torch_runner, batches, rounds, steps, report):
+    """Medians of images/s: training at each batch size and eval (predict in
+    batches of 256), lade and torch interleaved."""
+    tasks = {}
+    for batch in batches:
+        tasks.update(training_tasks(lade_runner, torch_runner, batch, steps))
+    eval_images, _ = make_batch(EVAL_IMAGES, seed=1)
+    for runner in (lade_runner, torch_runner):
+        runner.predict(eval_images, 256)
+        tasks[f"{runner.name}-eval"] = ((lambda r=runner: r.predict(eval_images, 256)), EVAL_IMAGES)
+    rates = interleaved(tasks, rounds, report)
+    return {label: statistics.median(values) for label, values in rates.items()}, rates
+
+
+def avx2_child(args):
+    """The like-for-like AVX2 row, in a process started with LADE_ISA=avx2 and
+    ONEDNN_MAX_CPU_ISA=AVX2 (both must be set before the libraries load)."""
+    lade_runner = LadeRunner(args.threads)
+    torch_runner = TorchRunner(args.threads, state=lade_runner.net.state_dict())
+    median, _ = compare(lade_runner, torch_runner, [128], args.rounds, args.steps, report=False)
+    print(f"{lade_runner.lade.cpu_info()['variant']} {median['lade@128']:.1f} {median['torch@128']:.1f} "
+          f"{median['lade-eval']:.1f} {median['torch-eval']:.1f}")
+
+
+def print_profile(net, steps, batch):
+    """Time per layer kind and per convolution, from `steps` training steps."""
+    profile, convs = net.profile(), net.conv_profile()
+    total = sum(profile.values())
+    print(f"\nlade time per step by layer kind (batch {batch}, mean over {steps} steps; "
+          f"{total / steps * 1e3:.1f} ms profiled):")
+    for kind, seconds in sorted(profile.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<28} {seconds / steps * 1e3:8.2f} ms  {100 * seconds / total:5.1f} %")
+    print(f"\nlade per convolution (batch {batch}; GFLOP/s achieved; backward = input + weight gradient):")
+    print(f"  {'layer':<24} {'cin':>4} {'cout':>4} {'in':>5} {'s':>2} {'fwd ms':>8} {'GFLOP/s':>8} {'bwd ms':>8} "
+          f"{'GFLOP/s':>8}")
+    flop = 0.0
+    for c in convs:
+        fwd, bwd = c["forward_seconds"] / steps, c["backward_seconds"] / steps
+        flop += (c["forward_flops"] + c["backward_flops"]) * batch
+        print(f"  {c['name'].removesuffix('.weight'):<24} {c['cin']:>4} {c['cout']:>4} {c['in_h']:>5} {c['stride']:>2} "
+              f"{fwd * 1e3:8.2f} {c['forward_flops'] * batch / fwd / 1e9:8.1f} {bwd * 1e3:8.2f} "
+              f"{c['backward_flops'] * batch / bwd / 1e9:8.1f}")
+    conv_seconds = sum(c["forward_seconds"] + c["backward_seconds"] for c in convs) / steps
+    print(f"  {'all convolutions':<43} {conv_seconds * 1e3:8.2f} ms for {flop / batch / 1e9:.4f} GFLOP per image: "
+          f"{flop / conv_seconds / 1e9:.1f} GFLOP/s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)  # memory child only
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per round and framework")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per framework first")
+    parser.add_argument("--steps", type=int, default=3, help="training steps per round, framework and batch size")
+    parser.add_argument("--no-avx2-row", action="store_true", help="skip the AVX2-only child process")
     parser.add_argument("--memory-child", choices=["lade", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--avx2-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.threads, steps=3)
         return
+    if args.avx2_child:
+        avx2_child(args)
+        return
 
-    images, labels = make_batch(args.batch)
+    import lade
+
+    info = lade.cpu_info()
+    peak, width = fma_peak(info["supported"].split(), args.threads)
     lade_runner = LadeRunner(args.threads)
     torch_runner = TorchRunner(args.threads, state=lade_runner.net.state_dict())  # same starting weights
-    runners = [lade_runner, torch_runner]
-    print(f"LADE ResNet-32 (spec §4), batch {args.batch} of 32x32, {args.threads} threads, "
-          f"SGD momentum {MOMENTUM} wd {WEIGHT_DECAY}; torch {torch_runner.torch.__version__}")
-    for runner in runners:
-        for _ in range(args.warmup):
-            runner.step(images, labels)
+    print(f"CPU: {info['model']} ({info['features']}); lade kernel variant {info['variant']} "
+          f"(supported: {info['supported']}); torch {torch_runner.torch.__version__}")
+    print(f"FMA peak: {peak:.1f} GFLOP/s ({width}-float vectors, {args.threads} threads, best of 5) "
+          f"= {peak * 1e9 / STEP_FLOP_PER_IMAGE:.0f} training images/s at {STEP_FLOP_PER_IMAGE / 1e9} GFLOP each")
+    print(f"LADE ResNet-32 (spec §4), 32x32 images, {args.threads} threads, SGD momentum {MOMENTUM} wd "
+          f"{WEIGHT_DECAY}; images/s per round (training at batch 128 and 256; eval = predict in batches of 256):")
+    median, rates = compare(lade_runner, torch_runner, [128, 256], args.rounds, args.steps, report=True)
 
     lade_runner.net.profile_reset()
-    rates = {r.name: [] for r in runners}
-    lade_seconds = 0.0
-    for round_index in range(args.rounds):
-        order = runners if round_index % 2 == 0 else runners[::-1]
-        for runner in order:
-            seconds = timed_steps(runner, images, labels, args.steps)
-            rates[runner.name].append(args.steps * args.batch / seconds)
-            if runner is lade_runner:
-                lade_seconds += seconds
-        print(f"round {round_index + 1}: " + "  ".join(f"{n} {rates[n][-1]:7.1f} img/s" for n in rates))
-    measured_steps = args.rounds * args.steps
-    median = {name: statistics.median(values) for name, values in rates.items()}
+    images, labels = make_batch(128)
+    for _ in range(args.steps):
+        lade_runner.step(images, labels)
+    print_profile(lade_runner.net, args.steps, 128)
 
-    profile = lade_runner.net.profile()
-    step_time = lade_seconds / measured_steps  # the mean, like the profile's totals
-    print(f"\nlade time per step by layer kind (mean over {measured_steps} steps of {step_time * 1e3:.1f} ms):")
-    total = 0.0
-    for kind, seconds in sorted(profile.items(), key=lambda kv: -kv[1]):
-        per_step = seconds / measured_steps
-        total += per_step
-        print(f"  {kind:<28} {per_step * 1e3:8.2f} ms  {100 * per_step / step_time:5.1f} %")
-    print(f"  {'other':<28} {(step_time - total) * 1e3:8.2f} ms  {100 * (step_time - total) / step_time:5.1f} %"
-          "  (loss, SGD update, Python, unprofiled)")
-
-    print("\npeak memory (fresh process each; RSS after imports -> high-water mark after 3 steps):")
+    print("\npeak memory at batch 128 (fresh process each; RSS after imports -> high-water mark after 3 steps):")
     for name in ("lade", "torch"):
-        baseline, peak = peak_memory(name, args.batch, args.threads)
-        print(f"  {name:<6} {baseline:7.1f} MiB -> {peak:7.1f} MiB  (+{peak - baseline:.1f} MiB for the model and "
+        baseline, high = peak_memory(name, 128, args.threads)
+        print(f"  {name:<6} {baseline:7.1f} MiB -> {high:7.1f} MiB  (+{high - baseline:.1f} MiB for the model and "
               "its training)")
 
-    print("\nimages/s per round: " + "; ".join(f"{n}: " + ", ".join(f"{v:.0f}" for v in vals)
-                                           for n, vals in rates.items()))
-    ratio = median["lade"] / median["torch"]
-    print(f"images_per_s lade={median['lade']:.1f} torch={median['torch']:.1f} ratio={ratio:.3f}")
+    print(f"\nmedians over {args.rounds} rounds, images/s:")
+    for what, key in [("train batch 128", "@128"), ("train batch 256", "@256"), ("eval", "-eval")]:
+        a, b = median["lade" + key], median["torch" + key]
+        print(f"  {what:<16} lade {a:7.1f}  torch {b:7.1f}  ratio {a / b:.3f}")
+    if not args.no_avx2_row:
+        env = dict(os.environ, LADE_ISA="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+        out = subprocess.run([sys.executable, __file__, "--avx2-child", "--threads", str(args.threads), "--rounds",
+                              str(args.rounds), "--steps", str(args.steps)], env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  AVX2-only row: not measured ({out.stderr.strip().splitlines()[-1]})")
+        else:
+            variant, a, b, ea, eb = out.stdout.split()
+            a, b, ea, eb = float(a), float(b), float(ea), float(eb)
+            print(f"  AVX2-only (lade {variant}, torch ONEDNN_MAX_CPU_ISA=AVX2, child process): train batch 128 "
+                  f"lade {a:.1f} torch {b:.1f} ratio {a / b:.3f}; eval lade {ea:.1f} torch {eb:.1f} ratio {ea / eb:.3f}")
+    a, b = median["lade@128"], median["torch@128"]
+    print(f"images_per_s lade={a:.1f} torch={b:.1f} ratio={a / b:.3f} "
+          f"peak_fraction={a * STEP_FLOP_PER_IMAGE / (peak * 1e9):.3f}")
 
 
 if __name__ == "__main__":

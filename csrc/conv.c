@@ -37,12 +37,16 @@ lade_status lade_conv2d_out_size(const lade_conv2d_geom *g, int h, int w, int *o
         return lade_fail(LADE_EINVAL, "conv2d: stride must be >= 1, got (%d, %d)", g->stride_h, g->stride_w);
     if (g->pad_h < 0 || g->pad_w < 0)
         return lade_fail(LADE_EINVAL, "conv2d: padding must be >= 0, got (%d, %d)", g->pad_h, g->pad_w);
-    int eh = h + 2 * g->pad_h - g->kh, ew = w + 2 * g->pad_w - g->kw;
+    int64_t eh = (int64_t)h + 2 * (int64_t)g->pad_h - g->kh, ew = (int64_t)w + 2 * (int64_t)g->pad_w - g->kw;
     if (h < 1 || w < 1 || eh < 0 || ew < 0)
         return lade_fail(LADE_EINVAL, "conv2d: kernel %dx%d does not fit input %dx%d with padding (%d, %d)",
                          g->kh, g->kw, h, w, g->pad_h, g->pad_w);
-    *oh = eh / g->stride_h + 1;
-    *ow = ew / g->stride_w + 1;
+    /* the padded input and the output planes are indexed with int */
+    if ((eh + g->kh) * (ew + g->kw) > INT32_MAX)
+        return lade_fail(LADE_EINVAL, "conv2d: padding (%d, %d) makes the %dx%d input a plane of more than 2^31-1 "
+                         "pixels", g->pad_h, g->pad_w, h, w);
+    *oh = (int)(eh / g->stride_h + 1);
+    *ow = (int)(ew / g->stride_w + 1);
     return LADE_OK;
 }
 

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -96,6 +97,18 @@ static lade_status tj_error(lade_jpeg *j, const char *what) {
                      tjGetErrorStr2(j->handle));
 }
 
+static _Atomic size_t max_pixels = LADE_JPEG_DEFAULT_MAX_PIXELS;
+
+lade_status lade_jpeg_set_max_pixels(size_t n) {
+    if (n < 1 || n > LADE_JPEG_MAX_PIXELS)
+        return lade_fail(LADE_EINVAL, "jpeg_set_max_pixels: argument 'max_pixels' must be in [1, %zu], got %zu",
+                         LADE_JPEG_MAX_PIXELS, n);
+    atomic_store(&max_pixels, n);
+    return LADE_OK;
+}
+
+size_t lade_jpeg_max_pixels(void) { return atomic_load(&max_pixels); }
+
 lade_status lade_jpeg_decode(lade_jpeg *j, const uint8_t *data, size_t len, const uint8_t **rgb, int *width,
                              int *height) {
     if (len == 0) return lade_fail(LADE_EDECODE, "empty file (0 bytes)");
@@ -108,10 +121,10 @@ lade_status lade_jpeg_decode(lade_jpeg *j, const uint8_t *data, size_t len, cons
      * ends inside the header */
     if (w == 0 || h == 0 || colorspace < 0)
         return lade_fail(LADE_EDECODE, "truncated JPEG: the data (%zu bytes) ends inside the header", len);
-    if (w < 1 || h < 1 || w > LADE_JPEG_MAX_SIDE || h > LADE_JPEG_MAX_SIDE ||
-        (size_t)w * (size_t)h > LADE_JPEG_MAX_PIXELS)
-        return lade_fail(LADE_EDECODE, "JPEG of %d x %d pixels is outside the supported size (%d per side, %zu pixels)",
-                         w, h, LADE_JPEG_MAX_SIDE, LADE_JPEG_MAX_PIXELS);
+    size_t limit = atomic_load_explicit(&max_pixels, memory_order_relaxed);
+    if (w < 1 || h < 1 || w > LADE_JPEG_MAX_SIDE || h > LADE_JPEG_MAX_SIDE || (size_t)w * (size_t)h > limit)
+        return lade_fail(LADE_EDECODE, "JPEG of %d x %d pixels is outside the accepted size (%d per side, %zu pixels; "
+                         "the pixel limit is set by lade.data.set_jpeg_max_pixels)", w, h, LADE_JPEG_MAX_SIDE, limit);
     size_t pixels = (size_t)w * (size_t)h;
     lade_status st = grow(&j->rgb, &j->rgb_cap, pixels * 3);
     if (st) return st;

@@ -76,6 +76,27 @@ LADE_API int lade_get_num_threads(void);
 typedef void (*lade_range_fn)(void *ctx, size_t begin, size_t end);
 LADE_API void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx);
 
+/* ---- kernel variants ----------------------------------------------------------
+ * The vectorised kernels exist in several variants in one build: "avx512"
+ * (16-float vectors), "avx2" (8-float, AVX2 + FMA), "generic" (no ISA
+ * extensions), and for tests "w16_avx2" (the 16-float code on AVX2). The
+ * widest one the CPU supports is used unless one is chosen. A variant gives
+ * the same bits on every CPU that supports it. */
+typedef struct {
+    char model[64];      /* CPU brand string, "unknown" when the CPU does not say */
+    char features[160];  /* the ISA extensions lade looks for that the CPU has, space-separated */
+    char supported[96];  /* variants this CPU can run, widest first, space-separated */
+    const char *active;  /* the variant in use */
+    int vector_floats;   /* floats per vector of the variant in use */
+} lade_cpu_info;
+LADE_API void lade_cpu_info_get(lade_cpu_info *info);
+/* Switches variant; fails (naming what the CPU supports) for an unknown one
+ * or one this CPU cannot run. Not while other threads run lade kernels. */
+LADE_API lade_status lade_set_isa(const char *name);
+LADE_API const char *lade_get_isa(void);
+/* Applies the environment variable LADE_ISA if set (same checks as lade_set_isa). */
+LADE_API lade_status lade_isa_from_env(void);
+
 /* ---- small helpers shared by the core -------------------------------------- */
 /* a*b*... with overflow check; returns false on overflow */
 LADE_API bool lade_mul_size(size_t *out, size_t a, size_t b);

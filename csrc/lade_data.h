@@ -88,9 +88,16 @@ LADE_API lade_status lade_filelist_full_path(const lade_filelist *fl, size_t i, 
  * data) is an error, so a damaged file never yields silent grey pixels. */
 typedef struct lade_jpeg lade_jpeg;
 
-/* Largest accepted image, per side and in pixels. */
+/* Largest accepted image, per side and in pixels (the ceiling of the settable limit). */
 enum { LADE_JPEG_MAX_SIDE = 32768 };
 #define LADE_JPEG_MAX_PIXELS ((size_t)1 << 28)
+/* The default pixel limit of lade_jpeg_decode: 2^26 = 67 Mpx (a 200 MB RGB buffer), far above the
+ * datasets' images, so a hostile or mistaken file cannot ask for gigabytes. */
+#define LADE_JPEG_DEFAULT_MAX_PIXELS ((size_t)1 << 26)
+
+/* Sets the pixel limit for all later decodes, in [1, LADE_JPEG_MAX_PIXELS] (process-wide). */
+LADE_API lade_status lade_jpeg_set_max_pixels(size_t max_pixels);
+LADE_API size_t lade_jpeg_max_pixels(void);
 
 LADE_API lade_status lade_jpeg_create(lade_jpeg **out);
 LADE_API void lade_jpeg_destroy(lade_jpeg *j);

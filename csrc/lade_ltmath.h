@@ -243,7 +243,9 @@ LADE_API lade_status lade_reweight_probs(float *out, const float *probs, int n, 
 /* Is there a shift? Pearson chi-square of the target's predicted-class counts (argmax of
  * target_scores) against those expected without shift, n * sum_j M[i][j] source_prior[j],
  * with the hard conditional confusion M as in BBSE. *dof = (cells with expectation > 0) - 1. The
- * confusion's own sampling error is ignored, so it needs m well above n. */
+ * expected counts' own sampling error (M from m_j calibration rows per class) is added to each
+ * cell's Pearson denominator, n e_i + n^2 sum_j p_j^2 M_ij (1 - M_ij) / m_j, so that the test
+ * keeps its level when m is not far above n. */
 LADE_API lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float *calib_scores,
                                                 const int64_t *calib_labels, int m, const float *target_scores,
                                                 int n, int classes, const float *source_prior);
@@ -261,6 +263,41 @@ LADE_API lade_status lade_bbse_bootstrap(float *replicates, int num_boot, const 
  * (1+level)/2 (linear interpolation, as numpy.percentile's default). */
 LADE_API lade_status lade_bootstrap_interval(float *lo, float *hi, const float *replicates, int num_boot,
                                              int classes, double level);
+/* EM with a few labelled target samples besides the n unlabelled ones (source_probs, as in
+ * lade_em_prior_map); labelled_counts[c] = how many of class c. A labelled sample's likelihood
+ * p_t(y) p(x|y) depends on the prior only through p_t(y), so its label is a hard count in the
+ * M step. per_class = 0 (the labelled samples are random draws from the target, like the
+ * unlabelled ones): p <- (sum_i r_i(p) + counts + a) / (n + total + C a), and the unlabelled rows'
+ * prior is p. per_class = 1 (up to k labelled per class, picked by label from the target set):
+ * the unlabelled rows are the rest of the set, whose prior q differs from the whole set's p
+ * (q_c = (N p_c - counts_c) / n); EM (pseudo count a) estimates q from them and
+ * p = (n q + counts) / (n + total). target_prior gets p, pool_prior the unlabelled rows' prior
+ * (the one to adapt them to). Both floored at 1e-8 and renormalised. */
+LADE_API lade_status lade_em_prior_labelled(float *target_prior, float *pool_prior, int *iterations, int *converged,
+                                            const float *source_probs, int n, int classes, const float *source_prior,
+                                            const int64_t *labelled_counts, int per_class, double pseudo_count,
+                                            double tol, int max_iter);
+/* Uncertainty of an estimated prior, as the trace of its covariance on the simplex.
+ * EM: the inverse observed Fisher information of sum_i log sum_c probs_ic estimate_c /
+ * source_prior_c at `estimate`, restricted to sum p = 1 (INFINITY when singular: the prior is
+ * not identifiable from these posteriors). BBSE: the delta method for q = M^-1 mu,
+ * Cov(q) = M^-1 (Cov(mu) + sum_j q_j^2 Cov(M_j)) M^-T with the sample covariances of the target
+ * scores (n rows) and of each class's calibration scores (m_j rows); q = estimate (INFINITY when
+ * M is singular). */
+LADE_API lade_status lade_em_covariance_trace(double *trace, const float *source_probs, int n, int classes,
+                                              const float *source_prior, const float *estimate);
+LADE_API lade_status lade_bbse_covariance_trace(double *trace, const float *calib_scores,
+                                                const int64_t *calib_labels, int m, const float *target_scores,
+                                                int n, int classes, const float *estimate, int soft);
+/* *trace = sum over classes of the variance (divisor num_boot) of replicates (num_boot >= 2,
+ * classes): the bootstrap estimate of tr Cov of an estimated prior. */
+LADE_API lade_status lade_replicate_variance(double *trace, const float *replicates, int num_boot, int classes);
+/* Linear shrinkage of estimate towards anchor: out = w anchor + (1 - w) estimate with
+ * w = min(1, covariance_trace / |estimate - anchor|^2), the plug-in of the weight that minimises
+ * the expected squared error of an unbiased estimate with that covariance (James-Stein /
+ * Ledoit-Wolf form). *weight = w (1 when estimate = anchor or the trace is infinite). */
+LADE_API lade_status lade_shrink_prior(float *out, double *weight, const float *estimate, const float *anchor,
+                                       int classes, double covariance_trace);
 /* Upper tail of the chi-square distribution with dof degrees of freedom at x. */
 LADE_API lade_status lade_chi2_sf(double *p_value, double x, double dof);
 

@@ -166,6 +166,18 @@ typedef enum {
 LADE_API const char *lade_prof_name(lade_prof_kind k);
 LADE_API void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]);
 LADE_API void lade_resnet_profile_reset(lade_resnet *net);
+/* Per convolution (0: the stem, then conv1, conv2 of each block in order):
+ * its time since the last reset, and its multiply-add work per image
+ * (2 flops each) at the input size of the last forward. */
+typedef struct {
+    const char *name; /* the weight tensor's name, e.g. "layer2.0.conv1.weight" */
+    lade_conv2d_geom geom;
+    int in_h, in_w;
+    double forward_seconds, backward_seconds;
+    double forward_flops, backward_flops; /* per image */
+} lade_conv_profile;
+LADE_API int lade_resnet_num_convs(const lade_resnet *net);
+LADE_API lade_status lade_resnet_conv_profile(const lade_resnet *net, int index, lade_conv_profile *out);
 
 /* ---- SGD (PyTorch semantics) and learning-rate schedules ---------------------------
  * d = g + weight_decay * p; v = momentum * v + (1 - dampening) * d (v = d on
@@ -183,10 +195,11 @@ LADE_API lade_status lade_sgd_step(float *params, const float *grads, float *vel
 /* LADE's CIFAR recipe, stepped at the start of each epoch (1-based):
  * base * w(e) * factor^(milestones <= e), w(e) = start + (1-start)*e/warmup
  * for e < warmup, else 1. */
-LADE_API double lade_lr_warmup_multistep(double base, int epoch, int warmup_epochs, double warmup_start,
-                                         const int *milestones, int num_milestones, double factor);
-/* CosineAnnealingLR to eta_min over total epochs: epoch e in [0, total]. */
-LADE_API double lade_lr_cosine(double base, int epoch, int total_epochs, double eta_min);
+LADE_API lade_status lade_lr_warmup_multistep(double *lr, double base, int epoch, int warmup_epochs,
+                                              double warmup_start, const int *milestones, int num_milestones,
+                                              double factor);
+/* CosineAnnealingLR to eta_min over total epochs: epoch e in [0, total] (past the end is an error). */
+LADE_API lade_status lade_lr_cosine(double *lr, double base, int epoch, int total_epochs, double eta_min);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
 #include "lade_nn.h"
 #include "nn_internal.h"
 #include "blas.h"
+#include "kernels.h"
 
 #include <float.h>
 #include <math.h>
@@ -19,72 +20,28 @@ typedef struct {
     const float *gamma, *beta, *cmean, *cinvstd, *cvar;
     float momentum, eps;
     int accumulate;
+    lade_maps residual; /* forward: added after the affine map when residual.data is set */
+    lade_maps relu_out; /* backward: output of a ReLU after the batch norm, masks dout when data is set */
+    int relu;           /* forward: ReLU last */
 } bn_job;
 
-/* Reductions over one plane. A single accumulator is a serial chain that the
- * compiler may not reorder, so these keep BN_LANES independent float partial
- * sums (one vector register) and add them into double once per plane; a plane
- * holds at most a few thousand values, so float partials lose nothing measurable. */
-#define BN_LANES 8
-
-static double plane_sum(const float *x, size_t n) {
-    float acc[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) acc[k] += x[p + k];
-    double s = 0.0;
-    for (int k = 0; k < BN_LANES; k++) s += acc[k];
-    for (; p < n; p++) s += x[p];
-    return s;
+static const float *plane_or_null(lade_maps m, int b, size_t c) {
+    return m.data ? m.data + b * m.stride_n + c * m.stride_c : NULL;
 }
 
-static double plane_sq_dev(const float *x, size_t n, float mean) {
-    float acc[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) {
-            float d = x[p + k] - mean;
-            acc[k] += d * d;
-        }
-    double s = 0.0;
-    for (int k = 0; k < BN_LANES; k++) s += acc[k];
-    for (; p < n; p++) s += ((double)x[p] - mean) * ((double)x[p] - mean);
-    return s;
-}
-
-/* sum(dy) and sum(dy * (x - mean)) over one plane. */
-static void plane_dy_sums(const float *dy, const float *x, size_t n, float mean, double *sum_dy, double *sum_dy_xc) {
-    float a[BN_LANES] = {0}, b[BN_LANES] = {0};
-    size_t p = 0;
-    for (; p + BN_LANES <= n; p += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++) {
-            a[k] += dy[p + k];
-            b[k] += dy[p + k] * (x[p + k] - mean);
-        }
-    double s = 0.0, t = 0.0;
-    for (int k = 0; k < BN_LANES; k++) {
-        s += a[k];
-        t += b[k];
-    }
-    for (; p < n; p++) {
-        s += dy[p];
-        t += (double)dy[p] * ((double)x[p] - mean);
-    }
-    *sum_dy += s;
-    *sum_dy_xc += t;
-}
-
+/* The plane passes are vectorised kernels (kernels_template.h). */
 static void bn_train_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *k = lade_kernels();
     const int n = j->in.n;
     const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
     for (size_t c = begin; c < end; c++) {
         double sum = 0.0;
-        for (int b = 0; b < n; b++) sum += plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
+        for (int b = 0; b < n; b++) sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
         const float mean = (float)(sum / count);
         double sq = 0.0;
         for (int b = 0; b < n; b++)
-            sq += plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
+            sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
         double var = sq / count; /* biased: the normaliser */
         float invstd = (float)(1.0 / sqrt(var + j->eps));
         j->mean[c] = mean;
@@ -93,7 +50,7 @@ static void bn_train_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+            k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
         }
     }
 }
@@ -110,17 +67,32 @@ void lade_batchnorm2d_update_running(float *running_mean, float *running_var, co
     }
 }
 
-lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
-                                           float *running_mean, float *running_var, lade_maps in,
-                                           const float *gamma, const float *beta, float momentum, float eps) {
-    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
+static lade_status bn_forward_check(lade_maps out, lade_maps in, float eps, lade_maps residual) {
+    if (!same_shape(out, in) || (residual.data && !same_shape(residual, in)))
+        return lade_fail(LADE_EINVAL, "batchnorm2d: output (or residual) shape differs from input shape");
     if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+    return LADE_OK;
+}
+
+lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu) {
+    lade_status st = bn_forward_check(out, in, eps, residual);
+    if (st) return st;
     if ((size_t)in.n * in.h * in.w < 2)
         return lade_fail(LADE_EINVAL, "batchnorm2d: training needs more than one value per channel, got input "
                          "(%d, %d, %d, %d)", in.n, in.c, in.h, in.w);
     bn_job j = {.out = out, .in = in, .mean = save_mean, .invstd = save_invstd, .gamma = gamma, .beta = beta,
-                .eps = eps};
+                .eps = eps, .residual = residual, .relu = relu};
     lade_parallel_for((size_t)in.c, bn_train_channels, &j);
+    return LADE_OK;
+}
+
+lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, float *save_invstd,
+                                           float *running_mean, float *running_var, lade_maps in,
+                                           const float *gamma, const float *beta, float momentum, float eps) {
+    lade_maps none = {0};
+    lade_status st = lade_bn_forward_train_ex(out, save_mean, save_invstd, in, gamma, beta, eps, none, 0);
+    if (st) return st;
     if (running_mean && running_var)
         lade_batchnorm2d_update_running(running_mean, running_var, save_mean, save_invstd, in.c,
                                         (size_t)in.n * in.h * in.w, momentum, eps);
@@ -129,6 +101,7 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
 
 static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *k = lade_kernels();
     const size_t plane = (size_t)j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
         float invstd = (float)(1.0 / sqrt((double)j->cvar[c] + j->eps));
@@ -136,30 +109,44 @@ static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
         for (int b = 0; b < j->in.n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            for (size_t p = 0; p < plane; p++) y[p] = x[p] * scale + shift;
+            k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
         }
     }
 }
 
-lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma, const float *beta,
-                                          const float *running_mean, const float *running_var, float eps) {
-    if (!same_shape(out, in)) return lade_fail(LADE_EINVAL, "batchnorm2d: output shape differs from input shape");
-    if (!(eps > 0.0f)) return lade_fail(LADE_EINVAL, "batchnorm2d: eps must be > 0, got %g", (double)eps);
+lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, lade_maps residual,
+                                    int relu) {
+    lade_status st = bn_forward_check(out, in, eps, residual);
+    if (st) return st;
+    for (int c = 0; c < in.c; c++)
+        if (!(running_var[c] >= 0) || !isfinite(running_var[c]) || !isfinite(running_mean[c]))
+            return lade_fail(LADE_EINVAL, "batchnorm2d: argument 'running_var' must be finite and >= 0 and "
+                             "'running_mean' finite, got var %g, mean %g for channel %d", (double)running_var[c],
+                             (double)running_mean[c], c);
     bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = running_mean,
-                .cvar = running_var, .eps = eps};
+                .cvar = running_var, .eps = eps, .residual = residual, .relu = relu};
     lade_parallel_for((size_t)in.c, bn_eval_channels, &j);
     return LADE_OK;
 }
 
+lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var, float eps) {
+    lade_maps none = {0};
+    return lade_bn_forward_eval_ex(out, in, gamma, beta, running_mean, running_var, eps, none, 0);
+}
+
 static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
+    const lade_kernel_table *kern = lade_kernels();
     const int n = j->in.n;
     const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
     for (size_t c = begin; c < end; c++) {
         const float mean = j->cmean[c], invstd = j->cinvstd[c];
         double sum_dy = 0.0, sum_dy_xc = 0.0;
         for (int b = 0; b < n; b++)
-            plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+            kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+                                plane_or_null(j->relu_out, b, c),
                           j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean, &sum_dy, &sum_dy_xc);
         const double sum_dy_xhat = sum_dy_xc * invstd;
         if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
@@ -173,28 +160,26 @@ static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
             float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
-            if (j->accumulate)
-                for (size_t p = 0; p < plane; p++) dx[p] += kdy * dy[p] + kx * x[p] + k0;
-            else
-                for (size_t p = 0; p < plane; p++) dx[p] = kdy * dy[p] + kx * x[p] + k0;
+            kern->plane_bn_dx(dx, dy, plane_or_null(j->relu_out, b, c), x, plane, kdy, kx, k0, j->accumulate);
         }
     }
 }
 
-lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
-                                const float *gamma, const float *save_mean, const float *save_invstd,
+lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
+                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
                                 int accumulate) {
-    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)))
+    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)) || (relu_out.data && !same_shape(relu_out, in)))
         return lade_fail(LADE_EINVAL, "batchnorm2d backward: gradient shapes differ from the input shape");
     bn_job j = {.din = din, .dout = dout, .in = in, .dgamma = dgamma, .dbeta = dbeta, .gamma = gamma,
-                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate};
+                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate, .relu_out = relu_out};
     lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
     return LADE_OK;
 }
 
 lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
                                       const float *gamma, const float *save_mean, const float *save_invstd) {
-    return lade_bn_backward_ex(din, dgamma, dbeta, dout, in, gamma, save_mean, save_invstd, 1);
+    lade_maps none = {0};
+    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, in, gamma, save_mean, save_invstd, 1);
 }
 
 /* ---- element-wise ----------------------------------------------------------------- */
@@ -329,6 +314,7 @@ lade_status lade_pool_out_size(const lade_pool_geom *g, int h, int w, int *oh, i
                          g->k, g->stride, g->pad);
     if (2 * g->pad > g->k)
         return lade_fail(LADE_EINVAL, "max pool: padding %d must be at most half the kernel %d", g->pad, g->k);
+    if (h < 1 || w < 1) return lade_fail(LADE_EINVAL, "max pool: input planes must be at least 1x1, got %dx%d", h, w);
     if (h + 2 * g->pad < g->k || w + 2 * g->pad < g->k)
         return lade_fail(LADE_EINVAL, "max pool: kernel %d does not fit input %dx%d with padding %d", g->k, h, w, g->pad);
     *oh = (h + 2 * g->pad - g->k) / g->stride + 1;
@@ -343,6 +329,9 @@ lade_status lade_maxpool_forward(lade_maps out, int32_t *argmax, lade_maps in, c
     if (out.n != in.n || out.c != in.c || out.h != oh || out.w != ow)
         return lade_fail(LADE_EINVAL, "max pool: output must be (%d, %d, %d, %d), got (%d, %d, %d, %d)",
                          in.n, in.c, oh, ow, out.n, out.c, out.h, out.w);
+    if ((int64_t)in.h * in.w > INT32_MAX) /* argmax holds int32 positions within a plane */
+        return lade_fail(LADE_EINVAL, "max pool: input planes of %dx%d pixels exceed the 2^31-1 the int32 argmax holds",
+                         in.h, in.w);
     for (int b = 0; b < in.n; b++)
         for (int c = 0; c < in.c; c++) {
             const float *x = plane_at(in, b, c);

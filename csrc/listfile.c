@@ -95,15 +95,34 @@ static void quote(char *buf, size_t size, const char *s, size_t len) {
     buf[k] = '\0';
 }
 
+/* 1 when s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
+static int is_utf8(const unsigned char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        size_t n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 9;
+        if (n == 9 || i + n >= len) return 0; /* a bad lead byte, or the sequence runs past the end */
+        uint32_t cp = n == 0 ? c : n == 1 ? c & 0x1Fu : n == 2 ? c & 0x0Fu : c & 0x07u;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* Lines end with \n, \r\n or a lone \r; a UTF-8 byte-order mark at the start is skipped. */
 lade_status lade_filelist_parse(lade_filelist *fl, const char *text, size_t len, int64_t num_classes) {
     const char *name = fl->source ? fl->source : "list file";
     int64_t line = 0;
-    size_t pos = 0;
+    size_t pos = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
     while (pos < len) {
         line++;
         size_t end = pos;
-        while (end < len && text[end] != '\n') end++;
-        size_t next = end + 1;
+        while (end < len && text[end] != '\n' && text[end] != '\r') end++;
+        size_t next = end + (end + 1 < len && text[end] == '\r' && text[end + 1] == '\n' ? 2 : 1);
         /* trim the line */
         while (pos < end && is_space(text[pos])) pos++;
         while (end > pos && is_space(text[end - 1])) end--;
@@ -150,6 +169,11 @@ lade_status lade_filelist_parse(lade_filelist *fl, const char *text, size_t len,
                                  (long long)line, (long long)label, path, (long long)num_classes);
             return lade_fail(LADE_ERANGE, "%s line %lld: label %lld of '%s' is negative", name, (long long)line,
                              (long long)label, path);
+        }
+        if (!is_utf8((const unsigned char *)text + pos, path_end - pos)) {
+            char path[96];
+            quote(path, sizeof path, text + pos, path_end - pos);
+            return lade_fail(LADE_EDECODE, "%s line %lld: expected a UTF-8 path, got '%s'", name, (long long)line, path);
         }
         lade_status st = append(fl, text + pos, path_end - pos, label, line);
         if (st) return st;

@@ -22,6 +22,16 @@ lade_status lt_check_logits(const float *logits, size_t n, int classes, const ch
     return LADE_OK;
 }
 
+lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg) {
+    lade_status st = lt_check_logits(probs, n, classes, arg);
+    if (st) return st;
+    for (size_t k = 0; k < n * (size_t)classes; k++)
+        if (probs[k] < 0 || probs[k] > 1)
+            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
+                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
+    return LADE_OK;
+}
+
 lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const char *arg) {
     for (size_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= classes)

@@ -117,8 +117,8 @@ lade_status lade_reliability(double *ece, double *conf_mean, double *acc_mean, i
 }
 
 lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const int64_t *labels, int n, int classes) {
-    lade_status st = check_scores(probs, labels, n, classes, "probs");
-    if (st) return st;
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
+    if (st || (st = lt_check_labels(labels, (size_t)n, classes, "labels"))) return st;
     double nll_sum = 0, brier_sum = 0;
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * classes;

@@ -4,9 +4,20 @@
 #define LADE_NN_INTERNAL_H
 #include "lade_nn.h"
 
-/* Batch-norm backward; with accumulate = 0 din is overwritten. */
-lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
-                                const float *gamma, const float *save_mean, const float *save_invstd,
+/* Batch-norm forward (statistics not committed to running buffers) fused
+ * with what follows it in a residual network, in the same pass over the
+ * maps: out = bn(in) (+ residual, when residual.data is set), then ReLU when
+ * relu is set. */
+lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu);
+lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, lade_maps residual,
+                                    int relu);
+/* Batch-norm backward; with accumulate = 0 din is overwritten. When
+ * relu_out.data is set, the batch norm was followed by a ReLU with that
+ * output and dout is the gradient after it (masked here, in the same pass). */
+lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
+                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
                                 int accumulate);
 /* din = dout * (out > 0), overwriting. */
 void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count);
@@ -14,7 +25,7 @@ void lade_relu_backward_set(float *din, const float *dout, const float *out, siz
 lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride);
 
 /* Direct stride-1 convolution (conv_direct.c): applies when the output width
- * is a multiple of 8 and cout of 4; workspace in floats; out = or += conv(in). */
+ * is a multiple of 8 and cout of 8; workspace in floats; out = or += conv(in). */
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,

@@ -48,8 +48,20 @@ lade_status lade_sgd_step(float *params, const float *grads, float *velocity, co
     return LADE_OK;
 }
 
-double lade_lr_warmup_multistep(double base, int epoch, int warmup_epochs, double warmup_start,
-                                const int *milestones, int num_milestones, double factor) {
+lade_status lade_lr_warmup_multistep(double *lr, double base, int epoch, int warmup_epochs, double warmup_start,
+                                     const int *milestones, int num_milestones, double factor) {
+    if (!(base >= 0) || !isfinite(base))
+        return lade_fail(LADE_EINVAL, "argument 'base_lr' must be finite and >= 0, got %g", base);
+    if (epoch < 0) return lade_fail(LADE_EINVAL, "argument 'epoch' must be >= 0, got %d", epoch);
+    if (warmup_epochs < 0) return lade_fail(LADE_EINVAL, "argument 'warmup_epochs' must be >= 0, got %d", warmup_epochs);
+    if (!(warmup_start >= 0 && warmup_start <= 1))
+        return lade_fail(LADE_EINVAL, "argument 'warmup_start' must be in [0, 1], got %g", warmup_start);
+    if (!(factor > 0) || !isfinite(factor))
+        return lade_fail(LADE_EINVAL, "argument 'factor' must be finite and > 0, got %g", factor);
+    for (int i = 0; i < num_milestones; i++)
+        if (milestones[i] < 0 || (i > 0 && milestones[i] < milestones[i - 1]))
+            return lade_fail(LADE_EINVAL, "argument 'milestones' must be increasing and >= 0, got %d at position %d",
+                             milestones[i], i);
     double warm = 1.0;
     if (epoch < warmup_epochs) {
         double t = (double)epoch / warmup_epochs;
@@ -58,10 +70,18 @@ double lade_lr_warmup_multistep(double base, int epoch, int warmup_epochs, doubl
     double decay = 1.0;
     for (int i = 0; i < num_milestones; i++)
         if (milestones[i] <= epoch) decay *= factor;
-    return base * warm * decay;
+    *lr = base * warm * decay;
+    return LADE_OK;
 }
 
-double lade_lr_cosine(double base, int epoch, int total_epochs, double eta_min) {
-    if (total_epochs <= 0) return base;
-    return eta_min + (base - eta_min) * (1.0 + cos(M_PI * (double)epoch / total_epochs)) / 2.0;
+lade_status lade_lr_cosine(double *lr, double base, int epoch, int total_epochs, double eta_min) {
+    if (!(base >= 0) || !isfinite(base))
+        return lade_fail(LADE_EINVAL, "argument 'base_lr' must be finite and >= 0, got %g", base);
+    if (total_epochs < 1) return lade_fail(LADE_EINVAL, "argument 'total_epochs' must be >= 1, got %d", total_epochs);
+    if (epoch < 0 || epoch > total_epochs)
+        return lade_fail(LADE_EINVAL, "argument 'epoch' must be in [0, total_epochs=%d], got %d", total_epochs, epoch);
+    if (!(eta_min >= 0) || !isfinite(eta_min))
+        return lade_fail(LADE_EINVAL, "argument 'eta_min' must be finite and >= 0, got %g", eta_min);
+    *lr = eta_min + (base - eta_min) * (1.0 + cos(M_PI * (double)epoch / total_epochs)) / 2.0;
+    return LADE_OK;
 }

@@ -19,30 +19,24 @@ static void floor_and_normalize(double *p, int classes) {
     for (int c = 0; c < classes; c++) p[c] /= floored;
 }
 
-static lade_status check_probs(const float *probs, size_t n, int classes, const char *arg) {
-    lade_status st = lt_check_logits(probs, n, classes, arg);
-    if (st) return st;
-    for (size_t k = 0; k < n * (size_t)classes; k++)
-        if (probs[k] < 0 || probs[k] > 1)
-            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
-                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
-    return LADE_OK;
-}
-
 /* EM from `init` (classes,), in place. weight (n) may be NULL. scratch: 2 * classes doubles.
  * pseudo > 0 makes it MAP under a Dirichlet(1 + pseudo) prior: each class gets `pseudo` extra
- * soft counts per M step, so no class is driven to exactly 0 by a few confident rows. */
+ * soft counts per M step, so no class is driven to exactly 0 by a few confident rows.
+ * labelled (classes) may be NULL: known target labels drawn with the unlabelled rows from the
+ * same target distribution, whose counts join the M step as hard counts. */
 static void em_run(double *prior, int *iterations, int *converged, double *loglik, const float *probs,
-                   const double *weight, int n, int classes, const float *source_prior, double pseudo, double tol,
-                   int max_iter, double *scratch) {
+                   const double *weight, int n, int classes, const float *source_prior, const double *labelled,
+                   double pseudo, double tol, int max_iter, double *scratch) {
     double *ratio = scratch, *next = scratch + classes;
     double total_w = 0;
     for (int i = 0; i < n; i++) total_w += weight ? weight[i] : 1.0;
+    if (labelled)
+        for (int c = 0; c < classes; c++) total_w += labelled[c];
     int it = 0, done = 0;
     while (it < max_iter && !done) {
         for (int c = 0; c < classes; c++) {
             ratio[c] = prior[c] / source_prior[c];
-            next[c] = 0;
+            next[c] = labelled ? labelled[c] : 0;
         }
         for (int i = 0; i < n; i++) {
             double w = weight ? weight[i] : 1.0;
@@ -79,8 +73,14 @@ static void em_run(double *prior, int *iterations, int *converged, double *logli
 
 static lade_status check_em_args(const float *probs, int n, int classes, const float *source_prior, double pseudo_count,
                                  double tol, int max_iter) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(source_prior, classes, "source_prior"))) return st;
+    for (int i = 0; i < n; i++) { /* EM divides by each row's total under the current prior */
+        double sum = 0;
+        for (int c = 0; c < classes; c++) sum += probs[(size_t)i * classes + c];
+        if (!(sum > 0))
+            return lade_fail(LADE_EINVAL, "argument 'probs': row %d is all zero; EM needs probability rows", i);
+    }
     if (!(pseudo_count >= 0) || !isfinite(pseudo_count))
         return lade_fail(LADE_EINVAL, "argument 'pseudo_count' must be finite and >= 0, got %g", pseudo_count);
     if (!(tol > 0)) return lade_fail(LADE_EINVAL, "argument 'tol' must be > 0, got %g", tol);
@@ -113,9 +113,8 @@ lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converg
     double *prior = lade_alloc(3 * (size_t)classes * sizeof(double));
     if (!prior) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
     for (int c = 0; c < classes; c++) prior[c] = source_prior[c];
-    em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, pseudo_count, tol,
-           max_iter,
-           prior + classes);
+    em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, NULL, pseudo_count,
+           tol, max_iter, prior + classes);
     for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
     lade_free(prior);
     return LADE_OK;
@@ -123,7 +122,7 @@ lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converg
 
 lade_status lade_reweight_probs(float *out, const float *probs, int n, int classes, const float *from_prior,
                                 const float *to_prior) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st || (st = lade_check_prior(from_prior, classes, "from_prior")) ||
         (st = lade_check_prior(to_prior, classes, "to_prior")))
         return st;
@@ -140,7 +139,7 @@ lade_status lade_reweight_probs(float *out, const float *probs, int n, int class
 }
 
 lade_status lade_mean_posterior(float *prior, const float *probs, int n, int classes) {
-    lade_status st = check_probs(probs, (size_t)n, classes, "probs");
+    lade_status st = lt_check_probs(probs, (size_t)n, classes, "probs");
     if (st) return st;
     if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows");
     double *sum = lade_alloc((size_t)classes * sizeof(double));
@@ -366,9 +365,9 @@ static void bbse_solve(double *out, double *cond, int *fell_back, bbse_scratch *
 
 static lade_status check_bbse_args(const float *calib, const int64_t *labels, int m, const float *target, int n,
                                    int classes, const float *source_prior) {
-    lade_status st = check_probs(calib, (size_t)m, classes, "calib_scores");
+    lade_status st = lt_check_probs(calib, (size_t)m, classes, "calib_scores");
     if (st || (st = lt_check_labels(labels, (size_t)m, classes, "calib_labels")) ||
-        (st = check_probs(target, (size_t)n, classes, "target_scores")) ||
+        (st = lt_check_probs(target, (size_t)n, classes, "target_scores")) ||
         (st = lade_check_prior(source_prior, classes, "source_prior")))
         return st;
     return LADE_OK;
@@ -408,7 +407,7 @@ lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, c
 
 lade_status lade_confusion_condition(double *cond, const float *calib_scores, const int64_t *calib_labels, int m,
                                      int classes, int soft) {
-    lade_status st = check_probs(calib_scores, (size_t)m, classes, "calib_scores");
+    lade_status st = lt_check_probs(calib_scores, (size_t)m, classes, "calib_scores");
     if (st || (st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels"))) return st;
     bbse_scratch s = {0};
     if ((st = bbse_scratch_alloc(&s, classes))) return st;
@@ -447,12 +446,19 @@ lade_status lade_prediction_shift_chi2(double *statistic, int *dof, const float 
     double chi2 = 0;
     int cells = 0;
     for (int i = 0; i < classes; i++) {
-        double expected = 0;
-        for (int j = 0; j < classes; j++) expected += s.confusion[(size_t)i * classes + j] * source_prior[j];
+        /* the expected count is itself estimated from the m_j calibration rows of each class: its
+         * variance n^2 sum_j p_j^2 M_ij (1 - M_ij) / m_j joins the Pearson denominator (with
+         * source_prior = the calibration label frequencies this divides the statistic by 1 + n / m) */
+        double expected = 0, expected_var = 0;
+        for (int j = 0; j < classes; j++) {
+            double Mij = s.confusion[(size_t)i * classes + j];
+            expected += Mij * source_prior[j];
+            expected_var += (double)source_prior[j] * source_prior[j] * Mij * (1 - Mij) / (s.p_cal[j] * m);
+        }
         expected *= n;
-        double observed = s.mu[i] * n;
+        double observed = s.mu[i] * n, denominator = expected + (double)n * n * expected_var;
         if (expected > 0) {
-            chi2 += (observed - expected) * (observed - expected) / expected;
+            chi2 += (observed - expected) * (observed - expected) / denominator;
             cells++;
         } else if (observed > 0) {
             chi2 = INFINITY; /* a prediction impossible without shift */
@@ -500,9 +506,8 @@ static void em_boot_range(void *ctx, size_t begin, size_t end) {
         memcpy(prior, job->start, (size_t)C * sizeof(double)); /* warm start at the full-data estimate */
         int iters, conv;
         double ll;
-        em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, job->pseudo, job->tol,
-               job->max_iter,
-               prior + C);
+        em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, NULL, job->pseudo, job->tol,
+               job->max_iter, prior + C);
         for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)prior[c];
     }
     lade_free(buf);
@@ -519,7 +524,7 @@ lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *sour
     for (int c = 0; c < classes; c++) start[c] = source_prior[c];
     int iters, conv;
     double ll;
-    em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, pseudo_count, tol, max_iter,
+    em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, NULL, pseudo_count, tol, max_iter,
            start + classes);
     em_boot_job job = {replicates, source_probs, source_prior, start, n, classes, max_iter, pseudo_count, tol, seed, 0};
     lade_parallel_for((size_t)num_boot, em_boot_range, &job);
@@ -652,5 +657,207 @@ lade_status lade_chi2_sf(double *p_value, double x, double dof) {
     }
     if (*p_value < 0) *p_value = 0;
     if (*p_value > 1) *p_value = 1;
+    return LADE_OK;
+}
+
+/* ---- a few target labels --------------------------------------------------------------- */
+lade_status lade_em_prior_labelled(float *target_prior, float *pool_prior, int *iterations, int *converged,
+                                   const float *source_probs, int n, int classes, const float *source_prior,
+                                   const int64_t *labelled_counts, int per_class, double pseudo_count, double tol,
+                                   int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, pseudo_count, tol, max_iter);
+    if (st) return st;
+    if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows (no unlabelled target sample)");
+    double labelled_total = 0;
+    for (int c = 0; c < classes; c++) {
+        if (labelled_counts[c] < 0)
+            return lade_fail(LADE_EINVAL, "argument 'labelled_counts': labelled_counts[%d] = %lld must be >= 0", c,
+                             (long long)labelled_counts[c]);
+        labelled_total += (double)labelled_counts[c];
+    }
+    double *buf = lade_alloc(4 * (size_t)classes * sizeof(double));
+    if (!buf) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    double *prior = buf, *counts = buf + classes, *scratch = buf + 2 * (size_t)classes;
+    for (int c = 0; c < classes; c++) {
+        prior[c] = source_prior[c];
+        counts[c] = (double)labelled_counts[c];
+    }
+    double ll;
+    /* random: the unlabelled rows are draws from p_t, the labels join the M step. per_class: the
+     * unlabelled rows are what the per-class selection left, drawn from the pool prior q; EM
+     * estimates q from them alone, and the whole target's prior is (n q + counts) / (n + total). */
+    em_run(prior, iterations, converged, &ll, source_probs, NULL, n, classes, source_prior, per_class ? NULL : counts,
+           pseudo_count, tol, max_iter, scratch);
+    for (int c = 0; c < classes; c++) {
+        pool_prior[c] = (float)prior[c];
+        if (per_class) prior[c] = (n * prior[c] + counts[c]) / (n + labelled_total);
+    }
+    floor_and_normalize(prior, classes);
+    for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
+    lade_free(buf);
+    return LADE_OK;
+}
+
+/* ---- shrinkage towards an anchor prior ---------------------------------------------------- */
+/* trace of (A^-1 V A^-T) = sum_il V_il (A^-T A^-1)_il for a C x C inverse inv (row-major). */
+static double sandwich_trace(const double *inv, const double *V, double *work, int C) {
+    for (int i = 0; i < C; i++)
+        for (int l = 0; l < C; l++) {
+            double g = 0;
+            for (int a = 0; a < C; a++) g += inv[(size_t)a * C + i] * inv[(size_t)a * C + l];
+            work[(size_t)i * C + l] = g;
+        }
+    double t = 0;
+    for (size_t k = 0; k < (size_t)C * C; k++) t += V[k] * work[k];
+    return t;
+}
+
+lade_status lade_em_covariance_trace(double *trace, const float *source_probs, int n, int classes,
+                                     const float *source_prior, const float *estimate) {
+    lade_status st = lt_check_probs(source_probs, (size_t)n, classes, "probs");
+    if (st || (st = lade_check_prior(source_prior, classes, "source_prior")) ||
+        (st = lade_check_prior(estimate, classes, "estimate")))
+        return st;
+    size_t C = (size_t)classes;
+    double *info = lade_alloc((3 * C * C + 2 * C) * sizeof(double));
+    if (!info) return lade_fail(LADE_ENOMEM, "no memory for a %d x %d information matrix", classes, classes);
+    double *work = info + C * C, *inv = work + C * C, *a = inv + C * C, *u = a + C;
+    memset(info, 0, C * C * sizeof(double));
+    /* observed information of sum_i log(a_i . p), a_ic = probs_ic / source_prior_c */
+    for (int i = 0; i < n; i++) {
+        double dot = 0;
+        for (size_t c = 0; c < C; c++) {
+            a[c] = source_probs[i * C + c] / source_prior[c];
+            dot += a[c] * estimate[c];
+        }
+        if (!(dot > 0)) continue;
+        for (size_t c = 0; c < C; c++) a[c] /= dot;
+        for (size_t r = 0; r < C; r++)
+            if (a[r] != 0)
+                for (size_t c = 0; c <= r; c++) info[r * C + c] += a[r] * a[c];
+    }
+    for (size_t r = 0; r < C; r++)
+        for (size_t c = 0; c < r; c++) info[c * C + r] = info[r * C + c];
+    memcpy(work, info, C * C * sizeof(double));
+    if (!invert(work, inv, classes)) {
+        *trace = INFINITY; /* the prior is not identifiable from these posteriors */
+    } else {
+        /* covariance on the simplex (sum p = 1): I^-1 - I^-1 1 1^T I^-1 / (1^T I^-1 1) */
+        double total = 0, diag = 0, norm2 = 0;
+        for (size_t r = 0; r < C; r++) {
+            u[r] = 0;
+            for (size_t c = 0; c < C; c++) u[r] += inv[r * C + c];
+            total += u[r];
+            diag += inv[r * C + r];
+            norm2 += u[r] * u[r];
+        }
+        double t = total > 0 ? diag - norm2 / total : INFINITY;
+        *trace = t > 0 ? t : 0;
+    }
+    lade_free(info);
+    return LADE_OK;
+}
+
+lade_status lade_bbse_covariance_trace(double *trace, const float *calib_scores, const int64_t *calib_labels, int m,
+                                       const float *target_scores, int n, int classes, const float *estimate,
+                                       int soft) {
+    lade_status st = check_bbse_args(calib_scores, calib_labels, m, target_scores, n, classes, estimate);
+    if (st) return st;
+    if (n < 1) return lade_fail(LADE_EINVAL, "argument 'target_scores' has no rows");
+    bbse_scratch s = {0};
+    if ((st = bbse_scratch_alloc(&s, classes))) return st;
+    int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
+    int64_t *tp = soft ? NULL : argmax_rows(target_scores, n, classes);
+    if (!soft && (!cp || !tp)) {
+        st = lade_fail(LADE_ENOMEM, "no memory for predictions");
+        goto done;
+    }
+    size_t C = (size_t)classes;
+    bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
+    memcpy(s.work, s.confusion, C * C * sizeof(double));
+    if (!invert(s.work, s.inv, classes)) {
+        *trace = INFINITY;
+        goto done;
+    }
+    /* delta method for q = M^-1 mu: Cov(q) = M^-1 V M^-T with V = Cov(mu) + sum_j q_j^2 Cov(M_j),
+     * the covariances of the target mean score and of each column's calibration mean (m_j rows) */
+    double *V = s.gram;
+    memset(V, 0, C * C * sizeof(double));
+    for (int k = 0; k < m + n; k++) {
+        int target = k >= m;
+        int row = target ? k - m : k;
+        double w;
+        if (target) {
+            w = 1.0 / ((double)n * n);
+        } else {
+            double mj = s.p_cal[calib_labels[row]] * m;
+            w = (double)estimate[calib_labels[row]] * estimate[calib_labels[row]] / (mj * mj);
+        }
+        if (!soft) {
+            int64_t p = target ? tp[row] : cp[row];
+            V[p * C + p] += w;
+            continue;
+        }
+        const float *x = (target ? target_scores : calib_scores) + (size_t)row * C;
+        for (size_t i = 0; i < C; i++)
+            if (x[i] != 0)
+                for (size_t l = 0; l < C; l++) V[i * C + l] += w * x[i] * x[l];
+    }
+    for (size_t i = 0; i < C; i++)
+        for (size_t l = 0; l < C; l++) {
+            double sub = s.mu[i] * s.mu[l] / n;
+            for (size_t j = 0; j < C; j++)
+                if (s.p_cal[j] > 0)
+                    sub += (double)estimate[j] * estimate[j] * s.confusion[i * C + j] * s.confusion[l * C + j] /
+                           (s.p_cal[j] * m);
+            V[i * C + l] -= sub;
+        }
+    double t = sandwich_trace(s.inv, V, s.work, classes);
+    *trace = t > 0 ? t : 0;
+done:
+    lade_free(cp);
+    lade_free(tp);
+    lade_free(s.confusion);
+    return st;
+}
+
+lade_status lade_shrink_prior(float *out, double *weight, const float *estimate, const float *anchor, int classes,
+                              double covariance_trace) {
+    lade_status st = lade_check_prior(estimate, classes, "estimate");
+    if (st || (st = lade_check_prior(anchor, classes, "anchor"))) return st;
+    if (!(covariance_trace >= 0))
+        return lade_fail(LADE_EINVAL, "argument 'covariance_trace' must be >= 0 (or infinite), got %g",
+                         covariance_trace);
+    double dist2 = 0;
+    for (int c = 0; c < classes; c++) dist2 += ((double)estimate[c] - anchor[c]) * ((double)estimate[c] - anchor[c]);
+    /* E|lam t + (1-lam) p_hat - p|^2 is smallest at lam = tr Cov(p_hat) / E|p_hat - t|^2 for an
+     * unbiased p_hat; the plug-in uses the observed distance and is clipped to [0, 1] */
+    double lam = dist2 > 0 && covariance_trace < dist2 ? covariance_trace / dist2 : 1.0;
+    double *p = lade_alloc((size_t)classes * sizeof(double));
+    if (!p) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    for (int c = 0; c < classes; c++) p[c] = lam * anchor[c] + (1 - lam) * estimate[c];
+    floor_and_normalize(p, classes);
+    for (int c = 0; c < classes; c++) out[c] = (float)p[c];
+    lade_free(p);
+    *weight = lam;
+    return LADE_OK;
+}
+
+lade_status lade_replicate_variance(double *trace, const float *replicates, int num_boot, int classes) {
+    if (num_boot < 2 || classes < 1)
+        return lade_fail(LADE_EINVAL, "need num_boot >= 2 and classes >= 1, got %d, %d", num_boot, classes);
+    double total = 0;
+    for (int c = 0; c < classes; c++) {
+        double mean = 0, sq = 0;
+        for (int b = 0; b < num_boot; b++) mean += replicates[(size_t)b * classes + c];
+        mean /= num_boot;
+        for (int b = 0; b < num_boot; b++) {
+            double d = replicates[(size_t)b * classes + c] - mean;
+            sq += d * d;
+        }
+        total += sq / num_boot;
+    }
+    if (!isfinite(total)) return lade_fail(LADE_ENONFINITE, "argument 'replicates' has a non-finite value");
+    *trace = total;
     return LADE_OK;
 }

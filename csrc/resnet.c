@@ -26,6 +26,9 @@ typedef struct {
     size_t weight, gamma, beta;          /* offsets into params / grads */
     size_t running_mean, running_var;    /* offsets into buffers */
     lade_conv2d_geom geom;
+    int weight_tensor;                   /* index into tensors: the conv's name */
+    int in_h, in_w;                      /* input size of the last forward */
+    double seconds[2];                   /* forward, backward time since the last profile reset */
     float mean[MAX_CHANNELS], invstd[MAX_CHANNELS]; /* batch statistics of the last training forward */
 } conv_bn;
 
@@ -88,6 +91,7 @@ static void add_conv_bn(lade_resnet *net, conv_bn *u, const char *prefix, const 
     char name[48];
     u->geom = (lade_conv2d_geom){cin, cout, 3, 3, stride, stride, 1, 1};
     snprintf(name, sizeof name, "%s.weight", conv_name);
+    u->weight_tensor = net->num_tensors;
     add_tensor(net, prefix, name, 0, 4, cout, cin, 3, 3, &u->weight);
     snprintf(name, sizeof name, "%s.weight", bn_name);
     add_tensor(net, prefix, name, 0, 1, cout, 0, 0, 0, &u->gamma);
@@ -316,6 +320,17 @@ static double now_seconds(void) {
         if (st_) return st_;                                    \
     } while (0)
 
+/* A convolution of unit u: timed as its layer kind and as that one layer. */
+#define TIMED_CONV(net, kind, u, expr)                          \
+    do {                                                        \
+        double t0_ = now_seconds();                             \
+        lade_status st_ = (expr);                               \
+        double dt_ = now_seconds() - t0_;                       \
+        (net)->prof[kind] += dt_;                               \
+        (u)->seconds[(kind) == LADE_PROF_CONV_BWD] += dt_;      \
+        if (st_) return st_;                                    \
+    } while (0)
+
 const char *lade_prof_name(lade_prof_kind k) {
     static const char *names[LADE_PROF_COUNT] = {
         "conv forward", "conv backward", "batchnorm forward", "batchnorm backward",
@@ -328,7 +343,40 @@ void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]
     memcpy(seconds, net->prof, sizeof net->prof);
 }
 
-void lade_resnet_profile_reset(lade_resnet *net) { memset(net->prof, 0, sizeof net->prof); }
+static conv_bn *conv_unit(lade_resnet *net, int index) {
+    if (index == 0) return &net->stem;
+    block *b = &net->blocks[(index - 1) / 2];
+    return (index - 1) % 2 ? &b->unit2 : &b->unit1;
+}
+
+int lade_resnet_num_convs(const lade_resnet *net) { return 1 + 2 * (net->num_blocks + (net->has_cb_rb ? 2 : 0)); }
+
+lade_status lade_resnet_conv_profile(const lade_resnet *net, int index, lade_conv_profile *out) {
+    if (index < 0 || index >= lade_resnet_num_convs(net))
+        return lade_fail(LADE_ERANGE, "conv index %d outside [0, %d)", index, lade_resnet_num_convs(net));
+    const conv_bn *u = conv_unit((lade_resnet *)net, index);
+    const lade_conv2d_geom *g = &u->geom;
+    int oh = 0, ow = 0;
+    if (u->in_h > 0) lade_conv2d_out_size(g, u->in_h, u->in_w, &oh, &ow);
+    out->name = net->tensors[u->weight_tensor].name;
+    out->geom = *g;
+    out->in_h = u->in_h;
+    out->in_w = u->in_w;
+    out->forward_seconds = u->seconds[0];
+    out->backward_seconds = u->seconds[1];
+    out->forward_flops = 2.0 * g->cout * g->cin * g->kh * g->kw * oh * ow;
+    /* weight gradient, and the input gradient except for the stem (images need none) */
+    out->backward_flops = out->forward_flops * (index == 0 ? 1 : 2);
+    return LADE_OK;
+}
+
+void lade_resnet_profile_reset(lade_resnet *net) {
+    memset(net->prof, 0, sizeof net->prof);
+    for (int i = 0; i < lade_resnet_num_convs(net); i++) {
+        conv_bn *u = conv_unit(net, i);
+        u->seconds[0] = u->seconds[1] = 0.0;
+    }
+}
 
 /* ---- forward ------------------------------------------------------------------------------ */
 static lade_status relu_inplace(lade_maps m) {
@@ -336,19 +384,13 @@ static lade_status relu_inplace(lade_maps m) {
     return LADE_OK;
 }
 
-static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train) {
+/* out = bn(in) (+ residual if residual.data), then ReLU if relu: one pass */
+static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train, lade_maps residual,
+                              int relu) {
     float *g = net->params + u->gamma, *b = net->params + u->beta;
-    if (train) return lade_batchnorm2d_forward_train(out, u->mean, u->invstd, NULL, NULL, in, g, b, BN_MOMENTUM, BN_EPS);
-    return lade_batchnorm2d_forward_eval(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var,
-                                         BN_EPS);
-}
-
-static lade_status add_shortcut(lade_maps y, lade_maps x, int stride) {
-    if (stride == 1 && x.c == y.c) {
-        lade_add_forward(y.data, y.data, x.data, (size_t)y.n * y.c * y.h * y.w);
-        return LADE_OK;
-    }
-    return lade_shortcut_a_accumulate(y, x, stride);
+    if (train) return lade_bn_forward_train_ex(out, u->mean, u->invstd, in, g, b, BN_EPS, residual, relu);
+    return lade_bn_forward_eval_ex(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var, BN_EPS,
+                                   residual, relu);
 }
 
 static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float *y_data, int train) {
@@ -356,13 +398,20 @@ static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float 
     lade_maps c1 = lade_maps_cnhw(b->c1, n, b->out_c, oh, ow), a1 = lade_maps_cnhw(b->a1, n, b->out_c, oh, ow);
     lade_maps c2 = lade_maps_cnhw(b->c2, n, b->out_c, oh, ow), y = lade_maps_cnhw(y_data, n, b->out_c, oh, ow);
     const float *p = net->params;
-    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(c1, x, p + b->unit1.weight, NULL, &b->unit1.geom, net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(a1));
-    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, add_shortcut(y, x, b->stride));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
+    b->unit1.in_h = x.h, b->unit1.in_w = x.w, b->unit2.in_h = oh, b->unit2.in_w = ow;
+    TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit1,
+               lade_conv2d_forward(c1, x, p + b->unit1.weight, NULL, &b->unit1.geom, net->workspace));
+    lade_maps none = {0};
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train, none, 1));
+    TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit2,
+               lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
+    if (b->stride == 1 && x.c == y.c) { /* identity shortcut: y = relu(bn(c2) + x) in one pass */
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, x, 1));
+    } else { /* option A: the shortcut covers only the middle channels, at every other pixel */
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, none, 0));
+        TIMED(net, LADE_PROF_ELTWISE_FWD, lade_shortcut_a_accumulate(y, x, b->stride));
+        TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
+    }
     return LADE_OK;
 }
 
@@ -405,10 +454,11 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
     memcpy(net->images, images, sizeof(float) * 3 * n * h * w);
     lade_maps img = lade_maps_nchw(net->images, n, 3, h, w);
     lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w), sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
-    TIMED(net, LADE_PROF_CONV_FWD, lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom,
-                                                       net->workspace));
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train));
-    TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(sa));
+    net->stem.in_h = h, net->stem.in_w = w;
+    TIMED_CONV(net, LADE_PROF_CONV_FWD, &net->stem,
+               lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom, net->workspace));
+    lade_maps none = {0};
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train, none, 1));
     lade_maps x = sa;
     for (int i = 0; i < net->num_blocks; i++) {
         block *b = &net->blocks[i];
@@ -440,9 +490,12 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 }
 
 /* ---- backward ---------------------------------------------------------------------------- */
-static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps in) {
-    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, in, net->params + u->gamma,
-                               u->mean, u->invstd, 0);
+/* din = the gradient through a batch norm, and through the ReLU after it when
+ * relu_out.data is set (masked in the same pass) */
+static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps relu_out,
+                                   lade_maps in) {
+    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, in,
+                               net->params + u->gamma, u->mean, u->invstd, 0);
 }
 
 static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {
@@ -450,12 +503,10 @@ static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, cons
     return LADE_OK;
 }
 
-static lade_status shortcut_backward(lade_maps dx, lade_maps ds, int stride) {
-    if (stride == 1 && dx.c == ds.c) {
-        lade_add_backward(dx.data, NULL, ds.data, (size_t)ds.n * ds.c * ds.h * ds.w);
-        return LADE_OK;
-    }
-    return lade_shortcut_a_backward(dx, ds, stride);
+/* dst += dout * (out > 0) */
+static lade_status relu_backward_accumulate(lade_maps dst, lade_maps dout, const float *out) {
+    lade_relu_backward(dst.data, dout.data, out, (size_t)dst.n * dst.c * dst.h * dst.w);
+    return LADE_OK;
 }
 
 static lade_status zero_maps(lade_maps m) {
@@ -471,15 +522,20 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
     lade_maps ta = lade_maps_cnhw(net->scratch_a, n, b->out_c, oh, ow), tb = lade_maps_cnhw(net->scratch_b, n, b->out_c, oh, ow);
     float *g = net->grads;
     const float *p = net->params;
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
-    TIMED(net, LADE_PROF_ELTWISE_BWD, shortcut_backward(dx, ta, b->stride));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, c2));
+    lade_maps out = lade_maps_cnhw((float *)y, n, b->out_c, oh, ow), none = {0};
+    if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx += relu'(dy); the BN masks dy itself */
+        TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
+    } else { /* option A: the masked gradient feeds both the shortcut and the BN */
+        TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
+        TIMED(net, LADE_PROF_ELTWISE_BWD, lade_shortcut_a_backward(dx, ta, b->stride));
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, none, c2));
+    }
     TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(ta));
-    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(ta, g + b->unit2.weight, NULL, tb, a1, p + b->unit2.weight,
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit2, lade_conv2d_backward(ta, g + b->unit2.weight, NULL, tb, a1, p + b->unit2.weight,
                                                         &b->unit2.geom, net->workspace));
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ta, b->a1));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, c1));
-    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, a1, c1));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit1, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
                                                         &b->unit1.geom, net->workspace));
     return LADE_OK;
 }
@@ -537,9 +593,9 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
     lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w);
     lade_maps ds = lade_maps_cnhw(dcur, n, STEM_CHANNELS, h, w), ta = lade_maps_cnhw(net->scratch_a, n, STEM_CHANNELS, h, w);
     lade_maps none = {0};
-    TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, ds, net->stem_a));
-    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ds, ta, sc));
-    TIMED(net, LADE_PROF_CONV_BWD, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ds,
+    lade_maps sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
+    TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ta, ds, sa, sc));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ta,
                                                         lade_maps_nchw(net->images, n, 3, h, w),
                                                         net->params + net->stem.weight, &net->stem.geom, net->workspace));
     return LADE_OK;

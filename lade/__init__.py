@@ -14,7 +14,7 @@ import os
 # lade._C); a value the user has set wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from lade._C import DecodeError, get_num_threads, set_num_threads  # noqa: E402
+from lade._C import DecodeError, cpu_info, get_num_threads, set_isa, set_num_threads  # noqa: E402
 from lade import data
 from lade import nn
 from lade import losses, posthoc, priors, sampling, metrics, prior_shift  # noqa: E401

@@ -9,10 +9,16 @@
 
 Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
 config value. Every problem with the input (unknown key, wrong type, missing data root, a run
-folder holding another run) is reported before training starts, with exit status 2.
+folder holding another run) is reported before training starts.
+
+Exit status: 0 done; 1 a sweep run failed, or an internal error (a bug: please report it with the
+output of --debug); 2 a problem with the input, the data, a run folder or the disk, reported as one
+line naming the file, line or key, what was expected and what came; 130 interrupted (resumable).
+--debug shows the traceback as well.
 """
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from lade import config as config_mod
@@ -97,8 +103,11 @@ def cmd_compare(args):
 
 def cmd_sweep(args):
     from lade import sweep
-    text = sweep.run(args.grid, jobs=args.jobs, dry_run=args.dry_run, data_root=args.data_root)
+    text, failed = sweep.run(args.grid, jobs=args.jobs, dry_run=args.dry_run, data_root=args.data_root)
     print(text)
+    if failed:
+        _err(f"lade sweep: {len(failed)} run(s) failed: {', '.join(map(str, failed))}; see their logs")
+        return 1
     return 0
 
 
@@ -108,11 +117,23 @@ def cmd_configs(args):
     return 0
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m lade", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an error, show the traceback too")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one config into a run folder")
+    t = sub.add_parser("train", parents=[common], help="train one config into a run folder")
     t.add_argument("--config", help="a shipped config name (see 'configs') or a YAML file")
     t.add_argument("overrides", nargs="*", metavar="section.key=value")
     t.add_argument("--out", help="run folder (default runs/<config name>)")
@@ -120,47 +141,76 @@ def build_parser():
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    t.add_argument("--stop-after", type=int, metavar="N", help="stop after N more epochs (resumable)")
+    t.add_argument("--stop-after", type=_positive_int, metavar="N", help="stop after N more epochs (resumable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--no-report", action="store_true", help="do not evaluate at the end")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="report of one run, or a comparison of several")
+    e = sub.add_parser("evaluate", parents=[common], help="report of one run, or a comparison of several")
     e.add_argument("run_dirs", nargs="+")
     e.add_argument("--out", help="folder for the comparison (default runs/comparison)")
     e.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("compare", help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100 (resumable)")
+    c = sub.add_parser("compare", parents=[common], help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100 (resumable)")
     c.add_argument("--full", action="store_true", help="the paper's recipe: 200 epochs, batch 256, lr 0.2")
     c.add_argument("overrides", nargs="*", metavar="section.key=value")
     c.add_argument("--out", help="folder for both runs and the comparison")
     c.add_argument("--data-root")
-    c.add_argument("--stop-after", type=int, metavar="N", help="stop each run after N more epochs")
+    c.add_argument("--stop-after", type=_positive_int, metavar="N", help="stop each run after N more epochs")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("sweep", help="run a grid of configs as independent, restartable processes")
+    s = sub.add_parser("sweep", parents=[common], help="run a grid of configs as independent, restartable processes")
     s.add_argument("grid", help="sweep YAML (see lade/sweep.py)")
-    s.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    s.add_argument("--jobs", type=_positive_int, default=1, help="runs at the same time")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
     s.add_argument("--data-root")
     s.set_defaults(func=cmd_sweep)
 
-    sub.add_parser("configs", help="list the shipped configs").set_defaults(func=cmd_configs)
+    sub.add_parser("configs", parents=[common], help="list the shipped configs").set_defaults(func=cmd_configs)
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+# Errors about the input, the data, a run folder or the disk: the user can fix them (exit status 2).
+def _input_errors():
+    from lade.data import DecodeError
     from lade.experiment import RunError
+    return (config_mod.ConfigError, RunError, DecodeError, OSError, ValueError, TypeError, KeyError,
+            FloatingPointError)
+
+
+def _one_line(e):
+    text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    return text if text.startswith("lade") else f"lade: {type(e).__name__}: {text}"
+
+
+def _parse(argv):
+    """Like parse_args, but overrides may come after options too (`train --resume run.eval_every=1`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # help, or the error naming the commands
+
+
+def main(argv=None):
+    args = _parse(argv)
     try:
         return args.func(args)
-    except (config_mod.ConfigError, RunError, FileNotFoundError) as e:
-        _err(str(e))
-        return 2
     except KeyboardInterrupt:
         _err("lade: interrupted; continue with --resume")
         return 130
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(e, _input_errors()):
+            _err(_one_line(e))
+            return 2
+        _err(f"{_one_line(e)} (an internal error: please report it with the output of --debug)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,18 +22,35 @@ values, spec §7.5).
 """
 import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
 
 __all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "load", "validate", "apply_overrides", "resolve_path",
-           "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root", "RESUME_SAFE_SECTIONS"]
+           "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root", "RESUME_SAFE_SECTIONS",
+           "parse_yaml", "differences"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
     """A config key is unknown, missing or has a bad value; the message names it."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads 5e-4 (no dot) as a string; here every decimal number is a number."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text):
+    """yaml.safe_load, except that numbers like 5e-4 are numbers. Raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 # --- the schema ---------------------------------------------------------------------------
@@ -88,6 +105,18 @@ def _str(key, v):
     return v
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,=+-]*")
+
+
+def _name(key, v):
+    """A run name becomes a folder name under runs/: one plain path component."""
+    _str(key, v)
+    if not _NAME.fullmatch(v) or len(v) > 200:
+        _fail(key, f"must be a folder name of letters, digits and _ . , = + - (not starting with '.' or '-', "
+                   f"no '/'), at most 200 characters, got {v!r}")
+    return v
+
+
 def _optional(check):
     def opt(key, v):
         return None if v is None else check(key, v)
@@ -95,55 +124,65 @@ def _optional(check):
 
 
 def _int_list(key, v):
-    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= MAX_EPOCHS
+                                      for x in v):
         _fail(key, f"must be a list of positive integers, got {v!r}")
     if v != sorted(v):
         _fail(key, f"must be in increasing order, got {v!r}")
     return v
 
 
+# Limits the C core applies (csrc/threads.c lade_set_num_threads, csrc/loader.c lade_loader_create), checked
+# here so that a bad value stops the run before anything is written.
+MAX_THREADS = 256
+MAX_WORKERS = 256
+MAX_BATCH = 1 << 20
+MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 10**6
+MAX_COUNT = 10**9
+
 DEFAULTS = {
-    "name": (_str, "run"),
+    "name": (_name, "run"),
     "data": {
         "dataset": (_choice("cifar100", "cifar10"), "cifar100"),
         "root": (_optional(_str), None),          # None: <repo>/../shared/data
-        "imbalance": (_float(1.0), 100.0),         # head count / tail count (ratio = 1 / imbalance)
+        "imbalance": (_float(1.0, 1e15), 100.0),         # head count / tail count (ratio = 1 / imbalance)
         "profile": (_choice("exp", "step"), "exp"),
-        "subset_seed": (_int(0), 1),               # which images form the long-tailed subset
-        "train_img_max": (_optional(_int(1)), None),  # head-class count; None: 50000 / classes
-        "test_per_class": (_optional(_int(1)), None),  # first k test images per class; None: all
+        "subset_seed": (_int(0, MAX_SEED), 1),               # which images form the long-tailed subset
+        "train_img_max": (_optional(_int(1, MAX_COUNT)), None),  # head-class count; None: 50000 / classes
+        "test_per_class": (_optional(_int(1, MAX_COUNT)), None),  # first k test images per class; None: all
         "calib_fraction": (_float(0.0, 1.0), 0.2),  # held-out source set from unused train images
         # held-out set from the TEST split instead: the last k test images of each class (balanced,
         # disjoint from the first test_per_class evaluated); None: use calib_fraction
-        "calib_test_per_class": (_optional(_int(1)), None),
+        "calib_test_per_class": (_optional(_int(1, MAX_COUNT)), None),
     },
     "model": {
         "variant": (_choice("lade", "classic"), "lade"),
-        "seed": (_int(0), 0),
+        "seed": (_int(0, MAX_SEED), 0),
     },
     "loss": {
         "name": (_choice("softmax_ce", "balanced_softmax", "lade", "logit_adjusted", "focal", "class_balanced",
                          "ldam_drw"), "softmax_ce"),
     },
     "optim": {
-        "epochs": (_int(1), 200),
-        "batch_size": (_int(1), 256),
+        "epochs": (_int(1, MAX_EPOCHS), 200),
+        "batch_size": (_int(1, MAX_BATCH), 256),
         "lr": (_float(0.0, lo_open=True), 0.2),
         "momentum": (_float(0.0, 1.0), 0.9),
         "weight_decay": (_float(0.0), 5e-4),
         "nesterov": (_bool, False),
         "schedule": (_choice("warmup_multistep", "cosine", "constant"), "warmup_multistep"),
-        "warmup_epochs": (_int(0), 5),
+        "warmup_epochs": (_int(0, MAX_EPOCHS), 5),
         "warmup_start": (_float(0.0, 1.0), 1.0 / 3.0),
         "milestones": (_int_list, [120, 160]),
         "lr_factor": (_float(0.0, 1.0, lo_open=True), 0.01),
     },
     "run": {
-        "seed": (_int(0), 1),                      # data order / augmentation stream
-        "threads": (_int(1), 2),
-        "num_workers": (_int(1), 2),
-        "eval_every": (_int(0), 0),                # test top-1 every N epochs (0: only at the end)
-        "eval_batch_size": (_int(1), 500),
+        "seed": (_int(0, MAX_SEED), 1),                      # data order / augmentation stream
+        "threads": (_int(1, MAX_THREADS), 2),
+        "num_workers": (_int(1, MAX_WORKERS), 2),
+        "eval_every": (_int(0, MAX_EPOCHS), 0),                # test top-1 every N epochs (0: only at the end)
+        "eval_batch_size": (_int(1, MAX_BATCH), 500),
     },
 }
 
@@ -157,7 +196,7 @@ LOSS_OPTIONS = {
     "focal": {"gamma": (_float(0.0), 2.0)},
     "class_balanced": {"beta": (_float(0.0, 1.0), 0.9999), "base": (_choice("softmax", "focal"), "softmax"),
                        "gamma": (_float(0.0), 1.0)},
-    "ldam_drw": {"drw_epoch": (_int(0), 160), "beta": (_float(0.0, 1.0), 0.9999),
+    "ldam_drw": {"drw_epoch": (_int(0, MAX_EPOCHS), 160), "beta": (_float(0.0, 1.0), 0.9999),
                  "max_margin": (_float(0.0, lo_open=True), 0.5), "s": (_float(0.0, lo_open=True), 30.0)},
 }
 
@@ -229,7 +268,7 @@ def load(name_or_path):
     path = resolve_path(name_or_path)
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = parse_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"lade config: '{path}' is not valid YAML ({e})") from None
     try:
@@ -251,7 +290,7 @@ def apply_overrides(cfg, overrides):
         key, text = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"lade config: override for key '{key}' has an unreadable value {text!r} ({e})") from None
         parts = key.split(".")
@@ -286,6 +325,12 @@ def flatten(cfg, prefix=""):
         else:
             flat[f"{prefix}{k}"] = v
     return flat
+
+
+def differences(a, b, ignore=()):
+    """Sorted dotted keys whose values differ between two configs, compared key by key."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))
 
 
 def dump(cfg):

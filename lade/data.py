@@ -12,21 +12,72 @@ Randomness: sample p (its position in the epoch's order) of epoch e draws from
 the stream (seed, e * n + p), so batches are the same whatever the number of
 worker threads or their timing.
 """
+import bz2
+import gzip
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 from lade._C import DecodeError
 
 __all__ = [
     "load_cifar", "CifarTrain", "CifarTest", "ImageNetTrain", "ImageNetEval", "Transform",
     "augment", "augment_image", "decode_jpeg", "read_jpeg", "ListFile", "ImageFolder", "Loader",
-    "DecodeError",
+    "DecodeError", "open_tar", "set_jpeg_max_pixels", "jpeg_max_pixels",
 ]
+
+
+def _path(path, func, arg="path"):
+    """A str path from str, bytes or os.PathLike (bytes decoded as the OS does), else TypeError naming func."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{func}: argument '{arg}' must be a path (str, bytes or os.PathLike), got "
+                        f"{type(path).__name__}") from None
+
+
+# ------------------------------------------------------------------------- archives
+
+_DECOMPRESSORS = ((b"\x1f\x8b", "gzip", gzip.decompress), (b"BZh", "bzip2", bz2.decompress),
+                  (b"\xfd7zXZ\x00", "xz", lzma.decompress))
+
+
+def open_tar(path, func="lade.data.open_tar"):
+    """Opens a .tar, .tar.gz, .tar.bz2 or .tar.xz archive after checking all of it: the whole stream
+    is decompressed first, so the compressor's checksum (gzip CRC-32 and length, bzip2 and xz CRCs)
+    is verified, and every tar header's checksum is checked by reading the member list to the end.
+    A truncated or damaged archive raises lade.DecodeError naming the file. Returns a TarFile over
+    the checked bytes in memory."""
+    path = _path(path, func)
+    with open(path, "rb") as f:
+        raw = f.read()
+    for magic, kind, decompress in _DECOMPRESSORS:
+        if raw.startswith(magic):
+            try:
+                raw = decompress(raw)
+            except (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as e:
+                raise DecodeError(f"{func}: '{path}' is a damaged or truncated {kind} file ({type(e).__name__}: "
+                                  f"{e})") from None
+            break
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+        members = tar.getmembers()
+    except tarfile.TarError as e:
+        raise DecodeError(f"{func}: '{path}' is not a readable tar archive ({e})") from None
+    # tarfile ends the listing quietly at a header whose checksum is wrong; the rest must be zero padding
+    end = tar.offset
+    if raw[end:].strip(b"\0"):
+        after = members[-1].name if members else "the start"
+        raise DecodeError(f"{func}: '{path}': the tar header at byte {end} (after '{after}') is damaged "
+                          f"(bad checksum); {len(raw) - end} bytes of the archive cannot be read")
+    return tar
+
 
 # ---------------------------------------------------------------------------- CIFAR
 
@@ -59,8 +110,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _cifar_files(path, split):
     """Finds the batch files of `split` in a folder or a .tar.gz archive.
     Returns (kind, pickled, [(name, size, read)]) where read() gives the bytes."""
-    path = os.fspath(path)
     fn = "lade.data.load_cifar"
+    path = _path(path, fn)
     if os.path.isdir(path):
         for layout, (kind, pickled, train, test) in _CIFAR_LAYOUTS.items():
             for folder in (path, os.path.join(path, layout)):
@@ -72,10 +123,7 @@ def _cifar_files(path, split):
             f"{fn}: no CIFAR {split} batches in '{path}' (looked for the layouts {', '.join(_CIFAR_LAYOUTS)})")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{fn}: '{path}' does not exist")
-    try:
-        tar = tarfile.open(path, "r:*")
-    except tarfile.TarError as e:
-        raise DecodeError(f"{fn}: '{path}' is neither a folder nor a readable tar archive ({e})") from None
+    tar = open_tar(path, fn)
     members = {}
     for m in tar.getmembers():
         parts = m.name.strip("/").split("/")
@@ -214,13 +262,28 @@ def augment_image(image, transform, out=None, seed=0, stream=0):
 
 def decode_jpeg(data):
     """Decodes JPEG bytes to uint8 RGB (H, W, 3) with libjpeg-turbo
-    (grayscale and CMYK become RGB). Corrupt data raises lade.DecodeError."""
+    (grayscale and CMYK become RGB). Corrupt data, or an image of more pixels than
+    jpeg_max_pixels(), raises lade.DecodeError."""
     return _C.decode_jpeg(data)
 
 
 def read_jpeg(path):
     """Reads and decodes a JPEG file to uint8 RGB (H, W, 3)."""
-    return _C.read_jpeg(os.fspath(path))
+    return _C.read_jpeg(_path(path, "lade.data.read_jpeg"))
+
+
+def set_jpeg_max_pixels(max_pixels):
+    """Sets the largest image (width x height) any JPEG decode accepts, process-wide, in
+    [1, 2^28]. The default, 2^26 (67 Mpx, a 200 MB RGB buffer), is far above the datasets'
+    images and keeps a hostile file from asking for gigabytes. Returns the previous limit."""
+    previous = _C.jpeg_max_pixels()
+    _C.jpeg_max_pixels(max_pixels)
+    return previous
+
+
+def jpeg_max_pixels():
+    """The pixel limit of JPEG decoding in force (see set_jpeg_max_pixels)."""
+    return _C.jpeg_max_pixels()
 
 
 # ----------------------------------------------------------------- file datasets
@@ -236,6 +299,10 @@ class _FileDataset:
         path, label, _ = self._files.entry(i)
         return path, label
 
+    def line(self, i):
+        """The list-file line of entry i (0 for entries not read from a list file)."""
+        return self._files.entry(i)[2]
+
     @property
     def labels(self):
         """int64 (N,), a fresh array"""
@@ -250,18 +317,23 @@ class ListFile(_FileDataset):
     """A list file of "relative/path label" lines (ImageNet-LT, Places-LT,
     iNaturalist-2018), paths relative to `root` (default: the list file's
     folder). Labels must lie in [0, num_classes) (default: any label >= 0,
-    num_classes = max + 1). Bad lines raise lade.DecodeError or ValueError
-    naming the file and the line."""
+    num_classes = max + 1). Lines may end in LF, CRLF or CR, and a UTF-8
+    byte-order mark is skipped; paths must be UTF-8. Bad lines raise
+    lade.DecodeError or ValueError naming the file and the line. With `text`
+    (bytes) the list is read from it and `path` only names it in messages."""
 
-    def __init__(self, path, root=None, num_classes=None):
+    def __init__(self, path, root=None, num_classes=None, text=None):
         fn = "lade.data.ListFile"
-        path = os.fspath(path)
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"{fn}: argument 'num_classes' must be >= 1, got {num_classes}")
-        with open(path, "rb") as f:
-            text = f.read()
+        path = _path(path, fn)
+        if num_classes is not None:
+            num_classes = _args.whole(num_classes, fn, "num_classes", 1, 2 ** 62)
+        if text is None:
+            with open(path, "rb") as f:
+                text = f.read()
+        elif not isinstance(text, bytes):
+            raise TypeError(f"{fn}: argument 'text' must be bytes, got {type(text).__name__}")
         self.path = path
-        self.root = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(path))
+        self.root = _path(root, fn, "root") if root is not None else os.path.dirname(os.path.abspath(path))
         self._finish(_C.FileList(self.root, text, path, num_classes or 0), num_classes)
 
 
@@ -272,7 +344,7 @@ class ImageFolder(_FileDataset):
 
     def __init__(self, root, extensions=(".jpg", ".jpeg")):
         fn = "lade.data.ImageFolder"
-        self.root = os.fspath(root)
+        self.root = _path(root, fn, "root")
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"{fn}: '{self.root}' is not a folder")
         exts = tuple(e.lower() for e in extensions)
@@ -315,7 +387,6 @@ class Loader:
     def __init__(self, source, batch_size, transform, sampler=None, seed=0, num_workers=2, prefetch=None,
                  drop_last=True, skip_bad=False, shuffle=True, start_epoch=0):
         fn = "lade.data.Loader"
-        self._loader = None
         if isinstance(source, _FileDataset):
             arrays = dict(files=source._files)
         elif isinstance(source, tuple) and len(source) == 2:
@@ -326,8 +397,7 @@ class Loader:
         if sampler is not None and not (hasattr(sampler, "epoch_indices") and hasattr(sampler, "__len__")):
             raise TypeError(f"{fn}: argument 'sampler' must have __len__ and epoch_indices(epoch), "
                             f"got {type(sampler).__name__}")
-        if int(start_epoch) < 0:
-            raise ValueError(f"{fn}: argument 'start_epoch' must be >= 0, got {start_epoch}")
+        self.epoch = _args.whole(start_epoch, fn, "start_epoch", 0, 2 ** 62)
         self.transform = transform
         self.sampler = sampler
         self.seed = seed
@@ -335,8 +405,7 @@ class Loader:
         self.prefetch = prefetch if prefetch is not None else 2 * num_workers
         self.drop_last = bool(drop_last)
         self.shuffle = bool(shuffle)
-        self.epoch = int(start_epoch)
-        # the C loader holds the source arrays (or file list) and checks them
+        # the C loader holds the source arrays (or file list) and checks them and the numbers
         self._loader = _C.Loader(transform, batch_size, drop_last=self.drop_last, skip_bad=bool(skip_bad),
                                  num_workers=num_workers, prefetch=self.prefetch, seed=seed, **arrays)
         self.batch_size = batch_size
@@ -350,22 +419,18 @@ class Loader:
 
     def set_epoch(self, epoch):
         """The epoch the next iteration runs (for resuming)."""
-        if int(epoch) < 0:
-            raise ValueError(f"lade.data.Loader.set_epoch: argument 'epoch' must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch = _args.whole(epoch, "lade.data.Loader.set_epoch", "epoch", 0, 2 ** 62)
 
     @property
     def skipped(self):
         """Samples skipped so far (skip_bad=True)."""
-        return self._loader.skipped[0] if self._loader is not None else 0
+        return self._loader.skipped[0]
 
     @property
     def last_skip_reason(self):
-        return self._loader.skipped[1] if self._loader is not None else ""
+        return self._loader.skipped[1]
 
     def _begin(self):
-        if self._loader is None:
-            raise RuntimeError("lade.data.Loader: the loader is closed")
         indices = None
         if self.sampler is not None:
             indices = self.sampler.epoch_indices(self.epoch)
@@ -387,29 +452,25 @@ class Loader:
     def __next__(self):
         if self._begun != self.epoch:
             self._begin()
-        self._position += 1
-        batch = self._loader.next()
-        if batch is None:  # the end of the epoch
-            self.epoch += 1
-            try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
-                self._begin()
-            except Exception:
-                self._begun = None
-            raise StopIteration
+        batch = None
+        while batch is None or len(batch[1]) == 0:  # with skip_bad a batch whose every sample was bad is left out
+            self._position += 1
+            batch = self._loader.next()
+            if batch is None:  # the end of the epoch
+                self.epoch += 1
+                try:  # start preparing the next epoch now; a failure resurfaces on the next iteration
+                    self._begin()
+                except Exception:
+                    self._begun = None
+                raise StopIteration
         return batch
 
     def close(self):
-        """Stops and joins the worker threads; idempotent."""
-        loader, self._loader = self._loader, None
-        if loader is not None:
-            loader.close()
+        """Stops and joins the worker threads; idempotent. `skipped` stays readable."""
+        self._loader.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def __del__(self):
-        if getattr(self, "_loader", None) is not None:
-            self.close()

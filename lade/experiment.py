@@ -17,12 +17,11 @@ A run folder holds::
 checkpoint and ends with the same weights as an uninterrupted run with the same seed and
 thread count.
 """
+import fcntl
 import json
 import math
 import os
-import shutil
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from lade import losses, metrics, nn, priors, sampling
 from lade._C import set_num_threads
 
 __all__ = ["RunError", "Dataset", "load_dataset", "train", "resolve_data_root", "build_loss", "epoch_lr",
-           "run_status", "check_run_dir", "Progress", "load_arrays"]
+           "run_status", "check_run_dir", "Progress", "load_arrays", "read_metrics", "RUN_MARKER", "RUN_FILES"]
 
 CHECKPOINT = "checkpoint.npz"
 _CHECKPOINT_VERSION = 1
@@ -80,32 +79,48 @@ def _read_cifar10_jpeg(source):
             listing = data_mod.ListFile(source / f"{split}.txt", root=source, num_classes=10)
             images = np.empty((len(listing), 3, 32, 32), np.uint8)
             for i in range(len(listing)):
-                images[i] = data_mod.read_jpeg(source / listing[i][0]).transpose(2, 0, 1)
+                image = data_mod.read_jpeg(source / listing[i][0])
+                if image.shape != (32, 32, 3):
+                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line "
+                                               f"{listing.line(i)}): expected a 32x32 RGB image, got "
+                                               f"{image.shape[1]}x{image.shape[0]}")
+                images[i] = image.transpose(2, 0, 1)
             splits[split] = (images, listing.labels)
         return splits
-    with tarfile.open(source, "r:*") as tar:
-        blobs, lists = {}, {}
+    with data_mod.open_tar(source, "lade: CIFAR-10 JPEG archive") as tar:  # checks CRC and tar headers
+        blobs, lists, names = {}, {}, {}
         for member in tar:
             if not member.isfile():
                 continue
             parts = member.name.split("/", 1)
             rel = parts[1] if len(parts) == 2 else parts[0]
             if rel in ("train.txt", "test.txt"):
-                lists[rel[:-4]] = tar.extractfile(member).read().decode()
+                lists[rel[:-4]] = tar.extractfile(member).read()
+                names[rel[:-4]] = member.name
             elif rel.lower().endswith(".jpg"):
-                blobs[rel] = tar.extractfile(member).read()
+                blobs[rel] = (member.name, tar.extractfile(member).read())
     for split in ("train", "test"):
         if split not in lists:
             raise FileNotFoundError(f"lade: '{source}' has no {split}.txt list file")
-        lines = [ln.split() for ln in lists[split].splitlines() if ln.strip()]
-        images = np.empty((len(lines), 3, 32, 32), np.uint8)
-        labels = np.empty(len(lines), np.int64)
-        for i, (path, label) in enumerate(lines):
+        where = f"{source}:{names[split]}"
+        listing = data_mod.ListFile(where, root="", num_classes=10, text=lists[split])
+        images = np.empty((len(listing), 3, 32, 32), np.uint8)
+        for i in range(len(listing)):
+            path = listing[i][0]
+            line = listing.line(i)
             if path not in blobs:
-                raise FileNotFoundError(f"lade: '{source}': {split}.txt line {i + 1} names '{path}', not in the archive")
-            images[i] = data_mod.decode_jpeg(blobs[path]).transpose(2, 0, 1)
-            labels[i] = int(label)
-        splits[split] = (images, labels)
+                raise FileNotFoundError(f"lade: '{where}' line {line} names '{path}', which is not in the archive")
+            member, blob = blobs[path]
+            try:
+                image = data_mod.decode_jpeg(blob)
+            except data_mod.DecodeError as e:
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"{e}") from None
+            if image.shape != (32, 32, 3):
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
+            images[i] = image.transpose(2, 0, 1)
+        splits[split] = (images, listing.labels)
     return splits
 
 
@@ -259,13 +274,21 @@ def _log(msg):
 
 
 def _save_atomic(path, write):
-    """write(file) into path.tmp, fsync, then rename over path: a reader never sees half a file."""
+    """write(file) into path.tmp, fsync, then rename over path: a reader never sees half a file.
+    A failed write (a full disk, ...) leaves the previous file as it was and raises RunError naming path."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise RunError(f"lade: cannot write '{path}': {e.strerror or e}; the previous version is unchanged") from e
 
 
 def _save_checkpoint(run_dir, net, opt, epoch, cfg_text):
@@ -276,25 +299,85 @@ def _save_checkpoint(run_dir, net, opt, epoch, cfg_text):
     _save_atomic(run_dir / CHECKPOINT, write)
 
 
-def _load_checkpoint(run_dir, net, opt, cfg_text):
+def _load_checkpoint(run_dir, net, opt, cfg):
+    """Restores net and opt from the checkpoint (all or nothing) and returns its epoch. Raises RunError
+    naming the file when it is unreadable, damaged or written for a config that differs in a key that
+    is not safe to change on resume."""
     path = run_dir / CHECKPOINT
-    with np.load(path) as ck:
-        if int(ck["version"]) != _CHECKPOINT_VERSION:
-            raise RunError(f"lade: '{path}' has checkpoint version {int(ck['version'])}, expected "
-                           f"{_CHECKPOINT_VERSION}")
-        if str(ck["config"]) != cfg_text:
-            raise RunError(f"lade: '{path}' was written for another config than '{run_dir / 'config.yaml'}'")
-        for name, target in (("params", net.params), ("buffers", net.buffers), ("velocity", opt.velocity)):
-            if ck[name].shape != target.shape:
-                raise RunError(f"lade: '{path}': '{name}' has shape {ck[name].shape}, expected {target.shape}")
-            target[...] = ck[name]
-        opt.steps = int(ck["steps"])
-        opt.lr = float(ck["lr"])
-        return int(ck["epoch"])
+    try:
+        with np.load(path, allow_pickle=False) as ck:
+            arrays = {name: ck[name] for name in ("version", "epoch", "params", "buffers", "velocity", "steps", "lr",
+                                                  "config")}
+    except Exception as e:  # zipfile, zlib, KeyError, ValueError: all mean the same to the user
+        raise RunError(f"lade: '{path}' is not a readable lade checkpoint ({type(e).__name__}: {e}); "
+                       f"pass --overwrite to start the run over") from e
+    if int(arrays["version"]) != _CHECKPOINT_VERSION:
+        raise RunError(f"lade: '{path}' has checkpoint version {int(arrays['version'])}, expected "
+                       f"{_CHECKPOINT_VERSION}")
+    try:
+        saved = config_mod.validate(config_mod.parse_yaml(str(arrays["config"])))
+    except Exception as e:
+        raise RunError(f"lade: '{path}' holds an unreadable config ({e})") from e
+    diff = config_mod.differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
+    if diff:
+        raise RunError(f"lade: '{path}' was written for another config than '{run_dir / 'config.yaml'}' "
+                       f"(keys differ: {', '.join(diff)})")
+    for name, target in (("params", net.params), ("buffers", net.buffers), ("velocity", opt.velocity)):
+        if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
+            raise RunError(f"lade: '{path}': '{name}' is {arrays[name].dtype} {arrays[name].shape}, expected "
+                           f"{target.dtype} {target.shape}")
+        if not np.isfinite(arrays[name]).all():
+            raise RunError(f"lade: '{path}': '{name}' contains NaN or Inf")
+    epoch, steps, lr = int(arrays["epoch"]), int(arrays["steps"]), float(arrays["lr"])
+    if not (0 <= epoch <= cfg["optim"]["epochs"] and steps >= 0 and math.isfinite(lr) and lr >= 0):
+        raise RunError(f"lade: '{path}': epoch {epoch}, steps {steps} or lr {lr} is out of range")
+    net.params[...] = arrays["params"]
+    net.buffers[...] = arrays["buffers"]
+    opt.velocity[...] = arrays["velocity"]
+    opt.steps, opt.lr = steps, lr
+    return epoch
 
 
 def _save_npy(path, array):
     _save_atomic(path, lambda f: np.save(f, array))
+
+
+def read_metrics(path, drop_torn_last=False):
+    """Rows of metrics.jsonl. A line that is not a JSON object raises RunError naming the file and line;
+    with drop_torn_last a last line without its newline that does not parse (the process was killed
+    while writing it) is dropped and reported by a log line instead."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"lade: cannot read '{path}': {e}") from e
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("expected an object with an integer 'epoch'")
+        except ValueError as e:
+            if drop_torn_last and i == len(lines):  # the last line has no newline: torn by a kill
+                _log(f"'{path}' line {i} is incomplete ({line[:40]!r}...), written when the run was killed; "
+                     f"dropped it")
+                break
+            raise RunError(f"lade: '{path}' line {i}: expected one JSON object per line with an integer "
+                           f"'epoch', got {line[:60]!r} ({e})") from e
+        rows.append(row)
+    return rows
+
+
+RUN_MARKER = ".lade-run"  # written first into every run folder lade creates
+# every file lade writes into a run folder: all --overwrite ever deletes
+RUN_FILES = (RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", CHECKPOINT, "train_counts.npy",
+             "test_logits.npy", "test_labels.npy", "calib_logits.npy", "calib_labels.npy", "final.json",
+             "report.md", "results.json", "per_class_accuracy.png", "shifted_tests.png", "reliability.png")
 
 
 def run_status(run_dir):
@@ -307,27 +390,31 @@ def run_status(run_dir):
     return "empty"
 
 
-def _config_differences(a, b, ignore=()):
-    fa, fb = config_mod.flatten(a), config_mod.flatten(b)
-    return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))
-
-
 def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
     """Decides, without touching anything, how `run_dir` would be used: returns (config to train
     with, resuming). Refuses a folder holding another run (RunError naming the differing keys)
-    unless overwrite; on resume the saved config is used, plus the resume-safe keys of `cfg`."""
+    unless overwrite, and overwrite refuses a folder without lade's marker file; on resume the saved
+    config is used, plus the resume-safe keys of `cfg`."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise RunError("lade: --resume and --overwrite exclude each other")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"lade: run folder '{run_dir}' exists and is not a folder")
     saved_path = run_dir / "config.yaml"
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not saved_path.is_file():
+    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    if overwrite and has_files and not (run_dir / RUN_MARKER).is_file():
+        raise RunError(f"lade: '{run_dir}' has no {RUN_MARKER} marker, so it is not provably a lade run folder; "
+                       f"--overwrite refuses to delete anything in it (delete it yourself or use another folder)")
+    if has_files and not saved_path.is_file() and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"lade: '{run_dir}' is not empty and holds no lade run (no config.yaml); refusing to use it")
     if not saved_path.is_file() or overwrite:
         return cfg, False
-    saved = config_mod.load(saved_path)
-    diff = _config_differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
+    try:
+        saved = config_mod.load(saved_path)
+    except config_mod.ConfigError as e:
+        raise RunError(f"lade: '{run_dir}' holds a config.yaml that is not a valid lade config ({e}); "
+                       f"refusing to use the folder") from None
+    diff = config_mod.differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
     if not resume:
         what = f"a different config (keys differ: {', '.join(diff)})" if diff else "a run of this config"
         raise RunError(f"lade: run folder '{run_dir}' already holds {what}; pass --resume to continue it or "
@@ -335,19 +422,60 @@ def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
     if diff:
         raise RunError(f"lade: cannot resume '{run_dir}' with a different config (keys differ: {', '.join(diff)}); "
                        f"use another folder or --overwrite")
+    if run_status(run_dir) != "finished" and not (run_dir / CHECKPOINT).is_file() and read_metrics(
+            run_dir / "metrics.jsonl", drop_torn_last=True):
+        raise RunError(f"lade: cannot resume '{run_dir}': it has logged epochs but no {CHECKPOINT}; pass "
+                       f"--overwrite to restart it from epoch 0 on purpose")
     for key in config_mod.RESUME_SAFE_SECTIONS:
         section, sub = key.split(".")
         saved[section][sub] = cfg[section][sub]
     return saved, True
 
 
+class _RunLock:
+    """An exclusive flock on the run folder itself: the OS releases it when the process ends, however it
+    ends, so a killed run never leaves a stale lock. A second process asking for it gets RunError."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RunError(f"lade: run folder '{run_dir}' is in use by another lade process; wait for it to "
+                           f"end or use another folder") from None
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+
+def _clear_run_dir(run_dir):
+    """--overwrite: deletes lade's own files (RUN_FILES and their .tmp), nothing else."""
+    for name in RUN_FILES:
+        for p in (run_dir / name, run_dir / (name + ".tmp")):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+    others = sorted(os.listdir(run_dir))
+    if others:
+        _log(f"--overwrite kept what lade did not write in '{run_dir}': {', '.join(others[:5])}"
+             f"{'...' if len(others) > 5 else ''}")
+
+
 def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=None, progress=True,
           stop_after=None):
     """Trains `cfg` into `run_dir` and saves everything evaluation needs. `overrides` is the list of
     (key, old, new) already applied to cfg, recorded in run.json. stop_after=N stops after N more
-    epochs (the run stays resumable). Returns the run status ('finished' or 'running')."""
+    epochs (the run stays resumable). Returns the run status ('finished' or 'running').
+
+    Everything is checked (config, data, model, loss) before the folder is created or changed; the
+    folder is then locked against other lade processes for the whole run."""
     run_dir = Path(run_dir)
-    cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise RunError(f"lade: --stop-after must be a whole number >= 1, got {stop_after!r}")
+    cfg, resuming = check_run_dir(run_dir, config_mod.validate(cfg), resume, overwrite)
     if resuming and run_status(run_dir) == "finished":
         _log(f"'{run_dir}' is already finished; nothing to do")
         return "finished"
@@ -356,68 +484,94 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     if data.train[0].shape[0] < o["batch_size"]:
         raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) exceeds the "
                                      f"{data.train[0].shape[0]} training images")
-    if overwrite and run_dir.is_dir():
-        for name in os.listdir(run_dir):  # check_run_dir made sure this is a lade run folder
-            p = run_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    set_num_threads(r["threads"])
+    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
+    loss = build_loss(cfg, data.counts)
+    images, labels = data.train
+    loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
+                             num_workers=r["num_workers"])
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _RunLock(run_dir)
+        try:
+            return _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader,
+                                 progress, stop_after)
+        finally:
+            lock.release()
+    finally:
+        loader.close()
+
+
+def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader, progress, stop_after):
+    cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)  # again: another process may have written
+    if resuming and run_status(run_dir) == "finished":
+        _log(f"'{run_dir}' is already finished; nothing to do")
+        return "finished"
+    o, r = cfg["optim"], cfg["run"]
+    if overwrite:
+        _clear_run_dir(run_dir)
     cfg_text = config_mod.dump(cfg)
     info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text()) if resuming and info_path.is_file() else {"sessions": []}
+    info = {"sessions": []}
+    if resuming and info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError as e:
+            raise RunError(f"lade: '{info_path}' is not valid JSON ({e})") from e
+        if not isinstance(info, dict) or not isinstance(info.get("sessions"), list):
+            raise RunError(f"lade: '{info_path}': expected an object with a list 'sessions', got {str(info)[:60]!r}")
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
                              "threads": r["threads"], "data_root": str(data.source.parent),
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
+    if not (run_dir / RUN_MARKER).is_file():
+        _save_atomic(run_dir / RUN_MARKER, lambda f: f.write(b"a lade run folder: lade train --overwrite may "
+                                                               b"delete the files lade wrote here\n"))
     if not resuming:
         _save_atomic(run_dir / "config.yaml", lambda f: f.write(cfg_text.encode()))
         _save_npy(run_dir / "train_counts.npy", data.counts)
     _save_atomic(info_path, lambda f: f.write(json.dumps(info, indent=1).encode()))
 
-    set_num_threads(r["threads"])
-    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
-    opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
-    loss = build_loss(cfg, data.counts)
     start = 0
     metrics_path = run_dir / "metrics.jsonl"
     if resuming and (run_dir / CHECKPOINT).is_file():
-        start = _load_checkpoint(run_dir, net, opt, cfg_text)
+        start = _load_checkpoint(run_dir, net, opt, cfg)
         _log(f"resuming '{run_dir}' after epoch {start}")
+    elif resuming:
+        _log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
-    kept = []
-    if metrics_path.is_file():
-        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= start]
-    _save_atomic(metrics_path, lambda f: f.write("".join(ln + "\n" for ln in kept).encode()))
+    kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]
+    _save_atomic(metrics_path, lambda f: f.write("".join(json.dumps(row) + "\n" for row in kept).encode()))
 
     epochs = o["epochs"]
     last = epochs if stop_after is None else min(epochs, start + stop_after)
-    images, labels = data.train
     grad = np.empty((o["batch_size"], data.classes), np.float32)
-    with data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
-                         num_workers=r["num_workers"], start_epoch=start) as loader:
-        bar = Progress(epochs, len(loader), enabled=progress)
-        per_epoch = len(loader) * o["batch_size"]
-        for epoch in range(start + 1, last + 1):
-            lr = epoch_lr(cfg, epoch)
-            if hasattr(loss, "set_epoch"):
-                loss.set_epoch(epoch - 1)  # LDAM-DRW counts epochs from 0, as its reference code
-            t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
-            for b, (x, y) in enumerate(loader, 1):
-                value, acc = _step(net, opt, loss, x, y, lr, grad[:len(y)])
-                seen += len(y)
-                loss_sum += value * len(y)
-                correct += acc
-                rate = seen / (time.perf_counter() - t0)
-                bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
-                           per_epoch - seen + (epochs - epoch) * per_epoch)
-            seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
-                   "images_per_s": seen / seconds, "seconds": seconds}
-            if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
-                test_logits = _logits(net, data.test[0], r["eval_batch_size"])
-                row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            _save_checkpoint(run_dir, net, opt, epoch, cfg_text)
+    loader.set_epoch(start)
+    bar = Progress(epochs, len(loader), enabled=progress)
+    per_epoch = len(loader) * o["batch_size"]
+    for epoch in range(start + 1, last + 1):
+        lr = epoch_lr(cfg, epoch)
+        if hasattr(loss, "set_epoch"):
+            loss.set_epoch(epoch - 1)  # LDAM-DRW counts epochs from 0, as its reference code
+        t0 = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for b, (x, y) in enumerate(loader, 1):
+            value, acc = _step(net, opt, loss, x, y, lr, grad[:len(y)])
+            seen += len(y)
+            loss_sum += value * len(y)
+            correct += acc
+            rate = seen / (time.perf_counter() - t0)
+            bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
+                       per_epoch - seen + (epochs - epoch) * per_epoch)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
+               "images_per_s": seen / seconds, "seconds": seconds}
+        if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
+            test_logits = _logits(net, data.test[0], r["eval_batch_size"])
+            row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
+        kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
+        _save_atomic(metrics_path, lambda f: f.write("".join(json.dumps(row) + "\n" for row in kept).encode()))
+        _save_checkpoint(run_dir, net, opt, epoch, cfg_text)
     if last < epochs:
         _log(f"stopped after epoch {last} of {epochs}; continue with --resume")
         return "running"
@@ -459,7 +613,7 @@ def _finish(run_dir, cfg, net, data, info):
     if data.calib is not None:
         _save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch))
         _save_npy(run_dir / "calib_labels.npy", data.calib[1])
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = read_metrics(run_dir / "metrics.jsonl")
     final = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "epochs": cfg["optim"]["epochs"],
              "train_seconds": sum(r["seconds"] for r in rows), "eval_seconds": time.perf_counter() - t0,
              "raw_test_top1": metrics.accuracy(test_logits, data.test[1]),
@@ -471,10 +625,42 @@ def _finish(run_dir, cfg, net, data, info):
 
 
 def load_arrays(run_dir):
-    """The saved arrays of a run folder (None for those it lacks)."""
+    """The saved arrays of a run folder (None for those it lacks). A file that is unreadable or has the
+    wrong dtype or shape raises RunError naming it, what was expected and what came."""
     run_dir = Path(run_dir)
     out = {}
-    for name in ("train_counts", "test_logits", "test_labels", "calib_logits", "calib_labels"):
+    counts, logits, labels = ("an integer array (classes,)", "iu", 1), ("a float array (n, classes)", "f", 2), (
+        "an integer array (n,)", "iu", 1)
+    expected = {"train_counts": counts, "test_logits": logits, "test_labels": labels, "calib_logits": logits,
+                "calib_labels": labels}
+    for name, (what, kinds, ndim) in expected.items():
         p = run_dir / f"{name}.npy"
-        out[name] = np.load(p) if p.is_file() else None
+        if not p.is_file():
+            out[name] = None
+            continue
+        try:
+            a = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise RunError(f"lade: '{p}' is not a readable .npy file ({type(e).__name__}: {e}); expected {what}") from e
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds or a.ndim != ndim or a.size == 0:
+            raise RunError(f"lade: '{p}': expected {what}, got {a.dtype} {a.shape}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise RunError(f"lade: '{p}': expected {what} of finite values, got NaN or Inf")
+        out[name] = a
+    for split in ("test", "calib"):
+        logits, labels = out[f"{split}_logits"], out[f"{split}_labels"]
+        if (logits is None) != (labels is None):
+            raise RunError(f"lade: '{run_dir}' has only one of {split}_logits.npy and {split}_labels.npy")
+        if logits is None:
+            continue
+        classes = logits.shape[1]
+        if labels.shape[0] != logits.shape[0]:
+            raise RunError(f"lade: '{run_dir / (split + '_labels.npy')}': expected {logits.shape[0]} labels (one per "
+                           f"row of {split}_logits.npy), got {labels.shape[0]}")
+        if labels.min() < 0 or labels.max() >= classes:
+            raise RunError(f"lade: '{run_dir / (split + '_labels.npy')}': expected labels in [0, {classes}), got "
+                           f"values in [{labels.min()}, {labels.max()}]")
+        if out["train_counts"] is not None and out["train_counts"].shape[0] != classes:
+            raise RunError(f"lade: '{run_dir / 'train_counts.npy'}': expected {classes} classes, got "
+                           f"{out['train_counts'].shape[0]}")
     return out

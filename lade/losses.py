@@ -22,7 +22,7 @@ LDAM-DRW) use f + log p_t. A uniform target (None) leaves the latter unchanged.
 """
 import numpy as np
 
-from lade import _C, posthoc
+from lade import _C, _args, posthoc
 from lade.priors import as_prior
 
 __all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
@@ -82,9 +82,7 @@ class LADERLoss(_Loss):
         self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
-        if not float(remine_lambda) >= 0:
-            raise ValueError(f"{func}: argument 'remine_lambda' must be >= 0, got {remine_lambda}")
-        self.remine_lambda = float(remine_lambda)
+        self.remine_lambda = _args.real(remine_lambda, func, "remine_lambda", 0.0)
         self.form = form
 
     def __call__(self, logits, labels, grad=None):
@@ -102,10 +100,9 @@ class LADELoss(_Loss):
         self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
-        if not float(alpha) >= 0 or not float(remine_lambda) >= 0:
-            raise ValueError(f"{func}: arguments 'alpha' and 'remine_lambda' must be >= 0, "
-                             f"got {alpha}, {remine_lambda}")
-        self.alpha, self.remine_lambda, self.form = float(alpha), float(remine_lambda), form
+        self.alpha = _args.real(alpha, func, "alpha", 0.0)
+        self.remine_lambda = _args.real(remine_lambda, func, "remine_lambda", 0.0)
+        self.form = form
         self.last_terms = None
 
     def __call__(self, logits, labels, grad=None):
@@ -121,8 +118,8 @@ class LogitAdjustedLoss(_Loss):
 
     def __init__(self, prior, tau=1.0):
         self.prior = as_prior(prior)
+        self.offset = _C.log_prior(self.prior, tau)
         self.tau = float(tau)
-        self.offset = _C.log_prior(self.prior, self.tau)
 
     def __call__(self, logits, labels, grad=None):
         return _C.logit_adjusted(logits, labels, grad, offset=self.offset)
@@ -132,9 +129,7 @@ class FocalLoss(_Loss):
     """Softmax focal loss: mean_i (1 - p_i)^gamma * (-log p_i). gamma = 0 is softmax CE."""
 
     def __init__(self, gamma=2.0, prior=None):
-        if not float(gamma) >= 0:
-            raise ValueError(f"lade.losses.FocalLoss: argument 'gamma' must be >= 0, got {gamma}")
-        self.gamma = float(gamma)
+        self.gamma = _args.real(gamma, "lade.losses.FocalLoss", "gamma", 0.0)
         self.prior = None if prior is None else as_prior(prior)
 
     def __call__(self, logits, labels, grad=None):
@@ -150,8 +145,8 @@ class ClassBalancedLoss(_Loss):
         func = "lade.losses.ClassBalancedLoss"
         if base not in ("softmax", "focal"):
             raise ValueError(f"{func}: argument 'base' must be 'softmax' or 'focal', got {base!r}")
-        self.weights = _C.effective_number_weights(_counts(counts), float(beta))
-        self.gamma = float(gamma) if base == "focal" else 0.0
+        self.weights = _C.effective_number_weights(_counts(counts), beta)
+        self.gamma = _args.real(gamma, func, "gamma") if base == "focal" else 0.0
         if not self.gamma >= 0:
             raise ValueError(f"{func}: argument 'gamma' must be >= 0, got {gamma}")
 
@@ -167,15 +162,14 @@ class LDAMLoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, counts, max_margin=0.5, s=30.0, weights=None, drw_epoch=None, drw_beta=0.9999):
+        func = "lade.losses.LDAMLoss"
         counts = _counts(counts)
-        self.margins = _C.ldam_margins(counts, float(max_margin))
-        if not float(s) > 0:
-            raise ValueError(f"lade.losses.LDAMLoss: argument 's' must be > 0, got {s}")
-        self.s = float(s)
+        self.margins = _C.ldam_margins(counts, max_margin)
+        self.s = _args.real(s, func, "s", 0.0, lo_open=True)
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
         self.drw_epoch = drw_epoch
         if drw_epoch is not None:
-            self._drw_weights = _C.effective_number_weights(counts, float(drw_beta))
+            self._drw_weights = _C.effective_number_weights(counts, drw_beta)
 
     def set_epoch(self, epoch):
         """DRW: plain weights before drw_epoch, class-balanced weights from it on."""

@@ -7,11 +7,12 @@ not given are allocated (gradients zero-filled). An output must not share
 memory with another argument (ValueError); only the elementwise forwards
 (relu_forward, add_forward) accept out=x exactly, computing in place.
 """
+import functools
 import math
 
 import numpy as np
 
-from lade import _C
+from lade import _C, _args
 from lade._C import (  # noqa: F401  (re-exported layer API)
     add_backward,
     add_forward,
@@ -36,7 +37,36 @@ from lade._C import (  # noqa: F401  (re-exported layer API)
     warmup_multistep_lr,
 )
 
+
+
+def _with_name(func):
+    """The bindings' argument parsing raises TypeError / OverflowError that do not name lade's
+    function ("'float' object cannot be interpreted as an integer"); this adds the name. The
+    errors of the C core already carry it and pass through unchanged."""
+    name = f"lade.{func.__name__}"
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (TypeError, OverflowError) as e:
+            if str(e).startswith("lade"):
+                raise
+            raise type(e)(f"{name}: {e}") from None
+    return call
+
+
+(add_backward, add_forward, batchnorm2d_backward, batchnorm2d_forward_eval, batchnorm2d_forward_train, concat_backward,
+ concat_forward, conv2d_backward, conv2d_forward, cosine_lr, global_avgpool_backward, global_avgpool_forward,
+ linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward, relu_backward, relu_forward,
+ shortcut_a_backward, shortcut_a_forward, warmup_multistep_lr) = map(_with_name, (
+    add_backward, add_forward, batchnorm2d_backward, batchnorm2d_forward_eval, batchnorm2d_forward_train,
+    concat_backward, concat_forward, conv2d_backward, conv2d_forward, cosine_lr, global_avgpool_backward,
+    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward, relu_backward,
+    relu_forward, shortcut_a_backward, shortcut_a_forward, warmup_multistep_lr))
+
 _VARIANTS = {"lade": 0, "classic": 1}
+_MAX_CLASSES = 1_000_000  # csrc/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 
@@ -53,10 +83,8 @@ class ResNet32:
     def __init__(self, num_classes=100, variant="lade", seed=0):
         if variant not in _VARIANTS:
             raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
-        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"lade.ResNet32: argument 'num_classes' must be a positive int, got {num_classes!r}")
         self.variant = variant
-        self.num_classes = int(num_classes)
+        self.num_classes = _args.whole(num_classes, "lade.ResNet32", "num_classes", 1, _MAX_CLASSES)
         self._core = _C.ResNetCore(_VARIANTS[variant], self.num_classes)
         self.params = self._core.params
         self.grads = self._core.grads
@@ -67,7 +95,7 @@ class ResNet32:
 
     def init(self, seed):
         """(Re)initialise weights and BN statistics from ``seed`` (bit-identical for equal seeds)."""
-        self._core.init(int(seed))
+        self._core.init(_args.whole(seed, "lade.ResNet32.init", "seed", 0, 2 ** 64 - 1))
 
     def _views(self, flat, want_buffers):
         views = {}
@@ -101,21 +129,35 @@ class ResNet32:
         PyTorch's ``num_batches_tracked`` counters, which are ignored."""
         targets = self.parameters()
         targets.update(self.running_stats())
-        given = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIX)}
+        func = "lade.ResNet32.load_state_dict"
+        if not hasattr(state, "items"):
+            raise TypeError(f"{func}: argument 'state' must be a dict of arrays, got {type(state).__name__}")
+        given = {k: v for k, v in state.items() if not (isinstance(k, str) and k.endswith(_IGNORED_SUFFIX))}
         missing = sorted(set(targets) - set(given))
         unexpected = sorted(set(given) - set(targets))
         if missing or unexpected:
             raise KeyError(f"lade.ResNet32.load_state_dict: argument 'state' does not match the model: "
                            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        # every tensor is checked before the first is copied: a bad one leaves the model unchanged
+        values = {}
         for name, target in targets.items():
-            value = np.asarray(given[name])
+            try:
+                value = np.asarray(given[name])
+            except Exception as e:
+                raise TypeError(f"{func}: argument 'state[{name!r}]' is not an array ({e})") from None
             if value.shape != target.shape:
-                raise ValueError(f"lade.ResNet32.load_state_dict: argument 'state[{name!r}]' must have shape "
-                                 f"{target.shape}, got {value.shape}")
+                raise ValueError(f"{func}: argument 'state[{name!r}]' must have shape {target.shape}, "
+                                 f"got {value.shape}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{func}: argument 'state[{name!r}]' must hold real numbers, got dtype {value.dtype}")
             if not np.all(np.isfinite(value)):
-                raise ValueError(f"lade.ResNet32.load_state_dict: argument 'state[{name!r}]' contains NaN or Inf")
-            target[...] = value
+                raise ValueError(f"{func}: argument 'state[{name!r}]' contains NaN or Inf")
+            if name.endswith("running_var") and (value < 0).any():
+                raise ValueError(f"{func}: argument 'state[{name!r}]' has a negative variance {value.min()}")
+            values[name] = value
+        for name, target in targets.items():
+            target[...] = values[name]
 
     def forward(self, images, train=True, out=None, defer_running_stats=False):
         """Logits (n, num_classes) for float32 images (n, 3, h, w). In training mode
@@ -145,6 +187,12 @@ class ResNet32:
         """Seconds per layer kind since the last ``profile_reset``."""
         return self._core.profile()
 
+    def conv_profile(self):
+        """Per convolution (stem first, then each block's conv1, conv2): its name,
+        shape, seconds forward and backward since ``profile_reset`` and flops per
+        image (forward; backward = input + weight gradients) at the last input size."""
+        return self._core.conv_profile()
+
     def profile_reset(self):
         self._core.profile_reset()
 
@@ -159,10 +207,9 @@ class SGD:
     applies to every parameter unless ``decay_mask`` (float32, 1 = decay) says otherwise."""
 
     def __init__(self, model, lr, momentum=0.9, weight_decay=5e-4, dampening=0.0, nesterov=False, decay_mask=None):
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
-                            ("dampening", dampening)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"lade.SGD: argument '{name}' must be a finite number >= 0, got {value!r}")
+        lr, momentum, weight_decay, dampening = (_args.real(value, "lade.SGD", name, 0.0) for name, value in
+                                                 (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+                                                  ("dampening", dampening)))
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("lade.SGD: argument 'nesterov' needs momentum > 0 and dampening 0")
         self.model = model
@@ -179,7 +226,7 @@ class SGD:
         """One update of ``model.params`` from ``model.grads``. Raises FloatingPointError,
         changing nothing, if a gradient is not finite."""
         if lr is not None:
-            self.lr = float(lr)
+            self.lr = _args.real(lr, "lade.SGD.step", "lr", 0.0)
         _C.sgd_step(self.model.params, self.model.grads, self.velocity, self.lr, self.momentum, self.dampening,
                     self.weight_decay, self.nesterov, self.steps == 0, self.decay_mask)
         self.steps += 1
@@ -188,13 +235,20 @@ class SGD:
         return {"velocity": self.velocity.copy(), "steps": self.steps, "lr": self.lr}
 
     def load_state_dict(self, state):
+        func = "lade.SGD.load_state_dict"
+        missing = {"velocity", "steps", "lr"} - set(state)
+        if missing:
+            raise KeyError(f"{func}: argument 'state' lacks {sorted(missing)}")
         velocity = np.asarray(state["velocity"])
         if velocity.shape != self.velocity.shape:
-            raise ValueError(f"lade.SGD.load_state_dict: argument 'state[\"velocity\"]' must have shape "
+            raise ValueError(f"{func}: argument 'state[\"velocity\"]' must have shape "
                              f"{self.velocity.shape}, got {velocity.shape}")
+        if velocity.dtype.kind not in "fiu" or not np.isfinite(velocity).all():
+            raise ValueError(f"{func}: argument 'state[\"velocity\"]' must hold finite numbers")
+        steps = _args.whole(state["steps"], func, "state['steps']", 0, None)
+        lr = _args.real(state["lr"], func, "state['lr']", 0.0)
         self.velocity[...] = velocity
-        self.steps = int(state["steps"])
-        self.lr = float(state["lr"])
+        self.steps, self.lr = steps, lr
 
 
 def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
@@ -220,6 +274,11 @@ def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
 
 def predict(model, images, batch_size=256, out=None):
     """Eval-mode logits for all ``images``, computed ``batch_size`` at a time."""
+    func = "lade.predict"
+    batch_size = _args.whole(batch_size, func, "batch_size", 1)
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise TypeError(f"{func}: argument 'images' must be a float32 ndarray (n, 3, h, w), got "
+                        f"{type(images).__name__} {getattr(images, 'shape', '')}")
     n = len(images)
     if out is None:
         out = np.empty((n, model.num_classes), dtype=np.float32)

@@ -61,12 +61,31 @@ def class_counts(labels, classes):
     return _C.class_counts(labels, classes)
 
 
+def _integer_counts(counts, func):
+    """counts as a contiguous int64 array; a non-integer value (2.5, NaN) raises instead of being truncated."""
+    try:
+        a = np.asarray(counts)
+    except Exception as e:
+        raise TypeError(f"{func}: argument 'counts' must be an array of whole numbers ({e})") from None
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)
+        if bad.any():
+            i = int(np.flatnonzero(bad.ravel())[0])
+            raise ValueError(f"{func}: argument 'counts' must hold whole numbers, got {a.ravel()[i]} at index {i}")
+    elif a.dtype.kind not in "iu":
+        raise TypeError(f"{func}: argument 'counts' must be an array of whole numbers, got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.size and a.max() > 2 ** 62:
+        raise ValueError(f"{func}: argument 'counts' holds {a.max()}, more than 2^62")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
 def prior_from_counts(counts, eps=0.0):
     """prior[c] = max(counts[c], eps) / sum_k max(counts[k], eps), float32.
 
     eps = 0 (default): a zero count raises ValueError naming the class.
     eps > 0: empty classes count as eps samples (e.g. eps=1e-3)."""
-    return _C.prior_from_counts(np.ascontiguousarray(counts, dtype=np.int64), eps)
+    return _C.prior_from_counts(_integer_counts(counts, "lade.priors.prior_from_counts"), eps)
 
 
 def prior_from_labels(labels, classes, eps=0.0):

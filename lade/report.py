@@ -8,6 +8,9 @@
 - the shifted tests of spec §2.3 (forward 50..2, uniform, backward 2..50), with the adjustment
   using the oracle p_t, p_t estimated by EM or BBSE (lade.prior_shift, calibrated on the held-out
   source set), and no adjustment.
+- the estimated-prior table (``estimated_prior_results``): every estimator of lade.prior_shift
+  against the oracle p_t and against no adjustment, on every shifted test, under the protocol
+  described there (half of each test class held out).
 ``write_run_report`` writes report.md, results.json and PNGs into the run folder;
 ``write_comparison`` does the same for several runs side by side.
 """
@@ -20,11 +23,12 @@ import numpy as np
 
 from lade import config as config_mod
 from lade import metrics, posthoc, prior_shift
-from lade.experiment import build_loss, load_arrays, run_status
-from lade.priors import prior_from_counts
+from lade.experiment import RunError, build_loss, load_arrays, run_status
+from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
 
-__all__ = ["evaluate_run", "write_run_report", "write_comparison", "SETTING_NAMES", "MODES"]
+__all__ = ["evaluate_run", "write_run_report", "write_comparison", "estimated_prior_results", "held_out_halves",
+           "SETTING_NAMES", "MODES", "ESTIMATORS"]
 
 SETTING_NAMES = [{"forward": "F", "backward": "B", "uniform": ""}[d] + (str(r) if d != "uniform" else "uniform")
                  for d, r in SHIFT_SETTINGS]
@@ -63,7 +67,8 @@ def _uniform_metrics(probs, labels, counts):
 
 
 def _estimate(f_sub, form, p_s, calib, method):
-    """Estimated p_t of a test subset and a note, or (None, reason).
+    """Estimated p_t of a test subset and a note, or (None, reason). Ungated (the estimated-prior
+    table has the gated and shrunk variants).
 
     Calibration is bias-corrected temperature scaling on the held-out set when it holds every
     class; otherwise (CIFAR-100-LT at imbalance 100 uses every training image of its head class,
@@ -82,7 +87,7 @@ def _estimate(f_sub, form, p_s, calib, method):
         try:
             res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
                                     None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
-                                    method=method, calibration=calibration)
+                                    method=method, calibration=calibration, gate=None)
         except (ValueError, FloatingPointError) as e:
             return None, str(e)
     notes = [note] if note else []
@@ -93,15 +98,115 @@ def _estimate(f_sub, form, p_s, calib, method):
     return res.prior, "; ".join(notes) or None
 
 
-def evaluate_run(run_dir):
-    """All numbers of a finished run, as a JSON-able dict (also used by write_comparison)."""
+# The estimators of the estimated-prior table: name -> (label, prior_shift.adapt keywords, labelled
+# target samples per class). All use bias-corrected temperature scaling on the held-out half. The shrunk
+# ones shrink towards no shift (the held-out prior); BBSE's width is the bootstrap's (100 replicates, cheap
+# for BBSE; the analytic delta-method width ignores the simplex constraint and overstates it on weak models).
+ESTIMATORS = {
+    "em": ("EM", dict(method="em", gate=None), 0),
+    "em_gated": (f"EM, gated at {prior_shift.GATE_LEVEL:g}", dict(method="em"), 0),
+    "em_shrunk": ("EM, shrunk (Fisher width)", dict(method="em", gate=None, shrink_to="no_shift"), 0),
+    "em_gated_shrunk": ("EM, gated + shrunk", dict(method="em", shrink_to="no_shift"), 0),
+    "em_k1": ("EM + 1 label per class", dict(method="em", gate=None), 1),
+    "em_k5": ("EM + 5 labels per class", dict(method="em", gate=None), 5),
+    "bbse": ("BBSE", dict(method="bbse", gate=None), 0),
+    "bbse_gated": (f"BBSE, gated at {prior_shift.GATE_LEVEL:g}", dict(method="bbse"), 0),
+    "bbse_shrunk": ("BBSE, shrunk (bootstrap width)",
+                    dict(method="bbse", gate=None, shrink_to="no_shift", bootstrap=100, seed=0), 0),
+}
+
+
+def held_out_halves(labels, classes):
+    """(held_out, pool) test indices: the first half (rounded down) of each class's images in stored
+    order is held out, labelled; the rest is the pool the shifted tests are drawn from."""
+    held = np.zeros(labels.shape[0], bool)
+    for c in range(classes):
+        rows = np.flatnonzero(labels == c)
+        held[rows[: rows.size // 2]] = True
+    return np.flatnonzero(held), np.flatnonzero(~held)
+
+
+def estimated_prior_results(f, y, p_s, form, estimators=None):
+    """The estimated-prior table of one model, from its saved test logits only.
+
+    Protocol: half of each test class is the labelled held-out set (held_out_halves: every class
+    present, so BBSE's confusion matrix and bias-corrected calibration can be formed); the shifted
+    tests of spec §2.3 are drawn from the other half (img_max = its smallest class count, 50 on
+    CIFAR-100). Each estimator estimates p_t from the unlabelled subset; the few-label estimators
+    also see the labels of the first k images of each class of the subset (fewer where the class
+    has fewer) and estimate the prior of the whole subset. Accuracy is on the whole subset with the
+    method's test-time adjustment to that p_t, against the oracle p_t and against no adjustment
+    (the prior of the held-out half, uniform: what the model assumes without an estimate)."""
+    estimators = ESTIMATORS if estimators is None else estimators
+    classes = p_s.shape[0]
+    held, pool = held_out_halves(y, classes)
+    if np.bincount(y[held], minlength=classes).min() == 0:
+        return {"skipped": "some class has fewer than 2 test images: no held-out half with every class"}
+    calib = (_source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
+    no_shift = prior_from_labels(calib[1], classes)
+    acc = {m: [] for m in ("none", "oracle", *estimators)}
+    err = {m: [] for m in estimators}
+    gated = {m: [] for m in estimators if not estimators[m][1].get("gate", 1) is None}
+    shrink = {m: [] for m in estimators if "shrink_to" in estimators[m][1]}
+    notes = []
+    for (direction, ratio), setting in zip(SHIFT_SETTINGS, SETTING_NAMES):
+        try:
+            sub = shifted_test_subset(y[pool], p_s, ratio, direction)
+        except ValueError:
+            notes.append(f"{setting}: skipped, the pool has too few images per class for this ratio")
+            for table in (acc, err, gated, shrink):
+                for m in table:
+                    table[m].append(None)
+            continue
+        rows = pool[sub.indices]
+        f_sub, y_sub = np.ascontiguousarray(f[rows]), y[rows]
+        acc["none"].append(metrics.accuracy(_adjust(f_sub, form, p_s, no_shift), y_sub))
+        acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior), y_sub))
+        z = _source_logits(f_sub, form, p_s)
+        for m, (_, kw, k) in estimators.items():
+            extra, z_m = {}, z
+            if k:
+                labelled = np.concatenate([np.flatnonzero(y_sub == c)[:k] for c in range(classes)])
+                unlabelled = np.setdiff1d(np.arange(y_sub.shape[0]), labelled)
+                extra = {"labelled_counts": np.bincount(y_sub[labelled], minlength=classes).astype(np.int64)}
+                z_m = np.ascontiguousarray(z[unlabelled])
+            if k and z_m.shape[0] == 0:  # every image of the subset is labelled: its prior is known
+                notes.append(f"{setting} {m}: every image of the subset is labelled")
+                res = prior_shift.PriorShiftResult(prior=prior_from_counts(extra["labelled_counts"]), probs=None,
+                                                   method="em", reference_prior=no_shift)
+            else:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    res = prior_shift.adapt(z_m, no_shift, calib[0], calib[1], calibration="bcts", **kw, **extra)
+                notes += [f"{setting} {m}: {w.message}" for w in caught]
+            acc[m].append(metrics.accuracy(_adjust(f_sub, form, p_s, res.prior), y_sub))
+            err[m].append(float(np.abs(res.prior - sub.prior).sum()))
+            if m in gated:
+                gated[m].append(bool(res.gated))
+            if m in shrink:
+                shrink[m].append(None if res.gated else float(res.shrink_weight))
+    return {"protocol": "half of each test class held out (labelled), shifted tests from the other half",
+            "held_out_images": int(held.size), "pool_images": int(pool.size),
+            "estimators": {m: label for m, (label, _, _) in estimators.items()},
+            "accuracy": acc, "prior_l1_error": err, "gated": gated, "shrink_weight": shrink, "notes": notes}
+
+
+def evaluate_run(run_dir, estimated_prior=True):
+    """All numbers of a finished run, as a JSON-able dict (also used by write_comparison).
+    estimated_prior=False leaves out the estimated-prior table (about 100 prior_shift.adapt calls,
+    a minute or more for 100 classes)."""
     run_dir = Path(run_dir)
     if run_status(run_dir) != "finished":
         raise FileNotFoundError(f"lade.evaluate: '{run_dir}' is not a finished run (no final.json); train or "
                                 f"--resume it first")
     cfg = config_mod.load(run_dir / "config.yaml")
     arrays = load_arrays(run_dir)
-    final = json.loads((run_dir / "final.json").read_text())
+    try:
+        final = json.loads((run_dir / "final.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}' is not readable JSON ({e})") from e
+    if not isinstance(final, dict):
+        raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}': expected a JSON object, got {str(final)[:60]!r}")
     counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)
@@ -151,6 +256,7 @@ def evaluate_run(run_dir):
                   "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]},
         "train_counts": counts.tolist(), "methods": methods,
         "shift": {"settings": SETTING_NAMES, "accuracy": acc, "prior_l1_error": prior_error},
+        "estimated_prior": estimated_prior_results(f, y, p_s, form) if estimated_prior else {},
         "notes": notes,
     }
 
@@ -210,11 +316,45 @@ def _markdown(results, title, figures, summary=None):
                                                         for v in r["shift"]["prior_l1_error"][m]])
     parts += ["## Prior estimation error (L1 distance between estimated and true p_t)", "",
               _table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
+    parts += _estimated_prior_markdown(results)
     notes = [f"- {r['name']}: {n}" for r in results for n in _grouped(r["notes"])]
     if notes:
         parts += ["Notes:", ""] + notes + [""]
     parts += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     return "\n".join(parts)
+
+
+def _estimated_prior_markdown(results):
+    ready = [r for r in results if "estimators" in r.get("estimated_prior", {})]
+    if not ready:
+        return []
+    acc_rows, err_rows, gate_rows = [], [], []
+    for r in ready:
+        e = r["estimated_prior"]
+        acc_rows.append([r["method"], "no adjustment (uniform p_t)"] + [_pct(v) for v in e["accuracy"]["none"]])
+        acc_rows.append([r["method"], "oracle p_t"] + [_pct(v) for v in e["accuracy"]["oracle"]])
+        for m, label in e["estimators"].items():
+            acc_rows.append([r["method"], label] + [_pct(v) for v in e["accuracy"][m]])
+            err_rows.append([r["method"], label] + ["n/a" if v is None else f"{v:.3f}" for v in e["prior_l1_error"][m]])
+        for m, flags in e["gated"].items():
+            gate_rows.append([r["method"], e["estimators"][m]] + ["n/a" if v is None else ("kept" if v else "adapted")
+                                                                  for v in flags])
+    held = ready[0]["estimated_prior"]
+    parts = ["## Estimated target prior (top-1 %)", "",
+             f"Protocol: {held['protocol']} ({held['held_out_images']} held-out and {held['pool_images']} pool "
+             "images); the estimators see the subset's logits without labels (the few-label ones also the labels of "
+             "k images per class of the subset). Accuracy on the whole subset with the method's adjustment to the "
+             "estimated p_t.", "",
+             _table(["method", "p_t"] + SETTING_NAMES, acc_rows), "",
+             "L1 distance between estimated and true p_t:", "",
+             _table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
+    if gate_rows:
+        parts += ["Gate decisions (kept = no shift detected, the model's own prior is kept):", "",
+                  _table(["method", "estimator"] + SETTING_NAMES, gate_rows), ""]
+    notes = [f"- {r['name']}: {n}" for r in ready for n in _grouped(r["estimated_prior"]["notes"])]
+    if notes:
+        parts += ["Notes on the estimated-prior table:", ""] + notes + [""]
+    return parts
 
 
 def _grouped(notes):

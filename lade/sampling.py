@@ -8,8 +8,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from lade import _C
-from lade.priors import as_prior, class_counts, prior_from_counts
+from lade import _C, _args
+from lade.priors import _integer_counts, as_prior, class_counts, prior_from_counts
 
 __all__ = ["InstanceSampler", "ClassAwareSampler", "SquareRootSampler", "ProgressivelyBalancedSampler",
            "lt_subset", "LTSubset", "shifted_test_subset", "shifted_test_indices", "ShiftedSubset",
@@ -21,11 +21,17 @@ SHIFT_SETTINGS = ([("forward", r) for r in (50, 25, 10, 5, 2)] + [("uniform", 1)
                   [("backward", r) for r in (2, 5, 10, 25, 50)])
 
 
+def _seed(seed, func):
+    return _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
+
+
 class InstanceSampler:
     """A fresh permutation of range(n) every epoch."""
 
     def __init__(self, n, seed=0):
-        self.n, self.seed = n, seed
+        # stored for later epochs, so checked now; at most 2^31 - 1 samples
+        self.n = _args.whole(n, "lade.sampling.InstanceSampler", "n", 0)
+        self.seed = _seed(seed, "lade.sampling.InstanceSampler")
 
     def __len__(self):
         return self.n
@@ -40,8 +46,11 @@ class ClassAwareSampler:
     from each class's own cyclic shuffled list. Each epoch restarts from (seed, epoch)."""
 
     def __init__(self, labels, classes, seed=0, samples_per_class=1):
-        self.labels, self.classes, self.seed, self.samples_per_class = labels, classes, seed, samples_per_class
-        self._len = _C.class_aware_length(labels, classes)
+        func = "lade.sampling.ClassAwareSampler"
+        self.labels, self.classes = labels, _args.whole(classes, func, "classes", 1)
+        self.seed, self.samples_per_class = _seed(seed, func), _args.whole(samples_per_class, func,
+                                                                           "samples_per_class", 1)
+        self._len = _C.class_aware_length(labels, self.classes)
 
     def __len__(self):
         return self._len
@@ -51,10 +60,10 @@ class ClassAwareSampler:
 
 
 class _ClassProbSampler:
-    def __init__(self, labels, classes, seed, length):
-        self.labels, self.classes, self.seed = labels, classes, seed
+    def __init__(self, func, labels, classes, seed, length):
+        self.labels, self.classes, self.seed = labels, _args.whole(classes, func, "classes", 1), _seed(seed, func)
         self.counts = class_counts(labels, classes)
-        self._len = len(labels) if length is None else length
+        self._len = len(labels) if length is None else _args.whole(length, func, "length", 0)
 
     def __len__(self):
         return self._len
@@ -71,7 +80,7 @@ class SquareRootSampler(_ClassProbSampler):
     then a sample of it uniformly, with replacement. Epoch length = len(labels) by default."""
 
     def __init__(self, labels, classes, seed=0, q=0.5, length=None):
-        super().__init__(labels, classes, seed, length)
+        super().__init__("lade.sampling.SquareRootSampler", labels, classes, seed, length)
         self.prob = _C.class_prob_power(self.counts, q)
 
     def class_probabilities(self, epoch):
@@ -83,7 +92,7 @@ class ProgressivelyBalancedSampler(_ClassProbSampler):
     from instance-balanced (epoch 0) to class-balanced (epoch total_epochs - 1)."""
 
     def __init__(self, labels, classes, total_epochs, seed=0, length=None):
-        super().__init__(labels, classes, seed, length)
+        super().__init__("lade.sampling.ProgressivelyBalancedSampler", labels, classes, seed, length)
         self.total_epochs = total_epochs
 
     def class_probabilities(self, epoch):
@@ -111,7 +120,7 @@ def lt_subset(labels, counts, seed=0):
     """Long-tailed subset of a dataset (spec §3.1): per class (ascending) its indices are
     shuffled with stream c of `seed` and the first counts[c] kept. Not bit-identical to the
     official numpy shuffle (spec §7.13)."""
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    counts = _integer_counts(counts, "lade.sampling.lt_subset")
     out = _C.lt_subset(labels, counts, seed)
     return LTSubset(out, labels[out], counts)
 
@@ -144,5 +153,11 @@ def shifted_test_indices(test_labels, train_prior, ratio, direction, img_max=Non
 def dirichlet_priors(m, classes, alpha=1.0, seed=0):
     """m random priors (m, classes) float32 from Dirichlet(alpha) (scalar or per class); entries
     are floored at 1e-12 and renormalised so their logs are finite. Row r uses stream r."""
-    a = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (int(classes),)))
+    func = "lade.sampling.dirichlet_priors"
+    classes = _args.whole(classes, func, "classes", 1)
+    try:
+        a = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (classes,)))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{func}: argument 'alpha' must be a number or one per class ({classes}), got "
+                         f"{np.shape(alpha)} ({e})") from None
     return _C.dirichlet_priors(a, m, seed)

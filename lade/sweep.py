@@ -39,7 +39,10 @@ def load_grid(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"lade sweep: '{path}' does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = config_mod.parse_yaml(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise config_mod.ConfigError(f"lade sweep: '{path}' is not valid YAML ({e})") from None
     if not isinstance(spec, dict):
         raise config_mod.ConfigError(f"lade sweep: '{path}' must hold a mapping")
     for key in spec:
@@ -67,18 +70,24 @@ def plan(spec):
     """[(run folder, overrides, {grid key: value})] for every combination, all validated."""
     base = config_mod.load(spec["base"])
     keys = list(spec["grid"])
-    runs = []
+    runs, folders = [], {}
     for values in itertools.product(*(spec["grid"][k] for k in keys)):
         point = dict(zip(keys, values))
         overrides = [_override(k, v) for k, v in spec["fixed"].items()] + [_override(k, v) for k, v in point.items()]
         config_mod.apply_overrides(base, overrides)  # raises ConfigError naming a bad key
         name = ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
+        if name.startswith("."):
+            name = "_" + name
+        if name in folders:  # e.g. optim.lr: [0.1, 0.10]: two runs would write into one folder
+            raise config_mod.ConfigError(f"lade sweep: key 'grid' gives two runs the same folder '{name}' "
+                                         f"({folders[name]} and {point}); list each value once")
+        folders[name] = point
         runs.append((spec["out"] / name, overrides, point))
     return runs
 
 
 def run(grid_path, jobs=1, dry_run=False, data_root=None):
-    """Runs the sweep (see the module docstring); returns the Markdown table."""
+    """Runs the sweep (see the module docstring); returns (the Markdown table, the run folders that failed)."""
     spec = load_grid(grid_path)
     runs = plan(spec)
     resolve_data_root(config_mod.load(spec["base"]), data_root)
@@ -87,7 +96,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None):
     if dry_run:
         for run_dir, _, _ in runs:
             sys.stderr.write(f"  {run_status(run_dir):9s} {run_dir}\n")
-        return ""
+        return "", []
     logs = spec["out"] / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     active = []
@@ -112,7 +121,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None):
                 if proc.returncode != 0:
                     failed.append(run_dir)
                 sys.stderr.write(f"lade sweep: {'done' if proc.returncode == 0 else 'FAILED'} {run_dir}\n")
-    return collect(spec, runs, failed)
+    return collect(spec, runs, failed), failed
 
 
 def collect(spec, runs, failed=()):
@@ -125,7 +134,8 @@ def collect(spec, runs, failed=()):
     for run_dir, _, point in runs:
         values = [point[k] for k in keys]
         if run_status(run_dir) != "finished":
-            rows.append(values + ["failed" if run_dir in failed else run_status(run_dir)] + [""] * (len(header) - len(keys) - 1))
+            status = "failed" if run_dir in failed else run_status(run_dir)
+            rows.append(values + [status] + [""] * (len(header) - len(keys) - 1))
             continue
         _, r = report.write_run_report(run_dir)
         u = r["methods"][0]["uniform"]

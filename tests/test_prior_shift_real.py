@@ -14,7 +14,10 @@ Settings, all lade's classic ResNet-32 trained briefly (wall times on the shared
 With Balanced Softmax the stored logits are f + log p_s, the source posterior logits. The tests
 use cifar10_bs (the prior is identifiable) and coarse16 (it is not: both methods must say so).
 The logits are cached in <repo>/.cache/prior_shift_<setting>.npz (git-ignored); delete a file to
-retrain. Print the tables with `python tests/test_prior_shift_real.py [setting ...]`.
+retrain. Print the tables with `PYTHONPATH=. python tests/test_prior_shift_real.py [setting ...]`, and the
+estimated-prior tables of every estimator with `PYTHONPATH=. python tests/test_prior_shift_real.py --estimated`.
+  cifar10_ce   as cifar10_bs with softmax CE (evaluated as PC Softmax)
+  cifar10_lade as cifar10_bs with the LADE loss (alpha 0.1, lambda 0.01)
 """
 import sys
 import tarfile
@@ -35,6 +38,8 @@ SETTINGS = {
     "coarse16_bs": {"label": "coarse", "classes": 20, "img_max": 2500, "side": 16, "epochs": 4, "loss": "lade_ce"},
     "fine32": {"label": "fine", "classes": 100, "img_max": 500, "side": 32, "epochs": 3, "loss": "softmax_ce"},
     "cifar10_bs": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "lade_ce"},
+    "cifar10_ce": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "softmax_ce"},
+    "cifar10_lade": {"label": "cifar10", "classes": 10, "img_max": 5000, "side": 16, "epochs": 5, "loss": "lade"},
 }
 SHIFTS = [(50, "backward"), (10, "backward"), (10, "forward"), (50, "forward")]
 
@@ -89,8 +94,9 @@ def _train_and_predict(data_dir, setting):
         train_x[subset.indices] = _decode([train_jpegs[i] for i in subset.indices])
     xf, yf = _images(train_x[fit_idx], cfg["side"]), train_y[fit_idx]
     prior = lade.priors.prior_from_labels(yf, cfg["classes"])
-    if cfg["loss"] == "lade_ce":  # Balanced Softmax: softmax(f + log p_s) is the source posterior
-        loss = lambda z, y, g: lade.losses.lade_ce(z, y, prior, g)  # noqa: E731
+    if cfg["loss"] in ("lade_ce", "lade"):  # Balanced Softmax / LADE: softmax(f + log p_s) is the source posterior
+        loss = (lade.losses.LADELoss(prior, alpha=0.1, remine_lambda=0.01) if cfg["loss"] == "lade" else
+                lambda z, y, g: lade.losses.lade_ce(z, y, prior, g))
         source_logits = lambda z: np.ascontiguousarray(z + np.log(prior), dtype=np.float32)  # noqa: E731
     else:
         loss, source_logits = lade.losses.softmax_ce, lambda z: z
@@ -136,7 +142,8 @@ def evaluate(d, ratio, direction, method, calib=None):
     oracle = lade.metrics.accuracy(lade.posthoc.pc_adjust(z, prior, sub.prior), y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = lade.prior_shift.adapt(z, calib[2], calib_logits=calib[0], calib_labels=calib[1], method=method)
+        res = lade.prior_shift.adapt(z, calib[2], calib_logits=calib[0], calib_labels=calib[1], method=method,
+                                     gate=None)
     res.warned = any("ill-conditioned" in str(w.message) for w in caught)
     return none, oracle, lade.metrics.accuracy(res.probs, y), res
 
@@ -201,8 +208,89 @@ def test_weak_model_is_flagged(data_dir, ratio, direction):
     assert abs(bbse - none) <= 0.01
 
 
+# ---- every estimator of lade.prior_shift on PC Softmax (CE) and LADE, under the report's protocol --------
+# (lade.report.estimated_prior_results: half of each test class held out, labelled; the shifted tests of
+# spec §2.3 drawn from the other half, 500 images per class). The stored logits are source-posterior logits
+# (LADE: f + log p_s), so the PC form f - log p_s + log p_t is LADE's f + log p_t.
+# The issue's goals: within 1 point of the oracle on forward shifts, within 2 on backward shifts, never more
+# than 0.5 below no adjustment on the uniform test.
+ESTIMATED_SETTINGS = ["cifar10_ce", "cifar10_lade"]
+
+
+def estimated_prior_table(d):
+    from lade import report
+    return report.estimated_prior_results(d["test_logits"], d["test_labels"], d["prior"], "pc")
+
+
+@pytest.fixture(scope="module", params=ESTIMATED_SETTINGS)
+def estimated(request, data_dir):
+    return request.param, estimated_prior_table(load_logits(data_dir, request.param))
+
+
+def _goal_misses(table, estimator):
+    """Points (x100) by which each goal is missed on each shifted test (0 = met)."""
+    from lade import report
+    acc, oracle, none = table["accuracy"][estimator], table["accuracy"]["oracle"], table["accuracy"]["none"]
+    misses = {}
+    for (direction, _), setting, a, o, n in zip(lade.sampling.SHIFT_SETTINGS, report.SETTING_NAMES, acc, oracle, none):
+        slack = {"forward": o - 0.01, "backward": o - 0.02, "uniform": n - 0.005}[direction]
+        misses[setting] = round(max(0.0, slack - a) * 100, 2)
+    return misses
+
+
+# Measured (5-epoch models at 16x16, 34 % / 38 % top-1 on the uniform test; README "An unknown target prior
+# on real models"): the gated and the shrunk estimators meet the uniform goal on both models, ungated EM and
+# BBSE miss it by 2.4 and 2.5 points on PC Softmax. On LADE, BBSE stays within 2.6 points of the oracle on
+# every shifted test (forward goal missed by up to 1.25 points, backward by up to 0.6); on PC Softmax EM is
+# within 2.4 points of the oracle on forward shifts and 13 points short on B50.
+UNIFORM = 5  # index of the uniform test in lade.sampling.SHIFT_SETTINGS
+
+
+def test_gated_and_shrunk_estimators_never_cost_more_than_half_a_point_on_uniform(estimated):
+    name, table = estimated
+    none = table["accuracy"]["none"][UNIFORM]
+    for m in ("em_gated", "em_gated_shrunk", "bbse_gated", "em_shrunk", "bbse_shrunk"):
+        assert table["accuracy"][m][UNIFORM] >= none - 0.005, (name, m, table["accuracy"][m][UNIFORM], none)
+    for m in ("em_gated", "bbse_gated"):
+        assert table["gated"][m][UNIFORM], (name, m)
+
+
+def test_strong_shifts_are_adapted_to(estimated):
+    name, table = estimated
+    acc, none = table["accuracy"], table["accuracy"]["none"]
+    for m in table["estimators"]:
+        for i in (0, 10):  # F50, B50: every estimator gains at least 5 points over no adjustment
+            assert acc[m][i] >= none[i] + 0.05, (name, m, i, acc[m][i], none[i])
+    for m in ("em_gated", "bbse_gated"):
+        assert not any(table["gated"][m][i] for i in (0, 1, 9, 10)), (name, m)  # F50, F25, B25, B50
+
+
+def test_best_estimator_against_the_oracle(estimated):
+    name, table = estimated
+    acc, oracle = table["accuracy"], table["accuracy"]["oracle"]
+    if name == "cifar10_lade":  # BBSE: within 3 points of the oracle on every shifted test (measured: 2.6, B10)
+        assert all(a >= o - 0.03 for a, o in zip(acc["bbse"], oracle)), acc["bbse"]
+    else:  # PC Softmax: EM within 2.5 points on forward shifts, more than 10 points short on B50
+        assert all(a >= o - 0.025 for a, o in zip(acc["em_gated"][:5], oracle[:5])), acc["em_gated"]
+        assert acc["em_gated"][10] < oracle[10] - 0.10
+
+
 if __name__ == "__main__":
     data = REPO_ROOT.parent / "shared" / "data"
+    if sys.argv[1:2] == ["--estimated"]:  # the estimated-prior tables of every estimator
+        from lade import report
+        for name in sys.argv[2:] or ESTIMATED_SETTINGS:
+            table = estimated_prior_table(load_logits(data, name))
+            print(f"{name}: top-1 % ({table['protocol']})")
+            print(f"{'p_t':<32}" + "".join(f"{s:>8}" for s in report.SETTING_NAMES))
+            rows = [("none", "no adjustment"), ("oracle", "oracle")] + list(table["estimators"].items())
+            for key, label in rows:
+                print(f"{label:<32}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
+            print("goal misses (points):")
+            for key, label in table["estimators"].items():
+                misses = _goal_misses(table, key)
+                print(f"{label:<32}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
+        sys.exit(0)
     for name in sys.argv[1:] or list(SETTINGS):
         d = load_logits(data, name)
         for tag, calib in [("", None), (", balanced calibration", balanced_calibration(d))]:

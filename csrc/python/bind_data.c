@@ -213,6 +213,13 @@ static PyObject *jpeg(PyObject *args, int from_file) {
     return out;
 }
 static PyObject *py_decode_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 0); }
+
+/* jpeg_max_pixels(n=None) -> the limit in force, after setting it to n when given */
+static lade_status jpeg_max_pixels(lade_call *c) {
+    lade_status st = lade_given(c, "n") ? lade_jpeg_set_max_pixels((size_t)lade_int(c, "n")) : LADE_OK;
+    c->ret[0] = (double)lade_jpeg_max_pixels();
+    return st;
+}
 static PyObject *py_read_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 1); }
 
 /* ---- transforms ------------------------------------------------------------ */
@@ -247,8 +254,10 @@ static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
         OBJ_OPT("scale", NULL), OBJ_OPT("ratio", NULL), OPT("brightness", 'f', 0), OPT("contrast", 'f', 0),
         OPT("saturation", 'f', 0), OBJ_OPT("mean", NULL), OBJ_OPT("std", NULL), END,
     };
+    char func[128]; /* the class called: lade.data.CifarTrain, ... */
+    snprintf(func, sizeof func, "lade.data.%s", _PyType_Name(Py_TYPE(self)));
     lade_call c;
-    if (lade_parse(&c, "lade.data.Transform", spec, args, kw)) return lade_call_end(&c, NULL), -1;
+    if (lade_parse(&c, func, spec, args, kw)) return lade_call_end(&c, NULL), -1;
     lade_transform *t = &self->t;
     const char *preset = c.value[0].s;
     int size = (int)lade_int(&c, "size"), ok = 1;
@@ -371,6 +380,8 @@ typedef struct {
     PyObject *source[3]; /* images, labels, files: the loader reads them until it is closed */
     int batch_size, out_h, out_w;
     int busy;            /* a call is waiting without the GIL */
+    size_t skipped;      /* kept at close, with the last reason */
+    char skip_reason[600];
 } LoaderObject;
 
 static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
@@ -423,6 +434,7 @@ static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
 /* Stops and joins the workers (they never take the GIL), then lets go of the sources. */
 static void loader_release(LoaderObject *self) {
     lade_loader *l = self->loader;
+    if (l) self->skipped = lade_loader_skipped(l, self->skip_reason, sizeof self->skip_reason);
     self->loader = NULL;
     LADE_NOGIL_BEGIN
     lade_loader_destroy(l);
@@ -489,9 +501,8 @@ static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *loader_skipped(LoaderObject *self, void *unused) {
-    char message[600] = "";
-    size_t n = self->loader ? lade_loader_skipped(self->loader, message, sizeof message) : 0;
-    return Py_BuildValue("(ns)", (Py_ssize_t)n, message);
+    if (self->loader) self->skipped = lade_loader_skipped(self->loader, self->skip_reason, sizeof self->skip_reason);
+    return Py_BuildValue("(ns)", (Py_ssize_t)self->skipped, self->skip_reason);
 }
 
 static PyObject *loader_close(LoaderObject *self, PyObject *unused) {
@@ -534,6 +545,7 @@ static PyTypeObject LoaderType = {
 };
 
 static const lade_binding bindings[] = {
+    {"jpeg_max_pixels", "lade.data.set_jpeg_max_pixels", ARGS(OPT("n", 'n', 0)), NULL, jpeg_max_pixels, "i"},
     {"augment", "lade.data.augment", augment_args, bind_transform_size, augment, NULL,
      "augment(images, transform, out=None, seed=0, stream=0) -> out"},
     {"augment_image", "lade.data.augment_image", augment_image_args, bind_transform_size, augment_image, NULL,

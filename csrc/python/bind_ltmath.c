@@ -247,6 +247,29 @@ static lade_status bootstrap_interval(lade_call *c) {
     return lade_bootstrap_interval(F32(c, "lo"), F32(c, "hi"), F32(c, "replicates"), DIM(c, 'B'), DIM(c, 'C'),
                                    lade_num(c, "level"));
 }
+static lade_status em_prior_labelled(lade_call *c) {
+    int iterations, converged;
+    lade_status st = lade_em_prior_labelled(F32(c, "out"), F32(c, "pool_prior"), &iterations, &converged,
+                                            F32(c, "probs"), NC(c), F32(c, "source_prior"), I64(c, "labelled_counts"),
+                                            (int)lade_int(c, "per_class"), lade_num(c, "pseudo_count"),
+                                            lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
+    c->ret[0] = iterations, c->ret[1] = converged;
+    return st;
+}
+static lade_status em_covariance_trace(lade_call *c) {
+    return lade_em_covariance_trace(&c->ret[0], F32(c, "probs"), NC(c), F32(c, "source_prior"), F32(c, "estimate"));
+}
+static lade_status bbse_covariance_trace(lade_call *c) {
+    return lade_bbse_covariance_trace(&c->ret[0], F32(c, "calib_scores"), I64(c, "labels"), DIM(c, 'm'),
+                                      F32(c, "target_scores"), NC(c), F32(c, "estimate"), (int)lade_int(c, "soft"));
+}
+static lade_status replicate_variance(lade_call *c) {
+    return lade_replicate_variance(&c->ret[0], F32(c, "replicates"), DIM(c, 'B'), DIM(c, 'C'));
+}
+static lade_status shrink_prior(lade_call *c) {
+    return lade_shrink_prior(F32(c, "out"), &c->ret[0], F32(c, "estimate"), F32(c, "anchor"), DIM(c, 'C'),
+                             lade_num(c, "covariance_trace"));
+}
 static lade_status chi2_sf(lade_call *c) { return lade_chi2_sf(&c->ret[0], lade_num(c, "x"), lade_num(c, "dof")); }
 
 /* The arrays of lade.prior_shift.adapt, checked before any work. */
@@ -393,6 +416,21 @@ static const lade_binding bindings[] = {
      ARGS(IN("replicates", F32T, "BC"), REQ("level", 'f'), OUT_HIDDEN("lo", F32T, "C"), OUT_HIDDEN("hi", F32T, "C")),
      NULL, bootstrap_interval},
     {"chi2_sf", ADAPT, ARGS(REQ("x", 'f'), REQ("dof", 'f')), NULL, chi2_sf, "d"},
+    {"em_prior_labelled", ADAPT,
+     ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN("labelled_counts", I64T, "C"),
+          REQ("per_class", 'p'), REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'),
+          OUT_HIDDEN("out", F32T, "C"), OUT_HIDDEN("pool_prior", F32T, "C")), NULL, em_prior_labelled, "AAib",
+     "-> (prior, pool prior, iterations, converged)"},
+    {"em_covariance_trace", ADAPT,
+     ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN("estimate", F32T, "C")), NULL,
+     em_covariance_trace, "d"},
+    {"bbse_covariance_trace", ADAPT,
+     ARGS(IN("calib_scores", F32T, "mC"), IN("labels", I64T, "m"), IN("target_scores", F32T, "nC"),
+          IN("estimate", F32T, "C"), REQ("soft", 'p')), NULL, bbse_covariance_trace, "d"},
+    {"replicate_variance", ADAPT, ARGS(IN("replicates", F32T, "BC")), NULL, replicate_variance, "d"},
+    {"shrink_prior", ADAPT,
+     ARGS(IN("estimate", F32T, "C"), IN("anchor", F32T, "C"), REQ("covariance_trace", 'f'),
+          OUT_HIDDEN("out", F32T, "C")), NULL, shrink_prior, "Ad", "-> (shrunk prior, weight of the anchor)"},
     {NULL},
 };
 

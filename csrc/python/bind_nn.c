@@ -244,8 +244,6 @@ static lade_status sgd_step(lade_call *c) {
 /* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
 static int warmup_multistep_infer(lade_call *c) {
     PyObject *given = lade_obj(c, "milestones");
-    long long warmup = lade_int(c, "warmup_epochs");
-    if (warmup < 0) return lade_py_value_error(c->func, "warmup_epochs", "must be >= 0, got %lld", warmup), -1;
     if (!given) {
         c->list[0] = 120, c->list[1] = 160, c->list_len = 2;
         return 0;
@@ -265,21 +263,14 @@ static int warmup_multistep_infer(lade_call *c) {
     return ok ? 0 : -1;
 }
 static lade_status warmup_multistep(lade_call *c) {
-    c->ret[0] = lade_lr_warmup_multistep(lade_num(c, "base_lr"), (int)lade_int(c, "epoch"),
-                                         (int)lade_int(c, "warmup_epochs"), lade_num(c, "warmup_start"),
-                                         c->list, c->list_len, lade_num(c, "factor"));
-    return LADE_OK;
+    return lade_lr_warmup_multistep(&c->ret[0], lade_num(c, "base_lr"), (int)lade_int(c, "epoch"),
+                                    (int)lade_int(c, "warmup_epochs"), lade_num(c, "warmup_start"), c->list,
+                                    c->list_len, lade_num(c, "factor"));
 }
 
-static int cosine_infer(lade_call *c) {
-    if (lade_int(c, "total_epochs") < 1)
-        return lade_py_value_error(c->func, "total_epochs", "must be >= 1, got %lld", lade_int(c, "total_epochs")), -1;
-    return 0;
-}
 static lade_status cosine(lade_call *c) {
-    c->ret[0] = lade_lr_cosine(lade_num(c, "base_lr"), (int)lade_int(c, "epoch"), (int)lade_int(c, "total_epochs"),
-                               lade_num(c, "eta_min"));
-    return LADE_OK;
+    return lade_lr_cosine(&c->ret[0], lade_num(c, "base_lr"), (int)lade_int(c, "epoch"),
+                          (int)lade_int(c, "total_epochs"), lade_num(c, "eta_min"));
 }
 
 /* ---- the ResNet-32 object ------------------------------------------------------------------ */
@@ -481,6 +472,28 @@ static PyObject *resnet_profile_reset(ResNetObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *resnet_conv_profile(ResNetObject *self, PyObject *unused) {
+    if (resnet_enter(self, "lade.ResNet32.conv_profile")) return NULL;
+    self->busy = 0;
+    int count = lade_resnet_num_convs(self->net);
+    PyObject *list = PyList_New(count);
+    for (int i = 0; list && i < count; i++) {
+        lade_conv_profile c;
+        lade_resnet_conv_profile(self->net, i, &c);
+        PyObject *d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:d,s:d}", "name", c.name, "cin",
+                                    c.geom.cin, "cout", c.geom.cout, "kernel", c.geom.kh, "stride", c.geom.stride_h,
+                                    "in_h", c.in_h, "in_w", c.in_w, "forward_seconds", c.forward_seconds,
+                                    "backward_seconds", c.backward_seconds, "forward_flops", c.forward_flops,
+                                    "backward_flops", c.backward_flops);
+        if (!d) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
 static PyMethodDef resnet_methods[] = {
     {"tensors", (PyCFunction)resnet_tensors, METH_NOARGS, "[(name, is_buffer, offset, shape)] in flat-buffer order"},
     {"init", (PyCFunction)resnet_init_weights, METH_O, "init(seed): initialise the weights from a seed"},
@@ -494,6 +507,8 @@ static PyMethodDef resnet_methods[] = {
      "features(out=None) -> copy of the pooled features of the last forward"},
     {"profile", (PyCFunction)resnet_profile, METH_NOARGS, "seconds per layer kind since the last reset"},
     {"profile_reset", (PyCFunction)resnet_profile_reset, METH_NOARGS, "reset the profile"},
+    {"conv_profile", (PyCFunction)resnet_conv_profile, METH_NOARGS,
+     "per convolution: name, shape, seconds forward/backward since the last reset, flops per image"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -582,8 +597,8 @@ static const lade_binding bindings[] = {
           OBJ_OPT("milestones", NULL), OPT("factor", 'f', 0.01)), warmup_multistep_infer, warmup_multistep, "d",
      "-> lr (milestones default to (120, 160))"},
     {"cosine_lr", "lade.cosine_lr",
-     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0)), cosine_infer,
-     cosine, "d"},
+     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0)), NULL, cosine,
+     "d"},
     {NULL},
 };
 

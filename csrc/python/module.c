@@ -295,14 +295,25 @@ int lade_outputs(lade_call *c) {
         int nd;
         npy_intp dims[NPY_MAXDIMS];
         wanted_shape(c, a, NULL, 0, &nd, dims);
-        for (int i = 0; i < nd; i++)
+        for (int i = 0; i < nd; i++) {
             if (dims[i] < 0) {
                 PyErr_Format(PyExc_SystemError, "%s: the size of output '%s' is unknown", c->func, a->name);
                 return -1;
             }
+            if (dims[i] > 0x3fffffff) {
+                PyErr_Format(PyExc_ValueError, "%s: output '%s' would have dimension %d of size %zd, above the 2^30 "
+                             "limit", c->func, a->name, i, (Py_ssize_t)dims[i]);
+                return -1;
+            }
+        }
         c->array[k] = (PyArrayObject *)(role(a) == LADE_GRAD ? PyArray_ZEROS(nd, dims, a->dtype, 0)
                                                               : PyArray_EMPTY(nd, dims, a->dtype, 0));
-        if (!c->array[k]) return -1;
+        if (!c->array[k]) {
+            char shape[160];
+            format_shape(shape, sizeof shape, nd, dims);
+            PyErr_Format(PyExc_MemoryError, "%s: cannot allocate output '%s' of shape %s", c->func, a->name, shape);
+            return -1;
+        }
     }
     /* the kernels read inputs while writing outputs: an output that aliases another
      * argument would give wrong numbers silently */
@@ -463,20 +474,39 @@ static lade_status set_num_threads(lade_call *c) {
 }
 static lade_status get_num_threads(lade_call *c) { return c->ret[0] = lade_get_num_threads(), LADE_OK; }
 
+static lade_status set_isa(lade_call *c) { return lade_set_isa(c->value[0].s); }
+
 static const lade_binding base_bindings[] = {
     {"set_num_threads", "lade.set_num_threads", ARGS(REQ("n", 'i')), NULL, set_num_threads, "",
      "threads for OpenBLAS and lade's own pool (n >= 1)"},
     {"get_num_threads", "lade.get_num_threads", (const lade_arg[]){END}, NULL, get_num_threads, "i"},
+    {"set_isa", "lade.set_isa", ARGS(REQ("name", 's')), NULL, set_isa, "",
+     "switches the kernel variant ('avx512', 'avx2', 'generic'; 'w16_avx2' for tests)"},
     {NULL},
 };
 
+static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i}", "model", info.model, "features", info.features, "supported",
+                         info.supported, "variant", info.active, "vector_floats", info.vector_floats);
+}
+
+static PyMethodDef base_methods[] = {
+    {"cpu_info", py_cpu_info, METH_NOARGS,
+     "cpu_info() -> dict: the CPU model, the ISA features found, the kernel variants it supports and the one in use"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, base_methods,
     NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__C(void) {
     import_array();
+    lade_status isa = lade_isa_from_env();
+    if (isa) return lade_py_raise(isa, "import lade");
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     lade_DecodeError = PyErr_NewExceptionWithDoc(

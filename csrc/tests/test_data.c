@@ -65,6 +65,32 @@ TEST(filelist_parse_lines) {
     lade_filelist_destroy(fl);
 }
 
+TEST(filelist_bom_cr_only_lines_and_utf8_paths) {
+    lade_filelist *fl;
+    CHECK_OK(lade_filelist_create(&fl, "", "l.txt"));
+    const char *text = "\xEF\xBB\xBF" "a.jpg 1\rb.jpg 2\r\nc\xC3\xA9.jpg 0";
+    CHECK_OK(lade_filelist_parse(fl, text, strlen(text), 3));
+    CHECK(lade_filelist_size(fl) == 3);
+    CHECK(!strcmp(lade_filelist_path(fl, 0), "a.jpg") && lade_filelist_label(fl, 0) == 1);
+    CHECK(!strcmp(lade_filelist_path(fl, 1), "b.jpg") && lade_filelist_line(fl, 1) == 2);
+    CHECK(lade_filelist_line(fl, 2) == 3);
+    const char *latin1 = "ok.jpg 1\nbad\xE9.jpg 1\n";
+    CHECK(lade_filelist_parse(fl, latin1, strlen(latin1), 3) == LADE_EDECODE);
+    CHECK(strstr(lade_error_detail(), "l.txt line 2: expected a UTF-8 path, got 'bad\\xe9.jpg'") != NULL);
+    const char *overlong = "\xC0\xAF.jpg 1\n";
+    CHECK(lade_filelist_parse(fl, overlong, strlen(overlong), 3) == LADE_EDECODE);
+    lade_filelist_destroy(fl);
+}
+
+TEST(jpeg_pixel_limit_is_settable_within_bounds) {
+    CHECK(lade_jpeg_max_pixels() == LADE_JPEG_DEFAULT_MAX_PIXELS);
+    CHECK(lade_jpeg_set_max_pixels(0) == LADE_EINVAL);
+    CHECK(lade_jpeg_set_max_pixels(LADE_JPEG_MAX_PIXELS + 1) == LADE_EINVAL);
+    CHECK_OK(lade_jpeg_set_max_pixels(100));
+    CHECK(lade_jpeg_max_pixels() == 100);
+    CHECK_OK(lade_jpeg_set_max_pixels(LADE_JPEG_DEFAULT_MAX_PIXELS));
+}
+
 TEST(jpeg_decode_rgb_gray_and_bad_data) {
     lade_jpeg *j;
     CHECK_OK(lade_jpeg_create(&j));

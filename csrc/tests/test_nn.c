@@ -213,16 +213,52 @@ TEST(sgd_matches_pytorch_formula) {
     CHECK(p[0] == before);
 }
 
-TEST(warmup_multistep_schedule_values) {
+static double warmup_lr(int epoch) {
     const int milestones[2] = {120, 160};
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 1, 5, 1.0 / 3, milestones, 2, 0.01), 0.0933333, 1e-6);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 4, 5, 1.0 / 3, milestones, 2, 0.01), 0.1733333, 1e-6);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 5, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 119, 5, 1.0 / 3, milestones, 2, 0.01), 0.2, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 120, 5, 1.0 / 3, milestones, 2, 0.01), 0.002, 1e-12);
-    CHECK_CLOSE(lade_lr_warmup_multistep(0.2, 200, 5, 1.0 / 3, milestones, 2, 0.01), 0.00002, 1e-12);
-    CHECK_CLOSE(lade_lr_cosine(0.1, 0, 10, 0), 0.1, 1e-12);
-    CHECK_CLOSE(lade_lr_cosine(0.1, 10, 10, 0), 0.0, 1e-12);
+    double lr;
+    return lade_lr_warmup_multistep(&lr, 0.2, epoch, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_OK ? lr : NAN;
+}
+
+static double cosine_lr(int epoch) {
+    double lr;
+    return lade_lr_cosine(&lr, 0.1, epoch, 10, 0) == LADE_OK ? lr : NAN;
+}
+
+TEST(warmup_multistep_schedule_values) {
+    CHECK_CLOSE(warmup_lr(1), 0.0933333, 1e-6);
+    CHECK_CLOSE(warmup_lr(4), 0.1733333, 1e-6);
+    CHECK_CLOSE(warmup_lr(5), 0.2, 1e-12);
+    CHECK_CLOSE(warmup_lr(119), 0.2, 1e-12);
+    CHECK_CLOSE(warmup_lr(120), 0.002, 1e-12);
+    CHECK_CLOSE(warmup_lr(200), 0.00002, 1e-12);
+    CHECK_CLOSE(cosine_lr(0), 0.1, 1e-12);
+    CHECK_CLOSE(cosine_lr(10), 0.0, 1e-12);
+}
+
+TEST(schedules_refuse_negative_epochs_and_steps_past_the_end) {
+    const int milestones[2] = {120, 160}, unordered[2] = {160, 120};
+    double lr = 7;
+    CHECK(lade_lr_warmup_multistep(&lr, 0.2, -1, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_warmup_multistep(&lr, 0.2, 3, 5, 1.0 / 3, unordered, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_warmup_multistep(&lr, NAN, 3, 5, 1.0 / 3, milestones, 2, 0.01) == LADE_EINVAL);
+    CHECK(lade_lr_cosine(&lr, 0.1, -1, 10, 0) == LADE_EINVAL);
+    CHECK(lade_lr_cosine(&lr, 0.1, 11, 10, 0) == LADE_EINVAL);
+    CHECK(lr == 7);
+}
+
+TEST(huge_planes_are_refused_before_any_memory_is_touched) {
+    /* maps over no memory: the checks must fail before a single pixel is read */
+    lade_maps in = lade_maps_nchw(NULL, 1, 1, 65536, 65536), out = lade_maps_nchw(NULL, 1, 1, 65536, 65536);
+    lade_pool_geom pool = {1, 1, 0};
+    int32_t argmax[1];
+    CHECK(lade_maxpool_forward(out, argmax, in, &pool) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "int32 argmax") != NULL);
+    lade_conv2d_geom g = {0};
+    g.cin = g.cout = 1, g.kh = g.kw = 3, g.stride_h = g.stride_w = 1, g.pad_h = g.pad_w = 1000000;
+    int oh, ow;
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
+    g.pad_h = g.pad_w = 1 << 30; /* 2 * pad overflows int */
+    CHECK(lade_conv2d_out_size(&g, 4, 4, &oh, &ow) == LADE_EINVAL);
 }
 
 TEST(rng_is_reproducible_and_streams_differ) {
@@ -321,4 +357,107 @@ TEST(resnet_init_forward_backward) {
     }
     free(img);
     lade_resnet_destroy(net);
+}
+
+/* ---- kernel variants ------------------------------------------------------------------ */
+/* Splits cpu info's space-separated list of supported variants. */
+static int supported_variants(char names[][16], int max) {
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    int count = 0;
+    for (const char *p = info.supported; *p && count < max;) {
+        int len = 0;
+        while (p[len] && p[len] != ' ') len++;
+        snprintf(names[count++], 16, "%.*s", len, p);
+        p += len;
+        while (*p == ' ') p++;
+    }
+    return count;
+}
+
+/* Batch norm forward (train) and backward of one variant against double sums. */
+static void check_batchnorm_against_double(int *failures, int n, int c, int h, int w) {
+    lade_rng r;
+    lade_rng_seed(&r, 9, 0);
+    size_t plane = (size_t)h * w, count = (size_t)n * c * plane;
+    float *x = random_floats(&r, count, 3.0), *y = zeros(count), *dy = random_floats(&r, count, 1.0), *dx = zeros(count);
+    float *gamma = random_floats(&r, c, 1.0), *beta = random_floats(&r, c, 1.0);
+    float *mean = zeros(c), *invstd = zeros(c), *dgamma = zeros(c), *dbeta = zeros(c);
+    lade_maps xm = lade_maps_nchw(x, n, c, h, w);
+    CHECK_OK(lade_batchnorm2d_forward_train(lade_maps_nchw(y, n, c, h, w), mean, invstd, NULL, NULL, xm, gamma, beta,
+                                            0.1f, 1e-5f));
+    CHECK_OK(lade_batchnorm2d_backward(lade_maps_nchw(dx, n, c, h, w), dgamma, dbeta, lade_maps_nchw(dy, n, c, h, w), xm,
+                                       gamma, mean, invstd));
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0, sq = 0, sdy = 0, sdyx = 0, m, is;
+        for (int b = 0; b < n; b++)
+            for (size_t p = 0; p < plane; p++) s += x[((size_t)b * c + ch) * plane + p];
+        m = s / (n * plane);
+        for (int b = 0; b < n; b++)
+            for (size_t p = 0; p < plane; p++) sq += pow(x[((size_t)b * c + ch) * plane + p] - m, 2);
+        is = 1.0 / sqrt(sq / (n * plane) + 1e-5);
+        CHECK_CLOSE(mean[ch], m, 1e-5 * (1 + fabs(m)));
+        CHECK_CLOSE(invstd[ch], is, 1e-5 * is);
+        for (int b = 0; b < n; b++)
+            for (size_t p = 0; p < plane; p++) {
+                size_t i = ((size_t)b * c + ch) * plane + p;
+                sdy += dy[i];
+                sdyx += dy[i] * (x[i] - m) * is;
+            }
+        CHECK_CLOSE(dbeta[ch], sdy, 1e-5 * (1 + fabs(sdy)));
+        CHECK_CLOSE(dgamma[ch], sdyx, 1e-5 * (1 + fabs(sdyx)));
+        double worst_y = 0, worst_dx = 0;
+        for (int b = 0; b < n; b++)
+            for (size_t p = 0; p < plane; p++) {
+                size_t i = ((size_t)b * c + ch) * plane + p;
+                double xhat = (x[i] - m) * is;
+                worst_y = fmax(worst_y, fabs(y[i] - (xhat * gamma[ch] + beta[ch])));
+                double ref = gamma[ch] * is * (dy[i] - sdy / (n * plane) - xhat * sdyx / (n * plane));
+                worst_dx = fmax(worst_dx, fabs(dx[i] - ref) / (1 + fabs(ref)));
+            }
+        CHECK(worst_y < 1e-5 * (1 + fabs(gamma[ch]) * 4 + fabs(beta[ch])));
+        CHECK(worst_dx < 1e-4);
+    }
+    free(x), free(y), free(dy), free(dx), free(gamma), free(beta), free(mean), free(invstd), free(dgamma), free(dbeta);
+}
+
+/* Every variant this CPU runs: the direct convolution (8- and 16-pixel runs,
+ * odd heights, tails) and batch norm against the naive references. */
+TEST(every_kernel_variant_matches_the_references) {
+    char names[8][16];
+    int count = supported_variants(names, 8);
+    const char *before = lade_get_isa();
+    CHECK(count >= 1);
+    const lade_conv2d_geom geoms[] = {
+        {5, 8, 3, 3, 1, 1, 1, 1}, {3, 16, 3, 3, 1, 1, 1, 1}, {2, 8, 5, 5, 1, 1, 2, 2}, {3, 8, 1, 1, 1, 1, 0, 0},
+    };
+    for (int v = 0; v < count; v++) {
+        CHECK_OK(lade_set_isa(names[v]));
+        CHECK(strcmp(lade_get_isa(), names[v]) == 0);
+        int before_failures = *failures;
+        const int shapes[][2] = {{6, 16}, {3, 16}, {5, 32}, {4, 8}, {7, 48}};
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], shapes[s][0], shapes[s][1]);
+        check_batchnorm_against_double(failures, 3, 4, 5, 3);  /* planes shorter than a vector */
+        check_batchnorm_against_double(failures, 2, 3, 5, 8);  /* 40: vectors and a tail */
+        check_batchnorm_against_double(failures, 4, 2, 32, 32);
+        if (*failures != before_failures) fprintf(stderr, "  (kernel variant %s)\n", names[v]);
+    }
+    CHECK_OK(lade_set_isa(before));
+}
+
+TEST(an_unsupported_or_unknown_variant_is_refused) {
+    const char *before = lade_get_isa();
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    CHECK(strcmp(info.active, before) == 0);
+    CHECK(info.model[0] != '\0');
+    CHECK(strstr(info.supported, "generic") != NULL);
+    if (!strstr(info.supported, "avx512")) {
+        CHECK(lade_set_isa("avx512") == LADE_EINVAL);
+        CHECK(strstr(lade_error_detail(), "avx512") != NULL && strstr(lade_error_detail(), "supports") != NULL);
+    }
+    CHECK(lade_set_isa("sse9") == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "sse9") != NULL && strstr(lade_error_detail(), "generic") != NULL);
+    CHECK(strcmp(lade_get_isa(), before) == 0); /* a refused switch changes nothing */
 }

@@ -81,3 +81,107 @@ TEST(bbse_singular_confusion_falls_back_or_stays_feasible) {
     CHECK_CLOSE(out[1], 0.4, 1e-6);
     CHECK_CLOSE(out[2], 0.4, 1e-6);
 }
+
+/* One-hot posteriors: row i is certain of class cls[i] (a perfect classifier). */
+static void one_hot(float *probs, const int *cls, int n, int C) {
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) probs[i * C + c] = c == cls[i] ? 1.0f : 0.0f;
+}
+
+TEST(em_labelled_counts_join_the_m_step) {
+    /* with certain posteriors EM returns the unlabelled rows' frequencies q = (2, 1, 1) / 4 */
+    enum { C = 3, N = 4 };
+    const int cls[N] = {0, 0, 1, 2};
+    const int64_t labelled[C] = {0, 2, 2};
+    const float source[C] = {0.5f, 0.3f, 0.2f};
+    float probs[N * C], target[C], pool[C];
+    one_hot(probs, cls, N, C);
+    int iters, conv;
+    /* per class: pool = q, target = (4 q + counts) / 8 = (2, 3, 3) / 8 */
+    CHECK_OK(lade_em_prior_labelled(target, pool, &iters, &conv, probs, N, C, source, labelled, 1, 0.0, 1e-12, 5000));
+    CHECK(conv);
+    CHECK_CLOSE(pool[0], 0.5, 1e-6);
+    CHECK_CLOSE(pool[1], 0.25, 1e-6);
+    CHECK_CLOSE(target[0], 2 / 8.0, 1e-6);
+    CHECK_CLOSE(target[1], 3 / 8.0, 1e-6);
+    CHECK_CLOSE(target[2], 3 / 8.0, 1e-6);
+    /* random: the labels are counted in the M step and the unlabelled rows share the prior */
+    CHECK_OK(lade_em_prior_labelled(target, pool, &iters, &conv, probs, N, C, source, labelled, 0, 0.0, 1e-12, 5000));
+    for (int c = 0; c < C; c++) CHECK_CLOSE(pool[c], target[c], 1e-7);
+    CHECK_CLOSE(target[0], 2 / 8.0, 1e-6);
+    CHECK_CLOSE(target[1], 3 / 8.0, 1e-6);
+    const int64_t negative[C] = {1, -1, 0};
+    CHECK(lade_em_prior_labelled(target, pool, &iters, &conv, probs, N, C, source, negative, 1, 0.0, 1e-9, 100) ==
+          LADE_EINVAL);
+    CHECK(lade_em_prior_labelled(target, pool, &iters, &conv, probs, 0, C, source, labelled, 1, 0.0, 1e-9, 100) ==
+          LADE_EINVAL);
+}
+
+TEST(covariance_traces_of_a_perfect_classifier_are_multinomial) {
+    /* certain posteriors: both estimators reduce to label frequencies p, whose covariance on the
+     * simplex is (diag p - p p^T) / n, trace (1 - sum p^2) / n */
+    enum { C = 3, N = 8 };
+    const int cls[N] = {0, 0, 0, 0, 1, 1, 1, 2};
+    const float source[C] = {1 / 3.0f, 1 / 3.0f, 1 / 3.0f}, p[C] = {0.5f, 0.375f, 0.125f};
+    float probs[N * C], cal[6 * C];
+    int64_t labels[6] = {0, 0, 1, 1, 2, 2};
+    const int cal_cls[6] = {0, 0, 1, 1, 2, 2};
+    one_hot(probs, cls, N, C);
+    one_hot(cal, cal_cls, 6, C);
+    const double expected = (1 - (0.25 + 0.140625 + 0.015625)) / N;
+    double trace;
+    CHECK_OK(lade_em_covariance_trace(&trace, probs, N, C, source, p));
+    CHECK_CLOSE(trace, expected, 1e-9);
+    for (int soft = 0; soft < 2; soft++) {
+        CHECK_OK(lade_bbse_covariance_trace(&trace, cal, labels, 6, probs, N, C, p, soft));
+        CHECK_CLOSE(trace, expected, 1e-9);
+    }
+    /* a class the calibration data lack makes M singular: infinite uncertainty */
+    int64_t missing[6] = {0, 0, 1, 1, 1, 1};
+    CHECK_OK(lade_bbse_covariance_trace(&trace, cal, missing, 6, probs, N, C, p, 1));
+    CHECK(isinf(trace));
+}
+
+TEST(shrink_prior_weight_is_trace_over_squared_distance) {
+    enum { C = 2 };
+    const float est[C] = {0.8f, 0.2f}, anchor[C] = {0.5f, 0.5f};
+    float out[C];
+    double w;
+    CHECK_OK(lade_shrink_prior(out, &w, est, anchor, C, 0.045)); /* distance^2 = 0.18 */
+    CHECK_CLOSE(w, 0.25, 1e-6);
+    CHECK_CLOSE(out[0], 0.725, 1e-6);
+    CHECK_OK(lade_shrink_prior(out, &w, est, anchor, C, INFINITY));
+    CHECK(w == 1.0);
+    CHECK_CLOSE(out[0], 0.5, 1e-7);
+    CHECK_OK(lade_shrink_prior(out, &w, est, anchor, C, 0.0));
+    CHECK(w == 0.0);
+    CHECK_CLOSE(out[0], 0.8, 1e-7);
+    CHECK(lade_shrink_prior(out, &w, est, anchor, C, -1.0) == LADE_EINVAL);
+    CHECK(lade_shrink_prior(out, &w, est, anchor, C, NAN) == LADE_EINVAL);
+}
+
+TEST(prediction_shift_chi2_counts_the_calibration_noise) {
+    /* M = [[0.75, 0], [0.25, 1]] from 4 calibration rows per class, p_s = (0.5, 0.5), n = 8 test
+     * rows predicted (6, 2): expected (3, 5); each cell's denominator adds
+     * 64 * 0.25 * 0.75 * 0.25 / 4 = 0.75, so chi2 = 9 / 3.75 + 9 / 5.75 */
+    enum { C = 2 };
+    const int cal_cls[8] = {0, 0, 0, 1, 1, 1, 1, 1}, test_cls[8] = {0, 0, 0, 0, 0, 0, 1, 1};
+    int64_t labels[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+    float cal[8 * C], test[8 * C];
+    const float source[C] = {0.5f, 0.5f};
+    one_hot(cal, cal_cls, 8, C);
+    one_hot(test, test_cls, 8, C);
+    double stat;
+    int dof;
+    CHECK_OK(lade_prediction_shift_chi2(&stat, &dof, cal, labels, 8, test, 8, C, source));
+    CHECK(dof == 1);
+    CHECK_CLOSE(stat, 9 / 3.75 + 9 / 5.75, 1e-9);
+}
+
+TEST(replicate_variance_sums_the_per_class_variances) {
+    const float reps[3 * 2] = {0.2f, 0.8f, 0.4f, 0.6f, 0.6f, 0.4f}; /* each column has variance 0.08 / 3 */
+    double trace;
+    CHECK_OK(lade_replicate_variance(&trace, reps, 3, 2));
+    CHECK_CLOSE(trace, 2 * 0.08 / 3, 1e-7);
+    CHECK(lade_replicate_variance(&trace, reps, 1, 2) == LADE_EINVAL);
+}

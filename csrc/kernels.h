@@ -1,0 +1,62 @@
+/* kernels.h - the explicitly vectorised kernels, built once per instruction set.
+ *
+ * kernels_template.h holds their only source, written for a vector width of
+ * KERNEL_FLOATS floats. kernels_generic.c (no ISA flags), kernels_avx2.c and
+ * kernels_avx512.c include it under their own target, so one build carries
+ * all of them; cpu.c picks a table once (CPUID, or LADE_ISA) and the callers
+ * (conv_direct.c, layers.c) go through lade_kernels(). Internal to the core. */
+#ifndef LADE_KERNELS_H
+#define LADE_KERNELS_H
+#include "lade_nn.h"
+
+/* Register tile of the direct forward: TILE_CO output channels x TILE_RUNS
+ * runs of `run` output pixels. The weight gradient works on pairs of output
+ * channels with up to DW_MAX_TAPS kernel taps. */
+#define DIRECT_TILE_CO 8
+#define DIRECT_TILE_RUNS 2
+#define DW_TILE_CO 2
+#define DW_MAX_TAPS 9
+
+/* A direct stride-1 convolution over zero-padded input planes; see conv_direct.c. */
+typedef struct {
+    lade_maps out, in;
+    const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [ci][ky][kx][co] */
+    const lade_conv2d_geom *g;
+    int ph, pw, run, tiles_co, tiles_px, accumulate; /* run: output pixels per vector (8 or 16) */
+} lade_direct_job;
+
+typedef struct {
+    lade_maps dout;
+    const float *padded;
+    float *dweight;
+    const lade_conv2d_geom *g;
+    int ph, pw, n, run;
+} lade_dw_job;
+
+typedef struct {
+    const char *name;
+    int vector_floats; /* widest vector the kernels use */
+    /* lade_range_fn bodies over register tiles (ctx: lade_direct_job) and
+     * weight-gradient tasks (ctx: lade_dw_job) */
+    void (*direct_tiles)(void *ctx, size_t begin, size_t end);
+    void (*dw_tasks)(void *ctx, size_t begin, size_t end);
+    /* batch-norm plane passes */
+    double (*plane_sum)(const float *x, size_t n);
+    double (*plane_sq_dev)(const float *x, size_t n, float mean);
+    /* The backward passes read dy masked by a ReLU that followed the batch
+     * norm: dy where relu_out > 0 (or is NaN), else 0; no mask when relu_out is NULL. */
+    void (*plane_dy_sums)(const float *dy, const float *relu_out, const float *x, size_t n, float mean,
+                          double *sum_dy, double *sum_dy_xc);
+    /* y = x*scale + shift (+ residual, if not NULL), then max(y, 0) if relu (NaN stays NaN) */
+    void (*plane_affine)(float *y, const float *x, size_t n, float scale, float shift, const float *residual,
+                         int relu);
+    /* dx (+)= kdy*dy + kx*x + k0 */
+    void (*plane_bn_dx)(float *dx, const float *dy, const float *relu_out, const float *x, size_t n, float kdy,
+                        float kx, float k0, int accumulate);
+} lade_kernel_table;
+
+extern const lade_kernel_table lade_kernels_generic, lade_kernels_avx2, lade_kernels_avx512, lade_kernels_w16_avx2;
+
+/* The table in use (chosen on first use when nothing chose one before). */
+const lade_kernel_table *lade_kernels(void);
+#endif

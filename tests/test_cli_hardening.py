@@ -1,0 +1,380 @@
+"""Hostile input to the application (issue 11), one test per class of failure: nothing is ever
+lost (overwrite safety, validation before the disk is touched), nothing silently wrong (concurrent
+writers, bit flips, torn JSONL, missing checkpoint) and every error is one line naming the file,
+line or key, with exit status 2 (traceback only with --debug). Tiny runs on the 10-class data set
+of test_cli.py take a few seconds each."""
+import errno
+import fcntl
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+
+import numpy as np
+import pytest
+import yaml
+
+from lade import data, experiment
+from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+
+
+def _one_error_line(err):
+    informational = ("lade: override", "lade: data root", "lade: resuming")
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(informational)]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tiny_root, tmp_path_factory):  # noqa: F811
+    """A run folder stopped after epoch 1 of 3 (resumable): copy it before changing it."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    assert experiment_main(train_args(tiny_root, out, "optim.epochs=3", "--stop-after", "1", "--no-report")) == 0
+    return out
+
+
+def experiment_main(args):
+    from lade.__main__ import main
+    return main([str(a) for a in args])
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _epochs(run):
+    return [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+# ------------------------------------------------------------------------- data loss
+
+def test_overwrite_never_deletes_a_folder_lade_did_not_make(tiny_root, tmp_path, capsys):  # noqa: F811
+    folder = tmp_path / "thesis"
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "main.c").write_text("int main;")
+    (folder / "thesis.tex").write_text("\\begin{document}")
+    (folder / "config.yaml").write_text("title: my thesis\n")  # not a lade config, and no marker
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    code, _, err = run_main(train_args(tiny_root, folder, "optim.epochs=1", "--overwrite"), capsys)
+    assert code == 2 and ".lade-run" in _one_error_line(err)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
+def test_overwrite_deletes_only_lades_own_files(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    (run / "notes.txt").write_text("mine")
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=1", "--overwrite", "--no-report"), capsys)
+    assert code == 0, err
+    assert (run / "notes.txt").read_text() == "mine" and "notes.txt" in err
+    assert _epochs(run) == [1] and experiment.run_status(run) == "finished"
+
+
+@pytest.mark.parametrize("bad", ["run.threads=300", "run.num_workers=1000", "model.seed=-1", "optim.epochs=10000000"])
+def test_an_invalid_value_touches_nothing_on_disk(tiny_root, stopped_run, tmp_path, capsys, bad):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    snapshot = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", bad, "--overwrite"), capsys)
+    assert code == 2 and bad.split("=")[0] in _one_error_line(err)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == snapshot
+    fresh = tmp_path / "fresh" / "run"
+    code, _, _ = run_main(train_args(tiny_root, fresh, bad), capsys)
+    assert code == 2 and not (tmp_path / "fresh").exists()
+
+
+def test_a_run_name_cannot_leave_the_runs_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["train", "--config", "cifar10_lt_10_lade", "name=../../x"], capsys)
+    assert code == 2 and "'name'" in _one_error_line(err)
+    assert not any(tmp_path.parent.parent.glob("x"))
+
+
+# -------------------------------------------------------------- concurrent writers
+
+def test_a_locked_run_folder_is_refused(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    fd = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `lade train` holds it
+        code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume"), capsys)
+        assert code == 2 and "in use by another lade process" in _one_error_line(err)
+    finally:
+        os.close(fd)
+    assert _epochs(run) == [1]
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "--no-report"), capsys)
+    assert code == 0, err  # the lock died with its holder
+    assert _epochs(run) == [1, 2, 3]
+
+
+def test_two_processes_training_into_one_folder_cannot_both_run(tiny_root, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lade"] + [str(a) for a in train_args(tiny_root, run, "optim.epochs=3",
+                                                                       "--no-report")]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "in use by another lade process" in loser or "already holds a run" in loser
+    assert _epochs(run) == [1, 2, 3]
+
+
+def test_a_sweep_cannot_give_two_runs_one_folder(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": "cifar10_lt_10_lade", "out": str(tmp_path / "sw"),
+                                    "grid": {"optim.lr": [0.1, 0.10]}}).replace("0.1\n", "0.10\n", 1))
+    code, _, err = run_main(["sweep", str(grid), "--dry-run"], capsys)
+    assert code == 2 and "same folder" in _one_error_line(err)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_with_a_failed_run_exits_non_zero(tiny_root, tmp_path, capsys):  # noqa: F811
+    grid = tmp_path / "grid.yaml"
+    fixed = dict(item.split("=") for item in TINY)
+    fixed = {k: yaml.safe_load(v) for k, v in fixed.items()}
+    fixed["optim.epochs"] = 1
+    # batch 1000 passes the config check but exceeds the 81 training images: that run fails
+    grid.write_text(yaml.safe_dump({"base": "cifar10_lt_10_lade", "out": str(tmp_path / "sw"), "fixed": fixed,
+                                    "grid": {"optim.batch_size": [1000]}}))
+    code, _, err = run_main(["sweep", str(grid), "--data-root", str(tiny_root)], capsys)
+    assert code == 1 and "failed" in err
+
+
+# ---------------------------------------------------------------- resume and its files
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "lr": 0.0')  # killed mid-write: no closing brace, no newline
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "--no-report"), capsys)
+    assert code == 0, err
+    assert "line 2 is incomplete" in err and "dropped" in err
+    assert _epochs(run) == [1, 2, 3]
+
+
+def test_a_damaged_metrics_line_in_the_middle_is_named(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "lo\n' + text)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "metrics.jsonl' line 1" in line
+
+
+def test_resume_without_a_checkpoint_refuses_and_says_how_to_restart(tiny_root, stopped_run, tmp_path,  # noqa: F811
+                                                                       capsys):
+    run = _copy(stopped_run, tmp_path / "run")
+    (run / "checkpoint.npz").unlink()
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "checkpoint.npz" in line and "--overwrite" in line
+    assert _epochs(run) == [1]  # the logged metrics are kept
+
+
+def test_resume_accepts_changes_to_the_resume_safe_keys(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "run.num_workers=2",
+                                       "run.eval_every=1", "run.eval_batch_size=7", "--no-report"), capsys)
+    assert code == 0, err
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and "test_top1" in rows[1]
+    code, _, err = run_main(train_args(tiny_root, tmp_path / "run", "optim.epochs=3", "--resume", "optim.lr=0.5"),
+                            capsys)
+    assert code == 2 and "optim.lr" in err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "nan"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tiny_root, stopped_run, tmp_path, capsys, damage):  # noqa: F811
+    run = _copy(stopped_run, tmp_path / "run")
+    ck = run / "checkpoint.npz"
+    if damage == "garbage":
+        ck.write_bytes(b"not a zip file at all")
+    elif damage == "truncated":
+        ck.write_bytes(ck.read_bytes()[:1000])
+    else:
+        with np.load(ck) as z:
+            arrays = dict(z)
+        arrays["params"][3] = np.nan
+        np.savez(ck, **arrays)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume"), capsys)
+    assert code == 2 and "checkpoint.npz" in _one_error_line(err)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "--debug"), capsys)
+    assert code == 2 and "Traceback" in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_root, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert experiment_main(train_args(tiny_root, out, "optim.epochs=1", "--no-report")) == 0
+    return out
+
+
+@pytest.mark.parametrize("name, damage", [("test_logits.npy", b"\x93NUMPY garbage"), ("test_labels.npy", b""),
+                                          ("test_labels.npy", "float"), ("test_logits.npy", "short"),
+                                          ("final.json", b"{\"finished\": ")])
+def test_evaluate_names_a_damaged_file(finished_run, tmp_path, capsys, name, damage):
+    run = _copy(finished_run, tmp_path / "run")
+    if damage == "float":
+        np.save(run / name, np.zeros(100, np.float32))
+    elif damage == "short":
+        np.save(run / name, np.zeros((3, 10), np.float32))
+    else:
+        (run / name).write_bytes(damage)
+    code, _, err = run_main(["evaluate", run], capsys)
+    assert code == 2 and name.split(".")[0] in _one_error_line(err)
+
+
+def test_stop_after_must_be_positive(tiny_root, tmp_path, capsys):  # noqa: F811
+    with pytest.raises(SystemExit) as e:
+        experiment_main(train_args(tiny_root, tmp_path / "run", "--stop-after", "-1"))
+    assert e.value.code == 2 and "--stop-after" in capsys.readouterr().err
+
+
+def test_numbers_without_a_dot_are_numbers(tiny_root, tmp_path, capsys):  # noqa: F811
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("name: wd\noptim:\n  weight_decay: 5e-4\n  lr: 1E-1\n")
+    from lade import config
+    cfg = config.load(cfg_file)
+    assert cfg["optim"]["weight_decay"] == 5e-4 and cfg["optim"]["lr"] == 0.1
+    new, _ = config.apply_overrides(cfg, ["optim.weight_decay=2e-4"])
+    assert new["optim"]["weight_decay"] == 2e-4
+
+
+# ------------------------------------------------------------------------ full disk
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tiny_root, stopped_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """On a tmpfs with room for the run plus half a checkpoint when mounting is permitted, else with
+    ENOSPC injected into the checkpoint write."""
+    disk = tmp_path / "disk"
+    ck_size = (stopped_run / "checkpoint.npz").stat().st_size
+    used = sum(p.stat().st_size + 4096 for p in stopped_run.iterdir())
+    mounted = _mount_tmpfs(disk, used + ck_size // 2)
+    try:
+        run = _copy(stopped_run, disk / "run")
+        if not mounted:
+            real_fsync = os.fsync
+
+            def full_disk(fd):
+                if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.npz.tmp"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                real_fsync(fd)
+            monkeypatch.setattr(os, "fsync", full_disk)
+        before = (run / "checkpoint.npz").read_bytes()
+        code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "--no-report"), capsys)
+        line = _one_error_line(err)
+        assert code == 2 and "No space left on device" in line and str(run) in line, (mounted, line)
+        assert (run / "checkpoint.npz").read_bytes() == before  # the previous checkpoint is intact
+        assert not list(run.glob("*.tmp"))
+        assert _epochs(run) in ([1], [1, 2])  # a row past the checkpoint is cut on resume
+        if mounted:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+            mounted = False
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# --------------------------------------------------------------------- archives
+
+def _cifar10_tar_gz(tmp_path, tiny_root):  # noqa: F811
+    """The tiny CIFAR-10 binary folder as a .tar.gz archive."""
+    path = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tiny_root / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    return path
+
+
+def test_a_flipped_bit_in_a_tar_gz_raises_naming_it(tiny_root, tmp_path):  # noqa: F811
+    path = _cifar10_tar_gz(tmp_path, tiny_root)
+    good = path.read_bytes()
+    images, _ = data.load_cifar(path, "test")
+    rng = np.random.default_rng(0)
+    for trial in range(12):  # bits anywhere in the deflate stream or the gzip trailer
+        blob = bytearray(good)
+        bit = int(rng.integers(8 * 20, 8 * len(blob)))
+        blob[bit // 8] ^= 1 << (bit % 8)
+        bad = tmp_path / f"flip{trial}.tar.gz"
+        bad.write_bytes(bytes(blob))
+        with pytest.raises(data.DecodeError, match=f"flip{trial}.tar.gz"):
+            data.load_cifar(bad, "test")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good[:len(good) // 2])
+    with pytest.raises(data.DecodeError, match="cut.tar.gz.*truncated"):
+        data.load_cifar(cut, "train")
+    assert images.shape == (100, 3, 32, 32)
+
+
+def test_a_damaged_tar_header_raises_naming_it(tiny_root, tmp_path):  # noqa: F811
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(tiny_root / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    blob = bytearray(raw.getvalue())
+    second = 512 + 512  # the folder's header, then the first file's header
+    blob[second + 10] ^= 0x01  # inside the name field: the header checksum no longer matches
+    path = tmp_path / "damaged.tar.gz"
+    path.write_bytes(gzip.compress(bytes(blob)))  # a valid gzip of a damaged tar
+    with pytest.raises(data.DecodeError, match="damaged.tar.gz.*checksum"):
+        data.load_cifar(path, "train")
+
+
+def _jpeg_bytes(value=128):
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _jpeg_tar(tmp_path, train_txt, members):
+    path = tmp_path / f"cifar10-jpeg-{uuid.uuid4().hex[:6]}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in [("cifar10/train.txt", train_txt), ("cifar10/test.txt", b"test/a.jpg 1\n")] + members:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def test_the_jpeg_archive_reader_names_the_list_line_and_member(tmp_path):
+    good = [("cifar10/train/a.jpg", _jpeg_bytes()), ("cifar10/test/a.jpg", _jpeg_bytes())]
+    splits = experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"\xef\xbb\xbftrain/a.jpg 3\rtrain/a.jpg 4\r", good))
+    assert splits["train"][1].tolist() == [3, 4]  # BOM skipped, CR-only line ends
+    with pytest.raises(data.DecodeError, match=r"train.txt line 2: label 'x'"):
+        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 3\ntrain/a.jpg x\n", good))
+    with pytest.raises(ValueError, match=r"train.txt line 1: label 12 .* outside \[0, 10\)"):
+        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 12\n", good))
+    with pytest.raises(FileNotFoundError, match=r"train.txt' line 2 names 'train/b.jpg'"):
+        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\ntrain/b.jpg 1\n", good))
+    broken = [("cifar10/train/a.jpg", _jpeg_bytes()[:100])] + good[1:]
+    with pytest.raises(data.DecodeError, match=r"member 'cifar10/train/a.jpg' \(cifar10/train.txt line 1\)"):
+        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\n", broken))
+
+
+def test_corrupt_data_is_one_line_naming_the_archive(tiny_root, tmp_path, capsys):  # noqa: F811
+    archive = _cifar10_tar_gz(tmp_path, tiny_root)
+    blob = bytearray(archive.read_bytes())
+    blob[len(blob) // 2] ^= 0x10
+    root = tmp_path / "corrupt_root"
+    root.mkdir()
+    (root / "cifar-10-binary.tar.gz").write_bytes(bytes(blob))
+    out = tmp_path / "run"
+    code, _, err = run_main(train_args(root, out, "optim.epochs=1"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "cifar-10-binary.tar.gz" in line and "damaged or truncated gzip" in line
+    assert not out.exists()  # nothing was created

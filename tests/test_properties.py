@@ -1,0 +1,215 @@
+"""Property-based tests of the public API (Hypothesis): random shapes, dtypes, strides, NaN/Inf
+and extreme values. Every call either returns the correct result (checked against NumPy in
+float64) or raises an error whose message starts with lade's function name. Derandomized and
+bounded so that each test takes a few seconds and fails the same way on every run."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import lade
+from lade import losses, metrics, nn, posthoc, priors
+
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+LADE_ERRORS = (ValueError, TypeError, FloatingPointError, lade.DecodeError)
+
+DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_])
+EXTREMES = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-45, 3.4e38, -3.4e38, 1e30, np.nan, np.inf, -np.inf])
+
+
+@st.composite
+def arrays(draw, ndim=None, max_side=6, dtype=None):
+    """An array of random dtype and shape, maybe a non-contiguous view, with extreme values mixed in."""
+    dims = draw(st.integers(0, 4)) if ndim is None else ndim
+    shape = tuple(draw(st.lists(st.integers(0, max_side), min_size=dims, max_size=dims)))
+    dt = np.dtype(draw(DTYPES) if dtype is None else dtype)
+    if dt.kind == "f":
+        elements = (st.one_of(st.floats(-50, 50, width=32), EXTREMES) if dt.itemsize >= 4
+                    else st.floats(-50, 50, width=16))
+    elif dt.kind == "b":
+        elements = st.booleans()
+    else:
+        info = np.iinfo(dt)
+        elements = st.integers(max(info.min, -5), min(info.max, 20))
+    a = draw(hnp.arrays(dt, shape, elements=elements))
+    layout = draw(st.sampled_from(["c", "fortran", "strided", "readonly"]))
+    if layout == "fortran":
+        a = np.asfortranarray(a)
+    elif layout == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+    elif layout == "readonly":
+        a.flags.writeable = False
+    return a
+
+
+def _named(err, func):
+    assert str(err).startswith(func), f"{type(err).__name__} does not name {func}: {err}"
+
+
+def _valid_scores(x):
+    return (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+            and x.shape[0] >= 1 and x.shape[1] >= 1 and np.isfinite(x).all())
+
+
+def _valid_labels(y, n, classes):
+    return (isinstance(y, np.ndarray) and y.dtype == np.int64 and y.shape == (n,) and y.flags.c_contiguous
+            and ((y >= 0) & (y < classes)).all())
+
+
+@SETTINGS
+@given(arrays(), arrays(ndim=1, dtype=np.int64))
+def test_accuracy_is_right_or_names_itself(scores, labels):
+    try:
+        acc = metrics.accuracy(scores, labels)
+    except LADE_ERRORS as e:
+        _named(e, "lade.metrics")
+        assert not (_valid_scores(scores) and _valid_labels(labels, scores.shape[0], scores.shape[1]))
+        return
+    assert _valid_scores(scores) and _valid_labels(labels, scores.shape[0], scores.shape[1])
+    expected = np.mean(np.argmax(scores, axis=1) == labels)
+    assert acc == pytest.approx(expected)
+
+
+@SETTINGS
+@given(arrays(), st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1.0, 0.5, 2.0])))
+def test_softmax_is_right_or_names_itself(logits, temperature):
+    try:
+        p = posthoc.softmax(logits, temperature=temperature)
+    except LADE_ERRORS as e:
+        _named(e, "lade.posthoc.softmax")
+        return
+    assert _valid_scores(logits) and math.isfinite(temperature) and temperature > 0
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(p, expected, rtol=1e-4, atol=1e-6)
+
+
+@SETTINGS
+@given(arrays(), arrays(ndim=1, dtype=np.int64))
+def test_softmax_ce_is_right_or_names_itself(logits, labels):
+    try:
+        value, grad = losses.softmax_ce(logits, labels)
+    except LADE_ERRORS as e:
+        _named(e, "lade.")
+        return
+    assert _valid_scores(logits) and _valid_labels(labels, logits.shape[0], logits.shape[1])
+    z = logits.astype(np.float64)
+    lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
+    expected = np.mean(lse - z[np.arange(len(labels)), labels])
+    assert value == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert grad.shape == logits.shape and np.isfinite(grad).all()
+
+
+@SETTINGS
+@given(arrays(), arrays(ndim=1, dtype=np.int64))
+def test_nll_and_brier_are_right_or_name_themselves(probs, labels):
+    try:
+        nll = metrics.nll(probs, labels)
+        brier = metrics.brier(probs, labels)
+    except LADE_ERRORS as e:
+        _named(e, "lade.metrics.")
+        return
+    assert _valid_scores(probs) and ((probs >= 0) & (probs <= 1)).all()
+    assert _valid_labels(labels, probs.shape[0], probs.shape[1])
+    p = probs.astype(np.float64)
+    py = p[np.arange(len(labels)), labels]
+    assert nll == pytest.approx(np.mean(-np.log(np.clip(py, 1e-15, 1))), rel=1e-6)
+    onehot = np.eye(p.shape[1])[labels]
+    assert brier == pytest.approx(np.mean(((p - onehot) ** 2).sum(axis=1)), rel=1e-5, abs=1e-9)
+
+
+@SETTINGS
+@given(st.one_of(arrays(ndim=1), st.lists(st.one_of(st.integers(-3, 10 ** 20), st.floats()), max_size=6)),
+       st.one_of(st.floats(), st.integers(-2, 2)))
+def test_prior_from_counts_is_right_or_names_itself(counts, eps):
+    try:
+        prior = priors.prior_from_counts(counts, eps=eps)
+    except LADE_ERRORS as e:
+        _named(e, "lade.priors.prior_from_counts")
+        return
+    c = np.asarray(counts)
+    assert c.dtype.kind in "iuf" and (c == np.round(c)).all() and (c >= 0).all()
+    floored = np.maximum(c.astype(np.float64), float(eps))
+    np.testing.assert_allclose(prior, floored / floored.sum(), rtol=1e-5)
+
+
+@SETTINGS
+@given(arrays(ndim=4, max_side=5))
+def test_relu_is_right_or_names_itself(x):
+    try:
+        y = nn.relu_forward(x)
+    except LADE_ERRORS as e:
+        _named(e, "lade.relu_forward")
+        return
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(y, np.where(x > 0, x, np.where(np.isnan(x), x, 0)).astype(np.float32))
+
+
+@SETTINGS
+@given(arrays(ndim=2, max_side=5), arrays(ndim=2, max_side=5), st.one_of(st.none(), arrays(ndim=1, max_side=5)))
+def test_linear_is_right_or_names_itself(x, w, b):
+    try:
+        y = nn.linear_forward(x, w, b)
+    except LADE_ERRORS as e:
+        _named(e, "lade.linear_forward")
+        return
+    assert x.dtype == w.dtype == np.float32 and x.shape[1] == w.shape[1]
+    expected = x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b.astype(np.float64))
+    finite = np.isfinite(expected) & (np.abs(expected) < 1e30)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-4, atol=1e-3)
+
+
+@SETTINGS
+@given(arrays(ndim=4, max_side=7, dtype=np.float32), st.integers(-1, 4), st.one_of(st.none(), st.integers(-1, 3)),
+       st.integers(-1, 3))
+def test_maxpool_is_right_or_names_itself(x, kernel, stride, padding):
+    try:
+        y, argmax = nn.maxpool2d_forward(x, kernel, stride=stride, padding=padding)
+    except LADE_ERRORS as e:
+        _named(e, "lade.maxpool2d_forward")
+        return
+    s = kernel if stride is None else stride
+    n, c, h, w = x.shape
+    assert kernel >= 1 and s >= 1 and 0 <= 2 * padding <= kernel and h >= 1 and w >= 1
+    oh, ow = (h + 2 * padding - kernel) // s + 1, (w + 2 * padding - kernel) // s + 1
+    assert y.shape == (n, c, oh, ow)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                    constant_values=-np.inf)
+    for i in range(oh):
+        for j in range(ow):
+            window = padded[:, :, i * s:i * s + kernel, j * s:j * s + kernel].reshape(n, c, kernel * kernel)
+            expected = np.where(np.isnan(window).any(axis=2), np.nan, window.max(axis=2, initial=-np.inf))
+            np.testing.assert_array_equal(y[:, :, i, j], expected.astype(np.float32))
+
+
+@SETTINGS
+@given(arrays(ndim=1, dtype=np.int64), arrays(ndim=1, dtype=np.int64), st.integers(-2, 8))
+def test_confusion_matrix_is_right_or_names_itself(predicted, labels, classes):
+    try:
+        m = metrics.confusion_matrix(predicted, labels, classes)
+    except LADE_ERRORS as e:
+        _named(e, "lade.metrics.confusion_matrix")
+        return
+    expected = np.zeros((classes, classes), np.int64)
+    np.add.at(expected, (labels, predicted), 1)
+    np.testing.assert_array_equal(m, expected)
+
+
+@SETTINGS
+@given(st.one_of(st.integers(-2, 10 ** 7), st.floats(allow_nan=True), st.just(True)),
+       st.sampled_from(["warmup", "cosine"]))
+def test_schedules_are_right_or_name_themselves(epoch, kind):
+    try:
+        lr = nn.warmup_multistep_lr(0.2, epoch) if kind == "warmup" else nn.cosine_lr(0.2, epoch, 200)
+    except (LADE_ERRORS + (OverflowError,)) as e:
+        if not isinstance(e, OverflowError):
+            _named(e, "lade.")
+        return
+    assert isinstance(epoch, int) and epoch >= 0 and 0 <= lr <= 0.2
+    if kind == "cosine":
+        assert epoch <= 200 and lr == pytest.approx(0.1 * (1 + math.cos(math.pi * epoch / 200)))

@@ -1,0 +1,91 @@
+"""The report's estimated-prior table (issue 10 §3): protocol and numbers on synthetic saved logits."""
+import json
+
+import numpy as np
+import pytest
+
+import lade
+from lade import config, report
+
+COUNTS = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
+LOG_PS = np.log(COUNTS / COUNTS.sum())
+
+
+def _logits(labels, seed, separation=2.5):
+    """A softmax-CE model that learned the training prior: softmax(f) is the source posterior."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(len(labels), 10)) + LOG_PS
+    f[np.arange(len(labels)), labels] += separation
+    return f.astype(np.float32)
+
+
+def _fake_run(path, loss_name, f, labels):
+    path.mkdir()
+    cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}"])
+    (path / "config.yaml").write_text(config.dump(cfg))
+    np.save(path / "train_counts.npy", COUNTS)
+    np.save(path / "test_logits.npy", f)
+    np.save(path / "test_labels.npy", labels)
+    (path / "final.json").write_text(json.dumps({"train_images": 1, "test_images": len(labels), "calib_images": 0,
+                                                 "train_seconds": 0.0}))
+
+
+def test_held_out_halves():
+    labels = np.array([0, 1, 0, 2, 0, 1, 2, 0, 1, 1, 2], np.int64)
+    held, pool = report.held_out_halves(labels, 3)
+    np.testing.assert_array_equal(held, [0, 1, 2, 3, 5])  # first floor(n_c / 2) of each class
+    np.testing.assert_array_equal(np.sort(np.concatenate([held, pool])), np.arange(len(labels)))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prior")
+    labels = np.tile(np.arange(10), 400)  # 400 test images per class, interleaved
+    f = _logits(labels, 1)
+    _fake_run(root / "ce", "softmax_ce", f, labels)
+    _fake_run(root / "lade", "lade", np.ascontiguousarray(f - LOG_PS, dtype=np.float32), labels)  # f + log p_t at test time
+    return {name: report.evaluate_run(root / name) for name in ("ce", "lade")}, f, labels
+
+
+def test_estimated_prior_protocol_and_reference_numbers(runs):
+    results, f, labels = runs
+    e = results["ce"]["estimated_prior"]
+    assert e["held_out_images"] == 2000 and e["pool_images"] == 2000
+    assert set(e["estimators"]) == set(report.ESTIMATORS)
+    held, pool = report.held_out_halves(labels, 10)
+    for i, (direction, ratio) in enumerate(lade.sampling.SHIFT_SETTINGS):
+        # by hand: the pool (200 per class), spec §2.3 counts with img_max 200, first k per class
+        k = np.arange(10)
+        n = np.full(10, 200) if direction == "uniform" else (200 * (1.0 / ratio) ** (k / 9)).astype(int)
+        n = n[::-1] if direction == "backward" else n
+        rows = pool[np.concatenate([np.flatnonzero(labels[pool] == c)[:n[c]] for c in range(10)])]
+        p_t = n / n.sum()
+        oracle = np.mean(np.argmax(f[rows] - LOG_PS + np.log(p_t), 1) == labels[rows])
+        none = np.mean(np.argmax(f[rows] - LOG_PS, 1) == labels[rows])
+        assert e["accuracy"]["oracle"][i] == pytest.approx(oracle, abs=1e-9)
+        assert e["accuracy"]["none"][i] == pytest.approx(none, abs=1e-9)
+    # LADE's raw logits are PC Softmax's adjusted ones: the same table
+    assert results["lade"]["estimated_prior"]["accuracy"] == pytest.approx(e["accuracy"], abs=1e-9)
+
+
+def test_estimators_on_a_well_separated_model(runs):
+    e = runs[0]["ce"]["estimated_prior"]
+    acc, none, oracle = e["accuracy"], e["accuracy"]["none"], e["accuracy"]["oracle"]
+    uniform = report.SETTING_NAMES.index("uniform")
+    for m in report.ESTIMATORS:
+        for i, setting in enumerate(report.SETTING_NAMES):
+            # within 2 points of the oracle everywhere and never 0.5 below no adjustment on the uniform test
+            assert acc[m][i] >= oracle[i] - 0.02, (m, setting, acc[m][i], oracle[i])
+        assert acc[m][uniform] >= none[uniform] - 0.005, m
+    for m in ("em_gated", "bbse_gated"):
+        assert e["gated"][m][uniform] is True
+        assert not any(e["gated"][m][i] for i in (0, 1, 2, 8, 9, 10))  # F50..F10, B10..B50 are adapted
+    for m in ("em_k1", "em_k5"):
+        assert np.mean(e["prior_l1_error"][m]) <= np.mean(e["prior_l1_error"]["em"]) + 0.01
+
+
+def test_markdown_has_the_table(runs, tmp_path):
+    text = report._markdown([runs[0]["ce"]], "t", [])
+    assert "## Estimated target prior" in text and "| PC Softmax | EM + 5 labels per class |" in text
+    assert "half of each test class held out" in text
+    json.dumps(runs[0]["ce"])  # JSON-able
