@@ -2,6 +2,7 @@
 each for a bounded time from its seed corpus. A crash, sanitizer report,
 leak, timeout or out-of-memory makes libFuzzer exit non-zero."""
 import os
+import resource
 import shutil
 import subprocess
 
@@ -28,8 +29,12 @@ def test_fuzz_target(fuzzers, target, tmp_path):
     seeds = os.path.join(CSRC, "fuzz", "corpus", target)
     assert len(os.listdir(seeds)) >= 2
     # new inputs go to the first (scratch) corpus folder; the seeds stay untouched
-    cmd = [os.path.join(fuzzers, f"fuzz_{target}"), f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=2048",
-           "-timeout=20", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(tmp_path), seeds]
+    # libFuzzer reads its RSS as the process's peak RSS, which Linux carries over from this (large) pytest
+    # process through fork/exec: the RSS limit is 2 GiB above that inherited peak, and any single
+    # allocation over 2 GiB is a failure in its own right.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    cmd = [os.path.join(fuzzers, f"fuzz_{target}"), f"-max_total_time={FUZZ_SECONDS}",
+           f"-rss_limit_mb={inherited_mb + 2048}", "-malloc_limit_mb=2048", "-timeout=20", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(tmp_path), seeds]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=FUZZ_SECONDS * 3 + 60)
     assert result.returncode == 0, f"fuzz_{target} failed:\n{result.stderr[-6000:]}"
     assert "Done" in result.stderr and "stat::number_of_executed_units" in result.stderr
