@@ -35,13 +35,15 @@ def pkg_config(*args):
 cflags = pkg_config("--cflags", *NATIVE)
 libs = pkg_config("--libs", *NATIVE)
 
-sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/python/*.c"))
+# csrc/ by subsystem: base (status, threads), nn, ltmath (long-tail math), data, python (bindings).
+SUBSYSTEMS = ["base", "nn", "ltmath", "data", "python"]
+sources = [f for sub in SUBSYSTEMS for f in sorted(glob.glob(f"csrc/{sub}/*.c"))]
 extra = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra",
          "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-pthread"]
 if os.environ.get("LADE_NATIVE", "0") == "1":
     # Opt-in: the code outside the kernels tuned for the build machine (the
     # wheel is then not portable). The hot kernels need no flag: every variant
-    # is built and the CPU picks one at import (csrc/cpu.c).
+    # is built and the CPU picks one at import (csrc/nn/cpu.c).
     extra.append("-march=native")
 
 setup(
@@ -49,10 +51,10 @@ setup(
         Extension(
             "lade._C",
             sources=sources,
-            include_dirs=[numpy.get_include(), "csrc"],
+            include_dirs=[numpy.get_include(), "csrc/include", "csrc"],
             extra_compile_args=extra + cflags,
             extra_link_args=libs + ["-pthread", "-lm"],
-            depends=glob.glob("csrc/*.h") + glob.glob("csrc/python/*.h"),
+            depends=glob.glob("csrc/include/*.h") + glob.glob("csrc/*/*.h"),
         )
     ],
 )

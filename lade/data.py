@@ -1,6 +1,6 @@
 """Image data: CIFAR readers, JPEG list files and folder trees, augmentation and
 a threaded batch loader. All parsing, decoding and augmenting is in C
-(csrc/cifar.c, listfile.c, jpeg.c, augment.c, loader.c); this module checks
+(csrc/data/: cifar.c, listfile.c, jpeg.c, augment.c, loader.c); this module checks
 arguments, allocates outputs and calls it.
 
     images, labels = lade.data.load_cifar("cifar-100-binary.tar.gz", "train")

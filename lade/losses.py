@@ -1,4 +1,4 @@
-"""Long-tail losses (C core: csrc/losses.c).
+"""Long-tail losses (C core: csrc/ltmath/losses.c).
 
 Every loss is called as ``loss(logits, labels, grad=None) -> (value, grad)``: logits
 float32 (n, C) C-contiguous, labels int64 (n,); ``grad`` float32 (n, C) is overwritten

@@ -1,4 +1,4 @@
-"""Evaluation metrics (C core: csrc/metrics.c).
+"""Evaluation metrics (C core: csrc/ltmath/metrics.c).
 
 Scores / probabilities are float32 (n, C) C-contiguous, labels int64 (n,).
 Top-k ranks ties by lower class index (k = 1 is numpy.argmax). Many / medium / few group

@@ -1,6 +1,6 @@
 """Layers, ResNet-32 models, SGD and learning-rate schedules.
 
-The math is in C (csrc/lade_nn.h). Layer functions take float32 NCHW arrays
+The math is in C (csrc/include/lade_nn.h). Layer functions take float32 NCHW arrays
 and use them in place: forward outputs passed as ``out`` are overwritten,
 gradient arrays passed to a backward are accumulated into (+=), and outputs
 not given are allocated (gradients zero-filled). An output must not share
@@ -66,7 +66,7 @@ def _with_name(func):
     relu_forward, shortcut_a_backward, shortcut_a_forward, warmup_multistep_lr))
 
 _VARIANTS = {"lade": 0, "classic": 1}
-_MAX_CLASSES = 1_000_000  # csrc/resnet.c lade_resnet_create
+_MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 

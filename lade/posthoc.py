@@ -1,4 +1,4 @@
-"""Post-hoc adjustment of logits from any model (C core: csrc/posthoc.c), spec §2.1.
+"""Post-hoc adjustment of logits from any model (C core: csrc/ltmath/posthoc.c), spec §2.1.
 
     pc_adjust(f, p_s, p_t)      PC Softmax: f - log p_s + log p_t (p_t None = uniform)
     lade_adjust(f, p_t)         LADE / Balanced Softmax test-time form: f + log p_t

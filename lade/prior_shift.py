@@ -1,5 +1,5 @@
 """Estimating an unknown target prior from unlabelled predictions, and adapting to it
-(C core: csrc/prior_shift.c). The paper assumes p_t known; this fills that gap.
+(C core: csrc/ltmath/prior_shift.c). The paper assumes p_t known; this fills that gap.
 
 One call::
 

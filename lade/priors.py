@@ -1,4 +1,4 @@
-"""Class priors and long-tailed profiles (C core: csrc/priors.c).
+"""Class priors and long-tailed profiles (C core: csrc/ltmath/priors.c).
 
 A prior is a float32 vector of positive entries summing to 1 (within 1e-3). A class
 without training samples has no finite log prior: `prior_from_counts` refuses it unless

@@ -1,4 +1,4 @@
-"""Sampling (C core: csrc/sampling.c): long-tailed subsets, epoch samplers, shifted test
+"""Sampling (C core: csrc/ltmath/sampling.c): long-tailed subsets, epoch samplers, shifted test
 subsets (spec §2.3) and Dirichlet priors.
 
 Samplers have ``len(sampler)`` (samples per epoch) and ``epoch_indices(epoch) -> int64

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from lade import config, experiment, report
-from lade.__main__ import main
+from lade.app import config, experiment, report
+from lade.app.cli import main
 
 # 78 training images in batches of 16. lr 0.005 at batch 16 is the paper's 0.2 at batch 256 scaled down
 # 2.5x further for the missing warmup; at 0.05 the tiny run diverged (logits of 10^4, chance accuracy).

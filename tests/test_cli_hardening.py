@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lade import data, experiment
+from lade import data
+from lade.app import experiment
 from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
 
@@ -39,7 +40,7 @@ def stopped_run(tiny_root, tmp_path_factory):  # noqa: F811
 
 
 def experiment_main(args):
-    from lade.__main__ import main
+    from lade.app.cli import main
     return main([str(a) for a in args])
 
 
@@ -240,7 +241,7 @@ def test_stop_after_must_be_positive(tiny_root, tmp_path, capsys):  # noqa: F811
 def test_numbers_without_a_dot_are_numbers(tiny_root, tmp_path, capsys):  # noqa: F811
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("name: wd\noptim:\n  weight_decay: 5e-4\n  lr: 1E-1\n")
-    from lade import config
+    from lade.app import config
     cfg = config.load(cfg_file)
     assert cfg["optim"]["weight_decay"] == 5e-4 and cfg["optim"]["lr"] == 0.1
     new, _ = config.apply_overrides(cfg, ["optim.weight_decay=2e-4"])

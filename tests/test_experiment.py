@@ -12,7 +12,7 @@ import os
 import pytest
 
 from conftest import REPO_ROOT
-from lade import config, experiment, report
+from lade.app import config, experiment, report
 from lade.sampling import SHIFT_SETTINGS
 
 EPOCHS = int(os.environ.get("LADE_EXPERIMENT_EPOCHS", "10"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lade
-from lade import config, report
+from lade.app import config, report
 
 COUNTS = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
 LOG_PS = np.log(COUNTS / COUNTS.sum())

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../lade_data.h"
+#include "lade_data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static lade_jpeg *jpeg;

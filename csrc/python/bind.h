@@ -22,7 +22,7 @@
 #endif
 #include <numpy/arrayobject.h>
 
-#include "../lade.h"
+#include "lade.h"
 
 /* Release the GIL around pure C work. */
 #define LADE_NOGIL_BEGIN Py_BEGIN_ALLOW_THREADS

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <turbojpeg.h>
 
-#include "../lade_data.h"
+#include "lade_data.h"
 #include "check.h"
 
 static uint8_t *make_jpeg(int w, int h, int gray, unsigned long *size) {

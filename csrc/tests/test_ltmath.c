@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../lade.h"
-#include "../ltmath_internal.h"
+#include "lade.h"
+#include "ltmath/ltmath_internal.h"
 #include "check.h"
 
 enum { N = 6, K = 5 };

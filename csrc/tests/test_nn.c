@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../lade.h"
+#include "lade.h"
 #include "check.h"
 
 static float *random_floats(lade_rng *r, size_t n, double scale) {

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../lade.h"
+#include "lade.h"
 #include "check.h"
 
 /* Calibration rows of class j all carry the score column M[:, j], so the soft conditional

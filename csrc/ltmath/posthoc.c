@@ -4,7 +4,7 @@
 
 #include <float.h>
 
-#include "blas.h"
+#include "base/blas.h"
 
 lade_status lade_adjust_logits(float *out, const float *logits, int n, int classes, const float *source_prior,
                                float source_tau, const float *target_prior) {

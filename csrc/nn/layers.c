@@ -1,7 +1,7 @@
 /* layers.c - batch norm, ReLU, add, concat, pooling, option-A shortcut, linear. */
 #include "lade_nn.h"
 #include "nn_internal.h"
-#include "blas.h"
+#include "base/blas.h"
 #include "kernels.h"
 
 #include <float.h>

@@ -11,7 +11,7 @@
  * unfolding runs on lade's pool, never both at once. */
 #include "lade_nn.h"
 #include "nn_internal.h"
-#include "blas.h"
+#include "base/blas.h"
 
 #include <string.h>
 

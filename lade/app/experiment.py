@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lade import config as config_mod
+from lade.app import config as config_mod
 from lade import data as data_mod
 from lade import losses, metrics, nn, priors, sampling
 from lade._C import set_num_threads

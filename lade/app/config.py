@@ -1,6 +1,6 @@
 """Experiment configs: a YAML file records everything a training run depends on.
 
-A config has five sections (see lade/configs/*.yaml for complete examples)::
+A config has five sections (see lade/app/configs/*.yaml for complete examples)::
 
     name: cifar100_lt_100_lade
     data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
@@ -132,7 +132,7 @@ def _int_list(key, v):
     return v
 
 
-# Limits the C core applies (csrc/threads.c lade_set_num_threads, csrc/loader.c lade_loader_create), checked
+# Limits the C core applies (csrc/base/threads.c lade_set_num_threads, csrc/data/loader.c lade_loader_create), checked
 # here so that a bad value stops the run before anything is written.
 MAX_THREADS = 256
 MAX_WORKERS = 256
@@ -245,7 +245,7 @@ def validate(cfg):
 
 
 def builtin_names():
-    """Names of the configs shipped in lade/configs/ (without .yaml)."""
+    """Names of the configs shipped in lade/app/configs/ (without .yaml)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
@@ -340,4 +340,4 @@ def dump(cfg):
 
 def default_data_root():
     """<repository root>/../shared/data, the repository root being the folder holding lade/."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"

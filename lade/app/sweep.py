@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from lade import config as config_mod
-from lade.experiment import run_status, resolve_data_root
+from lade.app import config as config_mod
+from lade.app.experiment import run_status, resolve_data_root
 
 __all__ = ["load_grid", "plan", "run"]
 
@@ -126,7 +126,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None):
 
 def collect(spec, runs, failed=()):
     """Evaluates the finished runs and writes sweep.md / sweep.csv; returns the Markdown."""
-    from lade import report
+    from lade.app import report
     keys = list(spec["grid"])
     header = keys + ["status", "uniform top-1", "many", "medium", "few", "F50 oracle", "B50 oracle", "B50 EM",
                      "ECE-15", "NLL"]

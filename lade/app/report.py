@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lade import config as config_mod
+from lade.app import config as config_mod
 from lade import metrics, posthoc, prior_shift
-from lade.experiment import RunError, build_loss, load_arrays, run_status
+from lade.app.experiment import RunError, build_loss, load_arrays, run_status
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
 

@@ -1,0 +1,217 @@
+"""Command line: python -m lade {train, evaluate, compare, sweep, configs}.
+
+    python -m lade compare                      LADE vs PC Softmax, CIFAR-100-LT imbalance 100, quick preset
+    python -m lade compare --full               the same with the paper's 200-epoch recipe (spec §5.1)
+    python -m lade train --config cifar100_lt_100_lade [optim.epochs=30 ...] [--out DIR] [--resume]
+    python -m lade evaluate RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m lade sweep GRID.yaml              independent, restartable runs of a grid; one table
+    python -m lade configs                      list the shipped configs
+
+Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
+config value. Every problem with the input (unknown key, wrong type, missing data root, a run
+folder holding another run) is reported before training starts.
+
+Exit status: 0 done; 1 a sweep run failed, or an internal error (a bug: please report it with the
+output of --debug); 2 a problem with the input, the data, a run folder or the disk, reported as one
+line naming the file, line or key, what was expected and what came; 130 interrupted (resumable).
+--debug shows the traceback as well.
+"""
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from lade.app import config as config_mod
+
+QUICK = ("cifar100_lt_100_ce_quick", "cifar100_lt_100_lade_quick")
+FULL = ("cifar100_lt_100_ce", "cifar100_lt_100_lade")
+
+
+def _err(msg):
+    sys.stderr.write(msg.rstrip() + "\n")
+
+
+def _load_with_overrides(name, overrides, data_root=None):
+    cfg = config_mod.load(name)
+    cfg, changes = config_mod.apply_overrides(cfg, overrides)
+    for key, old, new in changes:
+        _err(f"lade: override {key}: {old!r} -> {new!r}")
+    if data_root:
+        _err(f"lade: data root from --data-root: {data_root}")
+    return cfg, changes
+
+
+def cmd_train(args):
+    from lade.app import experiment
+    if args.config is None and not args.resume:
+        raise config_mod.ConfigError("lade train: --config is required (or --resume with --out RUN_DIR)")
+    if args.config is None:  # resume from the folder's own config
+        if args.out is None:
+            raise config_mod.ConfigError("lade train: --resume without --config needs --out RUN_DIR")
+        cfg, changes = _load_with_overrides(str(Path(args.out) / "config.yaml"), args.overrides, args.data_root)
+    else:
+        cfg, changes = _load_with_overrides(args.config, args.overrides, args.data_root)
+    out = Path(args.out) if args.out else Path("runs") / cfg["name"]
+    status = experiment.train(cfg, out, resume=args.resume, overwrite=args.overwrite, overrides=changes,
+                              data_root=args.data_root, progress=not args.quiet, stop_after=args.stop_after)
+    if status == "finished" and not args.no_report:
+        from lade.app import report
+        text, _ = report.write_run_report(out)
+        print(text)
+    return 0
+
+
+def cmd_evaluate(args):
+    from lade.app import report
+    if len(args.run_dirs) == 1 and args.out is None:
+        text, _ = report.write_run_report(args.run_dirs[0])
+        _err(f"lade: wrote {Path(args.run_dirs[0]) / 'report.md'}")
+    else:
+        out = args.out or "runs/comparison"
+        text = report.write_comparison(args.run_dirs, out)
+        _err(f"lade: wrote {Path(out) / 'comparison.md'}")
+    print(text)
+    return 0
+
+
+def cmd_compare(args):
+    from lade.app import experiment, report
+    names = FULL if args.full else QUICK
+    out = Path(args.out or ("runs/compare_full" if args.full else "runs/compare_quick"))
+    configs = [_load_with_overrides(n, args.overrides, None) for n in names]
+    for cfg, _ in configs:  # every input problem shows up before the first run starts
+        experiment.resolve_data_root(cfg, args.data_root)
+        experiment.check_run_dir(out / cfg["name"], cfg, resume=True)
+    # With --stop-after every run advances by N epochs in turn, so that long runs progress together.
+    run_dirs, unfinished = [], []
+    for cfg, changes in configs:
+        run_dir = out / cfg["name"]
+        _err(f"lade: training {cfg['name']} into {run_dir}")
+        status = experiment.train(cfg, run_dir, resume=True, overrides=changes, data_root=args.data_root,
+                                  progress=not args.quiet, stop_after=args.stop_after)
+        (run_dirs if status == "finished" else unfinished).append(run_dir)
+    if unfinished:
+        _err(f"lade: {', '.join(map(str, unfinished))} not finished; run the same command again to continue")
+        return 0
+    title = ("LADE vs PC Softmax, CIFAR-100-LT imbalance 100, " +
+             ("paper recipe (200 epochs)" if args.full else "quick preset"))
+    text = report.write_comparison(run_dirs, out, title=title)
+    _err(f"lade: wrote {out / 'comparison.md'}")
+    print(text)
+    return 0
+
+
+def cmd_sweep(args):
+    from lade.app import sweep
+    text, failed = sweep.run(args.grid, jobs=args.jobs, dry_run=args.dry_run, data_root=args.data_root)
+    print(text)
+    if failed:
+        _err(f"lade sweep: {len(failed)} run(s) failed: {', '.join(map(str, failed))}; see their logs")
+        return 1
+    return 0
+
+
+def cmd_configs(args):
+    for name in config_mod.builtin_names():
+        print(name)
+    return 0
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m lade", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an error, show the traceback too")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", parents=[common], help="train one config into a run folder")
+    t.add_argument("--config", help="a shipped config name (see 'configs') or a YAML file")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value")
+    t.add_argument("--out", help="run folder (default runs/<config name>)")
+    t.add_argument("--data-root", help="folder holding the data archives (default <repo>/../shared/data)")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    t.add_argument("--stop-after", type=_positive_int, metavar="N", help="stop after N more epochs (resumable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-report", action="store_true", help="do not evaluate at the end")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", parents=[common], help="report of one run, or a comparison of several")
+    e.add_argument("run_dirs", nargs="+")
+    e.add_argument("--out", help="folder for the comparison (default runs/comparison)")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", parents=[common], help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100 (resumable)")
+    c.add_argument("--full", action="store_true", help="the paper's recipe: 200 epochs, batch 256, lr 0.2")
+    c.add_argument("overrides", nargs="*", metavar="section.key=value")
+    c.add_argument("--out", help="folder for both runs and the comparison")
+    c.add_argument("--data-root")
+    c.add_argument("--stop-after", type=_positive_int, metavar="N", help="stop each run after N more epochs")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("sweep", parents=[common], help="run a grid of configs as independent, restartable processes")
+    s.add_argument("grid", help="sweep YAML (see lade/app/sweep.py)")
+    s.add_argument("--jobs", type=_positive_int, default=1, help="runs at the same time")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
+    s.add_argument("--data-root")
+    s.set_defaults(func=cmd_sweep)
+
+    sub.add_parser("configs", parents=[common], help="list the shipped configs").set_defaults(func=cmd_configs)
+    return p
+
+
+# Errors about the input, the data, a run folder or the disk: the user can fix them (exit status 2).
+def _input_errors():
+    from lade.data import DecodeError
+    from lade.app.experiment import RunError
+    return (config_mod.ConfigError, RunError, DecodeError, OSError, ValueError, TypeError, KeyError,
+            FloatingPointError)
+
+
+def _one_line(e):
+    text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    return text if text.startswith("lade") else f"lade: {type(e).__name__}: {text}"
+
+
+def _parse(argv):
+    """Like parse_args, but overrides may come after options too (`train --resume run.eval_every=1`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # help, or the error naming the commands
+
+
+def main(argv=None):
+    args = _parse(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("lade: interrupted; continue with --resume")
+        return 130
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(e, _input_errors()):
+            _err(_one_line(e))
+            return 2
+        _err(f"{_one_line(e)} (an internal error: please report it with the output of --debug)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
