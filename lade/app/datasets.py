@@ -2,6 +2,8 @@
 archives or folders, and CIFAR-10 as JPEGs with list files) and the CIFAR-LT splits: the
 long-tailed training subset, the held-out labelled set for calibration and prior estimation,
 and the (optionally truncated) uniform test set."""
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,57 +40,41 @@ def find_source(root, dataset):
 
 
 def read_cifar10_jpeg(source):
-    """CIFAR-10 as JPEGs with train.txt / test.txt list files (folder or .tar.gz), decoded in C.
-    Returns {'train': (images, labels), 'test': (images, labels)}."""
-    splits = {}
+    """CIFAR-10 as JPEGs with train.txt / test.txt list files, in a folder or a .tar.gz archive (checked
+    whole, then unpacked into a temporary folder). The list files are read by lade.data.ListFile and the
+    images decoded by the C loader's worker threads. Returns {'train': (images, labels), 'test': ...}."""
     if source.is_dir():
-        for split in ("train", "test"):
-            listing = data_mod.ListFile(source / f"{split}.txt", root=source, num_classes=10)
-            images = np.empty((len(listing), 3, 32, 32), np.uint8)
-            for i in range(len(listing)):
-                image = data_mod.read_jpeg(source / listing[i][0])
-                if image.shape != (32, 32, 3):
-                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line "
-                                               f"{listing.line(i)}): expected a 32x32 RGB image, got "
-                                               f"{image.shape[1]}x{image.shape[0]}")
-                images[i] = image.transpose(2, 0, 1)
-            splits[split] = (images, listing.labels)
-        return splits
-    with data_mod.open_tar(source, "lade: CIFAR-10 JPEG archive") as tar:  # checks CRC and tar headers
-        blobs, lists, names = {}, {}, {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            parts = member.name.split("/", 1)
-            rel = parts[1] if len(parts) == 2 else parts[0]
-            if rel in ("train.txt", "test.txt"):
-                lists[rel[:-4]] = tar.extractfile(member).read()
-                names[rel[:-4]] = member.name
-            elif rel.lower().endswith(".jpg"):
-                blobs[rel] = (member.name, tar.extractfile(member).read())
-    for split in ("train", "test"):
-        if split not in lists:
-            raise FileNotFoundError(f"lade: '{source}' has no {split}.txt list file")
-        where = f"{source}:{names[split]}"
-        listing = data_mod.ListFile(where, root="", num_classes=10, text=lists[split])
-        images = np.empty((len(listing), 3, 32, 32), np.uint8)
-        for i in range(len(listing)):
-            path = listing[i][0]
-            line = listing.line(i)
-            if path not in blobs:
-                raise FileNotFoundError(f"lade: '{where}' line {line} names '{path}', which is not in the archive")
-            member, blob = blobs[path]
-            try:
-                image = data_mod.decode_jpeg(blob)
-            except data_mod.DecodeError as e:
-                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
-                                           f"{e}") from None
-            if image.shape != (32, 32, 3):
-                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
-                                           f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
-            images[i] = image.transpose(2, 0, 1)
-        splits[split] = (images, listing.labels)
-    return splits
+        return {split: _decode_listed(source, split, str(source)) for split in ("train", "test")}
+    with tempfile.TemporaryDirectory(prefix="lade-cifar10-jpeg-") as tmp:
+        with data_mod.open_tar(source, "lade: CIFAR-10 JPEG archive") as tar:  # checks CRC and tar headers
+            tar.extractall(tmp, filter="data")
+        entries = os.listdir(tmp)
+        top = Path(tmp) / entries[0] if len(entries) == 1 and (Path(tmp) / entries[0]).is_dir() else Path(tmp)
+        # messages name the archive and its member, not the temporary folder
+        return {split: _decode_listed(top, split, f"{source}:{top.relative_to(tmp)}".rstrip(".").rstrip("/"))
+                for split in ("train", "test")}
+
+
+def _decode_listed(folder, split, shown_as):
+    """Decodes the 32x32 images `folder`/`split`.txt lists into uint8 (n, 3, 32, 32), with their labels.
+    Errors name `shown_as`/`split`.txt, its line and the image."""
+    listing = folder / f"{split}.txt"
+    if not listing.is_file():
+        raise FileNotFoundError(f"lade: '{shown_as}' has no {split}.txt list file")
+    try:
+        files = data_mod.ListFile(listing, root=folder, num_classes=10)
+        images = np.empty((len(files), 3, 32, 32), np.uint8)
+        # mean 0, std 1: the loader hands out the pixels / 255 as float32, which round back exactly
+        unscaled = data_mod.CifarTest(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        with data_mod.Loader(files, 512, unscaled, shuffle=False, drop_last=False) as batches:
+            done = 0
+            for x, y in batches:
+                np.rint(x * 255, out=x)
+                images[done:done + len(y)] = x
+                done += len(y)
+    except (data_mod.DecodeError, OSError, ValueError) as e:
+        raise type(e)(str(e).replace(str(folder), shown_as)) from None
+    return images, files.labels
 
 
 _LOADED = {}  # (source path, mtime) -> splits; one process often trains several runs on the same data
