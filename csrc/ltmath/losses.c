@@ -3,42 +3,13 @@
  * Rows (cross-entropy family) or columns (LADER) are split over the thread pool;
  * per-row / per-column terms are summed serially afterwards, so the value does
  * not depend on the number of threads. */
+#include "checks.h"
 #include "ltmath_internal.h"
 
 #include <float.h>
 
 /* Below this many logits the thread pool costs more than it saves. */
 #define PARALLEL_MIN_ELEMS 32768
-
-lade_status lt_check_logits(const float *logits, size_t n, int classes, const char *arg) {
-    if (n < 1 || classes < 1)
-        return lade_fail(LADE_EINVAL, "argument '%s' must have n >= 1 rows and classes >= 1, got n=%zu classes=%d",
-                         arg, n, classes);
-    size_t total = n * (size_t)classes;
-    for (size_t k = 0; k < total; k++)
-        if (!isfinite(logits[k]))
-            return lade_fail(LADE_ENONFINITE, "argument '%s' has a non-finite value %g at [%zu, %zu]", arg,
-                             (double)logits[k], k / (size_t)classes, k % (size_t)classes);
-    return LADE_OK;
-}
-
-lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg) {
-    lade_status st = lt_check_logits(probs, n, classes, arg);
-    if (st) return st;
-    for (size_t k = 0; k < n * (size_t)classes; k++)
-        if (probs[k] < 0 || probs[k] > 1)
-            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
-                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
-    return LADE_OK;
-}
-
-lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const char *arg) {
-    for (size_t i = 0; i < n; i++)
-        if (labels[i] < 0 || labels[i] >= classes)
-            return lade_fail(LADE_ERANGE, "argument '%s': %s[%zu] = %lld is outside [0, %d)", arg, arg, i,
-                             (long long)labels[i], classes);
-    return LADE_OK;
-}
 
 static lade_status check_batch(const float *logits, const int64_t *labels, int n, int classes) {
     if (n < 1 || classes < 1)

@@ -1,4 +1,5 @@
 /* metrics.c - accuracy, confusion, many/medium/few, calibration (ECE, reliability), NLL, Brier. */
+#include "checks.h"
 #include "ltmath_internal.h"
 
 static lade_status check_scores(const float *scores, const int64_t *labels, int n, int classes, const char *arg) {

@@ -1,5 +1,7 @@
 /* posthoc.c - test-time adjustment of logits from any model: prior compensation,
  * softmax with temperature and bias, tau-normalisation, temperature fitting. */
+#include "checks.h"
+#include "linalg.h"
 #include "ltmath_internal.h"
 
 #include <float.h>
@@ -94,34 +96,6 @@ static double scaled_nll(const float *logits, const int64_t *labels, int n, int 
     return total / n;
 }
 
-/* Solves A x = r in place (A symmetric positive definite, dim d, overwritten). Returns 0 if
- * A is not positive definite. */
-static int cholesky_solve(double *A, double *r, int d) {
-    for (int j = 0; j < d; j++) {
-        double s = A[(size_t)j * d + j];
-        for (int k = 0; k < j; k++) s -= A[(size_t)j * d + k] * A[(size_t)j * d + k];
-        if (!(s > 0)) return 0;
-        double l = sqrt(s);
-        A[(size_t)j * d + j] = l;
-        for (int i = j + 1; i < d; i++) {
-            double v = A[(size_t)i * d + j];
-            for (int k = 0; k < j; k++) v -= A[(size_t)i * d + k] * A[(size_t)j * d + k];
-            A[(size_t)i * d + j] = v / l;
-        }
-    }
-    for (int i = 0; i < d; i++) {
-        double v = r[i];
-        for (int k = 0; k < i; k++) v -= A[(size_t)i * d + k] * r[k];
-        r[i] = v / A[(size_t)i * d + i];
-    }
-    for (int i = d - 1; i >= 0; i--) {
-        double v = r[i];
-        for (int k = i + 1; k < d; k++) v -= A[(size_t)k * d + i] * r[k];
-        r[i] = v / A[(size_t)i * d + i];
-    }
-    return 1;
-}
-
 lade_status lade_fit_temperature(double *temperature, double *bias, double *nll, const float *logits,
                                  const int64_t *labels, int n, int classes, int max_iter) {
     lade_status st = lt_check_logits(logits, (size_t)n, classes, "logits");
@@ -174,7 +148,7 @@ lade_status lade_fit_temperature(double *temperature, double *bias, double *nll,
         /* the biases are defined up to a common shift (H is singular along it): a small ridge */
         for (int k = 1; k < d; k++) H[(size_t)k * d + k] += 1e-7;
         for (int k = 0; k < d; k++) step[k] = -grad[k];
-        if (!cholesky_solve(H, step, d)) /* fall back to a gradient step */
+        if (!lt_cholesky_solve(H, step, d)) /* fall back to a gradient step */
             for (int k = 0; k < d; k++) step[k] = -grad[k];
         /* backtracking: halve until the NLL decreases (Armijo with c = 1e-4) */
         double slope = 0;

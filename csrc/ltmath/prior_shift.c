@@ -1,5 +1,7 @@
 /* prior_shift.c - estimating an unknown target prior from unlabelled predictions:
  * EM (Saerens et al. 2002), BBSE (Lipton et al. 2018), bootstrap intervals and shift tests. */
+#include "checks.h"
+#include "linalg.h"
 #include "ltmath_internal.h"
 
 #include <float.h>
@@ -154,54 +156,6 @@ lade_status lade_mean_posterior(float *prior, const float *probs, int n, int cla
 }
 
 /* ---- BBSE -------------------------------------------------------------------------- */
-/* Inverts A (d x d, destroyed) into inv by Gauss-Jordan with partial pivoting; returns 0 when
- * a pivot vanishes (singular to working precision). */
-static int invert(double *A, double *inv, int d) {
-    for (int i = 0; i < d; i++)
-        for (int j = 0; j < d; j++) inv[(size_t)i * d + j] = i == j;
-    double scale = 0;
-    for (int k = 0; k < d * d; k++) scale = fabs(A[k]) > scale ? fabs(A[k]) : scale;
-    for (int col = 0; col < d; col++) {
-        int piv = col;
-        for (int r = col + 1; r < d; r++)
-            if (fabs(A[(size_t)r * d + col]) > fabs(A[(size_t)piv * d + col])) piv = r;
-        double pv = A[(size_t)piv * d + col];
-        if (!(fabs(pv) > scale * 1e-14)) return 0;
-        if (piv != col)
-            for (int j = 0; j < d; j++) {
-                double t = A[(size_t)col * d + j];
-                A[(size_t)col * d + j] = A[(size_t)piv * d + j];
-                A[(size_t)piv * d + j] = t;
-                t = inv[(size_t)col * d + j];
-                inv[(size_t)col * d + j] = inv[(size_t)piv * d + j];
-                inv[(size_t)piv * d + j] = t;
-            }
-        for (int j = 0; j < d; j++) {
-            A[(size_t)col * d + j] /= pv;
-            inv[(size_t)col * d + j] /= pv;
-        }
-        for (int r = 0; r < d; r++) {
-            double f = A[(size_t)r * d + col];
-            if (r == col || f == 0) continue;
-            for (int j = 0; j < d; j++) {
-                A[(size_t)r * d + j] -= f * A[(size_t)col * d + j];
-                inv[(size_t)r * d + j] -= f * inv[(size_t)col * d + j];
-            }
-        }
-    }
-    return 1;
-}
-
-static double norm1(const double *A, int d) {
-    double best = 0;
-    for (int j = 0; j < d; j++) {
-        double s = 0;
-        for (int i = 0; i < d; i++) s += fabs(A[(size_t)i * d + j]);
-        best = s > best ? s : best;
-    }
-    return best;
-}
-
 typedef struct {
     double *confusion, *work, *inv, *gram; /* (C*C) each */
     double *mu, *p_cal, *lin, *q, *look, *prev, *sorted, *weight; /* (C) each */
@@ -353,7 +307,7 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
 static void bbse_solve(double *out, double *cond, int *fell_back, bbse_scratch *s, int C, const float *source_prior,
                        double ridge, double cond_limit) {
     memcpy(s->work, s->confusion, (size_t)C * C * sizeof(double));
-    *cond = invert(s->work, s->inv, C) ? norm1(s->confusion, C) * norm1(s->inv, C) : INFINITY;
+    *cond = lt_invert(s->work, s->inv, C) ? lt_norm1(s->confusion, C) * lt_norm1(s->inv, C) : INFINITY;
     *fell_back = !(*cond <= cond_limit);
     for (int c = 0; c < C; c++) out[c] = source_prior[c];
     if (!*fell_back) {
@@ -418,7 +372,7 @@ lade_status lade_confusion_condition(double *cond, const float *calib_scores, co
         /* the calibration rows stand in as the target: only M is used */
         bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, calib_scores, cp, NULL, m, classes, soft);
         memcpy(s.work, s.confusion, (size_t)classes * classes * sizeof(double));
-        *cond = invert(s.work, s.inv, classes) ? norm1(s.confusion, classes) * norm1(s.inv, classes) : INFINITY;
+        *cond = lt_invert(s.work, s.inv, classes) ? lt_norm1(s.confusion, classes) * lt_norm1(s.inv, classes) : INFINITY;
     }
     lade_free(cp);
     lade_free(s.confusion);
@@ -739,7 +693,7 @@ lade_status lade_em_covariance_trace(double *trace, const float *source_probs, i
     for (size_t r = 0; r < C; r++)
         for (size_t c = 0; c < r; c++) info[c * C + r] = info[r * C + c];
     memcpy(work, info, C * C * sizeof(double));
-    if (!invert(work, inv, classes)) {
+    if (!lt_invert(work, inv, classes)) {
         *trace = INFINITY; /* the prior is not identifiable from these posteriors */
     } else {
         /* covariance on the simplex (sum p = 1): I^-1 - I^-1 1 1^T I^-1 / (1^T I^-1 1) */
@@ -775,7 +729,7 @@ lade_status lade_bbse_covariance_trace(double *trace, const float *calib_scores,
     size_t C = (size_t)classes;
     bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
     memcpy(s.work, s.confusion, C * C * sizeof(double));
-    if (!invert(s.work, s.inv, classes)) {
+    if (!lt_invert(s.work, s.inv, classes)) {
         *trace = INFINITY;
         goto done;
     }

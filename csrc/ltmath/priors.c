@@ -1,27 +1,6 @@
 /* priors.c - long-tailed class profiles, class counts and priors. */
+#include "checks.h"
 #include "ltmath_internal.h"
-
-/* Tolerance on a prior's sum: float32 rounding over thousands of classes stays far below it. */
-#define PRIOR_SUM_TOL 1e-3
-
-lade_status lade_check_prior(const float *prior, int classes, const char *arg) {
-    if (classes < 1) return lade_fail(LADE_EINVAL, "need classes >= 1, got %d", classes);
-    double sum = 0;
-    for (int c = 0; c < classes; c++) {
-        if (!isfinite(prior[c]))
-            return lade_fail(LADE_ENONFINITE, "argument '%s': %s[%d] = %g is not finite", arg, arg, c,
-                             (double)prior[c]);
-        if (prior[c] <= 0)
-            return lade_fail(LADE_EINVAL,
-                             "argument '%s': %s[%d] = %g, every class needs a prior > 0 (a class without "
-                             "training samples needs an explicit floor, e.g. prior_from_counts(..., eps=...))",
-                             arg, arg, c, (double)prior[c]);
-        sum += prior[c];
-    }
-    if (fabs(sum - 1.0) > PRIOR_SUM_TOL)
-        return lade_fail(LADE_EINVAL, "argument '%s' must sum to 1, got %.6g", arg, sum);
-    return LADE_OK;
-}
 
 lade_status lade_lt_profile(int64_t *counts, int classes, double img_max, double ratio, lade_profile profile) {
     if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'classes' must be >= 1, got %d", classes);

@@ -1,6 +1,7 @@
 /* sampling.c - long-tailed subsets, epoch samplers, shifted test subsets and random priors.
  * Every draw comes from a lade_rng seeded from (seed, stream), so results are pure
  * functions of the arguments (a resumed run needs only the epoch number). */
+#include "checks.h"
 #include "ltmath_internal.h"
 
 #include <stdlib.h>

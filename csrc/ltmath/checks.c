@@ -1,0 +1,57 @@
+/* checks.c - the argument checks shared by the long-tail math files (every failure names the
+ * argument and the first bad entry). */
+#include "checks.h"
+
+#include <math.h>
+
+lade_status lt_check_logits(const float *logits, size_t n, int classes, const char *arg) {
+    if (n < 1 || classes < 1)
+        return lade_fail(LADE_EINVAL, "argument '%s' must have n >= 1 rows and classes >= 1, got n=%zu classes=%d",
+                         arg, n, classes);
+    size_t total = n * (size_t)classes;
+    for (size_t k = 0; k < total; k++)
+        if (!isfinite(logits[k]))
+            return lade_fail(LADE_ENONFINITE, "argument '%s' has a non-finite value %g at [%zu, %zu]", arg,
+                             (double)logits[k], k / (size_t)classes, k % (size_t)classes);
+    return LADE_OK;
+}
+
+lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg) {
+    lade_status st = lt_check_logits(probs, n, classes, arg);
+    if (st) return st;
+    for (size_t k = 0; k < n * (size_t)classes; k++)
+        if (probs[k] < 0 || probs[k] > 1)
+            return lade_fail(LADE_EINVAL, "argument '%s' must hold probabilities in [0, 1], got %g at [%zu, %zu]", arg,
+                             (double)probs[k], k / (size_t)classes, k % (size_t)classes);
+    return LADE_OK;
+}
+
+lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const char *arg) {
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return lade_fail(LADE_ERANGE, "argument '%s': %s[%zu] = %lld is outside [0, %d)", arg, arg, i,
+                             (long long)labels[i], classes);
+    return LADE_OK;
+}
+
+/* Tolerance on a prior's sum: float32 rounding over thousands of classes stays far below it. */
+#define PRIOR_SUM_TOL 1e-3
+
+lade_status lade_check_prior(const float *prior, int classes, const char *arg) {
+    if (classes < 1) return lade_fail(LADE_EINVAL, "need classes >= 1, got %d", classes);
+    double sum = 0;
+    for (int c = 0; c < classes; c++) {
+        if (!isfinite(prior[c]))
+            return lade_fail(LADE_ENONFINITE, "argument '%s': %s[%d] = %g is not finite", arg, arg, c,
+                             (double)prior[c]);
+        if (prior[c] <= 0)
+            return lade_fail(LADE_EINVAL,
+                             "argument '%s': %s[%d] = %g, every class needs a prior > 0 (a class without "
+                             "training samples needs an explicit floor, e.g. prior_from_counts(..., eps=...))",
+                             arg, arg, c, (double)prior[c]);
+        sum += prior[c];
+    }
+    if (fabs(sum - 1.0) > PRIOR_SUM_TOL)
+        return lade_fail(LADE_EINVAL, "argument '%s' must sum to 1, got %.6g", arg, sum);
+    return LADE_OK;
+}

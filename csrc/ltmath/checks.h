@@ -1,0 +1,15 @@
+/* checks.h - argument checks shared by the long-tail math files (not public; lade_check_prior is
+ * declared in lade_ltmath.h). */
+#ifndef LADE_LTMATH_CHECKS_H
+#define LADE_LTMATH_CHECKS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lade.h"
+
+/* Finite logits and labels in range; the detail names the first bad entry and `arg`. */
+lade_status lt_check_logits(const float *logits, size_t n, int classes, const char *arg);
+lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const char *arg);
+/* lt_check_logits, and every value in [0, 1]. */
+lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg);
+#endif
