@@ -9,19 +9,9 @@
  *   lade_data.h    CIFAR and list-file readers, JPEG decoding, augmentation,
  *                  the threaded batch loader
  *
- * A training step, in C:
- *
- *     lade_rng rng; lade_rng_seed(&rng, 0, 0);
- *     lade_resnet *net;
- *     lade_resnet_create(&net, LADE_RESNET32_LADE, 100);
- *     lade_resnet_init(net, &rng);
- *     lade_resnet_zero_grad(net);
- *     lade_resnet_forward(net, images, batch, 32, 32, LADE_TRAIN, logits);
- *     memset(dlogits, 0, ...);
- *     lade_softmax_ce(&loss, dlogits, 1.0f, logits, labels, batch, 100);
- *     lade_resnet_backward(net, dlogits, batch);
- *     lade_sgd_step(lade_resnet_params(net), lade_resnet_grads(net), velocity,
- *                   lade_resnet_num_params(net), &sgd, lr);
+ * Training a ResNet-32 from C alone (the loader, the model, a loss and SGD, step by step, in
+ * the order lade.train_step uses) is csrc/tests/test_example_train.c, a test that compiles and
+ * runs with `make -C csrc test`.
  *
  * Every function returns LADE_OK or a status with lade_error_detail() set.
  */
