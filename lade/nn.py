@@ -7,7 +7,6 @@ not given are allocated (gradients zero-filled). An output must not share
 memory with another argument (ValueError); only the elementwise forwards
 (relu_forward, add_forward) accept out=x exactly, computing in place.
 """
-import functools
 import math
 
 import numpy as np
@@ -36,34 +35,6 @@ from lade._C import (  # noqa: F401  (re-exported layer API)
     shortcut_a_forward,
     warmup_multistep_lr,
 )
-
-
-
-def _with_name(func):
-    """The bindings' argument parsing raises TypeError / OverflowError that do not name lade's
-    function ("'float' object cannot be interpreted as an integer"); this adds the name. The
-    errors of the C core already carry it and pass through unchanged."""
-    name = f"lade.{func.__name__}"
-
-    @functools.wraps(func)
-    def call(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (TypeError, OverflowError) as e:
-            if str(e).startswith("lade"):
-                raise
-            raise type(e)(f"{name}: {e}") from None
-    return call
-
-
-(add_backward, add_forward, batchnorm2d_backward, batchnorm2d_forward_eval, batchnorm2d_forward_train, concat_backward,
- concat_forward, conv2d_backward, conv2d_forward, cosine_lr, global_avgpool_backward, global_avgpool_forward,
- linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward, relu_backward, relu_forward,
- shortcut_a_backward, shortcut_a_forward, warmup_multistep_lr) = map(_with_name, (
-    add_backward, add_forward, batchnorm2d_backward, batchnorm2d_forward_eval, batchnorm2d_forward_train,
-    concat_backward, concat_forward, conv2d_backward, conv2d_forward, cosine_lr, global_avgpool_backward,
-    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward, relu_backward,
-    relu_forward, shortcut_a_backward, shortcut_a_forward, warmup_multistep_lr))
 
 _VARIANTS = {"lade": 0, "classic": 1}
 _MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create

@@ -2,7 +2,7 @@
  * post-hoc adjustment, metrics and prior shift. The table at the end lists
  * every function with its arguments; above it, each one's core call. */
 #include "bind.h"
-#include "ltmath/ltmath_internal.h"
+#include "ltmath/checks.h"
 
 #define NC(c) DIM(c, 'n'), DIM(c, 'C')
 #define SIZE(c, letter) ((size_t)DIM(c, letter))

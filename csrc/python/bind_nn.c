@@ -14,26 +14,35 @@ static lade_maps maps(const lade_call *c, const char *name) {
     return lade_maps_nchw((float *)PyArray_DATA(a), (int)d[0], (int)d[1], (int)d[2], (int)d[3]);
 }
 
-/* An int or a pair of ints (stride, padding). */
-static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a, int *b) {
-    PyObject *o = lade_obj(c, arg);
-    long v0 = fallback, v1 = fallback;
-    if (o && PyLong_Check(o)) {
-        v0 = v1 = PyLong_AsLong(o);
-    } else if (o && PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2 && PyLong_Check(PyTuple_GET_ITEM(o, 0)) &&
-               PyLong_Check(PyTuple_GET_ITEM(o, 1))) {
-        v0 = PyLong_AsLong(PyTuple_GET_ITEM(o, 0));
-        v1 = PyLong_AsLong(PyTuple_GET_ITEM(o, 1));
-    } else if (o) {
-        v0 = LONG_MAX;
-    }
-    if (PyErr_Occurred()) return -1;
-    if (v0 < -1000000 || v0 > 1000000 || v1 < -1000000 || v1 > 1000000) {
-        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be an int or a tuple of two ints, got %R", c->func, arg,
-                     o);
+/* One int of an argument that is a sequence or pair of ints, in [lo, hi]: a named TypeError for
+ * a non-int, a named ValueError (never a bare OverflowError) for one out of range. */
+static int item_int(const lade_call *c, const char *arg, PyObject *o, long lo, long hi, const char *want, int *out) {
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s, got %s", c->func, arg, want, Py_TYPE(o)->tp_name);
         return -1;
     }
-    *a = (int)v0, *b = (int)v1;
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(o, &overflow);
+    if (overflow || v < lo || v > hi) {
+        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s in [%ld, %ld], got %R", c->func, arg, want, lo,
+                     hi, o);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* An int or a pair of ints (stride, padding); the core checks their ranges. */
+static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a, int *b) {
+    PyObject *o = lade_obj(c, arg);
+    const char *want = "an int or a tuple of two ints";
+    *a = *b = fallback;
+    if (!o) return 0;
+    if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2)
+        return item_int(c, arg, PyTuple_GET_ITEM(o, 0), -1000000, 1000000, want, a) ||
+               item_int(c, arg, PyTuple_GET_ITEM(o, 1), -1000000, 1000000, want, b) ? -1 : 0;
+    if (item_int(c, arg, o, -1000000, 1000000, want, a)) return -1;
+    *b = *a;
     return 0;
 }
 
@@ -253,11 +262,9 @@ static int warmup_multistep_infer(lade_call *c) {
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
     int ok = len <= 64;
     if (!ok) lade_py_value_error(c->func, "milestones", "must have at most 64 entries, got %zd", len);
-    for (Py_ssize_t i = 0; ok && i < len; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        ok = !(v == -1 && PyErr_Occurred());
-        c->list[i] = (int)v;
-    }
+    for (Py_ssize_t i = 0; ok && i < len; i++)
+        ok = !item_int(c, "milestones", PySequence_Fast_GET_ITEM(seq, i), INT_MIN, INT_MAX, "a sequence of ints",
+                       &c->list[i]);
     Py_DECREF(seq);
     c->list_len = (int)len;
     return ok ? 0 : -1;

@@ -213,9 +213,9 @@ static int convert_scalar(lade_call *c, int k) {
     }
 type_error:
     PyErr_Clear();
-    const char *want = a->type ? a->type->tp_name : a->dtype == 'f' ? "number" : a->dtype == 's' ? "str" : "int";
-    PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be a %s, got %s", c->func, a->name, want,
-                 Py_TYPE(o)->tp_name);
+    const char *want = a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str" : "an int";
+    PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s%s, got %s", c->func, a->name, a->type ? "a " : "",
+                 a->type ? a->type->tp_name : want, Py_TYPE(o)->tp_name);
     return -1;
 }
 
