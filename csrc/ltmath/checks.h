@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lade.h"
+#include "lade_ltmath.h"
 
 /* Finite logits and labels in range; the detail names the first bad entry and `arg`. */
 lade_status lt_check_logits(const float *logits, size_t n, int classes, const char *arg);

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "lade.h"
+#include "lade_ltmath.h"
 
 /* exp(x) in float for loops the compiler can vectorise: x = n ln2 + r with |r| <= ln2/2,
  * e^r by its degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent

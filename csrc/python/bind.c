@@ -1,0 +1,469 @@
+/* bind.c - the one argument parser of lade._C (bind.h): array and scalar checks, shape letters,
+ * output allocation and aliasing, dispatch of the binding tables, and the errors they raise. */
+#include "bind.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+PyObject *lade_DecodeError;
+
+#define LADE_ANY (-1) /* an unbound dimension, shown as * */
+
+static const char *dtype_name(int typenum) {
+    switch (typenum) {
+    case NPY_FLOAT32: return "float32";
+    case NPY_FLOAT64: return "float64";
+    case NPY_INT64: return "int64";
+    case NPY_INT32: return "int32";
+    case NPY_UINT8: return "uint8";
+    case NPY_BOOL: return "bool";
+    default: return "?";
+    }
+}
+
+static void format_shape(char *buf, size_t size, int ndim, const npy_intp *dims) {
+    size_t used = 0;
+    used += (size_t)snprintf(buf + used, size - used, "(");
+    for (int i = 0; i < ndim && used < size; i++) {
+        if (dims[i] == LADE_ANY)
+            used += (size_t)snprintf(buf + used, size - used, "%s*", i ? ", " : "");
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%ld", i ? ", " : "", (long)dims[i]);
+    }
+    if (used < size) snprintf(buf + used, size - used, ndim == 1 ? ",)" : ")");
+}
+
+/* An ndarray of the dtype (or an equivalent one in native byte order). */
+static PyArrayObject *check_type(PyObject *obj, const char *func, const char *arg, int typenum) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be a numpy.ndarray of %s, got %s",
+                     func, arg, dtype_name(typenum), Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    PyArray_Descr *d = PyArray_DESCR(a);
+    if (d->type_num != typenum && !(PyArray_EquivTypenums(d->type_num, typenum) && PyArray_ISNBO(d->byteorder))) {
+        PyObject *got = PyObject_Str((PyObject *)d);
+        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must have dtype %s, got %s%s", func, arg,
+                     dtype_name(typenum), got ? PyUnicode_AsUTF8(got) : "?",
+                     PyArray_ISNBO(d->byteorder) ? "" : " (non-native byte order)");
+        Py_XDECREF(got);
+        return NULL;
+    }
+    return a;
+}
+
+/* Usable without a copy: native byte order, C-contiguous, aligned, writeable when out. */
+static int check_layout(PyArrayObject *a, const char *func, const char *arg, int out) {
+    PyArray_Descr *d = PyArray_DESCR(a);
+    const char *problem = NULL;
+    if (!PyArray_ISNBO(d->byteorder))
+        problem = "must be in native byte order, got a byte-swapped array";
+    else if (!PyArray_IS_C_CONTIGUOUS(a))
+        problem = "must be C-contiguous, got a non-contiguous array (use numpy.ascontiguousarray to make a copy "
+                  "explicitly)";
+    else if (!PyArray_ISALIGNED(a))
+        problem = "must be aligned to its dtype, got a misaligned array";
+    else if (out && !PyArray_ISWRITEABLE(a))
+        problem = "is an output and must be writeable, got a read-only array";
+    for (int i = 0; !problem && i < PyArray_NDIM(a); i++)
+        if (PyArray_DIM(a, i) > 0x3fffffff) {
+            PyErr_Format(PyExc_ValueError, "%s: argument '%s' has dimension %d of size %zd, above the 2^30 limit",
+                         func, arg, i, (Py_ssize_t)PyArray_DIM(a, i));
+            return -1;
+        }
+    if (problem) PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, problem);
+    return problem ? -1 : 0;
+}
+
+PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
+    PyArrayObject *a = check_type(obj, func, arg, typenum);
+    return a && !check_layout(a, func, arg, out) ? a : NULL;
+}
+
+/* ---- the argument tables ---------------------------------------------------------------- */
+static int role(const lade_arg *a) { return a->role & LADE_ROLE; }
+static int is_array(const lade_arg *a) { return role(a) != LADE_SCALAR; }
+static int is_output(const lade_arg *a) { return role(a) == LADE_OUT || role(a) == LADE_GRAD; }
+
+/* The wanted shape, with the letters bound so far ('*' for the others). */
+static void wanted_shape(const lade_call *c, const lade_arg *a, char *buf, size_t size, int *ndim, npy_intp *dims) {
+    if (!strcmp(a->shape, "...")) {
+        PyArrayObject *g = c->array[c->group_by];
+        *ndim = PyArray_NDIM(g);
+        memcpy(dims, PyArray_DIMS(g), sizeof(npy_intp) * *ndim);
+    } else {
+        *ndim = (int)strlen(a->shape);
+        for (int i = 0; i < *ndim; i++) {
+            unsigned char ch = (unsigned char)a->shape[i];
+            dims[i] = ch >= '0' && ch <= '9' ? ch - '0' : ch == '*' ? LADE_ANY : c->dim[ch];
+        }
+    }
+    if (buf) format_shape(buf, size, *ndim, dims);
+}
+
+/* Checks the shape of argument k against its table entry, binding letters. */
+static int check_shape(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyArrayObject *arr = c->array[k];
+    int partner = -1, bad = 0;
+    if (!strcmp(a->shape, "...")) {
+        if (c->group_by < 0) {
+            c->group_by = k;
+            return 0;
+        }
+        PyArrayObject *g = c->array[c->group_by];
+        bad = !PyArray_SAMESHAPE(g, arr);
+        partner = c->group_by;
+    } else {
+        int nd = (int)strlen(a->shape);
+        bad = PyArray_NDIM(arr) != nd;
+        for (int i = 0; !bad && i < nd; i++) {
+            unsigned char ch = (unsigned char)a->shape[i];
+            npy_intp size = PyArray_DIM(arr, i);
+            if (ch >= '0' && ch <= '9') bad = size != ch - '0';
+            else if (ch == '*') continue;
+            else if (c->dim[ch] < 0) c->dim[ch] = size, c->bound_by[ch] = (signed char)k;
+            else if (c->dim[ch] != size) bad = 1, partner = c->bound_by[ch];
+        }
+    }
+    if (!bad) return 0;
+    char want[160], got[160], theirs[160], match[400] = "";
+    int nd;
+    npy_intp dims[NPY_MAXDIMS];
+    wanted_shape(c, a, want, sizeof want, &nd, dims);
+    format_shape(got, sizeof got, PyArray_NDIM(arr), PyArray_DIMS(arr));
+    if (partner >= 0 && partner != k) {
+        PyArrayObject *p = c->array[partner];
+        format_shape(theirs, sizeof theirs, PyArray_NDIM(p), PyArray_DIMS(p));
+        snprintf(match, sizeof match, " to match argument '%s' of shape %s", c->spec[partner].name, theirs);
+    }
+    PyErr_Format(PyExc_ValueError, "%s: argument '%s' must have shape %s%s, got %s", c->func, a->name, want, match,
+                 got);
+    return -1;
+}
+
+/* dtype, then shape (a shape names the argument's role), then layout */
+static int check_array(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyArrayObject *arr = check_type(c->given[k], c->func, a->name, a->dtype);
+    if (!arr) return -1;
+    c->array[k] = (PyArrayObject *)Py_NewRef(arr);
+    return check_shape(c, k) || check_layout(arr, c->func, a->name, role(a) != LADE_IN) ? -1 : 0;
+}
+
+static int convert_scalar(lade_call *c, int k) {
+    const lade_arg *a = &c->spec[k];
+    PyObject *o = c->given[k];
+    if (!o) {
+        if (a->dtype == 'K') c->value[k].u = (unsigned long long)a->def;
+        else if (a->dtype == 'O' || a->dtype == 's') c->value[k].o = NULL;
+        else if (a->dtype == 'f') c->value[k].f = a->def;
+        else c->value[k].i = (long long)a->def;
+        return 0;
+    }
+    switch (a->dtype) {
+    case 'f':
+        c->value[k].f = PyFloat_AsDouble(o);
+        if (c->value[k].f == -1.0 && PyErr_Occurred()) goto type_error;
+        return 0;
+    case 'p': {
+        int t = PyObject_IsTrue(o);
+        c->value[k].i = t;
+        return t < 0 ? -1 : 0;
+    }
+    case 'i':
+    case 'n':
+    case 'K': {
+        if (!PyLong_Check(o) && !PyIndex_Check(o)) goto type_error;
+        PyObject *v = PyNumber_Index(o);
+        if (!v) return -1;
+        int overflow = 0;
+        long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (a->dtype == 'K') {
+            int negative = overflow < 0 || (!overflow && i < 0);
+            c->value[k].u = negative ? 0 : PyLong_AsUnsignedLongLong(v);
+            Py_DECREF(v);
+            if (negative || PyErr_Occurred()) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be in [0, 2**64), got %R", c->func, a->name, o);
+                return -1;
+            }
+            return 0;
+        }
+        Py_DECREF(v);
+        if (i == -1 && PyErr_Occurred()) return -1;
+        if (overflow || (a->dtype == 'i' && (i < INT_MIN || i > INT_MAX)) || (a->dtype == 'n' && i < 0)) {
+            PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s, got %R", c->func, a->name,
+                         a->dtype == 'n' ? "a size >= 0" : "a 32-bit int", o);
+            return -1;
+        }
+        c->value[k].i = i;
+        return 0;
+    }
+    case 's':
+        if (!PyUnicode_Check(o) || !(c->value[k].s = PyUnicode_AsUTF8(o))) goto type_error;
+        return 0;
+    default: /* 'O' */
+        if (a->type && !PyObject_TypeCheck(o, a->type)) goto type_error;
+        c->value[k].o = o;
+        return 0;
+    }
+type_error:
+    PyErr_Clear();
+    const char *want = a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str" : "an int";
+    PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s%s, got %s", c->func, a->name, a->type ? "a " : "",
+                 a->type ? a->type->tp_name : want, Py_TYPE(o)->tp_name);
+    return -1;
+}
+
+/* Puts positional and keyword arguments in their table slots. */
+static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
+    Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0, used = 0;
+    for (int k = 0; k < c->n && used < nargs; k++)
+        if (!(c->spec[k].role & LADE_HIDDEN)) c->given[k] = PyTuple_GET_ITEM(args, used++);
+    if (used < nargs) {
+        PyErr_Format(PyExc_TypeError, "%s: takes at most %zd positional arguments, got %zd", c->func, used, nargs);
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (kw && PyDict_Next(kw, &pos, &key, &value)) {
+        const char *name = PyUnicode_AsUTF8(key);
+        int k = name ? lade_index(c, name) : LADE_MAX_ARGS;
+        if (k == LADE_MAX_ARGS || (c->spec[k].role & LADE_HIDDEN)) {
+            if (name) PyErr_Format(PyExc_TypeError, "%s: unexpected keyword argument '%s'", c->func, name);
+            return -1;
+        }
+        if (c->given[k]) {
+            PyErr_Format(PyExc_TypeError, "%s: got multiple values for argument '%s'", c->func, name);
+            return -1;
+        }
+        c->given[k] = value;
+    }
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
+        if (c->given[k] == Py_None && ((a->role & LADE_OPT) || is_output(a))) c->given[k] = NULL;
+        if (!c->given[k] && !(a->role & (LADE_OPT | LADE_HIDDEN)) && !is_output(a)) {
+            PyErr_Format(PyExc_TypeError, "%s: missing required argument '%s'", c->func, a->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *args, PyObject *kw) {
+    memset(c, 0, sizeof *c);
+    c->func = func;
+    c->spec = spec;
+    c->group_by = -1;
+    for (int i = 0; i < 128; i++) c->dim[i] = -1, c->bound_by[i] = -1;
+    while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS, as every table here */
+    if (place_arguments(c, args, kw)) return -1;
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &spec[k];
+        if (!is_array(a)) {
+            if (convert_scalar(c, k)) return -1;
+        } else if (c->given[k] && !is_output(a) && !(a->role & LADE_LATE) && check_array(c, k)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Arrays here are C-contiguous, so each one is the byte range [data, data + nbytes). */
+static int ranges_overlap(PyArrayObject *a, PyArrayObject *b) {
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    npy_intp na = PyArray_NBYTES(a), nb = PyArray_NBYTES(b);
+    return na > 0 && nb > 0 && a0 < b0 + nb && b0 < a0 + na;
+}
+
+static int same_range(PyArrayObject *a, PyArrayObject *b) {
+    return PyArray_BYTES(a) == PyArray_BYTES(b) && PyArray_NBYTES(a) == PyArray_NBYTES(b);
+}
+
+int lade_outputs(lade_call *c) {
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
+        if (!is_array(a) || c->array[k] || c->skip[k] || !(is_output(a) || c->given[k])) continue;
+        if (c->given[k]) {
+            if (check_array(c, k)) return -1;
+            continue;
+        }
+        int nd;
+        npy_intp dims[NPY_MAXDIMS];
+        wanted_shape(c, a, NULL, 0, &nd, dims);
+        for (int i = 0; i < nd; i++) {
+            if (dims[i] < 0) {
+                PyErr_Format(PyExc_SystemError, "%s: the size of output '%s' is unknown", c->func, a->name);
+                return -1;
+            }
+            if (dims[i] > 0x3fffffff) {
+                PyErr_Format(PyExc_ValueError, "%s: output '%s' would have dimension %d of size %zd, above the 2^30 "
+                             "limit", c->func, a->name, i, (Py_ssize_t)dims[i]);
+                return -1;
+            }
+        }
+        c->array[k] = (PyArrayObject *)(role(a) == LADE_GRAD ? PyArray_ZEROS(nd, dims, a->dtype, 0)
+                                                              : PyArray_EMPTY(nd, dims, a->dtype, 0));
+        if (!c->array[k]) {
+            char shape[160];
+            format_shape(shape, sizeof shape, nd, dims);
+            PyErr_Format(PyExc_MemoryError, "%s: cannot allocate output '%s' of shape %s", c->func, a->name, shape);
+            return -1;
+        }
+    }
+    /* the kernels read inputs while writing outputs: an output that aliases another
+     * argument would give wrong numbers silently */
+    for (int i = 0; i < c->n; i++) {
+        const lade_arg *out = &c->spec[i];
+        if (!c->given[i] || !c->array[i] || !(is_output(out) || role(out) == LADE_INOUT)) continue;
+        for (int j = 0; j < c->n; j++) {
+            if (j == i || !c->given[j] || !c->array[j] || !ranges_overlap(c->array[i], c->array[j])) continue;
+            if ((out->role & LADE_INPLACE) && role(&c->spec[j]) == LADE_IN && same_range(c->array[i], c->array[j]))
+                continue;
+            PyErr_Format(PyExc_ValueError,
+                         "%s: argument '%s' is an output and must not share memory with argument '%s', "
+                         "got overlapping arrays (pass a separate array or a copy)",
+                         c->func, out->name, c->spec[j].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *lade_call_end(lade_call *c, PyObject *result) {
+    for (int k = 0; k < c->n; k++) Py_CLEAR(c->array[k]);
+    return result;
+}
+
+int lade_index(const lade_call *c, const char *name) {
+    for (int k = 0; k < c->n; k++)
+        if (!strcmp(c->spec[k].name, name)) return k;
+    return LADE_MAX_ARGS;
+}
+
+PyArrayObject *lade_array(const lade_call *c, const char *name) { return c->array[lade_index(c, name)]; }
+
+void *lade_data(const lade_call *c, const char *name) {
+    PyArrayObject *a = lade_array(c, name);
+    return a ? PyArray_DATA(a) : NULL;
+}
+
+double lade_num(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].f; }
+long long lade_int(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].i; }
+unsigned long long lade_u64(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].u; }
+PyObject *lade_obj(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].o; }
+int lade_given(const lade_call *c, const char *name) { return c->given[lade_index(c, name)] != NULL; }
+
+/* ---- module-level functions ---------------------------------------------------------------- */
+static PyObject *returns(lade_call *c, const char *format) {
+    int next_out = 0, next_ret = 0, count = 0;
+    PyObject *items[LADE_MAX_ARGS]; /* owned */
+    for (int k = 0; !format && k < c->n; k++) /* NULL: every output */
+        if (is_output(&c->spec[k])) items[count++] = Py_NewRef(c->array[k] ? (PyObject *)c->array[k] : Py_None);
+    for (; format && format[count]; count++) {
+        char f = format[count];
+        if (f == 'A') {
+            while (!is_output(&c->spec[next_out])) next_out++;
+            PyArrayObject *a = c->array[next_out++];
+            items[count] = Py_NewRef(a ? (PyObject *)a : Py_None);
+            continue;
+        }
+        double v = c->ret[next_ret++];
+        items[count] = f == 'd' ? PyFloat_FromDouble(v) : f == 'i' ? PyLong_FromLongLong((long long)v)
+                                                                    : PyBool_FromLong(v != 0);
+    }
+    if (count == 1) return items[0];
+    PyObject *t = PyTuple_New(count);
+    for (int i = 0; i < count; i++) {
+        if (t) PyTuple_SET_ITEM(t, i, items[i]);
+        else Py_XDECREF(items[i]);
+    }
+    if (t && count == 0) {
+        Py_DECREF(t);
+        Py_RETURN_NONE;
+    }
+    return t;
+}
+
+static PyObject *dispatch(PyObject *self, PyObject *args, PyObject *kw) {
+    const lade_binding *b = PyCapsule_GetPointer(self, "lade.binding");
+    lade_call c;
+    PyObject *result = NULL;
+    if (!lade_parse(&c, b->func, b->spec, args, kw) && !(b->infer && b->infer(&c)) && !lade_outputs(&c)) {
+        lade_status st;
+        LADE_NOGIL_BEGIN
+        st = b->run(&c);
+        LADE_NOGIL_END
+        result = st ? lade_py_raise(st, b->func) : returns(&c, b->returns);
+    }
+    return lade_call_end(&c, result);
+}
+
+/* "name(x, weight, bias=None, ...) -> doc", made from the table */
+static char *signature(const lade_binding *b) {
+    size_t size = 4096, used = (size_t)snprintf(NULL, 0, "%s(", b->name);
+    char *doc = PyMem_Malloc(size);
+    if (!doc) return NULL;
+    snprintf(doc, size, "%s(", b->name);
+    for (const lade_arg *a = b->spec; a->name && used < size; a++) {
+        if (a->role & LADE_HIDDEN) continue;
+        int optional = (a->role & LADE_OPT) || is_output(a);
+        char def[32] = "=None";
+        if (role(a) == LADE_SCALAR && optional && a->dtype != 'O' && a->dtype != 's')
+            snprintf(def, sizeof def, a->dtype == 'p' ? (a->def ? "=True" : "=False") : "=%g", a->def);
+        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", a == b->spec ? "" : ", ", a->name,
+                                 optional ? def : "");
+    }
+    if (used < size) snprintf(doc + used, size - used, ")%s%s", b->doc ? " " : "", b->doc ? b->doc : "");
+    return doc;
+}
+
+int lade_add_bindings(PyObject *module, const lade_binding *list) {
+    for (const lade_binding *b = list; b->name; b++) {
+        PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
+        char *doc = def ? signature(b) : NULL;
+        if (!doc) return PyErr_NoMemory(), -1;
+        *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
+        PyObject *self = PyCapsule_New((void *)b, "lade.binding", NULL);
+        PyObject *fn = self ? PyCFunction_NewEx(def, self, NULL) : NULL;
+        Py_XDECREF(self);
+        if (!fn || PyModule_AddObjectRef(module, b->name, fn) < 0) {
+            Py_XDECREF(fn);
+            return -1;
+        }
+        Py_DECREF(fn);
+    }
+    return 0;
+}
+
+PyObject *lade_py_raise(lade_status st, const char *func) {
+    const char *detail = lade_error_detail();
+    if (!detail[0]) detail = lade_status_str(st);
+    PyObject *type;
+    switch (st) {
+    case LADE_ENOMEM: type = PyExc_MemoryError; break;
+    case LADE_ENONFINITE: type = PyExc_FloatingPointError; break;
+    case LADE_EIO: type = PyExc_OSError; break;
+    case LADE_EDECODE: type = lade_DecodeError; break;
+    case LADE_ESTATE: type = PyExc_RuntimeError; break;
+    case LADE_ECANCELLED: type = PyExc_KeyboardInterrupt; break;
+    default: type = PyExc_ValueError; break;
+    }
+    PyErr_Format(type, "%s: %s", func, detail);
+    lade_clear_error();
+    return NULL;
+}
+
+PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, msg);
+    return NULL;
+}
