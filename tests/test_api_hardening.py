@@ -25,8 +25,10 @@ from lade import data, metrics, nn, prior_shift, priors, sampling
                                padding=2 ** 100), "lade.conv2d_forward"),
     (lambda: nn.conv2d_forward(np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 1, 3, 3), np.float32),
                                stride=1.0), "lade.conv2d_forward"),
-    (lambda: nn.warmup_multistep_lr(0.1, 3, milestones=[2 ** 80]), "lade.warmup_multistep_lr"),
-    (lambda: nn.warmup_multistep_lr(0.1, 3, milestones=[1.5]), "lade.warmup_multistep_lr"),
+    (lambda: nn.warmup_multistep_lr(0.1, 3, 5, 0.5, [2 ** 80], 0.1), "lade.warmup_multistep_lr"),
+    (lambda: nn.warmup_multistep_lr(0.1, 3, 5, 0.5, [1.5], 0.1), "lade.warmup_multistep_lr"),
+    (lambda: nn.warmup_multistep_lr(0.1, 3, 5, 0.5, None, 0.1), "lade.warmup_multistep_lr"),
+    (lambda: nn.warmup_multistep_lr(0.1, 3), "lade.warmup_multistep_lr"),  # no recipe defaults in the library
     (lambda: nn.maxpool2d_forward(np.zeros((1, 1, 4, 4), np.float32), kernel_size=2 ** 80), "lade.maxpool2d_forward"),
     (lambda: sampling.InstanceSampler(10 ** 12), "lade.sampling.InstanceSampler"),
     (lambda: sampling.InstanceSampler(3, seed=-1), "lade.sampling.InstanceSampler"),
@@ -42,7 +44,7 @@ from lade import data, metrics, nn, prior_shift, priors, sampling
     (lambda: data.CifarTest(std=(0.5, 0.0, 0.5)), "lade.data.CifarTest"),
     (lambda: data.CifarTrain(pad=-1), "lade.data.CifarTrain"),
     (lambda: data.ImageNetEval(resize=2 ** 40), "lade.data.ImageNetEval"),
-    (lambda: nn.warmup_multistep_lr(0.1, -1), "lade.warmup_multistep_lr"),
+    (lambda: nn.warmup_multistep_lr(0.1, -1, 5, 0.5, [2], 0.1), "lade.warmup_multistep_lr"),
     (lambda: nn.cosine_lr(0.1, 201, 200), "lade.cosine_lr"),
     (lambda: nn.cosine_lr(0.1, -1, 200), "lade.cosine_lr"),
     (lambda: metrics.nll(np.array([[-0.5, 1.5]], np.float32), np.array([0])), "lade.metrics.nll"),
@@ -112,8 +114,9 @@ def test_sgd_load_state_dict_is_all_or_nothing():
 
 
 def test_schedules_still_give_the_recipe_values():
-    assert nn.warmup_multistep_lr(0.2, 0) == pytest.approx(0.2 / 3)
-    assert nn.warmup_multistep_lr(0.2, 160) == pytest.approx(0.2 * 1e-4)
+    from test_models import recipe_schedule
+    assert nn.warmup_multistep_lr(0.2, 0, **recipe_schedule()) == pytest.approx(0.2 / 3)
+    assert nn.warmup_multistep_lr(0.2, 160, **recipe_schedule()) == pytest.approx(0.2 * 1e-4)
     assert nn.cosine_lr(0.1, 200, 200) == pytest.approx(0.0, abs=1e-12)
 
 

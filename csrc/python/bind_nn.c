@@ -250,12 +250,12 @@ static lade_status sgd_step(lade_call *c) {
                          (size_t)DIM(c, 'n'), &cfg, (float)lade_num(c, "lr"), (int)lade_int(c, "first_step"));
 }
 
-/* milestones: a sequence of at most 64 ints (default 120, 160), kept in c->list */
+/* milestones: a sequence of at most 64 ints, kept in c->list */
 static int warmup_multistep_infer(lade_call *c) {
     PyObject *given = lade_obj(c, "milestones");
     if (!given) {
-        c->list[0] = 120, c->list[1] = 160, c->list_len = 2;
-        return 0;
+        PyErr_Format(PyExc_TypeError, "%s: argument 'milestones' must be a sequence of ints, got None", c->func);
+        return -1;
     }
     PyObject *seq = PySequence_Fast(given, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence");
     if (!seq) return -1;
@@ -600,9 +600,9 @@ static const lade_binding bindings[] = {
           REQ("momentum", 'f'), REQ("dampening", 'f'), REQ("weight_decay", 'f'), REQ("nesterov", 'p'),
           REQ("first_step", 'p'), IN_OPT("decay_mask", F32T, "n")), NULL, sgd_step, ""},
     {"warmup_multistep_lr", "lade.warmup_multistep_lr",
-     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), OPT("warmup_epochs", 'i', 5), OPT("warmup_start", 'f', 1.0 / 3.0),
-          OBJ_OPT("milestones", NULL), OPT("factor", 'f', 0.01)), warmup_multistep_infer, warmup_multistep, "d",
-     "-> lr (milestones default to (120, 160))"},
+     ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("warmup_epochs", 'i'), REQ("warmup_start", 'f'),
+          OBJ("milestones", NULL), REQ("factor", 'f')), warmup_multistep_infer, warmup_multistep, "d",
+     "-> lr (the recipe's values are in lade/app/configs)"},
     {"cosine_lr", "lade.cosine_lr",
      ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0)), NULL, cosine,
      "d"},
