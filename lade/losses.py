@@ -2,7 +2,8 @@
 
 Every loss is called as ``loss(logits, labels, grad=None) -> (value, grad)``: logits
 float32 (n, C) C-contiguous, labels int64 (n,); ``grad`` float32 (n, C) is overwritten
-with d value / d logits (allocated when None). Configuration goes to the constructor.
+with d value / d logits (allocated when None). Configuration goes to the constructor, with no
+recipe defaults: the values of the paper's recipes live in lade/app/configs.
 
 Names (the official code's names confused its users, so each says what it is):
   softmax_ce       plain softmax cross-entropy (spec §1.2)
@@ -77,7 +78,7 @@ class LADERLoss(_Loss):
     """The LADER regulariser alone (spec §1.4): -sum_c prior_c * (F_c - S_c - remine_lambda * S_c^2)."""
     test_time_form = "add_target"
 
-    def __init__(self, prior, remine_lambda=0.1, form="official"):
+    def __init__(self, prior, remine_lambda, form="official"):
         func = "lade.losses.LADERLoss"
         self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
@@ -91,11 +92,11 @@ class LADERLoss(_Loss):
 
 
 class LADELoss(_Loss):
-    """LADE = LADE-CE + alpha * LADER (official defaults alpha 0.1; README lambda 0.01 for CIFAR).
-    After a call, `last_terms` holds (lade_ce value, lader value)."""
+    """LADE = LADE-CE + alpha * LADER (the CIFAR recipe's alpha 0.1 and remine_lambda 0.01 are in
+    lade/app/configs). After a call, `last_terms` holds (lade_ce value, lader value)."""
     test_time_form = "add_target"
 
-    def __init__(self, prior, alpha=0.1, remine_lambda=0.01, form="official"):
+    def __init__(self, prior, alpha, remine_lambda, form="official"):
         func = "lade.losses.LADELoss"
         self.prior = as_prior(prior)
         if form not in _LADER_FORMS:
@@ -116,7 +117,7 @@ class LogitAdjustedLoss(_Loss):
     """Logit-adjusted loss (Menon et al. 2021): CE on logits + tau * log(prior + 1e-12)."""
     test_time_form = "add_target"
 
-    def __init__(self, prior, tau=1.0):
+    def __init__(self, prior, tau):
         self.prior = as_prior(prior)
         self.offset = _C.log_prior(self.prior, tau)
         self.tau = float(tau)
@@ -128,7 +129,7 @@ class LogitAdjustedLoss(_Loss):
 class FocalLoss(_Loss):
     """Softmax focal loss: mean_i (1 - p_i)^gamma * (-log p_i). gamma = 0 is softmax CE."""
 
-    def __init__(self, gamma=2.0, prior=None):
+    def __init__(self, gamma, prior=None):
         self.gamma = _args.real(gamma, "lade.losses.FocalLoss", "gamma", 0.0)
         self.prior = None if prior is None else as_prior(prior)
 
@@ -141,7 +142,7 @@ class ClassBalancedLoss(_Loss):
     sum to C; loss = mean_i w_{y_i} * base_i with base 'softmax' (CE) or 'focal' (gamma)."""
     test_time_form = "add_target"
 
-    def __init__(self, counts, beta=0.9999, base="softmax", gamma=1.0):
+    def __init__(self, counts, beta, base="softmax", gamma=1.0):
         func = "lade.losses.ClassBalancedLoss"
         if base not in ("softmax", "focal"):
             raise ValueError(f"{func}: argument 'base' must be 'softmax' or 'focal', got {base!r}")
@@ -161,7 +162,7 @@ class LDAMLoss(_Loss):
     (beta drw_beta) from epoch drw_epoch on."""
     test_time_form = "add_target"
 
-    def __init__(self, counts, max_margin=0.5, s=30.0, weights=None, drw_epoch=None, drw_beta=0.9999):
+    def __init__(self, counts, max_margin, s, weights=None, drw_epoch=None, drw_beta=None):
         func = "lade.losses.LDAMLoss"
         counts = _counts(counts)
         self.margins = _C.ldam_margins(counts, max_margin)
@@ -192,31 +193,31 @@ def lade_ce(logits, labels, prior, grad=None):
 balanced_softmax = lade_ce
 
 
-def lader(logits, labels, prior, remine_lambda=0.1, grad=None, form="official"):
+def lader(logits, labels, prior, remine_lambda, grad=None, form="official"):
     return LADERLoss(prior, remine_lambda, form)(logits, labels, grad)
 
 
-def lade_loss(logits, labels, prior, alpha=0.1, remine_lambda=0.01, grad=None, form="official"):
+def lade_loss(logits, labels, prior, alpha, remine_lambda, grad=None, form="official"):
     return LADELoss(prior, alpha, remine_lambda, form)(logits, labels, grad)
 
 
-def logit_adjusted(logits, labels, prior, tau=1.0, grad=None):
+def logit_adjusted(logits, labels, prior, tau, grad=None):
     return LogitAdjustedLoss(prior, tau)(logits, labels, grad)
 
 
-def focal(logits, labels, gamma=2.0, grad=None):
+def focal(logits, labels, gamma, grad=None):
     return FocalLoss(gamma)(logits, labels, grad)
 
 
-def class_balanced(logits, labels, counts, beta=0.9999, base="softmax", gamma=1.0, grad=None):
+def class_balanced(logits, labels, counts, beta, base="softmax", gamma=1.0, grad=None):
     return ClassBalancedLoss(counts, beta, base, gamma)(logits, labels, grad)
 
 
-def ldam(logits, labels, counts, max_margin=0.5, s=30.0, weights=None, grad=None):
+def ldam(logits, labels, counts, max_margin, s, weights=None, grad=None):
     return LDAMLoss(counts, max_margin, s, weights)(logits, labels, grad)
 
 
-def ldam_drw(counts, drw_epoch=160, beta=0.9999, max_margin=0.5, s=30.0):
+def ldam_drw(counts, drw_epoch, beta, max_margin, s):
     """An LDAMLoss with deferred re-weighting; call .set_epoch(epoch) at every epoch start."""
     return LDAMLoss(counts, max_margin, s, None, drw_epoch, beta)
 

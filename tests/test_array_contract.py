@@ -413,7 +413,7 @@ def test_accumulating_and_renormalising_functions_refuse_in_place(name):
     labels = np.arange(6, dtype=np.int64)
     prior = np.full(10, 0.1, np.float32)
     probs = lade.posthoc.softmax(logits)
-    call = {"lade_loss": lambda: lade.losses.lade_loss(logits, labels, prior, grad=logits),
+    call = {"lade_loss": lambda: lade.losses.lade_loss(logits, labels, prior, 0.1, 0.01, grad=logits),
             "softmax_ce": lambda: lade.losses.softmax_ce(logits, labels, grad=logits),
             "reweight": lambda: lade.prior_shift.reweight(probs, prior, prior, out=probs)}[name]
     saved = (logits.copy(), probs.copy())

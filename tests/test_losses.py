@@ -158,7 +158,7 @@ def test_big_batch_uses_threads_and_matches_torch():
 
 def test_grad_is_overwritten_not_accumulated():
     z, y = batch()
-    loss = losses.LADELoss(PRIOR)
+    loss = losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01)
     buf = np.full(z.shape, 123.0, np.float32)
     _, g1 = loss(z, y)
     v, g2 = loss(z, y, grad=buf)
@@ -184,9 +184,10 @@ def test_function_forms_and_registry():
     assert losses.lade_loss(z, y, PRIOR, 0.1, 0.01)[0] == pytest.approx(
         losses.lade_ce(z, y, PRIOR)[0] + 0.1 * losses.lader(z, y, PRIOR, 0.01)[0], rel=1e-6)
     kwargs = {"softmax_ce": {}, "lade_ce": {"prior": PRIOR}, "balanced_softmax": {"prior": PRIOR},
-              "lader": {"prior": PRIOR, "remine_lambda": 0.1}, "lade": {"prior": PRIOR},
-              "logit_adjusted": {"prior": PRIOR}, "focal": {"gamma": 2.0}, "class_balanced": {"counts": COUNTS},
-              "ldam": {"counts": COUNTS}, "ldam_drw": {"counts": COUNTS, "drw_epoch": 3}}
+              "lader": {"prior": PRIOR, "remine_lambda": 0.1}, "lade": {"prior": PRIOR, "alpha": 0.1, "remine_lambda": 0.01},
+              "logit_adjusted": {"prior": PRIOR, "tau": 1.0}, "focal": {"gamma": 2.0},
+              "class_balanced": {"counts": COUNTS, "beta": 0.9999}, "ldam": {"counts": COUNTS, "max_margin": 0.5, "s": 30.0},
+              "ldam_drw": {"counts": COUNTS, "drw_epoch": 3, "beta": 0.9999, "max_margin": 0.5, "s": 30.0}}
     assert sorted(kwargs) == losses.names()
     for name, kw in kwargs.items():
         v, g = losses.make(name, **kw)(z, y)
@@ -197,13 +198,13 @@ def test_function_forms_and_registry():
 
 def test_ldam_drw_switches_weights():
     z, y = batch()
-    loss = losses.ldam_drw(COUNTS, drw_epoch=2, beta=0.9999)
+    loss = losses.ldam_drw(COUNTS, drw_epoch=2, beta=0.9999, max_margin=0.5, s=30.0)
     loss.set_epoch(1)
     plain = loss(z, y)[0]
-    assert plain == pytest.approx(losses.ldam(z, y, COUNTS)[0])
+    assert plain == pytest.approx(losses.ldam(z, y, COUNTS, 0.5, 30.0)[0])
     loss.set_epoch(2)
     weighted = loss(z, y)[0]
-    assert weighted == pytest.approx(losses.ldam(z, y, COUNTS, weights=cb_weights(COUNTS, 0.9999))[0], rel=1e-6)
+    assert weighted == pytest.approx(losses.ldam(z, y, COUNTS, 0.5, 30.0, weights=cb_weights(COUNTS, 0.9999))[0], rel=1e-6)
     assert weighted != pytest.approx(plain)
 
 
@@ -212,11 +213,11 @@ def test_test_time_forms():
     pt = np.full(C, 1.0 / C, np.float32)
     pt[0] = 0.4
     pt /= pt.sum()
-    np.testing.assert_allclose(losses.LADELoss(PRIOR).test_time_adjust(z, pt), z + np.log(pt), atol=1e-5)
+    np.testing.assert_allclose(losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01).test_time_adjust(z, pt), z + np.log(pt), atol=1e-5)
     np.testing.assert_allclose(losses.LADECELoss(PRIOR).test_time_adjust(z), z, atol=0)
     np.testing.assert_allclose(losses.SoftmaxCE(PRIOR).test_time_adjust(z, pt), z - np.log(PRIOR) + np.log(pt),
                                atol=1e-5)
-    assert losses.SoftmaxCE().test_time_form == "pc" and losses.LADELoss(PRIOR).test_time_form == "add_target"
+    assert losses.SoftmaxCE().test_time_form == "pc" and losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01).test_time_form == "add_target"
     with pytest.raises(ValueError, match="source_prior"):
         losses.SoftmaxCE().test_time_adjust(z)
 
@@ -225,7 +226,7 @@ def test_test_time_forms():
 def test_labels_out_of_range():
     z, y = batch()
     y[3] = C
-    for loss in (losses.SoftmaxCE(), losses.LADELoss(PRIOR), losses.LADERLoss(PRIOR)):
+    for loss in (losses.SoftmaxCE(), losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01), losses.LADERLoss(PRIOR, 0.1)):
         with pytest.raises(ValueError, match=r"argument 'labels'.*labels\[3\] = 7"):
             loss(z, y)
     y[3] = -1
@@ -236,7 +237,7 @@ def test_labels_out_of_range():
 def test_length_mismatch():
     z, y = batch()
     with pytest.raises(ValueError, match=r"lade.losses.lade_loss: argument 'labels' must have shape \(16,\)"):
-        losses.LADELoss(PRIOR)(z, y[:-1])
+        losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01)(z, y[:-1])
     with pytest.raises(ValueError, match="argument 'grad'"):
         losses.softmax_ce(z, y, grad=np.zeros((3, C), np.float32))
 
@@ -248,16 +249,16 @@ def test_length_mismatch():
 def test_bad_priors(bad, msg):
     z, y = batch()
     with pytest.raises(ValueError, match=msg):
-        losses.lade_loss(z, y, bad)
+        losses.lade_loss(z, y, bad, 0.1, 0.01)
     with pytest.raises(ValueError, match=msg):
-        losses.LADERLoss(bad)(z, y) if "shape" in msg else losses.LADERLoss(bad)
+        losses.LADERLoss(bad, 0.1)(z, y) if "shape" in msg else losses.LADERLoss(bad, 0.1)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nonfinite_logits(value):
     z, y = batch()
     z[2, 4] = value
-    for loss in (losses.SoftmaxCE(), losses.LADELoss(PRIOR), losses.FocalLoss(2.0), losses.LDAMLoss(COUNTS)):
+    for loss in (losses.SoftmaxCE(), losses.LADELoss(PRIOR, alpha=0.1, remine_lambda=0.01), losses.FocalLoss(2.0), losses.LDAMLoss(COUNTS, 0.5, 30.0)):
         with pytest.raises(FloatingPointError, match=r"argument 'logits' has a non-finite value .* at \[2, 4\]"):
             loss(z, y)
 
@@ -276,19 +277,19 @@ def test_zero_count_class_is_explicit():
     counts = COUNTS.copy()
     counts[4] = 0
     with pytest.raises(ValueError, match="class 4 has no samples"):
-        losses.LADELoss(priors.prior_from_counts(counts))
+        losses.LADELoss(priors.prior_from_counts(counts), 0.1, 0.01)
     with pytest.raises(ValueError, match=r"counts\[4\] = 0"):
-        losses.LDAMLoss(counts)
+        losses.LDAMLoss(counts, 0.5, 30.0)
     p = priors.prior_from_counts(counts, eps=1e-3)
     z, y = batch()
-    v, g = losses.LADELoss(p)(z, y)
+    v, g = losses.LADELoss(p, 0.1, 0.01)(z, y)
     assert np.isfinite(v) and np.isfinite(g).all()
 
 
 def test_bad_loss_config():
     z, y = batch()
     with pytest.raises(ValueError, match=r"argument 'weights': weights\[1\] = -1"):
-        losses.ldam(z, y, COUNTS, weights=np.r_[1.0, -1.0, np.ones(C - 2)])
+        losses.ldam(z, y, COUNTS, 0.5, 30.0, weights=np.r_[1.0, -1.0, np.ones(C - 2)])
     with pytest.raises(ValueError, match="argument 'gamma'"):
         losses.FocalLoss(-1.0)
     with pytest.raises(ValueError, match="argument 'beta'"):
