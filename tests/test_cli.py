@@ -305,17 +305,19 @@ def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, 
     assert (out / "comparison.md").is_file() and "PC Softmax" in text and "LADE" in text
 
 
-def _fake_run(path, loss_name, logits, labels, counts, calib):
+def fake_run(path, loss_name, logits, labels, counts, calib=None):
+    """A finished run folder holding only what reports read: config, counts, logits and labels."""
     path.mkdir()
     cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}"])
     (path / "config.yaml").write_text(config.dump(cfg))
     np.save(path / "train_counts.npy", counts)
     np.save(path / "test_logits.npy", logits)
     np.save(path / "test_labels.npy", labels)
-    np.save(path / "calib_logits.npy", calib[0])
-    np.save(path / "calib_labels.npy", calib[1])
-    (path / "final.json").write_text(json.dumps({"train_images": 1, "test_images": len(labels), "calib_images": 1,
-                                                 "train_seconds": 0.0}))
+    if calib is not None:
+        np.save(path / "calib_logits.npy", calib[0])
+        np.save(path / "calib_labels.npy", calib[1])
+    (path / "final.json").write_text(json.dumps({"train_images": 1, "test_images": len(labels),
+                                                 "calib_images": 0 if calib is None else 1, "train_seconds": 0.0}))
 
 
 def test_shifted_table_matches_a_numpy_reference(tmp_path):
@@ -333,7 +335,7 @@ def test_shifted_table_matches_a_numpy_reference(tmp_path):
         return f.astype(np.float32)
 
     f = logits_for(labels)
-    _fake_run(tmp_path / "ce", "softmax_ce", f, labels, counts, (logits_for(calib_labels), calib_labels))
+    fake_run(tmp_path / "ce", "softmax_ce", f, labels, counts, (logits_for(calib_labels), calib_labels))
     res = report.evaluate_run(tmp_path / "ce")
     acc = res["shift"]["accuracy"]
     for i, (direction, ratio) in enumerate(__import__("lade").sampling.SHIFT_SETTINGS):

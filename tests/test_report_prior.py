@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import lade
-from lade.app import config, report
+from lade.app import report
+from test_cli import fake_run
 
 COUNTS = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
 LOG_PS = np.log(COUNTS / COUNTS.sum())
@@ -17,17 +18,6 @@ def _logits(labels, seed, separation=2.5):
     f = rng.normal(size=(len(labels), 10)) + LOG_PS
     f[np.arange(len(labels)), labels] += separation
     return f.astype(np.float32)
-
-
-def _fake_run(path, loss_name, f, labels):
-    path.mkdir()
-    cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}"])
-    (path / "config.yaml").write_text(config.dump(cfg))
-    np.save(path / "train_counts.npy", COUNTS)
-    np.save(path / "test_logits.npy", f)
-    np.save(path / "test_labels.npy", labels)
-    (path / "final.json").write_text(json.dumps({"train_images": 1, "test_images": len(labels), "calib_images": 0,
-                                                 "train_seconds": 0.0}))
 
 
 def test_held_out_halves():
@@ -42,8 +32,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("prior")
     labels = np.tile(np.arange(10), 400)  # 400 test images per class, interleaved
     f = _logits(labels, 1)
-    _fake_run(root / "ce", "softmax_ce", f, labels)
-    _fake_run(root / "lade", "lade", np.ascontiguousarray(f - LOG_PS, dtype=np.float32), labels)  # f + log p_t at test time
+    fake_run(root / "ce", "softmax_ce", f, labels, COUNTS)
+    # LADE's logits give softmax(f + log p_t) at test time
+    fake_run(root / "lade", "lade", np.ascontiguousarray(f - LOG_PS, dtype=np.float32), labels, COUNTS)
     return {name: report.evaluate_run(root / name) for name in ("ce", "lade")}, f, labels
 
 
