@@ -558,7 +558,7 @@ def test_ten_sgd_steps_track_torch(rng, variant, nesterov):
     ref_opt = torch.optim.SGD(ref.parameters(), lr=base_lr, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
     batches = structured_batches(rng, 2, 8, 8)
     # warmup over 3 steps from 1/3, then x0.1 at steps 5 and 8: the ten steps cross every phase
-    lrs = [lade.warmup_multistep_lr(base_lr, step, warmup_epochs=3, milestones=(5, 8), factor=0.1)
+    lrs = [lade.warmup_multistep_lr(base_lr, step, warmup_epochs=3, warmup_start=1 / 3, milestones=(5, 8), factor=0.1)
            for step in range(1, 11)]
     assert np.allclose(lrs, base_lr * np.array([5 / 9, 7 / 9, 1, 1, .1, .1, .1, .01, .01, .01]), rtol=1e-12)
     losses, ref_losses = [], []

@@ -105,7 +105,7 @@ def _train_and_predict(data_dir, setting):
     rng = np.random.default_rng(0)
     batch, epochs = 128, cfg["epochs"]
     for epoch in range(1, epochs + 1):
-        lr = lade.warmup_multistep_lr(0.1, epoch, warmup_epochs=1, milestones=(epochs,), factor=0.1)
+        lr = lade.warmup_multistep_lr(0.1, epoch, warmup_epochs=1, warmup_start=1 / 3, milestones=(epochs,), factor=0.1)
         order = rng.permutation(len(xf))
         for start in range(0, len(order) - batch + 1, batch):
             idx = np.sort(order[start:start + batch])
