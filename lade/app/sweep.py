@@ -17,6 +17,10 @@ process into ``out/<key=value,...>``; finished runs are skipped and killed ones 
 their checkpoint, so rerunning an interrupted sweep only does the missing work. Logs go to
 ``out/logs/``. At the end every finished run is evaluated and the results are collected in
 ``out/sweep.md`` and ``out/sweep.csv``.
+
+``--backend ray [--address ADDR]`` runs the points as Ray Tune trials instead, with ASHA early
+stopping set by an optional ``ray:`` section of the sweep file (lade/app/sweep_ray.py); the run folders,
+the skipping of finished runs and the results table are the same.
 """
 import csv
 import itertools
@@ -32,7 +36,8 @@ from lade.app.experiment import run_status, resolve_data_root
 
 __all__ = ["load_grid", "plan", "run"]
 
-_KEYS = {"base", "out", "fixed", "grid"}
+_KEYS = {"base", "out", "fixed", "grid", "ray"}
+BACKENDS = ("local", "ray")
 
 
 def load_grid(path):
@@ -59,7 +64,8 @@ def load_grid(path):
     base = str(spec["base"])
     if base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
         base = str(path.parent / base)
-    return {"base": base, "out": Path(spec.get("out") or f"runs/sweep_{path.stem}"), "fixed": fixed, "grid": grid}
+    return {"base": base, "out": Path(spec.get("out") or f"runs/sweep_{path.stem}"), "fixed": fixed, "grid": grid,
+            "ray": spec.get("ray")}
 
 
 def _override(key, value):
@@ -86,19 +92,32 @@ def plan(spec):
     return runs
 
 
-def run(grid_path, jobs=1, dry_run=False, data_root=None):
+def run(grid_path, jobs=1, dry_run=False, data_root=None, backend="local", address=None):
     """Runs the sweep (see the module docstring); returns (the Markdown table, the run folders that failed)."""
+    if backend not in BACKENDS:
+        raise config_mod.ConfigError(f"lade sweep: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise config_mod.ConfigError("lade sweep: --address needs --backend ray")
     spec = load_grid(grid_path)
     runs = plan(spec)
     resolve_data_root(config_mod.load(spec["base"]), data_root)
-    todo = [r for r in runs if run_status(r[0]) != "finished"]
-    sys.stderr.write(f"lade sweep: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to do\n")
+    stopped = {}
+    if backend == "ray":
+        from lade.app import sweep_ray  # Ray is imported only here
+        settings = sweep_ray.check_settings(spec["ray"])
+        stopped = sweep_ray.stopped_early(spec["out"])
+    todo = [r for r in runs if run_status(r[0]) != "finished" and r[0].name not in stopped]
+    sys.stderr.write(f"lade sweep: {len(runs)} runs, {len(runs) - len(todo) - len(stopped)} finished, "
+                     f"{f'{len(stopped)} stopped early, ' if stopped else ''}{len(todo)} to do\n")
     if dry_run:
         for run_dir, _, _ in runs:
             sys.stderr.write(f"  {run_status(run_dir):9s} {run_dir}\n")
         return "", []
     logs = spec["out"] / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if backend == "ray":
+        failed = sweep_ray.run_trials(spec, todo, settings, data_root, address) if todo else []
+        return collect(spec, runs, failed, sweep_ray.stopped_early(spec["out"])), failed
     active = []
     failed = []
     pending = list(todo)
@@ -124,8 +143,9 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None):
     return collect(spec, runs, failed), failed
 
 
-def collect(spec, runs, failed=()):
-    """Evaluates the finished runs and writes sweep.md / sweep.csv; returns the Markdown."""
+def collect(spec, runs, failed=(), stopped=None):
+    """Evaluates the finished runs and writes sweep.md / sweep.csv; returns the Markdown. ``stopped``:
+    {run folder name: epoch} of runs stopped early (Ray backend)."""
     from lade.app import report
     keys = list(spec["grid"])
     header = keys + ["status", "uniform top-1", "many", "medium", "few", "F50 oracle", "B50 oracle", "B50 EM",
@@ -135,6 +155,8 @@ def collect(spec, runs, failed=()):
         values = [point[k] for k in keys]
         if run_status(run_dir) != "finished":
             status = "failed" if run_dir in failed else run_status(run_dir)
+            if stopped and run_dir.name in stopped:
+                status = f"stopped early (epoch {stopped[run_dir.name]})"
             rows.append(values + [status] + [""] * (len(header) - len(keys) - 1))
             continue
         _, r = report.write_run_report(run_dir)
