@@ -1,8 +1,8 @@
 """Data-parallel training over MPI (lade.distributed, `lade train run.distributed=mpi`), run with
 `mpirun -np 2 --oversubscribe`, one thread per rank. Each rank is a subprocess; every mpirun is given a
 time limit, so a hang fails the test instead of stalling the suite."""
+import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +13,7 @@ import pytest
 import lade
 import lade.distributed as dist
 from conftest import REPO_ROOT
+from test_cli import TINY, tiny_root  # noqa: F401  (the fixture: a tiny CIFAR-10-format data set)
 
 sys.path.insert(0, os.path.dirname(__file__))
 import distributed_worker as worker  # noqa: E402
@@ -103,3 +104,47 @@ def test_a_killed_rank_ends_the_job_instead_of_hanging():
     assert time.monotonic() - t0 < 60
     text = res.stdout + res.stderr
     assert "signal 9" in text or "Killed" in text, text[-2000:]
+
+
+# --------------------------------------------------------------- lade train run.distributed=mpi
+
+def lade_train(tiny_root, out, *extra, ranks=2):  # noqa: F811
+    return mpirun([sys.executable, "-m", "lade", "train", "--config", "cifar10_lt_10_lade", "--out", out,
+                   "--data-root", tiny_root, "--quiet", "--no-report", *TINY, "optim.epochs=2",
+                   "run.distributed=mpi", *extra], np_=ranks)
+
+
+def test_mpi_training_resumes_exactly_and_refuses_another_number_of_ranks(tiny_root, tmp_path):  # noqa: F811
+    straight, parted = tmp_path / "straight", tmp_path / "parted"
+    res = lade_train(tiny_root, straight)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = lade_train(tiny_root, parted, "--stop-after", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len((parted / "metrics.jsonl").read_text().splitlines()) == 1
+    with np.load(parted / "checkpoint.npz") as ck:
+        assert int(ck["ranks"]) == 2
+    res = lade_train(tiny_root, parted, "--resume", ranks=1)
+    assert res.returncode == 2
+    assert "written by a run over 2 MPI ranks" in res.stderr and "mpirun -np 2" in res.stderr, res.stderr[-2000:]
+    res = lade_train(tiny_root, parted, "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # the same weights, BN statistics and test logits as the uninterrupted run
+    with np.load(straight / "checkpoint.npz") as a, np.load(parted / "checkpoint.npz") as b:
+        for name in ("params", "buffers", "velocity", "steps", "epoch"):
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(np.load(straight / "test_logits.npy"), np.load(parted / "test_logits.npy"))
+    losses = [[json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+              for d in (straight, parted)]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+    # rank 0 alone wrote the folder: one session per command in run.json
+    assert len(json.loads((parted / "run.json").read_text())["sessions"]) == 2
+
+
+def test_an_error_on_one_rank_ends_the_job_with_its_message(tiny_root, tmp_path):  # noqa: F811
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")  # rank 0 alone checks the run folder and fails; rank 1 waits for it
+    t0 = time.monotonic()
+    res = lade_train(tiny_root, blocker)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert time.monotonic() - t0 < 60
+    assert "lade (rank 0 of 2): run folder" in res.stderr and "is not a folder" in res.stderr, res.stderr[-2000:]
