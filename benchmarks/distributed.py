@@ -163,9 +163,10 @@ def main():
 
     me = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch), "--steps", str(args.steps)]
     single, ranks = [], []
-    for r in range(args.rounds):
+    mpirun = ["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none"]
+    for _ in range(args.rounds):
         single.append(run_child(me + ["--role", "single"]))
-        ranks.append(run_child(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none"] + me + ["--role", "rank"]))
+        ranks.append(run_child(mpirun + me + ["--role", "rank"]))
     t1 = statistics.median(s["step_s"] for s in single)
     t2 = statistics.median(s["step_s"] for s in ranks)
     allreduce = statistics.median(s["allreduce_s"] for s in ranks)
@@ -195,7 +196,8 @@ def main():
         print(f"  {gbps} Gb/s, alpha {1e6 * alpha:.0f} us:  " + "  ".join(
             f"N={n}: x{s:.1f}" + (f" (comm {100 * c / (c + comp):.0f}%)" if n > 1 else "")
             for n, comp, c, s in table))
-        print(f"    communication = compute (efficiency 1/2) at N = {half or f'> {args.batch}'}; throughput peaks at N = {best[0]} "
+        print(f"    communication = compute (efficiency 1/2) at N = {half or f'> {args.batch}'}; "
+              f"throughput peaks at N = {best[0]} "
               f"(x{best[1]:.1f}); per-replica BN at >= {MIN_ROWS_PER_RANK} rows per rank caps N at "
               f"{args.batch // MIN_ROWS_PER_RANK}")
     print(f"images_per_s one_process={args.batch / t1:.1f} two_ranks={args.batch / t2:.1f} ratio={t1 / t2:.3f}")

@@ -25,12 +25,14 @@ Every rank holds the whole model and trains on its shard of each global batch::
   multi-GPU code). ``average_buffers`` averages the running statistics across ranks so that every rank
   holds the same model before it is evaluated or saved. Synchronised BN is not implemented.
 """
+import sys
+
 import numpy as np
 
 from lade import _args
 
-__all__ = ["world", "ShardSampler", "rank_seed", "GlobalBatchLoss", "GradientSum", "average_buffers",
-           "broadcast_arrays", "gradient_bytes_per_step", "gather_bytes_per_step"]
+__all__ = ["world", "job_label", "abort_job", "ShardSampler", "rank_seed", "GlobalBatchLoss", "GradientSum",
+           "average_buffers", "broadcast_arrays", "gradient_bytes_per_step", "gather_bytes_per_step"]
 
 
 def _mpi():
@@ -45,6 +47,31 @@ def _mpi():
 def world():
     """MPI.COMM_WORLD (initialises MPI on first use)."""
     return _mpi().COMM_WORLD
+
+
+def _running_world():
+    """COMM_WORLD if this process runs MPI (mpi4py imported and initialised) with more than one rank, else None."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.size < 2:
+        return None
+    return MPI.COMM_WORLD
+
+
+def job_label():
+    """' (rank r of N)' inside a multi-rank MPI job, else '' (to say which rank a message comes from)."""
+    comm = _running_world()
+    return "" if comm is None else f" (rank {comm.rank} of {comm.size})"
+
+
+def abort_job(code):
+    """Inside a multi-rank MPI job, ends every rank with exit status ``code`` (MPI_Abort): one rank that
+    stops on an error must not leave the others waiting in a collective call forever. Outside one it
+    returns and does nothing."""
+    comm = _running_world()
+    if comm is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        comm.Abort(code)
 
 
 def _rank_size(rank, size, func):
