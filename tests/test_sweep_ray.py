@@ -84,3 +84,33 @@ def test_ray_settings_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="--address needs --backend ray"):
         sweep.run(grid, address="auto")
     assert not (tmp_path / "s").exists()
+
+
+def test_sampled_configurations_are_drawn_once_from_the_seed_and_combined_with_the_grid(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    body = {"base": "cifar10_lt_10_lade", "out": str(tmp_path / "s"), "grid": {"run.seed": [1, 2]},
+            "sample": {"count": 3, "seed": 4, "space": {"optim.lr": {"loguniform": [0.01, 0.4]},
+                                                         "loss.alpha": {"uniform": [0.0, 0.5]},
+                                                         "loss.form": {"choice": ["official", "paper"]}}}}
+    grid.write_text(yaml.safe_dump(body, sort_keys=False))
+    runs = sweep.plan(sweep.load_grid(grid))
+    assert len(runs) == 6 and runs == sweep.plan(sweep.load_grid(grid))
+    points = [point for _, _, point in runs]
+    assert [p["run.seed"] for p in points] == [1, 1, 1, 2, 2, 2]
+    assert [dict(p, **{"run.seed": 2}) for p in points[:3]] == points[3:]  # the same draws for each grid point
+    for p in points:
+        assert 0.01 <= p["optim.lr"] <= 0.4 and 0.0 <= p["loss.alpha"] <= 0.5
+        assert p["loss.form"] in ("official", "paper")
+        assert p["optim.lr"] == float(f"{p['optim.lr']:.4g}")
+    assert len({p["optim.lr"] for p in points}) == 3  # three draws, each with both grid seeds
+    run_dir, overrides, point = runs[0]
+    assert f"optim.lr={point['optim.lr']}" in overrides and run_dir.name.startswith("run.seed=1,optim.lr=")
+    assert sweep.point_keys(sweep.load_grid(grid)) == ["run.seed", "optim.lr", "loss.alpha", "loss.form"]
+    body["sample"]["space"]["optim.lr"] = {"loguniform": [0.0, 0.4]}
+    grid.write_text(yaml.safe_dump(body, sort_keys=False))
+    with pytest.raises(ValueError, match=r"sample.space.optim.lr.loguniform' has bad bounds \[0.0, 0.4\]"):
+        sweep.load_grid(grid)
+    body["sample"]["space"] = {"run.seed": {"choice": [3]}}
+    grid.write_text(yaml.safe_dump(body, sort_keys=False))
+    with pytest.raises(ValueError, match="run.seed is both in 'grid' and in 'sample.space'"):
+        sweep.load_grid(grid)

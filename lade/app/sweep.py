@@ -10,6 +10,15 @@ A sweep file (YAML)::
       loss.alpha: [0.05, 0.1, 0.2]
       loss.remine_lambda: [0.01, 0.1]
       run.seed: [1, 2]
+    sample:                           # optional: random configurations, each combined with every grid point
+      count: 4                        # (drawn from seed, so a rerun draws the same ones; numbers keep 4
+      seed: 0                         # significant digits, as the folder names show them)
+      space:
+        optim.lr: {loguniform: [0.05, 0.4]}
+        optim.weight_decay: {uniform: [1.0e-4, 1.0e-3]}
+        loss.form: {choice: [official, paper]}
+
+A sweep needs a grid, a sample, or both.
 
 ``python -m lade sweep FILE [--jobs N]`` validates every combination first (a bad key stops the
 sweep before anything trains), then runs each one as its own ``python -m lade train --resume``
@@ -29,14 +38,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from lade.app import config as config_mod
 from lade.app.experiment import run_status, resolve_data_root
 
-__all__ = ["load_grid", "plan", "run"]
+__all__ = ["load_grid", "plan", "run", "collect", "point_keys", "BACKENDS"]
 
-_KEYS = {"base", "out", "fixed", "grid", "ray"}
+_KEYS = {"base", "out", "fixed", "grid", "sample", "ray"}
+_DISTRIBUTIONS = ("uniform", "loguniform", "choice")
 BACKENDS = ("local", "ray")
 
 
@@ -53,10 +64,11 @@ def load_grid(path):
     for key in spec:
         if key not in _KEYS:
             raise config_mod.ConfigError(f"lade sweep: key '{key}' is not known (known: {', '.join(sorted(_KEYS))})")
-    if "base" not in spec or "grid" not in spec:
-        raise config_mod.ConfigError(f"lade sweep: '{path}' needs the keys 'base' and 'grid'")
-    grid = spec["grid"]
-    if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+    if "base" not in spec or ("grid" not in spec and "sample" not in spec):
+        raise config_mod.ConfigError(f"lade sweep: '{path}' needs the key 'base' and 'grid', 'sample' or both")
+    grid = spec.get("grid", {})
+    if not isinstance(grid, dict) or ("grid" in spec and not grid) or any(
+            not isinstance(v, list) or not v for v in grid.values()):
         raise config_mod.ConfigError("lade sweep: key 'grid' must map section.key to non-empty lists of values")
     fixed = spec.get("fixed") or {}
     if not isinstance(fixed, dict):
@@ -64,8 +76,70 @@ def load_grid(path):
     base = str(spec["base"])
     if base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
         base = str(path.parent / base)
+    sample = _check_sample(spec.get("sample"))
+    both = sorted(set(grid) & set(sample["space"] if sample else ()))
+    if both:
+        raise config_mod.ConfigError(f"lade sweep: {', '.join(both)} is both in 'grid' and in 'sample.space'; "
+                                     f"keep it in one")
     return {"base": base, "out": Path(spec.get("out") or f"runs/sweep_{path.stem}"), "fixed": fixed, "grid": grid,
-            "ray": spec.get("ray")}
+            "sample": sample, "ray": spec.get("ray")}
+
+
+def _check_sample(sample):
+    if sample is None:
+        return None
+    where = "lade sweep: key 'sample"
+    if not isinstance(sample, dict) or set(sample) - {"count", "seed", "space"} or "space" not in sample:
+        raise config_mod.ConfigError(f"{where}' must map 'count', 'seed' and 'space' to values, got {sample!r}")
+    count, seed = sample.get("count", 1), sample.get("seed", 0)
+    for key, value in (("count", count), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "count" else 0):
+            raise config_mod.ConfigError(f"{where}.{key}' must be a whole number >= {1 if key == 'count' else 0}, "
+                                         f"got {value!r}")
+    space = sample["space"]
+    if not isinstance(space, dict) or not space:
+        raise config_mod.ConfigError(f"{where}.space' must map section.key to a distribution")
+    for key, dist in space.items():
+        if not (isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in _DISTRIBUTIONS):
+            raise config_mod.ConfigError(f"{where}.space.{key}' must be one of {{uniform: [lo, hi]}}, "
+                                         f"{{loguniform: [lo, hi]}}, {{choice: [values]}}, got {dist!r}")
+        kind, args = next(iter(dist.items()))
+        if kind == "choice":
+            ok = isinstance(args, list) and len(args) > 0
+        else:
+            ok = (isinstance(args, list) and len(args) == 2 and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) for a in args) and args[0] <= args[1]
+                and (kind == "uniform" or args[0] > 0))
+        if not ok:
+            raise config_mod.ConfigError(f"{where}.space.{key}.{kind}' has bad bounds {args!r} (expected "
+                                         f"{'a non-empty list' if kind == 'choice' else '[lo, hi], lo <= hi'}"
+                                         f"{', lo > 0' if kind == 'loguniform' else ''})")
+    return {"count": count, "seed": seed, "space": space}
+
+
+def _samples(sample):
+    """The sampled points [{key: value}], a pure function of the sample section."""
+    if sample is None:
+        return [{}]
+    rng = np.random.default_rng(sample["seed"])
+    points = []
+    for _ in range(sample["count"]):
+        point = {}
+        for key, dist in sample["space"].items():
+            kind, args = next(iter(dist.items()))
+            if kind == "choice":
+                point[key] = args[int(rng.integers(len(args)))]
+            else:
+                lo, hi = (np.log(args[0]), np.log(args[1])) if kind == "loguniform" else args
+                value = rng.uniform(lo, hi)
+                point[key] = float(f"{np.exp(value) if kind == 'loguniform' else value:.4g}")
+        points.append(point)
+    return points
+
+
+def point_keys(spec):
+    """The keys that vary between the runs of a sweep: the grid's, then the sampled ones."""
+    return list(spec["grid"]) + list((spec["sample"] or {}).get("space", {}))
 
 
 def _override(key, value):
@@ -77,15 +151,16 @@ def plan(spec):
     base = config_mod.load(spec["base"])
     keys = list(spec["grid"])
     runs, folders = [], {}
-    for values in itertools.product(*(spec["grid"][k] for k in keys)):
-        point = dict(zip(keys, values))
+    for values, sampled in itertools.product(itertools.product(*(spec["grid"][k] for k in keys)),
+                                             _samples(spec["sample"])):
+        point = dict(zip(keys, values), **sampled)
         overrides = [_override(k, v) for k, v in spec["fixed"].items()] + [_override(k, v) for k, v in point.items()]
         config_mod.apply_overrides(base, overrides)  # raises ConfigError naming a bad key
         name = ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
         if name.startswith("."):
             name = "_" + name
         if name in folders:  # e.g. optim.lr: [0.1, 0.10]: two runs would write into one folder
-            raise config_mod.ConfigError(f"lade sweep: key 'grid' gives two runs the same folder '{name}' "
+            raise config_mod.ConfigError(f"lade sweep: keys 'grid' / 'sample' give two runs the same folder '{name}' "
                                          f"({folders[name]} and {point}); list each value once")
         folders[name] = point
         runs.append((spec["out"] / name, overrides, point))
@@ -147,7 +222,7 @@ def collect(spec, runs, failed=(), stopped=None):
     """Evaluates the finished runs and writes sweep.md / sweep.csv; returns the Markdown. ``stopped``:
     {run folder name: epoch} of runs stopped early (Ray backend)."""
     from lade.app import report
-    keys = list(spec["grid"])
+    keys = point_keys(spec)
     header = keys + ["status", "uniform top-1", "many", "medium", "few", "F50 oracle", "B50 oracle", "B50 EM",
                      "ECE-15", "NLL"]
     rows = []
