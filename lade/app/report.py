@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lade.app import config as config_mod
-from lade import metrics, posthoc, prior_shift
-from lade.app.experiment import RunError, build_loss, load_arrays, run_status
+from lade import losses, metrics, posthoc, prior_shift
+from lade.app.runs import RunError, load_arrays, run_status
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
 
@@ -210,7 +210,7 @@ def evaluate_run(run_dir, estimated_prior=True):
     counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)
-    form = build_loss(cfg, counts).test_time_form
+    form = losses.test_time_form(cfg["loss"]["name"])
     adjusted_name, raw_name = _NAMES[cfg["loss"]["name"]]
 
     methods = []
