@@ -123,8 +123,10 @@ def test_mpi_training_resumes_exactly_and_refuses_another_number_of_ranks(tiny_r
     assert len((parted / "metrics.jsonl").read_text().splitlines()) == 1
     with np.load(parted / "checkpoint.npz") as ck:
         assert int(ck["ranks"]) == 2
+    before = {p.name: p.read_bytes() for p in parted.iterdir()}
     res = lade_train(tiny_root, parted, "--resume", ranks=1)
     assert res.returncode == 2
+    assert {p.name: p.read_bytes() for p in parted.iterdir()} == before  # refused: nothing changed
     assert "written by a run over 2 MPI ranks" in res.stderr and "mpirun -np 2" in res.stderr, res.stderr[-2000:]
     res = lade_train(tiny_root, parted, "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -136,7 +138,7 @@ def test_mpi_training_resumes_exactly_and_refuses_another_number_of_ranks(tiny_r
     losses = [[json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
               for d in (straight, parted)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
-    # rank 0 alone wrote the folder: one session per command in run.json
+    # rank 0 alone wrote the folder: one session per command that trained, in run.json
     assert len(json.loads((parted / "run.json").read_text())["sessions"]) == 2
 
 

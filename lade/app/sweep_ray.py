@@ -2,7 +2,7 @@
 
 Each grid point not yet done becomes one Tune trial, which is a ``lade train --resume`` run in its own
 folder (``out/<key=value,...>``, as with the local backend), trained one epoch at a time
-(``experiment.train(..., stop_after=1)``). After each epoch the trial reports that epoch's row of
+(``lade.app.training.train(..., stop_after=1)``). After each epoch the trial reports that epoch's row of
 ``metrics.jsonl`` to Tune together with a Tune checkpoint naming the epoch; lade's own atomic checkpoint
 in the run folder holds the weights. A trial that Tune pauses or restarts therefore continues from
 lade's checkpoint with the same weights as an uninterrupted run, and reports only the epochs Tune has
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from lade.app import config as config_mod
-from lade.app.experiment import read_metrics, run_status
+from lade.app.runs import read_metrics, run_status
 
 __all__ = ["SETTINGS", "check_settings", "run_trials", "stopped_early"]
 
@@ -78,7 +78,7 @@ def _trial(config):
     the CPUs Ray gave the trial)."""
     import ray
     from ray import tune
-    from lade.app import experiment
+    from lade.app import training
     config = config["trial"]
     run_dir = Path(config["run_dir"])
     cfg = config_mod.load(config["base"])
@@ -91,8 +91,8 @@ def _trial(config):
             reported = json.loads((Path(folder) / "lade_epoch.json").read_text())["epoch"]
     with open(config["log"], "a") as log, contextlib.redirect_stderr(log):
         while True:
-            status = experiment.train(cfg, run_dir, resume=True, overrides=changes, data_root=config["data_root"],
-                                      progress=False, stop_after=1)
+            status = training.train(cfg, run_dir, resume=True, overrides=changes, data_root=config["data_root"],
+                                    progress=False, stop_after=1)
             log.flush()
             for row in read_metrics(run_dir / "metrics.jsonl"):
                 if row["epoch"] <= reported:
