@@ -5,6 +5,8 @@
     python -m lade train --config cifar100_lt_100_lade [optim.epochs=30 ...] [--out DIR] [--resume]
     python -m lade evaluate RUN_DIR [RUN_DIR ...] [--out DIR]
     python -m lade sweep GRID.yaml              independent, restartable runs of a grid; one table
+    python -m lade sweep GRID.yaml --backend ray [--address ADDR]   the same as Ray Tune trials (ASHA)
+    mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
     python -m lade configs                      list the shipped configs
 
 Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
@@ -21,6 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from lade import distributed
 from lade.app import config as config_mod
 
 QUICK = ("cifar100_lt_100_ce_quick", "cifar100_lt_100_lade_quick")
@@ -54,7 +57,8 @@ def cmd_train(args):
     out = Path(args.out) if args.out else Path("runs") / cfg["name"]
     status = training.train(cfg, out, resume=args.resume, overwrite=args.overwrite, overrides=changes,
                             data_root=args.data_root, progress=not args.quiet, stop_after=args.stop_after)
-    if status == "finished" and not args.no_report:
+    comm = training.distributed_comm(cfg)
+    if status == "finished" and not args.no_report and (comm is None or comm.rank == 0):
         from lade.app import report
         text, _ = report.write_run_report(out)
         print(text)
@@ -103,7 +107,8 @@ def cmd_compare(args):
 
 def cmd_sweep(args):
     from lade.app import sweep
-    text, failed = sweep.run(args.grid, jobs=args.jobs, dry_run=args.dry_run, data_root=args.data_root)
+    text, failed = sweep.run(args.grid, jobs=args.jobs, dry_run=args.dry_run, data_root=args.data_root,
+                             backend=args.backend, address=args.address)
     print(text)
     if failed:
         _err(f"lade sweep: {len(failed)} run(s) failed: {', '.join(map(str, failed))}; see their logs")
@@ -165,6 +170,10 @@ def build_parser():
     s.add_argument("--jobs", type=_positive_int, default=1, help="runs at the same time")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
     s.add_argument("--data-root")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: --jobs processes on this machine; ray: Ray Tune trials with ASHA early stopping")
+    s.add_argument("--address", help="with --backend ray: the Ray cluster to join (e.g. auto); default: start a "
+                                     "local Ray")
     s.set_defaults(func=cmd_sweep)
 
     sub.add_parser("configs", parents=[common], help="list the shipped configs").set_defaults(func=cmd_configs)
@@ -201,16 +210,23 @@ def main(argv=None):
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        _err("lade: interrupted; continue with --resume")
-        return 130
+        _err(f"lade{distributed.job_label()}: interrupted; continue with --resume")
+        code = 130
     except Exception as e:
         if args.debug:
             traceback.print_exc()
+        line = _one_line(e)
+        if line.startswith("lade"):  # say which rank of an MPI job failed
+            line = "lade" + distributed.job_label() + line[len("lade"):]
         if isinstance(e, _input_errors()):
-            _err(_one_line(e))
-            return 2
-        _err(f"{_one_line(e)} (an internal error: please report it with the output of --debug)")
-        return 1
+            _err(line)
+            code = 2
+        else:
+            _err(f"{line} (an internal error: please report it with the output of --debug)")
+            code = 1
+    # in an MPI job (run.distributed=mpi) the other ranks would wait for this one forever: end them all
+    distributed.abort_job(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
              warmup_start, milestones, lr_factor}
-    run:    {seed, threads, num_workers, eval_every, eval_batch_size}
+    run:    {seed, threads, num_workers, eval_every, eval_batch_size, distributed}
 
 Every key is checked before anything runs: an unknown key or a value of the wrong type
 raises ConfigError naming the key (``optim.lr``). Missing keys take the defaults below, so a
@@ -183,6 +183,9 @@ DEFAULTS = {
         "num_workers": (_int(1, MAX_WORKERS), 2),
         "eval_every": (_int(0, MAX_EPOCHS), 0),                # test top-1 every N epochs (0: only at the end)
         "eval_batch_size": (_int(1, MAX_BATCH), 500),
+        # mpi: data-parallel over the ranks of `mpirun -np N python -m lade train ...` (lade.distributed);
+        # optim.batch_size is the global batch, each rank trains on batch_size / N of it
+        "distributed": (_choice("none", "mpi"), "none"),
     },
 }
 

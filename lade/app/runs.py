@@ -66,23 +66,26 @@ def save_atomic(path, write):
         raise RunError(f"lade: cannot write '{path}': {e.strerror or e}; the previous version is unchanged") from e
 
 
-def save_checkpoint(run_dir, net, opt, epoch, cfg_text):
+def save_checkpoint(run_dir, net, opt, epoch, cfg_text, ranks=1):
+    """``ranks``: the number of MPI ranks training the run (run.distributed=mpi), 1 otherwise."""
     def write(f):
         np.savez(f, version=np.int64(_CHECKPOINT_VERSION), epoch=np.int64(epoch), params=net.params,
                  buffers=net.buffers, velocity=opt.velocity, steps=np.int64(opt.steps), lr=np.float64(opt.lr),
-                 config=np.array(cfg_text))
+                 config=np.array(cfg_text), ranks=np.int64(ranks))
     save_atomic(run_dir / CHECKPOINT, write)
 
 
-def load_checkpoint(run_dir, net, opt, cfg):
+def load_checkpoint(run_dir, net, opt, cfg, ranks=1):
     """Restores net and opt from the checkpoint (all or nothing) and returns its epoch. Raises RunError
-    naming the file when it is unreadable, damaged or written for a config that differs in a key that
-    is not safe to change on resume."""
+    naming the file when it is unreadable, damaged, written for a config that differs in a key that
+    is not safe to change on resume, or written by a run over another number of MPI ranks (each
+    rank's shard of the data depends on it)."""
     path = run_dir / CHECKPOINT
     try:
         with np.load(path, allow_pickle=False) as ck:
             arrays = {name: ck[name] for name in ("version", "epoch", "params", "buffers", "velocity", "steps", "lr",
                                                   "config")}
+            arrays["ranks"] = ck["ranks"] if "ranks" in ck.files else np.int64(1)  # written before MPI: 1
     except Exception as e:  # zipfile, zlib, KeyError, ValueError: all mean the same to the user
         raise RunError(f"lade: '{path}' is not a readable lade checkpoint ({type(e).__name__}: {e}); "
                        f"pass --overwrite to start the run over") from e
@@ -97,6 +100,11 @@ def load_checkpoint(run_dir, net, opt, cfg):
     if diff:
         raise RunError(f"lade: '{path}' was written for another config than '{run_dir / 'config.yaml'}' "
                        f"(keys differ: {', '.join(diff)})")
+    if int(arrays["ranks"]) != ranks:
+        saved_ranks = int(arrays["ranks"])
+        raise RunError(f"lade: '{path}' was written by a run over {saved_ranks} MPI rank"
+                       f"{'s' if saved_ranks > 1 else ''}; resume it with the same number (mpirun -np {saved_ranks}), "
+                       f"not {ranks}: each rank's share of every batch depends on it")
     for name, target in (("params", net.params), ("buffers", net.buffers), ("velocity", opt.velocity)):
         if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
             raise RunError(f"lade: '{path}': '{name}' is {arrays[name].dtype} {arrays[name].shape}, expected "
@@ -281,7 +289,7 @@ def load_arrays(run_dir):
     return out
 
 
-def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts):
+def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts, ranks=1):
     """Records a training session in run.json (appended on resume) and, for a new run, writes the
     marker, config.yaml and train_counts.npy. Returns run.json's content."""
     info_path = run_dir / "run.json"
@@ -294,7 +302,7 @@ def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, tr
         if not isinstance(info, dict) or not isinstance(info.get("sessions"), list):
             raise RunError(f"lade: '{info_path}': expected an object with a list 'sessions', got {str(info)[:60]!r}")
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
-                             "threads": threads, "data_root": str(data_root),
+                             "threads": threads, "ranks": ranks, "data_root": str(data_root),
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
     if not (run_dir / RUN_MARKER).is_file():
         save_atomic(run_dir / RUN_MARKER, lambda f: f.write(b"a lade run folder: lade train --overwrite may "

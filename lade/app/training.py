@@ -5,6 +5,12 @@ evaluation that saves the logits the reports read (lade.app.report never retrain
 ``train(cfg, run_dir, resume=True)`` after a kill (even kill -9) continues from the last
 checkpoint and ends with the same weights as an uninterrupted run with the same seed and
 thread count; the run folder's files and rules are in lade.app.runs.
+
+With run.distributed=mpi (``mpirun -np N python -m lade train ...``) every rank runs this loop on
+its shard of each global batch (lade.distributed: the loss over the gathered global batch, the
+gradients summed in place, BN per replica with the running statistics averaged at the end of each
+epoch). Rank 0 alone reads and writes the run folder; the checkpoint records N, and a resume with
+another N is refused.
 """
 import json
 import math
@@ -15,14 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from lade import data as data_mod
-from lade import losses, metrics, nn, priors
+from lade import distributed, losses, metrics, nn, priors, sampling
 from lade._C import set_num_threads
 from lade.app import config as config_mod
 from lade.app.datasets import load_dataset
 from lade.app.runs import (CHECKPOINT, RunError, RunLock, begin_session, check_run_dir, clear_run_dir, load_checkpoint,
                            log, read_metrics, run_status, save_atomic, save_checkpoint, save_npy, write_metrics)
 
-__all__ = ["train", "build_loss", "epoch_lr", "Progress"]
+__all__ = ["train", "build_loss", "epoch_lr", "Progress", "distributed_comm"]
+
+
+def distributed_comm(cfg):
+    """MPI's COMM_WORLD for run.distributed=mpi (MPI starts here), None for run.distributed=none."""
+    return distributed.world() if cfg["run"]["distributed"] == "mpi" else None
 
 
 def build_loss(cfg, counts):
@@ -92,65 +103,111 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     epochs (the run stays resumable). Returns the run status ('finished' or 'running').
 
     Everything is checked (config, data, model, loss) before the folder is created or changed; the
-    folder is then locked against other lade processes for the whole run."""
+    folder is then locked against other lade processes for the whole run.
+
+    With run.distributed=mpi every rank of ``mpirun`` calls this; rank 0 alone reads and writes the
+    folder and hands the other ranks its config, starting epoch and weights (lade.distributed)."""
     run_dir = Path(run_dir)
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise RunError(f"lade: --stop-after must be a whole number >= 1, got {stop_after!r}")
-    cfg, resuming = check_run_dir(run_dir, config_mod.validate(cfg), resume, overwrite)
-    if resuming and run_status(run_dir) == "finished":
-        log(f"'{run_dir}' is already finished; nothing to do")
+    cfg = config_mod.validate(cfg)
+    comm = distributed_comm(cfg)
+    writer = comm is None or comm.rank == 0
+    if writer:
+        cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)
+        finished = resuming and run_status(run_dir) == "finished"
+    if comm is not None:  # the other ranks never look at the folder: they use rank 0's view of it
+        cfg, finished = comm.bcast((cfg, finished) if writer else None, root=0)
+    if finished:
+        if writer:
+            log(f"'{run_dir}' is already finished; nothing to do")
         return "finished"
     data = load_dataset(cfg, data_root)  # before touching the folder: bad data input fails here
     o, r = cfg["optim"], cfg["run"]
     if data.train[0].shape[0] < o["batch_size"]:
         raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) exceeds the "
                                      f"{data.train[0].shape[0]} training images")
+    if comm is not None and o["batch_size"] % comm.size:
+        raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) must be a multiple of "
+                                     f"the number of MPI ranks ({comm.size}) with run.distributed=mpi")
     set_num_threads(r["threads"])
     net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
     opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
     loss = build_loss(cfg, data.counts)
     images, labels = data.train
-    loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
-                             num_workers=r["num_workers"])
+    if comm is None:
+        loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
+                                 num_workers=r["num_workers"])
+    else:  # this rank's rows of every global batch; the loss over the global batch
+        sampler = distributed.ShardSampler(sampling.InstanceSampler(len(labels), seed=r["seed"]), o["batch_size"],
+                                           comm.rank, comm.size)
+        loader = data_mod.Loader((images, labels), sampler.local_batch_size, data_mod.CifarTrain(), sampler=sampler,
+                                 seed=distributed.rank_seed(r["seed"], comm.rank, comm.size),
+                                 num_workers=r["num_workers"])
+        loss = distributed.GlobalBatchLoss(loss, comm)
+    lock = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir)
-        try:
-            return _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader,
-                                 progress, stop_after)
-        finally:
-            lock.release()
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(run_dir)
+        return _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader,
+                             progress, stop_after, comm)
     finally:
+        if lock is not None:
+            lock.release()
         loader.close()
 
 
-def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader, progress, stop_after):
+def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
+    """The writer's side of starting: checks the locked folder again, records the session, restores
+    the checkpoint. Returns (the config, the epoch to start after, the kept metrics rows, run.json's
+    content), or None when another process finished the run meanwhile."""
     cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)  # again: another process may have written
     if resuming and run_status(run_dir) == "finished":
         log(f"'{run_dir}' is already finished; nothing to do")
-        return "finished"
-    o, r = cfg["optim"], cfg["run"]
+        return None
     if overwrite:
         clear_run_dir(run_dir)
-    cfg_text = config_mod.dump(cfg)
-    info = begin_session(run_dir, cfg_text, resuming, overrides, r["threads"], data.source.parent, data.counts)
-
     start = 0
-    metrics_path = run_dir / "metrics.jsonl"
-    if resuming and (run_dir / CHECKPOINT).is_file():
-        start = load_checkpoint(run_dir, net, opt, cfg)
+    if resuming and (run_dir / CHECKPOINT).is_file():  # first: a checkpoint it refuses leaves the folder as it was
+        start = load_checkpoint(run_dir, net, opt, cfg, ranks)
         log(f"resuming '{run_dir}' after epoch {start}")
     elif resuming:
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
+    info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
+                         data.source.parent, data.counts, ranks)
+    metrics_path = run_dir / "metrics.jsonl"
     # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
     kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]
     write_metrics(metrics_path, kept)
+    return cfg, start, kept, info
+
+
+def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader, progress, stop_after,
+                  comm):
+    writer = comm is None or comm.rank == 0
+    ranks = 1 if comm is None else comm.size
+    begun = _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks) if writer else None
+    start = None if begun is None else begun[1]
+    if comm is not None:  # every rank starts from rank 0's epoch, weights and optimiser state
+        start = comm.bcast(start, root=0)
+        if start is not None:
+            distributed.broadcast_arrays([net.params, net.buffers, opt.velocity], comm)
+            opt.steps, opt.lr = comm.bcast((opt.steps, opt.lr), root=0)
+    if start is None:
+        return "finished"
+    if writer:
+        cfg, _, kept, info = begun
+    o, r = cfg["optim"], cfg["run"]
+    cfg_text = config_mod.dump(cfg)
+    metrics_path = run_dir / "metrics.jsonl"
+    reduce = None if comm is None else distributed.GradientSum(comm)
 
     epochs = o["epochs"]
     last = epochs if stop_after is None else min(epochs, start + stop_after)
     grad = np.empty((o["batch_size"], data.classes), np.float32)
     loader.set_epoch(start)
-    bar = Progress(epochs, len(loader), enabled=progress)
+    bar = Progress(epochs, len(loader), enabled=progress and writer)
     per_epoch = len(loader) * o["batch_size"]
     for epoch in range(start + 1, last + 1):
         lr = epoch_lr(cfg, epoch)
@@ -159,13 +216,20 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         for b, (x, y) in enumerate(loader, 1):
-            value, logits = nn.train_step(net, opt, x, y, loss, lr=lr, grad=grad[:len(y)], return_logits=True)
+            value, logits = nn.train_step(net, opt, x, y, loss, lr=lr, grad=grad[:len(y)], return_logits=True,
+                                          reduce_gradients=reduce)
+            if comm is not None:  # the metrics are those of the global batch
+                logits, y = loss.global_logits, loss.global_labels
             seen += len(y)
             loss_sum += value * len(y)
             correct += int(round(metrics.accuracy(logits, y) * len(y)))
             rate = seen / (time.perf_counter() - t0)
             bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
                        per_epoch - seen + (epochs - epoch) * per_epoch)
+        if comm is not None:  # BN ran per replica; every rank ends the epoch with the same statistics
+            distributed.average_buffers(net, comm)
+        if not writer:
+            continue
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
                "images_per_s": seen / seconds, "seconds": seconds}
@@ -174,11 +238,13 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
             row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
         kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
         write_metrics(metrics_path, kept)
-        save_checkpoint(run_dir, net, opt, epoch, cfg_text)
+        save_checkpoint(run_dir, net, opt, epoch, cfg_text, ranks)
     if last < epochs:
-        log(f"stopped after epoch {last} of {epochs}; continue with --resume")
+        if writer:
+            log(f"stopped after epoch {last} of {epochs}; continue with --resume")
         return "running"
-    _finish(run_dir, cfg, net, data, info)
+    if writer:
+        _finish(run_dir, cfg, net, data, info)
     return "finished"
 
 

@@ -1,0 +1,60 @@
+"""Run under `mpirun -np N` by tests/test_distributed.py (not a test module itself).
+
+    python distributed_worker.py steps OUT.npz    k data-parallel steps of the tiny problem; rank 0 saves the
+                                                  gradient of every step and the final parameters
+    python distributed_worker.py kill             rank 1 SIGKILLs itself after one step; the others go on
+"""
+import os
+import signal
+import sys
+
+import numpy as np
+
+import lade
+import lade.distributed as dist
+
+# The tiny problem, shared with the single-process emulation in test_distributed.py.
+CLASSES, GLOBAL_BATCH, STEPS, SAMPLES, SEED = 10, 8, 3, 40, 7
+
+
+def problem():
+    rng = np.random.default_rng(SEED)
+    images = rng.standard_normal((SAMPLES, 3, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, CLASSES, SAMPLES).astype(np.int64)
+    labels[:CLASSES] = np.arange(CLASSES)  # every class present, so the prior has no zero
+    prior = lade.priors.prior_from_counts(lade.priors.class_counts(labels, CLASSES))
+    net = lade.ResNet32(CLASSES, "lade", seed=SEED)
+    opt = lade.SGD(net, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    loss = lade.losses.LADELoss(prior, alpha=0.5, remine_lambda=0.1)  # LADER needs the whole batch
+    return images, labels, net, opt, loss
+
+
+def base_sampler():
+    return lade.sampling.InstanceSampler(SAMPLES, seed=SEED)
+
+
+def main(mode, out=None):
+    lade.set_num_threads(1)
+    comm = dist.world()
+    images, labels, net, opt, loss = problem()
+    sampler = dist.ShardSampler(base_sampler(), GLOBAL_BATCH, comm.rank, comm.size)
+    order = sampler.epoch_indices(0).reshape(-1, sampler.local_batch_size)
+    loss = dist.GlobalBatchLoss(loss, comm)
+    grads = []
+
+    def reduce(g):
+        dist.GradientSum(comm)(g)
+        grads.append(g.copy())
+
+    for step in range(STEPS):
+        idx = order[step]
+        lade.train_step(net, opt, np.ascontiguousarray(images[idx]), np.ascontiguousarray(labels[idx]), loss,
+                        reduce_gradients=reduce)
+        if mode == "kill" and comm.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "steps" and comm.rank == 0:
+        np.savez(out, grads=np.stack(grads), params=net.params, logits=loss.global_logits)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
