@@ -7,7 +7,7 @@ Every rank holds the whole model and trains on its shard of each global batch::
     sampler = lade.distributed.ShardSampler(lade.sampling.InstanceSampler(n, seed), 256, comm.rank, comm.size)
     loader = lade.data.Loader(train, sampler.local_batch_size, transform, sampler=sampler,
                               seed=lade.distributed.rank_seed(seed, comm.rank, comm.size))
-    loss = lade.distributed.GlobalBatchLoss(lade.losses.LADELoss(prior), comm)
+    loss = lade.distributed.GlobalBatchLoss(lade.losses.LADELoss(prior, alpha=0.1, remine_lambda=0.01), comm)
     for x, y in loader:
         lade.train_step(net, opt, x, y, loss, reduce_gradients=lade.distributed.GradientSum(comm))
 
