@@ -204,7 +204,9 @@ static lade_status reweight(lade_call *c) {
 static lade_status mean_posterior(lade_call *c) { return lade_mean_posterior(F32(c, "out"), F32(c, "probs"), NC(c)); }
 static lade_status em_prior(lade_call *c) {
     int iterations, converged;
-    lade_status st = lade_em_prior_map(F32(c, "out"), &iterations, &converged, &c->ret[2], F32(c, "probs"),
+    lade_status (*em)(float *, int *, int *, double *, const float *, const double *, int, int, const float *, double,
+                      double, int) = lade_int(c, "accelerate") ? lade_em_prior_squarem : lade_em_prior_map;
+    lade_status st = em(F32(c, "out"), &iterations, &converged, &c->ret[2], F32(c, "probs"),
                                        F64(c, "row_weight"), NC(c), F32(c, "source_prior"), lade_num(c, "pseudo_count"),
                                        lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
     c->ret[0] = iterations, c->ret[1] = converged;
@@ -433,8 +435,8 @@ static const lade_binding bindings[] = {
      NULL, mean_posterior},
     {"em_prior", "lade.prior_shift.em_prior",
      ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN_OPT("row_weight", F64T, "n"),
-          REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OUT_HIDDEN("out", F32T, "C")), NULL,
-     em_prior, "Aibd", "-> (prior, iterations, converged, loglik)"},
+          REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OPT("accelerate", 'p', 0),
+          OUT_HIDDEN("out", F32T, "C")), NULL, em_prior, "Aibd", "-> (prior, iterations, converged, loglik)"},
     {"bbse_prior", "lade.prior_shift.bbse_prior",
      ARGS(BBSE_DATA, REQ("cond_limit", 'f'), REQ("soft", 'p'), REQ("ridge", 'f'), OUT_HIDDEN("out", F32T, "C")),
      NULL, bbse_prior, "Adb", "-> (prior, condition number, fell back)"},
