@@ -27,7 +27,7 @@ from lade.priors import as_prior
 
 __all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
            "ClassBalancedLoss", "LDAMLoss", "softmax_ce", "lade_ce", "balanced_softmax", "lader", "lade_loss",
-           "logit_adjusted", "focal", "class_balanced", "ldam", "ldam_drw", "make", "names"]
+           "logit_adjusted", "focal", "class_balanced", "ldam", "ldam_drw", "make", "names", "test_time_form"]
 
 _LADER_FORMS = {"official": 0, "paper": 1}
 
@@ -238,6 +238,14 @@ _REGISTRY = {
 def names():
     """The names `make` accepts."""
     return sorted(_REGISTRY)
+
+
+def test_time_form(name):
+    """The test-time adjustment ('pc' or 'add_target') of the loss ``make(name)`` builds."""
+    if name not in _REGISTRY:
+        raise ValueError(f"lade.losses.test_time_form: argument 'name' must be one of {names()}, got {name!r}")
+    built_by = _REGISTRY[name]
+    return (LDAMLoss if built_by is ldam_drw else built_by).test_time_form
 
 
 def make(name, **kwargs):

@@ -225,10 +225,10 @@ class SGD:
     def step(self, lr=None):
         """One update of ``model.params`` from ``model.grads``. Raises FloatingPointError,
         changing nothing, if a gradient is not finite."""
-        if lr is not None:
-            self.lr = _args.real(lr, "lade.SGD.step", "lr", 0.0)
-        _C.sgd_step(self.model.params, self.model.grads, self.velocity, self.lr, self.momentum, self.dampening,
+        lr = self.lr if lr is None else _args.real(lr, "lade.SGD.step", "lr", 0.0)
+        _C.sgd_step(self.model.params, self.model.grads, self.velocity, lr, self.momentum, self.dampening,
                     self.weight_decay, self.nesterov, self.steps == 0, self.decay_mask)
+        self.lr = lr  # only after a successful step: a refused one changes nothing
         self.steps += 1
 
     def state_dict(self):
@@ -251,14 +251,19 @@ class SGD:
         self.steps, self.lr = steps, lr
 
 
-def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
-    """One SGD step: forward (train mode), loss, backward, update. Returns the loss.
+def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None, reduce_gradients=None,
+               return_logits=False):
+    """One SGD step: forward (train mode), loss, backward, update. Returns the loss, or
+    ``(loss, logits)`` with ``return_logits=True`` (the batch's training-mode logits, e.g. to
+    count correct predictions; a fresh array the caller owns).
 
     ``loss`` is a callable ``loss(logits, labels, grad) -> (value, grad)`` over the
-    whole batch (default: softmax cross-entropy). A non-finite loss or gradient
-    raises FloatingPointError before the weights, the optimiser state or the BN
-    running statistics change: the statistics of this batch are committed only
-    once the update has been made."""
+    whole batch (default: softmax cross-entropy). ``reduce_gradients`` (optional) is
+    called as ``reduce_gradients(model.grads)`` after backward and before the optimiser
+    step and must update that flat float32 gradient buffer in place (e.g. average it over
+    data-parallel processes). A non-finite loss or gradient raises FloatingPointError
+    before the weights, the optimiser state or the BN running statistics change: the
+    statistics of this batch are committed only once the update has been made."""
     if loss is None:
         from lade.losses import softmax_ce as loss
     logits = model.forward(images, train=True, defer_running_stats=True)
@@ -267,9 +272,11 @@ def train_step(model, optimizer, images, labels, loss=None, lr=None, grad=None):
         raise FloatingPointError(f"lade.train_step: the loss is {value}; the step was not taken")
     model.zero_grad()
     model.backward(dlogits)
+    if reduce_gradients is not None:
+        reduce_gradients(model.grads)
     optimizer.step(lr)
     model.commit_running_stats()
-    return float(value)
+    return (float(value), logits) if return_logits else float(value)
 
 
 def predict(model, images, batch_size=256, out=None):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from lade.app import config, experiment, report
+from lade.app import config, report, runs
 from lade.app.cli import main
 
 # 78 training images in batches of 16. lr 0.005 at batch 16 is the paper's 0.2 at batch 256 scaled down
@@ -147,7 +147,7 @@ def test_bad_input_is_rejected_before_training(tiny_root, tmp_path, capsys):
 # ---------------------------------------------------------------------------- tiny runs
 
 def _final_state(run_dir):
-    with np.load(run_dir / experiment.CHECKPOINT) as ck:
+    with np.load(run_dir / runs.CHECKPOINT) as ck:
         return {k: ck[k].copy() for k in ("params", "buffers", "velocity", "steps", "epoch")}
 
 
@@ -233,7 +233,7 @@ def test_stop_and_resume_gives_the_same_weights(tiny_root, reference_run, tmp_pa
     out = tmp_path / "run"
     code, _, err = run_main(train_args(tiny_root, out, "optim.epochs=3", "--stop-after", 1), capsys)
     assert code == 0 and "continue with --resume" in err
-    assert experiment.run_status(out) == "running" and _final_state(out)["epoch"] == 1
+    assert runs.run_status(out) == "running" and _final_state(out)["epoch"] == 1
     # the run folder's own config is enough to resume it
     code, _, err = run_main(["train", "--out", out, "--resume", "--data-root", tiny_root, "--quiet"], capsys)
     assert code == 0 and "resuming" in err
@@ -247,7 +247,7 @@ def _start_and_kill(cmd, out):
     number of epochs the checkpoint holds."""
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not (out / experiment.CHECKPOINT).exists():
+    while not (out / runs.CHECKPOINT).exists():
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.02)
@@ -266,7 +266,7 @@ def test_kill_9_and_resume_gives_the_same_weights(tiny_root, reference_run, tmp_
         killed_at = _start_and_kill(cmd, out)
         if killed_at < 3:
             break
-    assert experiment.run_status(out) == "running" and 1 <= killed_at < 3
+    assert runs.run_status(out) == "running" and 1 <= killed_at < 3
     res = subprocess.run(cmd + ["--resume", "--no-report"], env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert f"after epoch {killed_at}" in res.stderr
@@ -297,11 +297,11 @@ def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, 
     args = ["compare", "--out", out, "--data-root", data_dir, "--quiet", "--stop-after", 1, *tiny]
     code, _, err = run_main(args, capsys)
     assert code == 0 and "not finished" in err
-    runs = [out / "cifar100_lt_100_ce_quick", out / "cifar100_lt_100_lade_quick"]
-    assert [_final_state(r)["epoch"] for r in runs] == [1, 1]
+    run_dirs = [out / "cifar100_lt_100_ce_quick", out / "cifar100_lt_100_lade_quick"]
+    assert [_final_state(r)["epoch"] for r in run_dirs] == [1, 1]
     assert not (out / "comparison.md").exists()
     code, text, err = run_main(args, capsys)
-    assert code == 0 and all(experiment.run_status(r) == "finished" for r in runs)
+    assert code == 0 and all(runs.run_status(r) == "finished" for r in run_dirs)
     assert (out / "comparison.md").is_file() and "PC Softmax" in text and "LADE" in text
 
 

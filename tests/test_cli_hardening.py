@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lade import data
-from lade.app import experiment
+from lade.app import datasets, runs
 from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
 
@@ -74,7 +74,7 @@ def test_overwrite_deletes_only_lades_own_files(tiny_root, stopped_run, tmp_path
     code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=1", "--overwrite", "--no-report"), capsys)
     assert code == 0, err
     assert (run / "notes.txt").read_text() == "mine" and "notes.txt" in err
-    assert _epochs(run) == [1] and experiment.run_status(run) == "finished"
+    assert _epochs(run) == [1] and runs.run_status(run) == "finished"
 
 
 @pytest.mark.parametrize("bad", ["run.threads=300", "run.num_workers=1000", "model.seed=-1", "optim.epochs=10000000"])
@@ -292,6 +292,65 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tiny_root, stopped_run, tmp_p
             subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+# ------------------------------------------------------------- a step that fails
+
+@pytest.mark.parametrize("broken", ["loss", "gradient"])
+def test_a_non_finite_step_mid_run_changes_nothing(tiny_root, tmp_path, capsys, monkeypatch, broken):  # noqa: F811
+    """The CLI's loop is lade.train_step: a non-finite loss (refused before backward) or a non-finite
+    gradient (refused by the optimiser) in the middle of epoch 2 leaves the weights, the optimiser
+    state and the BN running statistics as they were before that step, and the epoch-1 checkpoint
+    stays on disk."""
+    from lade import nn
+    from lade.app import training
+    made = {}
+
+    class RecordedNet(nn.ResNet32):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made["net"] = self
+
+    class RecordedSGD(nn.SGD):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made["opt"] = self
+
+    real_build_loss = training.build_loss
+    fail_at = 7  # 78 images in batches of 16: 4 steps per epoch, so this is the 3rd step of epoch 2
+
+    def build_loss(cfg, counts):
+        loss, calls = real_build_loss(cfg, counts), [0]
+
+        def failing(logits, labels, grad=None):
+            calls[0] += 1
+            value, grad = loss(logits, labels, grad)
+            if calls[0] == fail_at:  # the state before this step
+                net, opt = made["net"], made["opt"]
+                made["before"] = (net.params.copy(), net.buffers.copy(), opt.velocity.copy(), opt.steps, opt.lr)
+                if broken == "loss":
+                    value = float("nan")
+                else:
+                    grad[0, 0] = np.inf  # a finite loss, a non-finite gradient: SGD refuses the step
+            return value, grad
+        return failing
+
+    monkeypatch.setattr(nn, "ResNet32", RecordedNet)
+    monkeypatch.setattr(nn, "SGD", RecordedSGD)
+    monkeypatch.setattr(training, "build_loss", build_loss)
+    run = tmp_path / "run"
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--no-report"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("lade.train_step: the loss is nan" if broken == "loss" else "lade.SGD.step: gradient"), line
+    net, opt = made["net"], made["opt"]
+    params, buffers, velocity, steps, lr = made["before"]
+    assert steps == fail_at - 1 and opt.steps == steps and opt.lr == lr
+    np.testing.assert_array_equal(net.params, params)
+    np.testing.assert_array_equal(net.buffers, buffers)
+    np.testing.assert_array_equal(opt.velocity, velocity)
+    assert _epochs(run) == [1]
+    with np.load(run / runs.CHECKPOINT) as ck:
+        assert int(ck["epoch"]) == 1 and int(ck["steps"]) == 4
+
+
 # --------------------------------------------------------------------- archives
 
 def _cifar10_tar_gz(tmp_path, tiny_root):  # noqa: F811
@@ -354,17 +413,17 @@ def _jpeg_tar(tmp_path, train_txt, members):
 
 def test_the_jpeg_archive_reader_names_the_list_line_and_member(tmp_path):
     good = [("cifar10/train/a.jpg", _jpeg_bytes()), ("cifar10/test/a.jpg", _jpeg_bytes())]
-    splits = experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"\xef\xbb\xbftrain/a.jpg 3\rtrain/a.jpg 4\r", good))
+    splits = datasets.read_cifar10_jpeg(_jpeg_tar(tmp_path, b"\xef\xbb\xbftrain/a.jpg 3\rtrain/a.jpg 4\r", good))
     assert splits["train"][1].tolist() == [3, 4]  # BOM skipped, CR-only line ends
     with pytest.raises(data.DecodeError, match=r"train.txt line 2: label 'x'"):
-        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 3\ntrain/a.jpg x\n", good))
+        datasets.read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 3\ntrain/a.jpg x\n", good))
     with pytest.raises(ValueError, match=r"train.txt line 1: label 12 .* outside \[0, 10\)"):
-        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 12\n", good))
+        datasets.read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 12\n", good))
     with pytest.raises(FileNotFoundError, match=r"train.txt' line 2 names 'train/b.jpg'"):
-        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\ntrain/b.jpg 1\n", good))
+        datasets.read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\ntrain/b.jpg 1\n", good))
     broken = [("cifar10/train/a.jpg", _jpeg_bytes()[:100])] + good[1:]
     with pytest.raises(data.DecodeError, match=r"member 'cifar10/train/a.jpg' \(cifar10/train.txt line 1\)"):
-        experiment._read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\n", broken))
+        datasets.read_cifar10_jpeg(_jpeg_tar(tmp_path, b"train/a.jpg 1\n", broken))
 
 
 def test_corrupt_data_is_one_line_naming_the_archive(tiny_root, tmp_path, capsys):  # noqa: F811

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from conftest import REPO_ROOT
-from lade.app import config, experiment, report
+from lade.app import config, report, training
 from lade.sampling import SHIFT_SETTINGS
 
 EPOCHS = int(os.environ.get("LADE_EXPERIMENT_EPOCHS", "10"))
@@ -34,7 +34,7 @@ def _schedule():
 def _run(name):
     cfg, changes = config.apply_overrides(config.load(name), _schedule())
     run_dir = RUNS / f"{name}_{EPOCHS}ep"
-    experiment.train(cfg, run_dir, resume=True, overrides=changes)
+    training.train(cfg, run_dir, resume=True, overrides=changes)
     return report.write_run_report(run_dir)[1]
 
 

@@ -612,6 +612,45 @@ def test_non_finite_loss_stops_before_weights_and_buffers_change(rng, poison):
         assert math.isfinite(lade.train_step(net, opt, images, labels))
 
 
+def test_train_step_reduce_gradients_acts_on_the_flat_buffer_before_the_update(rng):
+    """reduce_gradients(model.grads) runs after backward, before the optimiser: doubling the gradient
+    there is the same update as doubling lr (no momentum, no weight decay)."""
+    images, labels = random_batch(rng, 4, 8)
+    net_a, net_b = lade.ResNet32(num_classes=10, seed=5), lade.ResNet32(num_classes=10, seed=5)
+    opt_a = lade.SGD(net_a, lr=0.05, momentum=0.0, weight_decay=0.0)
+    opt_b = lade.SGD(net_b, lr=0.1, momentum=0.0, weight_decay=0.0)
+    seen = []
+
+    def double(grads):
+        assert grads is net_a.grads or np.shares_memory(grads, net_a.grads)
+        seen.append(float(np.abs(grads).sum()))
+        grads *= 2
+
+    loss_a, logits = lade.train_step(net_a, opt_a, images, labels, reduce_gradients=double, return_logits=True)
+    loss_b = lade.train_step(net_b, opt_b, images, labels)
+    assert seen and seen[0] > 0 and loss_a == loss_b
+    assert logits.shape == (len(labels), 10) and np.isfinite(logits).all()
+    np.testing.assert_allclose(net_a.params, net_b.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(net_a.buffers, net_b.buffers)
+    # the logits are the batch's training-mode forward: the same loss recomputed from them
+    assert lade.losses.softmax_ce(logits, labels)[0] == pytest.approx(loss_a, rel=1e-6)
+
+
+def test_a_failing_reduce_gradients_changes_nothing(rng):
+    net = lade.ResNet32(num_classes=10, seed=6)
+    opt = lade.SGD(net, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    images, labels = random_batch(rng, 4, 8)
+    lade.train_step(net, opt, images, labels)
+    params, buffers, velocity = net.params.copy(), net.buffers.copy(), opt.velocity.copy()
+
+    def poison(grads):
+        grads[7] = np.nan  # e.g. a peer process sent a non-finite gradient
+    with pytest.raises(FloatingPointError):
+        lade.train_step(net, opt, images, labels, reduce_gradients=poison)
+    assert np.array_equal(net.params, params) and np.array_equal(net.buffers, buffers)
+    assert np.array_equal(opt.velocity, velocity) and opt.steps == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # training on real data
 

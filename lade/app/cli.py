@@ -42,7 +42,7 @@ def _load_with_overrides(name, overrides, data_root=None):
 
 
 def cmd_train(args):
-    from lade.app import experiment
+    from lade.app import training
     if args.config is None and not args.resume:
         raise config_mod.ConfigError("lade train: --config is required (or --resume with --out RUN_DIR)")
     if args.config is None:  # resume from the folder's own config
@@ -52,8 +52,8 @@ def cmd_train(args):
     else:
         cfg, changes = _load_with_overrides(args.config, args.overrides, args.data_root)
     out = Path(args.out) if args.out else Path("runs") / cfg["name"]
-    status = experiment.train(cfg, out, resume=args.resume, overwrite=args.overwrite, overrides=changes,
-                              data_root=args.data_root, progress=not args.quiet, stop_after=args.stop_after)
+    status = training.train(cfg, out, resume=args.resume, overwrite=args.overwrite, overrides=changes,
+                            data_root=args.data_root, progress=not args.quiet, stop_after=args.stop_after)
     if status == "finished" and not args.no_report:
         from lade.app import report
         text, _ = report.write_run_report(out)
@@ -75,20 +75,20 @@ def cmd_evaluate(args):
 
 
 def cmd_compare(args):
-    from lade.app import experiment, report
+    from lade.app import datasets, report, runs, training
     names = FULL if args.full else QUICK
     out = Path(args.out or ("runs/compare_full" if args.full else "runs/compare_quick"))
     configs = [_load_with_overrides(n, args.overrides, None) for n in names]
     for cfg, _ in configs:  # every input problem shows up before the first run starts
-        experiment.resolve_data_root(cfg, args.data_root)
-        experiment.check_run_dir(out / cfg["name"], cfg, resume=True)
+        datasets.resolve_data_root(cfg, args.data_root)
+        runs.check_run_dir(out / cfg["name"], cfg, resume=True)
     # With --stop-after every run advances by N epochs in turn, so that long runs progress together.
     run_dirs, unfinished = [], []
     for cfg, changes in configs:
         run_dir = out / cfg["name"]
         _err(f"lade: training {cfg['name']} into {run_dir}")
-        status = experiment.train(cfg, run_dir, resume=True, overrides=changes, data_root=args.data_root,
-                                  progress=not args.quiet, stop_after=args.stop_after)
+        status = training.train(cfg, run_dir, resume=True, overrides=changes, data_root=args.data_root,
+                                progress=not args.quiet, stop_after=args.stop_after)
         (run_dirs if status == "finished" else unfinished).append(run_dir)
     if unfinished:
         _err(f"lade: {', '.join(map(str, unfinished))} not finished; run the same command again to continue")
@@ -174,7 +174,7 @@ def build_parser():
 # Errors about the input, the data, a run folder or the disk: the user can fix them (exit status 2).
 def _input_errors():
     from lade.data import DecodeError
-    from lade.app.experiment import RunError
+    from lade.app.runs import RunError
     return (config_mod.ConfigError, RunError, DecodeError, OSError, ValueError, TypeError, KeyError,
             FloatingPointError)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lade.app import config as config_mod
-from lade import metrics, posthoc, prior_shift
-from lade.app.experiment import RunError, build_loss, load_arrays, run_status
+from lade import losses, metrics, posthoc, prior_shift
+from lade.app.runs import RunError, load_arrays, run_status
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
 
@@ -210,7 +210,7 @@ def evaluate_run(run_dir, estimated_prior=True):
     counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)
-    form = build_loss(cfg, counts).test_time_form
+    form = losses.test_time_form(cfg["loss"]["name"])
     result = _evaluate(f, y, counts, p_s, form, cfg["loss"]["name"], calib, "full", estimated_prior, [])
     result.update(name=cfg["name"], run_dir=str(run_dir), setup={
         "dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"], "epochs": cfg["optim"]["epochs"],

@@ -28,7 +28,8 @@ from pathlib import Path
 import yaml
 
 from lade.app import config as config_mod
-from lade.app.experiment import run_status, resolve_data_root
+from lade.app.datasets import resolve_data_root
+from lade.app.runs import run_status
 
 __all__ = ["load_grid", "plan", "run"]
 

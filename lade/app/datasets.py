@@ -1,0 +1,173 @@
+"""The data of an experiment: where the data root is, the CIFAR readers (binary and Python
+archives or folders, and CIFAR-10 as JPEGs with list files) and the CIFAR-LT splits: the
+long-tailed training subset, the held-out labelled set for calibration and prior estimation,
+and the (optionally truncated) uniform test set."""
+from pathlib import Path
+
+import numpy as np
+
+from lade import data as data_mod
+from lade import priors, sampling
+from lade.app import config as config_mod
+
+__all__ = ["Dataset", "load_dataset", "resolve_data_root", "find_source", "read_cifar10_jpeg"]
+
+_SOURCES = {  # dataset -> file or folder names tried in the data root, in order
+    "cifar100": ["cifar-100-binary", "cifar-100-binary.tar.gz", "cifar-100-python", "cifar-100-python.tar.gz"],
+    "cifar10": ["cifar-10-batches-bin", "cifar-10-binary.tar.gz", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                "cifar10-jpeg", "cifar10-jpeg.tar.gz"],
+}
+_CLASSES = {"cifar100": 100, "cifar10": 10}
+
+
+def resolve_data_root(cfg, override=None):
+    """The data folder: `override`, else data.root, else <repo>/../shared/data. Must exist."""
+    root = override or cfg["data"]["root"]
+    key = "--data-root" if override else "data.root" if cfg["data"]["root"] else "default data root"
+    root = Path(root) if root else config_mod.default_data_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"lade: the data root '{root}' ({key}) does not exist or is not a folder")
+    return root
+
+
+def find_source(root, dataset):
+    for name in _SOURCES[dataset]:
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"lade: no {dataset} data in '{root}' (looked for {', '.join(_SOURCES[dataset])})")
+
+
+def read_cifar10_jpeg(source):
+    """CIFAR-10 as JPEGs with train.txt / test.txt list files (folder or .tar.gz), decoded in C.
+    Returns {'train': (images, labels), 'test': (images, labels)}."""
+    splits = {}
+    if source.is_dir():
+        for split in ("train", "test"):
+            listing = data_mod.ListFile(source / f"{split}.txt", root=source, num_classes=10)
+            images = np.empty((len(listing), 3, 32, 32), np.uint8)
+            for i in range(len(listing)):
+                image = data_mod.read_jpeg(source / listing[i][0])
+                if image.shape != (32, 32, 3):
+                    raise data_mod.DecodeError(f"lade: '{source / listing[i][0]}' ({split}.txt line "
+                                               f"{listing.line(i)}): expected a 32x32 RGB image, got "
+                                               f"{image.shape[1]}x{image.shape[0]}")
+                images[i] = image.transpose(2, 0, 1)
+            splits[split] = (images, listing.labels)
+        return splits
+    with data_mod.open_tar(source, "lade: CIFAR-10 JPEG archive") as tar:  # checks CRC and tar headers
+        blobs, lists, names = {}, {}, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            parts = member.name.split("/", 1)
+            rel = parts[1] if len(parts) == 2 else parts[0]
+            if rel in ("train.txt", "test.txt"):
+                lists[rel[:-4]] = tar.extractfile(member).read()
+                names[rel[:-4]] = member.name
+            elif rel.lower().endswith(".jpg"):
+                blobs[rel] = (member.name, tar.extractfile(member).read())
+    for split in ("train", "test"):
+        if split not in lists:
+            raise FileNotFoundError(f"lade: '{source}' has no {split}.txt list file")
+        where = f"{source}:{names[split]}"
+        listing = data_mod.ListFile(where, root="", num_classes=10, text=lists[split])
+        images = np.empty((len(listing), 3, 32, 32), np.uint8)
+        for i in range(len(listing)):
+            path = listing[i][0]
+            line = listing.line(i)
+            if path not in blobs:
+                raise FileNotFoundError(f"lade: '{where}' line {line} names '{path}', which is not in the archive")
+            member, blob = blobs[path]
+            try:
+                image = data_mod.decode_jpeg(blob)
+            except data_mod.DecodeError as e:
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"{e}") from None
+            if image.shape != (32, 32, 3):
+                raise data_mod.DecodeError(f"lade: '{source}' member '{member}' ({names[split]} line {line}): "
+                                           f"expected a 32x32 RGB image, got {image.shape[1]}x{image.shape[0]}")
+            images[i] = image.transpose(2, 0, 1)
+        splits[split] = (images, listing.labels)
+    return splits
+
+
+_LOADED = {}  # (source path, mtime) -> splits; one process often trains several runs on the same data
+
+
+def _load_splits(source, dataset):
+    key = (str(source), source.stat().st_mtime)
+    if key not in _LOADED:
+        if "jpeg" in source.name:
+            splits = read_cifar10_jpeg(source)
+        else:
+            splits = {s: data_mod.load_cifar(source, s) for s in ("train", "test")}
+        _LOADED.clear()
+        _LOADED[key] = splits
+    return _LOADED[key]
+
+
+class Dataset:
+    """A CIFAR-LT experiment's data: the long-tailed training subset, a held-out labelled set drawn
+    with the same profile from the training images the subset left out (the 'source' data for
+    calibration and prior estimation), and the (optionally truncated) uniform test set.
+
+    The held-out set takes int(calib_fraction * n_c) (at least 1) images of class c from the
+    training images the subset did not use, as many as exist: the CIFAR-LT head class uses all
+    of its 500 images, so it is missing from the held-out set (BBSE and bias-corrected
+    calibration then cannot run; see lade.app.report). With calib_test_per_class = k it is instead
+    the last k test images of every class, disjoint from the first test_per_class that are
+    evaluated: balanced and complete, which is what EM and BBSE need."""
+
+    def __init__(self, train, calib, test, counts, classes, source):
+        self.train, self.calib, self.test = train, calib, test
+        self.counts, self.classes, self.source = counts, classes, source
+
+
+def load_dataset(cfg, data_root=None):
+    d = cfg["data"]
+    root = resolve_data_root(cfg, data_root)
+    source = find_source(root, d["dataset"])
+    splits = _load_splits(source, d["dataset"])
+    classes = _CLASSES[d["dataset"]]
+    train_x, train_y = splits["train"]
+    test_x, test_y = splits["test"]
+    img_max = d["train_img_max"] if d["train_img_max"] is not None else train_x.shape[0] / classes
+    counts = priors.lt_profile(classes, img_max, 1.0 / d["imbalance"], d["profile"])
+    if counts.min() < 1:
+        raise config_mod.ConfigError(f"lade config: keys 'data.train_img_max' / 'data.imbalance' leave class "
+                                     f"{int(np.argmin(counts))} without training images")
+    available = priors.class_counts(train_y, classes)
+    if (counts > available).any():
+        c = int(np.argmax(counts > available))
+        raise config_mod.ConfigError(f"lade config: key 'data.train_img_max' asks {int(counts[c])} images of class "
+                                     f"{c}, but '{source}' has {int(available[c])}")
+    subset = sampling.lt_subset(train_y, counts, seed=d["subset_seed"])
+    train = (np.ascontiguousarray(train_x[subset.indices]), np.ascontiguousarray(subset.labels))
+
+    calib = None
+    if d["calib_test_per_class"] is not None:
+        k, first = d["calib_test_per_class"], d["test_per_class"] or 0
+        per_class = priors.class_counts(test_y, classes)
+        if d["test_per_class"] is None or (first + k > per_class).any():
+            raise config_mod.ConfigError(
+                f"lade config: key 'data.calib_test_per_class' ({k}) needs 'data.test_per_class' set and their sum "
+                f"at most the {int(per_class.min())} test images of the smallest class")
+        idx = np.concatenate([np.flatnonzero(test_y == c)[-k:] for c in range(classes)])
+        calib = (np.ascontiguousarray(test_x[idx]), np.ascontiguousarray(test_y[idx]))
+    elif d["calib_fraction"] > 0:
+        unused = np.ones(train_y.shape[0], bool)
+        unused[subset.indices] = False
+        rest = np.flatnonzero(unused)
+        calib_counts = np.maximum(1, (counts * d["calib_fraction"]).astype(np.int64))
+        calib_counts = np.minimum(calib_counts, priors.class_counts(train_y[rest], classes))
+        pick = sampling.lt_subset(np.ascontiguousarray(train_y[rest]), calib_counts, seed=d["subset_seed"] + 1)
+        idx = rest[pick.indices]
+        calib = (np.ascontiguousarray(train_x[idx]), np.ascontiguousarray(train_y[idx]))
+
+    if d["test_per_class"] is not None:
+        uniform = np.full(classes, 1.0 / classes, np.float32)
+        idx = sampling.shifted_test_indices(test_y, uniform, 1, "uniform", img_max=d["test_per_class"])
+        test = (np.ascontiguousarray(test_x[idx]), np.ascontiguousarray(test_y[idx]))
+    else:
+        test = (test_x, test_y)
+    return Dataset(train, calib, test, counts, classes, source)

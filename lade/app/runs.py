@@ -1,0 +1,311 @@
+"""Run folders: what lade writes into one, the rules for using one, and how it writes.
+
+A run folder holds::
+
+    config.yaml          the complete, validated config (what the run depends on)
+    run.json             overrides applied, data root, thread count, start/finish times
+    metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
+    checkpoint.npz       written atomically after every epoch: weights, BN statistics, SGD velocity
+                         and step count, the number of finished epochs (the loader's order is a pure
+                         function of (run.seed, epoch), so that number is the whole sampler/RNG state)
+    train_counts.npy     per-class training counts (the source prior)
+    test_logits.npy      raw logits f on the test set, test_labels.npy
+    calib_logits.npy     raw logits on a held-out labelled source set (for EM / BBSE), calib_labels.npy
+    final.json           written last: the run finished
+
+Every file is written atomically (``save_atomic``). The folder carries a ``.lade-run`` marker, is
+locked against a second lade process (``RunLock``) and, with --overwrite, loses only the files in
+``RUN_FILES``. ``lade.app.training.train(cfg, run_dir, resume=True)`` after a kill (even kill -9)
+continues from the last checkpoint and ends with the same weights as an uninterrupted run with the
+same seed and thread count.
+"""
+import fcntl
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lade.app import config as config_mod
+
+__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "RUN_FILES", "log", "save_atomic", "save_npy", "save_checkpoint",
+           "load_checkpoint", "read_metrics", "run_status", "check_run_dir", "RunLock", "clear_run_dir",
+           "load_arrays", "begin_session", "write_metrics"]
+
+CHECKPOINT = "checkpoint.npz"
+_CHECKPOINT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run folder cannot be used as asked (another config in it, nothing to resume, ...)."""
+
+
+def log(msg):
+    sys.stderr.write(f"lade: {msg}\n")
+    sys.stderr.flush()
+
+
+def save_atomic(path, write):
+    """write(file) into path.tmp, fsync, then rename over path: a reader never sees half a file.
+    A failed write (a full disk, ...) leaves the previous file as it was and raises RunError naming path."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise RunError(f"lade: cannot write '{path}': {e.strerror or e}; the previous version is unchanged") from e
+
+
+def save_checkpoint(run_dir, net, opt, epoch, cfg_text):
+    def write(f):
+        np.savez(f, version=np.int64(_CHECKPOINT_VERSION), epoch=np.int64(epoch), params=net.params,
+                 buffers=net.buffers, velocity=opt.velocity, steps=np.int64(opt.steps), lr=np.float64(opt.lr),
+                 config=np.array(cfg_text))
+    save_atomic(run_dir / CHECKPOINT, write)
+
+
+def load_checkpoint(run_dir, net, opt, cfg):
+    """Restores net and opt from the checkpoint (all or nothing) and returns its epoch. Raises RunError
+    naming the file when it is unreadable, damaged or written for a config that differs in a key that
+    is not safe to change on resume."""
+    path = run_dir / CHECKPOINT
+    try:
+        with np.load(path, allow_pickle=False) as ck:
+            arrays = {name: ck[name] for name in ("version", "epoch", "params", "buffers", "velocity", "steps", "lr",
+                                                  "config")}
+    except Exception as e:  # zipfile, zlib, KeyError, ValueError: all mean the same to the user
+        raise RunError(f"lade: '{path}' is not a readable lade checkpoint ({type(e).__name__}: {e}); "
+                       f"pass --overwrite to start the run over") from e
+    if int(arrays["version"]) != _CHECKPOINT_VERSION:
+        raise RunError(f"lade: '{path}' has checkpoint version {int(arrays['version'])}, expected "
+                       f"{_CHECKPOINT_VERSION}")
+    try:
+        saved = config_mod.validate(config_mod.parse_yaml(str(arrays["config"])))
+    except Exception as e:
+        raise RunError(f"lade: '{path}' holds an unreadable config ({e})") from e
+    diff = config_mod.differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
+    if diff:
+        raise RunError(f"lade: '{path}' was written for another config than '{run_dir / 'config.yaml'}' "
+                       f"(keys differ: {', '.join(diff)})")
+    for name, target in (("params", net.params), ("buffers", net.buffers), ("velocity", opt.velocity)):
+        if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
+            raise RunError(f"lade: '{path}': '{name}' is {arrays[name].dtype} {arrays[name].shape}, expected "
+                           f"{target.dtype} {target.shape}")
+        if not np.isfinite(arrays[name]).all():
+            raise RunError(f"lade: '{path}': '{name}' contains NaN or Inf")
+    epoch, steps, lr = int(arrays["epoch"]), int(arrays["steps"]), float(arrays["lr"])
+    if not (0 <= epoch <= cfg["optim"]["epochs"] and steps >= 0 and math.isfinite(lr) and lr >= 0):
+        raise RunError(f"lade: '{path}': epoch {epoch}, steps {steps} or lr {lr} is out of range")
+    net.params[...] = arrays["params"]
+    net.buffers[...] = arrays["buffers"]
+    opt.velocity[...] = arrays["velocity"]
+    opt.steps, opt.lr = steps, lr
+    return epoch
+
+
+def save_npy(path, array):
+    save_atomic(path, lambda f: np.save(f, array))
+
+
+def read_metrics(path, drop_torn_last=False):
+    """Rows of metrics.jsonl. A line that is not a JSON object raises RunError naming the file and line;
+    with drop_torn_last a last line without its newline that does not parse (the process was killed
+    while writing it) is dropped and reported by a log line instead."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"lade: cannot read '{path}': {e}") from e
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("expected an object with an integer 'epoch'")
+        except ValueError as e:
+            if drop_torn_last and i == len(lines):  # the last line has no newline: torn by a kill
+                log(f"'{path}' line {i} is incomplete ({line[:40]!r}...), written when the run was killed; "
+                     f"dropped it")
+                break
+            raise RunError(f"lade: '{path}' line {i}: expected one JSON object per line with an integer "
+                           f"'epoch', got {line[:60]!r} ({e})") from e
+        rows.append(row)
+    return rows
+
+
+RUN_MARKER = ".lade-run"  # written first into every run folder lade creates
+# every file lade writes into a run folder: all --overwrite ever deletes
+RUN_FILES = (RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", CHECKPOINT, "train_counts.npy",
+             "test_logits.npy", "test_labels.npy", "calib_logits.npy", "calib_labels.npy", "final.json",
+             "report.md", "results.json", "per_class_accuracy.png", "shifted_tests.png", "reliability.png")
+
+
+def run_status(run_dir):
+    """'empty', 'running' (started, not finished) or 'finished'."""
+    run_dir = Path(run_dir)
+    if (run_dir / "final.json").is_file():
+        return "finished"
+    if (run_dir / "config.yaml").is_file():
+        return "running"
+    return "empty"
+
+
+def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
+    """Decides, without touching anything, how `run_dir` would be used: returns (config to train
+    with, resuming). Refuses a folder holding another run (RunError naming the differing keys)
+    unless overwrite, and overwrite refuses a folder without lade's marker file; on resume the saved
+    config is used, plus the resume-safe keys of `cfg`."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunError("lade: --resume and --overwrite exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"lade: run folder '{run_dir}' exists and is not a folder")
+    saved_path = run_dir / "config.yaml"
+    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    if overwrite and has_files and not (run_dir / RUN_MARKER).is_file():
+        raise RunError(f"lade: '{run_dir}' has no {RUN_MARKER} marker, so it is not provably a lade run folder; "
+                       f"--overwrite refuses to delete anything in it (delete it yourself or use another folder)")
+    if has_files and not saved_path.is_file() and not (run_dir / RUN_MARKER).is_file():
+        raise RunError(f"lade: '{run_dir}' is not empty and holds no lade run (no config.yaml); refusing to use it")
+    if not saved_path.is_file() or overwrite:
+        return cfg, False
+    try:
+        saved = config_mod.load(saved_path)
+    except config_mod.ConfigError as e:
+        raise RunError(f"lade: '{run_dir}' holds a config.yaml that is not a valid lade config ({e}); "
+                       f"refusing to use the folder") from None
+    diff = config_mod.differences(saved, cfg, ignore=config_mod.RESUME_SAFE_SECTIONS)
+    if not resume:
+        what = f"a different config (keys differ: {', '.join(diff)})" if diff else "a run of this config"
+        raise RunError(f"lade: run folder '{run_dir}' already holds {what}; pass --resume to continue it or "
+                       f"--overwrite to start over")
+    if diff:
+        raise RunError(f"lade: cannot resume '{run_dir}' with a different config (keys differ: {', '.join(diff)}); "
+                       f"use another folder or --overwrite")
+    if run_status(run_dir) != "finished" and not (run_dir / CHECKPOINT).is_file() and read_metrics(
+            run_dir / "metrics.jsonl", drop_torn_last=True):
+        raise RunError(f"lade: cannot resume '{run_dir}': it has logged epochs but no {CHECKPOINT}; pass "
+                       f"--overwrite to restart it from epoch 0 on purpose")
+    for key in config_mod.RESUME_SAFE_SECTIONS:
+        section, sub = key.split(".")
+        saved[section][sub] = cfg[section][sub]
+    return saved, True
+
+
+class RunLock:
+    """An exclusive flock on the run folder itself: the OS releases it when the process ends, however it
+    ends, so a killed run never leaves a stale lock. A second process asking for it gets RunError."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RunError(f"lade: run folder '{run_dir}' is in use by another lade process; wait for it to "
+                           f"end or use another folder") from None
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+
+def clear_run_dir(run_dir):
+    """--overwrite: deletes lade's own files (RUN_FILES and their .tmp), nothing else."""
+    for name in RUN_FILES:
+        for p in (run_dir / name, run_dir / (name + ".tmp")):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+    others = sorted(os.listdir(run_dir))
+    if others:
+        log(f"--overwrite kept what lade did not write in '{run_dir}': {', '.join(others[:5])}"
+             f"{'...' if len(others) > 5 else ''}")
+
+
+def load_arrays(run_dir):
+    """The saved arrays of a run folder (None for those it lacks). A file that is unreadable or has the
+    wrong dtype or shape raises RunError naming it, what was expected and what came."""
+    run_dir = Path(run_dir)
+    out = {}
+    counts, logits, labels = ("an integer array (classes,)", "iu", 1), ("a float array (n, classes)", "f", 2), (
+        "an integer array (n,)", "iu", 1)
+    expected = {"train_counts": counts, "test_logits": logits, "test_labels": labels, "calib_logits": logits,
+                "calib_labels": labels}
+    for name, (what, kinds, ndim) in expected.items():
+        p = run_dir / f"{name}.npy"
+        if not p.is_file():
+            out[name] = None
+            continue
+        try:
+            a = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise RunError(f"lade: '{p}' is not a readable .npy file ({type(e).__name__}: {e}); expected {what}") from e
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds or a.ndim != ndim or a.size == 0:
+            raise RunError(f"lade: '{p}': expected {what}, got {a.dtype} {a.shape}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise RunError(f"lade: '{p}': expected {what} of finite values, got NaN or Inf")
+        out[name] = a
+    for split in ("test", "calib"):
+        logits, labels = out[f"{split}_logits"], out[f"{split}_labels"]
+        if (logits is None) != (labels is None):
+            raise RunError(f"lade: '{run_dir}' has only one of {split}_logits.npy and {split}_labels.npy")
+        if logits is None:
+            continue
+        classes = logits.shape[1]
+        if labels.shape[0] != logits.shape[0]:
+            raise RunError(f"lade: '{run_dir / (split + '_labels.npy')}': expected {logits.shape[0]} labels (one per "
+                           f"row of {split}_logits.npy), got {labels.shape[0]}")
+        if labels.min() < 0 or labels.max() >= classes:
+            raise RunError(f"lade: '{run_dir / (split + '_labels.npy')}': expected labels in [0, {classes}), got "
+                           f"values in [{labels.min()}, {labels.max()}]")
+        if out["train_counts"] is not None and out["train_counts"].shape[0] != classes:
+            raise RunError(f"lade: '{run_dir / 'train_counts.npy'}': expected {classes} classes, got "
+                           f"{out['train_counts'].shape[0]}")
+    return out
+
+
+def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts):
+    """Records a training session in run.json (appended on resume) and, for a new run, writes the
+    marker, config.yaml and train_counts.npy. Returns run.json's content."""
+    info_path = run_dir / "run.json"
+    info = {"sessions": []}
+    if resuming and info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError as e:
+            raise RunError(f"lade: '{info_path}' is not valid JSON ({e})") from e
+        if not isinstance(info, dict) or not isinstance(info.get("sessions"), list):
+            raise RunError(f"lade: '{info_path}': expected an object with a list 'sessions', got {str(info)[:60]!r}")
+    info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
+                             "threads": threads, "data_root": str(data_root),
+                             "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
+    if not (run_dir / RUN_MARKER).is_file():
+        save_atomic(run_dir / RUN_MARKER, lambda f: f.write(b"a lade run folder: lade train --overwrite may "
+                                                              b"delete the files lade wrote here\n"))
+    if not resuming:
+        save_atomic(run_dir / "config.yaml", lambda f: f.write(cfg_text.encode()))
+        save_npy(run_dir / "train_counts.npy", train_counts)
+    save_atomic(info_path, lambda f: f.write(json.dumps(info, indent=1).encode()))
+    return info
+
+
+def write_metrics(path, rows):
+    """metrics.jsonl, rewritten whole and atomically: a full disk cannot tear a line."""
+    save_atomic(path, lambda f: f.write("".join(json.dumps(row) + "\n" for row in rows).encode()))

@@ -1,0 +1,213 @@
+"""Training a config into a run folder: the loss the config names, the learning rate of each
+epoch, the loop (one ``lade.train_step`` per batch), the progress line, and the final
+evaluation that saves the logits the reports read (lade.app.report never retrains).
+
+``train(cfg, run_dir, resume=True)`` after a kill (even kill -9) continues from the last
+checkpoint and ends with the same weights as an uninterrupted run with the same seed and
+thread count; the run folder's files and rules are in lade.app.runs.
+"""
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lade import data as data_mod
+from lade import losses, metrics, nn, priors
+from lade._C import set_num_threads
+from lade.app import config as config_mod
+from lade.app.datasets import load_dataset
+from lade.app.runs import (CHECKPOINT, RunError, RunLock, begin_session, check_run_dir, clear_run_dir, load_checkpoint,
+                           log, read_metrics, run_status, save_atomic, save_checkpoint, save_npy, write_metrics)
+
+__all__ = ["train", "build_loss", "epoch_lr", "Progress"]
+
+
+def build_loss(cfg, counts):
+    """The configured loss with the training prior / counts it needs."""
+    name = cfg["loss"]["name"]
+    opts = {k: v for k, v in cfg["loss"].items() if k != "name"}
+    prior = priors.prior_from_counts(counts)
+    if name in ("class_balanced", "ldam_drw"):
+        loss = losses.make(name, counts=counts, **opts)
+        loss.prior = prior  # the training prior, for the test-time adjustment
+        return loss
+    return losses.make(name, prior=prior, **opts)
+
+
+def epoch_lr(cfg, epoch):
+    """Learning rate of 1-based `epoch` (spec §5.1: set at the start of each epoch)."""
+    o = cfg["optim"]
+    if o["schedule"] == "warmup_multistep":
+        return nn.warmup_multistep_lr(o["lr"], epoch, warmup_epochs=o["warmup_epochs"],
+                                      warmup_start=o["warmup_start"], milestones=tuple(o["milestones"]),
+                                      factor=o["lr_factor"])
+    if o["schedule"] == "cosine":
+        return nn.cosine_lr(o["lr"], epoch, o["epochs"])
+    return o["lr"]
+
+
+class Progress:
+    """One progress line on stderr: epoch, batch, loss, accuracy, images/s and ETA. On a
+    terminal it is redrawn in place; otherwise a line is printed every tenth of an epoch."""
+
+    def __init__(self, epochs, batches, stream=None, enabled=True):
+        self.epochs, self.batches = epochs, batches
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = max(1, batches // 10)
+
+    def update(self, epoch, batch, loss, acc, rate, remaining_images):
+        if not self.enabled:
+            return
+        last = batch == self.batches
+        if not self.tty and not last and batch % self.every:
+            return
+        width = 20
+        filled = int(width * batch / self.batches)
+        eta = remaining_images / rate if rate > 0 else float("nan")
+        line = (f"epoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] {batch}/{self.batches} "
+                f"loss {loss:.4f} acc {100 * acc:5.1f}% {rate:6.1f} img/s ETA {_fmt_seconds(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if last else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _fmt_seconds(s):
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=None, progress=True,
+          stop_after=None):
+    """Trains `cfg` into `run_dir` and saves everything evaluation needs. `overrides` is the list of
+    (key, old, new) already applied to cfg, recorded in run.json. stop_after=N stops after N more
+    epochs (the run stays resumable). Returns the run status ('finished' or 'running').
+
+    Everything is checked (config, data, model, loss) before the folder is created or changed; the
+    folder is then locked against other lade processes for the whole run."""
+    run_dir = Path(run_dir)
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise RunError(f"lade: --stop-after must be a whole number >= 1, got {stop_after!r}")
+    cfg, resuming = check_run_dir(run_dir, config_mod.validate(cfg), resume, overwrite)
+    if resuming and run_status(run_dir) == "finished":
+        log(f"'{run_dir}' is already finished; nothing to do")
+        return "finished"
+    data = load_dataset(cfg, data_root)  # before touching the folder: bad data input fails here
+    o, r = cfg["optim"], cfg["run"]
+    if data.train[0].shape[0] < o["batch_size"]:
+        raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) exceeds the "
+                                     f"{data.train[0].shape[0]} training images")
+    set_num_threads(r["threads"])
+    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
+    loss = build_loss(cfg, data.counts)
+    images, labels = data.train
+    loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
+                             num_workers=r["num_workers"])
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        try:
+            return _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader,
+                                 progress, stop_after)
+        finally:
+            lock.release()
+    finally:
+        loader.close()
+
+
+def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, loss, loader, progress, stop_after):
+    cfg, resuming = check_run_dir(run_dir, cfg, resume, overwrite)  # again: another process may have written
+    if resuming and run_status(run_dir) == "finished":
+        log(f"'{run_dir}' is already finished; nothing to do")
+        return "finished"
+    o, r = cfg["optim"], cfg["run"]
+    if overwrite:
+        clear_run_dir(run_dir)
+    cfg_text = config_mod.dump(cfg)
+    info = begin_session(run_dir, cfg_text, resuming, overrides, r["threads"], data.source.parent, data.counts)
+
+    start = 0
+    metrics_path = run_dir / "metrics.jsonl"
+    if resuming and (run_dir / CHECKPOINT).is_file():
+        start = load_checkpoint(run_dir, net, opt, cfg)
+        log(f"resuming '{run_dir}' after epoch {start}")
+    elif resuming:
+        log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
+    # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
+    kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]
+    write_metrics(metrics_path, kept)
+
+    epochs = o["epochs"]
+    last = epochs if stop_after is None else min(epochs, start + stop_after)
+    grad = np.empty((o["batch_size"], data.classes), np.float32)
+    loader.set_epoch(start)
+    bar = Progress(epochs, len(loader), enabled=progress)
+    per_epoch = len(loader) * o["batch_size"]
+    for epoch in range(start + 1, last + 1):
+        lr = epoch_lr(cfg, epoch)
+        if hasattr(loss, "set_epoch"):
+            loss.set_epoch(epoch - 1)  # LDAM-DRW counts epochs from 0, as its reference code
+        t0 = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for b, (x, y) in enumerate(loader, 1):
+            value, logits = nn.train_step(net, opt, x, y, loss, lr=lr, grad=grad[:len(y)], return_logits=True)
+            seen += len(y)
+            loss_sum += value * len(y)
+            correct += int(round(metrics.accuracy(logits, y) * len(y)))
+            rate = seen / (time.perf_counter() - t0)
+            bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
+                       per_epoch - seen + (epochs - epoch) * per_epoch)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
+               "images_per_s": seen / seconds, "seconds": seconds}
+        if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
+            test_logits = _logits(net, data.test[0], r["eval_batch_size"])
+            row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
+        kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
+        write_metrics(metrics_path, kept)
+        save_checkpoint(run_dir, net, opt, epoch, cfg_text)
+    if last < epochs:
+        log(f"stopped after epoch {last} of {epochs}; continue with --resume")
+        return "running"
+    _finish(run_dir, cfg, net, data, info)
+    return "finished"
+
+
+def _logits(net, images, batch_size):
+    """Eval-mode raw logits of uint8 images, normalised batch by batch."""
+    out = np.empty((images.shape[0], net.num_classes), np.float32)
+    transform = data_mod.CifarTest()
+    for start in range(0, images.shape[0], batch_size):
+        stop = min(start + batch_size, images.shape[0])
+        x = data_mod.augment(images[start:stop], transform)
+        net.forward(x, train=False, out=out[start:stop])
+    return out
+
+
+def _finish(run_dir, cfg, net, data, info):
+    batch = cfg["run"]["eval_batch_size"]
+    t0 = time.perf_counter()
+    test_logits = _logits(net, data.test[0], batch)
+    save_npy(run_dir / "test_logits.npy", test_logits)
+    save_npy(run_dir / "test_labels.npy", data.test[1])
+    if data.calib is not None:
+        save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch))
+        save_npy(run_dir / "calib_labels.npy", data.calib[1])
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    final = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "epochs": cfg["optim"]["epochs"],
+             "train_seconds": sum(r["seconds"] for r in rows), "eval_seconds": time.perf_counter() - t0,
+             "raw_test_top1": metrics.accuracy(test_logits, data.test[1]),
+             "train_images": int(data.train[0].shape[0]), "test_images": int(data.test[0].shape[0]),
+             "calib_images": 0 if data.calib is None else int(data.calib[0].shape[0])}
+    save_atomic(run_dir / "final.json", lambda f: f.write(json.dumps(final, indent=1).encode()))
+    log(f"finished '{run_dir}': raw test top-1 {100 * final['raw_test_top1']:.2f}% "
+         f"({final['train_seconds']:.0f} s training)")
