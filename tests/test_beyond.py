@@ -1,0 +1,121 @@
+"""Evaluating anyone's saved logits (lade.app.report.evaluate_logits, `evaluate --logits`) and the
+decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
+import json
+
+import numpy as np
+import pytest
+
+from lade import posthoc, priors
+from lade.app import report
+from lade.app.cli import main
+from lade.app.runs import RunError
+from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+
+C = 10
+
+
+def synthetic(per_class=40, seed=0):
+    """Logits of a model trained on a long-tailed set (biased by log p_s) and a balanced test set."""
+    rng = np.random.default_rng(seed)
+    counts = priors.lt_profile(C, 500, 0.01)
+    y = np.repeat(np.arange(C), per_class).astype(np.int64)
+    f = rng.normal(size=(y.size, C)).astype(np.float32)
+    f[np.arange(y.size), y] += 2.5
+    f += np.log(priors.prior_from_counts(counts))
+    return f, y, counts
+
+
+def test_evaluate_logits_matches_direct_computation_and_the_fast_protocol_is_close():
+    f, y, counts = synthetic()
+    fc, yc = synthetic(per_class=20, seed=1)[:2]
+    full = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="full")
+    pc = posthoc.pc_adjust(f, priors.prior_from_counts(counts))
+    assert full["methods"][0]["label"] == "PC Softmax"
+    assert full["methods"][0]["uniform"]["top1"] == pytest.approx(np.mean(pc.argmax(1) == y))
+    assert full["methods"][1]["uniform"]["top1"] == pytest.approx(np.mean(f.argmax(1) == y))
+    assert "estimators" in full["estimated_prior"]
+    fast = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="fast")
+    assert fast["estimated_prior"] == {} and fast["shift"]["accuracy"]["oracle"] == full["shift"]["accuracy"]["oracle"]
+    # the fast protocol's EM (calibration fitted once, SQUAREM) estimates about as well as adapt's
+    for a, b in zip(fast["shift"]["prior_l1_error"]["em"], full["shift"]["prior_l1_error"]["em"]):
+        assert a == pytest.approx(b, abs=0.05)
+    none = report.evaluate_logits(f, y, counts, method="lade", estimated_prior="none")
+    assert none["shift"]["accuracy"]["em"] == [None] * 11 and none["method"] == "LADE"
+
+
+def test_zero_count_class_is_refused_by_name_or_floored_and_reported():
+    f, y, counts = synthetic()
+    counts = counts.copy()
+    counts[7] = 0
+    with pytest.raises(RunError, match=r"train_counts is 0 for class\(es\) 7 \(40 test images\)"):
+        report.evaluate_logits(f, y, counts)
+    r = report.evaluate_logits(f, y, counts, zero_count_floor=0.5, estimated_prior="none")
+    assert any("7" in n and "in the test set" in n for n in r["notes"])
+    assert np.isfinite(r["methods"][0]["uniform"]["top1"])
+
+
+def test_evaluate_logits_refuses_bad_arrays_with_named_errors():
+    f, y, counts = synthetic()
+    bad = f.copy()
+    bad[3, 2] = np.inf
+    with pytest.raises(RunError, match=r"logits has a non-finite value inf at \(3, 2\)"):
+        report.evaluate_logits(bad, y, counts)
+    with pytest.raises(RunError, match=r"labels\[0\] = 12 is outside \[0, 10\)"):
+        report.evaluate_logits(f, y + 12, counts)
+    with pytest.raises(RunError, match=r"train_counts must be a 1-d array of 10 entries"):
+        report.evaluate_logits(f, y, counts[:5])
+    with pytest.raises(RunError, match=r"method must be one of"):
+        report.evaluate_logits(f, y, counts, method="pc")
+
+
+def test_cli_evaluate_logits_written_by_numpy_alone(tmp_path, capsys):
+    f, y, counts = synthetic()
+    np.save(tmp_path / "logits.npy", f)
+    np.savez(tmp_path / "labels.npz", labels=y)
+    np.savetxt(tmp_path / "counts.csv", counts, fmt="%d", delimiter=",")
+    np.savetxt(tmp_path / "calib_logits.csv", f[::2], delimiter=",")
+    np.savetxt(tmp_path / "calib_labels.txt", y[::2], fmt="%d")
+    out = tmp_path / "rep"
+    code, text, err = run_main(["evaluate", "--logits", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npz",
+                                "--train-counts", tmp_path / "counts.csv", "--calib-logits",
+                                tmp_path / "calib_logits.csv", "--calib-labels", tmp_path / "calib_labels.txt",
+                                "--method", "balanced", "--out", out], capsys)
+    assert code == 0, err
+    assert "## Shifted tests" in text and "Balanced Softmax" in text and "## Estimated target prior" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"][0]["uniform"]["top1"] == pytest.approx(np.mean(f.argmax(1) == y))
+    assert (out / "shifted_tests.png").stat().st_size > 1000
+    code, _, err = run_main(["evaluate", "--logits", tmp_path / "nope.npy", "--labels", tmp_path / "labels.npz",
+                             "--train-counts", tmp_path / "counts.csv"], capsys)
+    assert code == 2 and "logits file" in err and "nope.npy" in err and "does not exist" in err
+    code, _, err = run_main(["evaluate", "--logits", tmp_path / "logits.npy"], capsys)
+    assert code == 2 and "go together" in err
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_root, tmp_path_factory):  # noqa: F811
+    """A 1-epoch LADE run on 6 test and 4 held-out test images per class."""
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main([str(a) for a in train_args(tiny_root, out, "optim.epochs=1", "data.test_per_class=6",
+                                            "data.calib_test_per_class=4")]) == 0
+    return out
+
+
+def test_features_and_decoupled_stage_from_the_cli(small_run, capsys):
+    reference_run = small_run
+    code, _, err = run_main(["features", reference_run], capsys)
+    assert code == 0, err
+    with np.load(reference_run / "features.npz") as z:
+        a = {k: z[k] for k in z.keys()}
+    # fc on the saved test features gives the run's test logits
+    logits = a["test_features"] @ a["fc_weight"].T + a["fc_bias"]
+    np.testing.assert_allclose(logits, np.load(reference_run / "test_logits.npy"), rtol=1e-4, atol=1e-4)
+    assert a["train_features"].shape[0] == a["train_labels"].shape[0] == a["train_counts"].sum()
+    code, text, err = run_main(["decoupled", reference_run, "--epochs", "2"], capsys)
+    assert code == 0, err
+    for label in ("LADE", "cRT (+log p_t)", "LWS (+log p_t)", "tau-norm (+log p_t)", "LADE re-trained (+log p_t)"):
+        assert label in text
+    results = json.loads((reference_run / "decoupled" / "results.json").read_text())
+    assert len(results) == 5 and all(len(r["shift"]["accuracy"]["oracle"]) == 11 for r in results)
+    # the main() entry point also reports a run that is not finished
+    assert main(["decoupled", str(reference_run / "missing")]) == 2
