@@ -119,3 +119,26 @@ def test_features_and_decoupled_stage_from_the_cli(small_run, capsys):
     assert len(results) == 5 and all(len(r["shift"]["accuracy"]["oracle"]) == 11 for r in results)
     # the main() entry point also reports a run that is not finished
     assert main(["decoupled", str(reference_run / "missing")]) == 2
+
+
+def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noqa: F811
+    from lade import sampling
+    from lade.app import config, training
+    labels = np.repeat(np.arange(3), [6, 3, 1]).astype(np.int64)
+    for kind, cls in (("class_aware", sampling.ClassAwareSampler), ("square_root", sampling.SquareRootSampler),
+                      ("progressive", sampling.ProgressivelyBalancedSampler)):
+        cfg = config.validate({"data": {"sampler": kind}})
+        s = training.build_sampler(cfg, labels, 3)
+        assert isinstance(s, cls)
+    assert len(training.build_sampler(config.validate({"data": {"sampler": "class_aware"}}), labels, 3)) == 18
+    assert training.build_sampler(config.validate({}), labels, 3) is None
+    with pytest.raises(config.ConfigError, match=r"key 'data.sampler' must be one of"):
+        config.validate({"data": {"sampler": "balanced"}})
+    # a class-aware run trains from the command line: an epoch is largest class x classes images
+    out = tmp_path / "ca"
+    code, _, err = run_main(train_args(tiny_root, out, "optim.epochs=1", "data.sampler=class_aware", "--no-report"),
+                            capsys)
+    assert code == 0, err
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    counts = np.load(out / "train_counts.npy")
+    assert row["images_per_s"] * row["seconds"] == pytest.approx(counts.max() * len(counts) // 16 * 16, rel=1e-6)

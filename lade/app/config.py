@@ -4,7 +4,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
 
     name: cifar100_lt_100_lade
     data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
-             calib_test_per_class}
+             calib_test_per_class, sampler}
     model:  {variant, seed}
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
@@ -155,6 +155,9 @@ DEFAULTS = {
         # held-out set from the TEST split instead: the last k test images of each class (balanced,
         # disjoint from the first test_per_class evaluated); None: use calib_fraction
         "calib_test_per_class": (_optional(_int(1, MAX_COUNT)), None),
+        # the order of the training images each epoch (lade.sampling): instance (a shuffle), class_aware,
+        # square_root or progressive (progressively balanced over optim.epochs)
+        "sampler": (_choice("instance", "class_aware", "square_root", "progressive"), "instance"),
     },
     "model": {
         "variant": (_choice("lade", "classic"), "lade"),

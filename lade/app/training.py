@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from lade import data as data_mod
-from lade import losses, metrics, nn, priors
+from lade import losses, metrics, nn, priors, sampling
 from lade._C import set_num_threads
 from lade.app import config as config_mod
 from lade.app.datasets import load_dataset
 from lade.app.runs import (CHECKPOINT, RunError, RunLock, begin_session, check_run_dir, clear_run_dir, load_checkpoint,
                            log, read_metrics, run_status, save_atomic, save_checkpoint, save_npy, write_metrics)
 
-__all__ = ["train", "build_loss", "epoch_lr", "Progress"]
+__all__ = ["train", "build_loss", "build_sampler", "epoch_lr", "Progress"]
 
 
 def build_loss(cfg, counts):
@@ -35,6 +35,19 @@ def build_loss(cfg, counts):
         loss.prior = prior  # the training prior, for the test-time adjustment
         return loss
     return losses.make(name, prior=prior, **opts)
+
+
+def build_sampler(cfg, labels, classes):
+    """The configured epoch order of the training images (data.sampler), or None for the loader's
+    own seeded shuffle (instance sampling). Seeded by run.seed, like the loader."""
+    kind, seed = cfg["data"]["sampler"], cfg["run"]["seed"]
+    if kind == "class_aware":
+        return sampling.ClassAwareSampler(labels, classes, seed=seed)
+    if kind == "square_root":
+        return sampling.SquareRootSampler(labels, classes, seed=seed)
+    if kind == "progressive":
+        return sampling.ProgressivelyBalancedSampler(labels, classes, cfg["optim"]["epochs"], seed=seed)
+    return None
 
 
 def epoch_lr(cfg, epoch):
@@ -111,7 +124,7 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     loss = build_loss(cfg, data.counts)
     images, labels = data.train
     loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
-                             num_workers=r["num_workers"])
+                             num_workers=r["num_workers"], sampler=build_sampler(cfg, labels, data.classes))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir)
