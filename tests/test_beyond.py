@@ -142,3 +142,58 @@ def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noq
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     counts = np.load(out / "train_counts.npy")
     assert row["images_per_s"] * row["seconds"] == pytest.approx(counts.max() * len(counts) // 16 * 16, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def jpeg_root(data_dir, tmp_path_factory):
+    """A small CIFAR-10 JPEG list-file dataset (20 train and 4 test images per class) taken from the
+    shared archive, and the same images as class folders."""
+    import tarfile
+    root = tmp_path_factory.mktemp("jpeg")
+    with tarfile.open(data_dir / "cifar10-jpeg.tar.gz") as tar:
+        lists = {s: tar.extractfile(f"cifar10-jpeg/{s}.txt").read().decode().split() for s in ("train", "test")}
+        for split, per_class in (("train", 20), ("test", 4)):
+            pairs = list(zip(lists[split][::2], map(int, lists[split][1::2])))
+            keep = [(p, y) for c in range(10) for p, y in [q for q in pairs if q[1] == c][:per_class]]
+            tar.extractall(root, members=[tar.getmember(f"cifar10-jpeg/{p}") for p, _ in keep], filter="data")
+            (root / "cifar10-jpeg" / f"{split}.txt").write_text("".join(f"{p} {y}\n" for p, y in keep))
+    return root
+
+
+JPEG_TINY = ["optim.epochs=1", "optim.batch_size=16", "optim.warmup_epochs=0", "run.threads=1",
+             "run.num_workers=1", "run.eval_every=0", "data.imbalance=10", "data.train_img_max=20", "--quiet"]
+
+
+def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys):
+    out = tmp_path / "list"
+    code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", out, "--data-root",
+                                jpeg_root, *JPEG_TINY], capsys)
+    assert code == 0, err
+    assert "## Shifted tests" in text and "LADE" in text
+    counts = np.load(out / "train_counts.npy")
+    assert counts[0] == 20 and counts[-1] == 2 and np.load(out / "test_logits.npy").shape == (40, 10)
+    folder = tmp_path / "folder"
+    code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", folder, "--data-root",
+                                jpeg_root, "data.dataset=imagefolder", "data.train=cifar10-jpeg/train",
+                                "data.test=cifar10-jpeg/test", *JPEG_TINY], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
+
+
+def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):
+    lists = jpeg_root / "cifar10-jpeg"
+    lines = (lists / "train.txt").read_text().splitlines()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines[:3] + ["train/nope/0000.jpg 0"] + lines[4:]) + "\n")
+    args = ["train", "--config", "cifar10_jpeg_lt_100_lade", "--data-root", jpeg_root, *JPEG_TINY,
+            f"data.image_root={lists}", "data.lt_subset=false"]
+    code, _, err = run_main([*args, "--out", tmp_path / "a", f"data.train={bad}"], capsys)
+    assert code == 2 and "bad.txt" in err and "line 4" in err, err
+    missing = tmp_path / "missing.txt"
+    missing.write_text("\n".join(ln for ln in lines if not ln.endswith(" 3")) + "\n")
+    code, _, err = run_main([*args, "--out", tmp_path / "b", f"data.train={missing}"], capsys)
+    assert code == 2 and "class 3 has no image in the training data" in err, err
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(ln for ln in lines if not ln.endswith(" 9")) + "\n")
+    code, _, err = run_main([*args, "--out", tmp_path / "c", f"data.train={few}"], capsys)
+    assert code == 0 and "classes not in the training data (9)" in err, err
