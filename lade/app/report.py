@@ -335,12 +335,13 @@ def _calibrated_fast(calib, classes):
 
 
 def _estimate_fast(f_sub, form, p_s, cal, calib_probs, method):
-    """The fast protocol's estimate: the calibration fitted once (cal), EM (FAST_EM) on the
+    """The fast protocol's estimate (calib_probs: calibrated held-out posteriors, labels and their
+    mean, or None): the calibration fitted once (cal), EM (FAST_EM) on the
     calibrated posteriors with the held-out set's mean posterior as the reference prior, or
     BBSE from the held-out confusion matrix. Ungated, like _estimate."""
     z = _source_logits(f_sub, form, p_s)
     probs = cal(z) if cal else posthoc.softmax(z)
-    reference = p_s if calib_probs is None else prior_shift.mean_posterior(calib_probs[0])
+    reference = p_s if calib_probs is None else calib_probs[2]
     if method == "bbse":
         if calib_probs is None:
             return None, "no held-out set"
@@ -430,7 +431,8 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
     if protocol == "fast":
         cal, kind = _calibrated_fast(calib, p_s.shape[0])
         if calib[0] is not None:
-            calib_probs = (cal(_source_logits(calib[0], form, p_s)), calib[1])
+            probs = cal(_source_logits(calib[0], form, p_s))
+            calib_probs = (probs, calib[1], prior_shift.mean_posterior(probs))  # + the reference prior
         notes.append(f"estimates: fast protocol, calibration '{kind}' fitted once; EM (MAP, tol {FAST_EM['tol']:g}) "
                      f"{'and BBSE ' if 'bbse' in estimators else ''}per shifted test; no estimated-prior table")
     acc = {m: [] for m in MODES}
