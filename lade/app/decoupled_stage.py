@@ -16,7 +16,7 @@ from lade import data as data_mod
 from lade import decoupled, nn, priors
 from lade.app import config as config_mod
 from lade.app import report as report_mod
-from lade.app.datasets import load_dataset
+from lade.app.datasets import FileSplit, load_dataset
 from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
 
 __all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
@@ -61,6 +61,9 @@ def save_features(run_dir, out=None, data_root=None):
     saved test logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
     data = load_dataset(cfg, _data_root(run_dir, data_root))
+    if isinstance(data.train[0], FileSplit):
+        raise RunError(f"lade features: '{run_dir}' was trained on a {cfg['data']['dataset']} dataset; features are "
+                       "saved only for CIFAR runs so far")
     net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
     o = cfg["optim"]
     load_checkpoint(run_dir, net, nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
