@@ -143,12 +143,13 @@ def mean_posterior(probs):
     return _C.mean_posterior(probs)
 
 
-def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000):
+def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000, accelerate=False):
     """EM (Saerens 2002) on posteriors `probs` that embody `reference_prior`; pseudo_count > 0
-    gives the MAP estimate under a Dirichlet(1 + pseudo_count) prior.
+    gives the MAP estimate under a Dirichlet(1 + pseudo_count) prior. accelerate=True takes SQUAREM
+    steps (the same fixed point in fewer passes over the rows; iterations then counts EM maps).
     Returns (prior, iterations, converged, loglik)."""
     ref = as_float32(reference_prior, "reference_prior")
-    return _C.em_prior(probs, ref, pseudo_count=pseudo_count, tol=tol, max_iter=max_iter)
+    return _C.em_prior(probs, ref, pseudo_count=pseudo_count, tol=tol, max_iter=max_iter, accelerate=accelerate)
 
 
 def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, ridge=0.0, cond_limit=COND_LIMIT):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lade
-from lade import posthoc, prior_shift
+from lade import posthoc, prior_shift, priors
 
 C = 5
 MEANS = 2.0 * np.stack([np.cos(2 * np.pi * np.arange(C) / C), np.sin(2 * np.pi * np.arange(C) / C)], 1)
@@ -472,3 +472,22 @@ def test_shrinkage_with_bootstrap_uses_the_replicates_width(method):
     assert 0 < res.shrink_weight < 1
     d2 = ((res.unshrunk_prior.astype(np.float64) - res.reference_prior) ** 2).sum()
     assert res.shrink_weight == pytest.approx(res.covariance_trace / d2, rel=1e-5)
+
+
+def test_squarem_em_reaches_the_fixed_point_of_plain_em_in_fewer_maps():
+    rng = np.random.default_rng(3)
+    classes = 50
+    source = priors.prior_from_counts(priors.lt_profile(classes, 100, 0.05))
+    y = rng.integers(0, classes, 3000)
+    z = rng.normal(size=(3000, classes)).astype(np.float32)
+    z[np.arange(3000), y] += 1.5
+    probs = posthoc.softmax(z + np.log(source))
+    for pseudo in (1.0, 0.0):
+        plain, it_plain, conv_plain, ll_plain = prior_shift.em_prior(probs, source, pseudo_count=pseudo, tol=1e-10,
+                                                                     max_iter=20000)
+        fast, it_fast, conv_fast, ll_fast = prior_shift.em_prior(probs, source, pseudo_count=pseudo, tol=1e-10,
+                                                                 max_iter=20000, accelerate=True)
+        assert conv_plain and conv_fast
+        np.testing.assert_allclose(fast, plain, atol=2e-6)
+        assert ll_fast == pytest.approx(ll_plain, abs=1e-6 * abs(ll_plain) + 1e-6)
+        assert it_fast < it_plain / 2, (it_fast, it_plain)

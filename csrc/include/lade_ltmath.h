@@ -162,6 +162,53 @@ LADE_API lade_status lade_tau_normalize(float *out, const float *weights, int ro
 LADE_API lade_status lade_fit_temperature(double *temperature, double *bias, double *nll, const float *logits,
                                           const int64_t *labels, int n, int classes, int max_iter);
 
+/* ============================ decoupled second stage (decoupled.c) ================
+ * Kang et al. (ICLR 2020) on saved penultimate features (n, dim) float32 and labels (n,):
+ * the classifier logits are features @ weight^T + bias, weight (classes, dim), bias (classes).
+ * Training runs `epochs` epochs of SGD (PyTorch semantics, weight decay on every trained
+ * parameter) with the learning rate of epoch e (0-based) lr * (1 + cos(pi e / epochs)) / 2.
+ * Epoch e visits n rows in consecutive batches of batch_size (the last one smaller):
+ *   INSTANCE:       lade_sample_instance(rows, n, seed, e), a permutation;
+ *   CLASS_BALANCED: lade_sample_by_class(rows, n, labels, n, classes, p, seed, e) with
+ *                   p = lade_class_prob_power(counts, classes, 0) (classes without rows get 0).
+ * The batch loss is softmax CE or, for LADE, lade_lade_ce + alpha * lade_lader (official form). */
+typedef enum { LADE_SAMPLE_INSTANCE = 0, LADE_SAMPLE_CLASS_BALANCED = 1 } lade_classifier_sampling;
+typedef enum { LADE_CLASSIFIER_CE = 0, LADE_CLASSIFIER_LADE = 1 } lade_classifier_loss;
+typedef struct {
+    int epochs, batch_size;
+    float lr, momentum, weight_decay;
+    lade_classifier_sampling sampling;
+    lade_classifier_loss loss;
+    const float *prior;        /* (classes) the training prior, for the LADE loss; else NULL */
+    float alpha, remine_lambda; /* LADE loss */
+    uint64_t seed;
+} lade_classifier_config;
+/* cRT's recipe: 10 epochs, batch 512, lr 0.2, momentum 0.9, weight decay 5e-4, class-balanced, CE. */
+LADE_API lade_classifier_config lade_classifier_config_default(void);
+
+/* cRT (class-balanced sampling, CE) or a LADE-loss re-training (instance sampling, LADE): trains
+ * weight and bias in place from their given values; *last_epoch_loss is the mean batch loss of
+ * the last epoch (may be NULL). On failure weight and bias are unchanged. */
+LADE_API lade_status lade_classifier_fit(float *weight, float *bias, double *last_epoch_loss, const float *features,
+                                         const int64_t *labels, int n, int dim, int classes,
+                                         const lade_classifier_config *cfg);
+/* LWS: logits[i,c] = scales[c] * (features[i] . weight[c] + bias[c]) with weight and bias fixed
+ * (bias may be NULL). lade_lws_loss gives the mean CE over all n rows and, when dscales is not
+ * NULL, overwrites dscales (classes) with its gradient. lade_lws_fit trains scales in place
+ * (cfg->loss must be CE). */
+LADE_API lade_status lade_lws_loss(double *loss, float *dscales, const float *features, const int64_t *labels, int n,
+                                   int dim, int classes, const float *weight, const float *bias, const float *scales);
+LADE_API lade_status lade_lws_fit(float *scales, double *last_epoch_loss, const float *features,
+                                  const int64_t *labels, int n, int dim, int classes, const float *weight,
+                                  const float *bias, const lade_classifier_config *cfg);
+/* tau-normalisation's choice of tau: for each taus[t], the balanced accuracy (mean over the classes
+ * present in labels of their top-1 accuracy) of features @ lade_tau_normalize(weight, tau)^T + bias
+ * (bias kept, may be NULL; so tau = 0 is the classifier as trained). *best is the first t with the
+ * highest balanced accuracy. */
+LADE_API lade_status lade_tau_select(double *balanced_accuracy, int *best, const float *taus, int num_taus,
+                                     const float *features, const int64_t *labels, int n, int dim, int classes,
+                                     const float *weight, const float *bias);
+
 /* ============================ metrics (metrics.c) ================================== */
 /* Top-k: sample i is correct when its label is among the first k of a descending sort of its
  * scores with ties broken by lower class index (so k = 1 is numpy's argmax). correct (n,) may be NULL. */
@@ -207,6 +254,13 @@ LADE_API lade_status lade_nll_brier(double *nll, double *brier, const float *pro
 LADE_API lade_status lade_em_prior_map(float *target_prior, int *iterations, int *converged, double *loglik,
                                        const float *source_probs, const double *row_weight, int n, int classes,
                                        const float *source_prior, double pseudo_count, double tol, int max_iter);
+/* lade_em_prior_map accelerated by SQUAREM (Varadhan & Roland 2008): two EM maps, an extrapolation
+ * (replaced by the second map when it leaves the simplex) and a stabilising map per step; the
+ * same fixed point in several times fewer passes over the rows when EM is slow (many classes).
+ * *iterations counts EM maps; convergence: the last map moved no class by tol or more. */
+LADE_API lade_status lade_em_prior_squarem(float *target_prior, int *iterations, int *converged, double *loglik,
+                                           const float *source_probs, const double *row_weight, int n, int classes,
+                                           const float *source_prior, double pseudo_count, double tol, int max_iter);
 /* lade_em_prior_map with pseudo_count = 0 (maximum likelihood). */
 LADE_API lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
                                    const float *source_probs, const double *row_weight, int n, int classes,

@@ -204,7 +204,9 @@ static lade_status reweight(lade_call *c) {
 static lade_status mean_posterior(lade_call *c) { return lade_mean_posterior(F32(c, "out"), F32(c, "probs"), NC(c)); }
 static lade_status em_prior(lade_call *c) {
     int iterations, converged;
-    lade_status st = lade_em_prior_map(F32(c, "out"), &iterations, &converged, &c->ret[2], F32(c, "probs"),
+    lade_status (*em)(float *, int *, int *, double *, const float *, const double *, int, int, const float *, double,
+                      double, int) = lade_int(c, "accelerate") ? lade_em_prior_squarem : lade_em_prior_map;
+    lade_status st = em(F32(c, "out"), &iterations, &converged, &c->ret[2], F32(c, "probs"),
                                        F64(c, "row_weight"), NC(c), F32(c, "source_prior"), lade_num(c, "pseudo_count"),
                                        lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
     c->ret[0] = iterations, c->ret[1] = converged;
@@ -288,6 +290,40 @@ static lade_status check_adapt(lade_call *c) {
     return st;
 }
 
+/* ---- decoupled second stage ----------------------------------------------------------------- */
+static lade_classifier_config classifier_config(lade_call *c) {
+    lade_classifier_config cfg = lade_classifier_config_default();
+    cfg.epochs = (int)lade_int(c, "epochs"), cfg.batch_size = (int)lade_int(c, "batch_size");
+    cfg.lr = (float)lade_num(c, "lr"), cfg.momentum = (float)lade_num(c, "momentum");
+    cfg.weight_decay = (float)lade_num(c, "weight_decay");
+    cfg.sampling = (lade_classifier_sampling)lade_int(c, "sampling");
+    cfg.loss = (lade_classifier_loss)lade_int(c, "loss");
+    cfg.prior = F32(c, "prior");
+    if (lade_index(c, "alpha") < c->n) cfg.alpha = (float)lade_num(c, "alpha"); /* LADE re-training only */
+    if (lade_index(c, "remine_lambda") < c->n) cfg.remine_lambda = (float)lade_num(c, "remine_lambda");
+    cfg.seed = lade_u64(c, "seed");
+    return cfg;
+}
+#define FEATURES(c) F32(c, "features"), I64(c, "labels"), DIM(c, 'n'), DIM(c, 'd'), DIM(c, 'C')
+static lade_status classifier_fit(lade_call *c) {
+    lade_classifier_config cfg = classifier_config(c);
+    return lade_classifier_fit(F32(c, "weight"), F32(c, "bias"), &c->ret[0], FEATURES(c), &cfg);
+}
+static lade_status lws_fit(lade_call *c) {
+    lade_classifier_config cfg = classifier_config(c);
+    return lade_lws_fit(F32(c, "scales"), &c->ret[0], FEATURES(c), F32(c, "weight"), F32(c, "bias"), &cfg);
+}
+static lade_status lws_loss(lade_call *c) {
+    return lade_lws_loss(&c->ret[0], F32(c, "grad"), FEATURES(c), F32(c, "weight"), F32(c, "bias"), F32(c, "scales"));
+}
+static lade_status tau_select(lade_call *c) {
+    int best = 0;
+    lade_status st = lade_tau_select(F64(c, "out"), &best, F32(c, "taus"), DIM(c, 't'), FEATURES(c), F32(c, "weight"),
+                                     F32(c, "bias"));
+    c->ret[0] = best;
+    return st;
+}
+
 /* ---- the table --------------------------------------------------------------------------------- */
 #define BATCH(scores) IN(scores, F32T, "nC"), IN("labels", I64T, "n")
 #define CE_ARGS ARGS(BATCH("logits"), OUT("grad", F32T, "nC"), IN_OPT("offset", F32T, "C"), \
@@ -301,6 +337,11 @@ static lade_status check_adapt(lade_call *c) {
 #define SEED_EPOCH OPT("seed", 'K', 0), OPT("epoch", 'K', 0)
 #define ADJUST_ARGS ARGS(IN("logits", F32T, "nC"), IN_OPT("source_prior", F32T, "C"), OPT("tau", 'f', 1), \
     IN_OPT("target_prior", F32T, "C"), OUT_INPLACE("out", F32T, "nC"))
+#define CLASSIFIER_DATA IN("features", F32T, "nd"), IN("labels", I64T, "n")
+#define FIT_ARGS REQ("epochs", 'i'), REQ("batch_size", 'i'), REQ("lr", 'f'), REQ("momentum", 'f'), \
+    REQ("weight_decay", 'f'), REQ("sampling", 'i'), OPT("seed", 'K', 0)
+#define CLASSIFIER_FIT_ARGS ARGS(CLASSIFIER_DATA, INOUT("weight", F32T, "Cd"), INOUT("bias", F32T, "C"), \
+    REQ("loss", 'i'), FIT_ARGS, IN_OPT("prior", F32T, "C"), OPT("alpha", 'f', 0.1), OPT("remine_lambda", 'f', 0.01))
 static const lade_binding bindings[] = {
     LOSS(softmax_ce, CE_ARGS, cross_entropy),
     LOSS(logit_adjusted, CE_ARGS, cross_entropy),
@@ -394,8 +435,8 @@ static const lade_binding bindings[] = {
      NULL, mean_posterior},
     {"em_prior", "lade.prior_shift.em_prior",
      ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN_OPT("row_weight", F64T, "n"),
-          REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OUT_HIDDEN("out", F32T, "C")), NULL,
-     em_prior, "Aibd", "-> (prior, iterations, converged, loglik)"},
+          REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OPT("accelerate", 'p', 0),
+          OUT_HIDDEN("out", F32T, "C")), NULL, em_prior, "Aibd", "-> (prior, iterations, converged, loglik)"},
     {"bbse_prior", "lade.prior_shift.bbse_prior",
      ARGS(BBSE_DATA, REQ("cond_limit", 'f'), REQ("soft", 'p'), REQ("ridge", 'f'), OUT_HIDDEN("out", F32T, "C")),
      NULL, bbse_prior, "Adb", "-> (prior, condition number, fell back)"},
@@ -431,6 +472,19 @@ static const lade_binding bindings[] = {
     {"shrink_prior", ADAPT,
      ARGS(IN("estimate", F32T, "C"), IN("anchor", F32T, "C"), REQ("covariance_trace", 'f'),
           OUT_HIDDEN("out", F32T, "C")), NULL, shrink_prior, "Ad", "-> (shrunk prior, weight of the anchor)"},
+    {"crt_fit", "lade.decoupled.crt", CLASSIFIER_FIT_ARGS, NULL, classifier_fit, "d",
+     "-> mean loss of the last epoch (weight and bias trained in place)"},
+    {"lade_fit", "lade.decoupled.lade_retrain", CLASSIFIER_FIT_ARGS, NULL, classifier_fit, "d",
+     "-> mean loss of the last epoch (weight and bias trained in place)"},
+    {"lws_fit", "lade.decoupled.lws",
+     ARGS(CLASSIFIER_DATA, IN("weight", F32T, "Cd"), IN_OPT("bias", F32T, "C"), INOUT("scales", F32T, "C"), FIT_ARGS),
+     NULL, lws_fit, "d", "-> mean loss of the last epoch (scales in place)"},
+    {"lws_loss", "lade.decoupled.lws_loss",
+     ARGS(CLASSIFIER_DATA, IN("weight", F32T, "Cd"), IN_OPT("bias", F32T, "C"), IN("scales", F32T, "C"),
+          OUT("grad", F32T, "C")), NULL, lws_loss, "dA", "-> (mean CE, d CE / d scales)"},
+    {"tau_select", "lade.decoupled.tau_normalize_select",
+     ARGS(CLASSIFIER_DATA, IN("taus", F32T, "t"), IN("weight", F32T, "Cd"), IN_OPT("bias", F32T, "C"),
+          OUT_HIDDEN("out", F64T, "t")), NULL, tau_select, "Ai", "-> (balanced accuracy per tau, index of the best)"},
     {NULL},
 };
 

@@ -4,6 +4,11 @@
     python -m lade compare --full               the same with the paper's 200-epoch recipe (spec §5.1)
     python -m lade train --config cifar100_lt_100_lade [optim.epochs=30 ...] [--out DIR] [--resume]
     python -m lade evaluate RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m lade evaluate --logits F --labels F --train-counts F [--calib-logits F --calib-labels F]
+                            [--method softmax|balanced|lade] [--out DIR]     any model's logits (npy, npz, CSV)
+    python -m lade features RUN_DIR [--out FILE] penultimate features of a finished run (train, held-out, test)
+    python -m lade decoupled RUN_DIR [--out DIR] cRT, LWS, tau-norm and LADE re-training on those features,
+                                                reported beside the end-to-end model
     python -m lade sweep GRID.yaml              independent, restartable runs of a grid; one table
     python -m lade sweep GRID.yaml --backend ray [--address ADDR]   the same as Ray Tune trials (ASHA)
     mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
@@ -67,6 +72,23 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from lade.app import report
+    files = [args.logits, args.labels, args.train_counts]
+    if any(f is not None for f in files) or args.calib_logits or args.calib_labels:
+        if args.run_dirs:
+            raise config_mod.ConfigError("lade evaluate: give run folders or --logits/--labels/--train-counts, "
+                                         "not both")
+        if any(f is None for f in files):
+            raise config_mod.ConfigError("lade evaluate: --logits, --labels and --train-counts go together")
+        results = report.evaluate_logit_files(
+            args.logits, args.labels, args.train_counts, args.calib_logits, args.calib_labels, method=args.method,
+            estimated_prior=args.estimated_prior, zero_count_floor=args.zero_count_floor, name=Path(args.logits).stem)
+        out = Path(args.out or "runs/logits_report")
+        text = report.write_logits_report(results, out)
+        _err(f"lade: wrote {out / 'report.md'}")
+        print(text)
+        return 0
+    if not args.run_dirs:
+        raise config_mod.ConfigError("lade evaluate: give run folders, or --logits, --labels and --train-counts")
     if len(args.run_dirs) == 1 and args.out is None:
         text, _ = report.write_run_report(args.run_dirs[0])
         _err(f"lade: wrote {Path(args.run_dirs[0]) / 'report.md'}")
@@ -74,6 +96,20 @@ def cmd_evaluate(args):
         out = args.out or "runs/comparison"
         text = report.write_comparison(args.run_dirs, out)
         _err(f"lade: wrote {Path(out) / 'comparison.md'}")
+    print(text)
+    return 0
+
+
+def cmd_features(args):
+    from lade.app import decoupled_stage
+    out = decoupled_stage.save_features(args.run_dir, args.out, data_root=args.data_root)
+    _err(f"lade: wrote {out}")
+    return 0
+
+
+def cmd_decoupled(args):
+    from lade.app import decoupled_stage
+    text = decoupled_stage.report(args.run_dir, args.out, data_root=args.data_root, epochs=args.epochs)
     print(text)
     return 0
 
@@ -151,10 +187,38 @@ def build_parser():
     t.add_argument("--no-report", action="store_true", help="do not evaluate at the end")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", parents=[common], help="report of one run, or a comparison of several")
-    e.add_argument("run_dirs", nargs="+")
-    e.add_argument("--out", help="folder for the comparison (default runs/comparison)")
+    e = sub.add_parser("evaluate", parents=[common],
+                       help="report of one run, a comparison of several, or of any model's saved logits")
+    e.add_argument("run_dirs", nargs="*")
+    e.add_argument("--out", help="folder for the comparison (default runs/comparison; runs/logits_report with "
+                                 "--logits)")
+    e.add_argument("--logits", help="test logits (samples x classes) as .npy, .npz or .csv")
+    e.add_argument("--labels", help="test labels (0-based integers)")
+    e.add_argument("--train-counts", help="training images per class")
+    e.add_argument("--calib-logits", help="logits of a labelled held-out source set (calibration, EM, BBSE)")
+    e.add_argument("--calib-labels", help="its labels")
+    e.add_argument("--method", choices=("softmax", "balanced", "lade"), default="softmax",
+                   help="the loss the model was trained with (softmax: PC adjustment; balanced, lade: + log p_t)")
+    e.add_argument("--estimated-prior", choices=("auto", "full", "fast", "none"), default="auto",
+                   help="how p_t is estimated (see lade.app.report.evaluate_logits); auto: fast above 5M logits")
+    e.add_argument("--zero-count-floor", type=float, metavar="X",
+                   help="count a class without training images as X images (default: refuse it)")
     e.set_defaults(func=cmd_evaluate)
+
+    fe = sub.add_parser("features", parents=[common],
+                        help="save the penultimate features of a finished run (train, held-out, test)")
+    fe.add_argument("run_dir")
+    fe.add_argument("--out", help="the .npz to write (default RUN_DIR/features.npz)")
+    fe.add_argument("--data-root")
+    fe.set_defaults(func=cmd_features)
+
+    de = sub.add_parser("decoupled", parents=[common],
+                        help="cRT, LWS, tau-norm and LADE re-training on a run's features, beside the run")
+    de.add_argument("run_dir")
+    de.add_argument("--out", help="report folder (default RUN_DIR/decoupled)")
+    de.add_argument("--data-root")
+    de.add_argument("--epochs", type=_positive_int, default=10, help="epochs of each re-training (default 10)")
+    de.set_defaults(func=cmd_decoupled)
 
     c = sub.add_parser("compare", parents=[common], help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100 (resumable)")
     c.add_argument("--full", action="store_true", help="the paper's recipe: 200 epochs, batch 256, lr 0.2")

@@ -4,7 +4,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
 
     name: cifar100_lt_100_lade
     data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
-             calib_test_per_class}
+             calib_test_per_class, sampler}
     model:  {variant, seed}
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
@@ -144,7 +144,16 @@ MAX_COUNT = 10**9
 DEFAULTS = {
     "name": (_name, "run"),
     "data": {
-        "dataset": (_choice("cifar100", "cifar10"), "cifar100"),
+        "dataset": (_choice("cifar100", "cifar10", "listfile", "imagefolder"), "cifar100"),
+        # listfile: data.train / data.test (/ data.val) are list files of "relative/path label" lines
+        # (ImageNet-LT format), paths under data.image_root (default: the list file's folder);
+        # imagefolder: they are class-folder trees. Relative paths are under the data root.
+        "train": (_optional(_str), None),
+        "test": (_optional(_str), None),
+        "val": (_optional(_str), None),        # a labelled held-out set (calibration, EM, BBSE)
+        "image_root": (_optional(_str), None),
+        "resolution": (_int(8, 1024), 32),     # training crop and evaluation size of file datasets
+        "lt_subset": (_bool, True),            # file datasets: CIFAR-LT profile subset (true) or the list as given
         "root": (_optional(_str), None),          # None: <repo>/../shared/data
         "imbalance": (_float(1.0, 1e15), 100.0),         # head count / tail count (ratio = 1 / imbalance)
         "profile": (_choice("exp", "step"), "exp"),
@@ -155,6 +164,9 @@ DEFAULTS = {
         # held-out set from the TEST split instead: the last k test images of each class (balanced,
         # disjoint from the first test_per_class evaluated); None: use calib_fraction
         "calib_test_per_class": (_optional(_int(1, MAX_COUNT)), None),
+        # the order of the training images each epoch (lade.sampling): instance (a shuffle), class_aware,
+        # square_root or progressive (progressively balanced over optim.epochs)
+        "sampler": (_choice("instance", "class_aware", "square_root", "progressive"), "instance"),
     },
     "model": {
         "variant": (_choice("lade", "classic"), "lade"),

@@ -3,6 +3,7 @@ archives or folders, and CIFAR-10 as JPEGs with list files) and the CIFAR-LT spl
 long-tailed training subset, the held-out labelled set for calibration and prior estimation,
 and the (optionally truncated) uniform test set."""
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from lade import data as data_mod
 from lade import priors, sampling
 from lade.app import config as config_mod
 
-__all__ = ["Dataset", "load_dataset", "resolve_data_root", "find_source", "read_cifar10_jpeg"]
+__all__ = ["Dataset", "FileSplit", "load_dataset", "resolve_data_root", "find_source", "read_cifar10_jpeg"]
 
 _SOURCES = {  # dataset -> file or folder names tried in the data root, in order
     "cifar100": ["cifar-100-binary", "cifar-100-binary.tar.gz", "cifar-100-python", "cifar-100-python.tar.gz"],
@@ -109,9 +110,91 @@ class Dataset:
         self.counts, self.classes, self.source = counts, classes, source
 
 
+class FileSplit:
+    """Some entries (indices) of a ListFile / ImageFolder: decoded by the C loader batch by batch,
+    so a bad image names its list file and line when its batch comes up."""
+
+    def __init__(self, files, indices):
+        self.files, self.indices = files, np.ascontiguousarray(indices, dtype=np.int64)
+        self.shape = (len(self.indices),)  # like an image array's first dimension
+
+    @property
+    def labels(self):
+        return np.ascontiguousarray(self.files.labels[self.indices])
+
+
+def _file_path(root, d, key):
+    p = Path(d[key])
+    p = p if p.is_absolute() else root / p
+    if not p.exists():
+        raise FileNotFoundError(f"lade config: key 'data.{key}': '{p}' does not exist")
+    return p
+
+
+def _load_files(cfg, root):
+    """A listfile / imagefolder dataset: counts and priors from the training list; a class without
+    training images is refused by name; test images of classes the training list lacks are left
+    out and reported."""
+    d = cfg["data"]
+    for key in ("train", "test"):
+        if d[key] is None:
+            raise config_mod.ConfigError(f"lade config: key 'data.{key}' is required for dataset '{d['dataset']}'")
+    image_root = str(_file_path(root, d, "image_root")) if d["image_root"] else None
+
+    def read(key):
+        path = _file_path(root, d, key)
+        if d["dataset"] == "listfile":
+            return data_mod.ListFile(path, root=image_root)
+        return data_mod.ImageFolder(path)
+    train, test = read("train"), read("test")
+    val = read("val") if d["val"] else None
+    train_labels = train.labels
+    classes = int(train_labels.max()) + 1
+    names = getattr(train, "classes", None)
+    available = priors.class_counts(train_labels, classes)
+    if (available == 0).any():
+        c = int(np.argmin(available))
+        raise config_mod.ConfigError(f"lade: class {c}{f' ({names[c]})' if names else ''} has no image in the "
+                                     f"training data '{_file_path(root, d, 'train')}' (labels must be 0..{classes - 1})")
+
+    def known(split, name):
+        labels = split.labels
+        keep = np.flatnonzero(labels < classes)
+        if d["dataset"] == "imagefolder" and split.classes[:classes] != names:
+            raise config_mod.ConfigError(f"lade: the class folders of data.{name} ({', '.join(split.classes[:5])} ...) "
+                                         f"differ from those of data.train ({', '.join(names[:5])} ...)")
+        if keep.size < labels.size:
+            extra = sorted(set(labels[labels >= classes].tolist()))
+            label = [split.classes[c] for c in extra] if names else extra
+            print(f"lade: data.{name} has {labels.size - keep.size} images of classes not in the training data "
+                  f"({', '.join(map(str, label[:10]))}); they are left out", file=sys.stderr)
+        return keep
+    test_idx = known(test, "test")
+    if d["lt_subset"]:
+        img_max = d["train_img_max"] if d["train_img_max"] is not None else int(available.min())
+        counts = priors.lt_profile(classes, img_max, 1.0 / d["imbalance"], d["profile"])
+        if (counts > available).any() or counts.min() < 1:
+            c = int(np.argmax((counts > available) | (counts < 1)))
+            raise config_mod.ConfigError(f"lade config: keys 'data.train_img_max' / 'data.imbalance' ask {int(counts[c])} "
+                                         f"images of class {c}, the training data has {int(available[c])}")
+        train_idx = sampling.lt_subset(train_labels, counts, seed=d["subset_seed"]).indices
+    else:
+        counts, train_idx = available, np.arange(len(train), dtype=np.int64)
+    if d["test_per_class"] is not None:
+        labels = test.labels[test_idx]
+        test_idx = test_idx[np.concatenate([np.flatnonzero(labels == c)[:d["test_per_class"]] for c in range(classes)])]
+        test_idx.sort()
+    calib = None if val is None else FileSplit(val, known(val, "val"))
+    train_split, test_split = FileSplit(train, train_idx), FileSplit(test, test_idx)
+    return Dataset((train_split, train_split.labels), None if calib is None else (calib, calib.labels),
+                   (test_split, test_split.labels), counts, classes, _file_path(root, d, "train"))
+
+
 def load_dataset(cfg, data_root=None):
     d = cfg["data"]
     root = resolve_data_root(cfg, data_root)
+    if d["dataset"] in ("listfile", "imagefolder"):
+        return _load_files(cfg, root)
     source = find_source(root, d["dataset"])
     splits = _load_splits(source, d["dataset"])
     classes = _CLASSES[d["dataset"]]

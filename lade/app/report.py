@@ -211,18 +211,232 @@ def evaluate_run(run_dir, estimated_prior=True):
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)
     form = losses.test_time_form(cfg["loss"]["name"])
-    adjusted_name, raw_name = _NAMES[cfg["loss"]["name"]]
+    result = _evaluate(f, y, counts, p_s, form, cfg["loss"]["name"], calib, "full", estimated_prior, [])
+    result.update(name=cfg["name"], run_dir=str(run_dir), setup={
+        "dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"], "epochs": cfg["optim"]["epochs"],
+        "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"],
+        "model_seed": cfg["model"]["seed"], "train_images": final["train_images"], "test_images": final["test_images"],
+        "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]})
+    return result
 
+
+# ------------------------------------------------------------------------ anyone's logits
+
+# --method of `evaluate --logits`: the training loss the logits come from decides the test-time
+# adjustment (spec §2.1) and the names in the tables.
+LOGIT_METHODS = {"softmax": ("pc", "softmax_ce"), "balanced": ("add_target", "balanced_softmax"),
+                 "lade": ("add_target", "lade")}
+# Above this many test logits (n x classes) estimated_prior="auto" picks the fast protocol.
+FAST_ABOVE = 5_000_000
+# The fast protocol's EM: MAP with add-one smoothing, SQUAREM steps, stopped when no class moves by 1e-5.
+FAST_EM = dict(pseudo_count=1.0, tol=1e-5, max_iter=2000, accelerate=True)
+# Bias-corrected calibration costs O(rows x classes^2) per Newton step (67 s for 2,500 rows of
+# 1,000 classes on the 2-core EPYC); above this many classes the fast protocol uses plain
+# temperature scaling.
+FAST_BCTS_MAX_CLASSES = 200
+
+
+def load_array(path, what):
+    """An array from a .npy, .npz (one array, or the one named `what`) or .csv/.txt file (comma or
+    whitespace separated numbers). Errors name the file."""
+    path = Path(path)
+    func = f"lade.evaluate: {what} file '{path}'"
+    if not path.is_file():
+        raise RunError(f"{func} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                if what in keys:
+                    return z[what]
+                if len(keys) == 1:
+                    return z[keys[0]]
+            raise RunError(f"{func} holds {len(keys)} arrays ({', '.join(keys[:6])}); expected one, or one named "
+                           f"'{what}'")
+        if suffix in (".csv", ".txt"):
+            with open(path) as fh:
+                comma = "," in fh.readline()
+            return np.loadtxt(path, delimiter="," if comma else None, ndmin=2 if what.endswith("logits") else 1)
+    except RunError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise RunError(f"{func} is not readable ({e})") from e
+    raise RunError(f"{func}: expected a .npy, .npz, .csv or .txt file, got '{path.suffix}'")
+
+
+def _as_logits(a, what):
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 2:
+        raise RunError(f"lade.evaluate: {what} must be a 2-d array (samples, classes) with >= 2 classes, got shape "
+                       f"{a.shape}")
+    if a.dtype.kind not in "fiu":
+        raise RunError(f"lade.evaluate: {what} must be real numbers, got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        bad = tuple(np.argwhere(~np.isfinite(a))[0].tolist())
+        raise RunError(f"lade.evaluate: {what} has a non-finite value {a[bad]} at {bad}")
+    return a
+
+
+def _as_integers(a, what, n, classes=None):
+    a = np.asarray(a)
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        raise RunError(f"lade.evaluate: {what} must be a 1-d array of {n} entries, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        wrong = ~np.isfinite(a) | (a != np.round(a))
+        if wrong.any():
+            bad = int(np.flatnonzero(wrong)[0])
+            raise RunError(f"lade.evaluate: {what} must be whole numbers, got {a[bad]} at index {bad}")
+    elif a.dtype.kind not in "iu":
+        raise RunError(f"lade.evaluate: {what} must be integers, got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if classes is not None and a.size and (a.min() < 0 or a.max() >= classes):
+        bad = int(np.flatnonzero((a < 0) | (a >= classes))[0])
+        raise RunError(f"lade.evaluate: {what}[{bad}] = {a[bad]} is outside [0, {classes}) (the logits have "
+                       f"{classes} columns)")
+    return a
+
+
+def _source_prior(counts, y, zero_count_floor, notes):
+    """p_s from the training counts. A class without training images has no log prior: refused,
+    naming it, unless zero_count_floor > 0 counts it as that many images (then noted)."""
+    if (counts < 0).any():
+        c = int(np.flatnonzero(counts < 0)[0])
+        raise RunError(f"lade.evaluate: train_counts[{c}] = {counts[c]} is negative")
+    zero = np.flatnonzero(counts == 0)
+    in_test = np.bincount(y, minlength=counts.size)
+    if zero.size and not zero_count_floor:
+        listed = ", ".join(f"{c} ({in_test[c]} test images)" for c in zero[:10]) + (" ..." if zero.size > 10 else "")
+        raise RunError(f"lade.evaluate: train_counts is 0 for class(es) {listed}: their log prior is -inf. Pass "
+                       "zero_count_floor (--zero-count-floor), e.g. 0.5, to count each as that many training images, "
+                       "or drop the classes")
+    if zero.size:
+        unseen = [int(c) for c in zero if in_test[c]]
+        notes.append(f"classes without training images: {', '.join(map(str, zero[:20]))}"
+                     f"{' ...' if zero.size > 20 else ''} ({zero.size}); their training prior is floored at "
+                     f"{zero_count_floor:g} images" + (f"; {len(unseen)} of them are in the test set (class "
+                                                      f"{', '.join(map(str, unseen[:20]))}), counted as few-shot"
+                                                      if unseen else ""))
+    return prior_from_counts(counts, eps=float(zero_count_floor or 0.0))
+
+
+def _calibrated_fast(calib, classes):
+    """(calibration map, its name) fitted once on the held-out set for the fast protocol."""
+    calib_f, calib_y = calib
+    if calib_f is None:
+        return None, "none"
+    bcts = classes <= FAST_BCTS_MAX_CLASSES and np.bincount(calib_y, minlength=classes).min() > 0
+    return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
+
+
+def _estimate_fast(f_sub, form, p_s, cal, calib_probs, method):
+    """The fast protocol's estimate (calib_probs: calibrated held-out posteriors, labels and their
+    mean, or None): the calibration fitted once (cal), EM (FAST_EM) on the
+    calibrated posteriors with the held-out set's mean posterior as the reference prior, or
+    BBSE from the held-out confusion matrix. Ungated, like _estimate."""
+    z = _source_logits(f_sub, form, p_s)
+    probs = cal(z) if cal else posthoc.softmax(z)
+    reference = p_s if calib_probs is None else calib_probs[2]
+    if method == "bbse":
+        if calib_probs is None:
+            return None, "no held-out set"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prior, _, fell_back = prior_shift.bbse_prior(calib_probs[0], calib_probs[1], probs, reference)
+        return prior, "fell back to no shift" if fell_back else ("; ".join(str(w.message) for w in caught) or None)
+    prior, _, converged, _ = prior_shift.em_prior(probs, reference, **FAST_EM)
+    return prior, None if converged else f"EM stopped after {FAST_EM['max_iter']} iterations"
+
+
+def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_labels=None, method="softmax",
+                    estimated_prior="auto", zero_count_floor=None, name="logits", fast_bbse=False,
+                    estimated_table=None):
+    """The full report of any model's saved logits, as evaluate_run's JSON-able dict (write it with
+    write_logits_report). logits (n, C) of the test set, labels (n,), train_counts (C,) the training
+    images per class; calib_logits / calib_labels an optional labelled held-out source set.
+    method: 'softmax' (the model was trained with softmax CE: PC adjustment f - log p_s + log p_t),
+    'balanced' (Balanced Softmax / LADE-CE) or 'lade' (both f + log p_t).
+
+    estimated_prior: 'full' is evaluate_run's protocol (per shifted test, EM and BBSE each with its
+    own calibration fit, and the estimated-prior table of nine estimators, estimated_prior_results);
+    'fast' fits the calibration once (bias-corrected up to FAST_BCTS_MAX_CLASSES classes, plain
+    temperature scaling above), runs EM (FAST_EM, no shift test) per shifted test, BBSE only with
+    fast_bbse=True, and leaves out the estimated-prior table; 'none' leaves out every estimate;
+    'auto' is 'full' up to FAST_ABOVE test logits, 'fast' above. estimated_table=False leaves the
+    estimated-prior table out of 'full' (default: with it).
+
+    A class with train count 0 is refused (its log prior is -inf) unless zero_count_floor > 0 counts
+    it as that many images; a class in the test set but not in training is then reported in the
+    notes. Classes without test images get no per-class accuracy (NaN) and shifted tests that need
+    them are skipped with a note."""
+    if method not in LOGIT_METHODS:
+        raise RunError(f"lade.evaluate: method must be one of {', '.join(LOGIT_METHODS)}, got {method!r}")
+    if estimated_prior not in ("auto", "full", "fast", "none"):
+        raise RunError(f"lade.evaluate: estimated_prior must be 'auto', 'full', 'fast' or 'none', got "
+                       f"{estimated_prior!r}")
+    if zero_count_floor is not None and not (isinstance(zero_count_floor, (int, float)) and zero_count_floor > 0):
+        raise RunError(f"lade.evaluate: zero_count_floor must be a number > 0, got {zero_count_floor!r}")
+    f = _as_logits(logits, "logits")
+    classes = f.shape[1]
+    y = _as_integers(labels, "labels", f.shape[0], classes)
+    counts = _as_integers(train_counts, "train_counts", classes)
+    if (calib_logits is None) != (calib_labels is None):
+        raise RunError("lade.evaluate: calib_logits and calib_labels must be given together")
+    calib = (None, None)
+    if calib_logits is not None:
+        cf = _as_logits(calib_logits, "calib_logits")
+        if cf.shape[1] != classes:
+            raise RunError(f"lade.evaluate: calib_logits has {cf.shape[1]} classes, the test logits {classes}")
+        calib = (cf, _as_integers(calib_labels, "calib_labels", cf.shape[0], classes))
+    notes = []
+    p_s = _source_prior(counts, y, zero_count_floor, notes)
+    form, loss_name = LOGIT_METHODS[method]
+    if estimated_prior == "auto":
+        estimated_prior = "full" if f.size <= FAST_ABOVE else "fast"
+    table = estimated_prior == "full" and estimated_table is not False
+    result = _evaluate(f, y, counts, p_s, form, loss_name, calib, estimated_prior, table, notes, fast_bbse)
+    result.update(name=name, run_dir=None, setup={
+        "source": "logits", "classes": classes, "test_images": int(f.shape[0]),
+        "calib_images": 0 if calib[0] is None else int(calib[0].shape[0]), "train_images": int(counts.sum()),
+        "imbalance": float(counts.max() / max(counts.min(), zero_count_floor or 0)), "protocol": estimated_prior})
+    return result
+
+
+def evaluate_logit_files(logits, labels, train_counts, calib_logits=None, calib_labels=None, **kw):
+    """evaluate_logits on arrays read from files (load_array: .npy, .npz, .csv)."""
+    load = {k: None if v is None else load_array(v, k) for k, v in
+            dict(logits=logits, labels=labels, train_counts=train_counts, calib_logits=calib_logits,
+                 calib_labels=calib_labels).items()}
+    return evaluate_logits(**load, **kw)
+
+
+def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_table, notes, fast_bbse=False):
+    """The numbers of one model from its logits (evaluate_run and evaluate_logits). protocol for the
+    estimates of the shifted tests: 'full', 'fast' or 'none' (see evaluate_logits); estimated_table
+    adds the estimated-prior table (estimated_prior_results)."""
+    adjusted_name, raw_name = _NAMES[loss_name]
     methods = []
-    for name, logits in ((adjusted_name, _adjust(f, form, p_s, None)), (raw_name, f)):
+    for label, logits in ((adjusted_name, _adjust(f, form, p_s, None)), (raw_name, f)):
         probs = posthoc.softmax(logits)
         summary, per_class, rel = _uniform_metrics(probs, y, counts)
-        methods.append({"label": name, "uniform": summary, "per_class": per_class.tolist(),
+        methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
                         "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
-
+    estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
+    cal = calib_probs = None
+    if protocol == "fast":
+        cal, kind = _calibrated_fast(calib, p_s.shape[0])
+        if calib[0] is not None:
+            probs = cal(_source_logits(calib[0], form, p_s))
+            calib_probs = (probs, calib[1], prior_shift.mean_posterior(probs))  # + the reference prior
+        notes.append(f"estimates: fast protocol, calibration '{kind}' fitted once; EM (MAP, tol {FAST_EM['tol']:g}) "
+                     f"{'and BBSE ' if 'bbse' in estimators else ''}per shifted test; no estimated-prior table")
     acc = {m: [] for m in MODES}
     prior_error = {"em": [], "bbse": []}
-    notes = []
     for (direction, ratio), setting in zip(SHIFT_SETTINGS, SETTING_NAMES):
         try:
             sub = shifted_test_subset(y, p_s, ratio, direction)
@@ -237,7 +451,12 @@ def evaluate_run(run_dir, estimated_prior=True):
         acc["none"].append(metrics.accuracy(f_sub, y_sub))
         acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior), y_sub))
         for method in ("em", "bbse"):
-            p_hat, note = _estimate(f_sub, form, p_s, calib, method)
+            if method not in estimators:
+                p_hat, note = None, None
+            elif protocol == "fast":
+                p_hat, note = _estimate_fast(f_sub, form, p_s, cal, calib_probs, method)
+            else:
+                p_hat, note = _estimate(f_sub, form, p_s, calib, method)
             if note:
                 notes.append(f"{setting} {method.upper()}: {note}")
             if p_hat is None:
@@ -247,19 +466,25 @@ def evaluate_run(run_dir, estimated_prior=True):
                 acc[method].append(metrics.accuracy(_adjust(f_sub, form, p_s, p_hat), y_sub))
                 prior_error[method].append(float(np.abs(p_hat - sub.prior).sum()))
     return {
-        "name": cfg["name"], "run_dir": str(run_dir), "method": adjusted_name, "raw_method": raw_name,
-        "loss": cfg["loss"]["name"], "test_time_form": form,
-        "setup": {"dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"],
-                  "epochs": cfg["optim"]["epochs"], "batch_size": cfg["optim"]["batch_size"],
-                  "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"], "model_seed": cfg["model"]["seed"],
-                  "train_images": final["train_images"], "test_images": final["test_images"],
-                  "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]},
+        "method": adjusted_name, "raw_method": raw_name, "loss": loss_name, "test_time_form": form,
         "train_counts": counts.tolist(), "methods": methods,
         "shift": {"settings": SETTING_NAMES, "accuracy": acc, "prior_l1_error": prior_error},
-        "estimated_prior": estimated_prior_results(f, y, p_s, form) if estimated_prior else {},
+        "estimated_prior": estimated_prior_results(f, y, p_s, form) if estimated_table else {},
         "notes": notes,
     }
 
+
+def write_logits_report(results, out_dir, title=None):
+    """Writes report.md, results.json and the PNGs of evaluate_logits results (one dict or a list
+    of them, side by side) into out_dir. Returns the markdown."""
+    results = [results] if isinstance(results, dict) else list(results)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _plots(results, out_dir)
+    text = _markdown(results, title or f"Evaluation of {', '.join(r['name'] for r in results)}", figures)
+    _write(out_dir / "results.json", json.dumps(results if len(results) > 1 else results[0], indent=1))
+    _write(out_dir / "report.md", text)
+    return text
 
 # ------------------------------------------------------------------------------ markdown
 
@@ -298,10 +523,13 @@ def _markdown(results, title, figures, summary=None):
     if summary:
         parts += ["## Summary (top-1 %; F50 / B50 with the method's adjustment to the true p_t, none for the "
                   "raw softmax)", "", summary, ""]
-    setup_rows = [[r["name"], r["setup"]["dataset"], f"{r['setup']['imbalance']:g}", r["loss"],
-                   r["setup"]["epochs"], r["setup"]["batch_size"], f"{r['setup']['lr']:g}", r["setup"]["seed"],
-                   r["setup"]["train_images"], r["setup"]["test_images"], r["setup"]["calib_images"],
-                   f"{r['setup']['train_seconds']:.0f}"] for r in results]
+    setup_rows = []
+    for r in results:  # a run's setup, or "-" where logits came without one (evaluate_logits)
+        u = r["setup"]
+        get = lambda key, fmt="{}": "-" if u.get(key) is None else fmt.format(u[key])  # noqa: E731
+        setup_rows.append([r["name"], get("dataset") if "dataset" in u else "logits", get("imbalance", "{:g}"),
+                           r["loss"], get("epochs"), get("batch_size"), get("lr", "{:g}"), get("seed"),
+                           get("train_images"), get("test_images"), get("calib_images"), get("train_seconds", "{:.0f}")])
     parts += [_table(["run", "data", "imbalance", "loss", "epochs", "batch", "lr", "seed", "train imgs",
                       "test imgs", "held-out imgs", "train s"], setup_rows), ""]
     parts += ["## Uniform test (top-1 %, many / medium / few by training count; calibration)", "",

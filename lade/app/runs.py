@@ -160,7 +160,8 @@ RUN_MARKER = ".lade-run"  # written first into every run folder lade creates
 # every file lade writes into a run folder: all --overwrite ever deletes
 RUN_FILES = (RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", CHECKPOINT, "train_counts.npy",
              "test_logits.npy", "test_labels.npy", "calib_logits.npy", "calib_labels.npy", "final.json",
-             "report.md", "results.json", "per_class_accuracy.png", "shifted_tests.png", "reliability.png")
+             "report.md", "results.json", "per_class_accuracy.png", "shifted_tests.png", "reliability.png",
+             "features.npz")
 
 
 def run_status(run_dir):

@@ -24,11 +24,11 @@ from lade import data as data_mod
 from lade import distributed, losses, metrics, nn, priors, sampling
 from lade._C import set_num_threads
 from lade.app import config as config_mod
-from lade.app.datasets import load_dataset
+from lade.app.datasets import FileSplit, load_dataset
 from lade.app.runs import (CHECKPOINT, RunError, RunLock, begin_session, check_run_dir, clear_run_dir, load_checkpoint,
                            log, read_metrics, run_status, save_atomic, save_checkpoint, save_npy, write_metrics)
 
-__all__ = ["train", "build_loss", "epoch_lr", "Progress", "distributed_comm"]
+__all__ = ["train", "build_loss", "build_sampler", "epoch_lr", "Progress", "distributed_comm"]
 
 
 def distributed_comm(cfg):
@@ -46,6 +46,19 @@ def build_loss(cfg, counts):
         loss.prior = prior  # the training prior, for the test-time adjustment
         return loss
     return losses.make(name, prior=prior, **opts)
+
+
+def build_sampler(cfg, labels, classes):
+    """The configured epoch order of the training images (data.sampler), or None for the loader's
+    own seeded shuffle (instance sampling). Seeded by run.seed, like the loader."""
+    kind, seed = cfg["data"]["sampler"], cfg["run"]["seed"]
+    if kind == "class_aware":
+        return sampling.ClassAwareSampler(labels, classes, seed=seed)
+    if kind == "square_root":
+        return sampling.SquareRootSampler(labels, classes, seed=seed)
+    if kind == "progressive":
+        return sampling.ProgressivelyBalancedSampler(labels, classes, cfg["optim"]["epochs"], seed=seed)
+    return None
 
 
 def epoch_lr(cfg, epoch):
@@ -135,16 +148,19 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
     loss = build_loss(cfg, data.counts)
     images, labels = data.train
-    if comm is None:
-        loader = data_mod.Loader((images, labels), o["batch_size"], data_mod.CifarTrain(), seed=r["seed"],
-                                 num_workers=r["num_workers"])
-    else:  # this rank's rows of every global batch; the loss over the global batch
-        sampler = distributed.ShardSampler(sampling.InstanceSampler(len(labels), seed=r["seed"]), o["batch_size"],
+    sampler = build_sampler(cfg, labels, data.classes)
+    if isinstance(images, FileSplit):  # JPEGs decoded by the C loader, ImageNet-style augmentation
+        source, transform = images.files, data_mod.ImageNetTrain(size=cfg["data"]["resolution"])
+        sampler = _SubsetSampler(images.indices, sampler, r["seed"])
+    else:
+        source, transform = (images, labels), data_mod.CifarTrain()
+    batch_size, seed = o["batch_size"], r["seed"]
+    if comm is not None:  # this rank's rows of every global batch; the loss over the global batch
+        sampler = distributed.ShardSampler(sampler or sampling.InstanceSampler(len(labels), seed=seed), batch_size,
                                            comm.rank, comm.size)
-        loader = data_mod.Loader((images, labels), sampler.local_batch_size, data_mod.CifarTrain(), sampler=sampler,
-                                 seed=distributed.rank_seed(r["seed"], comm.rank, comm.size),
-                                 num_workers=r["num_workers"])
+        batch_size, seed = sampler.local_batch_size, distributed.rank_seed(seed, comm.rank, comm.size)
         loss = distributed.GlobalBatchLoss(loss, comm)
+    loader = data_mod.Loader(source, batch_size, transform, seed=seed, num_workers=r["num_workers"], sampler=sampler)
     lock = None
     try:
         if writer:
@@ -234,7 +250,7 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
         row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
                "images_per_s": seen / seconds, "seconds": seconds}
         if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
-            test_logits = _logits(net, data.test[0], r["eval_batch_size"])
+            test_logits = _logits(net, data.test[0], r["eval_batch_size"], cfg["data"]["resolution"])
             row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
         kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
         write_metrics(metrics_path, kept)
@@ -248,9 +264,44 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
     return "finished"
 
 
-def _logits(net, images, batch_size):
-    """Eval-mode raw logits of uint8 images, normalised batch by batch."""
+class _SubsetSampler:
+    """Entries `indices` of a file list in the order of `inner` (a sampler over the subset's own
+    positions) or of a seeded shuffle."""
+
+    def __init__(self, indices, inner, seed):
+        self.indices, self.inner = indices, inner or sampling.InstanceSampler(len(indices), seed=seed)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def epoch_indices(self, epoch):
+        return np.ascontiguousarray(self.indices[self.inner.epoch_indices(epoch)])
+
+
+class _FixedOrder:
+    def __init__(self, indices):
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def epoch_indices(self, epoch):
+        return self.indices
+
+
+def _logits(net, images, batch_size, resolution=32):
+    """Eval-mode raw logits of uint8 images (or a FileSplit, resized and centre-cropped to
+    `resolution`), normalised batch by batch."""
     out = np.empty((images.shape[0], net.num_classes), np.float32)
+    if isinstance(images, FileSplit):
+        transform = data_mod.ImageNetEval(resize=resolution * 8 // 7, crop=resolution)
+        with data_mod.Loader(images.files, batch_size, transform, sampler=_FixedOrder(images.indices),
+                             drop_last=False, num_workers=1) as batches:
+            start = 0
+            for x, _ in batches:
+                net.forward(x, train=False, out=out[start:start + len(x)])
+                start += len(x)
+        return out
     transform = data_mod.CifarTest()
     for start in range(0, images.shape[0], batch_size):
         stop = min(start + batch_size, images.shape[0])
@@ -262,11 +313,11 @@ def _logits(net, images, batch_size):
 def _finish(run_dir, cfg, net, data, info):
     batch = cfg["run"]["eval_batch_size"]
     t0 = time.perf_counter()
-    test_logits = _logits(net, data.test[0], batch)
+    test_logits = _logits(net, data.test[0], batch, cfg["data"]["resolution"])
     save_npy(run_dir / "test_logits.npy", test_logits)
     save_npy(run_dir / "test_labels.npy", data.test[1])
     if data.calib is not None:
-        save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch))
+        save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch, cfg["data"]["resolution"]))
         save_npy(run_dir / "calib_labels.npy", data.calib[1])
     rows = read_metrics(run_dir / "metrics.jsonl")
     final = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "epochs": cfg["optim"]["epochs"],

@@ -1,0 +1,149 @@
+"""The decoupled second stage on a finished run (Kang et al., ICLR 2020): the run's penultimate
+features (``save_features``, ``python -m lade features RUN_DIR``) and, on them, cRT, LWS,
+tau-normalisation and a LADE-loss re-training of the classifier (lade.decoupled), reported beside
+the end-to-end model in the same tables (``report``, ``python -m lade decoupled RUN_DIR``).
+
+The re-trained classifiers see the long-tailed training features; tau is chosen on the held-out
+set's features when the run has one (otherwise on the training features, noted). Their logits are
+meant for a uniform prior, so their test-time adjustment is + log p_t (like Balanced Softmax).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lade import data as data_mod
+from lade import decoupled, nn, priors
+from lade.app import config as config_mod
+from lade.app import report as report_mod
+from lade.app.datasets import FileSplit, load_dataset
+from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
+
+__all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
+
+FEATURES_FILE = "features.npz"
+
+
+def _finished_run(run_dir):
+    run_dir = Path(run_dir)
+    if run_status(run_dir) != "finished":
+        raise RunError(f"lade: '{run_dir}' is not a finished run (no final.json); train or --resume it first")
+    return run_dir, config_mod.load(run_dir / "config.yaml")
+
+
+def _features(net, images, batch_size):
+    """Eval-mode pooled features and logits of uint8 images, normalised as for the test set."""
+    feats = np.empty((images.shape[0], net.feature_dim), np.float32)
+    logits = np.empty((images.shape[0], net.num_classes), np.float32)
+    transform = data_mod.CifarTest()
+    for start in range(0, images.shape[0], batch_size):
+        stop = min(start + batch_size, images.shape[0])
+        net.forward(data_mod.augment(images[start:stop], transform), train=False, out=logits[start:stop])
+        feats[start:stop] = net.features
+    return feats, logits
+
+
+def _data_root(run_dir, data_root):
+    """--data-root, else the data root the run's last session used (run.json), else the config's."""
+    if data_root:
+        return data_root
+    try:
+        sessions = json.loads((run_dir / "run.json").read_text())["sessions"]
+        return sessions[-1]["data_root"] if Path(sessions[-1]["data_root"]).is_dir() else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def save_features(run_dir, out=None, data_root=None):
+    """Writes the penultimate features of the run's training, held-out and test images (the same
+    splits the run used; data_root default: the one the run was trained from), their labels, the classifier (fc weight and bias) and the training counts
+    into an .npz (default RUN_DIR/features.npz). Checks that fc on the test features gives the
+    saved test logits. Returns the path."""
+    run_dir, cfg = _finished_run(run_dir)
+    data = load_dataset(cfg, _data_root(run_dir, data_root))
+    if isinstance(data.train[0], FileSplit):
+        raise RunError(f"lade features: '{run_dir}' was trained on a {cfg['data']['dataset']} dataset; features are "
+                       "saved only for CIFAR runs so far")
+    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    o = cfg["optim"]
+    load_checkpoint(run_dir, net, nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                         nesterov=o["nesterov"]), cfg)
+    batch = cfg["run"]["eval_batch_size"]
+    arrays = {"train_counts": data.counts}
+    splits = [("train", data.train), ("test", data.test)] + ([("calib", data.calib)] if data.calib else [])
+    for split, (images, labels) in splits:
+        log(f"features of {images.shape[0]} {split} images")
+        arrays[f"{split}_features"], logits = _features(net, images, batch)
+        arrays[f"{split}_labels"] = labels
+        if split == "test":
+            saved = np.load(run_dir / "test_logits.npy")
+            if saved.shape != logits.shape or not np.allclose(saved, logits, rtol=1e-4, atol=1e-4):
+                raise RunError(f"lade: the checkpoint of '{run_dir}' does not give its saved test logits (the data "
+                               "or the code changed since it was trained)")
+    state = net.state_dict()
+    arrays["fc_weight"], arrays["fc_bias"] = state["fc.weight"], state["fc.bias"]
+    out = Path(out) if out else run_dir / FEATURES_FILE
+    save_atomic(out, lambda f: np.savez(f, **arrays))
+    return out
+
+
+def load_features(path):
+    """The arrays save_features wrote, as a dict (calib_* only when the run had a held-out set)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.keys()}
+    except Exception as e:
+        raise RunError(f"lade: '{path}' is not a readable features file ({type(e).__name__}: {e})") from e
+    missing = [k for k in ("train_features", "train_labels", "test_features", "test_labels", "fc_weight", "fc_bias",
+                           "train_counts") if k not in arrays]
+    if missing:
+        raise RunError(f"lade: '{path}' lacks {', '.join(missing)} (write it with 'python -m lade features')")
+    return arrays
+
+
+def _relabel(result, label):
+    result["method"], result["raw_method"] = f"{label} (+log p_t)", label
+    result["methods"][0]["label"], result["methods"][1]["label"] = f"{label} (+log p_t)", label
+    return result
+
+
+def report(run_dir, out=None, data_root=None, epochs=10, seed=0):
+    """Fits cRT, LWS, tau-normalisation and LADE re-training on the run's features (computed and
+    saved first if RUN_DIR/features.npz is missing; the data root as in save_features) and writes one report with the end-to-end
+    model and the four decoupled ones (default folder RUN_DIR/decoupled). Returns the markdown."""
+    run_dir, cfg = _finished_run(run_dir)
+    path = run_dir / FEATURES_FILE
+    if not path.is_file():
+        save_features(run_dir, path, data_root)
+    a = load_features(path)
+    classes = a["fc_weight"].shape[0]
+    x, y, counts = a["train_features"], a["train_labels"], a["train_counts"]
+    w, b = a["fc_weight"], a["fc_bias"]
+    held = (a["calib_features"], a["calib_labels"]) if "calib_features" in a else (x, y)
+    batch = min(512, x.shape[0])
+    loss_cfg = cfg["loss"]
+    lade_opts = {k: loss_cfg[k] for k in ("alpha", "remine_lambda") if cfg["loss"]["name"] == "lade" and k in loss_cfg}
+    fitted = [
+        ("cRT", decoupled.crt(x, y, classes, epochs=epochs, batch_size=batch, seed=seed)),
+        ("LWS", decoupled.lws(x, y, w, b, epochs=epochs, batch_size=batch, seed=seed)),
+        ("tau-norm", decoupled.tau_normalize_select(held[0], held[1], w, b)),
+        ("LADE re-trained", decoupled.lade_retrain(x, y, priors.prior_from_counts(counts), classes, epochs=epochs,
+                                                   batch_size=batch, seed=seed, **lade_opts)),
+    ]
+    results = [report_mod.evaluate_run(run_dir, estimated_prior=False)]
+    calib = "calib_features" in a
+    for label, clf in fitted:
+        r = report_mod.evaluate_logits(
+            clf.logits(a["test_features"]), a["test_labels"], counts,
+            clf.logits(a["calib_features"]) if calib else None, a["calib_labels"] if calib else None,
+            method="balanced", estimated_prior="full", estimated_table=False, name=f"{cfg['name']} {label}")
+        if label == "tau-norm":
+            r["notes"].append(f"tau = {clf.tau:g}, chosen on the {'held-out' if calib else 'training'} features by "
+                              "balanced accuracy")
+        results.append(_relabel(r, label))
+    out = Path(out) if out else run_dir / "decoupled"
+    text = report_mod.write_logits_report(results, out, title=f"Decoupled second stage on {cfg['name']}")
+    (out / "classifiers.json").write_text(json.dumps({label: clf.info for label, clf in fitted}, indent=1))
+    log(f"wrote {out / 'report.md'}")
+    return text

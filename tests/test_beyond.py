@@ -1,0 +1,199 @@
+"""Evaluating anyone's saved logits (lade.app.report.evaluate_logits, `evaluate --logits`) and the
+decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
+import json
+
+import numpy as np
+import pytest
+
+from lade import posthoc, priors
+from lade.app import report
+from lade.app.cli import main
+from lade.app.runs import RunError
+from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+
+C = 10
+
+
+def synthetic(per_class=40, seed=0):
+    """Logits of a model trained on a long-tailed set (biased by log p_s) and a balanced test set."""
+    rng = np.random.default_rng(seed)
+    counts = priors.lt_profile(C, 500, 0.01)
+    y = np.repeat(np.arange(C), per_class).astype(np.int64)
+    f = rng.normal(size=(y.size, C)).astype(np.float32)
+    f[np.arange(y.size), y] += 2.5
+    f += np.log(priors.prior_from_counts(counts))
+    return f, y, counts
+
+
+def test_evaluate_logits_matches_direct_computation_and_the_fast_protocol_is_close():
+    f, y, counts = synthetic()
+    fc, yc = synthetic(per_class=20, seed=1)[:2]
+    full = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="full")
+    pc = posthoc.pc_adjust(f, priors.prior_from_counts(counts))
+    assert full["methods"][0]["label"] == "PC Softmax"
+    assert full["methods"][0]["uniform"]["top1"] == pytest.approx(np.mean(pc.argmax(1) == y))
+    assert full["methods"][1]["uniform"]["top1"] == pytest.approx(np.mean(f.argmax(1) == y))
+    assert "estimators" in full["estimated_prior"]
+    fast = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="fast")
+    assert fast["estimated_prior"] == {} and fast["shift"]["accuracy"]["oracle"] == full["shift"]["accuracy"]["oracle"]
+    # the fast protocol's EM (calibration fitted once, SQUAREM) estimates about as well as adapt's
+    for a, b in zip(fast["shift"]["prior_l1_error"]["em"], full["shift"]["prior_l1_error"]["em"]):
+        assert a == pytest.approx(b, abs=0.05)
+    none = report.evaluate_logits(f, y, counts, method="lade", estimated_prior="none")
+    assert none["shift"]["accuracy"]["em"] == [None] * 11 and none["method"] == "LADE"
+
+
+def test_zero_count_class_is_refused_by_name_or_floored_and_reported():
+    f, y, counts = synthetic()
+    counts = counts.copy()
+    counts[7] = 0
+    with pytest.raises(RunError, match=r"train_counts is 0 for class\(es\) 7 \(40 test images\)"):
+        report.evaluate_logits(f, y, counts)
+    r = report.evaluate_logits(f, y, counts, zero_count_floor=0.5, estimated_prior="none")
+    assert any("7" in n and "in the test set" in n for n in r["notes"])
+    assert np.isfinite(r["methods"][0]["uniform"]["top1"])
+
+
+def test_evaluate_logits_refuses_bad_arrays_with_named_errors():
+    f, y, counts = synthetic()
+    bad = f.copy()
+    bad[3, 2] = np.inf
+    with pytest.raises(RunError, match=r"logits has a non-finite value inf at \(3, 2\)"):
+        report.evaluate_logits(bad, y, counts)
+    with pytest.raises(RunError, match=r"labels\[0\] = 12 is outside \[0, 10\)"):
+        report.evaluate_logits(f, y + 12, counts)
+    with pytest.raises(RunError, match=r"train_counts must be a 1-d array of 10 entries"):
+        report.evaluate_logits(f, y, counts[:5])
+    with pytest.raises(RunError, match=r"method must be one of"):
+        report.evaluate_logits(f, y, counts, method="pc")
+
+
+def test_cli_evaluate_logits_written_by_numpy_alone(tmp_path, capsys):
+    f, y, counts = synthetic()
+    np.save(tmp_path / "logits.npy", f)
+    np.savez(tmp_path / "labels.npz", labels=y)
+    np.savetxt(tmp_path / "counts.csv", counts, fmt="%d", delimiter=",")
+    np.savetxt(tmp_path / "calib_logits.csv", f[::2], delimiter=",")
+    np.savetxt(tmp_path / "calib_labels.txt", y[::2], fmt="%d")
+    out = tmp_path / "rep"
+    code, text, err = run_main(["evaluate", "--logits", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npz",
+                                "--train-counts", tmp_path / "counts.csv", "--calib-logits",
+                                tmp_path / "calib_logits.csv", "--calib-labels", tmp_path / "calib_labels.txt",
+                                "--method", "balanced", "--out", out], capsys)
+    assert code == 0, err
+    assert "## Shifted tests" in text and "Balanced Softmax" in text and "## Estimated target prior" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"][0]["uniform"]["top1"] == pytest.approx(np.mean(f.argmax(1) == y))
+    assert (out / "shifted_tests.png").stat().st_size > 1000
+    code, _, err = run_main(["evaluate", "--logits", tmp_path / "nope.npy", "--labels", tmp_path / "labels.npz",
+                             "--train-counts", tmp_path / "counts.csv"], capsys)
+    assert code == 2 and "logits file" in err and "nope.npy" in err and "does not exist" in err
+    code, _, err = run_main(["evaluate", "--logits", tmp_path / "logits.npy"], capsys)
+    assert code == 2 and "go together" in err
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_root, tmp_path_factory):  # noqa: F811
+    """A 1-epoch LADE run on 6 test and 4 held-out test images per class."""
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main([str(a) for a in train_args(tiny_root, out, "optim.epochs=1", "data.test_per_class=6",
+                                            "data.calib_test_per_class=4")]) == 0
+    return out
+
+
+def test_features_and_decoupled_stage_from_the_cli(small_run, capsys):
+    reference_run = small_run
+    code, _, err = run_main(["features", reference_run], capsys)
+    assert code == 0, err
+    with np.load(reference_run / "features.npz") as z:
+        a = {k: z[k] for k in z.keys()}
+    # fc on the saved test features gives the run's test logits
+    logits = a["test_features"] @ a["fc_weight"].T + a["fc_bias"]
+    np.testing.assert_allclose(logits, np.load(reference_run / "test_logits.npy"), rtol=1e-4, atol=1e-4)
+    assert a["train_features"].shape[0] == a["train_labels"].shape[0] == a["train_counts"].sum()
+    code, text, err = run_main(["decoupled", reference_run, "--epochs", "2"], capsys)
+    assert code == 0, err
+    for label in ("LADE", "cRT (+log p_t)", "LWS (+log p_t)", "tau-norm (+log p_t)", "LADE re-trained (+log p_t)"):
+        assert label in text
+    results = json.loads((reference_run / "decoupled" / "results.json").read_text())
+    assert len(results) == 5 and all(len(r["shift"]["accuracy"]["oracle"]) == 11 for r in results)
+    # the main() entry point also reports a run that is not finished
+    assert main(["decoupled", str(reference_run / "missing")]) == 2
+
+
+def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noqa: F811
+    from lade import sampling
+    from lade.app import config, training
+    labels = np.repeat(np.arange(3), [6, 3, 1]).astype(np.int64)
+    for kind, cls in (("class_aware", sampling.ClassAwareSampler), ("square_root", sampling.SquareRootSampler),
+                      ("progressive", sampling.ProgressivelyBalancedSampler)):
+        cfg = config.validate({"data": {"sampler": kind}})
+        s = training.build_sampler(cfg, labels, 3)
+        assert isinstance(s, cls)
+    assert len(training.build_sampler(config.validate({"data": {"sampler": "class_aware"}}), labels, 3)) == 18
+    assert training.build_sampler(config.validate({}), labels, 3) is None
+    with pytest.raises(config.ConfigError, match=r"key 'data.sampler' must be one of"):
+        config.validate({"data": {"sampler": "balanced"}})
+    # a class-aware run trains from the command line: an epoch is largest class x classes images
+    out = tmp_path / "ca"
+    code, _, err = run_main(train_args(tiny_root, out, "optim.epochs=1", "data.sampler=class_aware", "--no-report"),
+                            capsys)
+    assert code == 0, err
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    counts = np.load(out / "train_counts.npy")
+    assert row["images_per_s"] * row["seconds"] == pytest.approx(counts.max() * len(counts) // 16 * 16, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def jpeg_root(data_dir, tmp_path_factory):
+    """A small CIFAR-10 JPEG list-file dataset (20 train and 4 test images per class) taken from the
+    shared archive, and the same images as class folders."""
+    import tarfile
+    root = tmp_path_factory.mktemp("jpeg")
+    with tarfile.open(data_dir / "cifar10-jpeg.tar.gz") as tar:
+        lists = {s: tar.extractfile(f"cifar10-jpeg/{s}.txt").read().decode().split() for s in ("train", "test")}
+        for split, per_class in (("train", 20), ("test", 4)):
+            pairs = list(zip(lists[split][::2], map(int, lists[split][1::2])))
+            keep = [(p, y) for c in range(10) for p, y in [q for q in pairs if q[1] == c][:per_class]]
+            tar.extractall(root, members=[tar.getmember(f"cifar10-jpeg/{p}") for p, _ in keep], filter="data")
+            (root / "cifar10-jpeg" / f"{split}.txt").write_text("".join(f"{p} {y}\n" for p, y in keep))
+    return root
+
+
+JPEG_TINY = ["optim.epochs=1", "optim.batch_size=16", "optim.warmup_epochs=0", "run.threads=1",
+             "run.num_workers=1", "run.eval_every=0", "data.imbalance=10", "data.train_img_max=20", "--quiet"]
+
+
+def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys):
+    out = tmp_path / "list"
+    code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", out, "--data-root",
+                                jpeg_root, *JPEG_TINY], capsys)
+    assert code == 0, err
+    assert "## Shifted tests" in text and "LADE" in text
+    counts = np.load(out / "train_counts.npy")
+    assert counts[0] == 20 and counts[-1] == 2 and np.load(out / "test_logits.npy").shape == (40, 10)
+    folder = tmp_path / "folder"
+    code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", folder, "--data-root",
+                                jpeg_root, "data.dataset=imagefolder", "data.train=cifar10-jpeg/train",
+                                "data.test=cifar10-jpeg/test", *JPEG_TINY], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
+
+
+def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):
+    lists = jpeg_root / "cifar10-jpeg"
+    lines = (lists / "train.txt").read_text().splitlines()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines[:3] + ["train/nope/0000.jpg 0"] + lines[4:]) + "\n")
+    args = ["train", "--config", "cifar10_jpeg_lt_100_lade", "--data-root", jpeg_root, *JPEG_TINY,
+            f"data.image_root={lists}", "data.lt_subset=false"]
+    code, _, err = run_main([*args, "--out", tmp_path / "a", f"data.train={bad}"], capsys)
+    assert code == 2 and "bad.txt" in err and "line 4" in err, err
+    missing = tmp_path / "missing.txt"
+    missing.write_text("\n".join(ln for ln in lines if not ln.endswith(" 3")) + "\n")
+    code, _, err = run_main([*args, "--out", tmp_path / "b", f"data.train={missing}"], capsys)
+    assert code == 2 and "class 3 has no image in the training data" in err, err
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(ln for ln in lines if not ln.endswith(" 9")) + "\n")
+    code, _, err = run_main([*args, "--out", tmp_path / "c", f"data.train={few}"], capsys)
+    assert code == 0 and "classes not in the training data (9)" in err, err
