@@ -2,6 +2,8 @@
  * re-training a linear classifier (cRT, or with the LADE loss), learnable weight scaling
  * (LWS) and the choice of tau for tau-normalisation. Built from the core's linear layer,
  * losses, samplers and SGD; nothing here has its own copy of that math. */
+#include "checks.h"
+#include "lade_nn.h" /* the linear layer and SGD */
 #include "ltmath_internal.h"
 
 #include <stdlib.h>
