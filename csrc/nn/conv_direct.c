@@ -14,15 +14,13 @@
 #include <string.h>
 
 /* Output pixels per vector: 16 where the variant has 16-float vectors and the
- * rows (and the tiling) allow it, else 8. */
+ * rows allow it, else 8. */
 static int forward_run(const lade_kernel_table *k, lade_maps out) {
-    if (k->vector_floats == 16 && out.w % 16 == 0 && (out.h * (out.w / 16)) % DIRECT_TILE_RUNS == 0) return 16;
-    return 8;
+    return k->vector_floats == 16 && out.w % 16 == 0 ? 16 : 8;
 }
 
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out) {
-    return g->stride_h == 1 && g->stride_w == 1 && g->cout % DIRECT_TILE_CO == 0 && out.w % 8 == 0 &&
-           (out.h * (out.w / 8)) % DIRECT_TILE_RUNS == 0;
+    return g->stride_h == 1 && g->stride_w == 1 && g->cout % lade_kernels()->direct_tile_co == 0 && out.w % 8 == 0;
 }
 
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
@@ -71,18 +69,18 @@ void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const fl
     pad_input(in, g, padded, PH, PW);
     const int run = forward_run(k, out);
     lade_direct_job job = {.out = out, .in = in, .padded = padded, .wt = wt, .bias = bias, .g = g, .ph = PH, .pw = PW,
-                           .run = run, .tiles_co = g->cout / DIRECT_TILE_CO,
-                           .tiles_px = out.h * (out.w / run) / DIRECT_TILE_RUNS, .accumulate = accumulate};
-    lade_parallel_for((size_t)in.n * job.tiles_co * job.tiles_px, k->direct_tiles, &job);
+                           .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate};
+    size_t runs = (size_t)out.n * out.h * (out.w / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
+    lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
 }
 
 /* ---- weight gradient ---------------------------------------------------------------
  * dW[co][ci][ky][kx] += sum over images and output pixels of
  * dout[co][b][y][x] * padded_in[ci][b][y+ky][x+kx]; a task owns one input
- * channel and a pair of output channels (kernels_conv.h). */
+ * channel and DW_TILE_CO output channels (kernels_conv.h). */
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
     return g->stride_h == 1 && g->stride_w == 1 && g->cout % DW_TILE_CO == 0 && dout.w % 8 == 0 &&
-           g->kh * g->kw <= DW_MAX_TAPS;
+           g->kh * g->kw <= DW_MAX_TAPS && g->kw <= DW_MAX_KW;
 }
 
 void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
