@@ -56,16 +56,20 @@ static void pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded, in
     lade_parallel_for((size_t)g->cin * in.n, pad_planes, &job);
 }
 
-/* weight (cout, cin, kh, kw) is repacked to [ci][ky][kx][co] so that the
- * weights of a channel tile are adjacent. */
+/* weight (cout, cin, kh, kw) is repacked to [co / T][ci][ky][kx][co % T], T
+ * output channels per tile, so that a tile reads its weights in one sequential
+ * stream (cin*kh*kw*T floats) rather than a few floats from each of cin*kh*kw
+ * cache lines. */
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
                       float *workspace, int accumulate) {
     const lade_kernel_table *k = lade_kernels();
     const int PH = in.h + 2 * g->pad_h, PW = in.w + 2 * g->pad_w, kk = g->kh * g->kw;
     float *padded = workspace, *wt = workspace + (size_t)g->cin * in.n * PH * PW;
+    const int T = k->direct_tile_co;
     for (int co = 0; co < g->cout; co++)
         for (int ci = 0; ci < g->cin; ci++)
-            for (int t = 0; t < kk; t++) wt[((size_t)ci * kk + t) * g->cout + co] = weight[((size_t)co * g->cin + ci) * kk + t];
+            for (int t = 0; t < kk; t++)
+                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] = weight[((size_t)co * g->cin + ci) * kk + t];
     pad_input(in, g, padded, PH, PW);
     const int run = forward_run(k, out);
     lade_direct_job job = {.out = out, .in = in, .padded = padded, .wt = wt, .bias = bias, .g = g, .ph = PH, .pw = PW,

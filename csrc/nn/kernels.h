@@ -21,7 +21,7 @@
 /* A direct stride-1 convolution over zero-padded input planes; see conv_direct.c. */
 typedef struct {
     lade_maps out, in;
-    const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [ci][ky][kx][co] */
+    const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [co / tile][ci][ky][kx][co % tile] */
     const lade_conv2d_geom *g;
     int ph, pw, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
 } lade_direct_job;

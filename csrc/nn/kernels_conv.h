@@ -43,9 +43,9 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
         for (int v = 0; v < runs; v++) acc[r][v] = (VEC){0};
     for (int ci = 0; ci < g->cin; ci++) {
         const float *src = j->padded + ci * channel;
-        const float *w = j->wt + ((size_t)ci * kk) * g->cout + co0;
+        const float *w = j->wt + ((size_t)co0 * g->cin + (size_t)ci * TILE_CO) * kk;
         for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++, w += g->cout) {
+            for (int kx = 0; kx < kw; kx++, w += TILE_CO) {
                 const float *s = src + (size_t)ky * PW + kx;
                 VEC x[TILE_RUNS];
                 for (int v = 0; v < runs; v++) x[v] = RUN_NAME(load)(s + offset[v]);
