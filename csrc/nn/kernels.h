@@ -18,12 +18,14 @@
 #define DW_MAX_TAPS 9
 #define DW_MAX_KW 3
 
-/* A direct stride-1 convolution over zero-padded input planes; see conv_direct.c. */
+/* A direct convolution (stride 1 or 2) over zero-padded input planes; see
+ * conv_direct.c. A padded row of pw floats holds stride column phases of
+ * phase_w floats each. */
 typedef struct {
     lade_maps out, in;
     const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [co / tile][ci][ky][kx][co % tile] */
     const lade_conv2d_geom *g;
-    int ph, pw, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
+    int ph, pw, phase_w, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
 } lade_direct_job;
 
 typedef struct {
@@ -31,7 +33,7 @@ typedef struct {
     const float *padded;
     float *dweight;
     const lade_conv2d_geom *g;
-    int ph, pw, n, run;
+    int ph, pw, phase_w, n, run;
 } lade_dw_job;
 
 typedef struct {

@@ -22,7 +22,8 @@ static inline VEC RUN_NAME(splat)(float s) { return s - (VEC){0}; }
  * so every run is an offset from the channel's first plane. Inlined with
  * constant kernel sizes and run counts. */
 static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const lade_direct_job *j, size_t t,
-                                                                         const int runs, const int kh, const int kw) {
+                                                                         const int runs, const int kh, const int kw,
+                                                                         const int stride) {
     const lade_conv2d_geom *g = j->g;
     const int PW = j->pw, runs_per_row = j->out.w / RUN, runs_per_image = j->out.h * runs_per_row, kk = kh * kw;
     const size_t plane = (size_t)j->ph * PW, channel = plane * j->out.n;
@@ -35,7 +36,7 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
         size_t r = run0 + v;
         int b = (int)(r / runs_per_image), in_image = (int)(r % runs_per_image);
         int oy = in_image / runs_per_row, ox = in_image % runs_per_row * RUN;
-        offset[v] = (size_t)b * plane + (size_t)oy * PW + ox;
+        offset[v] = (size_t)b * plane + (size_t)oy * stride * PW + ox;
         dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)co0 * j->out.stride_c + (size_t)oy * j->out.w + ox;
     }
     VEC acc[TILE_CO][TILE_RUNS];
@@ -46,7 +47,7 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
         const float *w = j->wt + ((size_t)co0 * g->cin + (size_t)ci * TILE_CO) * kk;
         for (int ky = 0; ky < kh; ky++)
             for (int kx = 0; kx < kw; kx++, w += TILE_CO) {
-                const float *s = src + (size_t)ky * PW + kx;
+                const float *s = src + (size_t)ky * PW + (kx % stride) * j->phase_w + kx / stride;
                 VEC x[TILE_RUNS];
                 for (int v = 0; v < runs; v++) x[v] = RUN_NAME(load)(s + offset[v]);
                 for (int r = 0; r < TILE_CO; r++) {
@@ -67,10 +68,11 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
 
 static inline __attribute__((always_inline)) void RUN_NAME(direct_tile_k)(const lade_direct_job *j, size_t t,
                                                                            const int runs) {
-    const int kh = j->g->kh, kw = j->g->kw;
-    if (kh == 3 && kw == 3) RUN_NAME(direct_tile)(j, t, runs, 3, 3);
-    else if (kh == 1 && kw == 1) RUN_NAME(direct_tile)(j, t, runs, 1, 1);
-    else RUN_NAME(direct_tile)(j, t, runs, kh, kw);
+    const int kh = j->g->kh, kw = j->g->kw, stride = j->g->stride_w;
+    if (kh == 3 && kw == 3 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 1);
+    else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 2);
+    else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 1, 1, 1);
+    else RUN_NAME(direct_tile)(j, t, runs, kh, kw, stride);
 }
 
 static void RUN_NAME(direct_tiles)(const lade_direct_job *j, size_t begin, size_t end) {
@@ -90,7 +92,7 @@ static void RUN_NAME(direct_tiles)(const lade_direct_job *j, size_t begin, size_
  * those into double totals once per block. Inlined with constant sizes. */
 #define DW_FOLD_VECTORS 512 /* vectors of pixels accumulated in float before folding */
 static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_dw_job *j, size_t t, const int kh,
-                                                                     const int kw) {
+                                                                     const int kw, const int stride) {
     const lade_conv2d_geom *g = j->g;
     const int PW = j->pw, oh = j->dout.h, ow = j->dout.w;
     const size_t plane = (size_t)j->ph * PW;
@@ -112,10 +114,11 @@ static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_d
                 for (int r = 0; r < DW_TILE_CO; r++)
                     for (int kx = 0; kx < kw; kx++) acc[r][kx] = (VEC){0};
                 for (int y = 0; y < oh; y++) {
-                    const float *s = src + (size_t)(y + ky) * PW, *d = d0 + (size_t)y * ow;
+                    const float *s = src + (size_t)(y * stride + ky) * PW, *d = d0 + (size_t)y * ow;
                     for (int x = 0; x < ow; x += RUN) {
                         VEC in[DW_MAX_KW];
-                        for (int kx = 0; kx < kw; kx++) in[kx] = RUN_NAME(load)(s + x + kx);
+                        for (int kx = 0; kx < kw; kx++)
+                            in[kx] = RUN_NAME(load)(s + (kx % stride) * j->phase_w + kx / stride + x);
                         for (int r = 0; r < DW_TILE_CO; r++) {
                             VEC dv = RUN_NAME(load)(d + r * j->dout.stride_c + x);
                             for (int kx = 0; kx < kw; kx++) acc[r][kx] += dv * in[kx];
@@ -137,10 +140,11 @@ static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_d
 #undef DW_FOLD_VECTORS
 
 static void RUN_NAME(dw_tasks)(const lade_dw_job *j, size_t begin, size_t end) {
-    const int kh = j->g->kh, kw = j->g->kw;
+    const int kh = j->g->kh, kw = j->g->kw, stride = j->g->stride_w;
     for (size_t t = begin; t < end; t++) {
-        if (kh == 3 && kw == 3) RUN_NAME(dw_task)(j, t, 3, 3);
-        else if (kh == 1 && kw == 1) RUN_NAME(dw_task)(j, t, 1, 1);
-        else RUN_NAME(dw_task)(j, t, kh, kw);
+        if (kh == 3 && kw == 3 && stride == 1) RUN_NAME(dw_task)(j, t, 3, 3, 1);
+        else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(dw_task)(j, t, 3, 3, 2);
+        else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(dw_task)(j, t, 1, 1, 1);
+        else RUN_NAME(dw_task)(j, t, kh, kw, stride);
     }
 }
