@@ -86,10 +86,10 @@ static void RUN_NAME(direct_tiles)(const lade_direct_job *j, size_t begin, size_
 }
 
 /* One weight-gradient task: input channel ci x DW_TILE_CO output channels.
- * For one kernel row ky at a time, the DW_TILE_CO x kw sums stay in registers
- * over an image's pixels (the image's dout and input planes are then in L1
- * for the next row), are added into float vectors per block of images, and
- * those into double totals once per block. Inlined with constant sizes. */
+ * Over a block of images (DW_FOLD_VECTORS vectors of pixels each, about 100 KB
+ * of dout and input, which stay in L2 for the next row) and one kernel row ky
+ * at a time, the DW_TILE_CO x kw sums stay in registers; they are added into
+ * double totals once per block. Inlined with constant sizes. */
 #define DW_FOLD_VECTORS 512 /* vectors of pixels accumulated in float before folding */
 static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_dw_job *j, size_t t, const int kh,
                                                                      const int kw, const int stride) {
@@ -104,15 +104,13 @@ static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_d
     for (int b0 = 0; b0 < j->n; b0 += images_per_fold) {
         int b1 = b0 + images_per_fold < j->n ? b0 + images_per_fold : j->n;
         VEC block[DW_TILE_CO][DW_MAX_TAPS];
-        for (int r = 0; r < DW_TILE_CO; r++)
-            for (int k = 0; k < kh * kw; k++) block[r][k] = (VEC){0};
-        for (int b = b0; b < b1; b++) {
-            const float *src = j->padded + ((size_t)ci * j->n + b) * plane;
-            const float *d0 = j->dout.data + (size_t)b * j->dout.stride_n + (size_t)co0 * j->dout.stride_c;
-            for (int ky = 0; ky < kh; ky++) {
-                VEC acc[DW_TILE_CO][DW_MAX_KW];
-                for (int r = 0; r < DW_TILE_CO; r++)
-                    for (int kx = 0; kx < kw; kx++) acc[r][kx] = (VEC){0};
+        for (int ky = 0; ky < kh; ky++) {
+            VEC acc[DW_TILE_CO][DW_MAX_KW];
+            for (int r = 0; r < DW_TILE_CO; r++)
+                for (int kx = 0; kx < kw; kx++) acc[r][kx] = (VEC){0};
+            for (int b = b0; b < b1; b++) {
+                const float *src = j->padded + ((size_t)ci * j->n + b) * plane;
+                const float *d0 = j->dout.data + (size_t)b * j->dout.stride_n + (size_t)co0 * j->dout.stride_c;
                 for (int y = 0; y < oh; y++) {
                     const float *s = src + (size_t)(y * stride + ky) * PW, *d = d0 + (size_t)y * ow;
                     for (int x = 0; x < ow; x += RUN) {
@@ -125,9 +123,9 @@ static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_d
                         }
                     }
                 }
-                for (int r = 0; r < DW_TILE_CO; r++)
-                    for (int kx = 0; kx < kw; kx++) block[r][ky * kw + kx] += acc[r][kx];
             }
+            for (int r = 0; r < DW_TILE_CO; r++)
+                for (int kx = 0; kx < kw; kx++) block[r][ky * kw + kx] = acc[r][kx];
         }
         for (int r = 0; r < DW_TILE_CO; r++)
             for (int k = 0; k < kh * kw; k++)
