@@ -38,10 +38,11 @@ def t64(a, grad=False):
     return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
 
 
-# (N, Cin, H, W, Cout, kernel, stride, padding): widths of 8, 16, 32, 48 take the
-# direct kernels (16-pixel runs where the variant has 16-float vectors and the
-# tiling allows), odd heights and the 3x16 case force a switch to 8-pixel
-# runs, the others go through im2col.
+# (N, Cin, H, W, Cout, kernel, stride, padding): output widths of 8, 16, 32, 48
+# take the direct kernels (16-pixel runs where the variant has 16-float vectors
+# and the row allows), stride 2 included (odd inputs: an odd padded width split
+# into its two column phases); the others go through im2col. Batch-wide pixel
+# counts that are not a multiple of the tile leave a last tile of 1 or 2 runs.
 CASES = [
     (2, 16, 32, 32, 16, 3, 1, 1),
     (3, 5, 7, 16, 8, 3, 1, 1),
@@ -50,6 +51,8 @@ CASES = [
     (4, 32, 8, 8, 64, 3, 1, 1),
     (2, 6, 9, 13, 8, 3, 1, 1),
     (2, 16, 32, 32, 32, 3, 2, 1),
+    (3, 4, 15, 15, 8, 3, 2, 1),
+    (2, 8, 16, 16, 8, 1, 2, 0),
     (2, 3, 8, 16, 8, 5, 1, 2),
     (2, 8, 6, 16, 8, 1, 1, 0),
 ]

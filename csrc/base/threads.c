@@ -1,8 +1,14 @@
 /* threads.c - one thread count for OpenBLAS and the core's own worker pool.
  *
- * The pool is deliberately plain: persistent workers that sleep on a condition
- * variable (no spinning, so they never compete with OpenBLAS's threads for the
- * cores), one job at a time, each thread taking one contiguous chunk. */
+ * Persistent workers, one job at a time. A job's range is cut into chunks
+ * (about CHUNKS_PER_THREAD per thread) that the threads, the caller included,
+ * take in turn from a shared counter: when the machine is shared and one
+ * thread loses its core for a while, the others take its chunks instead of
+ * waiting for it at the end of the job. Between jobs a worker spins for about
+ * SPIN_ROUNDS pause instructions (tens of microseconds, shorter than a wake-up
+ * through the condition variable takes on a loaded machine) before it sleeps,
+ * so the many short jobs of a training step do not each pay a wake-up, and a
+ * sleeping worker uses no CPU (OpenBLAS's threads get the cores for GEMMs). */
 #include "lade_base.h"
 #include "blas.h"
 
@@ -11,6 +17,8 @@
 #include <stdlib.h>
 
 #define MAX_THREADS 256
+#define CHUNKS_PER_THREAD 8
+#define SPIN_ROUNDS 500
 
 static pthread_mutex_t dispatch_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -20,48 +28,84 @@ static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 static int num_threads;              /* 0 until first use */
 static int num_workers;              /* num_threads - 1 workers are running */
 static pthread_t workers[MAX_THREADS];
-static uint64_t generation;          /* bumped for every job and for shutdown */
+static uint64_t generation;          /* bumped for every job and for shutdown (atomic; written under pool_lock) */
 static uint64_t spawn_generation;    /* generation when the workers were started */
-static int pending;                  /* workers still busy with this job */
 static int shutting_down;
+
+/* The job. Its fields are written by the caller only between jobs, and read
+ * with relaxed atomic loads, since a worker that lost its core may still read
+ * them after the job ended; what it read then is thrown away, because claiming
+ * a chunk is a compare-and-swap on job_claim, which holds the job's tag (its
+ * generation, JOB_TAG_BITS wide) and the first index not yet taken. While a
+ * job has unclaimed indices it is not finished, so its fields stay unchanged. */
+#define JOB_INDEX_BITS 40
+#define JOB_INDEX_MASK ((UINT64_C(1) << JOB_INDEX_BITS) - 1)
+#define TAG_MASK ((UINT64_C(1) << (64 - JOB_INDEX_BITS)) - 1) /* generation bits kept in the tag */
 static lade_range_fn job_fn;
 static void *job_ctx;
-static size_t job_n;
+static size_t job_n, job_chunk;
+static uint64_t job_claim; /* tag << JOB_INDEX_BITS | next index */
+static size_t job_done;    /* indices finished (atomic) */
 
-static void run_chunk(int index, int total) {
-    size_t begin = job_n * (size_t)index / (size_t)total;
-    size_t end = job_n * (size_t)(index + 1) / (size_t)total;
-    if (begin < end) job_fn(job_ctx, begin, end);
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline uint64_t job_tag(uint64_t gen) { return gen << JOB_INDEX_BITS; }
+
+/* Runs chunks of the job tagged `gen` until none is left; returns at once if
+ * that job is over. The thread that finishes the last index wakes the caller. */
+static void take_chunks(uint64_t gen) {
+    for (;;) {
+        uint64_t claim = __atomic_load_n(&job_claim, __ATOMIC_ACQUIRE);
+        if ((claim & ~JOB_INDEX_MASK) != job_tag(gen)) return;
+        size_t n = __atomic_load_n(&job_n, __ATOMIC_RELAXED), chunk = __atomic_load_n(&job_chunk, __ATOMIC_RELAXED);
+        lade_range_fn fn = __atomic_load_n(&job_fn, __ATOMIC_RELAXED);
+        void *ctx = __atomic_load_n(&job_ctx, __ATOMIC_RELAXED);
+        size_t begin = (size_t)(claim & JOB_INDEX_MASK);
+        if (begin >= n) return;
+        size_t end = n - begin < chunk ? n : begin + chunk;
+        if (!__atomic_compare_exchange_n(&job_claim, &claim, job_tag(gen) | end, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue;
+        fn(ctx, begin, end);
+        if (__atomic_add_fetch(&job_done, end - begin, __ATOMIC_ACQ_REL) == n) {
+            pthread_mutex_lock(&pool_lock);
+            pthread_cond_signal(&work_done);
+            pthread_mutex_unlock(&pool_lock);
+        }
+    }
 }
 
 static void *worker_main(void *arg) {
-    int index = (int)(intptr_t)arg; /* worker i takes chunk i + 1; the caller takes chunk 0 */
-    pthread_mutex_lock(&pool_lock);
+    (void)arg;
     /* Not `generation`: a job may already be posted before this thread runs. */
     uint64_t seen = spawn_generation;
     for (;;) {
-        while (generation == seen) pthread_cond_wait(&work_ready, &pool_lock);
-        seen = generation;
-        if (shutting_down) break;
-        int total = num_workers + 1;
-        pthread_mutex_unlock(&pool_lock);
-        run_chunk(index + 1, total);
-        pthread_mutex_lock(&pool_lock);
-        if (--pending == 0) pthread_cond_signal(&work_done);
+        for (int i = 0; i < SPIN_ROUNDS && __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; i++) cpu_relax();
+        if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
+            pthread_mutex_lock(&pool_lock);
+            while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&work_ready, &pool_lock);
+            pthread_mutex_unlock(&pool_lock);
+        }
+        seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE)) break;
+        take_chunks(seen & TAG_MASK);
     }
-    pthread_mutex_unlock(&pool_lock);
     return NULL;
 }
 
 static void stop_workers(void) {
     pthread_mutex_lock(&pool_lock);
-    shutting_down = 1;
-    generation++;
+    __atomic_store_n(&shutting_down, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&work_ready);
     pthread_mutex_unlock(&pool_lock);
     for (int i = 0; i < num_workers; i++) pthread_join(workers[i], NULL);
     num_workers = 0;
-    shutting_down = 0;
+    __atomic_store_n(&shutting_down, 0, __ATOMIC_RELAXED);
 }
 
 static lade_status start_workers(int n) {
@@ -105,25 +149,32 @@ int lade_get_num_threads(void) {
 void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx) {
     if (n == 0) return;
     int threads = lade_get_num_threads();
-    if (threads == 1 || n == 1) {
+    if (threads == 1 || n == 1 || n > JOB_INDEX_MASK) {
         fn(ctx, 0, n);
         return;
     }
     pthread_mutex_lock(&dispatch_lock);
-    pthread_mutex_lock(&pool_lock);
-    job_fn = fn;
-    job_ctx = ctx;
-    job_n = n;
-    pending = num_workers;
     int total = num_workers + 1;
-    generation++;
+    size_t chunk = n / ((size_t)total * CHUNKS_PER_THREAD);
+    uint64_t gen = generation + 1;
+    __atomic_store_n(&job_fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_ctx, ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_n, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_chunk, chunk < 1 ? 1 : chunk, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_claim, job_tag(gen & TAG_MASK), __ATOMIC_RELEASE);
+    pthread_mutex_lock(&pool_lock); /* a worker checks generation under it before sleeping */
+    __atomic_store_n(&generation, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&work_ready);
     pthread_mutex_unlock(&pool_lock);
 
-    run_chunk(0, total);
+    take_chunks(gen & TAG_MASK);
 
-    pthread_mutex_lock(&pool_lock);
-    while (pending > 0) pthread_cond_wait(&work_done, &pool_lock);
-    pthread_mutex_unlock(&pool_lock);
+    for (int i = 0; i < SPIN_ROUNDS && __atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n; i++) cpu_relax();
+    if (__atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n) {
+        pthread_mutex_lock(&pool_lock);
+        while (__atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n) pthread_cond_wait(&work_done, &pool_lock);
+        pthread_mutex_unlock(&pool_lock);
+    }
     pthread_mutex_unlock(&dispatch_lock);
 }

@@ -67,8 +67,8 @@ LADE_API void lade_rng_shuffle_i64(lade_rng *r, int64_t *a, size_t n);
 
 /* ---- threads ----------------------------------------------------------------
  * One thread count governs both OpenBLAS and the core's own worker pool.
- * lade_parallel_for splits [0, n) into contiguous chunks, one per thread; the
- * calling thread takes part. Bodies must not call sgemm (OpenBLAS has its own
+ * lade_parallel_for splits [0, n) into contiguous chunks that the threads take
+ * in turn (which thread runs which chunk varies); the calling thread takes part. Bodies must not call sgemm (OpenBLAS has its own
  * threads) and must write disjoint outputs. Calls from several threads at once
  * are serialised. */
 LADE_API lade_status lade_set_num_threads(int n);

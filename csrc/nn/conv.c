@@ -209,6 +209,12 @@ lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight
 
 lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
                                  const float *weight, const lade_conv2d_geom *g, float *workspace) {
+    return lade_conv2d_backward_ex(din, dweight, dbias, dout, in, weight, g, workspace, 1);
+}
+
+lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
+                                    const float *weight, const lade_conv2d_geom *g, float *workspace,
+                                    int din_accumulate) {
     lade_status st = check_maps(dout, in, g);
     if (st) return st;
     if (din.data && (din.n != in.n || din.c != in.c || din.h != in.h || din.w != in.w))
@@ -216,6 +222,13 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
                          "(%d, %d, %d, %d)", din.n, din.c, din.h, din.w, in.n, in.c, in.h, in.w);
     const int K = g->cin * g->kh * g->kw, P = dout.h * dout.w, nb_max = chunk_images(dout);
     const int transposed = has_transposed_form(g);
+    lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
+    const int din_direct = din.data && transposed && lade_conv_direct_applies(&gt, din);
+    if (din.data && !din_accumulate && !din_direct) /* the other paths add into din */
+        for (int b = 0; b < din.n; b++)
+            for (int c = 0; c < din.c; c++)
+                memset(din.data + (size_t)b * din.stride_n + (size_t)c * din.stride_c, 0,
+                       sizeof(float) * din.h * din.w);
     if (dweight && lade_conv_direct_dw_applies(g, dout)) {
         lade_conv_direct_dw(dweight, dout, in, g, workspace);
         dweight = NULL; /* done */
@@ -254,8 +267,7 @@ lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, la
                 for (size_t k = 0; k < kernel; k++)
                     flipped[((size_t)ci * g->cout + co) * kernel + (kernel - 1 - k)] =
                         weight[((size_t)co * g->cin + ci) * kernel + k];
-        lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
-        if (lade_conv_direct_applies(&gt, din)) lade_conv_direct(din, dout, flipped, NULL, &gt, workspace, 1);
+        if (din_direct) lade_conv_direct(din, dout, flipped, NULL, &gt, workspace, din_accumulate);
         else conv_forward_gemm(din, dout, flipped, NULL, &gt, workspace, 1.0f);
     }
     return LADE_OK;

@@ -1,38 +1,50 @@
-/* conv_direct.c - direct stride-1 convolution without im2col.
+/* conv_direct.c - direct convolution without im2col.
  *
- * For the 3x3 stride-1 convolutions that dominate a CIFAR ResNet, unfolding
- * the input into a 9x larger column matrix (and having the BLAS pack it once
- * more) costs more than the multiply-adds. Here the input is copied once into
- * zero-padded planes, and a register tile of output channels x runs of output
- * pixels accumulates over (input channel, ky, kx) with vector FMAs. Work is
- * split over (image, channel tile, pixel tile) on lade's pool; no BLAS is
- * involved. The tiles themselves are in kernels_conv.h, built per instruction
- * set; this file prepares the data and picks the run width. */
+ * For the 3x3 convolutions that dominate a CIFAR ResNet, unfolding the input
+ * into a 9x larger column matrix (and having the BLAS pack it once more) costs
+ * more than the multiply-adds. Here the input is copied once into zero-padded
+ * planes, and a register tile of output channels x runs of output pixels
+ * accumulates over (input channel, ky, kx) with vector FMAs. Work is split
+ * over (pixel tile, channel tile) on lade's pool; no BLAS is involved. The
+ * tiles themselves are in kernels_conv.h, built per instruction set; this file
+ * prepares the data and picks the run width.
+ *
+ * Strided convolutions: each padded row is stored split by column phase (for
+ * stride 2: the even columns, then the odd ones), so that the input pixels
+ * under a run of output pixels are again adjacent and one vector load reads
+ * them; tap (ky, kx) starts at row ky, column (kx % stride) * phase_w + kx / stride. */
 #include "nn_internal.h"
 #include "kernels.h"
 
 #include <string.h>
 
 /* Output pixels per vector: 16 where the variant has 16-float vectors and the
- * rows (and the tiling) allow it, else 8. */
+ * rows allow it, else 8. */
 static int forward_run(const lade_kernel_table *k, lade_maps out) {
-    if (k->vector_floats == 16 && out.w % 16 == 0 && (out.h * (out.w / 16)) % DIRECT_TILE_RUNS == 0) return 16;
-    return 8;
+    return k->vector_floats == 16 && out.w % 16 == 0 ? 16 : 8;
+}
+
+/* Stride 1 or 2 (the same in both directions). */
+static int stride_applies(const lade_conv2d_geom *g) {
+    return g->stride_h == g->stride_w && (g->stride_h == 1 || g->stride_h == 2);
 }
 
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out) {
-    return g->stride_h == 1 && g->stride_w == 1 && g->cout % DIRECT_TILE_CO == 0 && out.w % 8 == 0 &&
-           (out.h * (out.w / 8)) % DIRECT_TILE_RUNS == 0;
+    return stride_applies(g) && g->cout % lade_kernels()->direct_tile_co == 0 && out.w % 8 == 0;
 }
 
+/* The padded planes: rows of stride * phase_w floats (phase_w columns per phase). */
+static int phase_width(const lade_conv2d_geom *g, int w) { return (w + 2 * g->pad_w + g->stride_w - 1) / g->stride_w; }
+
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
-    return (size_t)g->cin * n * (h + 2 * g->pad_h) * (w + 2 * g->pad_w) + (size_t)g->cin * g->cout * g->kh * g->kw;
+    return (size_t)g->cin * n * (h + 2 * g->pad_h) * g->stride_w * phase_width(g, w) +
+           (size_t)g->cin * g->cout * g->kh * g->kw;
 }
 
 typedef struct {
     lade_maps in;
     float *padded;
-    int ph, pw, pad_h, pad_w;
+    int ph, pw, pad_h, pad_w, stride, phase_w;
 } pad_job;
 
 static void pad_planes(void *ctx, size_t begin, size_t end) {
@@ -45,51 +57,73 @@ static void pad_planes(void *ctx, size_t begin, size_t end) {
         memset(dst, 0, sizeof(float) * PW * py);
         for (int y = 0; y < H; y++) {
             float *row = dst + (size_t)(y + py) * PW;
-            memset(row, 0, sizeof(float) * px);
-            memcpy(row + px, src + (size_t)y * W, sizeof(float) * W);
-            memset(row + px + W, 0, sizeof(float) * (PW - px - W));
+            const float *in_row = src + (size_t)y * W;
+            if (j->stride == 1) {
+                memset(row, 0, sizeof(float) * px);
+                memcpy(row + px, in_row, sizeof(float) * W);
+                memset(row + px + W, 0, sizeof(float) * (PW - px - W));
+            } else { /* padded column c goes to phase c % stride, place c / stride */
+                const int S = j->stride;
+                memset(row, 0, sizeof(float) * PW);
+                for (int phase = 0; phase < S; phase++) {
+                    float *dst_phase = row + (size_t)phase * j->phase_w;
+                    /* places k0 <= k < k1 hold input column k * S + phase - px */
+                    int k0 = (px - phase + S - 1) / S, k1 = (px + W - phase + S - 1) / S;
+                    const float *from = in_row - px + phase; /* read at indices >= px - phase, so in the row */
+                    if (S == 2) /* a constant stride the compiler turns into shuffles */
+                        for (int k = k0; k < k1; k++) dst_phase[k] = from[2 * k];
+                    else
+                        for (int k = k0; k < k1; k++) dst_phase[k] = from[(size_t)k * S];
+                }
+            }
         }
         memset(dst + (size_t)(H + py) * PW, 0, sizeof(float) * PW * (PH - H - py));
     }
 }
 
-static void pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded, int ph, int pw) {
-    pad_job job = {in, padded, ph, pw, g->pad_h, g->pad_w};
+/* Fills the padded planes; returns the width of a padded row. */
+static int pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded) {
+    const int phase_w = phase_width(g, in.w), pw = g->stride_w * phase_w;
+    pad_job job = {in, padded, in.h + 2 * g->pad_h, pw, g->pad_h, g->pad_w, g->stride_w, phase_w};
     lade_parallel_for((size_t)g->cin * in.n, pad_planes, &job);
+    return pw;
 }
 
-/* weight (cout, cin, kh, kw) is repacked to [ci][ky][kx][co] so that the
- * weights of a channel tile are adjacent. */
+/* weight (cout, cin, kh, kw) is repacked to [co / T][ci][ky][kx][co % T], T
+ * output channels per tile, so that a tile reads its weights in one sequential
+ * stream (cin*kh*kw*T floats) rather than a few floats from each of cin*kh*kw
+ * cache lines. */
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
                       float *workspace, int accumulate) {
     const lade_kernel_table *k = lade_kernels();
-    const int PH = in.h + 2 * g->pad_h, PW = in.w + 2 * g->pad_w, kk = g->kh * g->kw;
+    const int PH = in.h + 2 * g->pad_h, PW = g->stride_w * phase_width(g, in.w), kk = g->kh * g->kw;
     float *padded = workspace, *wt = workspace + (size_t)g->cin * in.n * PH * PW;
+    const int T = k->direct_tile_co;
     for (int co = 0; co < g->cout; co++)
         for (int ci = 0; ci < g->cin; ci++)
-            for (int t = 0; t < kk; t++) wt[((size_t)ci * kk + t) * g->cout + co] = weight[((size_t)co * g->cin + ci) * kk + t];
-    pad_input(in, g, padded, PH, PW);
+            for (int t = 0; t < kk; t++)
+                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] = weight[((size_t)co * g->cin + ci) * kk + t];
+    pad_input(in, g, padded);
     const int run = forward_run(k, out);
     lade_direct_job job = {.out = out, .in = in, .padded = padded, .wt = wt, .bias = bias, .g = g, .ph = PH, .pw = PW,
-                           .run = run, .tiles_co = g->cout / DIRECT_TILE_CO,
-                           .tiles_px = out.h * (out.w / run) / DIRECT_TILE_RUNS, .accumulate = accumulate};
-    lade_parallel_for((size_t)in.n * job.tiles_co * job.tiles_px, k->direct_tiles, &job);
+                           .phase_w = phase_width(g, in.w), .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate};
+    size_t runs = (size_t)out.n * out.h * (out.w / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
+    lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
 }
 
 /* ---- weight gradient ---------------------------------------------------------------
  * dW[co][ci][ky][kx] += sum over images and output pixels of
- * dout[co][b][y][x] * padded_in[ci][b][y+ky][x+kx]; a task owns one input
- * channel and a pair of output channels (kernels_conv.h). */
+ * dout[co][b][y][x] * padded_in[ci][b][y*s+ky][x*s+kx]; a task owns one input
+ * channel and DW_TILE_CO output channels (kernels_conv.h). */
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
-    return g->stride_h == 1 && g->stride_w == 1 && g->cout % DW_TILE_CO == 0 && dout.w % 8 == 0 &&
-           g->kh * g->kw <= DW_MAX_TAPS;
+    return stride_applies(g) && g->cout % DW_TILE_CO == 0 && dout.w % 8 == 0 &&
+           g->kh * g->kw <= DW_MAX_TAPS && g->kw <= DW_MAX_KW;
 }
 
 void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
     const lade_kernel_table *k = lade_kernels();
-    const int PH = in.h + 2 * g->pad_h, PW = in.w + 2 * g->pad_w;
-    pad_input(in, g, workspace, PH, PW);
+    const int PH = in.h + 2 * g->pad_h, PW = pad_input(in, g, workspace);
     lade_dw_job job = {.dout = dout, .padded = workspace, .dweight = dweight, .g = g, .ph = PH, .pw = PW, .n = in.n,
-                       .run = k->vector_floats == 16 && dout.w % 16 == 0 ? 16 : 8};
+                       .phase_w = phase_width(g, in.w), .run = k->vector_floats == 16 && dout.w % 16 == 0 ? 16 : 8};
     lade_parallel_for((size_t)(g->cout / DW_TILE_CO) * g->cin, k->dw_tasks, &job);
 }

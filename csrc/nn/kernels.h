@@ -9,20 +9,23 @@
 #define LADE_KERNELS_H
 #include "lade_nn.h"
 
-/* Register tile of the direct forward: TILE_CO output channels x TILE_RUNS
- * runs of `run` output pixels. The weight gradient works on pairs of output
- * channels with up to DW_MAX_TAPS kernel taps. */
-#define DIRECT_TILE_CO 8
-#define DIRECT_TILE_RUNS 2
-#define DW_TILE_CO 2
+/* Register tile of the direct forward: a variant's direct_tile_co output
+ * channels (as many as its registers hold) x DIRECT_TILE_RUNS runs of `run`
+ * output pixels. The weight gradient works on DW_TILE_CO output channels with
+ * up to DW_MAX_TAPS kernel taps, at most DW_MAX_KW per row. */
+#define DIRECT_TILE_RUNS 3
+#define DW_TILE_CO 4
 #define DW_MAX_TAPS 9
+#define DW_MAX_KW 3
 
-/* A direct stride-1 convolution over zero-padded input planes; see conv_direct.c. */
+/* A direct convolution (stride 1 or 2) over zero-padded input planes; see
+ * conv_direct.c. A padded row of pw floats holds stride column phases of
+ * phase_w floats each. */
 typedef struct {
     lade_maps out, in;
-    const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [ci][ky][kx][co] */
+    const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [co / tile][ci][ky][kx][co % tile] */
     const lade_conv2d_geom *g;
-    int ph, pw, run, tiles_co, tiles_px, accumulate; /* run: output pixels per vector (8 or 16) */
+    int ph, pw, phase_w, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
 } lade_direct_job;
 
 typedef struct {
@@ -30,12 +33,13 @@ typedef struct {
     const float *padded;
     float *dweight;
     const lade_conv2d_geom *g;
-    int ph, pw, n, run;
+    int ph, pw, phase_w, n, run;
 } lade_dw_job;
 
 typedef struct {
     const char *name;
-    int vector_floats; /* widest vector the kernels use */
+    int vector_floats;  /* widest vector the kernels use */
+    int direct_tile_co; /* output channels per register tile of direct_tiles */
     /* lade_range_fn bodies over register tiles (ctx: lade_direct_job) and
      * weight-gradient tasks (ctx: lade_dw_job) */
     void (*direct_tiles)(void *ctx, size_t begin, size_t end);

@@ -11,102 +11,125 @@ static inline VEC RUN_NAME(load)(const float *p) {
 
 static inline void RUN_NAME(store)(float *p, VEC v) { memcpy(p, &v, sizeof v); }
 
-static inline VEC RUN_NAME(splat)(float s) { return (VEC){0} + s; }
+/* every lane s: s - 0 is s exactly (-0 and NaN included), so it compiles to a
+ * bare broadcast; 0 + s would not (-0 + 0 is +0) and costs an addition */
+static inline VEC RUN_NAME(splat)(float s) { return s - (VEC){0}; }
 
-/* One register tile of the forward; inlined with constant kernel sizes. */
+/* One register tile of the forward: TILE_CO output channels x `runs` runs of
+ * RUN output pixels (TILE_RUNS, or fewer for the last tile). Runs are numbered
+ * over the whole batch (image, row, run in the row), so a tile may span rows
+ * and images; the padded planes of one input channel are adjacent in memory,
+ * so every run is an offset from the channel's first plane. Inlined with
+ * constant kernel sizes and run counts. */
 static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const lade_direct_job *j, size_t t,
-                                                                         const int kh, const int kw) {
+                                                                         const int runs, const int kh, const int kw,
+                                                                         const int stride) {
     const lade_conv2d_geom *g = j->g;
-    const int PW = j->pw, runs_per_row = j->out.w / RUN, kk = kh * kw, n = j->out.n;
-    const size_t plane = (size_t)j->ph * PW;
-    /* t -> (image, channel tile, pixel tile), pixel tiles fastest */
-    int px_tile = (int)(t % j->tiles_px);
-    int co_tile = (int)(t / j->tiles_px % j->tiles_co);
-    int b = (int)(t / ((size_t)j->tiles_px * j->tiles_co));
-    int co0 = co_tile * DIRECT_TILE_CO;
-    size_t offset[DIRECT_TILE_RUNS];
-    int oy[DIRECT_TILE_RUNS], ox[DIRECT_TILE_RUNS];
-    for (int v = 0; v < DIRECT_TILE_RUNS; v++) {
-        int idx = px_tile * DIRECT_TILE_RUNS + v;
-        oy[v] = idx / runs_per_row;
-        ox[v] = (idx % runs_per_row) * RUN;
-        offset[v] = (size_t)oy[v] * PW + ox[v];
+    const int PW = j->pw, runs_per_row = j->out.w / RUN, runs_per_image = j->out.h * runs_per_row, kk = kh * kw;
+    const size_t plane = (size_t)j->ph * PW, channel = plane * j->out.n;
+    /* t -> (pixel tile, channel tile), channel tiles fastest: they share the input rows */
+    const int co0 = (int)(t % j->tiles_co) * TILE_CO;
+    const size_t run0 = t / j->tiles_co * TILE_RUNS;
+    size_t offset[TILE_RUNS];
+    float *dst[TILE_RUNS];
+    for (int v = 0; v < runs; v++) {
+        size_t r = run0 + v;
+        int b = (int)(r / runs_per_image), in_image = (int)(r % runs_per_image);
+        int oy = in_image / runs_per_row, ox = in_image % runs_per_row * RUN;
+        offset[v] = (size_t)b * plane + (size_t)oy * stride * PW + ox;
+        dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)co0 * j->out.stride_c + (size_t)oy * j->out.w + ox;
     }
-    VEC acc[DIRECT_TILE_CO][DIRECT_TILE_RUNS];
-    for (int r = 0; r < DIRECT_TILE_CO; r++)
-        for (int v = 0; v < DIRECT_TILE_RUNS; v++) acc[r][v] = (VEC){0};
+    VEC acc[TILE_CO][TILE_RUNS];
+    for (int r = 0; r < TILE_CO; r++)
+        for (int v = 0; v < runs; v++) acc[r][v] = (VEC){0};
     for (int ci = 0; ci < g->cin; ci++) {
-        const float *src = j->padded + ((size_t)ci * n + b) * plane;
-        const float *w = j->wt + ((size_t)ci * kk) * g->cout + co0;
+        const float *src = j->padded + ci * channel;
+        const float *w = j->wt + ((size_t)co0 * g->cin + (size_t)ci * TILE_CO) * kk;
         for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++, w += g->cout) {
-                const float *s = src + (size_t)ky * PW + kx;
-                VEC x[DIRECT_TILE_RUNS];
-                for (int v = 0; v < DIRECT_TILE_RUNS; v++) x[v] = RUN_NAME(load)(s + offset[v]);
-                for (int r = 0; r < DIRECT_TILE_CO; r++) {
+            for (int kx = 0; kx < kw; kx++, w += TILE_CO) {
+                const float *s = src + (size_t)ky * PW + (kx % stride) * j->phase_w + kx / stride;
+                VEC x[TILE_RUNS];
+                for (int v = 0; v < runs; v++) x[v] = RUN_NAME(load)(s + offset[v]);
+                for (int r = 0; r < TILE_CO; r++) {
                     VEC wv = RUN_NAME(splat)(w[r]);
-                    for (int v = 0; v < DIRECT_TILE_RUNS; v++) acc[r][v] += wv * x[v];
+                    for (int v = 0; v < runs; v++) acc[r][v] += wv * x[v];
                 }
             }
     }
-    for (int r = 0; r < DIRECT_TILE_CO; r++) {
-        float *dst = j->out.data + (size_t)b * j->out.stride_n + (size_t)(co0 + r) * j->out.stride_c;
+    for (int r = 0; r < TILE_CO; r++) {
         VEC bias = RUN_NAME(splat)(j->bias ? j->bias[co0 + r] : 0.0f);
-        for (int v = 0; v < DIRECT_TILE_RUNS; v++) {
-            float *p = dst + (size_t)oy[v] * j->out.w + ox[v];
+        for (int v = 0; v < runs; v++) {
+            float *p = dst[v] + (size_t)r * j->out.stride_c;
             VEC value = acc[r][v] + bias;
             RUN_NAME(store)(p, j->accumulate ? RUN_NAME(load)(p) + value : value);
         }
     }
 }
 
+static inline __attribute__((always_inline)) void RUN_NAME(direct_tile_k)(const lade_direct_job *j, size_t t,
+                                                                           const int runs) {
+    const int kh = j->g->kh, kw = j->g->kw, stride = j->g->stride_w;
+    if (kh == 3 && kw == 3 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 1);
+    else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 2);
+    else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 1, 1, 1);
+    else RUN_NAME(direct_tile)(j, t, runs, kh, kw, stride);
+}
+
 static void RUN_NAME(direct_tiles)(const lade_direct_job *j, size_t begin, size_t end) {
-    const int kh = j->g->kh, kw = j->g->kw;
+    const size_t total_runs = (size_t)j->out.n * j->out.h * (j->out.w / RUN);
     for (size_t t = begin; t < end; t++) {
-        if (kh == 3 && kw == 3) RUN_NAME(direct_tile)(j, t, 3, 3);
-        else if (kh == 1 && kw == 1) RUN_NAME(direct_tile)(j, t, 1, 1);
-        else RUN_NAME(direct_tile)(j, t, kh, kw);
+        size_t left = total_runs - t / j->tiles_co * TILE_RUNS;
+        if (left >= TILE_RUNS) RUN_NAME(direct_tile_k)(j, t, TILE_RUNS);
+        else if (left == 2) RUN_NAME(direct_tile_k)(j, t, 2);
+        else RUN_NAME(direct_tile_k)(j, t, 1);
     }
 }
 
-/* One weight-gradient task: input channel ci x a pair of output channels; its
- * kh*kw*2 sums stay in registers (constant kernel sizes make that possible)
- * and are folded into double totals once per block of images. */
-#define DW_FOLD_VECTORS 512 /* vectors of 8 pixels accumulated in float before folding */
+/* One weight-gradient task: input channel ci x DW_TILE_CO output channels.
+ * Over a block of images (DW_FOLD_VECTORS vectors of pixels each, about 100 KB
+ * of dout and input, which stay in L2 for the next row) and one kernel row ky
+ * at a time, the DW_TILE_CO x kw sums stay in registers; they are added into
+ * double totals once per block. Inlined with constant sizes. */
+#define DW_FOLD_VECTORS 512 /* vectors of pixels accumulated in float before folding */
 static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_dw_job *j, size_t t, const int kh,
-                                                                     const int kw) {
+                                                                     const int kw, const int stride) {
     const lade_conv2d_geom *g = j->g;
     const int PW = j->pw, oh = j->dout.h, ow = j->dout.w;
     const size_t plane = (size_t)j->ph * PW;
-    const int vectors_per_image = oh * (ow / 8);
+    const int vectors_per_image = oh * (ow / RUN);
     int images_per_fold = DW_FOLD_VECTORS / vectors_per_image;
     if (images_per_fold < 1) images_per_fold = 1;
     int ci = (int)(t % g->cin), co0 = (int)(t / g->cin) * DW_TILE_CO;
     double total[DW_TILE_CO][DW_MAX_TAPS] = {{0}};
     for (int b0 = 0; b0 < j->n; b0 += images_per_fold) {
         int b1 = b0 + images_per_fold < j->n ? b0 + images_per_fold : j->n;
-        VEC acc[DW_TILE_CO][DW_MAX_TAPS];
-        for (int r = 0; r < DW_TILE_CO; r++)
-            for (int k = 0; k < kh * kw; k++) acc[r][k] = (VEC){0};
-        for (int b = b0; b < b1; b++) {
-            const float *src = j->padded + ((size_t)ci * j->n + b) * plane;
-            const float *d0 = j->dout.data + (size_t)b * j->dout.stride_n + (size_t)co0 * j->dout.stride_c;
-            for (int y = 0; y < oh; y++)
-                for (int x = 0; x < ow; x += RUN) {
-                    VEC d[DW_TILE_CO];
-                    for (int r = 0; r < DW_TILE_CO; r++)
-                        d[r] = RUN_NAME(load)(d0 + r * j->dout.stride_c + (size_t)y * ow + x);
-                    const float *s = src + (size_t)y * PW + x;
-                    for (int ky = 0; ky < kh; ky++)
-                        for (int kx = 0; kx < kw; kx++) {
-                            VEC in = RUN_NAME(load)(s + (size_t)ky * PW + kx);
-                            for (int r = 0; r < DW_TILE_CO; r++) acc[r][ky * kw + kx] += d[r] * in;
+        VEC block[DW_TILE_CO][DW_MAX_TAPS];
+        for (int ky = 0; ky < kh; ky++) {
+            VEC acc[DW_TILE_CO][DW_MAX_KW];
+            for (int r = 0; r < DW_TILE_CO; r++)
+                for (int kx = 0; kx < kw; kx++) acc[r][kx] = (VEC){0};
+            for (int b = b0; b < b1; b++) {
+                const float *src = j->padded + ((size_t)ci * j->n + b) * plane;
+                const float *d0 = j->dout.data + (size_t)b * j->dout.stride_n + (size_t)co0 * j->dout.stride_c;
+                for (int y = 0; y < oh; y++) {
+                    const float *s = src + (size_t)(y * stride + ky) * PW, *d = d0 + (size_t)y * ow;
+                    for (int x = 0; x < ow; x += RUN) {
+                        VEC in[DW_MAX_KW];
+                        for (int kx = 0; kx < kw; kx++)
+                            in[kx] = RUN_NAME(load)(s + (kx % stride) * j->phase_w + kx / stride + x);
+                        for (int r = 0; r < DW_TILE_CO; r++) {
+                            VEC dv = RUN_NAME(load)(d + r * j->dout.stride_c + x);
+                            for (int kx = 0; kx < kw; kx++) acc[r][kx] += dv * in[kx];
                         }
+                    }
                 }
+            }
+            for (int r = 0; r < DW_TILE_CO; r++)
+                for (int kx = 0; kx < kw; kx++) block[r][ky * kw + kx] = acc[r][kx];
         }
         for (int r = 0; r < DW_TILE_CO; r++)
             for (int k = 0; k < kh * kw; k++)
-                for (int l = 0; l < RUN; l++) total[r][k] += acc[r][k][l];
+                for (int l = 0; l < RUN; l++) total[r][k] += block[r][k][l];
     }
     for (int r = 0; r < DW_TILE_CO; r++)
         for (int k = 0; k < kh * kw; k++)
@@ -115,10 +138,11 @@ static inline __attribute__((always_inline)) void RUN_NAME(dw_task)(const lade_d
 #undef DW_FOLD_VECTORS
 
 static void RUN_NAME(dw_tasks)(const lade_dw_job *j, size_t begin, size_t end) {
-    const int kh = j->g->kh, kw = j->g->kw;
+    const int kh = j->g->kh, kw = j->g->kw, stride = j->g->stride_w;
     for (size_t t = begin; t < end; t++) {
-        if (kh == 3 && kw == 3) RUN_NAME(dw_task)(j, t, 3, 3);
-        else if (kh == 1 && kw == 1) RUN_NAME(dw_task)(j, t, 1, 1);
-        else RUN_NAME(dw_task)(j, t, kh, kw);
+        if (kh == 3 && kw == 3 && stride == 1) RUN_NAME(dw_task)(j, t, 3, 3, 1);
+        else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(dw_task)(j, t, 3, 3, 2);
+        else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(dw_task)(j, t, 1, 1, 1);
+        else RUN_NAME(dw_task)(j, t, kh, kw, stride);
     }
 }

@@ -29,7 +29,15 @@
 typedef float vec8 __attribute__((vector_size(32)));
 typedef float vecw __attribute__((vector_size(4 * KERNEL_FLOATS)));
 
-/* ---- direct convolution: runs of 8 pixels, and of 16 where the variant has them */
+/* ---- direct convolution: runs of 8 pixels, and of 16 where the variant has them.
+ * A tile's accumulators, one input vector per run and a weight take
+ * TILE_CO*3 + 3 + 1 registers: 16 with AVX2's 16, 28 with AVX-512's 32. */
+#define TILE_RUNS DIRECT_TILE_RUNS
+#if KERNEL_FLOATS == 16
+#define TILE_CO 8
+#else
+#define TILE_CO 4
+#endif
 #define RUN 8
 #define VEC vec8
 #define RUN_NAME(x) x##_run8
@@ -183,6 +191,7 @@ static void KERNEL_NAME(plane_bn_dx)(float *dx, const float *dy, const float *re
 const lade_kernel_table KERNEL_NAME(lade_kernels) = {
     .name = KERNEL_VARIANT,
     .vector_floats = KERNEL_FLOATS,
+    .direct_tile_co = TILE_CO,
     .direct_tiles = KERNEL_NAME(direct_tiles),
     .dw_tasks = KERNEL_NAME(dw_tasks),
     .plane_sum = KERNEL_NAME(plane_sum),

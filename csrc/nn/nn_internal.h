@@ -24,8 +24,14 @@ void lade_relu_backward_set(float *din, const float *dout, const float *out, siz
 /* out += option-A shortcut of in (used to add the shortcut onto a block's output). */
 lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride);
 
+/* lade_conv2d_backward, with din overwritten (din_accumulate 0) or accumulated into (1, the public form). */
+lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
+                                    const float *weight, const lade_conv2d_geom *g, float *workspace,
+                                    int din_accumulate);
+
 /* Direct stride-1 convolution (conv_direct.c): applies when the output width
- * is a multiple of 8 and cout of 8; workspace in floats; out = or += conv(in). */
+ * is a multiple of 8 and cout of the variant's channel tile; workspace in
+ * floats; out = or += conv(in). */
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,

@@ -514,8 +514,10 @@ static lade_status zero_maps(lade_maps m) {
     return LADE_OK;
 }
 
-/* dy: gradient w.r.t. the block output; dx: ACCUMULATES the gradient w.r.t. its input x. */
-static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade_maps dy, lade_maps x, const float *y) {
+/* dy: gradient w.r.t. the block output; dx: the gradient w.r.t. its input x,
+ * ACCUMULATED into dx, or written over whatever dx holds when dx_fresh. */
+static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade_maps dy, lade_maps x, const float *y,
+                                  int dx_fresh) {
     int n = x.n, oh = dy.h, ow = dy.w;
     lade_maps c1 = lade_maps_cnhw(b->c1, n, b->out_c, oh, ow), a1 = lade_maps_cnhw(b->a1, n, b->out_c, oh, ow);
     lade_maps c2 = lade_maps_cnhw(b->c2, n, b->out_c, oh, ow);
@@ -523,17 +525,18 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
     float *g = net->grads;
     const float *p = net->params;
     lade_maps out = lade_maps_cnhw((float *)y, n, b->out_c, oh, ow), none = {0};
-    if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx += relu'(dy); the BN masks dy itself */
-        TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
+    if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx (+)= relu'(dy); the BN masks dy itself */
+        if (dx_fresh) TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(dx, dy, y));
+        else TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
     } else { /* option A: the masked gradient feeds both the shortcut and the BN */
+        if (dx_fresh) TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(dx));
         TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
         TIMED(net, LADE_PROF_ELTWISE_BWD, lade_shortcut_a_backward(dx, ta, b->stride));
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, none, c2));
     }
-    TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(ta));
-    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit2, lade_conv2d_backward(ta, g + b->unit2.weight, NULL, tb, a1, p + b->unit2.weight,
-                                                        &b->unit2.geom, net->workspace));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit2, lade_conv2d_backward_ex(ta, g + b->unit2.weight, NULL, tb, a1,
+                                                        p + b->unit2.weight, &b->unit2.geom, net->workspace, 0));
     TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, a1, c1));
     TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit1, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
                                                         &b->unit1.geom, net->workspace));
@@ -569,7 +572,7 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
         for (int k = 0; k < 2; k++) {
             block *b = &net->blocks[net->num_blocks + k];
             lade_maps dy = lade_maps_cnhw(net->dhead_maps + k * half, n, 64, h3, w3);
-            st = block_backward(net, b, d3, dy, x3, net->head_maps + k * half);
+            st = block_backward(net, b, d3, dy, x3, net->head_maps + k * half, 0);
             if (st) return st;
         }
     } else {
@@ -582,8 +585,7 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
         block_out_size(net, i - 1, h, w, &ih, &iw);
         lade_maps x = lade_maps_cnhw(i > 0 ? net->blocks[i - 1].y : net->stem_a, n, b->in_c, ih, iw);
         lade_maps dy = lade_maps_cnhw(dcur, n, b->out_c, oh, ow), dx = lade_maps_cnhw(dnext, n, b->in_c, ih, iw);
-        zero_maps(dx);
-        st = block_backward(net, b, dx, dy, x, b->y);
+        st = block_backward(net, b, dx, dy, x, b->y, 1);
         if (st) return st;
         float *t = dcur;
         dcur = dnext;
