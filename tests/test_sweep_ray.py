@@ -15,11 +15,19 @@ from lade.app import sweep
 
 @pytest.fixture(scope="module")
 def local_ray():
-    # the trial processes import this checkout of lade
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    # the trial processes import this checkout of lade; PYTHONPATH is restored afterwards, since a leaked
+    # one makes later subprocesses (test_wheel's fresh venv) see this checkout's lade as installed
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), before) if p)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def tune_results(out):

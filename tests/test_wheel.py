@@ -40,8 +40,13 @@ print("installed lade trained one step, loss", value)
 """
 
 
+# The fresh venv must see nothing of the checkout: with the checkout on PYTHONPATH, pip would find its
+# lade.egg-info, call lade 0.1.0 "already installed" and skip the wheel.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+
+
 def _run(cmd, **kw):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=CLEAN_ENV, **kw)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -66,6 +71,5 @@ def test_the_repaired_wheel_installs_into_a_fresh_venv_and_trains(tmp_path):
     _run([sys.executable, "-m", "venv", venv])
     py = venv / "bin" / "python"
     _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel])
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
-    proc = _run([py, "-c", CHECK_INSTALLED], cwd=tmp_path, env=env)
+    proc = _run([py, "-c", CHECK_INSTALLED], cwd=tmp_path)
     assert "trained one step" in proc.stdout
