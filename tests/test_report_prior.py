@@ -80,3 +80,19 @@ def test_markdown_has_the_table(runs, tmp_path):
     assert "## Estimated target prior" in text and "| PC Softmax | EM + 5 labels per class |" in text
     assert "half of each test class held out" in text
     json.dumps(runs[0]["ce"])  # JSON-able
+
+
+@pytest.mark.parametrize("loss,form", [("softmax_ce", "pc"), ("lade", "lade")])
+def test_bbse_fallback_keeps_the_models_own_output(loss, form):
+    """An uninvertible confusion matrix gives no estimate: the row equals no adjustment (LADE's own
+    uniform-prior output, PC's raw softmax), never LADE with the source prior plugged in."""
+    labels = np.tile(np.arange(10), 60)
+    f = _logits(labels, 3)
+    f = f if form == "pc" else np.ascontiguousarray(f - LOG_PS, dtype=np.float32)
+    p_s = (COUNTS / COUNTS.sum()).astype(np.float32)
+    calib_f = np.zeros((40, 10), np.float32)  # a classifier that cannot tell classes apart on held-out data
+    calib_y = np.tile(np.arange(10), 4).astype(np.int64)
+    prior, note = report._estimate(f, form, p_s, (calib_f, calib_y), "bbse")
+    assert "fell back" in note
+    adjusted = report._adjust(f, form, p_s, prior)
+    np.testing.assert_array_equal(np.argmax(adjusted, 1), np.argmax(f, 1))

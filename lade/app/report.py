@@ -53,6 +53,12 @@ def _adjust(f, form, p_s, p_t):
     return posthoc.lade_adjust(f, p_t)
 
 
+def _no_adjustment_prior(form, p_s):
+    """The p_t under which _adjust returns the model's own output: p_s for the PC form (the
+    softmax model as trained), uniform for the LADE form (its logits as they are)."""
+    return p_s if form == "pc" else np.full_like(p_s, 1.0 / p_s.shape[0])
+
+
 def _source_logits(f, form, p_s):
     """Logits whose softmax estimates the source posterior (what EM / BBSE expect)."""
     return f if form == "pc" else posthoc.lade_adjust(f, p_s)
@@ -91,10 +97,10 @@ def _estimate(f_sub, form, p_s, calib, method):
         except (ValueError, FloatingPointError) as e:
             return None, str(e)
     notes = [note] if note else []
-    if res.fell_back:
-        notes.append("fell back to no shift")
-    else:
-        notes += [str(w.message) for w in caught]
+    if res.fell_back:  # BBSE could not invert its confusion matrix: no estimate, so no adjustment
+        notes.append("BBSE fell back to no adjustment")
+        return _no_adjustment_prior(form, p_s), "; ".join(notes)
+    notes += [str(w.message) for w in caught]
     return res.prior, "; ".join(notes) or None
 
 
@@ -348,7 +354,9 @@ def _estimate_fast(f_sub, form, p_s, cal, calib_probs, method):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             prior, _, fell_back = prior_shift.bbse_prior(calib_probs[0], calib_probs[1], probs, reference)
-        return prior, "fell back to no shift" if fell_back else ("; ".join(str(w.message) for w in caught) or None)
+        if fell_back:  # as in _estimate: no estimate, so the model's own output
+            return _no_adjustment_prior(form, p_s), "BBSE fell back to no adjustment"
+        return prior, "; ".join(str(w.message) for w in caught) or None
     prior, _, converged, _ = prior_shift.em_prior(probs, reference, **FAST_EM)
     return prior, None if converged else f"EM stopped after {FAST_EM['max_iter']} iterations"
 
