@@ -41,7 +41,8 @@ Methods:
          noise grows with M's condition number. When that 1-norm condition number exceeds
          cond_limit (or M is singular: a class absent from calib_labels, identical score
          columns, or with soft=False a class never predicted) a RuntimeWarning is issued and the
-         estimate falls back to "no shift" (the source prior).
+         estimate falls back to "no shift": the reference prior, so res.probs are the
+         posteriors as they are (like a gated estimate).
          Shift test: Pearson chi-square of the test set's predicted-class counts against those
          expected without shift.
 
@@ -119,7 +120,7 @@ class PriorShiftResult:
     iterations: int = 0          # EM iterations
     converged: bool = True
     condition_number: float = float("nan")  # of the calibration confusion matrix (needs calibration data)
-    fell_back: bool = False      # BBSE fell back to the source prior
+    fell_back: bool = False      # BBSE fell back to no shift: prior = reference_prior
     shift_test: dict = field(default_factory=dict)
     interval: tuple = None       # (lo, hi) per-class bootstrap interval, or None
     level: float = None
@@ -268,7 +269,8 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         if res.fell_back:
             warnings.warn(f"{_FUNC}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
                           f"{res.condition_number:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift "
-                          "(the source prior)", RuntimeWarning, stacklevel=2)
+                          "(the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=2)
+            prior = reference.copy()
         stat, dof = _C.prediction_shift_chi2(calib_probs, calib_labels, test_probs, source)
         res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
                           "test": "Pearson chi-square on predicted-class counts"}
