@@ -6,13 +6,14 @@ classes by TRAINING count: > 100 / 20..100 / < 20 (spec §2.2), over classes pre
 evaluated labels. ECE is top-label with equal-width bins: variant 'standard' (default,
 15 bins, (lo, hi] as Guo et al. 2017) or 'spec20' (spec §2.4 exactly: 20 bins, [lo, hi),
 an extra bin for confidence 1.0, eps 2.2e-16 on counts).
+paired_bootstrap compares two methods scored on the same test samples (and seeds).
 """
 import numpy as np
 
 from lade import _C
 
 __all__ = ["accuracy", "topk_accuracy", "predictions", "confusion_matrix", "per_class_accuracy", "shot_accuracy",
-           "ece", "reliability_diagram", "nll", "brier", "summary"]
+           "ece", "reliability_diagram", "nll", "brier", "summary", "paired_bootstrap"]
 
 _VARIANTS = {"standard": 0, "spec20": 1}
 
@@ -93,3 +94,24 @@ def summary(probs, labels, train_counts=None, ece_variant="standard"):
     if train_counts is not None:
         out.update(shot_accuracy(per_class_accuracy(confusion_matrix(probs, labels, classes)), train_counts))
     return out
+
+
+def paired_bootstrap(correct_a, correct_b, replicates=2000, level=0.95, seed=0):
+    """Accuracy of method a minus method b on the same test samples, with a paired bootstrap
+    interval. correct_a / correct_b: bool or uint8 0/1, shape (n,) for one model each or
+    (models, n) for several seeds (row m of a and of b from the same seed). Returns
+    {'difference', 'lo', 'hi', 'level', 'replicates'}: the mean over models of the accuracy
+    difference, and the central `level` interval of replicates that redraw the n samples with
+    replacement, the same draw for both methods and every model."""
+    a, b = (_zero_one(x, name) for x, name in ((correct_a, "correct_a"), (correct_b, "correct_b")))
+    diff, lo, hi, reps = _C.paired_bootstrap(a, b, replicates, level, seed)
+    return {"difference": diff, "lo": lo, "hi": hi, "level": level, "replicates": reps}
+
+
+def _zero_one(x, name):
+    """A (models, n) uint8 view of a bool/uint8 array (a bool array is viewed, never copied)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        x = x.reshape(1, -1)
+    return x

@@ -305,10 +305,10 @@ def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, 
     assert (out / "comparison.md").is_file() and "PC Softmax" in text and "LADE" in text
 
 
-def fake_run(path, loss_name, logits, labels, counts, calib=None):
+def fake_run(path, loss_name, logits, labels, counts, calib=None, overrides=()):
     """A finished run folder holding only what reports read: config, counts, logits and labels."""
     path.mkdir()
-    cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}"])
+    cfg, _ = config.apply_overrides(config.load("cifar10_lt_100_ce"), [f"loss.name={loss_name}", *overrides])
     (path / "config.yaml").write_text(config.dump(cfg))
     np.save(path / "train_counts.npy", counts)
     np.save(path / "test_logits.npy", logits)

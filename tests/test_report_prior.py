@@ -96,3 +96,37 @@ def test_bbse_fallback_keeps_the_models_own_output(loss, form):
     assert "fell back" in note
     adjusted = report._adjust(f, form, p_s, prior)
     np.testing.assert_array_equal(np.argmax(adjusted, 1), np.argmax(f, 1))
+
+
+def test_seed_comparison_pairs_the_seeds(tmp_path):
+    """Two configs with three seeds each: mean ± std per method, and the paired bootstrap of the
+    adjusted methods' difference equals lade.metrics.paired_bootstrap on the per-image hits."""
+    labels = np.tile(np.arange(10), 80)
+    dirs, hits = [], {"ce": [], "lade": []}
+    for seed in (1, 2, 3):
+        f = _logits(labels, 10 + seed)
+        other = np.random.default_rng(seed).normal(scale=0.8, size=f.shape)  # a different model, same images
+        for name, logits in (("ce", f), ("lade", np.ascontiguousarray(f - LOG_PS + other, np.float32))):
+            d = tmp_path / f"{name}_{seed}"
+            fake_run(d, "softmax_ce" if name == "ce" else "lade", logits, labels, COUNTS,
+                     overrides=[f"run.seed={seed}"])
+            dirs.append(d)
+            adjusted = logits - LOG_PS if name == "ce" else logits  # PC Softmax / LADE on the uniform test
+            hits[name].append(np.argmax(adjusted, 1) == labels)
+    text = report.write_comparison(dirs, tmp_path / "out")
+    assert "## Seeds" in text
+    top1 = 100 * np.array([h.mean() for h in hits["lade"]])
+    assert f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}" in text
+    # configs in the order of their first run: PC Softmax first
+    ref = lade.metrics.paired_bootstrap(np.stack(hits["ce"]), np.stack(hits["lade"]), report.SEED_REPLICATES,
+                                        report.SEED_LEVEL, seed=0)
+    line = next(t for t in text.splitlines() if t.startswith("- PC Softmax"))
+    assert f"{100 * ref['difference']:+.2f} points" in line and f"[{100 * ref['lo']:+.2f}, {100 * ref['hi']:+.2f}]" in line
+    assert "3 seeds" in line and ref["lo"] < ref["difference"] < ref["hi"] and ref["difference"] != 0
+
+
+def test_seed_comparison_needs_two_seeds(tmp_path):
+    labels = np.tile(np.arange(10), 20)
+    fake_run(tmp_path / "a", "lade", _logits(labels, 1), labels, COUNTS)
+    fake_run(tmp_path / "b", "softmax_ce", _logits(labels, 2), labels, COUNTS)
+    assert "## Seeds" not in report.write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out")

@@ -241,6 +241,16 @@ LADE_API lade_status lade_reliability(double *ece, double *conf_mean, double *ac
 LADE_API lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const int64_t *labels,
                                     int n, int classes);
 
+/* Paired bootstrap of a difference in accuracy. correct_a and correct_b (models, n) hold 0/1: whether
+ * methods a and b got test sample i right, for `models` independently trained models each (seeds).
+ * *difference = mean over models of (accuracy_a - accuracy_b). A replicate redraws the n samples with
+ * replacement, the same draw for every model and both methods (hence paired), so it keeps the seed
+ * spread and adds the test-set noise. replicates (num_boot,); [*lo, *hi] the central `level`
+ * percentile interval. Replicate r draws from stream r of `seed`: the result does not depend on threads. */
+LADE_API lade_status lade_paired_bootstrap(double *difference, double *lo, double *hi, double *replicates,
+                                           int num_boot, const uint8_t *correct_a, const uint8_t *correct_b,
+                                           int models, int n, double level, uint64_t seed);
+
 /* ============================ prior shift (prior_shift.c) ========================== */
 /* EM re-estimation of the target prior (Saerens et al. 2002). source_probs (n, classes) are
  * calibrated source posteriors of unlabelled target samples, source_prior the prior they

@@ -1,6 +1,9 @@
-/* metrics.c - accuracy, confusion, many/medium/few, calibration (ECE, reliability), NLL, Brier. */
+/* metrics.c - accuracy, confusion, many/medium/few, calibration (ECE, reliability), NLL, Brier,
+ * and the paired bootstrap of an accuracy difference. */
 #include "checks.h"
 #include "ltmath_internal.h"
+
+#include <stdlib.h>
 
 static lade_status check_scores(const float *scores, const int64_t *labels, int n, int classes, const char *arg) {
     lade_status st = lt_check_logits(scores, (size_t)n, classes, arg);
@@ -130,5 +133,63 @@ lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const
     }
     *nll = nll_sum / n;
     *brier = brier_sum / n;
+    return LADE_OK;
+}
+
+/* ---- paired bootstrap of an accuracy difference ------------------------------------------ */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Linear interpolation between order statistics of sorted[0..m) (numpy's default percentile). */
+static double quantile(const double *sorted, int m, double q) {
+    double pos = q * (m - 1);
+    int k = (int)floor(pos);
+    return k + 1 < m ? sorted[k] + (pos - k) * (sorted[k + 1] - sorted[k]) : sorted[k];
+}
+
+lade_status lade_paired_bootstrap(double *difference, double *lo, double *hi, double *replicates, int num_boot,
+                                  const uint8_t *correct_a, const uint8_t *correct_b, int models, int n,
+                                  double level, uint64_t seed) {
+    if (num_boot < 1) return lade_fail(LADE_EINVAL, "argument 'replicates' must be >= 1, got %d", num_boot);
+    if (models < 1 || n < 1)
+        return lade_fail(LADE_EINVAL, "need at least one model and one sample, got %d models and %d samples", models,
+                         n);
+    if (!(level > 0 && level < 1)) return lade_fail(LADE_EINVAL, "argument 'level' must be in (0, 1), got %g", level);
+    size_t total = (size_t)models * (size_t)n;
+    for (size_t k = 0; k < total; k++)
+        if (correct_a[k] > 1 || correct_b[k] > 1)
+            return lade_fail(LADE_EINVAL, "argument '%s' must hold 0 or 1, got %d at model %zu, sample %zu",
+                             correct_a[k] > 1 ? "correct_a" : "correct_b",
+                             correct_a[k] > 1 ? correct_a[k] : correct_b[k], k / (size_t)n, k % (size_t)n);
+    /* per sample: how many more models method a got right than method b, in [-models, models] */
+    int *margin = lade_alloc((size_t)n * sizeof(int));
+    double *sorted = lade_alloc((size_t)num_boot * sizeof(double));
+    if (!margin || !sorted) {
+        lade_free(margin);
+        lade_free(sorted);
+        return lade_fail(LADE_ENOMEM, "no memory for %d samples and %d replicates", n, num_boot);
+    }
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        margin[i] = 0;
+        for (int m = 0; m < models; m++) margin[i] += (int)correct_a[(size_t)m * n + i] - correct_b[(size_t)m * n + i];
+        sum += margin[i];
+    }
+    double scale = 1.0 / ((double)n * models);
+    *difference = (double)sum * scale;
+    for (int r = 0; r < num_boot; r++) {
+        lade_rng rng;
+        lade_rng_seed(&rng, seed, (uint64_t)r);
+        int64_t s = 0;
+        for (int k = 0; k < n; k++) s += margin[lade_rng_below(&rng, (uint64_t)n)];
+        replicates[r] = sorted[r] = (double)s * scale;
+    }
+    qsort(sorted, (size_t)num_boot, sizeof(double), cmp_double);
+    *lo = quantile(sorted, num_boot, (1 - level) / 2);
+    *hi = quantile(sorted, num_boot, (1 + level) / 2);
+    lade_free(margin);
+    lade_free(sorted);
     return LADE_OK;
 }

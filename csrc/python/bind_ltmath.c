@@ -196,6 +196,11 @@ static lade_status reliability(lade_call *c) {
 static lade_status nll_brier(lade_call *c) {
     return lade_nll_brier(&c->ret[0], &c->ret[1], F32(c, "probs"), I64(c, "labels"), NC(c));
 }
+static lade_status paired_bootstrap(lade_call *c) {
+    return lade_paired_bootstrap(&c->ret[0], &c->ret[1], &c->ret[2], F64(c, "out"), DIM(c, 'B'),
+                                 (const uint8_t *)lade_data(c, "correct_a"), (const uint8_t *)lade_data(c, "correct_b"),
+                                 DIM(c, 'm'), DIM(c, 'n'), lade_num(c, "level"), lade_u64(c, "seed"));
+}
 
 /* ---- prior shift ------------------------------------------------------------------------------ */
 static lade_status reweight(lade_call *c) {
@@ -428,6 +433,10 @@ static const lade_binding bindings[] = {
      "-> (ece, confidence, accuracy, count), n_bins + 1 bins"},
     {"nll", "lade.metrics.nll", ARGS(BATCH("probs")), NULL, nll_brier, "dd", "-> (nll, brier)"},
     {"brier", "lade.metrics.brier", ARGS(BATCH("probs")), NULL, nll_brier, "dd", "-> (nll, brier)"},
+    {"paired_bootstrap", "lade.metrics.paired_bootstrap",
+     ARGS(IN("correct_a", NPY_UINT8, "mn"), IN("correct_b", NPY_UINT8, "mn"), REQ("replicates", 'n'),
+          REQ("level", 'f'), REQ("seed", 'K'), OUT_HIDDEN("out", F64T, "B")), bind_replicates, paired_bootstrap,
+     "dddA", "-> (difference, lo, hi, replicates)"},
     {"reweight", "lade.prior_shift.reweight",
      ARGS(IN("probs", F32T, "nC"), IN("from_prior", F32T, "C"), IN("to_prior", F32T, "C"), OUT("out", F32T, "nC")),
      NULL, reweight},

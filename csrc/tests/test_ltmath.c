@@ -185,3 +185,32 @@ TEST(spec20_bins_put_one_in_extra_bin) {
     CHECK(count[20] == 1 && count[10] == 1);
     CHECK_CLOSE(ece, 0.25, 1e-12); /* bin 10: conf 0.5, acc 0 (argmax 0 != 1) */
 }
+
+TEST(paired_bootstrap_difference_and_interval) {
+    enum { M = 2, S = 400, B = 300 };
+    static uint8_t a[M * S], b[M * S];
+    lade_rng r;
+    lade_rng_seed(&r, 7, 0);
+    for (int k = 0; k < M * S; k++) {
+        a[k] = lade_rng_uniform(&r) < 0.6;
+        b[k] = lade_rng_uniform(&r) < 0.4 ? 1 - a[k] : a[k]; /* disagrees with a on 40 % of samples */
+    }
+    long diff = 0;
+    for (int k = 0; k < M * S; k++) diff += (long)a[k] - b[k];
+    double d, lo, hi, reps[B], again[B];
+    CHECK_OK(lade_paired_bootstrap(&d, &lo, &hi, reps, B, a, b, M, S, 0.9, 3));
+    CHECK(fabs(d - (double)diff / (M * S)) < 1e-12);
+    CHECK(lo < d && d < hi);
+    int below = 0, above = 0; /* at most 5 % strictly outside each end (replicates tie often) */
+    for (int i = 0; i < B; i++) below += reps[i] < lo, above += reps[i] > hi;
+    CHECK(below <= B / 20 + 1 && above <= B / 20 + 1 && below + above >= B / 20);
+    CHECK_OK(lade_paired_bootstrap(&d, &lo, &hi, again, B, a, b, M, S, 0.9, 3));
+    CHECK(memcmp(reps, again, sizeof reps) == 0);
+    /* one method against itself: every replicate is exactly 0 */
+    CHECK_OK(lade_paired_bootstrap(&d, &lo, &hi, reps, B, a, a, M, S, 0.9, 3));
+    CHECK(d == 0 && lo == 0 && hi == 0);
+    a[5] = 2;
+    CHECK(lade_paired_bootstrap(&d, &lo, &hi, reps, B, a, b, M, S, 0.9, 3) == LADE_EINVAL);
+    CHECK(lade_paired_bootstrap(&d, &lo, &hi, reps, 0, b, b, M, S, 0.9, 3) == LADE_EINVAL);
+    CHECK(lade_paired_bootstrap(&d, &lo, &hi, reps, B, b, b, M, S, 1.0, 3) == LADE_EINVAL);
+}

@@ -699,6 +699,57 @@ def _summary_rows(results):
     return rows
 
 
+SEED_LEVEL = 0.95        # the paired bootstrap interval of seed_comparison
+SEED_REPLICATES = 2000
+
+
+def _uniform_correct(run_dir):
+    """Per test image: whether the run's adjusted method (uniform p_t) gets it right; and the labels."""
+    arrays = load_arrays(run_dir)
+    cfg = config_mod.load(Path(run_dir) / "config.yaml")
+    f, y = arrays["test_logits"], arrays["test_labels"]
+    z = _adjust(f, losses.test_time_form(cfg["loss"]["name"]), prior_from_counts(arrays["train_counts"]), None)
+    return metrics.topk_accuracy(z, y, return_correct=True)[1], y
+
+
+def seed_comparison(results):
+    """Runs of one config that differ only in their seeds: mean and standard deviation of uniform
+    top-1 per method, and for every two such configs with as many seeds, the paired bootstrap
+    (lade.metrics.paired_bootstrap over the test images; the m-th seeds paired) of the difference
+    of their adjusted methods. Markdown lines; [] when no config has two seeds."""
+    groups = {}
+    for r in results:
+        same = {k: v for k, v in r["setup"].items() if k not in ("seed", "model_seed", "train_seconds")}
+        groups.setdefault(json.dumps([r["name"], r["loss"], same], sort_keys=True), []).append(r)
+    groups = {k: sorted(g, key=lambda r: (r["setup"]["seed"], r["setup"]["model_seed"])) for k, g in groups.items()
+              if len({(r["setup"]["seed"], r["setup"]["model_seed"]) for r in g}) == len(g) > 1}
+    if not groups:
+        return []
+    rows = []
+    for g in groups.values():
+        for i, m in enumerate(g[0]["methods"]):
+            top1 = np.array([r["methods"][i]["uniform"]["top1"] for r in g]) * 100
+            rows.append([m["label"], f"{g[0]['name']} ({g[0]['loss']})", str(len(g)), f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}",
+                         ", ".join(f"{v:.2f}" for v in top1)])
+    lines = ["## Seeds", "", _table(["method", "config", "seeds", "uniform top-1 (mean ± std)", "per seed"], rows), ""]
+    correct = {k: [_uniform_correct(r["run_dir"]) for r in g] for k, g in groups.items()}
+    names = list(groups)
+    title = {k: f"{g[0]['method']} ({g[0]['name']})" for k, g in groups.items()}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            labels = [y for _, y in correct[a] + correct[b]]
+            if len(groups[a]) != len(groups[b]) or any(not np.array_equal(y, labels[0]) for y in labels):
+                lines.append(f"- {title[a]} vs {title[b]}: not paired (different seed counts or test sets)")
+                continue
+            res = metrics.paired_bootstrap(np.stack([c for c, _ in correct[a]]), np.stack([c for c, _ in correct[b]]),
+                                           SEED_REPLICATES, SEED_LEVEL, seed=0)
+            lines.append(f"- {title[a]} − {title[b]}: "
+                         f"{100 * res['difference']:+.2f} points, {SEED_LEVEL:.0%} paired bootstrap interval "
+                         f"[{100 * res['lo']:+.2f}, {100 * res['hi']:+.2f}] over {labels[0].shape[0]} test images and "
+                         f"{len(groups[a])} seeds")
+    return lines + [""]
+
+
 def write_comparison(run_dirs, out_dir, title="Comparison"):
     """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns the markdown."""
     out_dir = Path(out_dir)
@@ -708,6 +759,9 @@ def write_comparison(run_dirs, out_dir, title="Comparison"):
     summary = _table(["method", "uniform top-1", "many", "medium", "few", "F50", "B50", "B50 (EM p_t)", "ECE-15",
                       "NLL"], _summary_rows(results))
     text = _markdown(results, title, figures, summary)
+    seeds = seed_comparison(results)
+    if seeds:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(seeds)
     _write(out_dir / "comparison.md", text)
     _write(out_dir / "comparison.json", json.dumps(results, indent=1))
     return text
