@@ -176,6 +176,7 @@ def test_a_run_folder_holds_everything_evaluation_needs(reference_run):
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in rows)
+    assert all(0 < r["step_seconds"] <= r["seconds"] for r in rows)  # where an epoch's time goes
     # the tiny run trains: its loss goes down (2.15 -> 2.02 when written) rather than blowing up
     assert rows[-1]["loss"] < rows[0]["loss"], [r["loss"] for r in rows]
     overrides = json.loads((run / "run.json").read_text())["sessions"][0]["overrides"]

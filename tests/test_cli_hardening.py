@@ -185,7 +185,7 @@ def test_resume_accepts_changes_to_the_resume_safe_keys(tiny_root, stopped_run, 
                                        "run.eval_every=1", "run.eval_batch_size=7", "--no-report"), capsys)
     assert code == 0, err
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2, 3] and "test_top1" in rows[1]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and "test_top1" in rows[1] and rows[1]["eval_seconds"] > 0
     code, _, err = run_main(train_args(tiny_root, tmp_path / "run", "optim.epochs=3", "--resume", "optim.lr=0.5"),
                             capsys)
     assert code == 2 and "optim.lr" in err

@@ -230,10 +230,12 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epoch - 1)  # LDAM-DRW counts epochs from 0, as its reference code
         t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum, correct, step_seconds = 0, 0.0, 0, 0.0
         for b, (x, y) in enumerate(loader, 1):
+            t_step = time.perf_counter()
             value, logits = nn.train_step(net, opt, x, y, loss, lr=lr, grad=grad[:len(y)], return_logits=True,
                                           reduce_gradients=reduce)
+            step_seconds += time.perf_counter() - t_step
             if comm is not None:  # the metrics are those of the global batch
                 logits, y = loss.global_logits, loss.global_labels
             seen += len(y)
@@ -247,11 +249,15 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
         if not writer:
             continue
         seconds = time.perf_counter() - t0
+        # seconds = the epoch's training loop; step_seconds its train_step calls (the rest is waiting
+        # for batches and the per-batch metrics); eval_seconds the test pass, when there is one
         row = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
-               "images_per_s": seen / seconds, "seconds": seconds}
+               "images_per_s": seen / seconds, "seconds": seconds, "step_seconds": step_seconds}
         if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
+            t_eval = time.perf_counter()
             test_logits = _logits(net, data.test[0], r["eval_batch_size"], cfg["data"]["resolution"])
             row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
+            row["eval_seconds"] = time.perf_counter() - t_eval
         kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
         write_metrics(metrics_path, kept)
         save_checkpoint(run_dir, net, opt, epoch, cfg_text, ranks)
