@@ -279,15 +279,8 @@ lade_status lade_loader_begin_epoch(lade_loader *l, int64_t epoch, const int64_t
         }
         l->indices = p, l->indices_cap = n;
     }
-    if (indices) {
-        memcpy(l->indices, indices, n * sizeof *indices);
-    } else {
-        /* the default order: a shuffle seeded apart from the sample streams */
-        for (size_t i = 0; i < n; i++) l->indices[i] = (int64_t)i;
-        lade_rng rng;
-        lade_rng_seed(&rng, l->cfg.seed ^ 0x53485546464C4500ull, (uint64_t)epoch);
-        lade_rng_shuffle_i64(&rng, l->indices, n);
-    }
+    if (indices) memcpy(l->indices, indices, n * sizeof *indices);
+    else lade_epoch_permutation(l->indices, n, l->cfg.seed, (uint64_t)epoch); /* = lade_sample_instance's order */
     l->epoch = epoch;
     l->n = n;
     l->num_batches = l->cfg.drop_last ? n / l->cfg.batch_size : (n + l->cfg.batch_size - 1) / l->cfg.batch_size;
