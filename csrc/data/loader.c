@@ -180,11 +180,12 @@ lade_status lade_loader_create(lade_loader **out, const lade_loader_config *cfg)
     if (cfg->images && (!cfg->labels || cfg->image_height < 1 || cfg->image_width < 1))
         return lade_fail(LADE_EINVAL, "in-memory images need labels and a size >= 1, got %d x %d", cfg->image_height,
                          cfg->image_width);
-    if (cfg->batch_size < 1) return lade_fail(LADE_EINVAL, "batch_size must be >= 1, got %zu", cfg->batch_size);
+    if (cfg->batch_size < 1)
+        return lade_fail(LADE_EINVAL, "argument 'batch_size' must be >= 1, got %zu", cfg->batch_size);
     if (cfg->num_workers < 1 || cfg->num_workers > 256)
-        return lade_fail(LADE_EINVAL, "num_workers must be in [1, 256], got %d", cfg->num_workers);
+        return lade_fail(LADE_EINVAL, "argument 'num_workers' must be in [1, 256], got %d", cfg->num_workers);
     if (cfg->prefetch < 1 || cfg->prefetch > 1024)
-        return lade_fail(LADE_EINVAL, "prefetch must be in [1, 1024], got %d", cfg->prefetch);
+        return lade_fail(LADE_EINVAL, "argument 'prefetch' must be in [1, 1024], got %d", cfg->prefetch);
     size_t floats, batch_floats;
     if (!lade_mul_size(&floats, (size_t)3 * cfg->transform.out_h, (size_t)cfg->transform.out_w) ||
         !lade_mul_size(&batch_floats, floats, cfg->batch_size) || batch_floats > ((size_t)1 << 40))

@@ -75,9 +75,10 @@ static lade_status prior_from_labels(lade_call *c) {
 
 /* check_prior(prior, arg="prior"): errors name `arg`, the caller's argument. */
 static PyObject *py_check_prior(PyObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {OBJ("prior", NULL), OPT("arg", 's', 0), END};
     lade_call c;
     PyObject *result = NULL;
-    if (!lade_parse(&c, "lade.priors.check_prior", ARGS(OBJ("prior", NULL), OPT("arg", 's', 0)), args, kw)) {
+    if (!lade_parse(&c, "lade.priors.check_prior", spec, args, kw)) {
         const char *arg = c.value[1].s ? c.value[1].s : "prior";
         PyArrayObject *p = lade_py_array(lade_obj(&c, "prior"), c.func, arg, NPY_FLOAT32, 0);
         lade_status st;
