@@ -206,9 +206,9 @@ static int convert_scalar(lade_call *c, int k) {
     case 's':
         if (!PyUnicode_Check(o) || !(c->value[k].s = PyUnicode_AsUTF8(o))) goto type_error;
         return 0;
-    case 'I': { /* an int, or a sequence of ints */
-        PyObject *seq = PyIndex_Check(o) ? PyTuple_Pack(1, o) : PySequence_Check(o) && !PyUnicode_Check(o)
-                                                                ? PySequence_Tuple(o) : NULL;
+    case 'I': { /* a sequence of ints (an ndarray too, which also has __index__), or an int */
+        PyObject *seq = PySequence_Check(o) && !PyUnicode_Check(o) ? PySequence_Tuple(o)
+                        : PyIndex_Check(o)                         ? PyTuple_Pack(1, o) : NULL;
         if (!seq) goto type_error;
         Py_ssize_t n = PyTuple_GET_SIZE(seq);
         int bad = n > 64 - c->n_ints ? -1 : 0;

@@ -14,6 +14,14 @@ static lade_maps maps(const lade_call *c, const char *name) {
     return lade_maps_nchw((float *)PyArray_DATA(a), (int)d[0], (int)d[1], (int)d[2], (int)d[3]);
 }
 
+/* The output height and width (p, q) that a geometry's out_size gave, or its error. The sizes are
+ * read after the call that wrote them (an argument's order of evaluation is unspecified). */
+static int bind_out_size(lade_call *c, lade_status st, const int *oh, const int *ow) {
+    if (st) return lade_py_raise(st, c->func), -1;
+    LADE_BIND(c, 'p', *oh);
+    return LADE_BIND(c, 'q', *ow), 0;
+}
+
 /* ---- conv2d ------------------------------------------------------------------------ */
 /* stride and padding: an int or a pair (height, width); the core checks their ranges */
 static lade_conv2d_geom conv_geom(const lade_call *c) {
@@ -34,11 +42,7 @@ static int conv_infer(lade_call *c) {
     }
     lade_conv2d_geom g = conv_geom(c);
     int oh, ow;
-    lade_status st = lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
-    if (st) return lade_py_raise(st, c->func), -1;
-    LADE_BIND(c, 'p', oh);
-    LADE_BIND(c, 'q', ow);
-    return 0;
+    return bind_out_size(c, lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow), &oh, &ow);
 }
 
 /* The workspace of the fast path; naive: the reference loops. */
@@ -153,11 +157,7 @@ static lade_pool_geom pool_geom(const lade_call *c) {
 static int maxpool_forward_infer(lade_call *c) {
     lade_pool_geom g = pool_geom(c);
     int oh, ow;
-    lade_status st = lade_pool_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
-    if (st) return lade_py_raise(st, c->func), -1;
-    LADE_BIND(c, 'p', oh);
-    LADE_BIND(c, 'q', ow);
-    return 0;
+    return bind_out_size(c, lade_pool_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow), &oh, &ow);
 }
 static lade_status maxpool_forward(lade_call *c) {
     lade_pool_geom g = pool_geom(c);
@@ -168,15 +168,13 @@ static lade_status maxpool_backward(lade_call *c) {
     return lade_maxpool_backward(maps(c, "dx"), maps(c, "dout"), (const int32_t *)lade_data(c, "argmax"));
 }
 
-static int check_stride(lade_call *c) {
-    long long stride = lade_int(c, "stride");
-    if (stride == 1 || stride == 2) return 0;
-    return lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", stride), -1;
+static int check_stride(lade_call *c, long long s) {
+    return s == 1 || s == 2 ? 0 : (lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", s), -1);
 }
 
 static int shortcut_forward_infer(lade_call *c) {
     long long cout = lade_int(c, "out_channels"), s = lade_int(c, "stride");
-    if (check_stride(c)) return -1;
+    if (check_stride(c, s)) return -1;
     if (cout < DIM(c, 'c') || (cout - DIM(c, 'c')) % 2)
         return lade_py_value_error(c->func, "out_channels",
                                    "must be >= the %d input channels with an even difference, got %lld", DIM(c, 'c'),
@@ -190,11 +188,17 @@ static lade_status shortcut_forward(lade_call *c) {
     return lade_shortcut_a_forward(maps(c, "out"), maps(c, "x"), (int)lade_int(c, "stride"));
 }
 
-/* the core checks dout against (n, in_channels, height, width) and the stride */
 static int shortcut_backward_infer(lade_call *c) {
-    long long cin = lade_int(c, "in_channels");
+    long long cin = lade_int(c, "in_channels"), s = lade_int(c, "stride");
     if (cin < 1) return lade_py_value_error(c->func, "in_channels", "must be >= 1, got %lld", cin), -1;
-    return bind_height_width(c) ? -1 : (LADE_BIND(c, 'c', cin), 0);
+    if (check_stride(c, s)) return -1;
+    if (bind_height_width(c)) return -1;
+    int oh = (int)((DIM(c, 'h') + s - 1) / s), ow = (int)((DIM(c, 'w') + s - 1) / s);
+    if (DIM(c, 'p') != oh || DIM(c, 'q') != ow || DIM(c, 'o') < cin || (DIM(c, 'o') - cin) % 2)
+        return lade_py_value_error(c->func, "dout", "must have shape (n, C, %d, %d) with C >= %lld and C - %lld even, "
+                                   "got (%d, %d, %d, %d)", oh, ow, cin, cin, DIM(c, 'n'), DIM(c, 'o'), DIM(c, 'p'),
+                                   DIM(c, 'q')), -1;
+    return LADE_BIND(c, 'c', cin), 0;
 }
 static lade_status shortcut_backward(lade_call *c) {
     return lade_shortcut_a_backward(maps(c, "dx"), maps(c, "dout"), (int)lade_int(c, "stride"));
