@@ -78,11 +78,6 @@ static int check_layout(PyArrayObject *a, const char *func, const char *arg, int
     return problem ? -1 : 0;
 }
 
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
-    PyArrayObject *a = check_type(obj, func, arg, typenum);
-    return a && !check_layout(a, func, arg, out) ? a : NULL;
-}
-
 /* ---- the argument tables ---------------------------------------------------------------- */
 static int role(const lade_arg *a) { return a->role & LADE_ROLE; }
 static int is_array(const lade_arg *a) { return role(a) != LADE_SCALAR; }
@@ -379,6 +374,7 @@ double lade_num(const lade_call *c, const char *name) { return c->value[lade_ind
 long long lade_int(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].i; }
 unsigned long long lade_u64(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].u; }
 PyObject *lade_obj(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].o; }
+const char *lade_str(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].s; }
 const int *lade_ints(const lade_call *c, const char *name, int *count) {
     int k = lade_index(c, name);
     *count = c->given[k] ? c->value[k].ints.count : 0;

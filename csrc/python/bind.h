@@ -141,6 +141,7 @@ double lade_num(const lade_call *c, const char *name);
 long long lade_int(const lade_call *c, const char *name);
 unsigned long long lade_u64(const lade_call *c, const char *name);
 PyObject *lade_obj(const lade_call *c, const char *name);         /* borrowed, NULL when absent */
+const char *lade_str(const lade_call *c, const char *name);       /* 's'; NULL when absent */
 const int *lade_ints(const lade_call *c, const char *name, int *count); /* 'I'; count 0 when absent */
 int lade_given(const lade_call *c, const char *name);             /* passed and not None */
 #define F32(c, name) ((float *)lade_data(c, name))
@@ -174,11 +175,6 @@ int lade_add_bindings(PyObject *module, const lade_binding *list);
  * SELF(&Type): the parser checks the object is initialised and idle and holds it
  * busy through infer and run (c->self; c->self->core is the C object). */
 int lade_add_methods(PyTypeObject *type, const lade_binding *list);
-
-/* Checks that obj is a NumPy array usable without a copy: exact dtype, native
- * byte order, C-contiguous, aligned, writeable when `out`. Returns it, or NULL
- * with a TypeError/ValueError naming func and arg. */
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out);
 
 /* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);

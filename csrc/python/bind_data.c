@@ -73,7 +73,7 @@ static PyObject *py_check_labels(PyObject *self, PyObject *args, PyObject *kw) {
     lade_call c;
     PyObject *result = NULL;
     if (!lade_parse(&c, "lade.data.load_cifar", spec, args, kw)) {
-        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", c.value[2].s);
+        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", lade_str(&c, "source"));
         lade_status st = lade_labels_check(I64(&c, "labels"), (size_t)DIM(&c, 'n'), lade_int(&c, "num_classes"));
         result = st ? lade_py_raise(st, c.func_buf) : Py_NewRef(Py_None);
     }
@@ -90,9 +90,8 @@ typedef struct {
  * a list file's text, or paths with their labels (a folder tree). */
 static int filelist_init(FileListObject *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {
-        REQ("root", 's'), {"text", LADE_SCALAR | LADE_OPT, 'O'}, {"source", LADE_SCALAR | LADE_OPT, 's'},
-        OPT("num_classes", 'i', 0), {"paths", LADE_SCALAR | LADE_OPT, 'O', NULL, 0, &PyList_Type},
-        IN_OPT("labels", I64T, "n"), END,
+        REQ("root", 's'), OBJ_OPT("text", NULL), OPT("source", 's', 0), OPT("num_classes", 'i', 0),
+        OBJ_OPT("paths", &PyList_Type), IN_OPT("labels", I64T, "n"), END,
     };
     lade_call c;
     int from_paths = kw && PyDict_GetItemString(kw, "paths");
@@ -100,7 +99,7 @@ static int filelist_init(FileListObject *self, PyObject *args, PyObject *kw) {
         return lade_call_end(&c, NULL), -1;
     lade_filelist_destroy(self->list);
     self->list = NULL;
-    lade_status st = lade_filelist_create(&self->list, c.value[0].s, c.value[2].s);
+    lade_status st = lade_filelist_create(&self->list, lade_str(&c, "root"), lade_str(&c, "source"));
     PyObject *paths = lade_obj(&c, "paths"), *text = lade_obj(&c, "text");
     if (!st && paths) {
         Py_ssize_t n = PyList_GET_SIZE(paths);
@@ -254,7 +253,7 @@ static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
     lade_call c;
     if (lade_parse(&c, func, spec, args, kw)) return lade_call_end(&c, NULL), -1;
     lade_transform *t = &self->t;
-    const char *preset = c.value[0].s;
+    const char *preset = lade_str(&c, "preset");
     int size = (int)lade_int(&c, "size"), ok = 1;
     if (!strcmp(preset, "cifar_train")) lade_transform_cifar_train(t);
     else if (!strcmp(preset, "cifar_test")) lade_transform_cifar_test(t);
