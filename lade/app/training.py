@@ -50,8 +50,9 @@ def build_loss(cfg, counts):
 
 def build_sampler(cfg, labels, classes):
     """The configured epoch order of the training images (data.sampler), seeded by run.seed like
-    the loader. The one owner of the default: instance sampling, whose order is the loader's own
-    seeded shuffle, so a run gives the same global batches with or without MPI or a file subset."""
+    the loader; the one owner of the default. Instance sampling's order is the loader's own seeded
+    shuffle (lade.sampling.InstanceSampler), so a run's global batches are the same with one
+    process or several MPI ranks."""
     kind, seed = cfg["data"]["sampler"], cfg["run"]["seed"]
     if kind == "class_aware":
         return sampling.ClassAwareSampler(labels, classes, seed=seed)
