@@ -371,8 +371,9 @@ class Loader:
     ListFile / ImageFolder of JPEGs. Iterating yields (images float32
     (B, 3, h, w), labels int64 (B,)) for one epoch, then `epoch` advances.
     sampler: any object with __len__ and epoch_indices(epoch) -> int64 array;
-    None gives a seeded shuffle of all samples each epoch (or the natural
-    order with shuffle=False). Batches depend only on (seed, epoch, order),
+    None gives a seeded shuffle of all samples each epoch, the same order as
+    lade.sampling.InstanceSampler(N, seed) (or the natural order with
+    shuffle=False). Batches depend only on (seed, epoch, order),
     never on num_workers or thread timing.
 
     A sample that cannot be read raises (lade.DecodeError, OSError or

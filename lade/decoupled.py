@@ -41,9 +41,9 @@ class Classifier:
 def _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling):
     if sampling not in SAMPLING:
         raise ValueError(f"{func}: argument 'sampling' must be 'instance' or 'class_balanced', got {sampling!r}")
-    return dict(epochs=_args.whole(epochs, func, "epochs", 1), batch_size=_args.whole(batch_size, func, "batch_size", 1),
-                lr=_args.real(lr, func, "lr", 0.0), momentum=_args.real(momentum, func, "momentum", 0.0),
-                weight_decay=_args.real(weight_decay, func, "weight_decay", 0.0), sampling=SAMPLING[sampling])
+    # C checks the numbers (csrc/ltmath/decoupled.c check_fit_config)
+    return dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                sampling=SAMPLING[sampling])
 
 
 def _classes(labels, classes, func):
@@ -77,8 +77,7 @@ def _fit(func, features, labels, classes, init, seed, loss, prior, alpha, remine
     classes = _classes(labels, classes, func)
     seed = _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
     weight, bias = _init(classes, features.shape[1], init, seed, func)
-    extra = {} if prior is None else dict(prior=as_prior(prior), alpha=_args.real(alpha, func, "alpha", 0.0),
-                                          remine_lambda=_args.real(remine_lambda, func, "remine_lambda", 0.0))
+    extra = {} if prior is None else dict(prior=as_prior(prior), alpha=alpha, remine_lambda=remine_lambda)
     fit = _C.lade_fit if loss else _C.crt_fit
     last = fit(features, labels, weight, bias, loss=loss, seed=seed, **sgd, **extra)
     return weight, bias, last
@@ -114,7 +113,6 @@ def lws(features, labels, weight, bias=None, epochs=10, batch_size=512, lr=0.2, 
     cross-entropy, starting from `scales` (default all 1). Returns a Classifier."""
     func = "lade.decoupled.lws"
     sgd = _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling)
-    seed = _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
     rows = getattr(weight, "shape", (0,))[0]
     scales = np.ones(rows, np.float32) if scales is None else np.array(scales, dtype=np.float32, order="C")
     last = _C.lws_fit(features, labels, weight, bias, scales, seed=seed, **sgd)

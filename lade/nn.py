@@ -66,7 +66,7 @@ class ResNet32:
 
     def init(self, seed):
         """(Re)initialise weights and BN statistics from ``seed`` (bit-identical for equal seeds)."""
-        self._core.init(_args.whole(seed, "lade.ResNet32.init", "seed", 0, 2 ** 64 - 1))
+        self._core.init(seed)  # C checks it is in [0, 2^64)
 
     def _views(self, flat, want_buffers):
         views = {}

@@ -168,3 +168,30 @@ def test_skip_bad_never_yields_an_empty_batch_and_skipped_survives_close(tmp_pat
     assert batches == [[0, 0]]  # the all-bad first batch is left out, not yielded empty
     loader.close()
     assert loader.skipped == 2 and "bad1.jpg" in loader.last_skip_reason
+
+
+def test_methods_of_c_objects_go_through_the_one_parser():
+    """ResNetCore's and Loader's methods are binding tables (bind.h SELF): the object must be
+    initialised, is not a keyword, and the signature comes from the table."""
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    core = lade._C.ResNetCore.__new__(lade._C.ResNetCore)
+    with pytest.raises(RuntimeError, match=r"lade.ResNet32.forward: .* not initialised"):
+        core.forward(image)
+    net = nn.ResNet32(10)
+    with pytest.raises(TypeError, match="lade.ResNet32.forward: unexpected keyword argument 'self'"):
+        net._core.forward(image, self=net._core)
+    with pytest.raises(TypeError, match="lade.ResNet32.forward: argument 'images' must have dtype float32"):
+        net._core.forward(image.astype(np.float64))
+    assert net._core.forward.__doc__.startswith("forward(images, train=True, defer_running_stats=False, out=None)")
+
+
+def test_int_arguments_take_an_int_or_a_sequence_of_ints_of_any_integer_type():
+    assert nn.warmup_multistep_lr(0.1, 170, 5, 0.01, np.array([160, 180]), 0.1) == pytest.approx(0.01)
+    assert nn.warmup_multistep_lr(0.1, 170, 5, 0.01, 160, 0.1) == pytest.approx(0.01)
+    assert nn.warmup_multistep_lr(0.1, 150, 5, 0.01, (160, 180), 0.1) == pytest.approx(0.1)
+    x, w = np.zeros((1, 1, 6, 6), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    assert nn.conv2d_forward(x, w, stride=(np.int64(2), 1), padding=np.int32(1)).shape == (1, 1, 3, 6)
+    with pytest.raises(ValueError, match="argument 'stride' must be an int or a pair of ints, got 3 ints"):
+        nn.conv2d_forward(x, w, stride=(1, 1, 1))
+    with pytest.raises(ValueError, match=r"argument 'milestones' must be 32-bit ints \(at most 64\)"):
+        nn.warmup_multistep_lr(0.1, 3, 5, 0.5, list(range(65)), 0.1)

@@ -131,7 +131,9 @@ def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noq
         s = training.build_sampler(cfg, labels, 3)
         assert isinstance(s, cls)
     assert len(training.build_sampler(config.validate({"data": {"sampler": "class_aware"}}), labels, 3)) == 18
-    assert training.build_sampler(config.validate({}), labels, 3) is None
+    # the one owner of the default order: instance sampling is an InstanceSampler of run.seed
+    default = training.build_sampler(config.validate({"run": {"seed": 4}}), labels, 3)
+    assert isinstance(default, sampling.InstanceSampler) and (len(default), default.seed) == (10, 4)
     with pytest.raises(config.ConfigError, match=r"key 'data.sampler' must be one of"):
         config.validate({"data": {"sampler": "balanced"}})
     # a class-aware run trains from the command line: an epoch is largest class x classes images

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lade
-from lade import data
+from lade import data, sampling
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHIVE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "cifar-100-binary.tar.gz")
@@ -286,6 +286,21 @@ def test_loader_matches_augment_with_streams(small_cifar):
         for k, p in enumerate(pos[:5]):
             ref = data.augment(images[idx[p]][None], data.CifarTrain(), seed=11, stream=2 * 130 + p)
             np.testing.assert_array_equal(x[k], ref[0])
+
+
+def test_loader_default_order_is_the_instance_sampler(small_cifar):
+    """Without a sampler the loader gives InstanceSampler(N, seed)'s order: the training
+    application passes that sampler in every case (MPI shards and file subsets too), and a
+    single-process CIFAR run keeps the order it had when it left the order to the loader."""
+    images, labels = small_cifar
+    for seed in (0, 11, 2 ** 40):
+        own = data.Loader((images, labels), 32, data.CifarTrain(), seed=seed, num_workers=2)
+        given = data.Loader((images, labels), 32, data.CifarTrain(), seed=seed, num_workers=2,
+                            sampler=sampling.InstanceSampler(len(labels), seed=seed))
+        with own, given:
+            for (x0, y0), (x1, y1) in zip(collect(own, epochs=2), collect(given, epochs=2), strict=True):
+                np.testing.assert_array_equal(y0, y1)
+                np.testing.assert_array_equal(x0, x1)
 
 
 def test_loader_deterministic_across_threads_and_runs(small_cifar):

@@ -115,6 +115,13 @@ void lade_rng_shuffle_i64(lade_rng *r, int64_t *a, size_t n) {
     }
 }
 
+void lade_epoch_permutation(int64_t *out, size_t n, uint64_t seed, uint64_t epoch) {
+    for (size_t i = 0; i < n; i++) out[i] = (int64_t)i;
+    lade_rng r;
+    lade_rng_seed(&r, seed ^ 0x53485546464C4500ull, epoch); /* "SHUFFLE\0": apart from the sample streams */
+    lade_rng_shuffle_i64(&r, out, n);
+}
+
 /* ---- memory ---------------------------------------------------------------- */
 bool lade_mul_size(size_t *out, size_t a, size_t b) {
     return !__builtin_mul_overflow(a, b, out);

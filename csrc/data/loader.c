@@ -180,11 +180,12 @@ lade_status lade_loader_create(lade_loader **out, const lade_loader_config *cfg)
     if (cfg->images && (!cfg->labels || cfg->image_height < 1 || cfg->image_width < 1))
         return lade_fail(LADE_EINVAL, "in-memory images need labels and a size >= 1, got %d x %d", cfg->image_height,
                          cfg->image_width);
-    if (cfg->batch_size < 1) return lade_fail(LADE_EINVAL, "batch_size must be >= 1, got %zu", cfg->batch_size);
+    if (cfg->batch_size < 1)
+        return lade_fail(LADE_EINVAL, "argument 'batch_size' must be >= 1, got %zu", cfg->batch_size);
     if (cfg->num_workers < 1 || cfg->num_workers > 256)
-        return lade_fail(LADE_EINVAL, "num_workers must be in [1, 256], got %d", cfg->num_workers);
+        return lade_fail(LADE_EINVAL, "argument 'num_workers' must be in [1, 256], got %d", cfg->num_workers);
     if (cfg->prefetch < 1 || cfg->prefetch > 1024)
-        return lade_fail(LADE_EINVAL, "prefetch must be in [1, 1024], got %d", cfg->prefetch);
+        return lade_fail(LADE_EINVAL, "argument 'prefetch' must be in [1, 1024], got %d", cfg->prefetch);
     size_t floats, batch_floats;
     if (!lade_mul_size(&floats, (size_t)3 * cfg->transform.out_h, (size_t)cfg->transform.out_w) ||
         !lade_mul_size(&batch_floats, floats, cfg->batch_size) || batch_floats > ((size_t)1 << 40))
@@ -279,15 +280,8 @@ lade_status lade_loader_begin_epoch(lade_loader *l, int64_t epoch, const int64_t
         }
         l->indices = p, l->indices_cap = n;
     }
-    if (indices) {
-        memcpy(l->indices, indices, n * sizeof *indices);
-    } else {
-        /* the default order: a shuffle seeded apart from the sample streams */
-        for (size_t i = 0; i < n; i++) l->indices[i] = (int64_t)i;
-        lade_rng rng;
-        lade_rng_seed(&rng, l->cfg.seed ^ 0x53485546464C4500ull, (uint64_t)epoch);
-        lade_rng_shuffle_i64(&rng, l->indices, n);
-    }
+    if (indices) memcpy(l->indices, indices, n * sizeof *indices);
+    else lade_epoch_permutation(l->indices, n, l->cfg.seed, (uint64_t)epoch); /* = lade_sample_instance's order */
     l->epoch = epoch;
     l->n = n;
     l->num_batches = l->cfg.drop_last ? n / l->cfg.batch_size : (n + l->cfg.batch_size - 1) / l->cfg.batch_size;

@@ -64,6 +64,11 @@ LADE_API uint64_t lade_rng_below(lade_rng *r, uint64_t n);
 LADE_API double lade_rng_normal(lade_rng *r);
 /* Fisher-Yates shuffle of an int64 array */
 LADE_API void lade_rng_shuffle_i64(lade_rng *r, int64_t *a, size_t n);
+/* Instance sampling's epoch order, the one definition of it: a permutation of
+ * 0..n-1 seeded by (seed, epoch) on a stream family apart from lade_rng_seed's
+ * (seed, stream) pairs, so that it shares no randomness with the loader's
+ * per-sample augmentation streams of the same seed. */
+LADE_API void lade_epoch_permutation(int64_t *out, size_t n, uint64_t seed, uint64_t epoch);
 
 /* ---- threads ----------------------------------------------------------------
  * One thread count governs both OpenBLAS and the core's own worker pool.

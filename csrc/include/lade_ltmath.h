@@ -102,7 +102,7 @@ LADE_API lade_status lade_check_prior(const float *prior, int classes, const cha
 LADE_API lade_status lade_lt_subset(int64_t *out, size_t out_len, const int64_t *labels, size_t n,
                                     int classes, const int64_t *counts, uint64_t seed);
 
-/* Instance sampler: a permutation of [0, n) (stream = epoch). */
+/* Instance sampler: lade_epoch_permutation, the order the loader gives without indices. */
 LADE_API lade_status lade_sample_instance(int64_t *out, size_t n, uint64_t seed, uint64_t epoch);
 /* Class-aware sampler (spec §3.5): out_len = max_count * number of non-empty classes
  * (lade_class_aware_length). Classes are visited in a shuffled cyclic order (reshuffled at

@@ -16,11 +16,14 @@ static lade_status epoch_rows(int64_t *rows, const int64_t *labels, const double
 }
 
 static lade_status check_fit_config(const lade_classifier_config *cfg, int classes, int lade_loss_allowed) {
-    if (cfg->epochs < 1 || cfg->batch_size < 1)
-        return lade_fail(LADE_EINVAL, "arguments 'epochs' and 'batch_size' must be >= 1, got %d and %d", cfg->epochs,
-                         cfg->batch_size);
-    if (!(cfg->lr >= 0) || !isfinite(cfg->lr))
-        return lade_fail(LADE_EINVAL, "argument 'lr' must be finite and >= 0, got %g", (double)cfg->lr);
+    if (cfg->epochs < 1) return lade_fail(LADE_EINVAL, "argument 'epochs' must be >= 1, got %d", cfg->epochs);
+    if (cfg->batch_size < 1)
+        return lade_fail(LADE_EINVAL, "argument 'batch_size' must be >= 1, got %d", cfg->batch_size);
+    const char *names[3] = {"lr", "momentum", "weight_decay"};
+    const float values[3] = {cfg->lr, cfg->momentum, cfg->weight_decay};
+    for (int i = 0; i < 3; i++)
+        if (!(values[i] >= 0) || !isfinite(values[i]))
+            return lade_fail(LADE_EINVAL, "argument '%s' must be finite and >= 0, got %g", names[i], (double)values[i]);
     if (cfg->sampling != LADE_SAMPLE_INSTANCE && cfg->sampling != LADE_SAMPLE_CLASS_BALANCED)
         return lade_fail(LADE_EINVAL, "argument 'sampling' must be 0 (instance) or 1 (class-balanced), got %d",
                          (int)cfg->sampling);

@@ -75,10 +75,7 @@ done:
 }
 
 lade_status lade_sample_instance(int64_t *out, size_t n, uint64_t seed, uint64_t epoch) {
-    for (size_t i = 0; i < n; i++) out[i] = (int64_t)i;
-    lade_rng r;
-    lade_rng_seed(&r, seed, epoch);
-    lade_rng_shuffle_i64(&r, out, n);
+    lade_epoch_permutation(out, n, seed, epoch); /* the loader's default order too */
     return LADE_OK;
 }
 

@@ -78,11 +78,6 @@ static int check_layout(PyArrayObject *a, const char *func, const char *arg, int
     return problem ? -1 : 0;
 }
 
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out) {
-    PyArrayObject *a = check_type(obj, func, arg, typenum);
-    return a && !check_layout(a, func, arg, out) ? a : NULL;
-}
-
 /* ---- the argument tables ---------------------------------------------------------------- */
 static int role(const lade_arg *a) { return a->role & LADE_ROLE; }
 static int is_array(const lade_arg *a) { return role(a) != LADE_SCALAR; }
@@ -206,6 +201,28 @@ static int convert_scalar(lade_call *c, int k) {
     case 's':
         if (!PyUnicode_Check(o) || !(c->value[k].s = PyUnicode_AsUTF8(o))) goto type_error;
         return 0;
+    case 'I': { /* a sequence of ints (an ndarray too, which also has __index__), or an int */
+        PyObject *seq = PySequence_Check(o) && !PyUnicode_Check(o) ? PySequence_Tuple(o)
+                        : PyIndex_Check(o)                         ? PyTuple_Pack(1, o) : NULL;
+        if (!seq) goto type_error;
+        Py_ssize_t n = PyTuple_GET_SIZE(seq);
+        int bad = n > 64 - c->n_ints ? -1 : 0;
+        c->value[k].ints.start = c->n_ints, c->value[k].ints.count = (int)n;
+        for (Py_ssize_t i = 0; !bad && i < n; i++) {
+            PyObject *item = PyTuple_GET_ITEM(seq, i);
+            int overflow = 0;
+            long long v = PyIndex_Check(item) ? PyLong_AsLongLongAndOverflow(item, &overflow) : 0;
+            if (!PyIndex_Check(item)) bad = 1; /* a TypeError */
+            else if (PyErr_Occurred() || overflow || v < INT_MIN || v > INT_MAX) bad = -1;
+            else c->ints[c->n_ints++] = (int)v;
+        }
+        if (bad < 0)
+            PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be 32-bit ints (at most %d), got %R", c->func,
+                         a->name, 64 - c->value[k].ints.start, o);
+        Py_DECREF(seq);
+        if (bad > 0) goto type_error;
+        return bad;
+    }
     default: /* 'O' */
         if (a->type && !PyObject_TypeCheck(o, a->type)) goto type_error;
         c->value[k].o = o;
@@ -213,7 +230,8 @@ static int convert_scalar(lade_call *c, int k) {
     }
 type_error:
     PyErr_Clear();
-    const char *want = a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str" : "an int";
+    const char *want = a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str"
+                       : a->dtype == 'I' ? "an int or a sequence of ints" : "an int";
     PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s%s, got %s", c->func, a->name, a->type ? "a " : "",
                  a->type ? a->type->tp_name : want, Py_TYPE(o)->tp_name);
     return -1;
@@ -233,7 +251,7 @@ static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
     while (kw && PyDict_Next(kw, &pos, &key, &value)) {
         const char *name = PyUnicode_AsUTF8(key);
         int k = name ? lade_index(c, name) : LADE_MAX_ARGS;
-        if (k == LADE_MAX_ARGS || (c->spec[k].role & LADE_HIDDEN)) {
+        if (k == LADE_MAX_ARGS || (c->spec[k].role & (LADE_HIDDEN | LADE_SELF))) {
             if (name) PyErr_Format(PyExc_TypeError, "%s: unexpected keyword argument '%s'", c->func, name);
             return -1;
         }
@@ -356,6 +374,12 @@ double lade_num(const lade_call *c, const char *name) { return c->value[lade_ind
 long long lade_int(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].i; }
 unsigned long long lade_u64(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].u; }
 PyObject *lade_obj(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].o; }
+const char *lade_str(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].s; }
+const int *lade_ints(const lade_call *c, const char *name, int *count) {
+    int k = lade_index(c, name);
+    *count = c->given[k] ? c->value[k].ints.count : 0;
+    return c->ints + c->value[k].ints.start;
+}
 int lade_given(const lade_call *c, const char *name) { return c->given[lade_index(c, name)] != NULL; }
 
 /* ---- module-level functions ---------------------------------------------------------------- */
@@ -389,17 +413,29 @@ static PyObject *returns(lade_call *c, const char *format) {
     return t;
 }
 
-static PyObject *dispatch(PyObject *self, PyObject *args, PyObject *kw) {
-    const lade_binding *b = PyCapsule_GetPointer(self, "lade.binding");
+int lade_object_ready(const lade_object *obj, const char *func) {
+    const char *problem = !obj->core ? "is not initialised (or closed)" : obj->busy ? "is in use by another thread" : 0;
+    if (problem) PyErr_Format(PyExc_RuntimeError, "%s: the %s %s", func, Py_TYPE(obj)->tp_name, problem);
+    return problem ? -1 : 0;
+}
+
+static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
+    const lade_binding *b = PyCapsule_GetPointer(capsule, "lade.binding");
     lade_call c;
     PyObject *result = NULL;
-    if (!lade_parse(&c, b->func, b->spec, args, kw) && !(b->infer && b->infer(&c)) && !lade_outputs(&c)) {
+    int ok = !lade_parse(&c, b->func, b->spec, args, kw);
+    if (ok && (b->spec[0].role & LADE_SELF)) { /* a method: hold the object */
+        ok = !lade_object_ready((lade_object *)c.value[0].o, b->func);
+        if (ok) c.self = (lade_object *)c.value[0].o, c.self->busy = 1;
+    }
+    if (ok && !(b->infer && b->infer(&c)) && !lade_outputs(&c)) {
         lade_status st;
         LADE_NOGIL_BEGIN
         st = b->run(&c);
         LADE_NOGIL_END
         result = st ? lade_py_raise(st, b->func) : returns(&c, b->returns);
     }
+    if (c.self) c.self->busy = 0;
     return lade_call_end(&c, result);
 }
 
@@ -410,34 +446,49 @@ static char *signature(const lade_binding *b) {
     if (!doc) return NULL;
     snprintf(doc, size, "%s(", b->name);
     for (const lade_arg *a = b->spec; a->name && used < size; a++) {
-        if (a->role & LADE_HIDDEN) continue;
+        if (a->role & (LADE_HIDDEN | LADE_SELF)) continue;
         int optional = (a->role & LADE_OPT) || is_output(a);
         char def[32] = "=None";
-        if (role(a) == LADE_SCALAR && optional && a->dtype != 'O' && a->dtype != 's')
+        if (role(a) == LADE_SCALAR && optional && !strchr("OsI", a->dtype))
             snprintf(def, sizeof def, a->dtype == 'p' ? (a->def ? "=True" : "=False") : "=%g", a->def);
-        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", a == b->spec ? "" : ", ", a->name,
+        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", doc[used - 1] == '(' ? "" : ", ", a->name,
                                  optional ? def : "");
     }
     if (used < size) snprintf(doc + used, size - used, ")%s%s", b->doc ? " " : "", b->doc ? b->doc : "");
     return doc;
 }
 
-int lade_add_bindings(PyObject *module, const lade_binding *list) {
+/* The callable of a binding; a method is that callable as an instancemethod (it gets the object first). */
+static PyObject *binding_function(const lade_binding *b) {
+    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
+    char *doc = def ? signature(b) : NULL;
+    if (!doc) return PyErr_NoMemory();
+    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
+    PyObject *capsule = PyCapsule_New((void *)b, "lade.binding", NULL);
+    PyObject *fn = capsule ? PyCFunction_NewEx(def, capsule, NULL) : NULL;
+    Py_XDECREF(capsule);
+    if (!fn || !(b->spec[0].role & LADE_SELF)) return fn;
+    PyObject *method = PyInstanceMethod_New(fn);
+    Py_DECREF(fn);
+    return method;
+}
+
+static int add_all(PyObject *dict, const lade_binding *list) {
     for (const lade_binding *b = list; b->name; b++) {
-        PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
-        char *doc = def ? signature(b) : NULL;
-        if (!doc) return PyErr_NoMemory(), -1;
-        *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
-        PyObject *self = PyCapsule_New((void *)b, "lade.binding", NULL);
-        PyObject *fn = self ? PyCFunction_NewEx(def, self, NULL) : NULL;
-        Py_XDECREF(self);
-        if (!fn || PyModule_AddObjectRef(module, b->name, fn) < 0) {
-            Py_XDECREF(fn);
-            return -1;
-        }
-        Py_DECREF(fn);
+        PyObject *fn = binding_function(b);
+        int st = fn ? PyDict_SetItemString(dict, b->name, fn) : -1;
+        Py_XDECREF(fn);
+        if (st < 0) return -1;
     }
     return 0;
+}
+
+int lade_add_bindings(PyObject *module, const lade_binding *list) { return add_all(PyModule_GetDict(module), list); }
+
+int lade_add_methods(PyTypeObject *type, const lade_binding *list) {
+    int st = add_all(type->tp_dict, list);
+    PyType_Modified(type);
+    return st;
 }
 
 PyObject *lade_py_raise(lade_status st, const char *func) {

@@ -9,7 +9,15 @@
  * memory with another argument, and converts the scalars. lade_call_end frees
  * what the call holds. A binding keeps only its shape inference and the core
  * call. Errors name the public function (fixed in C), the argument, what was
- * expected and what came. */
+ * expected and what came.
+ *
+ * To add a function: write its core call, `static lade_status run(lade_call *c)`
+ * (it reads the arguments by name: F32(c, "x"), DIM(c, 'n'), lade_num(c, "lr"),
+ * and runs without the GIL), if needed a shape inference `static int
+ * infer(lade_call *c)` that LADE_BINDs the letters only argument values fix, and
+ * add one lade_binding to the file's table. A method of a type that wraps a C
+ * object (LADE_OBJECT_HEAD) is the same with SELF(&Type) first in its table,
+ * added with lade_add_methods; c->self->core is the C object. */
 #ifndef LADE_BIND_H
 #define LADE_BIND_H
 
@@ -34,10 +42,11 @@
  * be omitted or None; LATE, an input checked after the shape inference (its
  * shape uses dimensions only inference binds); HIDDEN, an output that is not
  * an argument; INPLACE, an output that may be exactly an input (an elementwise
- * kernel that reads each element before writing it). */
+ * kernel that reads each element before writing it); SELF, the object a method
+ * is called on (first entry of a method's table, see SELF below). */
 enum {
     LADE_IN = 1, LADE_OUT = 2, LADE_GRAD = 3, LADE_INOUT = 4, LADE_SCALAR = 5, LADE_ROLE = 7,
-    LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64,
+    LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64, LADE_SELF = 128,
 };
 
 /* One argument. Arrays: dtype is an NPY_ type and shape has one character per
@@ -45,8 +54,9 @@ enum {
  * size in every argument of the call), a digit is that size, '*' any size;
  * "..." is any shape, the same for every argument that says "...". Scalars:
  * dtype is 'f' (a number, kept as double), 'i' (int), 'n' (a non-negative
- * size), 'K' (an unsigned 64-bit seed or epoch), 'p' (bool), 's' (str), 'O'
- * (any object; of `type` when set); def is the default when OPT. */
+ * size), 'K' (an unsigned 64-bit seed or epoch), 'p' (bool), 's' (str), 'I'
+ * (an int or a sequence of ints, each 32-bit: read with lade_ints), 'O' (any
+ * object; of `type` when set); def is the default when OPT. */
 typedef struct {
     const char *name;
     int role;
@@ -70,28 +80,46 @@ typedef struct {
 #define OPT(name, kind, def) {name, LADE_SCALAR | LADE_OPT, kind, NULL, def, NULL}
 #define OBJ(name, type) {name, LADE_SCALAR, 'O', NULL, 0, type}
 #define OBJ_OPT(name, type) {name, LADE_SCALAR | LADE_OPT, 'O', NULL, 0, type}
+#define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, 0, type}
 #define END {NULL, 0, 0, NULL, 0, NULL}
-/* A table as an expression (a static compound literal), ended by END. */
+/* A table as an expression, ended by END: a compound literal, static only at file scope (in the
+ * binding tables); inside a function write `static const lade_arg spec[] = {..., END};`. */
 #define ARGS(...) ((const lade_arg[]){__VA_ARGS__, END})
 #define F32T NPY_FLOAT32
 #define F64T NPY_FLOAT64
 #define I64T NPY_INT64
 #define LADE_MAX_ARGS 16
 
+/* The head of every lade._C type that wraps a C object: core is NULL before
+ * __init__ (and after close); busy is set while a call runs without the GIL,
+ * so that a second thread is refused instead of racing. */
+#define LADE_OBJECT_HEAD PyObject_HEAD void *core; int busy;
+typedef struct {
+    LADE_OBJECT_HEAD
+} lade_object;
+
+/* RuntimeError "func: the object is not initialised (or closed)" or "... is in
+ * use by another thread", else 0. For methods outside the tables. */
+int lade_object_ready(const lade_object *obj, const char *func);
+
 typedef struct {
     const char *func;      /* the public name errors use, e.g. "lade.losses.lade_ce" */
+    lade_object *self;     /* a method's object (SELF), held busy from inference to the end of run */
     const lade_arg *spec;
     int n;
     /* one slot per argument, and a last one that stays empty (what an unknown name finds) */
     PyObject *given[LADE_MAX_ARGS + 1];      /* borrowed; NULL when absent */
     PyArrayObject *array[LADE_MAX_ARGS + 1]; /* owned; NULL when absent or skipped */
-    union { double f; long long i; unsigned long long u; PyObject *o; const char *s; } value[LADE_MAX_ARGS + 1];
+    union {
+        double f; long long i; unsigned long long u; PyObject *o; const char *s;
+        struct { int start, count; } ints; /* 'I': its entries of ints[] */
+    } value[LADE_MAX_ARGS + 1];
     char skip[LADE_MAX_ARGS + 1];          /* set by inference: do not allocate this output */
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
     signed char bound_by[128];             /* the argument that bound it, -1 for inference */
     int group_by;                          /* the argument that fixed the "..." shape, or -1 */
     double ret[4];                         /* scalar results for lade_binding.returns */
-    int list[64], list_len;                /* a short list of ints a binding reads (milestones) */
+    int ints[64], n_ints;                  /* the ints of the 'I' arguments */
     char func_buf[256];                    /* for a func built at run time */
 } lade_call;
 
@@ -113,6 +141,8 @@ double lade_num(const lade_call *c, const char *name);
 long long lade_int(const lade_call *c, const char *name);
 unsigned long long lade_u64(const lade_call *c, const char *name);
 PyObject *lade_obj(const lade_call *c, const char *name);         /* borrowed, NULL when absent */
+const char *lade_str(const lade_call *c, const char *name);       /* 's'; NULL when absent */
+const int *lade_ints(const lade_call *c, const char *name, int *count); /* 'I'; count 0 when absent */
 int lade_given(const lade_call *c, const char *name);             /* passed and not None */
 #define F32(c, name) ((float *)lade_data(c, name))
 #define F64(c, name) ((double *)lade_data(c, name))
@@ -140,11 +170,11 @@ typedef struct {
 
 /* Adds every binding of a list ending in {NULL} to the module. */
 int lade_add_bindings(PyObject *module, const lade_binding *list);
-
-/* Checks that obj is a NumPy array usable without a copy: exact dtype, native
- * byte order, C-contiguous, aligned, writeable when `out`. Returns it, or NULL
- * with a TypeError/ValueError naming func and arg. */
-PyArrayObject *lade_py_array(PyObject *obj, const char *func, const char *arg, int typenum, int out);
+/* Adds every binding of a list ending in {NULL} as a method of a type that
+ * starts with LADE_OBJECT_HEAD (after PyType_Ready). Each table starts with
+ * SELF(&Type): the parser checks the object is initialised and idle and holds it
+ * busy through infer and run (c->self; c->self->core is the C object). */
+int lade_add_methods(PyTypeObject *type, const lade_binding *list);
 
 /* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);

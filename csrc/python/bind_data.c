@@ -73,7 +73,7 @@ static PyObject *py_check_labels(PyObject *self, PyObject *args, PyObject *kw) {
     lade_call c;
     PyObject *result = NULL;
     if (!lade_parse(&c, "lade.data.load_cifar", spec, args, kw)) {
-        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", c.value[2].s);
+        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", lade_str(&c, "source"));
         lade_status st = lade_labels_check(I64(&c, "labels"), (size_t)DIM(&c, 'n'), lade_int(&c, "num_classes"));
         result = st ? lade_py_raise(st, c.func_buf) : Py_NewRef(Py_None);
     }
@@ -90,9 +90,8 @@ typedef struct {
  * a list file's text, or paths with their labels (a folder tree). */
 static int filelist_init(FileListObject *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {
-        REQ("root", 's'), {"text", LADE_SCALAR | LADE_OPT, 'O'}, {"source", LADE_SCALAR | LADE_OPT, 's'},
-        OPT("num_classes", 'i', 0), {"paths", LADE_SCALAR | LADE_OPT, 'O', NULL, 0, &PyList_Type},
-        IN_OPT("labels", I64T, "n"), END,
+        REQ("root", 's'), OBJ_OPT("text", NULL), OPT("source", 's', 0), OPT("num_classes", 'i', 0),
+        OBJ_OPT("paths", &PyList_Type), IN_OPT("labels", I64T, "n"), END,
     };
     lade_call c;
     int from_paths = kw && PyDict_GetItemString(kw, "paths");
@@ -100,7 +99,7 @@ static int filelist_init(FileListObject *self, PyObject *args, PyObject *kw) {
         return lade_call_end(&c, NULL), -1;
     lade_filelist_destroy(self->list);
     self->list = NULL;
-    lade_status st = lade_filelist_create(&self->list, c.value[0].s, c.value[2].s);
+    lade_status st = lade_filelist_create(&self->list, lade_str(&c, "root"), lade_str(&c, "source"));
     PyObject *paths = lade_obj(&c, "paths"), *text = lade_obj(&c, "text");
     if (!st && paths) {
         Py_ssize_t n = PyList_GET_SIZE(paths);
@@ -181,21 +180,22 @@ static PyTypeObject FileListType = {
 
 /* ---- JPEG -------------------------------------------------------------------- */
 
-static PyObject *rgb_array(const uint8_t *rgb, int width, int height) {
-    npy_intp dims[3] = {height, width, 3};
-    PyObject *arr = PyArray_SimpleNew(3, dims, NPY_UINT8);
-    if (arr) memcpy(PyArray_DATA((PyArrayObject *)arr), rgb, (size_t)width * height * 3);
-    return arr;
-}
-
-/* decode_jpeg(data: bytes-like) or read_jpeg(path) -> uint8 (H, W, 3) */
-static PyObject *jpeg(PyObject *args, int from_file) {
+/* decode_jpeg(data: bytes-like) or read_jpeg(path: str) -> uint8 (H, W, 3) */
+static PyObject *jpeg(PyObject *args, PyObject *kw, int from_file) {
+    static const lade_arg path_spec[] = {OBJ("path", &PyUnicode_Type), END}, data_spec[] = {OBJ("data", NULL), END};
+    lade_call c;
     Py_buffer data = {0};
-    PyObject *path = NULL;
-    if (from_file ? !PyArg_ParseTuple(args, "O&:read_jpeg", PyUnicode_FSConverter, &path)
-                  : !PyArg_ParseTuple(args, "y*:decode_jpeg", &data))
-        return NULL;
-    lade_jpeg *j;
+    PyObject *path = NULL, *out = NULL;
+    if (lade_parse(&c, from_file ? "lade.data.read_jpeg" : "lade.data.decode_jpeg", from_file ? path_spec : data_spec,
+                   args, kw))
+        return lade_call_end(&c, NULL);
+    if (from_file ? !(path = PyUnicode_EncodeFSDefault(c.value[0].o))
+                  : PyObject_GetBuffer(c.value[0].o, &data, PyBUF_SIMPLE) < 0) {
+        if (!from_file) PyErr_Format(PyExc_TypeError, "%s: argument 'data' must be bytes-like, got %s", c.func,
+                                     Py_TYPE(c.value[0].o)->tp_name);
+        return lade_call_end(&c, NULL);
+    }
+    lade_jpeg *j = NULL;
     lade_status st = lade_jpeg_create(&j);
     const uint8_t *rgb = NULL;
     int w = 0, h = 0;
@@ -207,12 +207,15 @@ static PyObject *jpeg(PyObject *args, int from_file) {
     }
     if (from_file) Py_DECREF(path);
     else PyBuffer_Release(&data);
-    PyObject *out = st ? lade_py_raise(st, from_file ? "lade.data.read_jpeg" : "lade.data.decode_jpeg")
-                       : rgb_array(rgb, w, h);
+    npy_intp dims[3] = {h, w, 3};
+    if (st) lade_py_raise(st, c.func);
+    else if ((out = PyArray_SimpleNew(3, dims, NPY_UINT8)))
+        memcpy(PyArray_DATA((PyArrayObject *)out), rgb, (size_t)w * h * 3);
     lade_jpeg_destroy(j);
-    return out;
+    return lade_call_end(&c, out);
 }
-static PyObject *py_decode_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 0); }
+static PyObject *py_decode_jpeg(PyObject *self, PyObject *args, PyObject *kw) { return jpeg(args, kw, 0); }
+static PyObject *py_read_jpeg(PyObject *self, PyObject *args, PyObject *kw) { return jpeg(args, kw, 1); }
 
 /* jpeg_max_pixels(n=None) -> the limit in force, after setting it to n when given */
 static lade_status jpeg_max_pixels(lade_call *c) {
@@ -220,7 +223,6 @@ static lade_status jpeg_max_pixels(lade_call *c) {
     c->ret[0] = (double)lade_jpeg_max_pixels();
     return st;
 }
-static PyObject *py_read_jpeg(PyObject *self, PyObject *args) { return jpeg(args, 1); }
 
 /* ---- transforms ------------------------------------------------------------ */
 typedef struct {
@@ -228,20 +230,12 @@ typedef struct {
     lade_transform t;
 } TransformObject;
 
-static int read_triple(PyObject *o, const char *func, const char *arg, float v[3]) {
-    if (o && !PyArg_ParseTuple(o, "fff", &v[0], &v[1], &v[2])) {
+/* scale and ratio: 2 numbers (lo, hi); mean and std: 3 (r, g, b) */
+static int read_numbers(const lade_call *c, const char *arg, int n, double *v) {
+    PyObject *o = lade_obj(c, arg);
+    if (o && !PyArg_ParseTuple(o, n == 2 ? "dd" : "ddd", &v[0], &v[1], &v[2])) {
         PyErr_Clear();
-        lade_py_value_error(func, arg, "must be 3 numbers, got %R", o);
-        return -1;
-    }
-    return 0;
-}
-
-static int read_range(PyObject *o, const char *func, const char *arg, double *lo, double *hi) {
-    if (o && !PyArg_ParseTuple(o, "dd", lo, hi)) {
-        PyErr_Clear();
-        lade_py_value_error(func, arg, "must be 2 numbers, got %R", o);
-        return -1;
+        return lade_py_value_error(c->func, arg, "must be %d numbers, got %R", n, o), -1;
     }
     return 0;
 }
@@ -259,7 +253,7 @@ static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
     lade_call c;
     if (lade_parse(&c, func, spec, args, kw)) return lade_call_end(&c, NULL), -1;
     lade_transform *t = &self->t;
-    const char *preset = c.value[0].s;
+    const char *preset = lade_str(&c, "preset");
     int size = (int)lade_int(&c, "size"), ok = 1;
     if (!strcmp(preset, "cifar_train")) lade_transform_cifar_train(t);
     else if (!strcmp(preset, "cifar_test")) lade_transform_cifar_test(t);
@@ -271,11 +265,13 @@ static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
     if (lade_given(&c, "brightness")) t->brightness = lade_num(&c, "brightness");
     if (lade_given(&c, "contrast")) t->contrast = lade_num(&c, "contrast");
     if (lade_given(&c, "saturation")) t->saturation = lade_num(&c, "saturation");
-    if (!ok || read_range(lade_obj(&c, "scale"), c.func, "scale", &t->scale_min, &t->scale_max) ||
-        read_range(lade_obj(&c, "ratio"), c.func, "ratio", &t->ratio_min, &t->ratio_max) ||
-        read_triple(lade_obj(&c, "mean"), c.func, "mean", t->mean) ||
-        read_triple(lade_obj(&c, "std"), c.func, "std", t->std))
+    double scale[3] = {t->scale_min, t->scale_max}, ratio[3] = {t->ratio_min, t->ratio_max};
+    double mean[3] = {t->mean[0], t->mean[1], t->mean[2]}, std[3] = {t->std[0], t->std[1], t->std[2]};
+    if (!ok || read_numbers(&c, "scale", 2, scale) || read_numbers(&c, "ratio", 2, ratio) ||
+        read_numbers(&c, "mean", 3, mean) || read_numbers(&c, "std", 3, std))
         return lade_call_end(&c, NULL), -1;
+    t->scale_min = scale[0], t->scale_max = scale[1], t->ratio_min = ratio[0], t->ratio_max = ratio[1];
+    for (int i = 0; i < 3; i++) t->mean[i] = (float)mean[i], t->std[i] = (float)std[i];
     lade_status st = lade_transform_check(t);
     if (st) lade_py_raise(st, c.func);
     return lade_call_end(&c, NULL), st ? -1 : 0;
@@ -290,9 +286,10 @@ static PyObject *transform_output_shape(TransformObject *self, void *unused) {
 
 /* params(height, width, seed=0, stream=0) -> dict of the random choices */
 static PyObject *transform_params(TransformObject *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {REQ("height", 'i'), REQ("width", 'i'), OPT("seed", 'K', 0), OPT("stream", 'K', 0),
+                                    END};
     lade_call c;
-    if (lade_parse(&c, "lade.data.Transform.params",
-                   ARGS(REQ("height", 'i'), REQ("width", 'i'), OPT("seed", 'K', 0), OPT("stream", 'K', 0)), args, kw))
+    if (lade_parse(&c, "lade.data.Transform.params", spec, args, kw))
         return lade_call_end(&c, NULL);
     lade_rng rng;
     lade_rng_seed(&rng, lade_u64(&c, "seed"), lade_u64(&c, "stream"));
@@ -375,67 +372,61 @@ static lade_status augment_image(lade_call *c) {
 
 /* ---- the loader ---------------------------------------------------------------- */
 typedef struct {
-    PyObject_HEAD
-    lade_loader *loader;
+    LADE_OBJECT_HEAD     /* core: the lade_loader */
     PyObject *source[3]; /* images, labels, files: the loader reads them until it is closed */
-    int batch_size, out_h, out_w;
-    int busy;            /* a call is waiting without the GIL */
+    size_t batch_size;
+    int out_h, out_w;
     size_t skipped;      /* kept at close, with the last reason */
     char skip_reason[600];
 } LoaderObject;
+#define LOADER(obj) ((lade_loader *)(obj)->core)
+static PyTypeObject LoaderType;
 
 static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {
-        OBJ("transform", &TransformType), REQ("batch_size", 'i'), IN_OPT("images", U8T, "N3HW"),
-        IN_OPT("labels", I64T, "N"), {"files", LADE_SCALAR | LADE_OPT, 'O', NULL, 0, &FileListType},
-        OPT("drop_last", 'p', 1), OPT("skip_bad", 'p', 0), REQ("num_workers", 'i'), REQ("prefetch", 'i'),
-        OPT("seed", 'K', 0), END,
+        OBJ("transform", &TransformType), REQ("batch_size", 'n'), IN_OPT("images", U8T, "N3HW"),
+        IN_OPT("labels", I64T, "N"), OBJ_OPT("files", &FileListType), OPT("drop_last", 'p', 1),
+        OPT("skip_bad", 'p', 0), REQ("num_workers", 'i'), REQ("prefetch", 'i'), OPT("seed", 'K', 0), END,
     };
     lade_call c;
     if (lade_parse(&c, "lade.data.Loader", spec, args, kw)) return lade_call_end(&c, NULL), -1;
-    lade_loader_config cfg = {0};
-    cfg.transform = *transform_of(&c);
-    long long batch = lade_int(&c, "batch_size");
     PyObject *files = lade_obj(&c, "files");
-    lade_status st = LADE_OK;
-    if (batch < 1)
-        return lade_py_value_error(c.func, "batch_size", "must be >= 1, got %lld", batch), lade_call_end(&c, NULL), -1;
     if (!files && !(lade_array(&c, "images") && lade_array(&c, "labels"))) {
         PyErr_Format(PyExc_TypeError, "%s: give images and labels, or files", c.func);
         return lade_call_end(&c, NULL), -1;
     }
+    lade_loader_config cfg = {.transform = *transform_of(&c), .batch_size = (size_t)lade_int(&c, "batch_size"),
+                              .drop_last = (int)lade_int(&c, "drop_last"), .skip_bad = (int)lade_int(&c, "skip_bad"),
+                              .num_workers = (int)lade_int(&c, "num_workers"), .prefetch = (int)lade_int(&c, "prefetch"),
+                              .seed = lade_u64(&c, "seed")};
+    lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised") : LADE_OK;
     if (files) {
         cfg.files = ((FileListObject *)files)->list;
-    } else {
+    } else if (!st) {
         cfg.images = lade_data(&c, "images"), cfg.labels = I64(&c, "labels");
         cfg.num_images = (size_t)DIM(&c, 'N'), cfg.image_height = DIM(&c, 'H'), cfg.image_width = DIM(&c, 'W');
         st = lade_labels_check(cfg.labels, cfg.num_images, INT64_MAX); /* no negative label */
     }
-    cfg.batch_size = (size_t)batch, cfg.drop_last = (int)lade_int(&c, "drop_last");
-    cfg.skip_bad = (int)lade_int(&c, "skip_bad"), cfg.num_workers = (int)lade_int(&c, "num_workers");
-    cfg.prefetch = (int)lade_int(&c, "prefetch"), cfg.seed = lade_u64(&c, "seed");
-    if (self->loader) {
-        PyErr_Format(PyExc_RuntimeError, "%s: already initialised", c.func);
-        return lade_call_end(&c, NULL), -1;
-    }
+    lade_loader *loader = NULL;
     if (!st) {
         LADE_NOGIL_BEGIN
-        st = lade_loader_create(&self->loader, &cfg);
+        st = lade_loader_create(&loader, &cfg);
         LADE_NOGIL_END
     }
     if (st) return lade_py_raise(st, c.func), lade_call_end(&c, NULL), -1;
+    self->core = loader;
     self->source[0] = Py_XNewRef((PyObject *)lade_array(&c, "images"));
     self->source[1] = Py_XNewRef((PyObject *)lade_array(&c, "labels"));
     self->source[2] = Py_XNewRef(files);
-    self->batch_size = (int)batch, self->out_h = cfg.transform.out_h, self->out_w = cfg.transform.out_w;
+    self->batch_size = cfg.batch_size, self->out_h = cfg.transform.out_h, self->out_w = cfg.transform.out_w;
     return lade_call_end(&c, NULL), 0;
 }
 
 /* Stops and joins the workers (they never take the GIL), then lets go of the sources. */
 static void loader_release(LoaderObject *self) {
-    lade_loader *l = self->loader;
+    lade_loader *l = LOADER(self);
     if (l) self->skipped = lade_loader_skipped(l, self->skip_reason, sizeof self->skip_reason);
-    self->loader = NULL;
+    self->core = NULL;
     LADE_NOGIL_BEGIN
     lade_loader_destroy(l);
     LADE_NOGIL_END
@@ -447,44 +438,32 @@ static void loader_dealloc(LoaderObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int loader_enter(LoaderObject *self, const char *func) {
-    if (!self->loader) return PyErr_Format(PyExc_RuntimeError, "%s: the loader is closed", func), -1;
-    if (self->busy) return PyErr_Format(PyExc_RuntimeError, "%s: the loader is in use by another thread", func), -1;
-    self->busy = 1;
-    return 0;
-}
-
 /* begin(epoch, indices=None) -> number of batches */
-static PyObject *loader_begin(LoaderObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    if (lade_parse(&c, "lade.data.Loader", ARGS(REQ("epoch", 'K'), IN_OPT("indices", I64T, "n")), args, kw) ||
-        loader_enter(self, c.func))
-        return lade_call_end(&c, NULL);
-    lade_status st;
-    const int64_t *indices = I64(&c, "indices");
-    LADE_NOGIL_BEGIN
-    st = lade_loader_begin_epoch(self->loader, (int64_t)lade_u64(&c, "epoch"), indices,
-                                 indices ? (size_t)DIM(&c, 'n') : 0);
-    LADE_NOGIL_END
-    self->busy = 0;
-    return lade_call_end(&c, st ? lade_py_raise(st, c.func) : PyLong_FromSize_t(lade_loader_num_batches(self->loader)));
+static lade_status loader_begin(lade_call *c) {
+    const int64_t *indices = I64(c, "indices");
+    lade_status st = lade_loader_begin_epoch(LOADER(c->self), (int64_t)lade_u64(c, "epoch"), indices,
+                                             indices ? (size_t)DIM(c, 'n') : 0);
+    c->ret[0] = (double)lade_loader_num_batches(LOADER(c->self));
+    return st;
 }
 
-/* next(images=None, labels=None) -> (images, labels) cut to the batch's size, or None at
- * the end of the epoch. Waits in short slices so that Ctrl-C (KeyboardInterrupt) gets through. */
+/* next(images=None, labels=None) -> (images, labels) cut to the batch's size, or None at the end of
+ * the epoch. The outputs must hold a whole batch. Waits in short slices so that Ctrl-C
+ * (KeyboardInterrupt) gets through. */
 static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {OUT("images", F32T, "b3hw"), OUT("labels", I64T, "b"), END};
     lade_call c;
     if (lade_parse(&c, "lade.data.Loader", spec, args, kw)) return lade_call_end(&c, NULL);
-    LADE_BIND(&c, 'b', self->batch_size);
+    LADE_BIND(&c, 'b', (npy_intp)self->batch_size);
     LADE_BIND(&c, 'h', self->out_h);
     LADE_BIND(&c, 'w', self->out_w);
-    if (lade_outputs(&c) || loader_enter(self, c.func)) return lade_call_end(&c, NULL);
+    if (lade_outputs(&c) || lade_object_ready((lade_object *)self, c.func)) return lade_call_end(&c, NULL);
     lade_batch_info info;
     lade_status st;
+    self->busy = 1;
     for (;;) {
         LADE_NOGIL_BEGIN
-        st = lade_loader_next(self->loader, F32(&c, "images"), I64(&c, "labels"), 100, &info);
+        st = lade_loader_next(LOADER(self), F32(&c, "images"), I64(&c, "labels"), 100, &info);
         LADE_NOGIL_END
         if (st || info.ready || PyErr_CheckSignals()) break;
     }
@@ -501,26 +480,26 @@ static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *loader_skipped(LoaderObject *self, void *unused) {
-    if (self->loader) self->skipped = lade_loader_skipped(self->loader, self->skip_reason, sizeof self->skip_reason);
+    if (self->core) self->skipped = lade_loader_skipped(LOADER(self), self->skip_reason, sizeof self->skip_reason);
     return Py_BuildValue("(ns)", (Py_ssize_t)self->skipped, self->skip_reason);
 }
 
 static PyObject *loader_close(LoaderObject *self, PyObject *unused) {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "lade.data.Loader.close: the loader is in use by another thread");
-        return NULL;
-    }
+    if (self->busy) return lade_object_ready((lade_object *)self, "lade.data.Loader.close"), NULL;
     loader_release(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *loader_sample_count(LoaderObject *self, void *unused) {
-    return PyLong_FromSize_t(self->loader ? lade_loader_sample_count(self->loader) : 0);
+    return PyLong_FromSize_t(self->core ? lade_loader_sample_count(LOADER(self)) : 0);
 }
 
+static const lade_binding loader_bindings[] = {
+    {"begin", "lade.data.Loader", ARGS(SELF(&LoaderType), REQ("epoch", 'K'), IN_OPT("indices", I64T, "n")),
+     NULL, loader_begin, "i", "-> batches: start an epoch"},
+    {NULL},
+};
 static PyMethodDef loader_methods[] = {
-    {"begin", (PyCFunction)(void (*)(void))loader_begin, METH_VARARGS | METH_KEYWORDS,
-     "begin(epoch, indices=None) -> batches: start an epoch"},
     {"next", (PyCFunction)(void (*)(void))loader_next, METH_VARARGS | METH_KEYWORDS,
      "next(images=None, labels=None) -> (images, labels), or None at the end of the epoch"},
     {"close", (PyCFunction)loader_close, METH_NOARGS, "stop and join the workers; idempotent"},
@@ -557,8 +536,8 @@ static const lade_binding bindings[] = {
 static PyMethodDef methods[] = {
     KW("load_cifar_binary", py_load_cifar_binary, "load_cifar_binary(batches, kind, coarse) -> (images, labels)"),
     KW("check_labels", py_check_labels, "check_labels(labels, num_classes, source)"),
-    {"decode_jpeg", py_decode_jpeg, METH_VARARGS, "decode_jpeg(data) -> uint8 (H, W, 3)"},
-    {"read_jpeg", py_read_jpeg, METH_VARARGS, "read_jpeg(path) -> uint8 (H, W, 3)"},
+    KW("decode_jpeg", py_decode_jpeg, "decode_jpeg(data) -> uint8 (H, W, 3)"),
+    KW("read_jpeg", py_read_jpeg, "read_jpeg(path) -> uint8 (H, W, 3)"),
     {NULL, NULL, 0, NULL},
 };
 
@@ -567,5 +546,6 @@ int lade_register_data(PyObject *module) {
     const char *names[] = {"FileList", "Transform", "Loader"};
     for (int i = 0; i < 3; i++)
         if (PyType_Ready(types[i]) < 0 || PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0) return -1;
+    if (lade_add_methods(&LoaderType, loader_bindings) < 0) return -1;
     return PyModule_AddFunctions(module, methods) < 0 ? -1 : lade_add_bindings(module, bindings);
 }

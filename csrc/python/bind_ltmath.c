@@ -73,22 +73,14 @@ static lade_status prior_from_labels(lade_call *c) {
     return st ? st : lade_prior_from_counts(F32(c, "prior"), I64(c, "out"), DIM(c, 'C'), lade_num(c, "eps"));
 }
 
-/* check_prior(prior, arg="prior"): errors name `arg`, the caller's argument. */
-static PyObject *py_check_prior(PyObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    PyObject *result = NULL;
-    if (!lade_parse(&c, "lade.priors.check_prior", ARGS(OBJ("prior", NULL), OPT("arg", 's', 0)), args, kw)) {
-        const char *arg = c.value[1].s ? c.value[1].s : "prior";
-        PyArrayObject *p = lade_py_array(lade_obj(&c, "prior"), c.func, arg, NPY_FLOAT32, 0);
-        lade_status st;
-        if (p && PyArray_NDIM(p) != 1)
-            lade_py_value_error(c.func, arg, "must be 1-dimensional, got %d dimensions", PyArray_NDIM(p));
-        else if (p && (st = lade_check_prior(PyArray_DATA(p), (int)PyArray_DIM(p, 0), arg)))
-            lade_py_raise(st, c.func);
-        else if (p)
-            result = Py_NewRef(Py_None);
-    }
-    return lade_call_end(&c, result);
+/* check_prior(prior, arg="prior"): errors name `arg`, the caller's argument (lade.priors makes prior a
+ * contiguous float32 array) */
+static lade_status check_prior(lade_call *c) {
+    const char *arg = lade_given(c, "arg") ? lade_str(c, "arg") : "prior";
+    PyArrayObject *p = lade_array(c, "prior");
+    if (PyArray_NDIM(p) != 1)
+        return lade_fail(LADE_EINVAL, "argument '%s' must be 1-dimensional, got %d dimensions", arg, PyArray_NDIM(p));
+    return lade_check_prior(PyArray_DATA(p), (int)PyArray_DIM(p, 0), arg);
 }
 
 /* ---- sampling ------------------------------------------------------------------------------ */
@@ -372,6 +364,8 @@ static const lade_binding bindings[] = {
     {"lt_profile", "lade.priors.lt_profile",
      ARGS(REQ("classes", 'n'), REQ("img_max", 'f'), REQ("ratio", 'f'), OPT("profile", 'i', LADE_PROFILE_EXP),
           OUT_HIDDEN("out", I64T, "C")), bind_classes, lt_profile},
+    {"check_prior", "lade.priors.check_prior", ARGS(IN("prior", F32T, "..."), OPT("arg", 's', 0)), NULL, check_prior, "",
+     "raises unless prior is a valid float32 prior; errors name arg"},
     {"class_counts", "lade.priors.class_counts",
      ARGS(IN("labels", I64T, "m"), REQ("classes", 'n'), OUT_HIDDEN("out", I64T, "C")), bind_classes, class_counts},
     {"lt_subset", "lade.sampling.lt_subset",
@@ -497,12 +491,4 @@ static const lade_binding bindings[] = {
     {NULL},
 };
 
-static PyMethodDef methods[] = {
-    {"check_prior", (PyCFunction)(void (*)(void))py_check_prior, METH_VARARGS | METH_KEYWORDS,
-     "check_prior(prior, arg='prior'): raises unless prior is a valid float32 prior; errors name arg"},
-    {NULL, NULL, 0, NULL},
-};
-
-int lade_register_ltmath(PyObject *module) {
-    return PyModule_AddFunctions(module, methods) < 0 ? -1 : lade_add_bindings(module, bindings);
-}
+int lade_register_ltmath(PyObject *module) { return lade_add_bindings(module, bindings); }

@@ -14,56 +14,35 @@ static lade_maps maps(const lade_call *c, const char *name) {
     return lade_maps_nchw((float *)PyArray_DATA(a), (int)d[0], (int)d[1], (int)d[2], (int)d[3]);
 }
 
-/* One int of an argument that is a sequence or pair of ints, in [lo, hi]: a named TypeError for
- * a non-int, a named ValueError (never a bare OverflowError) for one out of range. */
-static int item_int(const lade_call *c, const char *arg, PyObject *o, long lo, long hi, const char *want, int *out) {
-    if (!PyLong_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s, got %s", c->func, arg, want, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    int overflow = 0;
-    long v = PyLong_AsLongAndOverflow(o, &overflow);
-    if (overflow || v < lo || v > hi) {
-        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s in [%ld, %ld], got %R", c->func, arg, want, lo,
-                     hi, o);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-/* An int or a pair of ints (stride, padding); the core checks their ranges. */
-static int parse_pair(const lade_call *c, const char *arg, int fallback, int *a, int *b) {
-    PyObject *o = lade_obj(c, arg);
-    const char *want = "an int or a tuple of two ints";
-    *a = *b = fallback;
-    if (!o) return 0;
-    if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2)
-        return item_int(c, arg, PyTuple_GET_ITEM(o, 0), -1000000, 1000000, want, a) ||
-               item_int(c, arg, PyTuple_GET_ITEM(o, 1), -1000000, 1000000, want, b) ? -1 : 0;
-    if (item_int(c, arg, o, -1000000, 1000000, want, a)) return -1;
-    *b = *a;
-    return 0;
+/* The output height and width (p, q) that a geometry's out_size gave, or its error. The sizes are
+ * read after the call that wrote them (an argument's order of evaluation is unspecified). */
+static int bind_out_size(lade_call *c, lade_status st, const int *oh, const int *ow) {
+    if (st) return lade_py_raise(st, c->func), -1;
+    LADE_BIND(c, 'p', *oh);
+    return LADE_BIND(c, 'q', *ow), 0;
 }
 
 /* ---- conv2d ------------------------------------------------------------------------ */
-
-/* stride and padding, parsed by conv_infer into c->list */
+/* stride and padding: an int or a pair (height, width); the core checks their ranges */
 static lade_conv2d_geom conv_geom(const lade_call *c) {
+    int ns, np;
+    const int *s = lade_ints(c, "stride", &ns), *p = lade_ints(c, "padding", &np);
     return (lade_conv2d_geom){.cout = DIM(c, 'o'), .cin = DIM(c, 'c'), .kh = DIM(c, 'k'), .kw = DIM(c, 'l'),
-                              .stride_h = c->list[0], .stride_w = c->list[1], .pad_h = c->list[2], .pad_w = c->list[3]};
+                              .stride_h = ns ? s[0] : 1, .stride_w = ns ? s[ns - 1] : 1, .pad_h = np ? p[0] : 0,
+                              .pad_w = np ? p[np - 1] : 0};
 }
 
 static int conv_infer(lade_call *c) {
-    if (parse_pair(c, "stride", 1, &c->list[0], &c->list[1]) || parse_pair(c, "padding", 0, &c->list[2], &c->list[3]))
-        return -1;
+    for (int k = 0; k < 2; k++) {
+        const char *arg = k ? "padding" : "stride";
+        int n;
+        lade_ints(c, arg, &n);
+        if (lade_given(c, arg) && n != 1 && n != 2)
+            return lade_py_value_error(c->func, arg, "must be an int or a pair of ints, got %d ints", n), -1;
+    }
     lade_conv2d_geom g = conv_geom(c);
     int oh, ow;
-    lade_status st = lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
-    if (st) return lade_py_raise(st, c->func), -1;
-    LADE_BIND(c, 'p', oh);
-    LADE_BIND(c, 'q', ow);
-    return 0;
+    return bind_out_size(c, lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow), &oh, &ow);
 }
 
 /* The workspace of the fast path; naive: the reference loops. */
@@ -178,11 +157,7 @@ static lade_pool_geom pool_geom(const lade_call *c) {
 static int maxpool_forward_infer(lade_call *c) {
     lade_pool_geom g = pool_geom(c);
     int oh, ow;
-    lade_status st = lade_pool_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow);
-    if (st) return lade_py_raise(st, c->func), -1;
-    LADE_BIND(c, 'p', oh);
-    LADE_BIND(c, 'q', ow);
-    return 0;
+    return bind_out_size(c, lade_pool_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow), &oh, &ow);
 }
 static lade_status maxpool_forward(lade_call *c) {
     lade_pool_geom g = pool_geom(c);
@@ -193,15 +168,13 @@ static lade_status maxpool_backward(lade_call *c) {
     return lade_maxpool_backward(maps(c, "dx"), maps(c, "dout"), (const int32_t *)lade_data(c, "argmax"));
 }
 
-static int check_stride(lade_call *c) {
-    long long stride = lade_int(c, "stride");
-    if (stride == 1 || stride == 2) return 0;
-    return lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", stride), -1;
+static int check_stride(lade_call *c, long long s) {
+    return s == 1 || s == 2 ? 0 : (lade_py_value_error(c->func, "stride", "must be 1 or 2, got %lld", s), -1);
 }
 
 static int shortcut_forward_infer(lade_call *c) {
     long long cout = lade_int(c, "out_channels"), s = lade_int(c, "stride");
-    if (check_stride(c)) return -1;
+    if (check_stride(c, s)) return -1;
     if (cout < DIM(c, 'c') || (cout - DIM(c, 'c')) % 2)
         return lade_py_value_error(c->func, "out_channels",
                                    "must be >= the %d input channels with an even difference, got %lld", DIM(c, 'c'),
@@ -218,14 +191,14 @@ static lade_status shortcut_forward(lade_call *c) {
 static int shortcut_backward_infer(lade_call *c) {
     long long cin = lade_int(c, "in_channels"), s = lade_int(c, "stride");
     if (cin < 1) return lade_py_value_error(c->func, "in_channels", "must be >= 1, got %lld", cin), -1;
-    if (bind_height_width(c) || check_stride(c)) return -1;
+    if (check_stride(c, s)) return -1;
+    if (bind_height_width(c)) return -1;
     int oh = (int)((DIM(c, 'h') + s - 1) / s), ow = (int)((DIM(c, 'w') + s - 1) / s);
     if (DIM(c, 'p') != oh || DIM(c, 'q') != ow || DIM(c, 'o') < cin || (DIM(c, 'o') - cin) % 2)
         return lade_py_value_error(c->func, "dout", "must have shape (n, C, %d, %d) with C >= %lld and C - %lld even, "
                                    "got (%d, %d, %d, %d)", oh, ow, cin, cin, DIM(c, 'n'), DIM(c, 'o'), DIM(c, 'p'),
                                    DIM(c, 'q')), -1;
-    LADE_BIND(c, 'c', cin);
-    return 0;
+    return LADE_BIND(c, 'c', cin), 0;
 }
 static lade_status shortcut_backward(lade_call *c) {
     return lade_shortcut_a_backward(maps(c, "dx"), maps(c, "dout"), (int)lade_int(c, "stride"));
@@ -250,29 +223,12 @@ static lade_status sgd_step(lade_call *c) {
                          (size_t)DIM(c, 'n'), &cfg, (float)lade_num(c, "lr"), (int)lade_int(c, "first_step"));
 }
 
-/* milestones: a sequence of at most 64 ints, kept in c->list */
-static int warmup_multistep_infer(lade_call *c) {
-    PyObject *given = lade_obj(c, "milestones");
-    if (!given) {
-        PyErr_Format(PyExc_TypeError, "%s: argument 'milestones' must be a sequence of ints, got None", c->func);
-        return -1;
-    }
-    PyObject *seq = PySequence_Fast(given, "lade.warmup_multistep_lr: argument 'milestones' must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-    int ok = len <= 64;
-    if (!ok) lade_py_value_error(c->func, "milestones", "must have at most 64 entries, got %zd", len);
-    for (Py_ssize_t i = 0; ok && i < len; i++)
-        ok = !item_int(c, "milestones", PySequence_Fast_GET_ITEM(seq, i), INT_MIN, INT_MAX, "a sequence of ints",
-                       &c->list[i]);
-    Py_DECREF(seq);
-    c->list_len = (int)len;
-    return ok ? 0 : -1;
-}
 static lade_status warmup_multistep(lade_call *c) {
+    int count;
+    const int *milestones = lade_ints(c, "milestones", &count);
     return lade_lr_warmup_multistep(&c->ret[0], lade_num(c, "base_lr"), (int)lade_int(c, "epoch"),
-                                    (int)lade_int(c, "warmup_epochs"), lade_num(c, "warmup_start"), c->list,
-                                    c->list_len, lade_num(c, "factor"));
+                                    (int)lade_int(c, "warmup_epochs"), lade_num(c, "warmup_start"), milestones, count,
+                                    lade_num(c, "factor"));
 }
 
 static lade_status cosine(lade_call *c) {
@@ -281,48 +237,31 @@ static lade_status cosine(lade_call *c) {
 }
 
 /* ---- the ResNet-32 object ------------------------------------------------------------------ */
-typedef struct {
-    PyObject_HEAD
-    lade_resnet *net;
-    int busy; /* a call is running without the GIL: refuse a second one */
-} ResNetObject;
+/* core: the lade_resnet */
+#define NET(obj) ((lade_resnet *)(obj)->core)
+static PyTypeObject ResNetType;
 
-static int resnet_init(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"variant", "num_classes", NULL};
-    int variant, classes;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ii", names, &variant, &classes)) return -1;
-    if (self->net) {
-        PyErr_SetString(PyExc_RuntimeError, "lade.ResNet32: already initialised");
-        return -1;
-    }
-    lade_status st = lade_resnet_create(&self->net, (lade_resnet_variant)variant, classes);
-    if (st) {
-        lade_py_raise(st, "lade.ResNet32");
-        return -1;
-    }
-    return 0;
+static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
+    static const lade_arg spec[] = {REQ("variant", 'i'), REQ("num_classes", 'i'), END};
+    lade_call c;
+    if (lade_parse(&c, "lade.ResNet32", spec, args, kw))
+        return lade_call_end(&c, NULL), -1;
+    lade_resnet *net = NULL;
+    lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised")
+                                : lade_resnet_create(&net, (lade_resnet_variant)lade_int(&c, "variant"),
+                                                     (int)lade_int(&c, "num_classes"));
+    self->core = self->core ? self->core : net;
+    if (st) lade_py_raise(st, c.func);
+    return lade_call_end(&c, NULL), st ? -1 : 0;
 }
 
-static void resnet_dealloc(ResNetObject *self) {
-    lade_resnet_destroy(self->net);
+static void resnet_dealloc(lade_object *self) {
+    lade_resnet_destroy(NET(self));
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int resnet_enter(ResNetObject *self, const char *func) {
-    if (!self->net) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the model is not initialised", func);
-        return -1;
-    }
-    if (self->busy) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the model is in use by another thread", func);
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
-}
-
 /* A 1-D view of n floats owned by the model; the view keeps the model alive. */
-static PyObject *model_view(ResNetObject *self, float *data, size_t n) {
+static PyObject *model_view(lade_object *self, float *data, size_t n) {
     npy_intp dims[1] = {(npy_intp)n};
     PyObject *a = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
     if (!a) return NULL;
@@ -335,185 +274,110 @@ static PyObject *model_view(ResNetObject *self, float *data, size_t n) {
 }
 
 /* params, grads or buffers: a flat view (the getter's closure names which) */
-static PyObject *resnet_flat(ResNetObject *self, void *which) {
-    if (resnet_enter(self, "lade.ResNet32")) return NULL;
-    self->busy = 0;
-    lade_resnet *net = self->net;
+static PyObject *resnet_flat(lade_object *self, void *which) {
+    if (lade_object_ready(self, "lade.ResNet32")) return NULL;
+    lade_resnet *net = NET(self);
     if (!strcmp(which, "params")) return model_view(self, lade_resnet_params(net), lade_resnet_num_params(net));
     if (!strcmp(which, "grads")) return model_view(self, lade_resnet_grads(net), lade_resnet_num_params(net));
     return model_view(self, lade_resnet_buffers(net), lade_resnet_num_buffers(net));
 }
 
-static PyObject *resnet_tensors(ResNetObject *self, PyObject *unused) {
-    if (resnet_enter(self, "lade.ResNet32.tensors")) return NULL;
-    self->busy = 0;
-    int n = lade_resnet_num_tensors(self->net);
+static PyObject *resnet_tensors(lade_object *self, PyObject *unused) {
+    if (lade_object_ready(self, "lade.ResNet32.tensors")) return NULL;
+    int n = lade_resnet_num_tensors(NET(self));
     PyObject *list = PyList_New(n);
-    if (!list) return NULL;
-    for (int i = 0; i < n; i++) {
-        const lade_tensor_info *t = lade_resnet_tensor(self->net, i);
+    for (int i = 0; list && i < n; i++) {
+        const lade_tensor_info *t = lade_resnet_tensor(NET(self), i);
         PyObject *shape = PyTuple_New(t->ndim);
-        if (!shape) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        for (int d = 0; d < t->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(t->dims[d]));
-        PyObject *item = Py_BuildValue("(siNN)", t->name, t->is_buffer, PyLong_FromSize_t(t->offset), shape);
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, item);
+        for (int d = 0; shape && d < t->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLong(t->dims[d]));
+        PyObject *item = shape ? Py_BuildValue("(siNN)", t->name, t->is_buffer, PyLong_FromSize_t(t->offset), shape)
+                               : NULL;
+        if (!item) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, item);
     }
     return list;
 }
 
-static PyObject *resnet_init_weights(ResNetObject *self, PyObject *arg) {
-    unsigned long long seed = PyLong_AsUnsignedLongLong(arg);
-    if (seed == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    if (resnet_enter(self, "lade.ResNet32.init")) return NULL;
-    lade_rng rng;
-    LADE_NOGIL_BEGIN
-    lade_rng_seed(&rng, seed, 0);
-    lade_resnet_init(self->net, &rng);
-    LADE_NOGIL_END
-    self->busy = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw) {
-    const lade_arg *spec = ARGS(IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0),
-                                OUT("out", F32T, "nk"));
-    lade_call c;
-    PyObject *result = NULL;
-    if (lade_parse(&c, "lade.ResNet32.forward", spec, args, kw) || resnet_enter(self, c.func))
-        return lade_call_end(&c, NULL);
-    LADE_BIND(&c, 'k', lade_resnet_num_classes(self->net));
-    if (!lade_outputs(&c)) {
-        lade_status st;
-        LADE_NOGIL_BEGIN
-        st = lade_resnet_forward(self->net, F32(&c, "images"), DIM(&c, 'n'), DIM(&c, 'h'), DIM(&c, 'w'),
-                                 lade_int(&c, "train") ? LADE_TRAIN : LADE_EVAL,
-                                 (int)lade_int(&c, "defer_running_stats"), F32(&c, "out"));
-        LADE_NOGIL_END
-        result = st ? lade_py_raise(st, c.func) : Py_NewRef(lade_array(&c, "out"));
-    }
-    self->busy = 0;
-    return lade_call_end(&c, result);
-}
-
-static PyObject *resnet_commit(ResNetObject *self, PyObject *unused) {
-    static const char *func = "lade.ResNet32.commit_running_stats";
-    if (resnet_enter(self, func)) return NULL;
-    lade_status st = lade_resnet_commit_running_stats(self->net);
-    self->busy = 0;
-    if (st) return lade_py_raise(st, func);
-    Py_RETURN_NONE;
-}
-
-static PyObject *resnet_backward(ResNetObject *self, PyObject *args, PyObject *kw) {
-    const lade_arg *spec = ARGS(IN_LATE("dlogits", F32T, "nk"));
-    lade_call c;
-    PyObject *result = NULL;
-    if (lade_parse(&c, "lade.ResNet32.backward", spec, args, kw) || resnet_enter(self, c.func))
-        return lade_call_end(&c, NULL);
-    LADE_BIND(&c, 'k', lade_resnet_num_classes(self->net));
-    if (!lade_outputs(&c)) {
-        lade_status st;
-        LADE_NOGIL_BEGIN
-        st = lade_resnet_backward(self->net, F32(&c, "dlogits"), DIM(&c, 'n'));
-        LADE_NOGIL_END
-        result = st ? lade_py_raise(st, c.func) : Py_NewRef(Py_None);
-    }
-    self->busy = 0;
-    return lade_call_end(&c, result);
-}
-
-static PyObject *resnet_zero_grad(ResNetObject *self, PyObject *unused) {
-    if (resnet_enter(self, "lade.ResNet32.zero_grad")) return NULL;
-    lade_resnet_zero_grad(self->net);
-    self->busy = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *resnet_features(ResNetObject *self, PyObject *args, PyObject *kw) {
-    const lade_arg *spec = ARGS(OUT("out", F32T, "nf"));
-    lade_call c;
-    PyObject *result = NULL;
-    if (lade_parse(&c, "lade.ResNet32.features", spec, args, kw) || resnet_enter(self, c.func))
-        return lade_call_end(&c, NULL);
-    self->busy = 0;
-    int n = lade_resnet_last_batch(self->net);
-    LADE_BIND(&c, 'n', n);
-    LADE_BIND(&c, 'f', lade_resnet_feature_dim(self->net));
-    if (n < 1) PyErr_Format(PyExc_RuntimeError, "%s: no forward pass has run yet", c.func);
-    else if (!lade_outputs(&c)) {
-        memcpy(F32(&c, "out"), lade_resnet_features(self->net), sizeof(float) * n * DIM(&c, 'f'));
-        result = Py_NewRef(lade_array(&c, "out"));
-    }
-    return lade_call_end(&c, result);
-}
-
-static PyObject *resnet_profile(ResNetObject *self, PyObject *unused) {
-    if (resnet_enter(self, "lade.ResNet32.profile")) return NULL;
-    self->busy = 0;
+static PyObject *resnet_profile(lade_object *self, PyObject *unused) {
+    if (lade_object_ready(self, "lade.ResNet32.profile")) return NULL;
     double s[LADE_PROF_COUNT];
-    lade_resnet_profile(self->net, s);
+    lade_resnet_profile(NET(self), s);
     PyObject *d = PyDict_New();
     for (int k = 0; d && k < LADE_PROF_COUNT; k++) {
         PyObject *v = PyFloat_FromDouble(s[k]);
-        if (!v || PyDict_SetItemString(d, lade_prof_name((lade_prof_kind)k), v) < 0) {
-            Py_XDECREF(v);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(v);
+        if (!v || PyDict_SetItemString(d, lade_prof_name((lade_prof_kind)k), v) < 0) Py_CLEAR(d);
+        Py_XDECREF(v);
     }
     return d;
 }
 
-static PyObject *resnet_profile_reset(ResNetObject *self, PyObject *unused) {
-    if (resnet_enter(self, "lade.ResNet32.profile_reset")) return NULL;
-    lade_resnet_profile_reset(self->net);
-    self->busy = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *resnet_conv_profile(ResNetObject *self, PyObject *unused) {
-    if (resnet_enter(self, "lade.ResNet32.conv_profile")) return NULL;
-    self->busy = 0;
-    int count = lade_resnet_num_convs(self->net);
+static PyObject *resnet_conv_profile(lade_object *self, PyObject *unused) {
+    if (lade_object_ready(self, "lade.ResNet32.conv_profile")) return NULL;
+    int count = lade_resnet_num_convs(NET(self));
     PyObject *list = PyList_New(count);
     for (int i = 0; list && i < count; i++) {
         lade_conv_profile c;
-        lade_resnet_conv_profile(self->net, i, &c);
+        lade_resnet_conv_profile(NET(self), i, &c);
         PyObject *d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:d,s:d}", "name", c.name, "cin",
                                     c.geom.cin, "cout", c.geom.cout, "kernel", c.geom.kh, "stride", c.geom.stride_h,
                                     "in_h", c.in_h, "in_w", c.in_w, "forward_seconds", c.forward_seconds,
                                     "backward_seconds", c.backward_seconds, "forward_flops", c.forward_flops,
                                     "backward_flops", c.backward_flops);
-        if (!d) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, d);
+        if (!d) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, d);
     }
     return list;
 }
 
+/* the methods in the tables (resnet_bindings) */
+static lade_status resnet_seed(lade_call *c) {
+    lade_rng rng;
+    lade_rng_seed(&rng, lade_u64(c, "seed"), 0);
+    lade_resnet_init(NET(c->self), &rng);
+    return LADE_OK;
+}
+static int bind_model_classes(lade_call *c) { return LADE_BIND(c, 'k', lade_resnet_num_classes(NET(c->self))), 0; }
+static lade_status resnet_forward(lade_call *c) {
+    return lade_resnet_forward(NET(c->self), F32(c, "images"), DIM(c, 'n'), DIM(c, 'h'), DIM(c, 'w'),
+                               lade_int(c, "train") ? LADE_TRAIN : LADE_EVAL, (int)lade_int(c, "defer_running_stats"),
+                               F32(c, "out"));
+}
+static lade_status resnet_backward(lade_call *c) {
+    return lade_resnet_backward(NET(c->self), F32(c, "dlogits"), DIM(c, 'n'));
+}
+static int features_infer(lade_call *c) {
+    int n = lade_resnet_last_batch(NET(c->self));
+    if (n < 1) return PyErr_Format(PyExc_RuntimeError, "%s: no forward pass has run yet", c->func), -1;
+    LADE_BIND(c, 'n', n);
+    return LADE_BIND(c, 'f', lade_resnet_feature_dim(NET(c->self))), 0;
+}
+static lade_status resnet_features(lade_call *c) {
+    memcpy(F32(c, "out"), lade_resnet_features(NET(c->self)), sizeof(float) * DIM(c, 'n') * DIM(c, 'f'));
+    return LADE_OK;
+}
+static lade_status resnet_commit(lade_call *c) { return lade_resnet_commit_running_stats(NET(c->self)); }
+static lade_status resnet_zero_grad(lade_call *c) { return lade_resnet_zero_grad(NET(c->self)), LADE_OK; }
+static lade_status resnet_profile_reset(lade_call *c) { return lade_resnet_profile_reset(NET(c->self)), LADE_OK; }
+
+#define METHOD(name, args, infer, run, returns, doc) {#name, "lade.ResNet32." #name, args, infer, run, returns, doc}
+#define MODEL SELF(&ResNetType)
+static const lade_binding resnet_bindings[] = {
+    METHOD(init, ARGS(MODEL, REQ("seed", 'K')), NULL, resnet_seed, "", "initialise the weights from a seed"),
+    METHOD(forward, ARGS(MODEL, IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0),
+                         OUT("out", F32T, "nk")), bind_model_classes, resnet_forward, "A", "-> logits"),
+    METHOD(backward, ARGS(MODEL, IN_LATE("dlogits", F32T, "nk")), bind_model_classes, resnet_backward, "",
+           "grads += dloss/dparams"),
+    METHOD(features, ARGS(MODEL, OUT("out", F32T, "nf")), features_infer, resnet_features, "A",
+           "-> copy of the pooled features of the last forward"),
+    METHOD(commit_running_stats, ARGS(MODEL), NULL, resnet_commit, "", "apply a deferred running-statistics update"),
+    METHOD(zero_grad, ARGS(MODEL), NULL, resnet_zero_grad, "", "set all gradients to zero"),
+    METHOD(profile_reset, ARGS(MODEL), NULL, resnet_profile_reset, "", "reset the profile"),
+    {NULL},
+};
+
 static PyMethodDef resnet_methods[] = {
     {"tensors", (PyCFunction)resnet_tensors, METH_NOARGS, "[(name, is_buffer, offset, shape)] in flat-buffer order"},
-    {"init", (PyCFunction)resnet_init_weights, METH_O, "init(seed): initialise the weights from a seed"},
-    {"forward", (PyCFunction)(void (*)(void))resnet_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(images, train=True, defer_running_stats=False, out=None) -> logits"},
-    {"commit_running_stats", (PyCFunction)resnet_commit, METH_NOARGS, "apply a deferred running-statistics update"},
-    {"backward", (PyCFunction)(void (*)(void))resnet_backward, METH_VARARGS | METH_KEYWORDS,
-     "backward(dlogits): grads += dloss/dparams"},
-    {"zero_grad", (PyCFunction)resnet_zero_grad, METH_NOARGS, "set all gradients to zero"},
-    {"features", (PyCFunction)(void (*)(void))resnet_features, METH_VARARGS | METH_KEYWORDS,
-     "features(out=None) -> copy of the pooled features of the last forward"},
     {"profile", (PyCFunction)resnet_profile, METH_NOARGS, "seconds per layer kind since the last reset"},
-    {"profile_reset", (PyCFunction)resnet_profile_reset, METH_NOARGS, "reset the profile"},
     {"conv_profile", (PyCFunction)resnet_conv_profile, METH_NOARGS,
      "per convolution: name, shape, seconds forward/backward since the last reset, flops per image"},
     {NULL, NULL, 0, NULL},
@@ -528,7 +392,7 @@ static PyGetSetDef resnet_getset[] = {
 
 static PyTypeObject ResNetType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.ResNetCore",
-    .tp_basicsize = sizeof(ResNetObject),
+    .tp_basicsize = sizeof(lade_object),
     .tp_dealloc = (destructor)resnet_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "ResNetCore(variant, num_classes): the C model behind lade.ResNet32",
@@ -545,11 +409,11 @@ static PyTypeObject ResNetType = {
 #define GRAD4(name) GRAD(name, F32T, "nchw")  /* (n, c, h, w) maps */
 static const lade_binding bindings[] = {
     BIND(conv2d_forward,
-         ARGS(IN4("x"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OBJ_OPT("stride", NULL),
-              OBJ_OPT("padding", NULL), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0)), conv_infer, conv_forward),
+         ARGS(IN4("x"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OPT("stride", 'I', 0),
+              OPT("padding", 'I', 0), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0)), conv_infer, conv_forward),
     BIND(conv2d_backward,
-         ARGS(IN_LATE("dout", F32T, "nopq"), IN4("x"), IN("weight", F32T, "ockl"), OBJ_OPT("stride", NULL),
-              OBJ_OPT("padding", NULL), GRAD4("dx"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
+         ARGS(IN_LATE("dout", F32T, "nopq"), IN4("x"), IN("weight", F32T, "ockl"), OPT("stride", 'I', 0),
+              OPT("padding", 'I', 0), GRAD4("dx"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
               OPT("naive", 'p', 0)), conv_infer, conv_backward),
     BIND(batchnorm2d_forward_train,
          ARGS(IN4("x"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
@@ -601,7 +465,7 @@ static const lade_binding bindings[] = {
           REQ("first_step", 'p'), IN_OPT("decay_mask", F32T, "n")), NULL, sgd_step, ""},
     {"warmup_multistep_lr", "lade.warmup_multistep_lr",
      ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("warmup_epochs", 'i'), REQ("warmup_start", 'f'),
-          OBJ("milestones", NULL), REQ("factor", 'f')), warmup_multistep_infer, warmup_multistep, "d",
+          REQ("milestones", 'I'), REQ("factor", 'f')), NULL, warmup_multistep, "d",
      "-> lr (the recipe's values are in lade/app/configs)"},
     {"cosine_lr", "lade.cosine_lr",
      ARGS(REQ("base_lr", 'f'), REQ("epoch", 'i'), REQ("total_epochs", 'i'), OPT("eta_min", 'f', 0.0)), NULL, cosine,
@@ -611,6 +475,7 @@ static const lade_binding bindings[] = {
 
 int lade_register_nn(PyObject *module) {
     if (PyType_Ready(&ResNetType) < 0) return -1;
+    if (lade_add_methods(&ResNetType, resnet_bindings) < 0) return -1;
     if (PyModule_AddObjectRef(module, "ResNetCore", (PyObject *)&ResNetType) < 0) return -1;
     return lade_add_bindings(module, bindings);
 }

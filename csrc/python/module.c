@@ -10,7 +10,7 @@ static lade_status set_num_threads(lade_call *c) {
 }
 static lade_status get_num_threads(lade_call *c) { return c->ret[0] = lade_get_num_threads(), LADE_OK; }
 
-static lade_status set_isa(lade_call *c) { return lade_set_isa(c->value[0].s); }
+static lade_status set_isa(lade_call *c) { return lade_set_isa(lade_str(c, "name")); }
 
 static const lade_binding base_bindings[] = {
     {"set_num_threads", "lade.set_num_threads", ARGS(REQ("n", 'i')), NULL, set_num_threads, "",

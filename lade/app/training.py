@@ -49,8 +49,10 @@ def build_loss(cfg, counts):
 
 
 def build_sampler(cfg, labels, classes):
-    """The configured epoch order of the training images (data.sampler), or None for the loader's
-    own seeded shuffle (instance sampling). Seeded by run.seed, like the loader."""
+    """The configured epoch order of the training images (data.sampler), seeded by run.seed like
+    the loader; the one owner of the default. Instance sampling's order is the loader's own seeded
+    shuffle (lade.sampling.InstanceSampler), so a run's global batches are the same with one
+    process or several MPI ranks."""
     kind, seed = cfg["data"]["sampler"], cfg["run"]["seed"]
     if kind == "class_aware":
         return sampling.ClassAwareSampler(labels, classes, seed=seed)
@@ -58,7 +60,7 @@ def build_sampler(cfg, labels, classes):
         return sampling.SquareRootSampler(labels, classes, seed=seed)
     if kind == "progressive":
         return sampling.ProgressivelyBalancedSampler(labels, classes, cfg["optim"]["epochs"], seed=seed)
-    return None
+    return sampling.InstanceSampler(len(labels), seed=seed)
 
 
 def epoch_lr(cfg, epoch):
@@ -151,13 +153,12 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     sampler = build_sampler(cfg, labels, data.classes)
     if isinstance(images, FileSplit):  # JPEGs decoded by the C loader, ImageNet-style augmentation
         source, transform = images.files, data_mod.ImageNetTrain(size=cfg["data"]["resolution"])
-        sampler = _SubsetSampler(images.indices, sampler, r["seed"])
+        sampler = _SubsetSampler(images.indices, sampler)
     else:
         source, transform = (images, labels), data_mod.CifarTrain()
     batch_size, seed = o["batch_size"], r["seed"]
     if comm is not None:  # this rank's rows of every global batch; the loss over the global batch
-        sampler = distributed.ShardSampler(sampler or sampling.InstanceSampler(len(labels), seed=seed), batch_size,
-                                           comm.rank, comm.size)
+        sampler = distributed.ShardSampler(sampler, batch_size, comm.rank, comm.size)
         batch_size, seed = sampler.local_batch_size, distributed.rank_seed(seed, comm.rank, comm.size)
         loss = distributed.GlobalBatchLoss(loss, comm)
     loader = data_mod.Loader(source, batch_size, transform, seed=seed, num_workers=r["num_workers"], sampler=sampler)
@@ -271,11 +272,11 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
 
 
 class _SubsetSampler:
-    """Entries `indices` of a file list in the order of `inner` (a sampler over the subset's own
-    positions) or of a seeded shuffle."""
+    """Entries `indices` of a file list in the order of `inner`, a sampler over the subset's own
+    positions."""
 
-    def __init__(self, indices, inner, seed):
-        self.indices, self.inner = indices, inner or sampling.InstanceSampler(len(indices), seed=seed)
+    def __init__(self, indices, inner):
+        self.indices, self.inner = indices, inner
 
     def __len__(self):
         return len(self.inner)
