@@ -280,7 +280,7 @@ static lade_status cosine(lade_call *c) {
                           (int)lade_int(c, "total_epochs"), lade_num(c, "eta_min"));
 }
 
-/* ---- the ResNet-32 object ------------------------------------------------------------------ */
+/* ---- the ResNet object ------------------------------------------------------------------ */
 typedef struct {
     PyObject_HEAD
     lade_resnet *net;
@@ -288,14 +288,14 @@ typedef struct {
 } ResNetObject;
 
 static int resnet_init(ResNetObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"variant", "num_classes", NULL};
-    int variant, classes;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ii", names, &variant, &classes)) return -1;
+    static char *names[] = {"variant", "stem", "num_classes", NULL};
+    int variant, stem, classes;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iii", names, &variant, &stem, &classes)) return -1;
     if (self->net) {
         PyErr_SetString(PyExc_RuntimeError, "lade.ResNet32: already initialised");
         return -1;
     }
-    lade_status st = lade_resnet_create(&self->net, (lade_resnet_variant)variant, classes);
+    lade_status st = lade_resnet_create(&self->net, (lade_resnet_variant)variant, (lade_stem)stem, classes);
     if (st) {
         lade_py_raise(st, "lade.ResNet32");
         return -1;
@@ -531,7 +531,7 @@ static PyTypeObject ResNetType = {
     .tp_basicsize = sizeof(ResNetObject),
     .tp_dealloc = (destructor)resnet_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "ResNetCore(variant, num_classes): the C model behind lade.ResNet32",
+    .tp_doc = "ResNetCore(variant, stem, num_classes): the C model behind lade.ResNet32 and lade.ResNet18",
     .tp_methods = resnet_methods,
     .tp_getset = resnet_getset,
     .tp_init = (initproc)resnet_init,
