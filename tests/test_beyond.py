@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import lade
 from lade import posthoc, priors
 from lade.app import report
 from lade.app.cli import main
@@ -165,19 +166,35 @@ JPEG_TINY = ["optim.epochs=1", "optim.batch_size=16", "optim.warmup_epochs=0", "
 
 
 def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys):
+    # list files at 64 px through the ResNet-32 with a stride-2 stem
     out = tmp_path / "list"
     code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", out, "--data-root",
-                                jpeg_root, *JPEG_TINY], capsys)
+                                jpeg_root, *JPEG_TINY, "data.resolution=64", "model.stem_stride=2"], capsys)
     assert code == 0, err
     assert "## Shifted tests" in text and "LADE" in text
     counts = np.load(out / "train_counts.npy")
     assert counts[0] == 20 and counts[-1] == 2 and np.load(out / "test_logits.npy").shape == (40, 10)
+    # the decoupled stage on the list-file run: features of the JPEGs, as the run evaluated them
+    code, _, err = run_main(["features", out], capsys)
+    assert code == 0, err
+    with np.load(out / "features.npz") as z:
+        a = {k: z[k] for k in z.keys()}
+    np.testing.assert_allclose(a["test_features"] @ a["fc_weight"].T + a["fc_bias"], np.load(out / "test_logits.npy"),
+                               rtol=1e-4, atol=1e-4)
+    assert a["train_features"].shape == (counts.sum(), 128) and np.array_equal(np.bincount(a["train_labels"]), counts)
+    code, text, err = run_main(["decoupled", out, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert "cRT (+log p_t)" in text and "tau-norm (+log p_t)" in text
+    # class folders through the ResNet-18 with torchvision's stem
     folder = tmp_path / "folder"
     code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", folder, "--data-root",
                                 jpeg_root, "data.dataset=imagefolder", "data.train=cifar10-jpeg/train",
-                                "data.test=cifar10-jpeg/test", *JPEG_TINY], capsys)
+                                "data.test=cifar10-jpeg/test", *JPEG_TINY, "model.arch=resnet18",
+                                "model.stem_stride=4"], capsys)
     assert code == 0, err
     assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
+    with np.load(folder / "checkpoint.npz") as z:
+        assert z["params"].size == lade.ResNet18(10).num_params
 
 
 def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):
