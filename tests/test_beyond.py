@@ -44,6 +44,24 @@ def test_evaluate_logits_matches_direct_computation_and_the_fast_protocol_is_clo
     assert none["shift"]["accuracy"]["em"] == [None] * 11 and none["method"] == "LADE"
 
 
+def test_evaluate_logits_does_not_depend_on_the_thread_count():
+    """softmax, the adjustment, accuracy, the temperature fit and EM run on the thread pool above
+    65,536 values; each row is computed the same way on any thread and sums are added in a fixed
+    order, so one thread and two give the same report to the last bit."""
+    f, y, counts = synthetic(per_class=200)  # 2,000 x 10 test logits: over the parallel threshold
+    fc, yc = synthetic(per_class=100, seed=1)[:2]
+    f, fc = np.repeat(f, 8, axis=1) + 0.01 * np.arange(80, dtype=np.float32), np.repeat(fc, 8, axis=1)
+    counts = np.repeat(counts, 8)
+    results, before = [], lade.get_num_threads()
+    try:
+        for threads in (1, 2):
+            lade.set_num_threads(threads)
+            results.append(json.dumps(report.evaluate_logits(f, y * 8, counts, fc, yc * 8, estimated_prior="fast")))
+    finally:
+        lade.set_num_threads(before)
+    assert results[0] == results[1]
+
+
 def test_zero_count_class_is_refused_by_name_or_floored_and_reported():
     f, y, counts = synthetic()
     counts = counts.copy()

@@ -334,13 +334,11 @@ def _calibrated_fast(calib, classes):
     return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
 
 
-def _estimate_fast(f_sub, form, p_s, cal, calib_probs, method):
-    """The fast protocol's estimate (calib_probs: calibrated held-out posteriors, labels and their
-    mean, or None): the calibration fitted once (cal), EM (FAST_EM) on the
-    calibrated posteriors with the held-out set's mean posterior as the reference prior, or
-    BBSE from the held-out confusion matrix. Ungated, like _estimate."""
-    z = _source_logits(f_sub, form, p_s)
-    probs = cal(z) if cal else posthoc.softmax(z)
+def _estimate_fast(probs, p_s, calib_probs, method):
+    """The fast protocol's estimate from the calibrated source posteriors of a test subset (probs;
+    calibrated once for the whole test set, see _evaluate) and calib_probs (the calibrated held-out
+    posteriors, labels and their mean, or None): EM (FAST_EM) with the held-out set's mean posterior
+    as the reference prior, or BBSE from the held-out confusion matrix. Ungated, like _estimate."""
     reference = p_s if calib_probs is None else calib_probs[2]
     if method == "bbse":
         if calib_probs is None:
@@ -427,12 +425,15 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
         methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
                         "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
     estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
-    cal = calib_probs = None
+    test_probs = calib_probs = None
     if protocol == "fast":
         cal, kind = _calibrated_fast(calib, p_s.shape[0])
         if calib[0] is not None:
             probs = cal(_source_logits(calib[0], form, p_s))
             calib_probs = (probs, calib[1], prior_shift.mean_posterior(probs))  # + the reference prior
+        # the calibrated posteriors of every test image, once: each shifted test takes its rows
+        z = _source_logits(f, form, p_s)
+        test_probs = cal(z) if cal else posthoc.softmax(z)
         notes.append(f"estimates: fast protocol, calibration '{kind}' fitted once; EM (MAP, tol {FAST_EM['tol']:g}) "
                      f"{'and BBSE ' if 'bbse' in estimators else ''}per shifted test; no estimated-prior table")
     acc = {m: [] for m in MODES}
@@ -454,7 +455,7 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
             if method not in estimators:
                 p_hat, note = None, None
             elif protocol == "fast":
-                p_hat, note = _estimate_fast(f_sub, form, p_s, cal, calib_probs, method)
+                p_hat, note = _estimate_fast(test_probs[sub.indices], p_s, calib_probs, method)
             else:
                 p_hat, note = _estimate(f_sub, form, p_s, calib, method)
             if note:
