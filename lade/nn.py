@@ -1,4 +1,4 @@
-"""Layers, ResNet-32 models, SGD and learning-rate schedules.
+"""Layers, ResNet models, SGD and learning-rate schedules.
 
 The math is in C (csrc/include/lade_nn.h). Layer functions take float32 NCHW arrays
 and use them in place: forward outputs passed as ``out`` are overwritten,
@@ -36,32 +36,32 @@ from lade._C import (  # noqa: F401  (re-exported layer API)
     warmup_multistep_lr,
 )
 
-_VARIANTS = {"lade": 0, "classic": 1}
+_VARIANTS = {"lade": 0, "classic": 1}  # lade_resnet_variant; 2 is ResNet-18
+_RESNET18 = 2
+# stem_stride -> lade_stem: 3x3 stride 1, 3x3 stride 2, 7x7 stride 2 + 3x3 stride-2 max pool
+_STEMS = {1: 0, 2: 1, 4: 2}
 _MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 
 
-class ResNet32:
-    """A CIFAR ResNet-32 whose weights live in C.
+class _ResNet:
+    """What every C ResNet shares: flat ``params``, ``grads`` and ``buffers``
+    (zero-copy float32 views of the C buffers) named like the PyTorch modules'
+    state_dict, forward and backward, profiling."""
 
-    variant="lade": the BBN variant used by LADE (5/5/4 blocks plus cb_block and
-    rb_block concatenated to a 128-d feature); variant="classic": 5/5/5 blocks,
-    64-d feature. ``params``, ``grads`` and ``buffers`` are flat float32 views of
-    the C buffers (zero-copy); names follow the PyTorch modules' state_dict.
-    """
-
-    def __init__(self, num_classes=100, variant="lade", seed=0):
-        if variant not in _VARIANTS:
-            raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
-        self.variant = variant
-        self.num_classes = _args.whole(num_classes, "lade.ResNet32", "num_classes", 1, _MAX_CLASSES)
-        self._core = _C.ResNetCore(_VARIANTS[variant], self.num_classes)
+    def _create(self, code, num_classes, stem_stride, seed):
+        func = f"lade.{type(self).__name__}"
+        self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _MAX_CLASSES)
+        if stem_stride not in _STEMS:
+            raise ValueError(f"{func}: argument 'stem_stride' must be one of {sorted(_STEMS)}, got {stem_stride!r}")
+        self.stem_stride = stem_stride
+        self._core = _C.ResNetCore(code, _STEMS[stem_stride], self.num_classes)
         self.params = self._core.params
         self.grads = self._core.grads
         self.buffers = self._core.buffers
         self._layout = self._core.tensors()  # [(name, is_buffer, offset, shape)]
-        self.feature_dim = 128 if variant == "lade" else 64
+        self.feature_dim = {name: shape for name, _, _, shape in self._layout}["fc.weight"][1]
         self.init(seed)
 
     def init(self, seed):
@@ -100,14 +100,14 @@ class ResNet32:
         PyTorch's ``num_batches_tracked`` counters, which are ignored."""
         targets = self.parameters()
         targets.update(self.running_stats())
-        func = "lade.ResNet32.load_state_dict"
+        func = f"lade.{type(self).__name__}.load_state_dict"
         if not hasattr(state, "items"):
             raise TypeError(f"{func}: argument 'state' must be a dict of arrays, got {type(state).__name__}")
         given = {k: v for k, v in state.items() if not (isinstance(k, str) and k.endswith(_IGNORED_SUFFIX))}
         missing = sorted(set(targets) - set(given))
         unexpected = sorted(set(given) - set(targets))
         if missing or unexpected:
-            raise KeyError(f"lade.ResNet32.load_state_dict: argument 'state' does not match the model: "
+            raise KeyError(f"{func}: argument 'state' does not match the model: "
                            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
         # every tensor is checked before the first is copied: a bad one leaves the model unchanged
@@ -170,6 +170,37 @@ class ResNet32:
     @property
     def num_params(self):
         return self.params.size
+
+
+class ResNet32(_ResNet):
+    """A CIFAR ResNet-32 whose weights live in C.
+
+    variant="lade": the BBN variant used by LADE (5/5/4 blocks plus cb_block and
+    rb_block concatenated to a 128-d feature); variant="classic": 5/5/5 blocks,
+    64-d feature. 16/32/64 channels, option-A shortcuts. ``stem_stride`` 1 is the
+    CIFAR stem (3x3, for 32 px), 2 a 3x3 stride-2 stem (e.g. for 64 px), 4 a 7x7
+    stride-2 conv and a 3x3 stride-2 max pool.
+    """
+
+    def __init__(self, num_classes=100, variant="lade", seed=0, stem_stride=1):
+        if variant not in _VARIANTS:
+            raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self._create(_VARIANTS[variant], num_classes, stem_stride, seed)
+
+
+class ResNet18(_ResNet):
+    """A ResNet-18 (torchvision's layout and state_dict names: conv1, bn1,
+    layer1.0.conv1, ..., layer2.0.downsample.0/1, fc) whose weights live in C:
+    64/128/256/512 channels, two basic blocks per stage, 1x1 conv + BN projection
+    shortcuts where the shape changes, 512-d feature. ``stem_stride`` 1: a 3x3
+    stride-1 stem (32 px images); 2: 3x3 stride 2; 4: torchvision's ImageNet stem,
+    7x7 stride 2 and a 3x3 stride-2 max pool (112 px and up).
+    """
+
+    def __init__(self, num_classes=100, seed=0, stem_stride=4):
+        self.variant = "resnet18"
+        self._create(_RESNET18, num_classes, stem_stride, seed)
 
 
 class SGD:
@@ -269,7 +300,7 @@ def predict(model, images, batch_size=256, out=None):
 
 
 __all__ = [
-    "ResNet32", "SGD", "train_step", "predict", "warmup_multistep_lr", "cosine_lr",
+    "ResNet32", "ResNet18", "SGD", "train_step", "predict", "warmup_multistep_lr", "cosine_lr",
     "conv2d_forward", "conv2d_backward", "batchnorm2d_forward_train", "batchnorm2d_forward_eval",
     "batchnorm2d_backward", "relu_forward", "relu_backward", "add_forward", "add_backward",
     "concat_forward", "concat_backward", "global_avgpool_forward", "global_avgpool_backward",

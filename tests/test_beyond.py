@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import lade
 from lade import posthoc, priors
 from lade.app import report
 from lade.app.cli import main
@@ -41,6 +42,24 @@ def test_evaluate_logits_matches_direct_computation_and_the_fast_protocol_is_clo
         assert a == pytest.approx(b, abs=0.05)
     none = report.evaluate_logits(f, y, counts, method="lade", estimated_prior="none")
     assert none["shift"]["accuracy"]["em"] == [None] * 11 and none["method"] == "LADE"
+
+
+def test_evaluate_logits_does_not_depend_on_the_thread_count():
+    """softmax, the adjustment, accuracy, the temperature fit and EM run on the thread pool above
+    65,536 values; each row is computed the same way on any thread and sums are added in a fixed
+    order, so one thread and two give the same report to the last bit."""
+    f, y, counts = synthetic(per_class=200)  # 2,000 x 10 test logits: over the parallel threshold
+    fc, yc = synthetic(per_class=100, seed=1)[:2]
+    f, fc = np.repeat(f, 8, axis=1) + 0.01 * np.arange(80, dtype=np.float32), np.repeat(fc, 8, axis=1)
+    counts = np.repeat(counts, 8)
+    results, before = [], lade.get_num_threads()
+    try:
+        for threads in (1, 2):
+            lade.set_num_threads(threads)
+            results.append(json.dumps(report.evaluate_logits(f, y * 8, counts, fc, yc * 8, estimated_prior="fast")))
+    finally:
+        lade.set_num_threads(before)
+    assert results[0] == results[1]
 
 
 def test_zero_count_class_is_refused_by_name_or_floored_and_reported():
@@ -167,19 +186,35 @@ JPEG_TINY = ["optim.epochs=1", "optim.batch_size=16", "optim.warmup_epochs=0", "
 
 
 def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys):
+    # list files at 64 px through the ResNet-32 with a stride-2 stem
     out = tmp_path / "list"
     code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", out, "--data-root",
-                                jpeg_root, *JPEG_TINY], capsys)
+                                jpeg_root, *JPEG_TINY, "data.resolution=64", "model.stem_stride=2"], capsys)
     assert code == 0, err
     assert "## Shifted tests" in text and "LADE" in text
     counts = np.load(out / "train_counts.npy")
     assert counts[0] == 20 and counts[-1] == 2 and np.load(out / "test_logits.npy").shape == (40, 10)
+    # the decoupled stage on the list-file run: features of the JPEGs, as the run evaluated them
+    code, _, err = run_main(["features", out], capsys)
+    assert code == 0, err
+    with np.load(out / "features.npz") as z:
+        a = {k: z[k] for k in z.keys()}
+    np.testing.assert_allclose(a["test_features"] @ a["fc_weight"].T + a["fc_bias"], np.load(out / "test_logits.npy"),
+                               rtol=1e-4, atol=1e-4)
+    assert a["train_features"].shape == (counts.sum(), 128) and np.array_equal(np.bincount(a["train_labels"]), counts)
+    code, text, err = run_main(["decoupled", out, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert "cRT (+log p_t)" in text and "tau-norm (+log p_t)" in text
+    # class folders through the ResNet-18 with torchvision's stem
     folder = tmp_path / "folder"
     code, text, err = run_main(["train", "--config", "cifar10_jpeg_lt_100_lade", "--out", folder, "--data-root",
                                 jpeg_root, "data.dataset=imagefolder", "data.train=cifar10-jpeg/train",
-                                "data.test=cifar10-jpeg/test", *JPEG_TINY], capsys)
+                                "data.test=cifar10-jpeg/test", *JPEG_TINY, "model.arch=resnet18",
+                                "model.stem_stride=4"], capsys)
     assert code == 0, err
     assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
+    with np.load(folder / "checkpoint.npz") as z:
+        assert z["params"].size == lade.ResNet18(10).num_params
 
 
 def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):

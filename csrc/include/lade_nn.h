@@ -1,4 +1,4 @@
-/* lade_nn.h - layers with forward and backward passes, ResNet-32 models, SGD.
+/* lade_nn.h - layers with forward and backward passes, ResNet models, SGD.
  *
  * Conventions (after llm.c):
  * - Arguments: outputs first, then what backward needs saved, then inputs and
@@ -110,12 +110,21 @@ LADE_API lade_status lade_linear_forward(float *out, const float *in, const floa
 LADE_API lade_status lade_linear_backward(float *din, float *dweight, float *dbias, const float *dout,
                                           const float *in, const float *weight, int n, int fin, int fout);
 
-/* ---- ResNet-32 models ------------------------------------------------------------
+/* ---- ResNet models ------------------------------------------------------------------
  * LADE_RESNET32_LADE: the BBN variant used by LADE (stages 5/5/4 blocks, then
  *   cb_block and rb_block on the layer3 output concatenated to 128 channels).
  * LADE_RESNET32_CLASSIC: 5/5/5 blocks and a 64-d feature.
- * Both: option-A shortcuts, global average pool, fc with bias. */
-typedef enum { LADE_RESNET32_LADE = 0, LADE_RESNET32_CLASSIC = 1 } lade_resnet_variant;
+ *   Both ResNet-32s: 16/32/64 channels, option-A shortcuts.
+ * LADE_RESNET18: torchvision's ResNet-18 layout and names (64/128/256/512
+ *   channels, 2 basic blocks per stage, 1x1 conv + BN projection shortcuts
+ *   "layerK.0.downsample.{0,1}" where the shape changes), 512-d feature.
+ * All: global average pool, fc with bias.
+ * The stem is a conv + BN + ReLU: LADE_STEM_3X3 (stride 1, for 32 px),
+ * LADE_STEM_3X3_STRIDE2 (halves the resolution, e.g. 64 px inputs) or
+ * LADE_STEM_7X7_STRIDE2_MAXPOOL (torchvision's ImageNet stem: 7x7 stride 2
+ * pad 3, then a 3x3 stride 2 pad 1 max pool; a quarter of the resolution). */
+typedef enum { LADE_RESNET32_LADE = 0, LADE_RESNET32_CLASSIC = 1, LADE_RESNET18 = 2 } lade_resnet_variant;
+typedef enum { LADE_STEM_3X3 = 0, LADE_STEM_3X3_STRIDE2 = 1, LADE_STEM_7X7_STRIDE2_MAXPOOL = 2 } lade_stem;
 typedef enum { LADE_EVAL = 0, LADE_TRAIN = 1 } lade_mode;
 typedef struct lade_resnet lade_resnet;
 
@@ -127,7 +136,8 @@ typedef struct {
     int dims[4];
 } lade_tensor_info;
 
-LADE_API lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, int num_classes);
+LADE_API lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, lade_stem stem,
+                                        int num_classes);
 LADE_API void lade_resnet_destroy(lade_resnet *net);
 LADE_API int lade_resnet_num_classes(const lade_resnet *net);
 LADE_API int lade_resnet_feature_dim(const lade_resnet *net);
@@ -166,7 +176,7 @@ typedef enum {
 LADE_API const char *lade_prof_name(lade_prof_kind k);
 LADE_API void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]);
 LADE_API void lade_resnet_profile_reset(lade_resnet *net);
-/* Per convolution (0: the stem, then conv1, conv2 of each block in order):
+/* Per convolution (0: the stem, then conv1, conv2 (and downsample.0) of each block in order):
  * its time since the last reset, and its multiply-add work per image
  * (2 flops each) at the input size of the last forward. */
 typedef struct {

@@ -17,21 +17,39 @@ static int row_argmax(const float *z, int classes) {
     return best;
 }
 
+typedef struct {
+    const float *scores;
+    const int64_t *labels;
+    uint8_t *correct;
+    size_t hits; /* added to atomically: an integer sum, the same in any order */
+    int classes, k;
+} topk_job;
+
+static void topk_rows(void *ctx, size_t begin, size_t end) {
+    topk_job *j = ctx;
+    size_t hits = 0;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->scores + i * j->classes;
+        int y = (int)j->labels[i], ahead = 0; /* classes sorted before the label */
+        for (int c = 0; c < j->classes; c++) ahead += z[c] > z[y] || (z[c] == z[y] && c < y);
+        int ok = ahead < j->k;
+        hits += (size_t)ok;
+        if (j->correct) j->correct[i] = (uint8_t)ok;
+    }
+    __atomic_add_fetch(&j->hits, hits, __ATOMIC_RELAXED);
+}
+
 lade_status lade_topk_accuracy(double *accuracy, uint8_t *correct, const float *scores, const int64_t *labels,
                                int n, int classes, int k) {
     lade_status st = check_scores(scores, labels, n, classes, "scores");
     if (st) return st;
     if (k < 1) return lade_fail(LADE_EINVAL, "argument 'k' must be >= 1, got %d", k);
-    size_t hits = 0;
-    for (int i = 0; i < n; i++) {
-        const float *z = scores + (size_t)i * classes;
-        int y = (int)labels[i], ahead = 0; /* classes sorted before the label */
-        for (int c = 0; c < classes; c++) ahead += z[c] > z[y] || (z[c] == z[y] && c < y);
-        int ok = ahead < k;
-        hits += (size_t)ok;
-        if (correct) correct[i] = (uint8_t)ok;
-    }
-    *accuracy = (double)hits / n;
+    topk_job job = {scores, labels, correct, 0, classes, k};
+    if ((size_t)n * classes >= 65536) /* rows are independent: any thread count counts the same hits */
+        lade_parallel_for((size_t)n, topk_rows, &job);
+    else
+        topk_rows(&job, 0, (size_t)n);
+    *accuracy = (double)job.hits / n;
     return LADE_OK;
 }
 

@@ -1,5 +1,8 @@
 /* posthoc.c - test-time adjustment of logits from any model: prior compensation,
  * softmax with temperature and bias, tau-normalisation, temperature fitting. */
+/* Without trapping math the compiler may if-convert lt_exp's clamps and vectorise the
+ * exponential (the results are the same; only floating-point exception flags could differ). */
+#pragma GCC optimize("no-trapping-math")
 #include "checks.h"
 #include "linalg.h"
 #include "ltmath_internal.h"
@@ -7,6 +10,35 @@
 #include <float.h>
 
 #include "base/blas.h"
+
+/* Row-parallel passes: rows are independent and each is computed the same way
+ * whichever thread takes it, so results do not depend on the thread count.
+ * Below this many values a pass runs on the calling thread alone. */
+#define PARALLEL_MIN_VALUES 65536
+
+static void for_rows(size_t n, size_t classes, lade_range_fn fn, void *ctx) {
+    if (n * classes >= PARALLEL_MIN_VALUES)
+        lade_parallel_for(n, fn, ctx);
+    else
+        fn(ctx, 0, n);
+}
+
+typedef struct {
+    float *out;
+    const float *logits, *offset;
+    const double *bias;
+    float inv_t;
+    int classes;
+} rows_job;
+
+static void adjust_rows(void *ctx, size_t begin, size_t end) {
+    const rows_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->logits + i * j->classes;
+        float *o = j->out + i * j->classes;
+        for (int c = 0; c < j->classes; c++) o[c] = z[c] + j->offset[c];
+    }
+}
 
 lade_status lade_adjust_logits(float *out, const float *logits, int n, int classes, const float *source_prior,
                                float source_tau, const float *target_prior) {
@@ -23,13 +55,28 @@ lade_status lade_adjust_logits(float *out, const float *logits, int n, int class
         if (target_prior) o += log((double)target_prior[c]);
         offset[c] = (float)o;
     }
-    for (int i = 0; i < n; i++) {
-        const float *z = logits + (size_t)i * classes;
-        float *o = out + (size_t)i * classes;
-        for (int c = 0; c < classes; c++) o[c] = z[c] + offset[c];
-    }
+    rows_job job = {out, logits, offset, NULL, 1.0f, classes};
+    for_rows((size_t)n, (size_t)classes, adjust_rows, &job);
     lade_free(offset);
     return LADE_OK;
+}
+
+/* Compiled for AVX2 as well as the baseline, the wider one picked at load time: the same
+ * operations in the same order (no FMA contraction in ISO C mode), so the same result. */
+__attribute__((target_clones("avx2", "default")))
+static void softmax_rows(void *ctx, size_t begin, size_t end) {
+    const rows_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->logits + i * j->classes;
+        float *o = j->out + i * j->classes;
+        if (j->bias)
+            for (int c = 0; c < j->classes; c++) o[c] = (float)(z[c] * (double)j->inv_t + j->bias[c]);
+        else
+            for (int c = 0; c < j->classes; c++) o[c] = z[c] * j->inv_t;
+        float max = lt_row_max(o, j->classes);
+        float inv_sum = 1.0f / lt_exp_shift_sum(o, o, max, j->classes);
+        for (int c = 0; c < j->classes; c++) o[c] *= inv_sum;
+    }
 }
 
 lade_status lade_softmax(float *out, const float *logits, int n, int classes, double temperature, const double *bias) {
@@ -40,18 +87,8 @@ lade_status lade_softmax(float *out, const float *logits, int n, int classes, do
     if (bias)
         for (int c = 0; c < classes; c++)
             if (!isfinite(bias[c])) return lade_fail(LADE_ENONFINITE, "argument 'bias': bias[%d] is not finite", c);
-    float inv_t = (float)(1.0 / temperature);
-    for (int i = 0; i < n; i++) {
-        const float *z = logits + (size_t)i * classes;
-        float *o = out + (size_t)i * classes;
-        if (bias)
-            for (int c = 0; c < classes; c++) o[c] = (float)(z[c] * (double)inv_t + bias[c]);
-        else
-            for (int c = 0; c < classes; c++) o[c] = z[c] * inv_t;
-        float max = lt_row_max(o, classes);
-        float inv_sum = 1.0f / lt_exp_shift_sum(o, o, max, classes);
-        for (int c = 0; c < classes; c++) o[c] *= inv_sum;
-    }
+    rows_job job = {out, logits, NULL, bias, (float)(1.0 / temperature), classes};
+    for_rows((size_t)n, (size_t)classes, softmax_rows, &job);
     return LADE_OK;
 }
 
@@ -71,28 +108,64 @@ lade_status lade_tau_normalize(float *out, const float *weights, int rows, int c
 }
 
 /* ---- temperature / bias-corrected temperature scaling ------------------------------- */
-/* NLL of softmax(beta * z + b); with probs != NULL also stores the probabilities. */
-static double scaled_nll(const float *logits, const int64_t *labels, int n, int C, double beta, const double *b,
-                         double *probs) {
-    double total = 0;
-    for (int i = 0; i < n; i++) {
-        const float *z = logits + (size_t)i * C;
+/* Per-row passes of the fit over the thread pool: each row's numbers are computed
+ * the same way whichever thread takes it, and the callers add them in row order,
+ * so the fit does not depend on the thread count. */
+typedef struct {
+    const float *logits;
+    const int64_t *labels;
+    int C;
+    double beta;
+    const double *b;
+    double *probs;        /* NULL, or (n, C): the probabilities */
+    double *row_a, *row_b; /* per row: the NLL (nll_rows); E_p[z], E_p[z^2] (moment_rows) */
+} fit_job;
+
+static void nll_rows(void *ctx, size_t begin, size_t end) {
+    const fit_job *j = ctx;
+    const int C = j->C;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->logits + i * C;
         double max = -DBL_MAX;
         for (int c = 0; c < C; c++) {
-            double t = beta * z[c] + (b ? b[c] : 0);
+            double t = j->beta * z[c] + (j->b ? j->b[c] : 0);
             max = t > max ? t : max;
         }
         double sum = 0;
         for (int c = 0; c < C; c++) {
-            double e = exp(beta * z[c] + (b ? b[c] : 0) - max);
+            double e = exp(j->beta * z[c] + (j->b ? j->b[c] : 0) - max);
             sum += e;
-            if (probs) probs[(size_t)i * C + c] = e;
+            if (j->probs) j->probs[i * C + c] = e;
         }
-        if (probs)
-            for (int c = 0; c < C; c++) probs[(size_t)i * C + c] /= sum;
-        int y = (int)labels[i];
-        total += max + log(sum) - (beta * z[y] + (b ? b[y] : 0));
+        if (j->probs)
+            for (int c = 0; c < C; c++) j->probs[i * C + c] /= sum;
+        int y = (int)j->labels[i];
+        j->row_a[i] = max + log(sum) - (j->beta * z[y] + (j->b ? j->b[y] : 0));
     }
+}
+
+static void moment_rows(void *ctx, size_t begin, size_t end) {
+    const fit_job *j = ctx;
+    const int C = j->C;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->logits + i * C;
+        const double *p = j->probs + i * C;
+        double m1 = 0, m2 = 0;
+        for (int c = 0; c < C; c++) {
+            m1 += p[c] * z[c];
+            m2 += p[c] * z[c] * z[c];
+        }
+        j->row_a[i] = m1;
+        j->row_b[i] = m2;
+    }
+}
+
+/* NLL of softmax(beta * z + b); with probs != NULL also stores the probabilities. */
+static double scaled_nll(fit_job *j, int n, double beta, const double *b, double *probs) {
+    j->beta = beta, j->b = b, j->probs = probs;
+    for_rows((size_t)n, (size_t)j->C, nll_rows, j);
+    double total = 0;
+    for (int i = 0; i < n; i++) total += j->row_a[i];
     return total / n;
 }
 
@@ -104,26 +177,25 @@ lade_status lade_fit_temperature(double *temperature, double *bias, double *nll,
     if (max_iter < 1) return lade_fail(LADE_EINVAL, "argument 'max_iter' must be >= 1, got %d", max_iter);
     int C = classes, d = bias ? C + 1 : 1; /* parameters: beta = 1/T, then the biases */
     size_t nc = (size_t)n * C;
-    size_t bytes = (nc + (size_t)d * d + 4 * (size_t)d) * sizeof(double);
+    size_t bytes = (nc + (size_t)d * d + 4 * (size_t)d + 2 * (size_t)n) * sizeof(double);
     double *P = lade_alloc(bytes);
     if (!P) return lade_fail(LADE_ENOMEM, "no memory for temperature fitting (%zu bytes)", bytes);
     double *H = P + nc, *grad = H + (size_t)d * d, *theta = grad + d, *trial = theta + d, *step = trial + d;
+    fit_job job = {logits, labels, C, 1.0, NULL, NULL, step + d, step + d + n};
     memset(theta, 0, (size_t)d * sizeof(double));
     theta[0] = 1.0;
-    double f = scaled_nll(logits, labels, n, C, theta[0], bias ? theta + 1 : NULL, P);
+    double f = scaled_nll(&job, n, theta[0], bias ? theta + 1 : NULL, P);
     for (int iter = 0; iter < max_iter; iter++) {
         /* gradient and Hessian of the mean NLL at theta (P holds the probabilities) */
         memset(grad, 0, (size_t)d * sizeof(double));
         memset(H, 0, (size_t)d * d * sizeof(double));
+        job.probs = P;
+        for_rows((size_t)n, (size_t)C, moment_rows, &job);
         for (int i = 0; i < n; i++) {
             const float *z = logits + (size_t)i * C;
             const double *p = P + (size_t)i * C;
             int y = (int)labels[i];
-            double m1 = 0, m2 = 0;
-            for (int c = 0; c < C; c++) {
-                m1 += p[c] * z[c];
-                m2 += p[c] * z[c] * z[c];
-            }
+            double m1 = job.row_a[i], m2 = job.row_b[i];
             grad[0] += m1 - z[y];
             H[0] += m2 - m1 * m1;
             if (bias) {
@@ -158,7 +230,7 @@ lade_status lade_fit_temperature(double *temperature, double *bias, double *nll,
         for (int tries = 0; tries < 40; tries++, t *= 0.5) {
             for (int k = 0; k < d; k++) trial[k] = theta[k] + t * step[k];
             if (!(trial[0] > 0)) continue;
-            f_new = scaled_nll(logits, labels, n, C, trial[0], bias ? trial + 1 : NULL, NULL);
+            f_new = scaled_nll(&job, n, trial[0], bias ? trial + 1 : NULL, NULL);
             if (f_new <= f + 1e-4 * t * slope) {
                 improved = 1;
                 break;
@@ -167,7 +239,7 @@ lade_status lade_fit_temperature(double *temperature, double *bias, double *nll,
         if (!improved) break;
         memcpy(theta, trial, (size_t)d * sizeof(double));
         double change = f - f_new;
-        f = scaled_nll(logits, labels, n, C, theta[0], bias ? theta + 1 : NULL, P);
+        f = scaled_nll(&job, n, theta[0], bias ? theta + 1 : NULL, P);
         if (change < 1e-13) break;
     }
     *temperature = 1.0 / theta[0];

@@ -1,4 +1,5 @@
-/* resnet.c - the CIFAR ResNet-32 models: LADE's BBN variant and the classic one.
+/* resnet.c - the ResNet models: the CIFAR ResNet-32s (LADE's BBN variant and
+ * the classic one) and a torchvision-style ResNet-18.
  *
  * Parameters, gradients and BN running statistics each live in one flat
  * buffer, in PyTorch's named_parameters order, so Python sees them as views
@@ -15,10 +16,10 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_BLOCKS 17 /* 5 + 5 + 5 (classic) or 5 + 5 + 4 + cb + rb (LADE) */
-#define MAX_TENSORS (5 + MAX_BLOCKS * 10 + 2)
-#define STEM_CHANNELS 16
-#define MAX_CHANNELS 64
+#define MAX_BLOCKS 17 /* 5 + 5 + 5 (classic) or 5 + 5 + 4 + cb + rb (LADE); 8 in ResNet-18 */
+#define MAX_UNITS (1 + 3 * MAX_BLOCKS) /* conv + BN units: the stem, then conv1, conv2, downsample per block */
+#define MAX_TENSORS (5 + MAX_BLOCKS * 15 + 2)
+#define MAX_CHANNELS 512
 #define BN_MOMENTUM 0.1f
 #define BN_EPS 1e-5f
 
@@ -34,8 +35,10 @@ typedef struct {
 
 typedef struct {
     conv_bn unit1, unit2;
-    int in_c, out_c, stride;
+    conv_bn proj;            /* the 1x1 projection shortcut (ResNet-18 where the shape changes) */
+    int in_c, out_c, stride, has_proj;
     float *c1, *a1, *c2, *y; /* conv1 out, relu(bn1), conv2 out, block output */
+    float *pc, *pb;          /* projection conv out, its BN out */
 } block;
 
 struct lade_resnet {
@@ -48,7 +51,11 @@ struct lade_resnet {
     char names[MAX_TENSORS][80];
 
     conv_bn stem;
+    int stem_channels, has_pool;
+    lade_pool_geom pool;    /* the max pool after the stem, when has_pool */
     block blocks[MAX_BLOCKS];
+    conv_bn *units[MAX_UNITS]; /* every conv + BN in creation order: profiling, init, statistics */
+    int num_units;
     int num_blocks;      /* the chain layer1..layer3 */
     int has_cb_rb;       /* blocks[num_blocks] = cb_block, [num_blocks+1] = rb_block */
     size_t fc_weight, fc_bias;
@@ -56,8 +63,9 @@ struct lade_resnet {
     /* activation arena, sized for cap_n images of cap_h x cap_w */
     int cap_n, cap_h, cap_w;
     float *arena;
-    float *images, *stem_c, *stem_a, *features, *dfeatures, *head_maps, *dhead_maps;
+    float *images, *stem_c, *stem_a, *pooled, *features, *dfeatures, *head_maps, *dhead_maps;
     float *grad_in, *grad_out, *scratch_a, *scratch_b, *workspace;
+    int32_t *pool_argmax;
 
     /* state of the last forward */
     int last_n, last_h, last_w, last_train, stats_pending;
@@ -85,14 +93,15 @@ static void add_tensor(lade_resnet *net, const char *prefix, const char *name, i
     net->num_tensors++;
 }
 
-/* conv (3x3, pad 1, no bias) + BN, registered under prefix+conv_name / prefix+bn_name */
+/* conv (k x k, pad k/2, no bias) + BN, registered under prefix+conv_name / prefix+bn_name */
 static void add_conv_bn(lade_resnet *net, conv_bn *u, const char *prefix, const char *conv_name,
-                        const char *bn_name, int cin, int cout, int stride) {
+                        const char *bn_name, int cin, int cout, int k, int stride) {
     char name[48];
-    u->geom = (lade_conv2d_geom){cin, cout, 3, 3, stride, stride, 1, 1};
+    u->geom = (lade_conv2d_geom){cin, cout, k, k, stride, stride, k / 2, k / 2};
+    net->units[net->num_units++] = u;
     snprintf(name, sizeof name, "%s.weight", conv_name);
     u->weight_tensor = net->num_tensors;
-    add_tensor(net, prefix, name, 0, 4, cout, cin, 3, 3, &u->weight);
+    add_tensor(net, prefix, name, 0, 4, cout, cin, k, k, &u->weight);
     snprintf(name, sizeof name, "%s.weight", bn_name);
     add_tensor(net, prefix, name, 0, 1, cout, 0, 0, 0, &u->gamma);
     snprintf(name, sizeof name, "%s.bias", bn_name);
@@ -107,21 +116,30 @@ static void add_bn_buffers(lade_resnet *net, conv_bn *u, const char *prefix, con
     add_tensor(net, prefix, name, 1, 1, c, 0, 0, 0, &u->running_var);
 }
 
-static void add_block(lade_resnet *net, block *b, const char *prefix, int cin, int cout, int stride) {
+/* with_proj: a 1x1 conv + BN shortcut (option B) where the shape changes;
+ * otherwise option A there */
+static void add_block(lade_resnet *net, block *b, const char *prefix, int cin, int cout, int stride, int with_proj) {
     b->in_c = cin;
     b->out_c = cout;
     b->stride = stride;
-    /* PyTorch order: conv1, bn1 (weight, bias), conv2, bn2; buffers separately */
-    add_conv_bn(net, &b->unit1, prefix, "conv1", "bn1", cin, cout, stride);
+    /* PyTorch order: conv1, bn1 (weight, bias), conv2, bn2, downsample; buffers separately */
+    add_conv_bn(net, &b->unit1, prefix, "conv1", "bn1", cin, cout, 3, stride);
     add_bn_buffers(net, &b->unit1, prefix, "bn1", cout);
-    add_conv_bn(net, &b->unit2, prefix, "conv2", "bn2", cout, cout, 1);
+    add_conv_bn(net, &b->unit2, prefix, "conv2", "bn2", cout, cout, 3, 1);
     add_bn_buffers(net, &b->unit2, prefix, "bn2", cout);
+    b->has_proj = with_proj && (stride != 1 || cin != cout);
+    if (b->has_proj) {
+        add_conv_bn(net, &b->proj, prefix, "downsample.0", "downsample.1", cin, cout, 1, stride);
+        add_bn_buffers(net, &b->proj, prefix, "downsample.1", cout);
+    }
 }
 
-lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, int num_classes) {
+lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, lade_stem stem, int num_classes) {
     *out = NULL;
-    if (variant != LADE_RESNET32_LADE && variant != LADE_RESNET32_CLASSIC)
-        return lade_fail(LADE_EINVAL, "unknown ResNet-32 variant %d", (int)variant);
+    if (variant != LADE_RESNET32_LADE && variant != LADE_RESNET32_CLASSIC && variant != LADE_RESNET18)
+        return lade_fail(LADE_EINVAL, "unknown ResNet variant %d", (int)variant);
+    if (stem != LADE_STEM_3X3 && stem != LADE_STEM_3X3_STRIDE2 && stem != LADE_STEM_7X7_STRIDE2_MAXPOOL)
+        return lade_fail(LADE_EINVAL, "unknown stem %d", (int)stem);
     if (num_classes < 1 || num_classes > 1000000)
         return lade_fail(LADE_EINVAL, "num_classes must be in [1, 1000000], got %d", num_classes);
     lade_resnet *net = calloc(1, sizeof *net);
@@ -129,27 +147,33 @@ lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, i
     net->variant = variant;
     net->num_classes = num_classes;
 
-    add_conv_bn(net, &net->stem, "", "conv1", "bn1", 3, STEM_CHANNELS, 1);
-    add_bn_buffers(net, &net->stem, "", "bn1", STEM_CHANNELS);
-    const int stage_blocks_lade[3] = {5, 5, 4}, stage_blocks_classic[3] = {5, 5, 5};
-    const int *stage_blocks = variant == LADE_RESNET32_LADE ? stage_blocks_lade : stage_blocks_classic;
-    int cin = STEM_CHANNELS;
-    for (int s = 0; s < 3; s++) {
-        int cout = STEM_CHANNELS << s;
+    const int resnet18 = variant == LADE_RESNET18;
+    net->stem_channels = resnet18 ? 64 : 16;
+    int stem_k = stem == LADE_STEM_7X7_STRIDE2_MAXPOOL ? 7 : 3, stem_stride = stem == LADE_STEM_3X3 ? 1 : 2;
+    net->has_pool = stem == LADE_STEM_7X7_STRIDE2_MAXPOOL;
+    net->pool = (lade_pool_geom){3, 2, 1};
+    add_conv_bn(net, &net->stem, "", "conv1", "bn1", 3, net->stem_channels, stem_k, stem_stride);
+    add_bn_buffers(net, &net->stem, "", "bn1", net->stem_channels);
+    const int stage_blocks_lade[4] = {5, 5, 4, 0}, stage_blocks_classic[4] = {5, 5, 5, 0}, stage_blocks_18[4] = {2, 2, 2, 2};
+    const int *stage_blocks = resnet18 ? stage_blocks_18
+                              : variant == LADE_RESNET32_LADE ? stage_blocks_lade : stage_blocks_classic;
+    int cin = net->stem_channels;
+    for (int s = 0; s < 4; s++) {
+        int cout = net->stem_channels << s;
         for (int i = 0; i < stage_blocks[s]; i++) {
             char prefix[24];
             snprintf(prefix, sizeof prefix, "layer%d.%d.", s + 1, i);
-            add_block(net, &net->blocks[net->num_blocks++], prefix, cin, cout, (s > 0 && i == 0) ? 2 : 1);
+            add_block(net, &net->blocks[net->num_blocks++], prefix, cin, cout, (s > 0 && i == 0) ? 2 : 1, resnet18);
             cin = cout;
         }
     }
     if (variant == LADE_RESNET32_LADE) {
         net->has_cb_rb = 1;
-        add_block(net, &net->blocks[net->num_blocks], "cb_block.", 64, 64, 1);
-        add_block(net, &net->blocks[net->num_blocks + 1], "rb_block.", 64, 64, 1);
+        add_block(net, &net->blocks[net->num_blocks], "cb_block.", 64, 64, 1, 0);
+        add_block(net, &net->blocks[net->num_blocks + 1], "rb_block.", 64, 64, 1, 0);
         net->feature_dim = 128;
     } else {
-        net->feature_dim = 64;
+        net->feature_dim = cin;
     }
     add_tensor(net, "", "fc.weight", 0, 2, num_classes, net->feature_dim, 0, 0, &net->fc_weight);
     add_tensor(net, "", "fc.bias", 0, 1, num_classes, 0, 0, 0, &net->fc_bias);
@@ -206,12 +230,7 @@ static void init_conv_bn(lade_resnet *net, const conv_bn *u, lade_rng *rng) {
 }
 
 void lade_resnet_init(lade_resnet *net, lade_rng *rng) {
-    init_conv_bn(net, &net->stem, rng);
-    int total = net->num_blocks + (net->has_cb_rb ? 2 : 0);
-    for (int i = 0; i < total; i++) {
-        init_conv_bn(net, &net->blocks[i].unit1, rng);
-        init_conv_bn(net, &net->blocks[i].unit2, rng);
-    }
+    for (int i = 0; i < net->num_units; i++) init_conv_bn(net, net->units[i], rng);
     /* PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias */
     double bound = 1.0 / sqrt((double)net->feature_dim);
     size_t nw = (size_t)net->num_classes * net->feature_dim;
@@ -226,8 +245,16 @@ void lade_resnet_zero_grad(lade_resnet *net) { memset(net->grads, 0, net->num_pa
 /* ---- activation arena ------------------------------------------------------------------- */
 static int stage_size(int size, int stride) { return (size + stride - 1) / stride; }
 
-/* Output height/width of block i for an h x w input. */
+/* Output height/width of the stem's convolution for h x w images. */
+static void stem_out_size(const lade_resnet *net, int h, int w, int *oh, int *ow) {
+    *oh = stage_size(h, net->stem.geom.stride_h);
+    *ow = stage_size(w, net->stem.geom.stride_w);
+}
+
+/* Output height/width of block i for h x w images (i = -1: the input of the first block). */
 static void block_out_size(const lade_resnet *net, int i, int h, int w, int *oh, int *ow) {
+    stem_out_size(net, h, w, &h, &w);
+    if (net->has_pool) lade_pool_out_size(&net->pool, h, w, &h, &w);
     for (int k = 0; k <= i && k < net->num_blocks; k++) {
         h = stage_size(h, net->blocks[k].stride);
         w = stage_size(w, net->blocks[k].stride);
@@ -239,11 +266,17 @@ static void block_out_size(const lade_resnet *net, int i, int h, int w, int *oh,
 static lade_status reserve(lade_resnet *net, int n, int h, int w) {
     if (net->arena && n <= net->cap_n && h == net->cap_h && w == net->cap_w) return LADE_OK;
     int total_blocks = net->num_blocks + (net->has_cb_rb ? 2 : 0);
-    size_t big = (size_t)STEM_CHANNELS * n * h * w; /* the largest activation: 16 channels at full size */
-    size_t sizes[8 + 4 * MAX_BLOCKS], count = 0, ws = 0;
+    int sh, sw, th, tw; /* the stem's output, the first block's input */
+    stem_out_size(net, h, w, &sh, &sw);
+    block_out_size(net, -1, h, w, &th, &tw);
+    size_t stem = (size_t)net->stem_channels * n * sh * sw, trunk = (size_t)net->stem_channels * n * th * tw;
+    size_t big = stem; /* the largest activation (or its gradient), found below */
+    size_t sizes[10 + 6 * MAX_BLOCKS], count = 0, ws = 0;
     sizes[count++] = (size_t)3 * n * h * w;                       /* images (kept for the stem's backward) */
-    sizes[count++] = big;                                           /* stem_c */
-    sizes[count++] = big;                                           /* stem_a */
+    sizes[count++] = stem;                                          /* stem_c */
+    sizes[count++] = stem;                                          /* stem_a */
+    sizes[count++] = net->has_pool ? trunk : 0;                     /* pooled */
+    sizes[count++] = net->has_pool ? trunk : 0;                     /* pool_argmax (int32, as many as floats) */
     sizes[count++] = (size_t)n * net->feature_dim;                  /* features */
     sizes[count++] = (size_t)n * net->feature_dim;                  /* dfeatures */
     int h3, w3;
@@ -263,11 +296,15 @@ static lade_status reserve(lade_resnet *net, int n, int h, int w) {
         oh = stage_size(ih, b->stride);
         ow = stage_size(iw, b->stride);
         size_t act = (size_t)b->out_c * n * oh * ow;
+        if (act > big) big = act;
         for (int k = 0; k < 4; k++) sizes[count++] = (k == 3 && i >= net->num_blocks) ? 0 : act;
+        for (int k = 0; k < 2; k++) sizes[count++] = b->has_proj ? act : 0; /* pc, pb */
         size_t w1 = lade_conv2d_workspace_size(&b->unit1.geom, n, ih, iw);
         size_t w2 = lade_conv2d_workspace_size(&b->unit2.geom, n, oh, ow);
+        size_t wp = b->has_proj ? lade_conv2d_workspace_size(&b->proj.geom, n, ih, iw) : 0;
         if (w1 > ws) ws = w1;
         if (w2 > ws) ws = w2;
+        if (wp > ws) ws = wp;
     }
     size_t total = ws + 4 * big;
     for (size_t i = 0; i < count; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -285,6 +322,10 @@ static lade_status reserve(lade_resnet *net, int n, int h, int w) {
     TAKE(net->images);
     TAKE(net->stem_c);
     TAKE(net->stem_a);
+    TAKE(net->pooled);
+    float *argmax_floats;
+    TAKE(argmax_floats);
+    net->pool_argmax = (int32_t *)argmax_floats;
     TAKE(net->features);
     TAKE(net->dfeatures);
     TAKE(net->head_maps);
@@ -295,6 +336,8 @@ static lade_status reserve(lade_resnet *net, int n, int h, int w) {
         TAKE(b->a1);
         TAKE(b->c2);
         TAKE(b->y); /* cb / rb outputs are placed in head_maps at forward time */
+        TAKE(b->pc);
+        TAKE(b->pb);
     }
 #undef TAKE
     net->grad_in = p, p += big;
@@ -343,18 +386,12 @@ void lade_resnet_profile(const lade_resnet *net, double seconds[LADE_PROF_COUNT]
     memcpy(seconds, net->prof, sizeof net->prof);
 }
 
-static conv_bn *conv_unit(lade_resnet *net, int index) {
-    if (index == 0) return &net->stem;
-    block *b = &net->blocks[(index - 1) / 2];
-    return (index - 1) % 2 ? &b->unit2 : &b->unit1;
-}
-
-int lade_resnet_num_convs(const lade_resnet *net) { return 1 + 2 * (net->num_blocks + (net->has_cb_rb ? 2 : 0)); }
+int lade_resnet_num_convs(const lade_resnet *net) { return net->num_units; }
 
 lade_status lade_resnet_conv_profile(const lade_resnet *net, int index, lade_conv_profile *out) {
     if (index < 0 || index >= lade_resnet_num_convs(net))
         return lade_fail(LADE_ERANGE, "conv index %d outside [0, %d)", index, lade_resnet_num_convs(net));
-    const conv_bn *u = conv_unit((lade_resnet *)net, index);
+    const conv_bn *u = net->units[index];
     const lade_conv2d_geom *g = &u->geom;
     int oh = 0, ow = 0;
     if (u->in_h > 0) lade_conv2d_out_size(g, u->in_h, u->in_w, &oh, &ow);
@@ -372,10 +409,7 @@ lade_status lade_resnet_conv_profile(const lade_resnet *net, int index, lade_con
 
 void lade_resnet_profile_reset(lade_resnet *net) {
     memset(net->prof, 0, sizeof net->prof);
-    for (int i = 0; i < lade_resnet_num_convs(net); i++) {
-        conv_bn *u = conv_unit(net, i);
-        u->seconds[0] = u->seconds[1] = 0.0;
-    }
+    for (int i = 0; i < net->num_units; i++) net->units[i]->seconds[0] = net->units[i]->seconds[1] = 0.0;
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -405,7 +439,14 @@ static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float 
     TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train, none, 1));
     TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit2,
                lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
-    if (b->stride == 1 && x.c == y.c) { /* identity shortcut: y = relu(bn(c2) + x) in one pass */
+    if (b->has_proj) { /* option B: y = relu(bn2(c2) + bn(conv1x1(x))) */
+        lade_maps pc = lade_maps_cnhw(b->pc, n, b->out_c, oh, ow), pb = lade_maps_cnhw(b->pb, n, b->out_c, oh, ow);
+        b->proj.in_h = x.h, b->proj.in_w = x.w;
+        TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->proj,
+                   lade_conv2d_forward(pc, x, p + b->proj.weight, NULL, &b->proj.geom, net->workspace));
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->proj, pb, pc, train, none, 0));
+        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, pb, 1));
+    } else if (b->stride == 1 && x.c == y.c) { /* identity shortcut: y = relu(bn(c2) + x) in one pass */
         TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, x, 1));
     } else { /* option A: the shortcut covers only the middle channels, at every other pixel */
         TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, none, 0));
@@ -422,18 +463,11 @@ static void commit_unit(lade_resnet *net, const conv_bn *u, size_t count) {
 
 lade_status lade_resnet_commit_running_stats(lade_resnet *net) {
     if (!net->stats_pending) return lade_fail(LADE_ESTATE, "no training forward with deferred statistics to commit");
-    int n = net->last_n, h = net->last_h, w = net->last_w, h3, w3;
-    commit_unit(net, &net->stem, (size_t)n * h * w);
-    for (int i = 0; i < net->num_blocks; i++) {
+    for (int i = 0; i < net->num_units; i++) { /* each unit's input size is the one of the last forward */
+        const conv_bn *u = net->units[i];
         int oh, ow;
-        block_out_size(net, i, h, w, &oh, &ow);
-        commit_unit(net, &net->blocks[i].unit1, (size_t)n * oh * ow);
-        commit_unit(net, &net->blocks[i].unit2, (size_t)n * oh * ow);
-    }
-    block_out_size(net, net->num_blocks - 1, h, w, &h3, &w3);
-    for (int i = net->num_blocks; i < net->num_blocks + (net->has_cb_rb ? 2 : 0); i++) {
-        commit_unit(net, &net->blocks[i].unit1, (size_t)n * h3 * w3);
-        commit_unit(net, &net->blocks[i].unit2, (size_t)n * h3 * w3);
+        lade_conv2d_out_size(&u->geom, u->in_h, u->in_w, &oh, &ow);
+        commit_unit(net, u, (size_t)net->last_n * oh * ow);
     }
     net->stats_pending = 0;
     return LADE_OK;
@@ -443,7 +477,9 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
                                 int defer_running_stats, float *logits) {
     if (n < 1 || h < 1 || w < 1)
         return lade_fail(LADE_EINVAL, "images must be (n >= 1, 3, h >= 1, w >= 1), got (%d, 3, %d, %d)", n, h, w);
-    if (mode == LADE_TRAIN && n * h * w < 2 * 16)
+    int h_last, w_last;
+    block_out_size(net, net->num_blocks - 1, h, w, &h_last, &w_last);
+    if (mode == LADE_TRAIN && (int64_t)n * h_last * w_last < 2)
         return lade_fail(LADE_EINVAL, "training needs more than one value per channel in the last batch norm; "
                          "got a batch of %d images of %dx%d", n, h, w);
     lade_status st = reserve(net, n, h, w);
@@ -453,13 +489,21 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
     net->last_train = 0;
     memcpy(net->images, images, sizeof(float) * 3 * n * h * w);
     lade_maps img = lade_maps_nchw(net->images, n, 3, h, w);
-    lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w), sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
+    int sh, sw, th, tw;
+    stem_out_size(net, h, w, &sh, &sw);
+    block_out_size(net, -1, h, w, &th, &tw);
+    const int c0 = net->stem_channels;
+    lade_maps sc = lade_maps_cnhw(net->stem_c, n, c0, sh, sw), sa = lade_maps_cnhw(net->stem_a, n, c0, sh, sw);
     net->stem.in_h = h, net->stem.in_w = w;
     TIMED_CONV(net, LADE_PROF_CONV_FWD, &net->stem,
                lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom, net->workspace));
     lade_maps none = {0};
     TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train, none, 1));
     lade_maps x = sa;
+    if (net->has_pool) {
+        x = lade_maps_cnhw(net->pooled, n, c0, th, tw);
+        TIMED(net, LADE_PROF_ELTWISE_FWD, lade_maxpool_forward(x, net->pool_argmax, sa, &net->pool));
+    }
     for (int i = 0; i < net->num_blocks; i++) {
         block *b = &net->blocks[i];
         st = block_forward(net, b, x, b->y, train);
@@ -525,7 +569,13 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
     float *g = net->grads;
     const float *p = net->params;
     lade_maps out = lade_maps_cnhw((float *)y, n, b->out_c, oh, ow), none = {0};
-    if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx (+)= relu'(dy); the BN masks dy itself */
+    if (b->has_proj) { /* option B: the projection's BN masks dy itself, its conv starts or adds to dx */
+        lade_maps pc = lade_maps_cnhw(b->pc, n, b->out_c, oh, ow);
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->proj, ta, dy, out, pc));
+        TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->proj, lade_conv2d_backward_ex(dx, g + b->proj.weight, NULL, ta, x,
+                                                           p + b->proj.weight, &b->proj.geom, net->workspace, !dx_fresh));
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
+    } else if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx (+)= relu'(dy); the BN masks dy itself */
         if (dx_fresh) TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(dx, dy, y));
         else TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
@@ -561,8 +611,8 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
     /* dcur: gradient w.r.t. the output of the current block (starting with layer3's last) */
     float *dcur = net->grad_in, *dnext = net->grad_out;
     const block *last = &net->blocks[net->num_blocks - 1];
-    lade_maps x3 = lade_maps_cnhw(last->y, n, 64, h3, w3);
-    lade_maps d3 = lade_maps_cnhw(dcur, n, 64, h3, w3);
+    lade_maps x3 = lade_maps_cnhw(last->y, n, last->out_c, h3, w3);
+    lade_maps d3 = lade_maps_cnhw(dcur, n, last->out_c, h3, w3);
     zero_maps(d3);
     if (net->has_cb_rb) {
         lade_maps dhead = lade_maps_cnhw(net->dhead_maps, n, 128, h3, w3);
@@ -583,7 +633,8 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
         int oh, ow, ih, iw;
         block_out_size(net, i, h, w, &oh, &ow);
         block_out_size(net, i - 1, h, w, &ih, &iw);
-        lade_maps x = lade_maps_cnhw(i > 0 ? net->blocks[i - 1].y : net->stem_a, n, b->in_c, ih, iw);
+        lade_maps x = lade_maps_cnhw(i > 0 ? net->blocks[i - 1].y : net->has_pool ? net->pooled : net->stem_a, n,
+                                     b->in_c, ih, iw);
         lade_maps dy = lade_maps_cnhw(dcur, n, b->out_c, oh, ow), dx = lade_maps_cnhw(dnext, n, b->in_c, ih, iw);
         st = block_backward(net, b, dx, dy, x, b->y, 1);
         if (st) return st;
@@ -591,11 +642,21 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
         dcur = dnext;
         dnext = t;
     }
-    /* stem: relu, bn, conv (no gradient for the images) */
-    lade_maps sc = lade_maps_cnhw(net->stem_c, n, STEM_CHANNELS, h, w);
-    lade_maps ds = lade_maps_cnhw(dcur, n, STEM_CHANNELS, h, w), ta = lade_maps_cnhw(net->scratch_a, n, STEM_CHANNELS, h, w);
+    /* stem: max pool, relu, bn, conv (no gradient for the images) */
+    const int c0 = net->stem_channels;
+    int sh, sw;
+    stem_out_size(net, h, w, &sh, &sw);
+    lade_maps ds = lade_maps_cnhw(dcur, n, c0, sh, sw);
+    if (net->has_pool) {
+        int th, tw;
+        block_out_size(net, -1, h, w, &th, &tw);
+        ds = lade_maps_cnhw(dnext, n, c0, sh, sw);
+        zero_maps(ds);
+        TIMED(net, LADE_PROF_ELTWISE_BWD, lade_maxpool_backward(ds, lade_maps_cnhw(dcur, n, c0, th, tw), net->pool_argmax));
+    }
+    lade_maps sc = lade_maps_cnhw(net->stem_c, n, c0, sh, sw), ta = lade_maps_cnhw(net->scratch_a, n, c0, sh, sw);
     lade_maps none = {0};
-    lade_maps sa = lade_maps_cnhw(net->stem_a, n, STEM_CHANNELS, h, w);
+    lade_maps sa = lade_maps_cnhw(net->stem_a, n, c0, sh, sw);
     TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ta, ds, sa, sc));
     TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ta,
                                                         lade_maps_nchw(net->images, n, 3, h, w),

@@ -236,19 +236,20 @@ static lade_status cosine(lade_call *c) {
                           (int)lade_int(c, "total_epochs"), lade_num(c, "eta_min"));
 }
 
-/* ---- the ResNet-32 object ------------------------------------------------------------------ */
+/* ---- the ResNet object (ResNet-32s and ResNet-18) ------------------------------------------------------------------ */
 /* core: the lade_resnet */
 #define NET(obj) ((lade_resnet *)(obj)->core)
 static PyTypeObject ResNetType;
 
 static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {REQ("variant", 'i'), REQ("num_classes", 'i'), END};
+    static const lade_arg spec[] = {REQ("variant", 'i'), REQ("stem", 'i'), REQ("num_classes", 'i'), END};
     lade_call c;
     if (lade_parse(&c, "lade.ResNet32", spec, args, kw))
         return lade_call_end(&c, NULL), -1;
     lade_resnet *net = NULL;
     lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised")
                                 : lade_resnet_create(&net, (lade_resnet_variant)lade_int(&c, "variant"),
+                                                     (lade_stem)lade_int(&c, "stem"),
                                                      (int)lade_int(&c, "num_classes"));
     self->core = self->core ? self->core : net;
     if (st) lade_py_raise(st, c.func);
@@ -395,7 +396,7 @@ static PyTypeObject ResNetType = {
     .tp_basicsize = sizeof(lade_object),
     .tp_dealloc = (destructor)resnet_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "ResNetCore(variant, num_classes): the C model behind lade.ResNet32",
+    .tp_doc = "ResNetCore(variant, stem, num_classes): the C model behind lade.ResNet32 and lade.ResNet18",
     .tp_methods = resnet_methods,
     .tp_getset = resnet_getset,
     .tp_init = (initproc)resnet_init,

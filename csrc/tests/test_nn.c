@@ -311,7 +311,7 @@ TEST(thread_pool_covers_every_index_once) {
  * check of a few weight gradients through every layer type. */
 TEST(resnet_init_forward_backward) {
     lade_resnet *net;
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, 100));
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100));
     if (!net) return;
     CHECK(lade_resnet_num_params(net) == 550388);
     CHECK(lade_resnet_num_buffers(net) == 2528);
@@ -327,7 +327,7 @@ TEST(resnet_init_forward_backward) {
     free(copy);
     lade_resnet_destroy(net);
 
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, 5));
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, LADE_STEM_3X3, 5));
     lade_rng_seed(&r, 8, 0);
     lade_resnet_init(net, &r);
     int n = 4, h = 8, w = 8;
@@ -345,6 +345,58 @@ TEST(resnet_init_forward_backward) {
     for (int k = 0; k < 3; k++) {
         size_t i = probes[k];
         float saved = p[i], eps = 1e-2f;
+        double f[2];
+        for (int s = 0; s < 2; s++) {
+            p[i] = saved + (s ? -eps : eps);
+            lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 1, logits);
+            lade_softmax_ce(&f[s], NULL, 1.0f, logits, labels, n, 5);
+        }
+        p[i] = saved;
+        double fd = (f[0] - f[1]) / (2 * eps);
+        CHECK_CLOSE(g[i], fd, 2e-3 + 0.05 * fabs(fd));
+    }
+    free(img);
+    lade_resnet_destroy(net);
+}
+
+/* ResNet-18 with torchvision's stem (7x7/2 + max pool) and projection
+ * shortcuts: its size, names, a refused bad stem, and finite differences at a
+ * layer2 conv weight, a projection weight and a classifier weight (every
+ * gradient is compared with PyTorch in tests/test_resnet18.py; differences
+ * through the float32 stem and max pool are too noisy for a tight check). */
+TEST(resnet18_forward_backward_and_projection_shortcuts) {
+    lade_resnet *net;
+    CHECK(lade_resnet_create(&net, LADE_RESNET18, (lade_stem)7, 10) == LADE_EINVAL);
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET18, LADE_STEM_7X7_STRIDE2_MAXPOOL, 5));
+    if (!net) return;
+    CHECK(lade_resnet_feature_dim(net) == 512);
+    CHECK(lade_resnet_num_params(net) == 11181642 - 5 * 513); /* torchvision's resnet18(num_classes=10) less 5 classes */
+    CHECK(lade_resnet_num_convs(net) == 1 + 8 * 2 + 3);
+    int proj = -1, mid = -1;
+    for (int i = 0; i < lade_resnet_num_tensors(net); i++) {
+        if (strcmp(lade_resnet_tensor(net, i)->name, "layer3.0.downsample.0.weight") == 0) proj = i;
+        if (strcmp(lade_resnet_tensor(net, i)->name, "layer2.1.conv2.weight") == 0) mid = i;
+    }
+    CHECK(proj >= 0 && mid >= 0);
+    if (proj < 0 || mid < 0) return;
+    CHECK(lade_resnet_tensor(net, proj)->dims[0] == 256 && lade_resnet_tensor(net, proj)->dims[2] == 1);
+    lade_rng r;
+    lade_rng_seed(&r, 11, 0);
+    lade_resnet_init(net, &r);
+    int n = 2, h = 64, w = 64;
+    float *img = random_floats(&r, (size_t)n * 3 * h * w, 1.0), logits[10], dlogits[10] = {0};
+    int64_t labels[2] = {1, 4};
+    double loss;
+    CHECK_OK(lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 0, logits));
+    CHECK_OK(lade_softmax_ce(&loss, dlogits, 1.0f, logits, labels, n, 5));
+    lade_resnet_zero_grad(net);
+    CHECK_OK(lade_resnet_backward(net, dlogits, n));
+    float *p = lade_resnet_params(net), *g = lade_resnet_grads(net);
+    const size_t probes[3] = {lade_resnet_tensor(net, mid)->offset + 1234, lade_resnet_tensor(net, proj)->offset + 300,
+                              lade_resnet_num_params(net) - 9};
+    for (int k = 0; k < 3; k++) {
+        size_t i = probes[k];
+        float saved = p[i], eps = 1e-3f;
         double f[2];
         for (int s = 0; s < 2; s++) {
             p[i] = saved + (s ? -eps : eps);

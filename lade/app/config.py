@@ -5,7 +5,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
     name: cifar100_lt_100_lade
     data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
              calib_test_per_class, sampler}
-    model:  {variant, seed}
+    model:  {arch, variant, stem_stride, seed}
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
              warmup_start, milestones, lr_factor}
@@ -169,7 +169,12 @@ DEFAULTS = {
         "sampler": (_choice("instance", "class_aware", "square_root", "progressive"), "instance"),
     },
     "model": {
-        "variant": (_choice("lade", "classic"), "lade"),
+        # resnet32 (CIFAR, 16/32/64 channels) or resnet18 (torchvision's layout, 64..512 channels)
+        "arch": (_choice("resnet32", "resnet18"), "resnet32"),
+        "variant": (_choice("lade", "classic"), "lade"),  # resnet32 only
+        # downsampling of the stem: 1 (3x3, 32 px images), 2 (3x3 stride 2, e.g. 64 px),
+        # 4 (7x7 stride 2 and a stride-2 max pool: torchvision's stem, 112 px and up)
+        "stem_stride": (_choice(1, 2, 4), 1),
         "seed": (_int(0, MAX_SEED), 0),
     },
     "loss": {

@@ -105,9 +105,9 @@ class Dataset:
     the last k test images of every class, disjoint from the first test_per_class that are
     evaluated: balanced and complete, which is what EM and BBSE need."""
 
-    def __init__(self, train, calib, test, counts, classes, source):
+    def __init__(self, train, calib, test, counts, classes, root):
         self.train, self.calib, self.test = train, calib, test
-        self.counts, self.classes, self.source = counts, classes, source
+        self.counts, self.classes, self.root = counts, classes, root  # root: the data root it came from
 
 
 class FileSplit:
@@ -187,7 +187,7 @@ def _load_files(cfg, root):
     calib = None if val is None else FileSplit(val, known(val, "val"))
     train_split, test_split = FileSplit(train, train_idx), FileSplit(test, test_idx)
     return Dataset((train_split, train_split.labels), None if calib is None else (calib, calib.labels),
-                   (test_split, test_split.labels), counts, classes, _file_path(root, d, "train"))
+                   (test_split, test_split.labels), counts, classes, root)
 
 
 def load_dataset(cfg, data_root=None):
@@ -239,4 +239,4 @@ def load_dataset(cfg, data_root=None):
         test = (np.ascontiguousarray(test_x[idx]), np.ascontiguousarray(test_y[idx]))
     else:
         test = (test_x, test_y)
-    return Dataset(train, calib, test, counts, classes, source)
+    return Dataset(train, calib, test, counts, classes, root)

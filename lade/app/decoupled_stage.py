@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lade import data as data_mod
 from lade import decoupled, nn, priors
 from lade.app import config as config_mod
 from lade.app import report as report_mod
-from lade.app.datasets import FileSplit, load_dataset
+from lade.app.datasets import load_dataset
 from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
+from lade.app.training import build_model, eval_logits
 
 __all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
 
@@ -29,18 +29,6 @@ def _finished_run(run_dir):
     if run_status(run_dir) != "finished":
         raise RunError(f"lade: '{run_dir}' is not a finished run (no final.json); train or --resume it first")
     return run_dir, config_mod.load(run_dir / "config.yaml")
-
-
-def _features(net, images, batch_size):
-    """Eval-mode pooled features and logits of uint8 images, normalised as for the test set."""
-    feats = np.empty((images.shape[0], net.feature_dim), np.float32)
-    logits = np.empty((images.shape[0], net.num_classes), np.float32)
-    transform = data_mod.CifarTest()
-    for start in range(0, images.shape[0], batch_size):
-        stop = min(start + batch_size, images.shape[0])
-        net.forward(data_mod.augment(images[start:stop], transform), train=False, out=logits[start:stop])
-        feats[start:stop] = net.features
-    return feats, logits
 
 
 def _data_root(run_dir, data_root):
@@ -61,10 +49,7 @@ def save_features(run_dir, out=None, data_root=None):
     saved test logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
     data = load_dataset(cfg, _data_root(run_dir, data_root))
-    if isinstance(data.train[0], FileSplit):
-        raise RunError(f"lade features: '{run_dir}' was trained on a {cfg['data']['dataset']} dataset; features are "
-                       "saved only for CIFAR runs so far")
-    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    net = build_model(cfg, data.classes)
     o = cfg["optim"]
     load_checkpoint(run_dir, net, nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                                          nesterov=o["nesterov"]), cfg)
@@ -73,7 +58,8 @@ def save_features(run_dir, out=None, data_root=None):
     splits = [("train", data.train), ("test", data.test)] + ([("calib", data.calib)] if data.calib else [])
     for split, (images, labels) in splits:
         log(f"features of {images.shape[0]} {split} images")
-        arrays[f"{split}_features"], logits = _features(net, images, batch)
+        arrays[f"{split}_features"] = np.empty((images.shape[0], net.feature_dim), np.float32)
+        logits = eval_logits(net, images, batch, cfg["data"]["resolution"], features=arrays[f"{split}_features"])
         arrays[f"{split}_labels"] = labels
         if split == "test":
             saved = np.load(run_dir / "test_logits.npy")

@@ -47,10 +47,10 @@ _NAMES = {
 }
 
 
-def _adjust(f, form, p_s, p_t):
+def _adjust(f, form, p_s, p_t, out=None):
     if form == "pc":
-        return posthoc.pc_adjust(f, p_s, p_t)
-    return posthoc.lade_adjust(f, p_t)
+        return posthoc.pc_adjust(f, p_s, p_t, out=out)
+    return posthoc.lade_adjust(f, p_t, out=out)
 
 
 def _no_adjustment_prior(form, p_s):
@@ -65,11 +65,19 @@ def _source_logits(f, form, p_s):
 
 
 def _uniform_metrics(probs, labels, counts):
-    s = metrics.summary(probs, labels, counts)
-    s["ece20"] = metrics.ece(probs, labels, variant="spec20")
-    conf = metrics.confusion_matrix(probs, labels, probs.shape[1])
+    """metrics.summary's numbers (and the 20-bin ECE), the per-class accuracy and the 15-bin
+    reliability diagram, each pass over the probabilities made once: the predictions give top-1
+    and the confusion matrix, the diagram gives the ECE."""
+    classes = probs.shape[1]
+    predicted = metrics.predictions(probs)
+    per_class = metrics.per_class_accuracy(metrics.confusion_matrix(predicted, labels, classes))
     rel = metrics.reliability_diagram(probs, labels)
-    return s, metrics.per_class_accuracy(conf), rel
+    s = {"top1": float(np.count_nonzero(predicted == labels)) / labels.shape[0],
+         "top5": metrics.topk_accuracy(probs, labels, min(5, classes)), "ece": rel["ece"],
+         "nll": metrics.nll(probs, labels), "brier": metrics.brier(probs, labels)}
+    s.update(metrics.shot_accuracy(per_class, counts))
+    s["ece20"] = metrics.ece(probs, labels, variant="spec20")
+    return s, per_class, rel
 
 
 def _estimate(f_sub, form, p_s, calib, method):
@@ -340,13 +348,11 @@ def _calibrated_fast(calib, classes):
     return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
 
 
-def _estimate_fast(f_sub, form, p_s, cal, calib_probs, method):
-    """The fast protocol's estimate (calib_probs: calibrated held-out posteriors, labels and their
-    mean, or None): the calibration fitted once (cal), EM (FAST_EM) on the
-    calibrated posteriors with the held-out set's mean posterior as the reference prior, or
-    BBSE from the held-out confusion matrix. Ungated, like _estimate."""
-    z = _source_logits(f_sub, form, p_s)
-    probs = cal(z) if cal else posthoc.softmax(z)
+def _estimate_fast(probs, p_s, calib_probs, method):
+    """The fast protocol's estimate from the calibrated source posteriors of a test subset (probs;
+    calibrated once for the whole test set, see _evaluate) and calib_probs (the calibrated held-out
+    posteriors, labels and their mean, or None): EM (FAST_EM) with the held-out set's mean posterior
+    as the reference prior, or BBSE from the held-out confusion matrix. Ungated, like _estimate."""
     reference = p_s if calib_probs is None else calib_probs[2]
     if method == "bbse":
         if calib_probs is None:
@@ -429,18 +435,25 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
     adds the estimated-prior table (estimated_prior_results)."""
     adjusted_name, raw_name = _NAMES[loss_name]
     methods = []
-    for label, logits in ((adjusted_name, _adjust(f, form, p_s, None)), (raw_name, f)):
-        probs = posthoc.softmax(logits)
+    # two (n, C) buffers serve every pass below (at ImageNet-LT scale a fresh array per pass costs
+    # as much in page faults as the pass itself): `work` for probabilities and adjusted logits,
+    # `rows` for the rows of a shifted test
+    work, rows = np.empty_like(f), np.empty_like(f)
+    for label, adjusted in ((adjusted_name, True), (raw_name, False)):
+        probs = posthoc.softmax(_adjust(f, form, p_s, None, out=work) if adjusted else f, out=work)
         summary, per_class, rel = _uniform_metrics(probs, y, counts)
         methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
                         "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
     estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
-    cal = calib_probs = None
+    test_probs = calib_probs = None
     if protocol == "fast":
         cal, kind = _calibrated_fast(calib, p_s.shape[0])
         if calib[0] is not None:
             probs = cal(_source_logits(calib[0], form, p_s))
             calib_probs = (probs, calib[1], prior_shift.mean_posterior(probs))  # + the reference prior
+        # the calibrated posteriors of every test image, once: each shifted test takes its rows
+        z = _source_logits(f, form, p_s)
+        test_probs = cal(z) if cal else posthoc.softmax(z)
         notes.append(f"estimates: fast protocol, calibration '{kind}' fitted once; EM (MAP, tol {FAST_EM['tol']:g}) "
                      f"{'and BBSE ' if 'bbse' in estimators else ''}per shifted test; no estimated-prior table")
     acc = {m: [] for m in MODES}
@@ -455,14 +468,16 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
             for m in prior_error:
                 prior_error[m].append(None)
             continue
-        f_sub, y_sub = f[sub.indices], y[sub.indices]
+        m = sub.indices.shape[0]
+        f_sub, y_sub, scratch = np.take(f, sub.indices, axis=0, out=rows[:m], mode="clip"), y[sub.indices], work[:m]
         acc["none"].append(metrics.accuracy(f_sub, y_sub))
-        acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior), y_sub))
+        acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior, out=scratch), y_sub))
         for method in ("em", "bbse"):
             if method not in estimators:
                 p_hat, note = None, None
             elif protocol == "fast":
-                p_hat, note = _estimate_fast(f_sub, form, p_s, cal, calib_probs, method)
+                probs = np.take(test_probs, sub.indices, axis=0, out=scratch, mode="clip")
+                p_hat, note = _estimate_fast(probs, p_s, calib_probs, method)
             else:
                 p_hat, note = _estimate(f_sub, form, p_s, calib, method)
             if note:
@@ -471,7 +486,7 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
                 acc[method].append(None)
                 prior_error[method].append(None)
             else:
-                acc[method].append(metrics.accuracy(_adjust(f_sub, form, p_s, p_hat), y_sub))
+                acc[method].append(metrics.accuracy(_adjust(f_sub, form, p_s, p_hat, out=scratch), y_sub))
                 prior_error[method].append(float(np.abs(p_hat - sub.prior).sum()))
     return {
         "method": adjusted_name, "raw_method": raw_name, "loss": loss_name, "test_time_form": form,

@@ -12,6 +12,7 @@ gradients summed in place, BN per replica with the running statistics averaged a
 epoch). Rank 0 alone reads and writes the run folder; the checkpoint records N, and a resume with
 another N is refused.
 """
+import contextlib
 import json
 import math
 import sys
@@ -28,12 +29,21 @@ from lade.app.datasets import FileSplit, load_dataset
 from lade.app.runs import (CHECKPOINT, RunError, RunLock, begin_session, check_run_dir, clear_run_dir, load_checkpoint,
                            log, read_metrics, run_status, save_atomic, save_checkpoint, save_npy, write_metrics)
 
-__all__ = ["train", "build_loss", "build_sampler", "epoch_lr", "Progress", "distributed_comm"]
+__all__ = ["train", "build_model", "eval_logits", "build_loss", "build_sampler", "epoch_lr", "Progress",
+           "distributed_comm"]
 
 
 def distributed_comm(cfg):
     """MPI's COMM_WORLD for run.distributed=mpi (MPI starts here), None for run.distributed=none."""
     return distributed.world() if cfg["run"]["distributed"] == "mpi" else None
+
+
+def build_model(cfg, classes):
+    """The config's network (model.arch, variant, stem_stride), initialised from model.seed."""
+    m = cfg["model"]
+    if m["arch"] == "resnet18":
+        return nn.ResNet18(classes, seed=m["seed"], stem_stride=m["stem_stride"])
+    return nn.ResNet32(classes, m["variant"], seed=m["seed"], stem_stride=m["stem_stride"])
 
 
 def build_loss(cfg, counts):
@@ -146,7 +156,7 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
         raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) must be a multiple of "
                                      f"the number of MPI ranks ({comm.size}) with run.distributed=mpi")
     set_num_threads(r["threads"])
-    net = nn.ResNet32(data.classes, cfg["model"]["variant"], seed=cfg["model"]["seed"])
+    net = build_model(cfg, data.classes)
     opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
     loss = build_loss(cfg, data.counts)
     images, labels = data.train
@@ -192,7 +202,7 @@ def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
     elif resuming:
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
-                         data.source.parent, data.counts, ranks)
+                         data.root, data.counts, ranks)
     metrics_path = run_dir / "metrics.jsonl"
     # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
     kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]
@@ -256,7 +266,7 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
                "images_per_s": seen / seconds, "seconds": seconds, "step_seconds": step_seconds}
         if r["eval_every"] and (epoch % r["eval_every"] == 0 or epoch == epochs):
             t_eval = time.perf_counter()
-            test_logits = _logits(net, data.test[0], r["eval_batch_size"], cfg["data"]["resolution"])
+            test_logits = eval_logits(net, data.test[0], r["eval_batch_size"], cfg["data"]["resolution"])
             row["test_top1"] = metrics.accuracy(test_logits, data.test[1])
             row["eval_seconds"] = time.perf_counter() - t_eval
         kept.append(row)  # the whole file is rewritten atomically: a full disk cannot tear a line
@@ -296,35 +306,37 @@ class _FixedOrder:
         return self.indices
 
 
-def _logits(net, images, batch_size, resolution=32):
+def eval_logits(net, images, batch_size, resolution=32, features=None):
     """Eval-mode raw logits of uint8 images (or a FileSplit, resized and centre-cropped to
-    `resolution`), normalised batch by batch."""
+    `resolution`), normalised batch by batch. `features` (n, net.feature_dim) float32, if given,
+    receives the pooled features."""
     out = np.empty((images.shape[0], net.num_classes), np.float32)
     if isinstance(images, FileSplit):
         transform = data_mod.ImageNetEval(resize=resolution * 8 // 7, crop=resolution)
-        with data_mod.Loader(images.files, batch_size, transform, sampler=_FixedOrder(images.indices),
-                             drop_last=False, num_workers=1) as batches:
-            start = 0
-            for x, _ in batches:
-                net.forward(x, train=False, out=out[start:start + len(x)])
-                start += len(x)
-        return out
-    transform = data_mod.CifarTest()
-    for start in range(0, images.shape[0], batch_size):
-        stop = min(start + batch_size, images.shape[0])
-        x = data_mod.augment(images[start:stop], transform)
-        net.forward(x, train=False, out=out[start:stop])
+        batches = data_mod.Loader(images.files, batch_size, transform, sampler=_FixedOrder(images.indices),
+                                  drop_last=False, num_workers=1)
+    else:
+        transform = data_mod.CifarTest()
+        batches = contextlib.nullcontext((data_mod.augment(images[start:start + batch_size], transform), None)
+                                         for start in range(0, images.shape[0], batch_size))
+    with batches as stream:
+        start = 0
+        for x, _ in stream:
+            net.forward(x, train=False, out=out[start:start + len(x)])
+            if features is not None:
+                features[start:start + len(x)] = net.features
+            start += len(x)
     return out
 
 
 def _finish(run_dir, cfg, net, data, info):
     batch = cfg["run"]["eval_batch_size"]
     t0 = time.perf_counter()
-    test_logits = _logits(net, data.test[0], batch, cfg["data"]["resolution"])
+    test_logits = eval_logits(net, data.test[0], batch, cfg["data"]["resolution"])
     save_npy(run_dir / "test_logits.npy", test_logits)
     save_npy(run_dir / "test_labels.npy", data.test[1])
     if data.calib is not None:
-        save_npy(run_dir / "calib_logits.npy", _logits(net, data.calib[0], batch, cfg["data"]["resolution"]))
+        save_npy(run_dir / "calib_logits.npy", eval_logits(net, data.calib[0], batch, cfg["data"]["resolution"]))
         save_npy(run_dir / "calib_labels.npy", data.calib[1])
     rows = read_metrics(run_dir / "metrics.jsonl")
     final = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "epochs": cfg["optim"]["epochs"],
