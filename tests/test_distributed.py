@@ -97,6 +97,34 @@ def test_two_ranks_match_one_process_computing_the_same_math(tmp_path):
     assert np.abs(net.grads - grads[0]).max() > 1e-3 * np.abs(grads[0]).max()
 
 
+def test_two_ranks_with_sync_bn_match_one_process_on_the_whole_batch(tmp_path):
+    """Synchronised BN: 2 ranks (one thread each) train exactly as one process training the global batch
+    with ordinary batch norm, and both ranks hold that process's BN running statistics."""
+    lade.set_num_threads(1)
+    out = tmp_path / "sync.npz"
+    res = mpirun([sys.executable, WORKER, "sync_steps", out])
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = np.load(out)
+    images, labels, net, opt, loss = worker.problem()
+    order = worker.base_sampler().epoch_indices(0)
+    grads = []
+    for step in range(worker.STEPS):
+        idx = order[step * worker.GLOBAL_BATCH:(step + 1) * worker.GLOBAL_BATCH]
+        _, logits = lade.train_step(net, opt, np.ascontiguousarray(images[idx]), np.ascontiguousarray(labels[idx]),
+                                    loss, reduce_gradients=lambda g: grads.append(g.copy()), return_logits=True)
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-4, atol=1e-5)
+    for step in range(worker.STEPS):
+        scale = np.abs(grads[step]).max()
+        np.testing.assert_allclose(got["grads"][step], grads[step], rtol=1e-3, atol=1e-5 * scale,
+                                   err_msg=f"step {step}")
+    np.testing.assert_allclose(got["params"], net.params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got["buffers"][0], got["buffers"][1])  # no epoch-end averaging needed
+    np.testing.assert_allclose(got["buffers"][0], net.buffers, rtol=1e-4, atol=1e-6)
+    # and the test can fail: per-replica BN (the default) differs from the whole batch's
+    per_replica, _, _ = emulate_two_ranks()
+    assert np.abs(per_replica[0] - grads[0]).max() > 1e-3 * np.abs(grads[0]).max()
+
+
 def test_a_killed_rank_ends_the_job_instead_of_hanging():
     t0 = time.monotonic()
     res = mpirun([sys.executable, WORKER, "kill"], timeout=90)

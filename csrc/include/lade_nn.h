@@ -83,17 +83,19 @@ LADE_API lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, flo
  * never from the worker pool, and every replica makes the same calls in the
  * same order with the same n (the layers' order). Per batch norm of C
  * channels, in training mode:
- * - forward: n = 2C + 1: [sum of x per channel (C), sum of x^2 per channel
- *   (C), number of values per channel]; the layer normalises with the mean
- *   and biased variance of all replicas' values, and the running statistics
- *   move towards those (unbiased over the total count), the same on every
- *   replica;
+ * - forward, two calls: n = C + 1: [sum of x per channel (C), number of
+ *   values per channel], which gives the global mean; then n = C: [sum of
+ *   (x - global mean)^2 per channel] (two passes, as one process computes
+ *   the variance: a sum of x^2 loses a channel's variance when its mean is
+ *   large against its spread). The layer normalises with the mean and biased
+ *   variance of all replicas' values, and the running statistics move
+ *   towards those (unbiased over the total count), the same on every replica;
  * - backward: n = 2C: [sum of dy (C), sum of dy * xhat (C)], from which the
  *   input gradient follows; gamma and beta keep this replica's share of their
  *   gradient (sum the gradient buffers over the replicas afterwards, as for
  *   every other parameter).
- * The sums are doubles; the buffer lives as long as the model (read it only
- * during the call). */
+ * The sums are doubles in a buffer of 2C + 1 that lives as long as the
+ * model (read it only during the call). */
 typedef lade_status (*lade_reduce_fn)(double *buf, size_t n, void *ctx);
 
 /* ---- element-wise and shape layers (flat arrays of `count` floats) --------- */

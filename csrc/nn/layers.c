@@ -15,9 +15,13 @@ static int same_shape(lade_maps a, lade_maps b) {
 
 /* ---- batch norm ------------------------------------------------------------------
  * Channels are independent, so the pool splits the work by channel. With a
- * reducer (synchronised batch norm) each pass is cut in two around it: the
- * local per-channel sums, one reduction on the calling thread, then the
- * normalisation (or the input gradient) from the sums over all replicas. */
+ * reducer (synchronised batch norm) the passes are cut around the reductions,
+ * which run on the calling thread: forward, the local sums, the global mean,
+ * the local squared deviations from it, the global variance, then the
+ * normalisation (the same two-pass variance as one process on the whole
+ * batch: a sum of squares would lose the variance of a channel whose mean
+ * is large against its spread); backward, the local sums of dy and dy*xhat,
+ * then the input gradient from their global sums. */
 typedef struct {
     lade_maps out, in, din, dout;
     float *mean, *invstd, *dgamma, *dbeta;
@@ -48,16 +52,18 @@ static void bn_channel_normalise(const bn_job *j, const lade_kernel_table *k, si
     }
 }
 
-/* Sum and (two-pass) sum of squared deviations of channel c of the local batch. */
-static double bn_channel_moments(const bn_job *j, const lade_kernel_table *k, size_t c, double *sq_dev) {
-    const int n = j->in.n;
-    const size_t plane = (size_t)j->in.h * j->in.w;
-    double sum = 0.0, sq = 0.0;
-    for (int b = 0; b < n; b++) sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
-    const float mean = (float)(sum / ((size_t)n * plane));
-    for (int b = 0; b < n; b++) sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
-    *sq_dev = sq;
+/* The sum of channel c of the local batch, and the sum of its squared deviations from mean. */
+static double bn_channel_sum(const bn_job *j, const lade_kernel_table *k, size_t c) {
+    double sum = 0.0;
+    for (int b = 0; b < j->in.n; b++)
+        sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, (size_t)j->in.h * j->in.w);
     return sum;
+}
+static double bn_channel_sq_dev(const bn_job *j, const lade_kernel_table *k, size_t c, float mean) {
+    double sq = 0.0;
+    for (int b = 0; b < j->in.n; b++)
+        sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, (size_t)j->in.h * j->in.w, mean);
+    return sq;
 }
 
 static void bn_train_channels(void *ctx, size_t begin, size_t end) {
@@ -65,33 +71,27 @@ static void bn_train_channels(void *ctx, size_t begin, size_t end) {
     const lade_kernel_table *k = lade_kernels();
     const size_t count = (size_t)j->in.n * j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
-        double sq, sum = bn_channel_moments(j, k, c, &sq);
-        double var = sq / count; /* biased: the normaliser */
-        bn_channel_normalise(j, k, c, (float)(sum / count), (float)(1.0 / sqrt(var + j->eps)));
+        const float mean = (float)(bn_channel_sum(j, k, c) / count);
+        double var = bn_channel_sq_dev(j, k, c, mean) / count; /* biased: the normaliser */
+        bn_channel_normalise(j, k, c, mean, (float)(1.0 / sqrt(var + j->eps)));
     }
 }
 
-/* Synchronised, first half: sums[c] = sum of x, sums[C + c] = sum of x^2 (from the two-pass moments). */
-static void bn_sync_local_sums(void *ctx, size_t begin, size_t end) {
+/* Synchronised, the three passes around the two reductions: sums[c] = the local sum of channel c; then,
+ * with save_mean holding the global means, sums[c] = the local squared deviations from it; then the
+ * normalisation with the global variance sums[c] / total. */
+static void bn_sync_sums(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
-    const lade_kernel_table *k = lade_kernels();
-    const size_t count = (size_t)j->in.n * j->in.h * j->in.w;
-    for (size_t c = begin; c < end; c++) {
-        double sq, sum = bn_channel_moments(j, k, c, &sq);
-        j->sums[c] = sum;
-        j->sums[j->in.c + c] = sq + sum * (sum / count);
-    }
+    for (size_t c = begin; c < end; c++) j->sums[c] = bn_channel_sum(j, lade_kernels(), c);
 }
-
-/* Synchronised, second half: normalise with the statistics of all replicas. */
+static void bn_sync_sq_devs(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    for (size_t c = begin; c < end; c++) j->sums[c] = bn_channel_sq_dev(j, lade_kernels(), c, j->mean[c]);
+}
 static void bn_sync_normalise(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
-    const lade_kernel_table *k = lade_kernels();
-    for (size_t c = begin; c < end; c++) {
-        double mean = j->sums[c] / j->total, var = j->sums[j->in.c + c] / j->total - mean * mean;
-        if (var < 0.0) var = 0.0; /* rounding of E[x^2] - mean^2 */
-        bn_channel_normalise(j, k, c, (float)mean, (float)(1.0 / sqrt(var + j->eps)));
-    }
+    for (size_t c = begin; c < end; c++)
+        bn_channel_normalise(j, lade_kernels(), c, j->mean[c], (float)(1.0 / sqrt(j->sums[c] / j->total + j->eps)));
 }
 
 void lade_batchnorm2d_update_running(float *running_mean, float *running_var, const float *save_mean,
@@ -139,18 +139,23 @@ lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *sav
         lade_parallel_for((size_t)in.c, bn_train_channels, &j);
         return LADE_OK;
     }
+    const size_t channels = (size_t)in.c;
     j.sums = sync->buf;
-    lade_parallel_for((size_t)in.c, bn_sync_local_sums, &j);
-    sync->buf[2 * (size_t)in.c] = (double)local;
-    st = bn_reduce(sync, 2 * (size_t)in.c + 1, "forward");
+    lade_parallel_for(channels, bn_sync_sums, &j);
+    sync->buf[channels] = (double)local;
+    st = bn_reduce(sync, channels + 1, "forward");
     if (st) return st;
-    j.total = sync->buf[2 * (size_t)in.c];
+    j.total = sync->buf[channels];
     /* a reducer that does not sum in place shows here (the sums themselves may be NaN for NaN inputs) */
     if (!(j.total >= (double)local && j.total < 9007199254740992.0 && j.total == floor(j.total)))
         return lade_fail(LADE_EINVAL, "batchnorm2d forward: the statistics reducer gave a total count of %g values "
                          "per channel; expected a whole number >= the %zu of this replica (the reducer must sum "
                          "the buffer over all replicas, in place)", j.total, local);
-    lade_parallel_for((size_t)in.c, bn_sync_normalise, &j);
+    for (size_t c = 0; c < channels; c++) save_mean[c] = (float)(sync->buf[c] / j.total);
+    lade_parallel_for(channels, bn_sync_sq_devs, &j);
+    st = bn_reduce(sync, channels, "forward");
+    if (st) return st;
+    lade_parallel_for(channels, bn_sync_normalise, &j);
     if (count) *count = (size_t)j.total;
     return LADE_OK;
 }
@@ -159,7 +164,7 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
                                            float *running_mean, float *running_var, lade_maps in,
                                            const float *gamma, const float *beta, float momentum, float eps) {
     lade_maps none = {0};
-    size_t count;
+    size_t count = 0;
     lade_status st = lade_bn_forward_train_ex(out, save_mean, save_invstd, in, gamma, beta, eps, none, 0, NULL, &count);
     if (st) return st;
     if (running_mean && running_var)

@@ -285,6 +285,8 @@ typedef struct {
     PyObject_HEAD
     lade_resnet *net;
     int busy; /* a call is running without the GIL: refuse a second one */
+    PyObject *bn_reducer;     /* synchronised batch norm: the Python callable, or NULL */
+    PyObject *reducer_error;  /* the exception it raised in the running call, raised again after it */
 } ResNetObject;
 
 static int resnet_init(ResNetObject *self, PyObject *args, PyObject *kw) {
@@ -303,7 +305,22 @@ static int resnet_init(ResNetObject *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+static int resnet_traverse(ResNetObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->bn_reducer);
+    Py_VISIT(self->reducer_error);
+    return 0;
+}
+
+static int resnet_clear(ResNetObject *self) {
+    if (self->net) lade_resnet_set_bn_reducer(self->net, NULL, NULL);
+    Py_CLEAR(self->bn_reducer);
+    Py_CLEAR(self->reducer_error);
+    return 0;
+}
+
 static void resnet_dealloc(ResNetObject *self) {
+    PyObject_GC_UnTrack(self);
+    resnet_clear(self);
     lade_resnet_destroy(self->net);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -381,6 +398,84 @@ static PyObject *resnet_init_weights(ResNetObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* ---- synchronised batch norm: a Python callable as the core's reducer (lade_nn.h, lade_reduce_fn) ----
+ * The forward and backward run without the GIL; the C reducer takes it back to call the Python one with a
+ * float64 view of the core's buffer (zero-copy), which it must sum over the replicas in place, returning
+ * None. An exception it raises fails the core call; resnet_raise raises it again as the cause. */
+static lade_status python_reduce(double *buf, size_t n, void *ctx) {
+    ResNetObject *self = ctx;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *result = NULL, *view = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT64, buf);
+    if (view) { /* a view kept past the call stays valid: it keeps the model alive */
+        Py_INCREF(self);
+        if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) Py_CLEAR(view);
+    }
+    if (view) result = PyObject_CallOneArg(self->bn_reducer, view);
+    if (result && result != Py_None)
+        PyErr_Format(PyExc_TypeError, "the batch-norm reducer must sum its argument over the replicas in place and "
+                     "return None, got a %s back (one that returns its result, like mpi4py's allreduce, leaves "
+                     "the statistics unreduced)", Py_TYPE(result)->tp_name);
+    lade_status st = LADE_OK;
+    if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb) PyException_SetTraceback(value, tb);
+        PyObject *text = PyObject_Str(value);
+        const char *detail = text ? PyUnicode_AsUTF8(text) : NULL;
+        PyErr_Clear();
+        st = lade_fail(LADE_ESTATE, "the Python reducer raised %s: %s", ((PyTypeObject *)type)->tp_name,
+                       detail ? detail : "?");
+        Py_XDECREF(text);
+        Py_XSETREF(self->reducer_error, value);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(view);
+    PyGILState_Release(gil);
+    return st;
+}
+
+/* The exception of a failed core call. When the Python reducer raised, its exception becomes the cause of
+ * a RuntimeError naming func; one that is not an Exception (KeyboardInterrupt, SystemExit) passes as it is. */
+static PyObject *resnet_raise(ResNetObject *self, lade_status st, const char *func) {
+    PyObject *cause = self->reducer_error;
+    self->reducer_error = NULL;
+    if (!cause) return lade_py_raise(st, func);
+    if (!PyObject_IsInstance(cause, PyExc_Exception)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(cause), cause);
+        Py_DECREF(cause);
+        return NULL;
+    }
+    PyErr_Format(PyExc_RuntimeError, "%s: %s", func, lade_error_detail());
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyException_SetCause(value, cause); /* steals cause */
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
+static PyObject *resnet_set_bn_reducer(ResNetObject *self, PyObject *args, PyObject *kw) {
+    lade_call c;
+    if (lade_parse(&c, "lade.ResNet32.set_bn_reducer", ARGS(OBJ_OPT("reducer", NULL)), args, kw) ||
+        resnet_enter(self, c.func))
+        return lade_call_end(&c, NULL);
+    self->busy = 0;
+    PyObject *reducer = lade_obj(&c, "reducer");
+    if (reducer && !PyCallable_Check(reducer)) {
+        PyErr_Format(PyExc_TypeError, "%s: argument 'reducer' must be callable or None, got %s", c.func,
+                     Py_TYPE(reducer)->tp_name);
+        return lade_call_end(&c, NULL);
+    }
+    Py_XINCREF(reducer);
+    Py_XSETREF(self->bn_reducer, reducer);
+    lade_resnet_set_bn_reducer(self->net, reducer ? python_reduce : NULL, self);
+    return lade_call_end(&c, Py_NewRef(Py_None));
+}
+
 static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw) {
     const lade_arg *spec = ARGS(IN("images", F32T, "n3hw"), OPT("train", 'p', 1), OPT("defer_running_stats", 'p', 0),
                                 OUT("out", F32T, "nk"));
@@ -396,7 +491,7 @@ static PyObject *resnet_forward(ResNetObject *self, PyObject *args, PyObject *kw
                                  lade_int(&c, "train") ? LADE_TRAIN : LADE_EVAL,
                                  (int)lade_int(&c, "defer_running_stats"), F32(&c, "out"));
         LADE_NOGIL_END
-        result = st ? lade_py_raise(st, c.func) : Py_NewRef(lade_array(&c, "out"));
+        result = st ? resnet_raise(self, st, c.func) : Py_NewRef(lade_array(&c, "out"));
     }
     self->busy = 0;
     return lade_call_end(&c, result);
@@ -423,7 +518,7 @@ static PyObject *resnet_backward(ResNetObject *self, PyObject *args, PyObject *k
         LADE_NOGIL_BEGIN
         st = lade_resnet_backward(self->net, F32(&c, "dlogits"), DIM(&c, 'n'));
         LADE_NOGIL_END
-        result = st ? lade_py_raise(st, c.func) : Py_NewRef(Py_None);
+        result = st ? resnet_raise(self, st, c.func) : Py_NewRef(Py_None);
     }
     self->busy = 0;
     return lade_call_end(&c, result);
@@ -510,6 +605,8 @@ static PyMethodDef resnet_methods[] = {
     {"backward", (PyCFunction)(void (*)(void))resnet_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(dlogits): grads += dloss/dparams"},
     {"zero_grad", (PyCFunction)resnet_zero_grad, METH_NOARGS, "set all gradients to zero"},
+    {"set_bn_reducer", (PyCFunction)(void (*)(void))resnet_set_bn_reducer, METH_VARARGS | METH_KEYWORDS,
+     "set_bn_reducer(reducer): synchronised batch norm through reducer(buf) (None: per replica)"},
     {"features", (PyCFunction)(void (*)(void))resnet_features, METH_VARARGS | METH_KEYWORDS,
      "features(out=None) -> copy of the pooled features of the last forward"},
     {"profile", (PyCFunction)resnet_profile, METH_NOARGS, "seconds per layer kind since the last reset"},
@@ -530,7 +627,9 @@ static PyTypeObject ResNetType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.ResNetCore",
     .tp_basicsize = sizeof(ResNetObject),
     .tp_dealloc = (destructor)resnet_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_traverse = (traverseproc)resnet_traverse,
+    .tp_clear = (inquiry)resnet_clear,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "ResNetCore(variant, num_classes): the C model behind lade.ResNet32",
     .tp_methods = resnet_methods,
     .tp_getset = resnet_getset,

@@ -625,14 +625,14 @@ TEST(synchronised_batchnorm_reports_a_failing_or_wrong_reducer) {
     CHECK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits) == LADE_EINVAL);
     CHECK(strstr(lade_error_detail(), "total count of 0") != NULL);
     CHECK(memcmp(before, lade_resnet_buffers(net), nb * sizeof(float)) == 0); /* no statistics committed */
-    /* eval mode never reduces; training calls it once per batch norm forward and once backward */
+    /* eval mode never reduces; training calls it twice per batch norm forward and once backward */
     lade_resnet_set_bn_reducer(net, counting_reduce, NULL);
     reduce_calls = 0;
     CHECK_OK(lade_resnet_forward(net, images, n, h, w, LADE_EVAL, 0, logits));
     CHECK(reduce_calls == 0);
     CHECK_OK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits));
     int bn_layers = lade_resnet_num_convs(net);
-    CHECK(reduce_calls == bn_layers);
+    CHECK(reduce_calls == 2 * bn_layers); /* the mean, then the variance */
     lade_resnet_set_bn_reducer(net, failing_reduce, &replica_id);
     CHECK(lade_resnet_backward(net, dlogits, n) == LADE_ESTATE); /* a new reducer needs a new forward */
     lade_resnet_set_bn_reducer(net, counting_reduce, NULL);
