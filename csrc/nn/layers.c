@@ -215,8 +215,9 @@ static void bn_channel_dy_sums(const bn_job *j, const lade_kernel_table *kern, s
     const size_t plane = (size_t)j->in.h * j->in.w;
     double sdy = 0.0, sdyx = 0.0;
     for (int b = 0; b < j->in.n; b++)
-        kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c, plane_or_null(j->relu_out, b, c),
-                            j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, j->cmean[c], &sdy, &sdyx);
+        kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+                            plane_or_null(j->relu_out, b, c), j->in.data + b * j->in.stride_n + c * j->in.stride_c,
+                            plane, j->cmean[c], &sdy, &sdyx);
     *sum_dy = sdy;
     *sum_dy_xhat = sdyx * j->cinvstd[c];
 }

@@ -494,8 +494,8 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps relu_out,
                                    lade_maps in) {
     return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, in,
-                               net->params + u->gamma, u->mean, u->invstd, 0, net->bn_sync.reduce ? &net->bn_sync : NULL,
-                               u->count);
+                               net->params + u->gamma, u->mean, u->invstd, 0,
+                               net->bn_sync.reduce ? &net->bn_sync : NULL, u->count);
 }
 
 static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {

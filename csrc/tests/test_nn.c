@@ -552,8 +552,9 @@ static void check_two_halves(int *failures, int sync, double *logits_diff, doubl
     replica reps[2];
     pthread_t threads[2];
     for (int k = 0; k < 2; k++) {
-        reps[k] = (replica){&pair, k, nets[k], images + (size_t)k * half * 3 * h * w, probe + (size_t)k * half * classes,
-                            half, h, w, classes, half_logits + (size_t)k * half * classes, LADE_OK, LADE_OK};
+        reps[k] = (replica){&pair, k, nets[k], images + (size_t)k * half * 3 * h * w,
+                            probe + (size_t)k * half * classes, half, h, w, classes,
+                            half_logits + (size_t)k * half * classes, LADE_OK, LADE_OK};
         if (sync) lade_resnet_set_bn_reducer(nets[k], pair_reduce, &reps[k]);
     }
     for (int k = 0; k < 2; k++) CHECK(pthread_create(&threads[k], NULL, replica_step, &reps[k]) == 0);

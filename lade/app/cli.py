@@ -235,7 +235,8 @@ def build_parser():
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
     s.add_argument("--data-root")
     s.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: --jobs processes on this machine; ray: Ray Tune trials with ASHA or HyperBand early stopping")
+                   help="local: --jobs processes on this machine; ray: Ray Tune trials with ASHA or HyperBand "
+                        "early stopping")
     s.add_argument("--address", help="with --backend ray: the Ray cluster to join (e.g. auto); default: start a "
                                      "local Ray")
     s.set_defaults(func=cmd_sweep)

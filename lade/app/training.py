@@ -9,8 +9,8 @@ thread count; the run folder's files and rules are in lade.app.runs.
 With run.distributed=mpi (``mpirun -np N python -m lade train ...``) every rank runs this loop on
 its shard of each global batch (lade.distributed: the loss over the gathered global batch, the
 gradients summed in place, BN per replica with the running statistics averaged at the end of each
-epoch, or with run.sync_bn over the global batch). Rank 0 alone reads and writes the run folder; the checkpoint records N, and a resume with
-another N is refused.
+epoch, or with run.sync_bn over the global batch). Rank 0 alone reads and writes the run folder;
+the checkpoint records N, and a resume with another N is refused.
 """
 import json
 import math
