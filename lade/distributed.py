@@ -21,9 +21,12 @@ Every rank holds the whole model and trains on its shard of each global batch::
 - **Gradients.** ``GradientSum`` adds those shares in place on the model's flat float32 gradient buffer:
   one MPI Allreduce(IN_PLACE, SUM) per step, zero-copy through the buffer protocol. The sum (not the
   mean) is right because the loss is already the mean over the global batch.
-- **Batch norm** is per replica (each rank normalises with its own shard's statistics, as the official
-  multi-GPU code). ``average_buffers`` averages the running statistics across ranks so that every rank
-  holds the same model before it is evaluated or saved. Synchronised BN is not implemented.
+- **Batch norm** is per replica by default (each rank normalises with its own shard's statistics, as the
+  official multi-GPU code). ``average_buffers`` averages the running statistics across ranks so that every
+  rank holds the same model before it is evaluated or saved. Synchronised BN is the option
+  ``net.set_bn_reducer(BatchNormSum(comm))``: every BN layer then normalises with the statistics of the
+  global batch, through two small Allreduce calls per BN layer in the forward and one in the backward
+  (``sync_bn_bytes_per_step``), and the running statistics are the same on every rank without averaging.
 """
 import sys
 
@@ -32,7 +35,8 @@ import numpy as np
 from lade import _args
 
 __all__ = ["world", "job_label", "abort_job", "ShardSampler", "rank_seed", "GlobalBatchLoss", "GradientSum",
-           "average_buffers", "broadcast_arrays", "gradient_bytes_per_step", "gather_bytes_per_step"]
+           "BatchNormSum", "average_buffers", "broadcast_arrays", "gradient_bytes_per_step", "gather_bytes_per_step",
+           "sync_bn_bytes_per_step"]
 
 
 def _mpi():
@@ -192,6 +196,24 @@ class GradientSum:
         self.comm.Allreduce(MPI.IN_PLACE, [grads, MPI.FLOAT], op=MPI.SUM)
 
 
+class BatchNormSum:
+    """The reducer of synchronised batch norm (``lade.ResNet32.set_bn_reducer``): adds a BN layer's
+    per-channel sums over the ranks, in place (one MPI Allreduce(IN_PLACE, SUM) on the float64 view of the
+    C buffer, no copy). Every rank must set it, and all ranks then run the same BN layers in the same
+    order, as data-parallel training does."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def __call__(self, buf):
+        if not (isinstance(buf, np.ndarray) and buf.dtype == np.float64 and buf.flags.c_contiguous
+                and buf.flags.writeable):
+            raise TypeError(f"lade.distributed.BatchNormSum: argument 'buf' must be a writable C-contiguous "
+                            f"float64 array, got {getattr(buf, 'dtype', type(buf).__name__)}")
+        MPI = _mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, [buf, MPI.DOUBLE], op=MPI.SUM)
+
+
 def average_buffers(model, comm):
     """Replaces every rank's BN running statistics by their mean over the ranks (in place)."""
     MPI = _mpi()
@@ -209,6 +231,15 @@ def gradient_bytes_per_step(num_params, size):
     """Bytes each rank sends (and receives) per step in a ring all-reduce of the float32 gradient:
     2 (N - 1) / N x 4 x num_params."""
     return 2 * (size - 1) / size * 4 * num_params
+
+
+def sync_bn_bytes_per_step(model, size):
+    """(calls, bytes) of synchronised batch norm per step and rank: per BN layer of C channels two
+    all-reduces forward (C + 1 and C float64) and one backward (2C), each a ring all-reduce moving
+    2 (N - 1) / N of its size."""
+    channels = [v.shape[0] for name, v in model.running_stats().items() if name.endswith(".running_mean")]
+    doubles = sum((c + 1) + c + 2 * c for c in channels)
+    return 3 * len(channels), 2 * (size - 1) / size * 8 * doubles
 
 
 def gather_bytes_per_step(global_batch, classes, size):

@@ -149,6 +149,19 @@ class _ResNet:
     def zero_grad(self):
         self._core.zero_grad()
 
+    def set_bn_reducer(self, reducer):
+        """Synchronised batch norm for data-parallel training: every later training forward and
+        backward calls ``reducer(buf)`` for every batch norm, with ``buf`` a float64 view (zero-copy)
+        of that layer's per-channel sums (forward, two calls: the sum of x and the count, then the sum
+        of (x - mean)^2; backward: the sums of dy and of dy * xhat, csrc/include/lade_nn.h), which it
+        must replace by their sum over all replicas, in place, and
+        return None (e.g. ``lade.distributed.BatchNormSum``). Each replica then normalises with the
+        statistics of the whole global batch and all hold the same running statistics; gamma and
+        beta keep each replica's share of their gradient, summed with the other gradients. An
+        exception in ``reducer`` fails the forward or backward (RuntimeError, the exception as its
+        cause) before anything is committed. ``None`` (the default) keeps per-replica statistics."""
+        self._core.set_bn_reducer(reducer)
+
     @property
     def features(self):
         """A copy of the pooled features (n, feature_dim) of the last forward."""

@@ -2,6 +2,8 @@
 
     python distributed_worker.py steps OUT.npz    k data-parallel steps of the tiny problem; rank 0 saves the
                                                   gradient of every step and the final parameters
+    python distributed_worker.py sync_steps OUT.npz  the same with synchronised batch norm; rank 0 also saves
+                                                  every rank's BN running statistics
     python distributed_worker.py kill             rank 1 SIGKILLs itself after one step; the others go on
 """
 import os
@@ -40,6 +42,8 @@ def main(mode, out=None):
     sampler = dist.ShardSampler(base_sampler(), GLOBAL_BATCH, comm.rank, comm.size)
     order = sampler.epoch_indices(0).reshape(-1, sampler.local_batch_size)
     loss = dist.GlobalBatchLoss(loss, comm)
+    if mode == "sync_steps":
+        net.set_bn_reducer(dist.BatchNormSum(comm))
     grads = []
 
     def reduce(g):
@@ -54,6 +58,11 @@ def main(mode, out=None):
             os.kill(os.getpid(), signal.SIGKILL)
     if mode == "steps" and comm.rank == 0:
         np.savez(out, grads=np.stack(grads), params=net.params, logits=loss.global_logits)
+    if mode == "sync_steps":
+        buffers = comm.gather(net.buffers.copy(), root=0)
+        if comm.rank == 0:
+            np.savez(out, grads=np.stack(grads), params=net.params, logits=loss.global_logits,
+                     buffers=np.stack(buffers))
 
 
 if __name__ == "__main__":

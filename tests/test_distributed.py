@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -48,6 +49,132 @@ def test_shards_are_a_pure_function_and_cover_each_global_batch_once():
         dist.ShardSampler(base, 10, 0, 3)
     with pytest.raises(ValueError, match="'rank' must be <= 2"):
         dist.ShardSampler(base, 12, 3, 3)
+
+
+def two_replica_threads(nets, images, dlogits):
+    """Each net forwards and back-propagates its half of the batch on its own thread; their batch-norm
+    reducer sums the two buffers (a two-replica all-reduce, waiting in the reducer with the GIL released:
+    the forward itself runs without the GIL and takes it back for the reducer)."""
+    barrier, buffers, errors = threading.Barrier(2, timeout=60), [None, None], []
+
+    def reducer(k):
+        def reduce(buf):
+            buffers[k] = buf
+            barrier.wait()
+            total = buffers[0] + buffers[1]
+            barrier.wait()
+            buf[...] = total
+        return reduce
+
+    def run(k):
+        try:
+            half = len(images) // 2
+            nets[k].set_bn_reducer(reducer(k))
+            nets[k].forward(images[k * half:(k + 1) * half], train=True)
+            nets[k].zero_grad()
+            nets[k].backward(dlogits[k * half:(k + 1) * half])
+        except BaseException as e:  # noqa: BLE001  (reported by the caller)
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_sync_bn_over_two_replica_threads_equals_the_whole_batch():
+    lade.set_num_threads(1)
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    probe = rng.standard_normal((6, 7)).astype(np.float32)  # dloss/dlogits of sum(logits * probe)
+    whole = lade.ResNet32(7, "lade", seed=4)
+    logits = whole.forward(images, train=True)
+    whole.zero_grad()
+    whole.backward(probe)
+    nets = [lade.ResNet32(7, "lade", seed=4) for _ in range(2)]
+    two_replica_threads(nets, images, probe)
+    scale = np.abs(whole.grads).max()
+    np.testing.assert_allclose(nets[0].grads + nets[1].grads, whole.grads, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(nets[0].buffers, nets[1].buffers)
+    np.testing.assert_allclose(nets[0].buffers, whole.buffers, rtol=1e-5, atol=1e-6)
+    halves = [lade.ResNet32(7, "lade", seed=4) for _ in range(2)]
+    together = np.concatenate([halves[k].forward(images[3 * k:3 * k + 3], train=True) for k in (0, 1)])
+    assert np.abs(together - logits).max() > 1e-2  # per replica differs: the test can fail
+
+
+def test_a_bad_bn_reducer_fails_the_step_with_a_clear_error_and_changes_nothing():
+    rng = np.random.default_rng(6)
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    labels = np.arange(4, dtype=np.int64)
+    net = lade.ResNet32(5, "classic", seed=1)
+    opt = lade.SGD(net, lr=0.1)
+    before = net.state_dict()
+
+    def unchanged():
+        for name, value in net.state_dict().items():
+            np.testing.assert_array_equal(value, before[name], err_msg=name)
+        assert opt.steps == 0 and not opt.velocity.any()
+
+    with pytest.raises(TypeError, match=r"lade.ResNet32.set_bn_reducer: argument 'reducer' must be callable or None, "
+                                        r"got int"):
+        net.set_bn_reducer(3)
+
+    def broken(buf):
+        raise ValueError("link down")
+    net.set_bn_reducer(broken)
+    with pytest.raises(RuntimeError, match=r"lade.ResNet32.forward: batchnorm2d forward: the statistics reducer "
+                                           r"failed: the Python reducer raised ValueError: link down") as info:
+        lade.train_step(net, opt, images, labels)
+    assert isinstance(info.value.__cause__, ValueError)
+    unchanged()
+    net.set_bn_reducer(lambda buf: buf * 2)  # returns its result instead of reducing in place
+    with pytest.raises(RuntimeError, match="must sum its argument over the replicas in place and return None, got "
+                                           "a numpy.ndarray back"):
+        lade.train_step(net, opt, images, labels)
+    net.set_bn_reducer(lambda buf: buf.fill(0))
+    with pytest.raises(ValueError, match="total count of 0 values per channel; expected a whole number >= the 256"):
+        lade.train_step(net, opt, images, labels)
+    calls = []
+
+    def fails_in_backward(buf):
+        calls.append(len(buf))
+        if len(calls) > 2 * 31:  # the classic ResNet-32's 31 batch norms, two calls each forward
+            raise OSError("link down in the backward")
+    net.set_bn_reducer(fails_in_backward)
+    with pytest.raises(RuntimeError, match="lade.ResNet32.backward: batchnorm2d backward: the statistics reducer "
+                                           "failed: the Python reducer raised OSError"):
+        lade.train_step(net, opt, images, labels)
+    unchanged()
+
+    def interrupted(buf):
+        raise KeyboardInterrupt
+    net.set_bn_reducer(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        net.forward(images)
+    unchanged()
+    net.forward(images, train=False)  # eval mode never calls the reducer
+    # one replica: the identity reducer gives exactly the per-process batch norm
+    net.set_bn_reducer(lambda buf: None)
+    synced = lade.train_step(net, opt, images, labels)
+    other = lade.ResNet32(5, "classic", seed=1)
+    assert lade.train_step(other, lade.SGD(other, lr=0.1), images, labels) == synced
+    np.testing.assert_array_equal(net.params, other.params)
+    np.testing.assert_array_equal(net.buffers, other.buffers)
+
+
+def test_sync_bn_costs_three_small_all_reduces_per_bn_layer():
+    net = lade.ResNet32(10, "lade", seed=0)
+    calls, sent = dist.sync_bn_bytes_per_step(net, 2)
+    channels = [v.shape[0] for k, v in net.running_stats().items() if k.endswith("running_mean")]
+    assert len(channels) == 33 and calls == 99
+    assert sent == 2 * 0.5 * 8 * sum(4 * c + 1 for c in channels)
+    seen = []
+    net.set_bn_reducer(lambda buf: seen.append(buf.size))
+    net.forward(np.zeros((2, 3, 8, 8), np.float32))
+    net.backward(np.zeros((2, 10), np.float32))
+    assert len(seen) == calls and 8 * sum(seen) == sent / (2 * 0.5)
 
 
 def test_importing_lade_does_not_import_mpi4py_or_ray():
@@ -97,6 +224,34 @@ def test_two_ranks_match_one_process_computing_the_same_math(tmp_path):
     assert np.abs(net.grads - grads[0]).max() > 1e-3 * np.abs(grads[0]).max()
 
 
+def test_two_ranks_with_sync_bn_match_one_process_on_the_whole_batch(tmp_path):
+    """Synchronised BN: 2 ranks (one thread each) train exactly as one process training the global batch
+    with ordinary batch norm, and both ranks hold that process's BN running statistics."""
+    lade.set_num_threads(1)
+    out = tmp_path / "sync.npz"
+    res = mpirun([sys.executable, WORKER, "sync_steps", out])
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = np.load(out)
+    images, labels, net, opt, loss = worker.problem()
+    order = worker.base_sampler().epoch_indices(0)
+    grads = []
+    for step in range(worker.STEPS):
+        idx = order[step * worker.GLOBAL_BATCH:(step + 1) * worker.GLOBAL_BATCH]
+        _, logits = lade.train_step(net, opt, np.ascontiguousarray(images[idx]), np.ascontiguousarray(labels[idx]),
+                                    loss, reduce_gradients=lambda g: grads.append(g.copy()), return_logits=True)
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-4, atol=1e-5)
+    for step in range(worker.STEPS):
+        scale = np.abs(grads[step]).max()
+        np.testing.assert_allclose(got["grads"][step], grads[step], rtol=1e-3, atol=1e-5 * scale,
+                                   err_msg=f"step {step}")
+    np.testing.assert_allclose(got["params"], net.params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got["buffers"][0], got["buffers"][1])  # no epoch-end averaging needed
+    np.testing.assert_allclose(got["buffers"][0], net.buffers, rtol=1e-4, atol=1e-6)
+    # and the test can fail: per-replica BN (the default) differs from the whole batch's
+    per_replica, _, _ = emulate_two_ranks()
+    assert np.abs(per_replica[0] - grads[0]).max() > 1e-3 * np.abs(grads[0]).max()
+
+
 def test_a_killed_rank_ends_the_job_instead_of_hanging():
     t0 = time.monotonic()
     res = mpirun([sys.executable, WORKER, "kill"], timeout=90)
@@ -140,6 +295,16 @@ def test_mpi_training_resumes_exactly_and_refuses_another_number_of_ranks(tiny_r
     assert losses[0] == losses[1] and len(losses[0]) == 2
     # rank 0 alone wrote the folder: one session per command that trained, in run.json
     assert len(json.loads((parted / "run.json").read_text())["sessions"]) == 2
+
+
+def test_mpi_training_with_sync_bn(tiny_root, tmp_path):  # noqa: F811
+    res = lade_train(tiny_root, tmp_path / "sync", "run.sync_bn=true", "optim.epochs=1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "sync_bn: true" in (tmp_path / "sync" / "config.yaml").read_text()
+    res = subprocess.run([sys.executable, "-m", "lade", "train", "--config", "cifar10_lt_10_lade", "--out",
+                          tmp_path / "single", "--data-root", tiny_root, "--quiet", *TINY, "run.sync_bn=true"],
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "'run.sync_bn' (true) needs run.distributed=mpi" in res.stderr, res.stderr
 
 
 def test_an_error_on_one_rank_ends_the_job_with_its_message(tiny_root, tmp_path):  # noqa: F811

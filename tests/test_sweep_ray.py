@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import ray
 import yaml
@@ -81,6 +82,49 @@ def test_ray_sweep_stops_the_worse_trial_early_and_a_rerun_skips_both(tiny_root,
     assert failed2 == [] and text2 == text
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert len(tune_results(out)) == trials_before
+
+
+def test_hyperband_pauses_a_trial_and_it_resumes_exactly(tiny_root, tmp_path, local_ray):  # noqa: F811
+    """Synchronous HyperBand at max_t = 2 epochs, reduction factor 2, makes two brackets of two trials: the
+    first runs both to the end; the second PAUSES its first trial at epoch 1 until the other gets there,
+    stops the worse and resumes the better from its checkpoints in a new trial process. The resumed trial
+    must end exactly as an uninterrupted `lade train` of the same config."""
+    from lade.app import config as config_mod, training
+
+    out = tmp_path / "sweep"
+    fixed = {k: yaml.safe_load(v) for k, v in (o.split("=") for o in TINY)}
+    fixed.update({"optim.epochs": 2, "run.threads": 2})  # 2 of Ray's 2 CPUs: one trial at a time, in grid order
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "base": "cifar10_lt_10_lade", "out": str(out), "fixed": fixed,
+        "grid": {"model.seed": [1, 2], "optim.lr": [0.005, 1e-6]},  # trials in this order, two per bracket
+        "ray": {"scheduler": "hyperband", "metric": "loss", "mode": "min", "reduction_factor": 2}}))
+    text, failed = sweep.run(grid, data_root=tiny_root, backend="ray")
+    assert failed == []
+    paused, stopped = out / "model.seed=2,optim.lr=0.005", out / "model.seed=2,optim.lr=1e-06"
+    assert json.loads((out / "ray_stopped.json").read_text()) == {stopped.name: 1}
+    for name in ("model.seed=1,optim.lr=0.005", "model.seed=1,optim.lr=1e-06", paused.name):
+        assert (out / name / "final.json").is_file(), name
+
+    # the pause and the restore happened: Tune restarted the trial after epoch 1, and the trial says so
+    rows = tune_results(out)[paused.name]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["iterations_since_restore"] for r in rows] == [1, 1]
+    assert "lade sweep: trial restored by Tune after epoch 1" in (out / "logs" / f"{paused.name}.log").read_text()
+
+    # and the resumed trial ends exactly as an uninterrupted run
+    cfg, changes = config_mod.apply_overrides(config_mod.load("cifar10_lt_10_lade"),
+                                              [f"{k}={v}" for k, v in fixed.items()] + ["model.seed=2",
+                                                                                        "optim.lr=0.005"])
+    straight = tmp_path / "straight"
+    assert training.train(cfg, straight, overrides=changes, data_root=tiny_root, progress=False) == "finished"
+    with np.load(straight / "checkpoint.npz") as a, np.load(paused / "checkpoint.npz") as b:
+        for name in ("params", "buffers", "velocity", "steps", "epoch"):
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(np.load(straight / "test_logits.npy"), np.load(paused / "test_logits.npy"))
+    metrics = [[{k: v for k, v in json.loads(line).items() if k in ("epoch", "loss", "train_acc", "lr")}
+                for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (straight, paused)]
+    assert metrics[0] == metrics[1] and len(metrics[0]) == 2
 
 
 def test_ray_settings_are_checked_before_anything_runs(tmp_path):

@@ -74,6 +74,30 @@ LADE_API lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, flo
                                                lade_maps in, const float *gamma, const float *save_mean,
                                                const float *save_invstd);
 
+/* ---- synchronised batch norm (data-parallel training) -----------------------
+ * The core never communicates; a reducer does it for the models' batch norms
+ * (lade_resnet_set_bn_reducer). reduce(buf, n, ctx) must replace buf[0, n)
+ * by its element-wise sum over all replicas, in place (an all-reduce with
+ * SUM), and return LADE_OK, or a failed status (with lade_fail's message),
+ * which fails the forward or backward. It is called on the calling thread,
+ * never from the worker pool, and every replica makes the same calls in the
+ * same order with the same n (the layers' order). Per batch norm of C
+ * channels, in training mode:
+ * - forward, two calls: n = C + 1: [sum of x per channel (C), number of
+ *   values per channel], which gives the global mean; then n = C: [sum of
+ *   (x - global mean)^2 per channel] (two passes, as one process computes
+ *   the variance: a sum of x^2 loses a channel's variance when its mean is
+ *   large against its spread). The layer normalises with the mean and biased
+ *   variance of all replicas' values, and the running statistics move
+ *   towards those (unbiased over the total count), the same on every replica;
+ * - backward: n = 2C: [sum of dy (C), sum of dy * xhat (C)], from which the
+ *   input gradient follows; gamma and beta keep this replica's share of their
+ *   gradient (sum the gradient buffers over the replicas afterwards, as for
+ *   every other parameter).
+ * The sums are doubles in a buffer of 2C + 1 that lives as long as the
+ * model (read it only during the call). */
+typedef lade_status (*lade_reduce_fn)(double *buf, size_t n, void *ctx);
+
 /* ---- element-wise and shape layers (flat arrays of `count` floats) --------- */
 LADE_API void lade_relu_forward(float *out, const float *in, size_t count); /* out may be in */
 /* din += dout * (out > 0); `out` is the forward output. */
@@ -165,6 +189,11 @@ LADE_API const float *lade_resnet_features(const lade_resnet *net);
 /* Backward of the last training forward: grads += d loss / d params.
  * dlogits is (n, num_classes); n must be the batch of that forward. */
 LADE_API lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int n);
+/* Synchronised batch norm (see "synchronised batch norm" above): every later
+ * training forward and backward sums its batch-norm statistics over the
+ * replicas through reduce(buf, n, ctx). reduce = NULL (the default) keeps
+ * per-replica statistics. Eval-mode forwards never call it. */
+LADE_API void lade_resnet_set_bn_reducer(lade_resnet *net, lade_reduce_fn reduce, void *ctx);
 /* Batch size of the last forward (0 before the first). */
 LADE_API int lade_resnet_last_batch(const lade_resnet *net);
 /* Seconds spent per layer kind since the last reset (profiling). */

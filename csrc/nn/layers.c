@@ -6,6 +6,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static int same_shape(lade_maps a, lade_maps b) {
@@ -13,16 +14,25 @@ static int same_shape(lade_maps a, lade_maps b) {
 }
 
 /* ---- batch norm ------------------------------------------------------------------
- * Channels are independent, so the pool splits the work by channel. */
+ * Channels are independent, so the pool splits the work by channel. With a
+ * reducer (synchronised batch norm) the passes are cut around the reductions,
+ * which run on the calling thread: forward, the local sums, the global mean,
+ * the local squared deviations from it, the global variance, then the
+ * normalisation (the same two-pass variance as one process on the whole
+ * batch: a sum of squares would lose the variance of a channel whose mean
+ * is large against its spread); backward, the local sums of dy and dy*xhat,
+ * then the input gradient from their global sums. */
 typedef struct {
     lade_maps out, in, din, dout;
-    float *mean, *invstd, *running_mean, *running_var, *dgamma, *dbeta;
+    float *mean, *invstd, *dgamma, *dbeta;
     const float *gamma, *beta, *cmean, *cinvstd, *cvar;
-    float momentum, eps;
+    float eps;
     int accumulate;
     lade_maps residual; /* forward: added after the affine map when residual.data is set */
     lade_maps relu_out; /* backward: output of a ReLU after the batch norm, masks dout when data is set */
     int relu;           /* forward: ReLU last */
+    double *sums;       /* synchronised: the reducer's buffer (2 * channels + 1 doubles) */
+    double total;       /* synchronised: values per channel over all replicas */
 } bn_job;
 
 static const float *plane_or_null(lade_maps m, int b, size_t c) {
@@ -30,29 +40,58 @@ static const float *plane_or_null(lade_maps m, int b, size_t c) {
 }
 
 /* The plane passes are vectorised kernels (kernels_template.h). */
+static void bn_channel_normalise(const bn_job *j, const lade_kernel_table *k, size_t c, float mean, float invstd) {
+    const size_t plane = (size_t)j->in.h * j->in.w;
+    j->mean[c] = mean;
+    j->invstd[c] = invstd;
+    float scale = j->gamma[c] * invstd, shift = j->beta[c] - mean * scale;
+    for (int b = 0; b < j->in.n; b++) {
+        const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+        float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
+        k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
+    }
+}
+
+/* The sum of channel c of the local batch, and the sum of its squared deviations from mean. */
+static double bn_channel_sum(const bn_job *j, const lade_kernel_table *k, size_t c) {
+    double sum = 0.0;
+    for (int b = 0; b < j->in.n; b++)
+        sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, (size_t)j->in.h * j->in.w);
+    return sum;
+}
+static double bn_channel_sq_dev(const bn_job *j, const lade_kernel_table *k, size_t c, float mean) {
+    double sq = 0.0;
+    for (int b = 0; b < j->in.n; b++)
+        sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, (size_t)j->in.h * j->in.w, mean);
+    return sq;
+}
+
 static void bn_train_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
     const lade_kernel_table *k = lade_kernels();
-    const int n = j->in.n;
-    const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
+    const size_t count = (size_t)j->in.n * j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
-        double sum = 0.0;
-        for (int b = 0; b < n; b++) sum += k->plane_sum(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane);
-        const float mean = (float)(sum / count);
-        double sq = 0.0;
-        for (int b = 0; b < n; b++)
-            sq += k->plane_sq_dev(j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean);
-        double var = sq / count; /* biased: the normaliser */
-        float invstd = (float)(1.0 / sqrt(var + j->eps));
-        j->mean[c] = mean;
-        j->invstd[c] = invstd;
-        float scale = j->gamma[c] * invstd, shift = j->beta[c] - mean * scale;
-        for (int b = 0; b < n; b++) {
-            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
-            float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
-            k->plane_affine(y, x, plane, scale, shift, plane_or_null(j->residual, b, c), j->relu);
-        }
+        const float mean = (float)(bn_channel_sum(j, k, c) / count);
+        double var = bn_channel_sq_dev(j, k, c, mean) / count; /* biased: the normaliser */
+        bn_channel_normalise(j, k, c, mean, (float)(1.0 / sqrt(var + j->eps)));
     }
+}
+
+/* Synchronised, the three passes around the two reductions: sums[c] = the local sum of channel c; then,
+ * with save_mean holding the global means, sums[c] = the local squared deviations from it; then the
+ * normalisation with the global variance sums[c] / total. */
+static void bn_sync_sums(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    for (size_t c = begin; c < end; c++) j->sums[c] = bn_channel_sum(j, lade_kernels(), c);
+}
+static void bn_sync_sq_devs(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    for (size_t c = begin; c < end; c++) j->sums[c] = bn_channel_sq_dev(j, lade_kernels(), c, j->mean[c]);
+}
+static void bn_sync_normalise(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    for (size_t c = begin; c < end; c++)
+        bn_channel_normalise(j, lade_kernels(), c, j->mean[c], (float)(1.0 / sqrt(j->sums[c] / j->total + j->eps)));
 }
 
 void lade_batchnorm2d_update_running(float *running_mean, float *running_var, const float *save_mean,
@@ -74,16 +113,50 @@ static lade_status bn_forward_check(lade_maps out, lade_maps in, float eps, lade
     return LADE_OK;
 }
 
+/* Runs the reducer on buf[0, n) and passes its failure on, naming the layer's pass. */
+static lade_status bn_reduce(const lade_bn_sync *sync, size_t n, const char *pass) {
+    lade_clear_error();
+    lade_status st = sync->reduce(sync->buf, n, sync->ctx);
+    if (st == LADE_OK) return LADE_OK;
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", lade_error_detail()[0] ? lade_error_detail() : lade_status_str(st));
+    return lade_fail(st, "batchnorm2d %s: the statistics reducer failed: %s", pass, detail);
+}
+
 lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
-                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu) {
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu,
+                                     const lade_bn_sync *sync, size_t *count) {
     lade_status st = bn_forward_check(out, in, eps, residual);
     if (st) return st;
-    if ((size_t)in.n * in.h * in.w < 2)
+    const size_t local = (size_t)in.n * in.h * in.w;
+    if (local < 2)
         return lade_fail(LADE_EINVAL, "batchnorm2d: training needs more than one value per channel, got input "
                          "(%d, %d, %d, %d)", in.n, in.c, in.h, in.w);
     bn_job j = {.out = out, .in = in, .mean = save_mean, .invstd = save_invstd, .gamma = gamma, .beta = beta,
                 .eps = eps, .residual = residual, .relu = relu};
-    lade_parallel_for((size_t)in.c, bn_train_channels, &j);
+    if (count) *count = local;
+    if (!sync) {
+        lade_parallel_for((size_t)in.c, bn_train_channels, &j);
+        return LADE_OK;
+    }
+    const size_t channels = (size_t)in.c;
+    j.sums = sync->buf;
+    lade_parallel_for(channels, bn_sync_sums, &j);
+    sync->buf[channels] = (double)local;
+    st = bn_reduce(sync, channels + 1, "forward");
+    if (st) return st;
+    j.total = sync->buf[channels];
+    /* a reducer that does not sum in place shows here (the sums themselves may be NaN for NaN inputs) */
+    if (!(j.total >= (double)local && j.total < 9007199254740992.0 && j.total == floor(j.total)))
+        return lade_fail(LADE_EINVAL, "batchnorm2d forward: the statistics reducer gave a total count of %g values "
+                         "per channel; expected a whole number >= the %zu of this replica (the reducer must sum "
+                         "the buffer over all replicas, in place)", j.total, local);
+    for (size_t c = 0; c < channels; c++) save_mean[c] = (float)(sync->buf[c] / j.total);
+    lade_parallel_for(channels, bn_sync_sq_devs, &j);
+    st = bn_reduce(sync, channels, "forward");
+    if (st) return st;
+    lade_parallel_for(channels, bn_sync_normalise, &j);
+    if (count) *count = (size_t)j.total;
     return LADE_OK;
 }
 
@@ -91,11 +164,11 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
                                            float *running_mean, float *running_var, lade_maps in,
                                            const float *gamma, const float *beta, float momentum, float eps) {
     lade_maps none = {0};
-    lade_status st = lade_bn_forward_train_ex(out, save_mean, save_invstd, in, gamma, beta, eps, none, 0);
+    size_t count = 0;
+    lade_status st = lade_bn_forward_train_ex(out, save_mean, save_invstd, in, gamma, beta, eps, none, 0, NULL, &count);
     if (st) return st;
     if (running_mean && running_var)
-        lade_batchnorm2d_update_running(running_mean, running_var, save_mean, save_invstd, in.c,
-                                        (size_t)in.n * in.h * in.w, momentum, eps);
+        lade_batchnorm2d_update_running(running_mean, running_var, save_mean, save_invstd, in.c, count, momentum, eps);
     return LADE_OK;
 }
 
@@ -136,50 +209,100 @@ lade_status lade_batchnorm2d_forward_eval(lade_maps out, lade_maps in, const flo
     return lade_bn_forward_eval_ex(out, in, gamma, beta, running_mean, running_var, eps, none, 0);
 }
 
+/* The local sums of channel c: of dy, and of dy * xhat (xhat from the saved statistics). */
+static void bn_channel_dy_sums(const bn_job *j, const lade_kernel_table *kern, size_t c, double *sum_dy,
+                               double *sum_dy_xhat) {
+    const size_t plane = (size_t)j->in.h * j->in.w;
+    double sdy = 0.0, sdyx = 0.0;
+    for (int b = 0; b < j->in.n; b++)
+        kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
+                            plane_or_null(j->relu_out, b, c), j->in.data + b * j->in.stride_n + c * j->in.stride_c,
+                            plane, j->cmean[c], &sdy, &sdyx);
+    *sum_dy = sdy;
+    *sum_dy_xhat = sdyx * j->cinvstd[c];
+}
+
+/* dx of channel c from the sums of dy and dy * xhat over `total` values (of all replicas when synchronised) */
+static void bn_channel_dx(const bn_job *j, const lade_kernel_table *kern, size_t c, double sum_dy,
+                          double sum_dy_xhat, double total) {
+    const size_t plane = (size_t)j->in.h * j->in.w;
+    const float mean = j->cmean[c], invstd = j->cinvstd[c];
+    /* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), with xhat = (x - mean) * invstd,
+     * expanded to dx = k*dy + kx*x + k0 (two multiply-adds per value) */
+    const double k = (double)j->gamma[c] * invstd, mdy = sum_dy / total, mdyx = sum_dy_xhat / total;
+    const float kdy = (float)k, kx = (float)(-k * invstd * mdyx), k0 = (float)(k * (invstd * mdyx * mean - mdy));
+    for (int b = 0; b < j->in.n; b++) {
+        const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
+        const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
+        float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
+        kern->plane_bn_dx(dx, dy, plane_or_null(j->relu_out, b, c), x, plane, kdy, kx, k0, j->accumulate);
+    }
+}
+
+static void bn_accumulate_affine_grads(const bn_job *j, size_t c, double sum_dy, double sum_dy_xhat) {
+    if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
+    if (j->dbeta) j->dbeta[c] += (float)sum_dy;
+}
+
 static void bn_backward_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
     const lade_kernel_table *kern = lade_kernels();
-    const int n = j->in.n;
-    const size_t plane = (size_t)j->in.h * j->in.w, count = (size_t)n * plane;
+    const double count = (double)j->in.n * j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
-        const float mean = j->cmean[c], invstd = j->cinvstd[c];
-        double sum_dy = 0.0, sum_dy_xc = 0.0;
-        for (int b = 0; b < n; b++)
-            kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
-                                plane_or_null(j->relu_out, b, c),
-                          j->in.data + b * j->in.stride_n + c * j->in.stride_c, plane, mean, &sum_dy, &sum_dy_xc);
-        const double sum_dy_xhat = sum_dy_xc * invstd;
-        if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
-        if (j->dbeta) j->dbeta[c] += (float)sum_dy;
-        if (!j->din.data) continue;
-        /* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), with xhat = (x - mean) * invstd,
-         * expanded to dx = k*dy + kx*x + k0 (two multiply-adds per value) */
-        const double k = (double)j->gamma[c] * invstd, mdy = sum_dy / count, mdyx = sum_dy_xhat / count;
-        const float kdy = (float)k, kx = (float)(-k * invstd * mdyx), k0 = (float)(k * (invstd * mdyx * mean - mdy));
-        for (int b = 0; b < n; b++) {
-            const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
-            const float *dy = j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c;
-            float *dx = j->din.data + b * j->din.stride_n + c * j->din.stride_c;
-            kern->plane_bn_dx(dx, dy, plane_or_null(j->relu_out, b, c), x, plane, kdy, kx, k0, j->accumulate);
-        }
+        double sum_dy, sum_dy_xhat;
+        bn_channel_dy_sums(j, kern, c, &sum_dy, &sum_dy_xhat);
+        bn_accumulate_affine_grads(j, c, sum_dy, sum_dy_xhat);
+        if (j->din.data) bn_channel_dx(j, kern, c, sum_dy, sum_dy_xhat, count);
     }
+}
+
+/* Synchronised, first half: the local sums; gamma and beta get this replica's share of their gradient
+ * (the gradient all-reduce adds the shares), and sums[] what the input gradient needs from all replicas. */
+static void bn_sync_backward_sums(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    const lade_kernel_table *kern = lade_kernels();
+    for (size_t c = begin; c < end; c++) {
+        double sum_dy, sum_dy_xhat;
+        bn_channel_dy_sums(j, kern, c, &sum_dy, &sum_dy_xhat);
+        bn_accumulate_affine_grads(j, c, sum_dy, sum_dy_xhat);
+        j->sums[c] = sum_dy;
+        j->sums[j->in.c + c] = sum_dy_xhat;
+    }
+}
+
+static void bn_sync_backward_dx(void *ctx, size_t begin, size_t end) {
+    const bn_job *j = ctx;
+    const lade_kernel_table *kern = lade_kernels();
+    for (size_t c = begin; c < end; c++) bn_channel_dx(j, kern, c, j->sums[c], j->sums[j->in.c + c], j->total);
 }
 
 lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
                                 lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
-                                int accumulate) {
+                                int accumulate, const lade_bn_sync *sync, size_t count) {
     if (!same_shape(dout, in) || (din.data && !same_shape(din, in)) || (relu_out.data && !same_shape(relu_out, in)))
         return lade_fail(LADE_EINVAL, "batchnorm2d backward: gradient shapes differ from the input shape");
     bn_job j = {.din = din, .dout = dout, .in = in, .dgamma = dgamma, .dbeta = dbeta, .gamma = gamma,
                 .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate, .relu_out = relu_out};
-    lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
+    if (!sync) {
+        lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
+        return LADE_OK;
+    }
+    if (count < (size_t)in.n * in.h * in.w)
+        return lade_fail(LADE_EINVAL, "batchnorm2d backward: the forward's total count %zu is below this replica's "
+                         "%zu values per channel", count, (size_t)in.n * in.h * in.w);
+    j.sums = sync->buf;
+    j.total = (double)count;
+    lade_parallel_for((size_t)in.c, bn_sync_backward_sums, &j);
+    lade_status st = bn_reduce(sync, 2 * (size_t)in.c, "backward");
+    if (st) return st;
+    if (din.data) lade_parallel_for((size_t)in.c, bn_sync_backward_dx, &j);
     return LADE_OK;
 }
 
 lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
                                       const float *gamma, const float *save_mean, const float *save_invstd) {
     lade_maps none = {0};
-    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, in, gamma, save_mean, save_invstd, 1);
+    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, in, gamma, save_mean, save_invstd, 1, NULL, 0);
 }
 
 /* ---- element-wise ----------------------------------------------------------------- */

@@ -4,21 +4,35 @@
 #define LADE_NN_INTERNAL_H
 #include "lade_nn.h"
 
+/* Synchronised batch norm (lade_nn.h, "synchronised batch norm"): the
+ * reducer and its buffer of 2 * channels + 1 doubles. NULL where a function
+ * takes one: the statistics of the local batch only. */
+typedef struct {
+    lade_reduce_fn reduce;
+    void *ctx;
+    double *buf;
+} lade_bn_sync;
+
 /* Batch-norm forward (statistics not committed to running buffers) fused
  * with what follows it in a residual network, in the same pass over the
  * maps: out = bn(in) (+ residual, when residual.data is set), then ReLU when
- * relu is set. */
+ * relu is set. With sync the statistics are those of all replicas. *count
+ * (if count is not NULL) is set to the number of values per channel the
+ * statistics cover: the running-statistics update and a synchronised
+ * backward need it. */
 lade_status lade_bn_forward_train_ex(lade_maps out, float *save_mean, float *save_invstd, lade_maps in,
-                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu);
+                                     const float *gamma, const float *beta, float eps, lade_maps residual, int relu,
+                                     const lade_bn_sync *sync, size_t *count);
 lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *gamma, const float *beta,
                                     const float *running_mean, const float *running_var, float eps, lade_maps residual,
                                     int relu);
 /* Batch-norm backward; with accumulate = 0 din is overwritten. When
  * relu_out.data is set, the batch norm was followed by a ReLU with that
- * output and dout is the gradient after it (masked here, in the same pass). */
+ * output and dout is the gradient after it (masked here, in the same pass).
+ * With sync, count is the forward's *count (ignored without). */
 lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
                                 lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
-                                int accumulate);
+                                int accumulate, const lade_bn_sync *sync, size_t count);
 /* din = dout * (out > 0), overwriting. */
 void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count);
 /* out += option-A shortcut of in (used to add the shortcut onto a block's output). */

@@ -31,6 +31,7 @@ typedef struct {
     int in_h, in_w;                      /* input size of the last forward */
     double seconds[2];                   /* forward, backward time since the last profile reset */
     float mean[MAX_CHANNELS], invstd[MAX_CHANNELS]; /* batch statistics of the last training forward */
+    size_t count;                        /* values per channel they cover (all replicas' with a reducer) */
 } conv_bn;
 
 typedef struct {
@@ -66,6 +67,10 @@ struct lade_resnet {
     float *images, *stem_c, *stem_a, *pooled, *features, *dfeatures, *head_maps, *dhead_maps;
     float *grad_in, *grad_out, *scratch_a, *scratch_b, *workspace;
     int32_t *pool_argmax;
+
+    /* synchronised batch norm: the reducer (NULL: per replica) and its buffer, shared by the layers in turn */
+    lade_bn_sync bn_sync;
+    double bn_sync_buf[2 * MAX_CHANNELS + 1];
 
     /* state of the last forward */
     int last_n, last_h, last_w, last_train, stats_pending;
@@ -422,7 +427,9 @@ static lade_status relu_inplace(lade_maps m) {
 static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, int train, lade_maps residual,
                               int relu) {
     float *g = net->params + u->gamma, *b = net->params + u->beta;
-    if (train) return lade_bn_forward_train_ex(out, u->mean, u->invstd, in, g, b, BN_EPS, residual, relu);
+    if (train)
+        return lade_bn_forward_train_ex(out, u->mean, u->invstd, in, g, b, BN_EPS, residual, relu,
+                                        net->bn_sync.reduce ? &net->bn_sync : NULL, &u->count);
     return lade_bn_forward_eval_ex(out, in, g, b, net->buffers + u->running_mean, net->buffers + u->running_var, BN_EPS,
                                    residual, relu);
 }
@@ -456,21 +463,20 @@ static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float 
     return LADE_OK;
 }
 
-static void commit_unit(lade_resnet *net, const conv_bn *u, size_t count) {
-    lade_batchnorm2d_update_running(net->buffers + u->running_mean, net->buffers + u->running_var, u->mean, u->invstd,
-                                    u->geom.cout, count, BN_MOMENTUM, BN_EPS);
-}
-
 lade_status lade_resnet_commit_running_stats(lade_resnet *net) {
     if (!net->stats_pending) return lade_fail(LADE_ESTATE, "no training forward with deferred statistics to commit");
-    for (int i = 0; i < net->num_units; i++) { /* each unit's input size is the one of the last forward */
+    for (int i = 0; i < net->num_units; i++) {
         const conv_bn *u = net->units[i];
-        int oh, ow;
-        lade_conv2d_out_size(&u->geom, u->in_h, u->in_w, &oh, &ow);
-        commit_unit(net, u, (size_t)net->last_n * oh * ow);
+        lade_batchnorm2d_update_running(net->buffers + u->running_mean, net->buffers + u->running_var, u->mean,
+                                        u->invstd, u->geom.cout, u->count, BN_MOMENTUM, BN_EPS);
     }
     net->stats_pending = 0;
     return LADE_OK;
+}
+
+void lade_resnet_set_bn_reducer(lade_resnet *net, lade_reduce_fn reduce, void *ctx) {
+    net->bn_sync = (lade_bn_sync){reduce, reduce ? ctx : NULL, net->bn_sync_buf};
+    net->last_train = 0; /* a backward must follow a forward made with the same reducer */
 }
 
 lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, int h, int w, lade_mode mode,
@@ -539,7 +545,8 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps relu_out,
                                    lade_maps in) {
     return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, in,
-                               net->params + u->gamma, u->mean, u->invstd, 0);
+                               net->params + u->gamma, u->mean, u->invstd, 0,
+                               net->bn_sync.reduce ? &net->bn_sync : NULL, u->count);
 }
 
 static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {

@@ -419,6 +419,28 @@ int lade_object_ready(const lade_object *obj, const char *func) {
     return problem ? -1 : 0;
 }
 
+/* The error of a failed method call. When a Python callback raised inside it (self->cause), that
+ * exception becomes the cause of the error; one that is not an Exception (KeyboardInterrupt,
+ * SystemExit) is raised as it is. */
+static PyObject *raise_from_cause(lade_status st, const char *func, lade_object *self) {
+    PyObject *cause = self ? self->cause : NULL;
+    if (!cause) return lade_py_raise(st, func);
+    self->cause = NULL;
+    if (!PyObject_IsInstance(cause, PyExc_Exception)) {
+        lade_clear_error();
+        PyErr_SetObject((PyObject *)Py_TYPE(cause), cause);
+        Py_DECREF(cause);
+        return NULL;
+    }
+    lade_py_raise(st, func);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyException_SetCause(value, cause); /* steals cause */
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
 static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
     const lade_binding *b = PyCapsule_GetPointer(capsule, "lade.binding");
     lade_call c;
@@ -433,7 +455,7 @@ static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
         LADE_NOGIL_BEGIN
         st = b->run(&c);
         LADE_NOGIL_END
-        result = st ? lade_py_raise(st, b->func) : returns(&c, b->returns);
+        result = st ? raise_from_cause(st, b->func, c.self) : returns(&c, b->returns);
     }
     if (c.self) c.self->busy = 0;
     return lade_call_end(&c, result);

@@ -92,8 +92,10 @@ typedef struct {
 
 /* The head of every lade._C type that wraps a C object: core is NULL before
  * __init__ (and after close); busy is set while a call runs without the GIL,
- * so that a second thread is refused instead of racing. */
-#define LADE_OBJECT_HEAD PyObject_HEAD void *core; int busy;
+ * so that a second thread is refused instead of racing; cause is an exception
+ * a Python callback raised inside the running call (owned): a failed call
+ * raises its error from it. */
+#define LADE_OBJECT_HEAD PyObject_HEAD void *core; int busy; PyObject *cause;
 typedef struct {
     LADE_OBJECT_HEAD
 } lade_object;

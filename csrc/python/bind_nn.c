@@ -240,6 +240,10 @@ static lade_status cosine(lade_call *c) {
 /* core: the lade_resnet */
 #define NET(obj) ((lade_resnet *)(obj)->core)
 static PyTypeObject ResNetType;
+typedef struct {
+    LADE_OBJECT_HEAD
+    PyObject *bn_reducer; /* synchronised batch norm: the Python callable, or NULL (per replica) */
+} resnet_object;
 
 static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
     static const lade_arg spec[] = {REQ("variant", 'i'), REQ("stem", 'i'), REQ("num_classes", 'i'), END};
@@ -256,8 +260,23 @@ static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
     return lade_call_end(&c, NULL), st ? -1 : 0;
 }
 
-static void resnet_dealloc(lade_object *self) {
-    lade_resnet_destroy(NET(self));
+static int resnet_traverse(resnet_object *self, visitproc visit, void *arg) {
+    Py_VISIT(self->bn_reducer);
+    Py_VISIT(self->cause);
+    return 0;
+}
+
+static int resnet_clear(resnet_object *self) {
+    if (self->core) lade_resnet_set_bn_reducer(self->core, NULL, NULL);
+    Py_CLEAR(self->bn_reducer);
+    Py_CLEAR(self->cause);
+    return 0;
+}
+
+static void resnet_dealloc(resnet_object *self) {
+    PyObject_GC_UnTrack(self);
+    resnet_clear(self);
+    lade_resnet_destroy(self->core);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -297,6 +316,46 @@ static PyObject *resnet_tensors(lade_object *self, PyObject *unused) {
         else PyList_SET_ITEM(list, i, item);
     }
     return list;
+}
+
+/* ---- synchronised batch norm: a Python callable as the core's reducer (lade_nn.h, lade_reduce_fn) ----
+ * The forward and backward run without the GIL; the C reducer takes it back to call the Python one with a
+ * float64 view of the core's buffer (zero-copy), which it must sum over the replicas in place, returning
+ * None. An exception it raises fails the core call and becomes the cause of its error (self->cause). */
+static lade_status python_reduce(double *buf, size_t n, void *ctx) {
+    resnet_object *self = ctx;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *result = NULL, *view = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT64, buf);
+    if (view) { /* a view kept past the call stays valid: it keeps the model alive */
+        Py_INCREF(self);
+        if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) Py_CLEAR(view);
+    }
+    if (view) result = PyObject_CallOneArg(self->bn_reducer, view);
+    if (result && result != Py_None)
+        PyErr_Format(PyExc_TypeError, "the batch-norm reducer must sum its argument over the replicas in place and "
+                     "return None, got a %s back (one that returns its result, like mpi4py's allreduce, leaves "
+                     "the statistics unreduced)", Py_TYPE(result)->tp_name);
+    lade_status st = LADE_OK;
+    if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb) PyException_SetTraceback(value, tb);
+        PyObject *text = PyObject_Str(value);
+        const char *detail = text ? PyUnicode_AsUTF8(text) : NULL;
+        PyErr_Clear();
+        st = lade_fail(LADE_ESTATE, "the Python reducer raised %s: %s", ((PyTypeObject *)type)->tp_name,
+                       detail ? detail : "?");
+        Py_XDECREF(text);
+        Py_XSETREF(self->cause, value);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(view);
+    PyGILState_Release(gil);
+    return st;
 }
 
 static PyObject *resnet_profile(lade_object *self, PyObject *unused) {
@@ -359,6 +418,21 @@ static lade_status resnet_features(lade_call *c) {
 static lade_status resnet_commit(lade_call *c) { return lade_resnet_commit_running_stats(NET(c->self)); }
 static lade_status resnet_zero_grad(lade_call *c) { return lade_resnet_zero_grad(NET(c->self)), LADE_OK; }
 static lade_status resnet_profile_reset(lade_call *c) { return lade_resnet_profile_reset(NET(c->self)), LADE_OK; }
+/* set_bn_reducer: the callable is checked and kept in inference, which holds the GIL */
+static int keep_reducer(lade_call *c) {
+    PyObject *reducer = lade_obj(c, "reducer");
+    if (reducer == Py_None) reducer = NULL;
+    if (reducer && !PyCallable_Check(reducer))
+        return PyErr_Format(PyExc_TypeError, "%s: argument 'reducer' must be callable or None, got %s", c->func,
+                            Py_TYPE(reducer)->tp_name), -1;
+    Py_XSETREF(((resnet_object *)c->self)->bn_reducer, Py_XNewRef(reducer));
+    return 0;
+}
+static lade_status resnet_set_reducer(lade_call *c) {
+    resnet_object *self = (resnet_object *)c->self;
+    lade_resnet_set_bn_reducer(NET(c->self), self->bn_reducer ? python_reduce : NULL, self);
+    return LADE_OK;
+}
 
 #define METHOD(name, args, infer, run, returns, doc) {#name, "lade.ResNet32." #name, args, infer, run, returns, doc}
 #define MODEL SELF(&ResNetType)
@@ -373,6 +447,9 @@ static const lade_binding resnet_bindings[] = {
     METHOD(commit_running_stats, ARGS(MODEL), NULL, resnet_commit, "", "apply a deferred running-statistics update"),
     METHOD(zero_grad, ARGS(MODEL), NULL, resnet_zero_grad, "", "set all gradients to zero"),
     METHOD(profile_reset, ARGS(MODEL), NULL, resnet_profile_reset, "", "reset the profile"),
+    METHOD(set_bn_reducer, ARGS(MODEL, OBJ_OPT("reducer", NULL)), keep_reducer, resnet_set_reducer, "",
+           "synchronised batch norm through reducer(buf), which sums buf over the replicas in place (None: per "
+           "replica)"),
     {NULL},
 };
 
@@ -393,9 +470,11 @@ static PyGetSetDef resnet_getset[] = {
 
 static PyTypeObject ResNetType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.ResNetCore",
-    .tp_basicsize = sizeof(lade_object),
+    .tp_basicsize = sizeof(resnet_object),
     .tp_dealloc = (destructor)resnet_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_traverse = (traverseproc)resnet_traverse,
+    .tp_clear = (inquiry)resnet_clear,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "ResNetCore(variant, stem, num_classes): the C model behind lade.ResNet32 and lade.ResNet18",
     .tp_methods = resnet_methods,
     .tp_getset = resnet_getset,

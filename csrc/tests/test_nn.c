@@ -513,3 +513,186 @@ TEST(an_unsupported_or_unknown_variant_is_refused) {
     CHECK(strstr(lade_error_detail(), "sse9") != NULL && strstr(lade_error_detail(), "generic") != NULL);
     CHECK(strcmp(lade_get_isa(), before) == 0); /* a refused switch changes nothing */
 }
+
+/* ---- synchronised batch norm ------------------------------------------------------------
+ * Two replicas on two threads, each with its own model and half of a batch; the fake
+ * all-reduce between them replaces each caller's buffer by the sum of both. */
+#include <pthread.h>
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    double *bufs[2];
+    size_t sizes[2];
+    int arrived, mismatch;
+    unsigned long generation;
+} pair_reducer;
+
+typedef struct {
+    pair_reducer *pair;
+    int slot;
+    lade_resnet *net;
+    const float *images, *dlogits;
+    int n, h, w, classes;
+    float *logits;
+    lade_status forward, backward;
+} replica;
+
+static lade_status pair_reduce(double *buf, size_t n, void *ctx) {
+    replica *me = ctx;
+    pair_reducer *p = me->pair;
+    pthread_mutex_lock(&p->lock);
+    p->bufs[me->slot] = buf;
+    p->sizes[me->slot] = n;
+    if (++p->arrived == 2) {
+        p->mismatch = p->sizes[0] != p->sizes[1];
+        for (size_t i = 0; !p->mismatch && i < n; i++) p->bufs[0][i] = p->bufs[1][i] = p->bufs[0][i] + p->bufs[1][i];
+        p->arrived = 0;
+        p->generation++;
+        pthread_cond_broadcast(&p->done);
+    } else {
+        unsigned long gen = p->generation;
+        while (gen == p->generation) pthread_cond_wait(&p->done, &p->lock);
+    }
+    int mismatch = p->mismatch;
+    pthread_mutex_unlock(&p->lock);
+    return mismatch ? lade_fail(LADE_EINVAL, "the replicas reduced buffers of different sizes") : LADE_OK;
+}
+
+static void *replica_step(void *arg) {
+    replica *r = arg;
+    r->forward = lade_resnet_forward(r->net, r->images, r->n, r->h, r->w, LADE_TRAIN, 0, r->logits);
+    lade_resnet_zero_grad(r->net);
+    r->backward = r->forward ? r->forward : lade_resnet_backward(r->net, r->dlogits, r->n);
+    return NULL;
+}
+
+static lade_resnet *seeded_model(int classes) {
+    lade_resnet *net = NULL;
+    lade_rng r;
+    lade_rng_seed(&r, 21, 0);
+    if (lade_resnet_create(&net, LADE_RESNET32_LADE, classes) == LADE_OK) lade_resnet_init(net, &r);
+    return net;
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double diff = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return diff / (scale > 0 ? scale : 1.0);
+}
+
+/* Each half forwarded and back-propagated on its own replica, with or without the reducer;
+ * returns the largest relative differences to the whole batch on one model. */
+static void check_two_halves(int *failures, int sync, double *logits_diff, double *grads_diff) {
+    const int half = 3, h = 8, w = 8, classes = 7;
+    lade_rng r;
+    lade_rng_seed(&r, 22, 0);
+    float *images = random_floats(&r, (size_t)2 * half * 3 * h * w, 1.0);
+    float *probe = random_floats(&r, (size_t)2 * half * classes, 1.0); /* d loss / d logits of sum(logits * probe) */
+    float *logits = zeros((size_t)2 * half * classes), *half_logits = zeros((size_t)2 * half * classes);
+    lade_resnet *whole = seeded_model(classes), *nets[2] = {seeded_model(classes), seeded_model(classes)};
+    CHECK(whole && nets[0] && nets[1]);
+    if (!whole || !nets[0] || !nets[1]) return;
+    CHECK_OK(lade_resnet_forward(whole, images, 2 * half, h, w, LADE_TRAIN, 0, logits));
+    lade_resnet_zero_grad(whole);
+    CHECK_OK(lade_resnet_backward(whole, probe, 2 * half));
+
+    pair_reducer pair = {.lock = PTHREAD_MUTEX_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+    replica reps[2];
+    pthread_t threads[2];
+    for (int k = 0; k < 2; k++) {
+        reps[k] = (replica){&pair, k, nets[k], images + (size_t)k * half * 3 * h * w,
+                            probe + (size_t)k * half * classes, half, h, w, classes,
+                            half_logits + (size_t)k * half * classes, LADE_OK, LADE_OK};
+        if (sync) lade_resnet_set_bn_reducer(nets[k], pair_reduce, &reps[k]);
+    }
+    for (int k = 0; k < 2; k++) CHECK(pthread_create(&threads[k], NULL, replica_step, &reps[k]) == 0);
+    for (int k = 0; k < 2; k++) pthread_join(threads[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(reps[k].forward);
+        CHECK_OK(reps[k].backward);
+    }
+    size_t np = lade_resnet_num_params(whole), nb = lade_resnet_num_buffers(whole);
+    float *sum = zeros(np);
+    for (size_t i = 0; i < np; i++) sum[i] = lade_resnet_grads(nets[0])[i] + lade_resnet_grads(nets[1])[i];
+    *logits_diff = rel_diff(half_logits, logits, (size_t)2 * half * classes);
+    *grads_diff = rel_diff(sum, lade_resnet_grads(whole), np);
+    if (sync) { /* the running statistics: those of the whole batch, and the same bits on both replicas */
+        CHECK(memcmp(lade_resnet_buffers(nets[0]), lade_resnet_buffers(nets[1]), nb * sizeof(float)) == 0);
+        CHECK(rel_diff(lade_resnet_buffers(nets[0]), lade_resnet_buffers(whole), nb) < 1e-5);
+    }
+    free(images), free(probe), free(logits), free(half_logits), free(sum);
+    lade_resnet_destroy(whole), lade_resnet_destroy(nets[0]), lade_resnet_destroy(nets[1]);
+}
+
+TEST(synchronised_batchnorm_over_two_halves_equals_the_whole_batch) {
+    int threads = lade_get_num_threads();
+    CHECK_OK(lade_set_num_threads(1)); /* one thread per replica, as under mpirun */
+    double logits_diff, grads_diff;
+    check_two_halves(failures, 1, &logits_diff, &grads_diff);
+    CHECK(logits_diff < 1e-5);
+    CHECK(grads_diff < 1e-4);
+    /* and the check can fail: per-replica statistics differ from the whole batch's */
+    check_two_halves(failures, 0, &logits_diff, &grads_diff);
+    CHECK(logits_diff > 1e-2);
+    CHECK(grads_diff > 1e-2);
+    CHECK_OK(lade_set_num_threads(threads));
+}
+
+static lade_status failing_reduce(double *buf, size_t n, void *ctx) {
+    return lade_fail(LADE_ESTATE, "the link to replica %d is down", *(int *)ctx);
+}
+
+static lade_status zeroing_reduce(double *buf, size_t n, void *ctx) {
+    memset(buf, 0, n * sizeof *buf);
+    return LADE_OK;
+}
+
+static int reduce_calls;
+static lade_status counting_reduce(double *buf, size_t n, void *ctx) {
+    reduce_calls++;
+    return LADE_OK; /* one replica: the sum is the buffer itself */
+}
+
+TEST(synchronised_batchnorm_reports_a_failing_or_wrong_reducer) {
+    lade_resnet *net = seeded_model(5);
+    CHECK(net != NULL);
+    if (!net) return;
+    const int n = 2, h = 8, w = 8;
+    lade_rng r;
+    lade_rng_seed(&r, 23, 0);
+    float *images = random_floats(&r, (size_t)n * 3 * h * w, 1.0), logits[10], dlogits[10] = {1, -1};
+    size_t nb = lade_resnet_num_buffers(net);
+    float *before = malloc(nb * sizeof(float));
+    memcpy(before, lade_resnet_buffers(net), nb * sizeof(float));
+    int replica_id = 1;
+    lade_resnet_set_bn_reducer(net, failing_reduce, &replica_id);
+    CHECK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits) == LADE_ESTATE);
+    CHECK(strstr(lade_error_detail(), "batchnorm2d forward: the statistics reducer failed: the link to replica 1") !=
+          NULL);
+    CHECK(lade_resnet_backward(net, dlogits, n) == LADE_ESTATE); /* no training forward to go back through */
+    lade_resnet_set_bn_reducer(net, zeroing_reduce, NULL);
+    CHECK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "total count of 0") != NULL);
+    CHECK(memcmp(before, lade_resnet_buffers(net), nb * sizeof(float)) == 0); /* no statistics committed */
+    /* eval mode never reduces; training calls it twice per batch norm forward and once backward */
+    lade_resnet_set_bn_reducer(net, counting_reduce, NULL);
+    reduce_calls = 0;
+    CHECK_OK(lade_resnet_forward(net, images, n, h, w, LADE_EVAL, 0, logits));
+    CHECK(reduce_calls == 0);
+    CHECK_OK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits));
+    int bn_layers = lade_resnet_num_convs(net);
+    CHECK(reduce_calls == 2 * bn_layers); /* the mean, then the variance */
+    lade_resnet_set_bn_reducer(net, failing_reduce, &replica_id);
+    CHECK(lade_resnet_backward(net, dlogits, n) == LADE_ESTATE); /* a new reducer needs a new forward */
+    lade_resnet_set_bn_reducer(net, counting_reduce, NULL);
+    CHECK_OK(lade_resnet_forward(net, images, n, h, w, LADE_TRAIN, 0, logits));
+    reduce_calls = 0;
+    CHECK_OK(lade_resnet_backward(net, dlogits, n));
+    CHECK(reduce_calls == bn_layers);
+    free(images), free(before);
+    lade_resnet_destroy(net);
+}

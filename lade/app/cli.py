@@ -10,7 +10,7 @@
     python -m lade decoupled RUN_DIR [--out DIR] cRT, LWS, tau-norm and LADE re-training on those features,
                                                 reported beside the end-to-end model
     python -m lade sweep GRID.yaml              independent, restartable runs of a grid; one table
-    python -m lade sweep GRID.yaml --backend ray [--address ADDR]   the same as Ray Tune trials (ASHA)
+    python -m lade sweep GRID.yaml --backend ray [--address ADDR]   the same as Ray Tune trials (ASHA or HyperBand)
     mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
     python -m lade configs                      list the shipped configs
 
@@ -235,7 +235,8 @@ def build_parser():
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
     s.add_argument("--data-root")
     s.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: --jobs processes on this machine; ray: Ray Tune trials with ASHA early stopping")
+                   help="local: --jobs processes on this machine; ray: Ray Tune trials with ASHA or HyperBand "
+                        "early stopping")
     s.add_argument("--address", help="with --backend ray: the Ray cluster to join (e.g. auto); default: start a "
                                      "local Ray")
     s.set_defaults(func=cmd_sweep)

@@ -9,7 +9,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
              warmup_start, milestones, lr_factor}
-    run:    {seed, threads, num_workers, eval_every, eval_batch_size, distributed}
+    run:    {seed, threads, num_workers, eval_every, eval_batch_size, distributed, sync_bn}
 
 Every key is checked before anything runs: an unknown key or a value of the wrong type
 raises ConfigError naming the key (``optim.lr``). Missing keys take the defaults below, so a
@@ -203,6 +203,9 @@ DEFAULTS = {
         # mpi: data-parallel over the ranks of `mpirun -np N python -m lade train ...` (lade.distributed);
         # optim.batch_size is the global batch, each rank trains on batch_size / N of it
         "distributed": (_choice("none", "mpi"), "none"),
+        # with run.distributed=mpi: batch norm over the global batch (one small all-reduce per BN layer
+        # forward and backward) instead of per rank, the official code's way
+        "sync_bn": (_bool, False),
     },
 }
 

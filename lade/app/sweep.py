@@ -27,8 +27,8 @@ their checkpoint, so rerunning an interrupted sweep only does the missing work. 
 ``out/logs/``. At the end every finished run is evaluated and the results are collected in
 ``out/sweep.md`` and ``out/sweep.csv``.
 
-``--backend ray [--address ADDR]`` runs the points as Ray Tune trials instead, with ASHA early
-stopping set by an optional ``ray:`` section of the sweep file (lade/app/sweep_ray.py); the run folders,
+``--backend ray [--address ADDR]`` runs the points as Ray Tune trials instead, with ASHA (or HyperBand)
+early stopping set by an optional ``ray:`` section of the sweep file (lade/app/sweep_ray.py); the run folders,
 the skipping of finished runs and the results table are the same.
 """
 import csv

@@ -8,16 +8,21 @@ in the run folder holds the weights. A trial that Tune pauses or restarts theref
 lade's checkpoint with the same weights as an uninterrupted run, and reports only the epochs Tune has
 not seen. Each trial asks Tune for ``run.threads`` CPUs.
 
-The optional ``ray`` section of the sweep file sets the early stopping (ASHA)::
+The optional ``ray`` section of the sweep file sets the early stopping::
 
     ray:
+      scheduler: asha       # asha (asynchronous: stops a trial below its rung) or hyperband (synchronous:
+                            # PAUSES a trial at a rung until its bracket's others get there, then resumes
+                            # the best 1/reduction_factor and stops the rest)
       metric: loss          # a key of the metrics.jsonl rows: loss, train_acc, test_top1 (needs run.eval_every)
       mode: min             # min or max
-      grace_period: 1       # epochs before a trial may be stopped
-      reduction_factor: 2   # ASHA keeps the best 1/reduction_factor at each rung
+      grace_period: 1       # ASHA: epochs before a trial may be stopped
+      reduction_factor: 2   # the best 1/reduction_factor go on at each rung
       max_concurrent: 0     # trials at the same time (0: as many as the CPUs allow)
 
-Trials stopped early are listed in ``out/ray_stopped.json``; a rerun skips them and the finished runs.
+A paused trial gives its CPUs back; when Tune resumes it, the trial starts again from its last Tune
+checkpoint (the epoch) and lade's checkpoint (the weights) and says so in its log. Trials stopped early
+are listed in ``out/ray_stopped.json``; a rerun skips them and the finished runs.
 """
 import contextlib
 import json
@@ -33,6 +38,7 @@ __all__ = ["SETTINGS", "check_settings", "run_trials", "stopped_early"]
 
 # key -> (default, checker)
 SETTINGS = {
+    "scheduler": ("asha", lambda v: v in ("asha", "hyperband")),
     "metric": ("loss", lambda v: isinstance(v, str) and v != "epoch"),
     "mode": ("min", lambda v: v in ("min", "max")),
     "grace_period": (1, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
@@ -90,6 +96,8 @@ def _trial(config):
         with checkpoint.as_directory() as folder:
             reported = json.loads((Path(folder) / "lade_epoch.json").read_text())["epoch"]
     with open(config["log"], "a") as log, contextlib.redirect_stderr(log):
+        if checkpoint is not None:
+            log.write(f"lade sweep: trial restored by Tune after epoch {reported}\n")
         while True:
             status = training.train(cfg, run_dir, resume=True, overrides=changes, data_root=config["data_root"],
                                     progress=False, stop_after=1)
@@ -113,11 +121,11 @@ def _save_stopped(out, stopped):
 
 
 def run_trials(spec, todo, settings, data_root=None, address=None):
-    """Runs ``todo`` ([(run folder, overrides, point)]) as Tune trials under ASHA. Returns the run
+    """Runs ``todo`` ([(run folder, overrides, point)]) as Tune trials under ASHA or HyperBand. Returns the run
     folders whose trial failed; records the ones stopped early."""
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
     import lade
 
     out = Path(spec["out"]).resolve()
@@ -142,9 +150,12 @@ def run_trials(spec, todo, settings, data_root=None, address=None):
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": path}}, include_dashboard=False,
                  log_to_driver=False)
     try:
-        scheduler = ASHAScheduler(time_attr="epoch", metric=settings["metric"], mode=settings["mode"],
-                                  max_t=max(epochs.values()), grace_period=settings["grace_period"],
-                                  reduction_factor=settings["reduction_factor"])
+        common = dict(time_attr="epoch", metric=settings["metric"], mode=settings["mode"], max_t=max(epochs.values()),
+                      reduction_factor=settings["reduction_factor"])
+        if settings["scheduler"] == "hyperband":
+            scheduler = HyperBandScheduler(**common)
+        else:
+            scheduler = ASHAScheduler(grace_period=settings["grace_period"], **common)
         trainable = tune.with_resources(_trial, lambda config: {"cpu": threads[config["trial"]["run_dir"]]})
         tuner = tune.Tuner(
             trainable,
@@ -165,7 +176,8 @@ def run_trials(spec, todo, settings, data_root=None, address=None):
             sys.stderr.write(f"lade sweep: FAILED {run_dir}: {str(result.error).strip().splitlines()[-1]}\n")
         elif run_status(run_dir) != "finished":
             stopped[run_dir.name] = int(result.metrics["epoch"])
-            sys.stderr.write(f"lade sweep: stopped early by ASHA after epoch {stopped[run_dir.name]}: {run_dir}\n")
+            sys.stderr.write(f"lade sweep: stopped early by {settings['scheduler']} after epoch "
+                             f"{stopped[run_dir.name]}: {run_dir}\n")
         else:
             sys.stderr.write(f"lade sweep: done {run_dir}\n")
     _save_stopped(out, stopped)

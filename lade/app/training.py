@@ -9,8 +9,8 @@ thread count; the run folder's files and rules are in lade.app.runs.
 With run.distributed=mpi (``mpirun -np N python -m lade train ...``) every rank runs this loop on
 its shard of each global batch (lade.distributed: the loss over the gathered global batch, the
 gradients summed in place, BN per replica with the running statistics averaged at the end of each
-epoch). Rank 0 alone reads and writes the run folder; the checkpoint records N, and a resume with
-another N is refused.
+epoch, or with run.sync_bn over the global batch). Rank 0 alone reads and writes the run folder;
+the checkpoint records N, and a resume with another N is refused.
 """
 import contextlib
 import json
@@ -155,8 +155,13 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
     if comm is not None and o["batch_size"] % comm.size:
         raise config_mod.ConfigError(f"lade config: key 'optim.batch_size' ({o['batch_size']}) must be a multiple of "
                                      f"the number of MPI ranks ({comm.size}) with run.distributed=mpi")
+    if r["sync_bn"] and comm is None:
+        raise config_mod.ConfigError("lade config: key 'run.sync_bn' (true) needs run.distributed=mpi; a single "
+                                     "process's batch norm already uses its whole batch")
     set_num_threads(r["threads"])
     net = build_model(cfg, data.classes)
+    if r["sync_bn"]:
+        net.set_bn_reducer(distributed.BatchNormSum(comm))
     opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
     loss = build_loss(cfg, data.counts)
     images, labels = data.train
@@ -255,7 +260,7 @@ def _train_locked(cfg, run_dir, resume, overwrite, overrides, data, net, opt, lo
             rate = seen / (time.perf_counter() - t0)
             bar.update(epoch, b, loss_sum / seen, correct / seen, rate,
                        per_epoch - seen + (epochs - epoch) * per_epoch)
-        if comm is not None:  # BN ran per replica; every rank ends the epoch with the same statistics
+        if comm is not None and not r["sync_bn"]:  # BN ran per replica: every rank ends the epoch alike
             distributed.average_buffers(net, comm)
         if not writer:
             continue
