@@ -571,7 +571,7 @@ static lade_resnet *seeded_model(int classes) {
     lade_resnet *net = NULL;
     lade_rng r;
     lade_rng_seed(&r, 21, 0);
-    if (lade_resnet_create(&net, LADE_RESNET32_LADE, classes) == LADE_OK) lade_resnet_init(net, &r);
+    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, classes) == LADE_OK) lade_resnet_init(net, &r);
     return net;
 }
 
