@@ -26,6 +26,7 @@ typedef struct {
     const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [co / tile][ci][ky][kx][co % tile] */
     const lade_conv2d_geom *g;
     int ph, pw, phase_w, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
+    size_t origin; /* where tap (0, 0) of output pixel (0, 0) reads in a padded plane: 0, or inside the padding */
 } lade_direct_job;
 
 typedef struct {

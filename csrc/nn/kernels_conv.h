@@ -36,7 +36,7 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
         size_t r = run0 + v;
         int b = (int)(r / runs_per_image), in_image = (int)(r % runs_per_image);
         int oy = in_image / runs_per_row, ox = in_image % runs_per_row * RUN;
-        offset[v] = (size_t)b * plane + (size_t)oy * stride * PW + ox;
+        offset[v] = j->origin + (size_t)b * plane + (size_t)oy * stride * PW + ox;
         dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)co0 * j->out.stride_c + (size_t)oy * j->out.w + ox;
     }
     VEC acc[TILE_CO][TILE_RUNS];
@@ -72,6 +72,10 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile_k)(const 
     if (kh == 3 && kw == 3 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 1);
     else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(direct_tile)(j, t, runs, 3, 3, 2);
     else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 1, 1, 1);
+    /* the phases of a stride-2 input gradient (lade_conv_direct_dgrad_s2) */
+    else if (kh == 1 && kw == 2 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 1, 2, 1);
+    else if (kh == 2 && kw == 1 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 2, 1, 1);
+    else if (kh == 2 && kw == 2 && stride == 1) RUN_NAME(direct_tile)(j, t, runs, 2, 2, 1);
     else RUN_NAME(direct_tile)(j, t, runs, kh, kw, stride);
 }
 
