@@ -95,6 +95,12 @@ static int pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded) {
  * cache lines. */
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
                       float *workspace, int accumulate) {
+    lade_conv_direct_fused(out, in, weight, NULL, bias, g, workspace, accumulate, NULL, 0);
+}
+
+void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
+                            const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual,
+                            int relu) {
     const lade_kernel_table *k = lade_kernels();
     const int PH = in.h + 2 * g->pad_h, PW = g->stride_w * phase_width(g, in.w), kk = g->kh * g->kw;
     float *padded = workspace, *wt = workspace + (size_t)g->cin * in.n * PH * PW;
@@ -102,103 +108,52 @@ void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const fl
     for (int co = 0; co < g->cout; co++)
         for (int ci = 0; ci < g->cin; ci++)
             for (int t = 0; t < kk; t++)
-                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] = weight[((size_t)co * g->cin + ci) * kk + t];
+                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] =
+                    scale ? weight[((size_t)co * g->cin + ci) * kk + t] * scale[co]
+                          : weight[((size_t)co * g->cin + ci) * kk + t];
     pad_input(in, g, padded);
     const int run = forward_run(k, out);
     lade_direct_job job = {.out = out, .in = in, .padded = padded, .wt = wt, .bias = bias, .g = g, .ph = PH, .pw = PW,
-                           .phase_w = phase_width(g, in.w), .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate};
+                           .phase_w = phase_width(g, in.w), .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate,
+                           .residual = residual, .relu = relu};
     size_t runs = (size_t)out.n * out.h * (out.w / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
     lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
 }
 
 /* ---- input gradient of a 3x3, stride-2, pad-1 convolution ------------------------
  * din[ci][2m+py][2n+px] = sum over co and taps of dout[co][m+dy][n+dx] *
- * w[co][ci][ky][kx]: each of the four pixel phases (py, px) of din is a
- * stride-1 correlation of dout with a sub-kernel of (1+py) x (1+px) taps,
- * tap d of a phase p being kernel index 1 (p = 0) or 2 - 2d (p = 1). So the
- * 9 taps split into 1 + 2 + 2 + 4, no multiply-add is wasted, and each phase
- * runs on the forward's register tiles (over dout padded by one, taps from
- * row 1, column 1). The phases land in their own planes and are interleaved
- * into din in one pass. */
-static int s2_tap(int phase, int d) { return phase ? 2 - 2 * d : 1; }
-
+ * w[co][ci][ky][kx], dy, dx in {0, 1}: each of the four pixel phases (py, px)
+ * of din is a stride-1 correlation of dout with (1+py) x (1+px) of the taps
+ * (tap d of phase p is kernel index 1 when p = 0, else 2 - 2d). The 9 taps
+ * split into 1 + 2 + 2 + 4, so no multiply-add is wasted and there is no
+ * column matrix; a register tile computes the four phases together and
+ * interleaves them on the store (kernels_conv.h). */
 int lade_conv_direct_dgrad_s2_applies(const lade_conv2d_geom *g, lade_maps dout) {
     return g->kh == 3 && g->kw == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->cin % lade_kernels()->direct_tile_co == 0 && dout.w % 8 == 0;
-}
-
-/* The geometry dout is padded with (channels cout, pad 1, stride 1). */
-static lade_conv2d_geom s2_pad_geom(const lade_conv2d_geom *g) {
-    return (lade_conv2d_geom){g->cout, g->cin, 3, 3, 1, 1, 1, 1};
+           g->cin % lade_kernels()->dgrad_s2_tile_ci == 0 && dout.w % 8 == 0;
 }
 
 size_t lade_conv_direct_dgrad_s2_workspace(const lade_conv2d_geom *g, int n, int oh, int ow) {
     if (g->kh != 3 || g->kw != 3 || g->stride_h != 2 || g->stride_w != 2 || g->pad_h != 1 || g->pad_w != 1) return 0;
-    return (size_t)g->cout * n * (oh + 2) * (ow + 2) + (size_t)g->cin * g->cout * 9 + (size_t)4 * g->cin * n * oh * ow;
-}
-
-typedef struct {
-    lade_maps din;
-    const float *phases; /* [py][px][ci][b][m][n], planes of oh x ow */
-    int oh, ow, accumulate;
-} interleave_job;
-
-static void interleave_planes(void *ctx, size_t begin, size_t end) {
-    const interleave_job *j = ctx;
-    const int H = j->din.h, W = j->din.w, oh = j->oh, ow = j->ow, half = W / 2;
-    const size_t plane = (size_t)oh * ow, phase = plane * j->din.n * j->din.c;
-    for (size_t t = begin; t < end; t++) {
-        int ci = (int)(t / j->din.n), b = (int)(t % j->din.n);
-        float *dst = j->din.data + (size_t)b * j->din.stride_n + (size_t)ci * j->din.stride_c;
-        const float *src = j->phases + t * plane;
-        for (int y = 0; y < H; y++, dst += W) {
-            const float *even = src + (size_t)(y & 1) * 2 * phase + (size_t)(y >> 1) * ow, *odd = even + phase;
-            if (j->accumulate) {
-                for (int x = 0; x < half; x++) {
-                    dst[2 * x] += even[x];
-                    dst[2 * x + 1] += odd[x];
-                }
-                if (W & 1) dst[W - 1] += even[half];
-            } else {
-                for (int x = 0; x < half; x++) {
-                    dst[2 * x] = even[x];
-                    dst[2 * x + 1] = odd[x];
-                }
-                if (W & 1) dst[W - 1] = even[half];
-            }
-        }
-    }
+    return (size_t)g->cout * n * (oh + 2) * (ow + 2) + (size_t)g->cin * g->cout * 9;
 }
 
 void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weight, const lade_conv2d_geom *g,
                                float *workspace, int accumulate) {
     const lade_kernel_table *k = lade_kernels();
-    const int n = dout.n, oh = dout.h, ow = dout.w, T = k->direct_tile_co;
-    const lade_conv2d_geom pad_geom = s2_pad_geom(g);
-    float *padded = workspace, *wt = padded + (size_t)g->cout * n * (oh + 2) * (ow + 2), *phases = wt + (size_t)g->cin * g->cout * 9;
+    const int n = dout.n, oh = dout.h, ow = dout.w, T = k->dgrad_s2_tile_ci;
+    /* dout padded by one pixel (only the bottom row and right column are read) */
+    const lade_conv2d_geom pad_geom = {g->cout, g->cin, 3, 3, 1, 1, 1, 1};
+    float *padded = workspace, *wt = padded + (size_t)g->cout * n * (oh + 2) * (ow + 2);
     const int PW = pad_input(dout, &pad_geom, padded);
-    const size_t phase_size = (size_t)g->cin * n * oh * ow;
-    for (int py = 0; py < 2; py++)
-        for (int px = 0; px < 2; px++) {
-            const int kh = 1 + py, kw = 1 + px, kk = kh * kw;
-            /* the phase's kernel, as the forward repacks one: [ci / T][co][dy][dx][ci % T] */
-            for (int ci = 0; ci < g->cin; ci++)
-                for (int co = 0; co < g->cout; co++)
-                    for (int dy = 0; dy < kh; dy++)
-                        for (int dx = 0; dx < kw; dx++)
-                            wt[(((size_t)(ci / T) * g->cout + co) * kk + dy * kw + dx) * T + ci % T] =
-                                weight[(((size_t)co * g->cin + ci) * 3 + s2_tap(py, dy)) * 3 + s2_tap(px, dx)];
-            const lade_conv2d_geom phase_geom = {g->cout, g->cin, kh, kw, 1, 1, 1, 1};
-            lade_maps out = lade_maps_cnhw(phases + (size_t)(2 * py + px) * phase_size, n, g->cin, oh, ow);
-            const int run = forward_run(k, out);
-            lade_direct_job job = {.out = out, .in = dout, .padded = padded, .wt = wt, .g = &phase_geom, .ph = oh + 2,
-                                   .pw = PW, .phase_w = PW, .origin = (size_t)PW + 1, .run = run,
-                                   .tiles_co = g->cin / T};
-            size_t runs = (size_t)n * oh * (ow / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
-            lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
-        }
-    interleave_job job = {din, phases, oh, ow, accumulate};
-    lade_parallel_for((size_t)g->cin * n, interleave_planes, &job);
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < g->cin; ci++)
+            for (int t = 0; t < 9; t++)
+                wt[(((size_t)(ci / T) * g->cout + co) * 9 + t) * T + ci % T] = weight[((size_t)co * g->cin + ci) * 9 + t];
+    lade_dgrad_s2_job job = {.din = din, .padded = padded, .wt = wt, .cin = g->cin, .cout = g->cout, .n = n,
+                             .oh = oh, .ow = ow, .ph = oh + 2, .pw = PW,
+                             .run = k->vector_floats == 16 && ow % 16 == 0 ? 16 : 8, .accumulate = accumulate};
+    lade_parallel_for((size_t)(g->cin / T) * n * oh, k->dgrad_s2_tasks, &job);
 }
 
 /* ---- weight gradient ---------------------------------------------------------------
