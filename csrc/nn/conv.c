@@ -8,7 +8,11 @@
  * When the output maps are channel-major (CNHW: consecutive images of one
  * channel are adjacent) a whole chunk is one GEMM with a wide N; for NCHW
  * maps each image is its own GEMM. The GEMMs run on OpenBLAS's threads; the
- * unfolding runs on lade's pool, never both at once. */
+ * unfolding runs on lade's pool, never both at once.
+ * Where they apply, the direct kernels (conv_direct.c) replace all of this:
+ * the forward and the weight gradient at stride 1 and 2, the input gradient
+ * at stride 1 (transposed form) and of 3x3 stride-2 pad-1 convolutions (the
+ * four pixel phases), so the CIFAR ResNets use no im2col/col2im. */
 #include "lade_nn.h"
 #include "nn_internal.h"
 #include "base/blas.h"
