@@ -41,7 +41,9 @@ def t64(a, grad=False):
 # (N, Cin, H, W, Cout, kernel, stride, padding): output widths of 8, 16, 32, 48
 # take the direct kernels (16-pixel runs where the variant has 16-float vectors
 # and the row allows), stride 2 included (odd inputs: an odd padded width split
-# into its two column phases); the others go through im2col. Batch-wide pixel
+# into its two column phases; the input gradient of a 3x3 stride-2 convolution
+# as four phase correlations, odd heights and widths dropping the last phase
+# row or column); the others go through im2col. Batch-wide pixel
 # counts that are not a multiple of the tile leave a last tile of 1 or 2 runs.
 CASES = [
     (2, 16, 32, 32, 16, 3, 1, 1),
@@ -52,6 +54,9 @@ CASES = [
     (2, 6, 9, 13, 8, 3, 1, 1),
     (2, 16, 32, 32, 32, 3, 2, 1),
     (3, 4, 15, 15, 8, 3, 2, 1),
+    (2, 8, 17, 31, 16, 3, 2, 1),
+    (3, 16, 16, 15, 8, 3, 2, 1),
+    (2, 8, 9, 64, 8, 3, 2, 1),
     (2, 8, 16, 16, 8, 1, 2, 0),
     (2, 3, 8, 16, 8, 5, 1, 2),
     (2, 8, 6, 16, 8, 1, 1, 0),

@@ -8,7 +8,11 @@
  * When the output maps are channel-major (CNHW: consecutive images of one
  * channel are adjacent) a whole chunk is one GEMM with a wide N; for NCHW
  * maps each image is its own GEMM. The GEMMs run on OpenBLAS's threads; the
- * unfolding runs on lade's pool, never both at once. */
+ * unfolding runs on lade's pool, never both at once.
+ * Where they apply, the direct kernels (conv_direct.c) replace all of this:
+ * the forward and the weight gradient at stride 1 and 2, the input gradient
+ * at stride 1 (transposed form) and of 3x3 stride-2 pad-1 convolutions (the
+ * four pixel phases), so the CIFAR ResNets use no im2col/col2im. */
 #include "lade_nn.h"
 #include "nn_internal.h"
 #include "base/blas.h"
@@ -98,6 +102,8 @@ size_t lade_conv2d_workspace_size(const lade_conv2d_geom *g, int n, int h, int w
         size_t back = lade_conv_direct_workspace(&gt, n, oh, ow);
         if (back > direct) direct = back;
     }
+    size_t dgrad = lade_conv_direct_dgrad_s2_workspace(g, n, oh, ow);
+    if (dgrad > direct) direct = dgrad;
     if (direct > scratch) scratch = direct;
     return scratch + (size_t)g->cin * g->cout * kernel;
 }
@@ -224,7 +230,8 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
     const int transposed = has_transposed_form(g);
     lade_conv2d_geom gt = {g->cout, g->cin, g->kh, g->kw, 1, 1, g->kh - 1 - g->pad_h, g->kw - 1 - g->pad_w};
     const int din_direct = din.data && transposed && lade_conv_direct_applies(&gt, din);
-    if (din.data && !din_accumulate && !din_direct) /* the other paths add into din */
+    const int din_s2 = din.data && lade_conv_direct_dgrad_s2_applies(g, dout);
+    if (din.data && !din_accumulate && !din_direct && !din_s2) /* the other paths add into din */
         for (int b = 0; b < din.n; b++)
             for (int c = 0; c < din.c; c++)
                 memset(din.data + (size_t)b * din.stride_n + (size_t)c * din.stride_c, 0,
@@ -250,7 +257,7 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->cout, K, ncols, 1.0f, dsrc, ld, workspace,
                         ncols, 1.0f, dweight, K);
         }
-        if (din.data && !transposed) {
+        if (din.data && !transposed && !din_s2) {
             /* dcol overwrites the column matrix: it is no longer needed */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, ncols, g->cout, 1.0f, weight, K, dsrc, ld, 0.0f,
                         workspace, ncols);
@@ -258,6 +265,7 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
             lade_parallel_for((size_t)nb * g->cin, col2im_planes, &job);
         }
     }
+    if (din_s2) lade_conv_direct_dgrad_s2(din, dout, weight, g, workspace, din_accumulate);
     if (din.data && transposed) {
         /* din += correlate(dout, flipped kernel with in/out channels swapped) */
         const size_t kernel = (size_t)g->kh * g->kw;

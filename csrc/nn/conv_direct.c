@@ -95,6 +95,12 @@ static int pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded) {
  * cache lines. */
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
                       float *workspace, int accumulate) {
+    lade_conv_direct_fused(out, in, weight, NULL, bias, g, workspace, accumulate, NULL, 0);
+}
+
+void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
+                            const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual,
+                            int relu) {
     const lade_kernel_table *k = lade_kernels();
     const int PH = in.h + 2 * g->pad_h, PW = g->stride_w * phase_width(g, in.w), kk = g->kh * g->kw;
     float *padded = workspace, *wt = workspace + (size_t)g->cin * in.n * PH * PW;
@@ -102,13 +108,52 @@ void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const fl
     for (int co = 0; co < g->cout; co++)
         for (int ci = 0; ci < g->cin; ci++)
             for (int t = 0; t < kk; t++)
-                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] = weight[((size_t)co * g->cin + ci) * kk + t];
+                wt[(((size_t)(co / T) * g->cin + ci) * kk + t) * T + co % T] =
+                    scale ? weight[((size_t)co * g->cin + ci) * kk + t] * scale[co]
+                          : weight[((size_t)co * g->cin + ci) * kk + t];
     pad_input(in, g, padded);
     const int run = forward_run(k, out);
     lade_direct_job job = {.out = out, .in = in, .padded = padded, .wt = wt, .bias = bias, .g = g, .ph = PH, .pw = PW,
-                           .phase_w = phase_width(g, in.w), .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate};
+                           .phase_w = phase_width(g, in.w), .run = run, .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate,
+                           .residual = residual, .relu = relu};
     size_t runs = (size_t)out.n * out.h * (out.w / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
     lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
+}
+
+/* ---- input gradient of a 3x3, stride-2, pad-1 convolution ------------------------
+ * din[ci][2m+py][2n+px] = sum over co and taps of dout[co][m+dy][n+dx] *
+ * w[co][ci][ky][kx], dy, dx in {0, 1}: each of the four pixel phases (py, px)
+ * of din is a stride-1 correlation of dout with (1+py) x (1+px) of the taps
+ * (tap d of phase p is kernel index 1 when p = 0, else 2 - 2d). The 9 taps
+ * split into 1 + 2 + 2 + 4, so no multiply-add is wasted and there is no
+ * column matrix; a register tile computes the four phases together and
+ * interleaves them on the store (kernels_conv.h). */
+int lade_conv_direct_dgrad_s2_applies(const lade_conv2d_geom *g, lade_maps dout) {
+    return g->kh == 3 && g->kw == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
+           g->cin % lade_kernels()->dgrad_s2_tile_ci == 0 && dout.w % 8 == 0;
+}
+
+size_t lade_conv_direct_dgrad_s2_workspace(const lade_conv2d_geom *g, int n, int oh, int ow) {
+    if (g->kh != 3 || g->kw != 3 || g->stride_h != 2 || g->stride_w != 2 || g->pad_h != 1 || g->pad_w != 1) return 0;
+    return (size_t)g->cout * n * (oh + 2) * (ow + 2) + (size_t)g->cin * g->cout * 9;
+}
+
+void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weight, const lade_conv2d_geom *g,
+                               float *workspace, int accumulate) {
+    const lade_kernel_table *k = lade_kernels();
+    const int n = dout.n, oh = dout.h, ow = dout.w, T = k->dgrad_s2_tile_ci;
+    /* dout padded by one pixel (only the bottom row and right column are read) */
+    const lade_conv2d_geom pad_geom = {g->cout, g->cin, 3, 3, 1, 1, 1, 1};
+    float *padded = workspace, *wt = padded + (size_t)g->cout * n * (oh + 2) * (ow + 2);
+    const int PW = pad_input(dout, &pad_geom, padded);
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < g->cin; ci++)
+            for (int t = 0; t < 9; t++)
+                wt[(((size_t)(ci / T) * g->cout + co) * 9 + t) * T + ci % T] = weight[((size_t)co * g->cin + ci) * 9 + t];
+    lade_dgrad_s2_job job = {.din = din, .padded = padded, .wt = wt, .cin = g->cin, .cout = g->cout, .n = n,
+                             .oh = oh, .ow = ow, .ph = oh + 2, .pw = PW,
+                             .run = k->vector_floats == 16 && ow % 16 == 0 ? 16 : 8, .accumulate = accumulate};
+    lade_parallel_for((size_t)(g->cin / T) * n * oh, k->dgrad_s2_tasks, &job);
 }
 
 /* ---- weight gradient ---------------------------------------------------------------

@@ -26,6 +26,9 @@ typedef struct {
     const float *padded, *wt, *bias; /* padded planes [ci][b][ph][pw]; wt is [co / tile][ci][ky][kx][co % tile] */
     const lade_conv2d_geom *g;
     int ph, pw, phase_w, run, tiles_co, accumulate; /* run: output pixels per vector (8 or 16) */
+    /* the store: out (+)= acc + bias (+ residual, laid out as out, when not NULL), then max(., 0) if relu */
+    const float *residual;
+    int relu;
 } lade_direct_job;
 
 typedef struct {
@@ -36,6 +39,15 @@ typedef struct {
     int ph, pw, phase_w, n, run;
 } lade_dw_job;
 
+/* The input gradient of a 3x3, stride-2, pad-1 convolution (conv_direct.c):
+ * dout padded by one pixel, planes [co][b][ph][pw]; wt is the weight
+ * repacked to [ci / tile][co][ky][kx][ci % tile]. */
+typedef struct {
+    lade_maps din;
+    const float *padded, *wt;
+    int cin, cout, n, oh, ow, ph, pw, run, accumulate;
+} lade_dgrad_s2_job;
+
 typedef struct {
     const char *name;
     int vector_floats;  /* widest vector the kernels use */
@@ -44,6 +56,9 @@ typedef struct {
      * weight-gradient tasks (ctx: lade_dw_job) */
     void (*direct_tiles)(void *ctx, size_t begin, size_t end);
     void (*dw_tasks)(void *ctx, size_t begin, size_t end);
+    /* tasks (image, dout row, channel tile of dgrad_s2_tile_ci); ctx: lade_dgrad_s2_job */
+    int dgrad_s2_tile_ci;
+    void (*dgrad_s2_tasks)(void *ctx, size_t begin, size_t end);
     /* batch-norm plane passes */
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);

@@ -11,6 +11,9 @@ static inline VEC RUN_NAME(load)(const float *p) {
 
 static inline void RUN_NAME(store)(float *p, VEC v) { memcpy(p, &v, sizeof v); }
 
+/* max(v, 0) that keeps NaN: lanes below zero are cleared, NaN compares false */
+static inline VEC RUN_NAME(relu)(VEC v) { return (VEC)((RUN_MASK)v & ~(RUN_MASK)(v < 0.0f)); }
+
 /* every lane s: s - 0 is s exactly (-0 and NaN included), so it compiles to a
  * bare broadcast; 0 + s would not (-0 + 0 is +0) and costs an addition */
 static inline VEC RUN_NAME(splat)(float s) { return s - (VEC){0}; }
@@ -61,7 +64,9 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
         for (int v = 0; v < runs; v++) {
             float *p = dst[v] + (size_t)r * j->out.stride_c;
             VEC value = acc[r][v] + bias;
-            RUN_NAME(store)(p, j->accumulate ? RUN_NAME(load)(p) + value : value);
+            if (j->accumulate) value = RUN_NAME(load)(p) + value;
+            if (j->residual) value += RUN_NAME(load)(j->residual + (p - j->out.data));
+            RUN_NAME(store)(p, j->relu ? RUN_NAME(relu)(value) : value);
         }
     }
 }
@@ -144,5 +149,84 @@ static void RUN_NAME(dw_tasks)(const lade_dw_job *j, size_t begin, size_t end) {
         else if (kh == 3 && kw == 3 && stride == 2) RUN_NAME(dw_task)(j, t, 3, 3, 2);
         else if (kh == 1 && kw == 1 && stride == 1) RUN_NAME(dw_task)(j, t, 1, 1, 1);
         else RUN_NAME(dw_task)(j, t, kh, kw, stride);
+    }
+}
+
+/* One task of the stride-2 input gradient (lade_conv_direct_dgrad_s2): S2_TILE_CI
+ * input channels x one row m of dout of one image, all four pixel phases of
+ * din rows 2m and 2m+1 at once. Per output channel, four dout vectors (rows m
+ * and m+1, columns n and n+1) feed the 1 + 2 + 2 + 4 taps of the phases; the
+ * column phases are interleaved in registers on the store. */
+static inline VEC RUN_NAME(interleave_lo)(VEC a, VEC b) {
+#if RUN == 8
+    return S2_SHUFFLE(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+#else
+    return S2_SHUFFLE(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+#endif
+}
+
+static inline VEC RUN_NAME(interleave_hi)(VEC a, VEC b) {
+#if RUN == 8
+    return S2_SHUFFLE(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+#else
+    return S2_SHUFFLE(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+#endif
+}
+
+/* din row (W floats from p) = or += the 2*RUN values lo, hi; only `count` of them when the row ends early */
+static inline void RUN_NAME(store_pair)(float *p, VEC lo, VEC hi, int count, int accumulate) {
+    if (count >= 2 * RUN) {
+        if (accumulate) {
+            lo += RUN_NAME(load)(p);
+            hi += RUN_NAME(load)(p + RUN);
+        }
+        RUN_NAME(store)(p, lo);
+        RUN_NAME(store)(p + RUN, hi);
+        return;
+    }
+    float tmp[2 * RUN];
+    RUN_NAME(store)(tmp, lo);
+    RUN_NAME(store)(tmp + RUN, hi);
+    for (int i = 0; i < count; i++) p[i] = accumulate ? p[i] + tmp[i] : tmp[i];
+}
+
+static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, size_t end) {
+    const int oh = j->oh, ow = j->ow, H = j->din.h, W = j->din.w, PW = j->pw, cout = j->cout;
+    const size_t plane = (size_t)j->ph * PW, channel = plane * j->n;
+    for (size_t t = begin; t < end; t++) {
+        /* t -> (image, row, channel tile), channel tiles fastest: they read the same dout rows */
+        const int tiles_ci = j->cin / S2_TILE_CI, ci0 = (int)(t % tiles_ci) * S2_TILE_CI;
+        const int m = (int)(t / tiles_ci % oh), b = (int)(t / tiles_ci / oh);
+        const float *row0 = j->padded + (size_t)b * plane + (size_t)(m + 1) * PW + 1;
+        const float *w0 = j->wt + (size_t)(ci0 / S2_TILE_CI) * cout * 9 * S2_TILE_CI;
+        for (int n0 = 0; n0 < ow; n0 += RUN) {
+            VEC acc[S2_TILE_CI][4];
+            for (int r = 0; r < S2_TILE_CI; r++)
+                for (int p = 0; p < 4; p++) acc[r][p] = (VEC){0};
+            const float *w = w0;
+            for (int co = 0; co < cout; co++, w += 9 * S2_TILE_CI) {
+                const float *s = row0 + co * channel + n0;
+                VEC d00 = RUN_NAME(load)(s), d01 = RUN_NAME(load)(s + 1);
+                VEC d10 = RUN_NAME(load)(s + PW), d11 = RUN_NAME(load)(s + PW + 1);
+                for (int r = 0; r < S2_TILE_CI; r++) {
+#define W_(ky, kx) RUN_NAME(splat)(w[((ky) * 3 + (kx)) * S2_TILE_CI + r])
+                    acc[r][0] += W_(1, 1) * d00;
+                    acc[r][1] += W_(1, 2) * d00 + W_(1, 0) * d01;
+                    acc[r][2] += W_(2, 1) * d00 + W_(0, 1) * d10;
+                    acc[r][3] += W_(2, 2) * d00 + W_(2, 0) * d01 + W_(0, 2) * d10 + W_(0, 0) * d11;
+#undef W_
+                }
+            }
+            const int count = W - 2 * n0;
+            for (int r = 0; r < S2_TILE_CI; r++) {
+                float *dst = j->din.data + (size_t)b * j->din.stride_n + (size_t)(ci0 + r) * j->din.stride_c +
+                             (size_t)(2 * m) * W + 2 * n0;
+                RUN_NAME(store_pair)(dst, RUN_NAME(interleave_lo)(acc[r][0], acc[r][1]),
+                                     RUN_NAME(interleave_hi)(acc[r][0], acc[r][1]), count, j->accumulate);
+                if (2 * m + 1 < H)
+                    RUN_NAME(store_pair)(dst + W, RUN_NAME(interleave_lo)(acc[r][2], acc[r][3]),
+                                         RUN_NAME(interleave_hi)(acc[r][2], acc[r][3]), count, j->accumulate);
+            }
+        }
     }
 }

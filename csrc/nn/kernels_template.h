@@ -28,6 +28,8 @@
 
 typedef float vec8 __attribute__((vector_size(32)));
 typedef float vecw __attribute__((vector_size(4 * KERNEL_FLOATS)));
+typedef int32_t vec8_int __attribute__((vector_size(32)));
+typedef int32_t vec16_int __attribute__((vector_size(64)));
 
 /* ---- direct convolution: runs of 8 pixels, and of 16 where the variant has them.
  * A tile's accumulators, one input vector per run and a weight take
@@ -38,20 +40,37 @@ typedef float vecw __attribute__((vector_size(4 * KERNEL_FLOATS)));
 #else
 #define TILE_CO 4
 #endif
+/* The stride-2 input gradient's tile: S2_TILE_CI channels x 4 phases of
+ * accumulators, 4 dout vectors and a weight: 13 registers of AVX2's 16, 21 of
+ * AVX-512's 32. */
+#if KERNEL_FLOATS == 16
+#define S2_TILE_CI 4
+#else
+#define S2_TILE_CI 2
+#endif
+#if defined(__clang__)
+#define S2_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define S2_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (RUN_MASK){__VA_ARGS__})
+#endif
 #define RUN 8
 #define VEC vec8
+#define RUN_MASK vec8_int
 #define RUN_NAME(x) x##_run8
 #include "kernels_conv.h"
 #undef RUN
 #undef VEC
+#undef RUN_MASK
 #undef RUN_NAME
 #if KERNEL_FLOATS == 16
 #define RUN 16
 #define VEC vecw
+#define RUN_MASK vec16_int
 #define RUN_NAME(x) x##_run16
 #include "kernels_conv.h"
 #undef RUN
 #undef VEC
+#undef RUN_MASK
 #undef RUN_NAME
 #endif
 
@@ -64,6 +83,17 @@ static void KERNEL_NAME(direct_tiles)(void *ctx, size_t begin, size_t end) {
     }
 #endif
     direct_tiles_run8(j, begin, end);
+}
+
+static void KERNEL_NAME(dgrad_s2_tasks)(void *ctx, size_t begin, size_t end) {
+    const lade_dgrad_s2_job *j = ctx;
+#if KERNEL_FLOATS == 16
+    if (j->run == 16) {
+        dgrad_s2_tasks_run16(j, begin, end);
+        return;
+    }
+#endif
+    dgrad_s2_tasks_run8(j, begin, end);
 }
 
 static void KERNEL_NAME(dw_tasks)(void *ctx, size_t begin, size_t end) {
@@ -194,6 +224,8 @@ const lade_kernel_table KERNEL_NAME(lade_kernels) = {
     .direct_tile_co = TILE_CO,
     .direct_tiles = KERNEL_NAME(direct_tiles),
     .dw_tasks = KERNEL_NAME(dw_tasks),
+    .dgrad_s2_tile_ci = S2_TILE_CI,
+    .dgrad_s2_tasks = KERNEL_NAME(dgrad_s2_tasks),
     .plane_sum = KERNEL_NAME(plane_sum),
     .plane_sq_dev = KERNEL_NAME(plane_sq_dev),
     .plane_dy_sums = KERNEL_NAME(plane_dy_sums),

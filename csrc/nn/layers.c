@@ -172,13 +172,37 @@ lade_status lade_batchnorm2d_forward_train(lade_maps out, float *save_mean, floa
     return LADE_OK;
 }
 
+static void eval_scale_shift(float *scale, float *shift, float gamma, float beta, float mean, float var, float eps) {
+    float invstd = (float)(1.0 / sqrt((double)var + eps));
+    *scale = gamma * invstd;
+    *shift = beta - mean * *scale;
+}
+
+static lade_status check_running(const float *running_mean, const float *running_var, int c_count) {
+    for (int c = 0; c < c_count; c++)
+        if (!(running_var[c] >= 0) || !isfinite(running_var[c]) || !isfinite(running_mean[c]))
+            return lade_fail(LADE_EINVAL, "batchnorm2d: argument 'running_var' must be finite and >= 0 and "
+                             "'running_mean' finite, got var %g, mean %g for channel %d", (double)running_var[c],
+                             (double)running_mean[c], c);
+    return LADE_OK;
+}
+
+lade_status lade_bn_eval_fold(float *scale, float *shift, const float *gamma, const float *beta,
+                              const float *running_mean, const float *running_var, float eps, int c_count) {
+    lade_status st = check_running(running_mean, running_var, c_count);
+    if (st) return st;
+    for (int c = 0; c < c_count; c++)
+        eval_scale_shift(&scale[c], &shift[c], gamma[c], beta[c], running_mean[c], running_var[c], eps);
+    return LADE_OK;
+}
+
 static void bn_eval_channels(void *ctx, size_t begin, size_t end) {
     const bn_job *j = ctx;
     const lade_kernel_table *k = lade_kernels();
     const size_t plane = (size_t)j->in.h * j->in.w;
     for (size_t c = begin; c < end; c++) {
-        float invstd = (float)(1.0 / sqrt((double)j->cvar[c] + j->eps));
-        float scale = j->gamma[c] * invstd, shift = j->beta[c] - j->cmean[c] * scale;
+        float scale, shift;
+        eval_scale_shift(&scale, &shift, j->gamma[c], j->beta[c], j->cmean[c], j->cvar[c], j->eps);
         for (int b = 0; b < j->in.n; b++) {
             const float *x = j->in.data + b * j->in.stride_n + c * j->in.stride_c;
             float *y = j->out.data + b * j->out.stride_n + c * j->out.stride_c;
@@ -191,12 +215,8 @@ lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *ga
                                     const float *running_mean, const float *running_var, float eps, lade_maps residual,
                                     int relu) {
     lade_status st = bn_forward_check(out, in, eps, residual);
+    if (!st) st = check_running(running_mean, running_var, in.c);
     if (st) return st;
-    for (int c = 0; c < in.c; c++)
-        if (!(running_var[c] >= 0) || !isfinite(running_var[c]) || !isfinite(running_mean[c]))
-            return lade_fail(LADE_EINVAL, "batchnorm2d: argument 'running_var' must be finite and >= 0 and "
-                             "'running_mean' finite, got var %g, mean %g for channel %d", (double)running_var[c],
-                             (double)running_mean[c], c);
     bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = running_mean,
                 .cvar = running_var, .eps = eps, .residual = residual, .relu = relu};
     lade_parallel_for((size_t)in.c, bn_eval_channels, &j);

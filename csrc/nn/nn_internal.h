@@ -50,6 +50,23 @@ int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
                       float *workspace, int accumulate);
+/* din = (accumulate 0) or += (1) the input gradient of a 3x3, stride-2, pad-1
+ * convolution, without col2im: applies when dout's width is a multiple of 8
+ * and cin of the variant's channel tile; workspace in floats. */
+int lade_conv_direct_dgrad_s2_applies(const lade_conv2d_geom *g, lade_maps dout);
+size_t lade_conv_direct_dgrad_s2_workspace(const lade_conv2d_geom *g, int n, int oh, int ow);
+void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weight, const lade_conv2d_geom *g,
+                               float *workspace, int accumulate);
+/* lade_conv_direct with what follows the convolution done in its store:
+ * weight row co multiplied by scale[co] (when scale is not NULL), then out
+ * (+)= conv + bias (+ residual, laid out as out, when not NULL), then ReLU
+ * when relu. An eval-mode batch norm folds into scale and bias. */
+void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
+                            const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual,
+                            int relu);
+/* The eval-mode batch norm as y = x*scale + shift per channel (checks the running statistics). */
+lade_status lade_bn_eval_fold(float *scale, float *shift, const float *gamma, const float *beta,
+                              const float *running_mean, const float *running_var, float eps, int c);
 /* dweight += the weight gradient of a direct stride-1 convolution (kernels of
  * up to 9 taps, output width a multiple of 8); workspace as for lade_conv_direct. */
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout);

@@ -434,29 +434,55 @@ static lade_status bn_forward(lade_resnet *net, conv_bn *u, lade_maps out, lade_
                                    residual, relu);
 }
 
+/* Eval mode, where the direct convolution applies: the batch norm folded
+ * into the convolution (weights scaled, shift as bias) and the residual and
+ * ReLU applied in its store, so out = relu(bn(conv(in)) + residual) is written
+ * once and no convolution output is stored. */
+static lade_status conv_bn_eval_fused(lade_resnet *net, conv_bn *u, lade_maps out, lade_maps in, lade_maps residual,
+                                      int relu) {
+    float scale[MAX_CHANNELS], shift[MAX_CHANNELS];
+    lade_status st = lade_bn_eval_fold(scale, shift, net->params + u->gamma, net->params + u->beta,
+                                       net->buffers + u->running_mean, net->buffers + u->running_var, BN_EPS,
+                                       u->geom.cout);
+    if (st) return st;
+    lade_conv_direct_fused(out, in, net->params + u->weight, scale, shift, &u->geom, net->workspace, 0, residual.data,
+                           relu);
+    return LADE_OK;
+}
+
+/* out = relu?(bn(conv(in)) (+ residual)); conv_out holds conv(in) when training needs it */
+static lade_status conv_bn_forward(lade_resnet *net, conv_bn *u, lade_maps conv_out, lade_maps out, lade_maps in,
+                                   int train, lade_maps residual, int relu) {
+    if (!train && lade_conv_direct_applies(&u->geom, out)) {
+        TIMED_CONV(net, LADE_PROF_CONV_FWD, u, conv_bn_eval_fused(net, u, out, in, residual, relu));
+        return LADE_OK;
+    }
+    TIMED_CONV(net, LADE_PROF_CONV_FWD, u,
+               lade_conv2d_forward(conv_out, in, net->params + u->weight, NULL, &u->geom, net->workspace));
+    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, u, out, conv_out, train, residual, relu));
+    return LADE_OK;
+}
+
 static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float *y_data, int train) {
     int n = x.n, oh = stage_size(x.h, b->stride), ow = stage_size(x.w, b->stride);
     lade_maps c1 = lade_maps_cnhw(b->c1, n, b->out_c, oh, ow), a1 = lade_maps_cnhw(b->a1, n, b->out_c, oh, ow);
     lade_maps c2 = lade_maps_cnhw(b->c2, n, b->out_c, oh, ow), y = lade_maps_cnhw(y_data, n, b->out_c, oh, ow);
-    const float *p = net->params;
     b->unit1.in_h = x.h, b->unit1.in_w = x.w, b->unit2.in_h = oh, b->unit2.in_w = ow;
-    TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit1,
-               lade_conv2d_forward(c1, x, p + b->unit1.weight, NULL, &b->unit1.geom, net->workspace));
     lade_maps none = {0};
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit1, a1, c1, train, none, 1));
-    TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->unit2,
-               lade_conv2d_forward(c2, a1, p + b->unit2.weight, NULL, &b->unit2.geom, net->workspace));
+    lade_status st = conv_bn_forward(net, &b->unit1, c1, a1, x, train, none, 1);
+    if (st) return st;
     if (b->has_proj) { /* option B: y = relu(bn2(c2) + bn(conv1x1(x))) */
         lade_maps pc = lade_maps_cnhw(b->pc, n, b->out_c, oh, ow), pb = lade_maps_cnhw(b->pb, n, b->out_c, oh, ow);
         b->proj.in_h = x.h, b->proj.in_w = x.w;
-        TIMED_CONV(net, LADE_PROF_CONV_FWD, &b->proj,
-                   lade_conv2d_forward(pc, x, p + b->proj.weight, NULL, &b->proj.geom, net->workspace));
-        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->proj, pb, pc, train, none, 0));
-        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, pb, 1));
+        st = conv_bn_forward(net, &b->proj, pc, pb, x, train, none, 0);
+        if (!st) st = conv_bn_forward(net, &b->unit2, c2, y, a1, train, pb, 1);
+        if (st) return st;
     } else if (b->stride == 1 && x.c == y.c) { /* identity shortcut: y = relu(bn(c2) + x) in one pass */
-        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, x, 1));
+        st = conv_bn_forward(net, &b->unit2, c2, y, a1, train, x, 1);
+        if (st) return st;
     } else { /* option A: the shortcut covers only the middle channels, at every other pixel */
-        TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &b->unit2, y, c2, train, none, 0));
+        st = conv_bn_forward(net, &b->unit2, c2, y, a1, train, none, 0);
+        if (st) return st;
         TIMED(net, LADE_PROF_ELTWISE_FWD, lade_shortcut_a_accumulate(y, x, b->stride));
         TIMED(net, LADE_PROF_ELTWISE_FWD, relu_inplace(y));
     }
@@ -501,10 +527,9 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
     const int c0 = net->stem_channels;
     lade_maps sc = lade_maps_cnhw(net->stem_c, n, c0, sh, sw), sa = lade_maps_cnhw(net->stem_a, n, c0, sh, sw);
     net->stem.in_h = h, net->stem.in_w = w;
-    TIMED_CONV(net, LADE_PROF_CONV_FWD, &net->stem,
-               lade_conv2d_forward(sc, img, net->params + net->stem.weight, NULL, &net->stem.geom, net->workspace));
     lade_maps none = {0};
-    TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, &net->stem, sa, sc, train, none, 1));
+    st = conv_bn_forward(net, &net->stem, sc, sa, img, train, none, 1);
+    if (st) return st;
     lade_maps x = sa;
     if (net->has_pool) {
         x = lade_maps_cnhw(net->pooled, n, c0, th, tw);

@@ -474,7 +474,7 @@ static void check_batchnorm_against_double(int *failures, int n, int c, int h, i
 }
 
 /* Every variant this CPU runs: the direct convolution (8- and 16-pixel runs,
- * odd heights, tails) and batch norm against the naive references. */
+ * odd heights and widths, tails, stride 2) and batch norm against the naive references. */
 TEST(every_kernel_variant_matches_the_references) {
     char names[8][16];
     int count = supported_variants(names, 8);
@@ -482,12 +482,14 @@ TEST(every_kernel_variant_matches_the_references) {
     CHECK(count >= 1);
     const lade_conv2d_geom geoms[] = {
         {5, 8, 3, 3, 1, 1, 1, 1}, {3, 16, 3, 3, 1, 1, 1, 1}, {2, 8, 5, 5, 1, 1, 2, 2}, {3, 8, 1, 1, 1, 1, 0, 0},
+        /* stride 2: the input gradient as four phase correlations */
+        {8, 8, 3, 3, 2, 2, 1, 1}, {16, 4, 3, 3, 2, 2, 1, 1},
     };
     for (int v = 0; v < count; v++) {
         CHECK_OK(lade_set_isa(names[v]));
         CHECK(strcmp(lade_get_isa(), names[v]) == 0);
         int before_failures = *failures;
-        const int shapes[][2] = {{6, 16}, {3, 16}, {5, 32}, {4, 8}, {7, 48}};
+        const int shapes[][2] = {{6, 16}, {3, 16}, {5, 32}, {4, 8}, {7, 48}, {9, 15}};
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], shapes[s][0], shapes[s][1]);
         check_batchnorm_against_double(failures, 3, 4, 5, 3);  /* planes shorter than a vector */
