@@ -179,39 +179,35 @@ class GlobalBatchLoss:
         return value, grad
 
 
-class GradientSum:
-    """The ``reduce_gradients`` hook of ``lade.train_step``: adds the gradient buffers of all ranks in
-    place (one MPI Allreduce(IN_PLACE, SUM) on the flat float32 buffer, no copy). With
-    ``GlobalBatchLoss`` the sum is the gradient of the global batch's mean loss."""
-
-    def __init__(self, comm):
-        self.comm = comm
-
-    def __call__(self, grads):
-        if not (isinstance(grads, np.ndarray) and grads.dtype == np.float32 and grads.flags.c_contiguous
-                and grads.flags.writeable):
-            raise TypeError(f"lade.distributed.GradientSum: argument 'grads' must be a writable C-contiguous "
-                            f"float32 array, got {getattr(grads, 'dtype', type(grads).__name__)}")
-        MPI = _mpi()
-        self.comm.Allreduce(MPI.IN_PLACE, [grads, MPI.FLOAT], op=MPI.SUM)
-
-
-class BatchNormSum:
-    """The reducer of synchronised batch norm (``lade.ResNet32.set_bn_reducer``): adds a BN layer's
-    per-channel sums over the ranks, in place (one MPI Allreduce(IN_PLACE, SUM) on the float64 view of the
-    C buffer, no copy). Every rank must set it, and all ranks then run the same BN layers in the same
-    order, as data-parallel training does."""
+class _InPlaceSum:
+    """Adds a buffer over all ranks in place: one MPI Allreduce(IN_PLACE, SUM), through the buffer
+    protocol (no copy). Subclasses name the buffer's dtype."""
+    dtype, mpi_type, arg = None, None, None
 
     def __init__(self, comm):
         self.comm = comm
 
     def __call__(self, buf):
-        if not (isinstance(buf, np.ndarray) and buf.dtype == np.float64 and buf.flags.c_contiguous
+        if not (isinstance(buf, np.ndarray) and buf.dtype == self.dtype and buf.flags.c_contiguous
                 and buf.flags.writeable):
-            raise TypeError(f"lade.distributed.BatchNormSum: argument 'buf' must be a writable C-contiguous "
-                            f"float64 array, got {getattr(buf, 'dtype', type(buf).__name__)}")
+            raise TypeError(f"lade.distributed.{type(self).__name__}: argument '{self.arg}' must be a writable "
+                            f"C-contiguous {np.dtype(self.dtype).name} array, got "
+                            f"{getattr(buf, 'dtype', type(buf).__name__)}")
         MPI = _mpi()
-        self.comm.Allreduce(MPI.IN_PLACE, [buf, MPI.DOUBLE], op=MPI.SUM)
+        self.comm.Allreduce(MPI.IN_PLACE, [buf, getattr(MPI, self.mpi_type)], op=MPI.SUM)
+
+
+class GradientSum(_InPlaceSum):
+    """The ``reduce_gradients`` hook of ``lade.train_step``: adds the flat float32 gradient buffers of
+    all ranks in place. With ``GlobalBatchLoss`` the sum is the gradient of the global batch's mean loss."""
+    dtype, mpi_type, arg = np.float32, "FLOAT", "grads"
+
+
+class BatchNormSum(_InPlaceSum):
+    """The reducer of synchronised batch norm (``lade.ResNet32.set_bn_reducer``): adds a BN layer's
+    per-channel sums over the ranks, in place, on the float64 view of the C buffer. Every rank must set
+    it, and all ranks then run the same BN layers in the same order, as data-parallel training does."""
+    dtype, mpi_type, arg = np.float64, "DOUBLE", "buf"
 
 
 def average_buffers(model, comm):
