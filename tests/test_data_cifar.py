@@ -4,10 +4,11 @@ import gc
 import io
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import tarfile
-import threading
 import time
-import _thread
 
 import numpy as np
 import pytest
@@ -423,17 +424,39 @@ def test_loader_shutdown_close_gc_and_exceptions(small_cifar):
     assert thread_count() == base
 
 
-def test_loader_keyboard_interrupt(small_cifar):
-    """Ctrl-C while waiting for a slow batch: KeyboardInterrupt arrives promptly,
-    and close() stops the workers without waiting for the batch."""
-    images, labels = small_cifar
-    big = data.ImageNetTrain(size=1024)  # ~0.1 s per sample: a batch of 64 takes seconds
-    loader = data.Loader((images, labels), 64, big, num_workers=1, prefetch=1)
-    timer = threading.Timer(0.3, _thread.interrupt_main)
-    start = time.monotonic()
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        next(iter(loader))
-    assert time.monotonic() - start < 2.0
-    loader.close()
-    assert time.monotonic() - start < 3.0
+_CTRL_C_CHILD = """
+import sys, time
+import numpy as np
+from lade import data
+images = np.random.default_rng(0).integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)
+labels = np.arange(200, dtype=np.int64) % 10
+big = data.ImageNetTrain(size=1024)  # ~0.1 s per sample: a batch of 64 takes seconds
+loader = data.Loader((images, labels), 64, big, num_workers=1, prefetch=1)
+print("waiting", flush=True)
+start = time.monotonic()
+try:
+    next(iter(loader))
+    print("no interrupt", flush=True)
+    sys.exit(1)
+except KeyboardInterrupt:
+    interrupted = time.monotonic() - start
+loader.close()
+print(f"interrupted {interrupted:.3f} closed {time.monotonic() - start:.3f}", flush=True)
+"""
+
+
+def test_loader_keyboard_interrupt():
+    """A real Ctrl-C (SIGINT) while waiting for a slow batch: KeyboardInterrupt arrives promptly,
+    and close() stops the workers without waiting for the batch. In a fresh interpreter, so that
+    no other test's signal handling is in the way."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = REPO_ROOT
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline().strip() == "waiting", proc.stderr.read()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    words = out.split()
+    assert words[0] == "interrupted" and float(words[1]) < 2.0 and float(words[3]) < 3.0, out
