@@ -425,9 +425,11 @@ def test_loader_shutdown_close_gc_and_exceptions(small_cifar):
 
 
 _CTRL_C_CHILD = """
-import sys, time
+import signal, sys, time
 import numpy as np
 from lade import data
+# as in a terminal: a test runner started in the background (nohup, &) passes SIGINT on ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 images = np.random.default_rng(0).integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)
 labels = np.arange(200, dtype=np.int64) % 10
 big = data.ImageNetTrain(size=1024)  # ~0.1 s per sample: a batch of 64 takes seconds
