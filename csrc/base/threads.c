@@ -25,7 +25,7 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t work_ready = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 
-static int num_threads;              /* 0 until first use */
+static int num_threads;              /* 0 until first use (atomic: read without a lock) */
 static int num_workers;              /* num_threads - 1 workers are running */
 static pthread_t workers[MAX_THREADS];
 static uint64_t generation;          /* bumped for every job and for shutdown (atomic; written under pool_lock) */
@@ -33,11 +33,15 @@ static uint64_t spawn_generation;    /* generation when the workers were started
 static int shutting_down;
 
 /* The job. Its fields are written by the caller only between jobs, and read
- * with relaxed atomic loads, since a worker that lost its core may still read
- * them after the job ended; what it read then is thrown away, because claiming
- * a chunk is a compare-and-swap on job_claim, which holds the job's tag (its
+ * with atomic loads, since a worker that lost its core may still read them
+ * after the job ended; what it read then is thrown away, because claiming a
+ * chunk is a compare-and-swap on job_claim, which holds the job's tag (its
  * generation, JOB_TAG_BITS wide) and the first index not yet taken. While a
- * job has unclaimed indices it is not finished, so its fields stay unchanged. */
+ * job has unclaimed indices it is not finished, so its fields stay unchanged;
+ * before the next job's fields are written, job_claim is closed (see
+ * lade_parallel_for). The fields are stored with release and loaded with
+ * acquire: a worker that reads a new field also sees the closed claim, and what
+ * the caller wrote behind its ctx pointer (`make tsan` checks the pool). */
 #define JOB_INDEX_BITS 40
 #define JOB_INDEX_MASK ((UINT64_C(1) << JOB_INDEX_BITS) - 1)
 #define TAG_MASK ((UINT64_C(1) << (64 - JOB_INDEX_BITS)) - 1) /* generation bits kept in the tag */
@@ -61,9 +65,9 @@ static void take_chunks(uint64_t gen) {
     for (;;) {
         uint64_t claim = __atomic_load_n(&job_claim, __ATOMIC_ACQUIRE);
         if ((claim & ~JOB_INDEX_MASK) != job_tag(gen)) return;
-        size_t n = __atomic_load_n(&job_n, __ATOMIC_RELAXED), chunk = __atomic_load_n(&job_chunk, __ATOMIC_RELAXED);
-        lade_range_fn fn = __atomic_load_n(&job_fn, __ATOMIC_RELAXED);
-        void *ctx = __atomic_load_n(&job_ctx, __ATOMIC_RELAXED);
+        size_t n = __atomic_load_n(&job_n, __ATOMIC_ACQUIRE), chunk = __atomic_load_n(&job_chunk, __ATOMIC_ACQUIRE);
+        lade_range_fn fn = __atomic_load_n(&job_fn, __ATOMIC_ACQUIRE);
+        void *ctx = __atomic_load_n(&job_ctx, __ATOMIC_ACQUIRE);
         size_t begin = (size_t)(claim & JOB_INDEX_MASK);
         if (begin >= n) return;
         size_t end = n - begin < chunk ? n : begin + chunk;
@@ -135,15 +139,16 @@ lade_status lade_set_num_threads(int n) {
     pthread_mutex_lock(&dispatch_lock);
     stop_workers();
     lade_status st = start_workers(n);
-    num_threads = st == LADE_OK ? n : 1;
-    openblas_set_num_threads(num_threads);
+    int now = st == LADE_OK ? n : 1;
+    __atomic_store_n(&num_threads, now, __ATOMIC_RELAXED);
+    openblas_set_num_threads(now);
     pthread_mutex_unlock(&dispatch_lock);
     return st;
 }
 
 int lade_get_num_threads(void) {
-    if (num_threads == 0) lade_set_num_threads(default_thread_count());
-    return num_threads;
+    if (__atomic_load_n(&num_threads, __ATOMIC_RELAXED) == 0) lade_set_num_threads(default_thread_count());
+    return __atomic_load_n(&num_threads, __ATOMIC_RELAXED);
 }
 
 void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx) {
@@ -157,10 +162,16 @@ void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx) {
     int total = num_workers + 1;
     size_t chunk = n / ((size_t)total * CHUNKS_PER_THREAD);
     uint64_t gen = generation + 1;
-    __atomic_store_n(&job_fn, fn, __ATOMIC_RELAXED);
-    __atomic_store_n(&job_ctx, ctx, __ATOMIC_RELAXED);
-    __atomic_store_n(&job_n, n, __ATOMIC_RELAXED);
-    __atomic_store_n(&job_chunk, chunk < 1 ? 1 : chunk, __ATOMIC_RELAXED);
+    /* Close the claim before the fields change. A worker late from the last
+     * job may still hold that job's tag; with the claim at that job's end but
+     * this job's (larger) n, it would take indices of this job under the old
+     * tag: indices run twice, and job_done counted wrong (a caller that
+     * returns early, or one that waits for ever). */
+    __atomic_store_n(&job_claim, job_tag(gen & TAG_MASK) | JOB_INDEX_MASK, __ATOMIC_RELAXED);
+    __atomic_store_n(&job_fn, fn, __ATOMIC_RELEASE);
+    __atomic_store_n(&job_ctx, ctx, __ATOMIC_RELEASE);
+    __atomic_store_n(&job_n, n, __ATOMIC_RELEASE);
+    __atomic_store_n(&job_chunk, chunk < 1 ? 1 : chunk, __ATOMIC_RELEASE);
     __atomic_store_n(&job_done, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&job_claim, job_tag(gen & TAG_MASK), __ATOMIC_RELEASE);
     pthread_mutex_lock(&pool_lock); /* a worker checks generation under it before sleeping */

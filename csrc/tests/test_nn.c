@@ -286,27 +286,6 @@ TEST(rng_is_reproducible_and_streams_differ) {
     for (int k = 0; k < 7; k++) CHECK(hist[k] > 9500 && hist[k] < 10500);
 }
 
-typedef struct { int *hits; } pool_ctx;
-static void count_hits(void *ctx, size_t begin, size_t end) {
-    pool_ctx *p = ctx;
-    for (size_t i = begin; i < end; i++) p->hits[i]++;
-}
-
-TEST(thread_pool_covers_every_index_once) {
-    int hits[1000];
-    for (int threads = 1; threads <= 3; threads++) {
-        CHECK_OK(lade_set_num_threads(threads));
-        for (int rep = 0; rep < 50; rep++) {
-            memset(hits, 0, sizeof hits);
-            pool_ctx ctx = {hits};
-            lade_parallel_for(1000, count_hits, &ctx);
-            for (int i = 0; i < 1000; i++) CHECK(hits[i] == 1);
-        }
-    }
-    CHECK(lade_set_num_threads(0) == LADE_EINVAL);
-    CHECK_OK(lade_set_num_threads(2));
-}
-
 /* Central differences of the softmax-CE loss at three parameters (probes) against their
  * backward gradients g; p are the model's parameters, perturbed by +-eps and restored.
  * Returns how many of the three disagree (or -1 when the batch does not fit). */
