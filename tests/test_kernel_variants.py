@@ -105,6 +105,27 @@ def test_batchnorm_matches_torch(variant, shape):
     assert rel_err(lnn.batchnorm2d_forward_eval(x, gamma, beta, rmean, rvar), ref_eval) < TOL, f"eval ({variant})"
 
 
+def test_resnet_gradients_match_torch(variant):
+    """The whole model's training step on each variant: every gradient, through the fused passes (BN backward
+    with the ReLU mask, the identity shortcut's gradient taken in the same pass, the option-A shortcut)."""
+    from torch_reference import ResNet32 as TorchResNet32, load_numpy_state
+    rng = np.random.default_rng(11)
+    net = lade.ResNet32(num_classes=10, variant="lade", seed=3)
+    ref = TorchResNet32(10, "lade").double()
+    load_numpy_state(ref, net.state_dict())
+    images = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    labels = rng.integers(0, 10, 4).astype(np.int64)
+    logits = net.forward(images, train=True)
+    loss, dlogits = lade.losses.softmax_ce(logits, labels)
+    net.zero_grad()
+    net.backward(dlogits)
+    ref.train()
+    F.cross_entropy(ref.fc(ref.features(t64(images))), torch.from_numpy(labels)).backward()
+    ref_params = dict(ref.named_parameters())
+    for name, grad in net.gradients().items():
+        assert rel_err(grad, ref_params[name].grad) < 1e-4, f"gradient of {name} ({variant})"
+
+
 def test_a_variant_repeats_its_bits(variant):
     """Same variant, same input, same thread count: the same bits (the
     reproducibility the README promises)."""

@@ -63,9 +63,12 @@ typedef struct {
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);
     /* The backward passes read dy masked by a ReLU that followed the batch
-     * norm: dy where relu_out > 0 (or is NaN), else 0; no mask when relu_out is NULL. */
+     * norm: dy where relu_out > 0 (or is NaN), else 0; no mask when relu_out is NULL.
+     * plane_dy_sums also writes the masked dy to pass_on (adds it when
+     * pass_accumulate) unless pass_on is NULL: an identity shortcut's gradient,
+     * without a pass of its own over dy and relu_out. */
     void (*plane_dy_sums)(const float *dy, const float *relu_out, const float *x, size_t n, float mean,
-                          double *sum_dy, double *sum_dy_xc);
+                          double *sum_dy, double *sum_dy_xc, float *pass_on, int pass_accumulate);
     /* y = x*scale + shift (+ residual, if not NULL), then max(y, 0) if relu (NaN stays NaN) */
     void (*plane_affine)(float *y, const float *x, size_t n, float scale, float shift, const float *residual,
                          int relu);

@@ -182,13 +182,14 @@ static inline float dy_1(const float *dy, const float *relu_out, size_t p) {
 }
 
 static void KERNEL_NAME(plane_dy_sums)(const float *dy, const float *relu_out, const float *x, size_t n, float mean,
-                                       double *sum_dy, double *sum_dy_xc) {
+                                       double *sum_dy, double *sum_dy_xc, float *pass_on, int pass_accumulate) {
     vecw a = {0}, b = {0};
     size_t p = 0;
     for (; p + KERNEL_FLOATS <= n; p += KERNEL_FLOATS) {
         vecw d = dy_w(dy, relu_out, p);
         a += d;
         b += d * (loadw(x + p) - mean);
+        if (pass_on) storew(pass_on + p, pass_accumulate ? loadw(pass_on + p) + d : d);
     }
     double s = 0.0, t = 0.0;
     for (int k = 0; k < KERNEL_FLOATS; k++) {
@@ -199,6 +200,7 @@ static void KERNEL_NAME(plane_dy_sums)(const float *dy, const float *relu_out, c
         float d = dy_1(dy, relu_out, p);
         s += d;
         t += (double)d * ((double)x[p] - mean);
+        if (pass_on) pass_on[p] = pass_accumulate ? pass_on[p] + d : d;
     }
     *sum_dy += s;
     *sum_dy_xc += t;

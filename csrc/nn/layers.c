@@ -30,12 +30,14 @@ typedef struct {
     int accumulate;
     lade_maps residual; /* forward: added after the affine map when residual.data is set */
     lade_maps relu_out; /* backward: output of a ReLU after the batch norm, masks dout when data is set */
+    lade_maps pass_on;  /* backward: gets the masked dout too (added when pass_accumulate) when data is set */
+    int pass_accumulate;
     int relu;           /* forward: ReLU last */
     double *sums;       /* synchronised: the reducer's buffer (2 * channels + 1 doubles) */
     double total;       /* synchronised: values per channel over all replicas */
 } bn_job;
 
-static const float *plane_or_null(lade_maps m, int b, size_t c) {
+static float *plane_or_null(lade_maps m, int b, size_t c) {
     return m.data ? m.data + b * m.stride_n + c * m.stride_c : NULL;
 }
 
@@ -237,7 +239,7 @@ static void bn_channel_dy_sums(const bn_job *j, const lade_kernel_table *kern, s
     for (int b = 0; b < j->in.n; b++)
         kern->plane_dy_sums(j->dout.data + b * j->dout.stride_n + c * j->dout.stride_c,
                             plane_or_null(j->relu_out, b, c), j->in.data + b * j->in.stride_n + c * j->in.stride_c,
-                            plane, j->cmean[c], &sdy, &sdyx);
+                            plane, j->cmean[c], &sdy, &sdyx, plane_or_null(j->pass_on, b, c), j->pass_accumulate);
     *sum_dy = sdy;
     *sum_dy_xhat = sdyx * j->cinvstd[c];
 }
@@ -297,12 +299,15 @@ static void bn_sync_backward_dx(void *ctx, size_t begin, size_t end) {
 }
 
 lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
-                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
-                                int accumulate, const lade_bn_sync *sync, size_t count) {
-    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)) || (relu_out.data && !same_shape(relu_out, in)))
+                                lade_maps pass_on, int pass_accumulate, lade_maps in, const float *gamma,
+                                const float *save_mean, const float *save_invstd, int accumulate,
+                                const lade_bn_sync *sync, size_t count) {
+    if (!same_shape(dout, in) || (din.data && !same_shape(din, in)) || (relu_out.data && !same_shape(relu_out, in)) ||
+        (pass_on.data && !same_shape(pass_on, in)))
         return lade_fail(LADE_EINVAL, "batchnorm2d backward: gradient shapes differ from the input shape");
     bn_job j = {.din = din, .dout = dout, .in = in, .dgamma = dgamma, .dbeta = dbeta, .gamma = gamma,
-                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate, .relu_out = relu_out};
+                .cmean = save_mean, .cinvstd = save_invstd, .accumulate = accumulate, .relu_out = relu_out,
+                .pass_on = pass_on, .pass_accumulate = pass_accumulate};
     if (!sync) {
         lade_parallel_for((size_t)in.c, bn_backward_channels, &j);
         return LADE_OK;
@@ -322,7 +327,7 @@ lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade
 lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps in,
                                       const float *gamma, const float *save_mean, const float *save_invstd) {
     lade_maps none = {0};
-    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, in, gamma, save_mean, save_invstd, 1, NULL, 0);
+    return lade_bn_backward_ex(din, dgamma, dbeta, dout, none, none, 0, in, gamma, save_mean, save_invstd, 1, NULL, 0);
 }
 
 /* ---- element-wise ----------------------------------------------------------------- */

@@ -29,10 +29,14 @@ lade_status lade_bn_forward_eval_ex(lade_maps out, lade_maps in, const float *ga
 /* Batch-norm backward; with accumulate = 0 din is overwritten. When
  * relu_out.data is set, the batch norm was followed by a ReLU with that
  * output and dout is the gradient after it (masked here, in the same pass).
- * With sync, count is the forward's *count (ignored without). */
+ * When pass_on.data is set, the masked dout is also written to it (added to
+ * it when pass_accumulate) in the pass that reads dout: an identity
+ * shortcut's gradient. With sync, count is the forward's *count (ignored
+ * without). */
 lade_status lade_bn_backward_ex(lade_maps din, float *dgamma, float *dbeta, lade_maps dout, lade_maps relu_out,
-                                lade_maps in, const float *gamma, const float *save_mean, const float *save_invstd,
-                                int accumulate, const lade_bn_sync *sync, size_t count);
+                                lade_maps pass_on, int pass_accumulate, lade_maps in, const float *gamma,
+                                const float *save_mean, const float *save_invstd, int accumulate,
+                                const lade_bn_sync *sync, size_t count);
 /* din = dout * (out > 0), overwriting. */
 void lade_relu_backward_set(float *din, const float *dout, const float *out, size_t count);
 /* out += option-A shortcut of in (used to add the shortcut onto a block's output). */

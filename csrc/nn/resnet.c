@@ -567,21 +567,21 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 /* ---- backward ---------------------------------------------------------------------------- */
 /* din = the gradient through a batch norm, and through the ReLU after it when
  * relu_out.data is set (masked in the same pass) */
+static lade_status bn_backward_pass_on(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout,
+                                       lade_maps relu_out, lade_maps pass_on, int pass_accumulate, lade_maps in) {
+    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, pass_on,
+                               pass_accumulate, in, net->params + u->gamma, u->mean, u->invstd, 0,
+                               net->bn_sync.reduce ? &net->bn_sync : NULL, u->count);
+}
+
 static lade_status bn_backward_set(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout, lade_maps relu_out,
                                    lade_maps in) {
-    return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, in,
-                               net->params + u->gamma, u->mean, u->invstd, 0,
-                               net->bn_sync.reduce ? &net->bn_sync : NULL, u->count);
+    lade_maps none = {0};
+    return bn_backward_pass_on(net, u, din, dout, relu_out, none, 0, in);
 }
 
 static lade_status relu_backward_inplace_set(lade_maps dst, lade_maps dout, const float *out) {
     lade_relu_backward_set(dst.data, dout.data, out, (size_t)dst.n * dst.c * dst.h * dst.w);
-    return LADE_OK;
-}
-
-/* dst += dout * (out > 0) */
-static lade_status relu_backward_accumulate(lade_maps dst, lade_maps dout, const float *out) {
-    lade_relu_backward(dst.data, dout.data, out, (size_t)dst.n * dst.c * dst.h * dst.w);
     return LADE_OK;
 }
 
@@ -607,10 +607,8 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
         TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->proj, lade_conv2d_backward_ex(dx, g + b->proj.weight, NULL, ta, x,
                                                            p + b->proj.weight, &b->proj.geom, net->workspace, !dx_fresh));
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
-    } else if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: dx (+)= relu'(dy); the BN masks dy itself */
-        if (dx_fresh) TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(dx, dy, y));
-        else TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_accumulate(dx, dy, y));
-        TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
+    } else if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: the BN's pass over relu'(dy) also gives dx (+)= it */
+        TIMED(net, LADE_PROF_BN_BWD, bn_backward_pass_on(net, &b->unit2, tb, dy, out, dx, !dx_fresh, c2));
     } else { /* option A: the masked gradient feeds both the shortcut and the BN */
         if (dx_fresh) TIMED(net, LADE_PROF_ELTWISE_BWD, zero_maps(dx));
         TIMED(net, LADE_PROF_ELTWISE_BWD, relu_backward_inplace_set(ta, dy, y));
