@@ -108,19 +108,12 @@ def test_batchnorm_matches_torch(variant, shape):
 def test_resnet_gradients_match_torch(variant):
     """The whole model's training step on each variant: every gradient, through the fused passes (BN backward
     with the ReLU mask, the identity shortcut's gradient taken in the same pass, the option-A shortcut)."""
-    from torch_reference import ResNet32 as TorchResNet32, load_numpy_state
+    from test_models import lade_and_torch, lade_train_forward_backward, random_batch, torch_train_forward_backward
     rng = np.random.default_rng(11)
-    net = lade.ResNet32(num_classes=10, variant="lade", seed=3)
-    ref = TorchResNet32(10, "lade").double()
-    load_numpy_state(ref, net.state_dict())
-    images = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
-    labels = rng.integers(0, 10, 4).astype(np.int64)
-    logits = net.forward(images, train=True)
-    loss, dlogits = lade.losses.softmax_ce(logits, labels)
-    net.zero_grad()
-    net.backward(dlogits)
-    ref.train()
-    F.cross_entropy(ref.fc(ref.features(t64(images))), torch.from_numpy(labels)).backward()
+    net, ref = lade_and_torch("lade", seed=3)
+    images, labels = random_batch(rng, 4, 16)
+    torch_train_forward_backward(ref, images, labels)
+    lade_train_forward_backward(net, images, labels)
     ref_params = dict(ref.named_parameters())
     for name, grad in net.gradients().items():
         assert rel_err(grad, ref_params[name].grad) < 1e-4, f"gradient of {name} ({variant})"

@@ -566,7 +566,8 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
 
 /* ---- backward ---------------------------------------------------------------------------- */
 /* din = the gradient through a batch norm, and through the ReLU after it when
- * relu_out.data is set (masked in the same pass) */
+ * relu_out.data is set (masked in the same pass); pass_on.data, when set, gets
+ * that masked gradient too (added when pass_accumulate) */
 static lade_status bn_backward_pass_on(lade_resnet *net, const conv_bn *u, lade_maps din, lade_maps dout,
                                        lade_maps relu_out, lade_maps pass_on, int pass_accumulate, lade_maps in) {
     return lade_bn_backward_ex(din, net->grads + u->gamma, net->grads + u->beta, dout, relu_out, pass_on,

@@ -63,7 +63,9 @@ static void *pool_caller(void *arg) {
         current = job;
         owned_ctx c = {job, &current, hits, &st->errors};
         lade_parallel_for(n, count_owned, &c);
-        for (size_t i = 0; i < n; i++) st->errors += hits[i] != 1;
+        int wrong = 0;
+        for (size_t i = 0; i < n; i++) wrong += hits[i] != 1;
+        __atomic_add_fetch(&st->errors, wrong, __ATOMIC_RELAXED); /* a late chunk may add to errors too */
     }
     return NULL;
 }
