@@ -182,10 +182,13 @@ def test_resume_without_a_checkpoint_refuses_and_says_how_to_restart(tiny_root, 
 def test_resume_accepts_changes_to_the_resume_safe_keys(tiny_root, stopped_run, tmp_path, capsys):  # noqa: F811
     run = _copy(stopped_run, tmp_path / "run")
     code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "run.num_workers=2",
-                                       "run.eval_every=1", "run.eval_batch_size=7", "--no-report"), capsys)
+                                       "run.threads=2", "run.eval_every=1", "run.eval_batch_size=7", "--no-report"),
+                            capsys)
     assert code == 0, err
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and "test_top1" in rows[1] and rows[1]["eval_seconds"] > 0
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert [s["threads"] for s in sessions] == [1, 2]  # each session's thread count is on record
     code, _, err = run_main(train_args(tiny_root, tmp_path / "run", "optim.epochs=3", "--resume", "optim.lr=0.5"),
                             capsys)
     assert code == 2 and "optim.lr" in err

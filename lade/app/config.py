@@ -223,8 +223,10 @@ LOSS_OPTIONS = {
                  "max_margin": (_float(0.0, lo_open=True), 0.5), "s": (_float(0.0, lo_open=True), 30.0)},
 }
 
-# Keys that may differ when a run is resumed: they change speed or logging, not the weights.
-RESUME_SAFE_SECTIONS = ("run.num_workers", "run.eval_every", "run.eval_batch_size")
+# Keys that may differ when a run is resumed: they change speed or logging, not the recipe. The thread
+# count changes the order of some float sums, so a run resumed with another one matches neither thread
+# count to the bit (only to float32 precision); run.json records each session's count.
+RESUME_SAFE_SECTIONS = ("run.threads", "run.num_workers", "run.eval_every", "run.eval_batch_size")
 
 
 def _schema_for(cfg):
