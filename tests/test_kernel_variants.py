@@ -45,8 +45,17 @@ def t64(a, grad=False):
 # as four phase correlations, odd heights and widths dropping the last phase
 # row or column); the others go through im2col. Batch-wide pixel
 # counts that are not a multiple of the tile leave a last tile of 1 or 2 runs.
+# 3x3 stride-1 pad-1 with an even output height and a width a multiple of 16
+# take Winograd F(2x2, 3x3) (up to 64 input channels; the input gradient too
+# when cin is a multiple of the channel tile): blocks of 3, 2 and 1 tile
+# vectors, 16- and 32-pixel groups, odd cin, cin 64, and 65 falling back.
 CASES = [
     (2, 16, 32, 32, 16, 3, 1, 1),
+    (3, 5, 6, 32, 8, 3, 1, 1),
+    (1, 8, 4, 16, 8, 3, 1, 1),
+    (1, 64, 2, 16, 64, 3, 1, 1),
+    (2, 65, 4, 16, 8, 3, 1, 1),
+    (2, 8, 10, 64, 24, 3, 1, 1),
     (3, 5, 7, 16, 8, 3, 1, 1),
     (2, 3, 3, 16, 16, 3, 1, 1),
     (2, 4, 5, 48, 8, 3, 1, 1),

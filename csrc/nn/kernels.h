@@ -48,6 +48,18 @@ typedef struct {
     int cin, cout, n, oh, ow, ph, pw, run, accumulate;
 } lade_dgrad_s2_job;
 
+/* Winograd F(2x2, 3x3) for 3x3, stride-1, pad-1 convolutions (conv_direct.c):
+ * padded is the input zero-padded by one pixel with each row split into its
+ * even and odd columns (phase_w floats each, as for stride 2), planes
+ * [ci][b][ph][pw]; ut holds the transformed weights [16][co / tile][ci][co % tile]. */
+#define WINO_MAX_CIN 64 /* a block's transformed input (cin x 16 x WINO_BLOCK vectors, up to 192 KB) is on the stack */
+#define WINO_BLOCK 3    /* tile vectors per block: the register tile's runs */
+typedef struct {
+    lade_maps out;
+    const float *padded, *ut, *bias, *residual; /* residual laid out as out, or NULL */
+    int cin, ph, pw, phase_w, run, tiles_co, accumulate, relu;
+} lade_wino_job;
+
 typedef struct {
     const char *name;
     int vector_floats;  /* widest vector the kernels use */
@@ -59,6 +71,8 @@ typedef struct {
     /* tasks (image, dout row, channel tile of dgrad_s2_tile_ci); ctx: lade_dgrad_s2_job */
     int dgrad_s2_tile_ci;
     void (*dgrad_s2_tasks)(void *ctx, size_t begin, size_t end);
+    /* blocks of WINO_BLOCK tile vectors (run tiles of 2x2 output pixels side by side); ctx: lade_wino_job */
+    void (*wino_blocks)(void *ctx, size_t begin, size_t end);
     /* batch-norm plane passes */
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);

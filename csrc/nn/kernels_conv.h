@@ -230,3 +230,113 @@ static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, s
         }
     }
 }
+
+/* ---- Winograd F(2x2, 3x3) (lade_conv_direct_fused, 3x3 stride-1 pad-1) ----------
+ * A tile vector is RUN side-by-side tiles of 2x2 output pixels, one lane per
+ * tile; its 4x4 input patches are four vector loads per padded row (even and
+ * odd columns, each also shifted by one). Per block of WINO_BLOCK tile
+ * vectors: V = B^T d B for every input channel (into a stack buffer), then per
+ * channel tile and each of the 16 transformed positions the sum over input
+ * channels of U * V in the forward's register tile (TILE_CO x WINO_BLOCK), then
+ * Y = A^T M A, stored with the forward's epilogue (bias, accumulate, residual,
+ * ReLU). 16 multiply-adds per 4 output pixels and channel pair instead of 36;
+ * the transforms are additions. Inlined with the block's tile-vector count. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_store)(const lade_wino_job *j, float *p, VEC lo,
+                                                                        VEC hi, float bias) {
+    VEC v[2] = {lo + RUN_NAME(splat)(bias), hi + RUN_NAME(splat)(bias)};
+    for (int h = 0; h < 2; h++) {
+        float *q = p + h * RUN;
+        if (j->accumulate) v[h] += RUN_NAME(load)(q);
+        if (j->residual) v[h] += RUN_NAME(load)(j->residual + (q - j->out.data));
+        RUN_NAME(store)(q, j->relu ? RUN_NAME(relu)(v[h]) : v[h]);
+    }
+}
+
+static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lade_wino_job *j, size_t blk,
+                                                                        const int tvs) {
+    const int cin = j->cin, PW = j->pw, PH = j->phase_w, W = j->out.w;
+    const int groups = W / (2 * RUN), per_image = j->out.h / 2 * groups;
+    const size_t plane = (size_t)j->ph * PW, channel = plane * j->out.n;
+    size_t offset[WINO_BLOCK];
+    float *dst[WINO_BLOCK];
+    for (int v = 0; v < tvs; v++) {
+        size_t tv = blk * WINO_BLOCK + v;
+        int b = (int)(tv / per_image), in_image = (int)(tv % per_image), ty = in_image / groups;
+        int gx = in_image % groups;
+        offset[v] = (size_t)b * plane + (size_t)(2 * ty) * PW + (size_t)gx * RUN;
+        dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)(2 * ty) * W + (size_t)gx * 2 * RUN;
+    }
+    /* V[xi][ci][v]: xi = 4 * row + column of the 4x4 transformed patch */
+    VEC V[16 * WINO_MAX_CIN * WINO_BLOCK];
+    for (int ci = 0; ci < cin; ci++) {
+        const float *src = j->padded + (size_t)ci * channel;
+        for (int v = 0; v < tvs; v++) {
+            VEC t[4][4];
+            VEC d[4][4];
+            for (int r = 0; r < 4; r++) {
+                const float *row = src + offset[v] + (size_t)r * PW;
+                d[r][0] = RUN_NAME(load)(row);
+                d[r][1] = RUN_NAME(load)(row + PH);
+                d[r][2] = RUN_NAME(load)(row + 1);
+                d[r][3] = RUN_NAME(load)(row + PH + 1);
+            }
+            for (int c = 0; c < 4; c++) { /* B^T d */
+                t[0][c] = d[0][c] - d[2][c];
+                t[1][c] = d[1][c] + d[2][c];
+                t[2][c] = d[2][c] - d[1][c];
+                t[3][c] = d[1][c] - d[3][c];
+            }
+            for (int r = 0; r < 4; r++) { /* (B^T d) B */
+                VEC *o = V + ((size_t)(4 * r) * cin + ci) * WINO_BLOCK + v;
+                o[0] = t[r][0] - t[r][2];
+                o[(size_t)cin * WINO_BLOCK] = t[r][1] + t[r][2];
+                o[(size_t)2 * cin * WINO_BLOCK] = t[r][2] - t[r][1];
+                o[(size_t)3 * cin * WINO_BLOCK] = t[r][1] - t[r][3];
+            }
+        }
+    }
+    for (int ct = 0; ct < j->tiles_co; ct++) {
+        VEC M[16][TILE_CO][WINO_BLOCK];
+        for (int xi = 0; xi < 16; xi++) {
+            VEC acc[TILE_CO][WINO_BLOCK];
+            for (int r = 0; r < TILE_CO; r++)
+                for (int v = 0; v < tvs; v++) acc[r][v] = (VEC){0};
+            const VEC *x = V + (size_t)xi * cin * WINO_BLOCK;
+            const float *w = j->ut + ((size_t)xi * j->tiles_co + ct) * cin * TILE_CO;
+            for (int ci = 0; ci < cin; ci++, x += WINO_BLOCK, w += TILE_CO)
+                for (int r = 0; r < TILE_CO; r++) {
+                    VEC wv = RUN_NAME(splat)(w[r]);
+                    for (int v = 0; v < tvs; v++) acc[r][v] += wv * x[v];
+                }
+            for (int r = 0; r < TILE_CO; r++)
+                for (int v = 0; v < tvs; v++) M[xi][r][v] = acc[r][v];
+        }
+        for (int r = 0; r < TILE_CO; r++) {
+            const int co = ct * TILE_CO + r;
+            const float bias = j->bias ? j->bias[co] : 0.0f;
+            for (int v = 0; v < tvs; v++) {
+                VEC s[2][4];
+                for (int c = 0; c < 4; c++) { /* A^T M */
+                    s[0][c] = M[c][r][v] + M[4 + c][r][v] + M[8 + c][r][v];
+                    s[1][c] = M[4 + c][r][v] - M[8 + c][r][v] - M[12 + c][r][v];
+                }
+                float *p = dst[v] + (size_t)co * j->out.stride_c;
+                for (int y = 0; y < 2; y++, p += W) { /* (A^T M) A: columns 2t and 2t+1, interleaved */
+                    VEC even = s[y][0] + s[y][1] + s[y][2], odd = s[y][1] - s[y][2] - s[y][3];
+                    RUN_NAME(wino_store)(j, p, RUN_NAME(interleave_lo)(even, odd), RUN_NAME(interleave_hi)(even, odd),
+                                         bias);
+                }
+            }
+        }
+    }
+}
+
+static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t end) {
+    const size_t tile_vectors = (size_t)j->out.n * (j->out.h / 2) * (j->out.w / (2 * RUN));
+    for (size_t t = begin; t < end; t++) {
+        size_t left = tile_vectors - t * WINO_BLOCK;
+        if (left >= WINO_BLOCK) RUN_NAME(wino_block)(j, t, WINO_BLOCK);
+        else if (left == 2) RUN_NAME(wino_block)(j, t, 2);
+        else RUN_NAME(wino_block)(j, t, 1);
+    }
+}

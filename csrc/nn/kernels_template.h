@@ -96,6 +96,17 @@ static void KERNEL_NAME(dgrad_s2_tasks)(void *ctx, size_t begin, size_t end) {
     dgrad_s2_tasks_run8(j, begin, end);
 }
 
+static void KERNEL_NAME(wino_blocks)(void *ctx, size_t begin, size_t end) {
+    const lade_wino_job *j = ctx;
+#if KERNEL_FLOATS == 16
+    if (j->run == 16) {
+        wino_blocks_run16(j, begin, end);
+        return;
+    }
+#endif
+    wino_blocks_run8(j, begin, end);
+}
+
 static void KERNEL_NAME(dw_tasks)(void *ctx, size_t begin, size_t end) {
     const lade_dw_job *j = ctx;
 #if KERNEL_FLOATS == 16
@@ -228,6 +239,7 @@ const lade_kernel_table KERNEL_NAME(lade_kernels) = {
     .dw_tasks = KERNEL_NAME(dw_tasks),
     .dgrad_s2_tile_ci = S2_TILE_CI,
     .dgrad_s2_tasks = KERNEL_NAME(dgrad_s2_tasks),
+    .wino_blocks = KERNEL_NAME(wino_blocks),
     .plane_sum = KERNEL_NAME(plane_sum),
     .plane_sq_dev = KERNEL_NAME(plane_sq_dev),
     .plane_dy_sums = KERNEL_NAME(plane_dy_sums),
