@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+import lade
 from lade import data
 from lade.app import datasets, runs
 from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
@@ -189,6 +190,9 @@ def test_resume_accepts_changes_to_the_resume_safe_keys(tiny_root, stopped_run, 
     assert [r["epoch"] for r in rows] == [1, 2, 3] and "test_top1" in rows[1] and rows[1]["eval_seconds"] > 0
     sessions = json.loads((run / "run.json").read_text())["sessions"]
     assert [s["threads"] for s in sessions] == [1, 2]  # each session's thread count is on record
+    for s in sessions:  # and what else decides the bits: the source, the CPU and the kernel variant
+        assert s["commit"] == runs.source_commit() and s["kernel_variant"] == lade.cpu_info()["variant"]
+        assert s["cpu"] == lade.cpu_info()["model"] and s["lade_version"] == lade.__version__
     code, _, err = run_main(train_args(tiny_root, tmp_path / "run", "optim.epochs=3", "--resume", "optim.lr=0.5"),
                             capsys)
     assert code == 2 and "optim.lr" in err

@@ -3,7 +3,8 @@
 A run folder holds::
 
     config.yaml          the complete, validated config (what the run depends on)
-    run.json             overrides applied, data root, thread count, start/finish times
+    run.json             per session: start time, overrides, data root, thread count, lade version, git
+                         commit, CPU and kernel variant (what decides the bits)
     metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
     checkpoint.npz       written atomically after every epoch: weights, BN statistics, SGD velocity
                          and step count, the number of finished epochs (the loader's order is a pure
@@ -23,11 +24,14 @@ import fcntl
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+import lade
 
 from lade.app import config as config_mod
 
@@ -290,6 +294,22 @@ def load_arrays(run_dir):
     return out
 
 
+def source_commit():
+    """The git commit of the checkout lade is imported from ('+dirty' when its tracked files differ), or
+    None outside a git checkout (an installed wheel)."""
+    root = Path(lade.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=30)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts, ranks=1):
     """Records a training session in run.json (appended on resume) and, for a new run, writes the
     marker, config.yaml and train_counts.npy. Returns run.json's content."""
@@ -302,8 +322,11 @@ def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, tr
             raise RunError(f"lade: '{info_path}' is not valid JSON ({e})") from e
         if not isinstance(info, dict) or not isinstance(info.get("sessions"), list):
             raise RunError(f"lade: '{info_path}': expected an object with a list 'sessions', got {str(info)[:60]!r}")
+    cpu = lade.cpu_info()
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
-                             "threads": threads, "ranks": ranks, "data_root": str(data_root),
+                             "lade_version": lade.__version__, "commit": source_commit(), "cpu": cpu["model"],
+                             "kernel_variant": cpu["variant"], "threads": threads, "ranks": ranks,
+                             "data_root": str(data_root),
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
     if not (run_dir / RUN_MARKER).is_file():
         save_atomic(run_dir / RUN_MARKER, lambda f: f.write(b"a lade run folder: lade train --overwrite may "
