@@ -48,7 +48,9 @@ def t64(a, grad=False):
 # 3x3 stride-1 pad-1 with an even output height and a width a multiple of 16
 # take Winograd F(2x2, 3x3) (up to 64 input channels; the input gradient too
 # when cin is a multiple of the channel tile): blocks of 3, 2 and 1 tile
-# vectors, 16- and 32-pixel groups, odd cin, cin 64, and 65 falling back.
+# vectors, 16- and 32-pixel groups, odd cin, cin 64, and 65 falling back;
+# 8-pixel rows put two tile rows into a vector (heights a multiple of 4; 6
+# falls back).
 CASES = [
     (2, 16, 32, 32, 16, 3, 1, 1),
     (3, 5, 6, 32, 8, 3, 1, 1),
@@ -56,6 +58,10 @@ CASES = [
     (1, 64, 2, 16, 64, 3, 1, 1),
     (2, 65, 4, 16, 8, 3, 1, 1),
     (2, 8, 10, 64, 24, 3, 1, 1),
+    (2, 8, 8, 8, 8, 3, 1, 1),
+    (1, 16, 4, 8, 16, 3, 1, 1),
+    (3, 64, 12, 8, 64, 3, 1, 1),
+    (2, 8, 6, 8, 8, 3, 1, 1),
     (3, 5, 7, 16, 8, 3, 1, 1),
     (2, 3, 3, 16, 16, 3, 1, 1),
     (2, 4, 5, 48, 8, 3, 1, 1),

@@ -49,7 +49,8 @@ size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w
 
 /* ---- Winograd F(2x2, 3x3) ------------------------------------------------------------
  * For 3x3, stride-1, pad-1 convolutions whose output has an even height and
- * rows of whole tile vectors (2 * run pixels): about 2.25x fewer multiply-adds
+ * rows of whole tile vectors (2 * run pixels), or 8-pixel rows and a height
+ * that is a multiple of 4 (two tile rows per vector): about 2.25x fewer multiply-adds
  * than the direct tile, the rest being additions. The transforms are the
  * standard ones (Lavin and Gray 2016): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
  * 0 1 0 -1], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0;
@@ -64,7 +65,8 @@ static int wino_run(const lade_kernel_table *k, lade_maps out) {
 /* (lade_conv_direct_workspace counts the Winograd workspace for exactly these geometries) */
 static int wino_applies(const lade_kernel_table *k, const lade_conv2d_geom *g, lade_maps out) {
     return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->cin <= WINO_MAX_CIN && g->cout % k->direct_tile_co == 0 && out.h % 2 == 0 && out.w % 16 == 0;
+           g->cin <= WINO_MAX_CIN && g->cout % k->direct_tile_co == 0 &&
+           ((out.w % 16 == 0 && out.h % 2 == 0) || (out.w == 8 && out.h % 4 == 0));
 }
 
 /* ut[xi][co / T][ci][co % T] = (G w G^T)[xi] for weight row co scaled by scale[co] */
@@ -102,7 +104,7 @@ static void conv_wino(lade_maps out, lade_maps in, const float *weight, const fl
     lade_wino_job job = {.out = out, .padded = workspace, .ut = ut, .bias = bias, .residual = residual, .cin = g->cin,
                          .ph = in.h + 2, .pw = PW, .phase_w = phase_w, .run = run,
                          .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate, .relu = relu};
-    size_t tile_vectors = (size_t)out.n * (out.h / 2) * (out.w / (2 * run));
+    size_t tile_vectors = (size_t)out.n * lade_wino_per_image(out, run);
     lade_parallel_for((tile_vectors + WINO_BLOCK - 1) / WINO_BLOCK, k->wino_blocks, &job);
 }
 

@@ -60,6 +60,11 @@ typedef struct {
     int cin, ph, pw, phase_w, run, tiles_co, accumulate, relu;
 } lade_wino_job;
 
+/* Tile vectors per image: rows of run tiles, or (out.w == run) two half rows of the next two tile rows. */
+static inline int lade_wino_per_image(lade_maps out, int run) {
+    return out.w == run ? out.h / 4 : out.h / 2 * (out.w / (2 * run));
+}
+
 typedef struct {
     const char *name;
     int vector_floats;  /* widest vector the kernels use */

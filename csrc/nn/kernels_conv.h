@@ -234,35 +234,45 @@ static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, s
 /* ---- Winograd F(2x2, 3x3) (lade_conv_direct_fused, 3x3 stride-1 pad-1) ----------
  * A tile vector is RUN side-by-side tiles of 2x2 output pixels, one lane per
  * tile; its 4x4 input patches are four vector loads per padded row (even and
- * odd columns, each also shifted by one). Per block of WINO_BLOCK tile
- * vectors: V = B^T d B for every input channel (into a stack buffer), then per
- * channel tile and each of the 16 transformed positions the sum over input
- * channels of U * V in the forward's register tile (TILE_CO x WINO_BLOCK), then
- * Y = A^T M A, stored with the forward's epilogue (bias, accumulate, residual,
- * ReLU). 16 multiply-adds per 4 output pixels and channel pair instead of 36;
- * the transforms are additions. Inlined with the block's tile-vector count. */
-static inline __attribute__((always_inline)) void RUN_NAME(wino_store)(const lade_wino_job *j, float *p, VEC lo,
-                                                                        VEC hi, float bias) {
+ * odd columns, each also shifted by one). Rows of RUN / 2 tiles (out.w == RUN,
+ * `half`) put two tile rows into one vector, as two half loads. Per block of
+ * WINO_BLOCK tile vectors: V = B^T d B for every input channel (into a stack
+ * buffer), then per channel tile and each of the 16 transformed positions the
+ * sum over input channels of U * V in the forward's register tile (TILE_CO x
+ * WINO_BLOCK), then Y = A^T M A, stored with the forward's epilogue (bias,
+ * accumulate, residual, ReLU). 16 multiply-adds per 4 output pixels and
+ * channel pair instead of 36; the transforms are additions. Inlined with the
+ * block's tile-vector count and `half`. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_store)(const lade_wino_job *j, float *lo_at,
+                                                                        float *hi_at, VEC lo, VEC hi, float bias) {
+    float *at[2] = {lo_at, hi_at};
     VEC v[2] = {lo + RUN_NAME(splat)(bias), hi + RUN_NAME(splat)(bias)};
     for (int h = 0; h < 2; h++) {
-        float *q = p + h * RUN;
-        if (j->accumulate) v[h] += RUN_NAME(load)(q);
-        if (j->residual) v[h] += RUN_NAME(load)(j->residual + (q - j->out.data));
-        RUN_NAME(store)(q, j->relu ? RUN_NAME(relu)(v[h]) : v[h]);
+        if (j->accumulate) v[h] += RUN_NAME(load)(at[h]);
+        if (j->residual) v[h] += RUN_NAME(load)(j->residual + (at[h] - j->out.data));
+        RUN_NAME(store)(at[h], j->relu ? RUN_NAME(relu)(v[h]) : v[h]);
     }
 }
 
+/* RUN floats: the first half from p, the second from q */
+static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
+    float f[RUN];
+    memcpy(f, p, sizeof f / 2);
+    memcpy(f + RUN / 2, q, sizeof f / 2);
+    return RUN_NAME(load)(f);
+}
+
 static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lade_wino_job *j, size_t blk,
-                                                                        const int tvs) {
+                                                                        const int tvs, const int half) {
     const int cin = j->cin, PW = j->pw, PH = j->phase_w, W = j->out.w;
-    const int groups = W / (2 * RUN), per_image = j->out.h / 2 * groups;
+    const int groups = half ? 1 : W / (2 * RUN), per_image = lade_wino_per_image(j->out, RUN);
     const size_t plane = (size_t)j->ph * PW, channel = plane * j->out.n;
     size_t offset[WINO_BLOCK];
     float *dst[WINO_BLOCK];
     for (int v = 0; v < tvs; v++) {
         size_t tv = blk * WINO_BLOCK + v;
-        int b = (int)(tv / per_image), in_image = (int)(tv % per_image), ty = in_image / groups;
-        int gx = in_image % groups;
+        int b = (int)(tv / per_image), in_image = (int)(tv % per_image);
+        int ty = half ? 2 * in_image : in_image / groups, gx = in_image % groups;
         offset[v] = (size_t)b * plane + (size_t)(2 * ty) * PW + (size_t)gx * RUN;
         dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)(2 * ty) * W + (size_t)gx * 2 * RUN;
     }
@@ -274,11 +284,10 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
             VEC t[4][4];
             VEC d[4][4];
             for (int r = 0; r < 4; r++) {
-                const float *row = src + offset[v] + (size_t)r * PW;
-                d[r][0] = RUN_NAME(load)(row);
-                d[r][1] = RUN_NAME(load)(row + PH);
-                d[r][2] = RUN_NAME(load)(row + 1);
-                d[r][3] = RUN_NAME(load)(row + PH + 1);
+                const float *row = src + offset[v] + (size_t)r * PW, *next = row + 2 * (size_t)PW;
+                const int at[4] = {0, PH, 1, PH + 1}; /* even[t], odd[t], even[t + 1], odd[t + 1] */
+                for (int c = 0; c < 4; c++)
+                    d[r][c] = half ? RUN_NAME(load_halves)(row + at[c], next + at[c]) : RUN_NAME(load)(row + at[c]);
             }
             for (int c = 0; c < 4; c++) { /* B^T d */
                 t[0][c] = d[0][c] - d[2][c];
@@ -323,20 +332,26 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
                 float *p = dst[v] + (size_t)co * j->out.stride_c;
                 for (int y = 0; y < 2; y++, p += W) { /* (A^T M) A: columns 2t and 2t+1, interleaved */
                     VEC even = s[y][0] + s[y][1] + s[y][2], odd = s[y][1] - s[y][2] - s[y][3];
-                    RUN_NAME(wino_store)(j, p, RUN_NAME(interleave_lo)(even, odd), RUN_NAME(interleave_hi)(even, odd),
-                                         bias);
+                    RUN_NAME(wino_store)(j, p, half ? p + 2 * W : p + RUN, RUN_NAME(interleave_lo)(even, odd),
+                                         RUN_NAME(interleave_hi)(even, odd), bias);
                 }
             }
         }
     }
 }
 
-static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t end) {
-    const size_t tile_vectors = (size_t)j->out.n * (j->out.h / 2) * (j->out.w / (2 * RUN));
+static inline __attribute__((always_inline)) void RUN_NAME(wino_range)(const lade_wino_job *j, size_t begin,
+                                                                        size_t end, const int half) {
+    const size_t tile_vectors = (size_t)j->out.n * lade_wino_per_image(j->out, RUN);
     for (size_t t = begin; t < end; t++) {
         size_t left = tile_vectors - t * WINO_BLOCK;
-        if (left >= WINO_BLOCK) RUN_NAME(wino_block)(j, t, WINO_BLOCK);
-        else if (left == 2) RUN_NAME(wino_block)(j, t, 2);
-        else RUN_NAME(wino_block)(j, t, 1);
+        if (left >= WINO_BLOCK) RUN_NAME(wino_block)(j, t, WINO_BLOCK, half);
+        else if (left == 2) RUN_NAME(wino_block)(j, t, 2, half);
+        else RUN_NAME(wino_block)(j, t, 1, half);
     }
+}
+
+static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t end) {
+    if (j->out.w == RUN) RUN_NAME(wino_range)(j, begin, end, 1);
+    else RUN_NAME(wino_range)(j, begin, end, 0);
 }
