@@ -108,6 +108,15 @@ static void conv_wino(lade_maps out, lade_maps in, const float *weight, const fl
     lade_parallel_for((tile_vectors + WINO_BLOCK - 1) / WINO_BLOCK, k->wino_blocks, &job);
 }
 
+/* 8 floats, for the stride-2 column split (pairs of SSE registers at the baseline ISA) */
+typedef float vec8 __attribute__((vector_size(32)));
+typedef int vec8_index __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vec8_index){__VA_ARGS__})
+#endif
+
 typedef struct {
     lade_maps in;
     float *padded;
@@ -129,19 +138,21 @@ static void pad_planes(void *ctx, size_t begin, size_t end) {
                 memset(row, 0, sizeof(float) * px);
                 memcpy(row + px, in_row, sizeof(float) * W);
                 memset(row + px + W, 0, sizeof(float) * (PW - px - W));
-            } else { /* padded column c goes to phase c % stride, place c / stride */
-                const int S = j->stride;
+            } else { /* stride 2: column x + px to phase (x + px) % 2, place (x + px) / 2 */
                 memset(row, 0, sizeof(float) * PW);
-                for (int phase = 0; phase < S; phase++) {
-                    float *dst_phase = row + (size_t)phase * j->phase_w;
-                    /* places k0 <= k < k1 hold input column k * S + phase - px */
-                    int k0 = (px - phase + S - 1) / S, k1 = (px + W - phase + S - 1) / S;
-                    const float *from = in_row - px + phase; /* read at indices >= px - phase, so in the row */
-                    if (S == 2) /* a constant stride the compiler turns into shuffles */
-                        for (int k = k0; k < k1; k++) dst_phase[k] = from[2 * k];
-                    else
-                        for (int k = k0; k < k1; k++) dst_phase[k] = from[(size_t)k * S];
+                float *to_even = row + (px & 1) * j->phase_w + (px >> 1);      /* x even */
+                float *to_odd = row + (~px & 1) * j->phase_w + ((px + 1) >> 1); /* x odd */
+                int x = 0;
+                for (; x + 16 <= W; x += 16) {
+                    vec8 a, b;
+                    memcpy(&a, in_row + x, sizeof a);
+                    memcpy(&b, in_row + x + 8, sizeof b);
+                    vec8 even = SHUFFLE8(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+                    vec8 odd = SHUFFLE8(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+                    memcpy(to_even + x / 2, &even, sizeof even);
+                    memcpy(to_odd + x / 2, &odd, sizeof odd);
                 }
+                for (; x < W; x++) (x & 1 ? to_odd : to_even)[x / 2] = in_row[x];
             }
         }
         memset(dst + (size_t)(H + py) * PW, 0, sizeof(float) * PW * (PH - H - py));
