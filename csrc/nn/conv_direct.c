@@ -12,7 +12,10 @@
  * Strided convolutions: each padded row is stored split by column phase (for
  * stride 2: the even columns, then the odd ones), so that the input pixels
  * under a run of output pixels are again adjacent and one vector load reads
- * them; tap (ky, kx) starts at row ky, column (kx % stride) * phase_w + kx / stride. */
+ * them; tap (ky, kx) starts at row ky, column (kx % stride) * phase_w + kx / stride.
+ *
+ * 3x3 stride-1 pad-1 convolutions take Winograd F(2x2, 3x3) instead where the
+ * output shape allows (below), on the same split rows. */
 #include "nn_internal.h"
 #include "kernels.h"
 

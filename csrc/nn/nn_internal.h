@@ -47,7 +47,8 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
                                     const float *weight, const lade_conv2d_geom *g, float *workspace,
                                     int din_accumulate);
 
-/* Direct stride-1 convolution (conv_direct.c): applies when the output width
+/* Direct stride-1 or stride-2 convolution (conv_direct.c; Winograd F(2x2, 3x3)
+ * for the 3x3 stride-1 pad-1 shapes it covers): applies when the output width
  * is a multiple of 8 and cout of the variant's channel tile; workspace in
  * floats; out = or += conv(in). */
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
