@@ -186,3 +186,43 @@ def test_lade_isa_forces_the_variant():
         result = run_import(name)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == name
+
+
+WORKER_STACK_SCRIPT = """
+import threading
+threading.stack_size(16 << 20)  # the calling thread's own stack is large: only the pool's workers are left
+
+
+def run():
+    import numpy as np
+    import lade
+    import lade.nn as lnn
+    lade.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 64, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    for variant in lade.cpu_info()["supported"].split():
+        lade.set_isa(variant)
+        for _ in range(10):
+            lnn.conv2d_forward(x, w, None, stride=1, padding=1)
+    print("done")
+
+
+t = threading.Thread(target=run)
+t.start()
+t.join()
+"""
+
+
+def test_the_pool_workers_do_not_depend_on_the_stack_limit():
+    """The Winograd kernels keep a block of up to 192 KB on the stack. Threads take their default
+    stack size from RLIMIT_STACK, so the pool sizes its workers' stacks itself: under a 100 KB limit
+    (a worker would overflow with the default) every variant runs."""
+    from conftest import REPO_ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("LADE_ISA", None)
+    # the limit is set by a shell (not preexec_fn, unsafe with this process's own threads)
+    r = subprocess.run(["bash", "-c", 'ulimit -s 100 && exec "$0" -c "$1"', sys.executable, WORKER_STACK_SCRIPT],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "done", (r.returncode, r.stderr[-2000:])

@@ -112,16 +112,26 @@ static void stop_workers(void) {
     __atomic_store_n(&shutting_down, 0, __ATOMIC_RELAXED);
 }
 
+/* Workers get a stack of their own size rather than RLIMIT_STACK's (which may be small): the
+ * Winograd kernels keep a block of up to 192 KB on the stack. Reserved address space only. */
+#define WORKER_STACK_BYTES ((size_t)8 << 20)
+
 static lade_status start_workers(int n) {
     spawn_generation = generation;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return lade_fail(LADE_ENOMEM, "could not set up worker threads");
+    pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
+    lade_status st = LADE_OK;
     for (int i = 0; i < n - 1; i++) {
-        if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)i) != 0) {
+        if (pthread_create(&workers[i], &attr, worker_main, (void *)(intptr_t)i) != 0) {
             stop_workers();
-            return lade_fail(LADE_ENOMEM, "could not start worker thread %d", i + 1);
+            st = lade_fail(LADE_ENOMEM, "could not start worker thread %d", i + 1);
+            break;
         }
         num_workers = i + 1;
     }
-    return LADE_OK;
+    pthread_attr_destroy(&attr);
+    return st;
 }
 
 static int default_thread_count(void) {
