@@ -74,9 +74,9 @@ LADE_API void lade_epoch_permutation(int64_t *out, size_t n, uint64_t seed, uint
  * One thread count governs both OpenBLAS and the core's own worker pool.
  * lade_parallel_for splits [0, n) into contiguous chunks that the threads take
  * in turn (which thread runs which chunk varies); the calling thread takes part
- * (the convolution kernels use up to 240 KB of its stack; the workers have 8 MB). Bodies must not call sgemm (OpenBLAS has its own
- * threads) and must write disjoint outputs. Calls from several threads at once
- * are serialised. */
+ * (the convolution kernels use up to 240 KB of its stack; the workers have 8
+ * MB). Bodies must not call sgemm (OpenBLAS has its own threads) and must
+ * write disjoint outputs. Calls from several threads at once are serialised. */
 LADE_API lade_status lade_set_num_threads(int n);
 LADE_API int lade_get_num_threads(void);
 typedef void (*lade_range_fn)(void *ctx, size_t begin, size_t end);
