@@ -113,7 +113,7 @@ static void stop_workers(void) {
 }
 
 /* Workers get a stack of their own size rather than RLIMIT_STACK's (which may be small): the
- * Winograd kernels keep a block of up to 192 KB on the stack. Reserved address space only. */
+ * Winograd kernels' frame holds a block of up to 240 KB. Reserved address space only. */
 #define WORKER_STACK_BYTES ((size_t)8 << 20)
 
 static lade_status start_workers(int n) {

@@ -39,12 +39,16 @@ int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out) {
 /* The padded planes: rows of stride * phase_w floats (phase_w columns per phase). */
 static int phase_width(const lade_conv2d_geom *g, int w) { return (w + 2 * g->pad_w + g->stride_w - 1) / g->stride_w; }
 
+/* 3x3, stride 1, pad 1, at most WINO_MAX_CIN input channels: the geometries Winograd may take (below) */
+static int wino_geometry(const lade_conv2d_geom *g) {
+    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
+           g->cin <= WINO_MAX_CIN;
+}
+
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
     size_t direct = (size_t)g->cin * n * (h + 2 * g->pad_h) * g->stride_w * phase_width(g, w) +
                     (size_t)g->cin * g->cout * g->kh * g->kw;
-    if (g->kh != 3 || g->kw != 3 || g->stride_h != 1 || g->stride_w != 1 || g->pad_h != 1 || g->pad_w != 1 ||
-        g->cin > WINO_MAX_CIN)
-        return direct;
+    if (!wino_geometry(g)) return direct;
     /* Winograd: rows split into two phases (one float wider for even w), 16 weights per pair */
     size_t wino = (size_t)g->cin * n * (h + 2) * 2 * ((w + 3) / 2) + (size_t)16 * g->cin * g->cout;
     return wino > direct ? wino : direct;
@@ -65,10 +69,8 @@ static int wino_run(const lade_kernel_table *k, lade_maps out) {
     return k->vector_floats == 16 && out.w % 32 == 0 ? 16 : 8;
 }
 
-/* (lade_conv_direct_workspace counts the Winograd workspace for exactly these geometries) */
 static int wino_applies(const lade_kernel_table *k, const lade_conv2d_geom *g, lade_maps out) {
-    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->cin <= WINO_MAX_CIN && g->cout % k->direct_tile_co == 0 &&
+    return wino_geometry(g) && g->cout % k->direct_tile_co == 0 &&
            ((out.w % 16 == 0 && out.h % 2 == 0) || (out.w == 8 && out.h % 4 == 0));
 }
 

@@ -18,6 +18,17 @@ static inline VEC RUN_NAME(relu)(VEC v) { return (VEC)((RUN_MASK)v & ~(RUN_MASK)
  * bare broadcast; 0 + s would not (-0 + 0 is +0) and costs an addition */
 static inline VEC RUN_NAME(splat)(float s) { return s - (VEC){0}; }
 
+/* The forward's store, shared by the direct and Winograd tiles: p (+)= value
+ * (bias included), + the residual at p's place in out when residual is not
+ * NULL, then max(., 0) when relu. */
+static inline __attribute__((always_inline)) void RUN_NAME(store_epilogue)(float *p, VEC value, const float *out,
+                                                                            const float *residual, int accumulate,
+                                                                            int relu) {
+    if (accumulate) value = RUN_NAME(load)(p) + value;
+    if (residual) value += RUN_NAME(load)(residual + (p - out));
+    RUN_NAME(store)(p, relu ? RUN_NAME(relu)(value) : value);
+}
+
 /* One register tile of the forward: TILE_CO output channels x `runs` runs of
  * RUN output pixels (TILE_RUNS, or fewer for the last tile). Runs are numbered
  * over the whole batch (image, row, run in the row), so a tile may span rows
@@ -61,13 +72,9 @@ static inline __attribute__((always_inline)) void RUN_NAME(direct_tile)(const la
     }
     for (int r = 0; r < TILE_CO; r++) {
         VEC bias = RUN_NAME(splat)(j->bias ? j->bias[co0 + r] : 0.0f);
-        for (int v = 0; v < runs; v++) {
-            float *p = dst[v] + (size_t)r * j->out.stride_c;
-            VEC value = acc[r][v] + bias;
-            if (j->accumulate) value = RUN_NAME(load)(p) + value;
-            if (j->residual) value += RUN_NAME(load)(j->residual + (p - j->out.data));
-            RUN_NAME(store)(p, j->relu ? RUN_NAME(relu)(value) : value);
-        }
+        for (int v = 0; v < runs; v++)
+            RUN_NAME(store_epilogue)(dst[v] + (size_t)r * j->out.stride_c, acc[r][v] + bias, j->out.data, j->residual,
+                                     j->accumulate, j->relu);
     }
 }
 
@@ -239,21 +246,10 @@ static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, s
  * WINO_BLOCK tile vectors: V = B^T d B for every input channel (into a stack
  * buffer), then per channel tile and each of the 16 transformed positions the
  * sum over input channels of U * V in the forward's register tile (TILE_CO x
- * WINO_BLOCK), then Y = A^T M A, stored with the forward's epilogue (bias,
- * accumulate, residual, ReLU). 16 multiply-adds per 4 output pixels and
+ * WINO_BLOCK), then Y = A^T M A, stored with the forward's epilogue
+ * (store_epilogue: bias, accumulate, residual, ReLU). 16 multiply-adds per 4 output pixels and
  * channel pair instead of 36; the transforms are additions. Inlined with the
  * block's tile-vector count and `half`. */
-static inline __attribute__((always_inline)) void RUN_NAME(wino_store)(const lade_wino_job *j, float *lo_at,
-                                                                        float *hi_at, VEC lo, VEC hi, float bias) {
-    float *at[2] = {lo_at, hi_at};
-    VEC v[2] = {lo + RUN_NAME(splat)(bias), hi + RUN_NAME(splat)(bias)};
-    for (int h = 0; h < 2; h++) {
-        if (j->accumulate) v[h] += RUN_NAME(load)(at[h]);
-        if (j->residual) v[h] += RUN_NAME(load)(j->residual + (at[h] - j->out.data));
-        RUN_NAME(store)(at[h], j->relu ? RUN_NAME(relu)(v[h]) : v[h]);
-    }
-}
-
 /* RUN floats: the first half from p, the second from q */
 static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
     float f[RUN];
@@ -322,7 +318,7 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
         }
         for (int r = 0; r < TILE_CO; r++) {
             const int co = ct * TILE_CO + r;
-            const float bias = j->bias ? j->bias[co] : 0.0f;
+            const VEC bias = RUN_NAME(splat)(j->bias ? j->bias[co] : 0.0f);
             for (int v = 0; v < tvs; v++) {
                 VEC s[2][4];
                 for (int c = 0; c < 4; c++) { /* A^T M */
@@ -332,8 +328,10 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
                 float *p = dst[v] + (size_t)co * j->out.stride_c;
                 for (int y = 0; y < 2; y++, p += W) { /* (A^T M) A: columns 2t and 2t+1, interleaved */
                     VEC even = s[y][0] + s[y][1] + s[y][2], odd = s[y][1] - s[y][2] - s[y][3];
-                    RUN_NAME(wino_store)(j, p, half ? p + 2 * W : p + RUN, RUN_NAME(interleave_lo)(even, odd),
-                                         RUN_NAME(interleave_hi)(even, odd), bias);
+                    RUN_NAME(store_epilogue)(p, RUN_NAME(interleave_lo)(even, odd) + bias, j->out.data, j->residual,
+                                             j->accumulate, j->relu);
+                    RUN_NAME(store_epilogue)(half ? p + 2 * W : p + RUN, RUN_NAME(interleave_hi)(even, odd) + bias,
+                                             j->out.data, j->residual, j->accumulate, j->relu);
                 }
             }
         }
