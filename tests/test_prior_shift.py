@@ -112,6 +112,64 @@ def test_bbse_soft_survives_a_class_never_predicted():
     assert np.abs(soft.prior - PT).max() <= 0.03
 
 
+def _bbse_quadratic(calib_probs, calib_y, test_probs, source, ridge):
+    """G, h of soft BBSE's objective 0.5 q'Gq - h'q over the simplex (the weighted least squares
+    of prior_shift.c), in float64 from the definitions."""
+    classes = source.size
+    counts = np.bincount(calib_y, minlength=classes)
+    confusion = np.zeros((classes, classes))
+    np.add.at(confusion.T, calib_y, calib_probs.astype(np.float64))  # [i, j]: sum of p_i over rows of class j
+    confusion /= counts
+    weight = 1.0 / np.maximum(confusion @ (counts / counts.sum()), 0.01 / classes)
+    mu = test_probs.astype(np.float64).mean(0)
+    G = confusion.T @ (weight[:, None] * confusion) + ridge * np.eye(classes)
+    h = confusion.T @ (weight * mu) + ridge * source.astype(np.float64)
+    return G, h
+
+
+def _simplex_minimum_by_enumeration(G, h):
+    """The exact minimiser: for every support, the minimiser on its face with sum 1 (a linear
+    KKT system); the best one that is feasible."""
+    classes, best, best_q = len(h), np.inf, None
+    for mask in range(1, 2 ** classes):
+        s = [c for c in range(classes) if mask >> c & 1]
+        k = len(s)
+        kkt = np.block([[G[np.ix_(s, s)], np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+        x = np.linalg.solve(kkt, np.concatenate([h[s], [1.0]]))[:k]
+        if (x < -1e-12).any():
+            continue
+        q = np.zeros(classes)
+        q[s] = x
+        value = 0.5 * q @ G @ q - h @ q
+        if value < best:
+            best, best_q = value, q
+    return best_q
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.05])
+@pytest.mark.parametrize("seed", range(12))
+def test_bbse_solves_its_simplex_least_squares_exactly(seed, ridge):
+    """8 weakly separated classes, a target prior without about half of them: the minimum lies on a
+    face of the simplex, and in some draws (seeds 8, 10, 11 with ridge 0) the solver must free again
+    a coordinate it had fixed at 0 on the way. Checked against enumerating every face."""
+    classes, r = 8, np.random.default_rng(seed)
+    calib_y = np.repeat(np.arange(classes), 40).astype(np.int64)
+    target = r.dirichlet(np.full(classes, 0.5))
+    target[r.random(classes) < 0.5] = 0
+    test_y = r.choice(classes, 400, p=target / target.sum())
+    probs = []
+    for y in (calib_y, test_y):
+        logits = r.normal(size=(len(y), classes))
+        logits[np.arange(len(y)), y] += 0.4
+        probs.append(posthoc.softmax(logits.astype(np.float32)))
+    source = r.dirichlet(np.ones(classes)).astype(np.float32)
+    G, h = _bbse_quadratic(probs[0], calib_y, probs[1], source, ridge)
+    expected = _simplex_minimum_by_enumeration(G, h)
+    est, _, fell_back = prior_shift.bbse_prior(probs[0], calib_y, probs[1], source, ridge=ridge, cond_limit=1e12)
+    assert not fell_back
+    np.testing.assert_allclose(est, expected, atol=1e-6)
+
+
 def test_bbse_ridge_shrinks_towards_no_shift():
     kw = dict(calib_logits=CAL_LOGITS, calib_labels=CAL_Y, method="bbse")
     free, mild, strong = (prior_shift.adapt(TEST_LOGITS, PS, ridge=r, **kw).prior for r in (0.0, 1.0, 1e4))

@@ -283,8 +283,8 @@ LADE_API lade_status lade_mean_posterior(float *prior, const float *probs, int n
  * with labels on labelled source data give the conditional confusion M[i][j] = P(pred = i | y = j)
  * (hard: argmax counts; soft: mean score i over the samples of class j); target_scores (n, classes)
  * give mu[i] = P(pred = i). target_prior = argmin over the probability simplex of
- * 0.5 sum_i (M q - mu)_i^2 / v_i + 0.5 ridge |q - source_prior|^2 (accelerated projected
- * gradient), v_i = (M p_cal)_i the calibration frequency of prediction i floored at 0.01 /
+ * 0.5 sum_i (M q - mu)_i^2 / v_i + 0.5 ridge |q - source_prior|^2 (exact, by an active-set
+ * method; of several minimisers, the one nearest source_prior), v_i = (M p_cal)_i the calibration frequency of prediction i floored at 0.01 /
  * classes (a Pearson chi-square distance: rare predictions count as much as frequent ones), so a
  * singular or noisy M still yields a prior instead of negative weights; ridge > 0 shrinks
  * towards no shift (as RLLS, Azizzadenesheli et al. 2019). Floored at 1e-8 and renormalised.

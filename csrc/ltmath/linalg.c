@@ -1,11 +1,12 @@
 /* linalg.c - the small dense linear algebra of the long-tail math, in double precision, row-major
- * d x d matrices: a Cholesky solve (Newton steps of temperature scaling, posthoc.c) and a
- * Gauss-Jordan inverse with its 1-norm (BBSE and its condition number, prior_shift.c). */
+ * d x d matrices: a Cholesky factorisation and solve (Newton steps of temperature scaling, posthoc.c;
+ * BBSE's simplex-constrained least squares, prior_shift.c) and a Gauss-Jordan inverse with its
+ * 1-norm (BBSE's condition number, prior_shift.c). */
 #include "linalg.h"
 
 #include <math.h>
 
-int lt_cholesky_solve(double *A, double *r, int d) {
+int lt_cholesky_factor(double *A, int d) {
     for (int j = 0; j < d; j++) {
         double s = A[(size_t)j * d + j];
         for (int k = 0; k < j; k++) s -= A[(size_t)j * d + k] * A[(size_t)j * d + k];
@@ -18,16 +19,25 @@ int lt_cholesky_solve(double *A, double *r, int d) {
             A[(size_t)i * d + j] = v / l;
         }
     }
+    return 1;
+}
+
+void lt_cholesky_apply(const double *L, double *r, int d) {
     for (int i = 0; i < d; i++) {
         double v = r[i];
-        for (int k = 0; k < i; k++) v -= A[(size_t)i * d + k] * r[k];
-        r[i] = v / A[(size_t)i * d + i];
+        for (int k = 0; k < i; k++) v -= L[(size_t)i * d + k] * r[k];
+        r[i] = v / L[(size_t)i * d + i];
     }
     for (int i = d - 1; i >= 0; i--) {
         double v = r[i];
-        for (int k = i + 1; k < d; k++) v -= A[(size_t)k * d + i] * r[k];
-        r[i] = v / A[(size_t)i * d + i];
+        for (int k = i + 1; k < d; k++) v -= L[(size_t)k * d + i] * r[k];
+        r[i] = v / L[(size_t)i * d + i];
     }
+}
+
+int lt_cholesky_solve(double *A, double *r, int d) {
+    if (!lt_cholesky_factor(A, d)) return 0;
+    lt_cholesky_apply(A, r, d);
     return 1;
 }
 

@@ -4,6 +4,11 @@
 #define LADE_LTMATH_LINALG_H
 #include <stddef.h>
 
+/* Overwrites the lower triangle of A (symmetric positive definite) with its Cholesky factor L
+ * (A = L L^T); returns 0 if A is not positive definite. */
+int lt_cholesky_factor(double *A, int d);
+/* r becomes the solution x of L L^T x = r, for a factor L from lt_cholesky_factor. */
+void lt_cholesky_apply(const double *L, double *r, int d);
 /* Solves A x = r in place (A symmetric positive definite, overwritten by its Cholesky factor; r
  * becomes x). Returns 0 if A is not positive definite. */
 int lt_cholesky_solve(double *A, double *r, int d);

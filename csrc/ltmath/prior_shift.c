@@ -287,12 +287,14 @@ lade_status lade_mean_posterior(float *prior, const float *probs, int n, int cla
 /* ---- BBSE -------------------------------------------------------------------------- */
 typedef struct {
     double *confusion, *work, *inv, *gram; /* (C*C) each */
-    double *mu, *p_cal, *lin, *q, *look, *prev, *sorted, *weight; /* (C) each */
+    double *mu, *p_cal, *lin, *q, *z, *u, *weight; /* (C) each */
+    int *free_set;                                 /* (C): the indices the solve lets move */
+    char *is_free;                                 /* (C) */
 } bbse_scratch;
 
 static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
     size_t C = (size_t)classes;
-    s->confusion = lade_alloc((4 * C * C + 8 * C) * sizeof(double));
+    s->confusion = lade_alloc((4 * C * C + 7 * C) * sizeof(double) + C * (sizeof(int) + 1));
     if (!s->confusion) return lade_fail(LADE_ENOMEM, "no memory for a %d x %d confusion matrix", classes, classes);
     s->work = s->confusion + C * C;
     s->inv = s->work + C * C;
@@ -301,10 +303,11 @@ static lade_status bbse_scratch_alloc(bbse_scratch *s, int classes) {
     s->p_cal = s->mu + C;
     s->lin = s->p_cal + C;
     s->q = s->lin + C;
-    s->look = s->q + C;
-    s->prev = s->look + C;
-    s->sorted = s->prev + C;
-    s->weight = s->sorted + C;
+    s->z = s->q + C;
+    s->u = s->z + C;
+    s->weight = s->u + C;
+    s->free_set = (int *)(s->weight + C);
+    s->is_free = (char *)(s->free_set + C);
     return LADE_OK;
 }
 
@@ -348,41 +351,30 @@ static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *cal
     }
 }
 
-/* Euclidean projection of v onto the probability simplex, in place (sort-based). */
-static int cmp_desc(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x < y) - (x > y);
-}
-
-static void project_simplex(double *v, double *sorted, int C) {
-    memcpy(sorted, v, (size_t)C * sizeof(double));
-    qsort(sorted, (size_t)C, sizeof(double), cmp_desc);
-    double cumulative = 0, shift = 0;
-    for (int k = 0; k < C; k++) {
-        cumulative += sorted[k];
-        double t = (cumulative - 1) / (k + 1);
-        if (sorted[k] > t) shift = t; /* the last k where this holds sets the shift */
-    }
-    for (int c = 0; c < C; c++) v[c] = v[c] > shift ? v[c] - shift : 0;
-}
-
-/* q = argmin over the simplex of 0.5 sum_i (M q - mu)_i^2 / v_i + 0.5 ridge |q - ref|^2, by
- * accelerated projected gradient (FISTA) with gradient-based restart, from q = ref. v_i =
- * (M p_cal)_i is how often class i is predicted on the calibration data, i.e. (up to a constant)
- * the variance of mu_i without shift: a Pearson chi-square distance, so rarely predicted classes
- * are not drowned by the frequent ones (floored at 1% of uniform so that no row dominates the
- * step size). The objective is convex; it stays defined when M is singular. */
-#define BBSE_MAX_ITER 50000
-#define BBSE_TOL 1e-10
+/* q = argmin over the probability simplex of 0.5 sum_i (M q - mu)_i^2 / v_i + 0.5 ridge |q - ref|^2.
+ * v_i = (M p_cal)_i is how often class i is predicted on the calibration data, i.e. (up to a
+ * constant) the variance of mu_i without shift: a Pearson chi-square distance, so rarely predicted
+ * classes are not drowned by the frequent ones (floored at 1% of uniform so that no row dominates).
+ * As a quadratic program: 0.5 q'Gq - h'q with G = M^T W M + ridge I, h = M^T W mu + ridge ref.
+ * It is solved exactly by the primal active-set method (Nocedal and Wright, Numerical
+ * Optimization, algorithm 16.3), from q = ref: on the set F of coordinates free to move, the
+ * minimiser with sum 1 is x = z + t u, where G_FF z = h_F, G_FF u = 1 and t = (1 - sum z) / sum u
+ * (t is then the common gradient on F). Step from q towards x until a coordinate reaches 0 (it
+ * leaves F); at x, free the fixed coordinate c whose multiplier (G q - h)_c - t is most negative,
+ * or stop when none is. A term eps |q - ref|^2 (eps = 1e-9 of G's mean diagonal) makes G positive
+ * definite: the minimiser is unique (with M singular, the one nearest ref) and the Cholesky
+ * factorisations exist. The iteration cap is a guard against cycling on degenerate ties. */
+#define BBSE_MAX_STEPS(C) (10 * (C) + 10)
 
 static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
-    double *G = s->gram, *h = s->lin, *q = s->q, *y = s->look, *prev = s->prev, *w = s->weight;
+    double *G = s->gram, *h = s->lin, *q = s->q, *w = s->weight, *L = s->work, *z = s->z, *u = s->u;
+    int *F = s->free_set;
     for (int i = 0; i < C; i++) {
         double v = 0;
         for (int j = 0; j < C; j++) v += s->confusion[(size_t)i * C + j] * s->p_cal[j];
         w[i] = 1.0 / (v > 0.01 / C ? v : 0.01 / C);
     }
-    /* G = M^T W M + ridge I, h = M^T W mu + ridge ref */
+    double trace = 0;
     for (int a = 0; a < C; a++) {
         for (int b = 0; b <= a; b++) {
             double g = 0;
@@ -393,40 +385,56 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
         for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * w[i] * s->mu[i];
         G[(size_t)a * C + a] += ridge;
         h[a] = v + ridge * ref[a];
+        trace += G[(size_t)a * C + a];
     }
-    /* step 1/L with L >= the largest eigenvalue of G: min of its 1-norm and Frobenius norm */
-    double norm_1 = 0, frob = 0;
+    const double eps = 1e-9 * (trace > 0 ? trace / C : 1.0);
+    double scale = 0;
     for (int a = 0; a < C; a++) {
-        double col = 0;
-        for (int b = 0; b < C; b++) {
-            col += fabs(G[(size_t)a * C + b]);
-            frob += G[(size_t)a * C + b] * G[(size_t)a * C + b];
-        }
-        norm_1 = col > norm_1 ? col : norm_1;
+        G[(size_t)a * C + a] += eps;
+        h[a] += eps * ref[a];
+        scale = fmax(scale, fabs(h[a]) + G[(size_t)a * C + a]);
     }
-    double L = sqrt(frob) < norm_1 ? sqrt(frob) : norm_1;
+    const double tol = 1e-12 * scale; /* multipliers below -tol are negative, not rounding */
     memcpy(q, ref, (size_t)C * sizeof(double));
-    if (!(L > 0)) return;
-    memcpy(y, q, (size_t)C * sizeof(double));
-    double t = 1;
-    for (int it = 0; it < BBSE_MAX_ITER; it++) {
-        memcpy(prev, q, (size_t)C * sizeof(double));
-        for (int a = 0; a < C; a++) { /* q = P(y - (G y - h) / L) */
-            double g = -h[a];
-            for (int b = 0; b < C; b++) g += G[(size_t)a * C + b] * y[b];
-            q[a] = y[a] - g / L;
+    for (int c = 0; c < C; c++) s->is_free[c] = q[c] > 0;
+    for (int step = 0; step < BBSE_MAX_STEPS(C); step++) {
+        int k = 0;
+        for (int c = 0; c < C; c++)
+            if (s->is_free[c]) F[k++] = c;
+        for (int i = 0; i < k; i++) {
+            for (int j = 0; j < k; j++) L[(size_t)i * k + j] = G[(size_t)F[i] * C + F[j]];
+            z[i] = h[F[i]];
+            u[i] = 1;
         }
-        project_simplex(q, s->sorted, C);
-        double t_next = (1 + sqrt(1 + 4 * t * t)) / 2, change = 0, uphill = 0;
+        if (!lt_cholesky_factor(L, k)) return; /* not reached: G is positive definite */
+        lt_cholesky_apply(L, z, k);
+        lt_cholesky_apply(L, u, k);
+        double sum_z = 0, sum_u = 0;
+        for (int i = 0; i < k; i++) sum_z += z[i], sum_u += u[i];
+        const double t = (1 - sum_z) / sum_u;
+        double alpha = 1; /* the step towards x, cut where the first coordinate reaches 0 */
+        int block = -1;
+        for (int i = 0; i < k; i++) {
+            z[i] += t * u[i]; /* z is now x */
+            double p = z[i] - q[F[i]];
+            if (p < 0 && q[F[i]] + alpha * p < 0) alpha = -q[F[i]] / p, block = i;
+        }
+        for (int i = 0; i < k; i++) q[F[i]] = block < 0 ? z[i] : q[F[i]] + alpha * (z[i] - q[F[i]]);
+        if (block >= 0) {
+            q[F[block]] = 0;
+            s->is_free[F[block]] = 0;
+            continue;
+        }
+        int release = -1;
+        double most = -tol;
         for (int c = 0; c < C; c++) {
-            double d = q[c] - prev[c];
-            change = fabs(d) > change ? fabs(d) : change;
-            uphill += (y[c] - q[c]) * d; /* > 0: momentum points uphill, restart it */
+            if (s->is_free[c]) continue;
+            double g = -h[c] - t;
+            for (int b = 0; b < C; b++) g += G[(size_t)c * C + b] * q[b];
+            if (g < most) most = g, release = c;
         }
-        if (change < BBSE_TOL) break;
-        if (uphill > 0) t_next = 1;
-        for (int c = 0; c < C; c++) y[c] = q[c] + (t - 1) / t_next * (q[c] - prev[c]);
-        t = t_next;
+        if (release < 0) return;
+        s->is_free[release] = 1;
     }
 }
 

@@ -73,8 +73,8 @@ TEST(bbse_singular_confusion_falls_back_or_stays_feasible) {
     CHECK_OK(lade_bbse_prior(out, &cond, &fell_back, cal, labels, 6, test, 10, C, source, 1, 0.0, 1e4));
     CHECK(fell_back && isinf(cond));
     for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], 1 / 3.0, 1e-6);
-    /* no limit: q0 is identified (0.2), q1 + q2 = 0.8 is not; starting from the source
-     * prior, the projected gradient keeps them equal */
+    /* no limit: q0 is identified (0.2), q1 + q2 = 0.8 is not; of these minimisers the solve
+     * returns the one nearest the source prior, with q1 = q2 */
     CHECK_OK(lade_bbse_prior(out, &cond, &fell_back, cal, labels, 6, test, 10, C, source, 1, 0.0, INFINITY));
     CHECK(!fell_back);
     CHECK_CLOSE(out[0], 0.2, 1e-6);
