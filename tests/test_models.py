@@ -672,10 +672,11 @@ def normalise(images_uint8):
 
 @pytest.mark.slow
 def test_training_on_cifar100_subset_learns(cifar100):
-    """300 SGD steps of batch 64 on the first 20 CIFAR-100 classes (10,000 train
-    images, about two epochs): the loss falls and test accuracy is far above the
-    5 % of chance. PyTorch with this recipe reaches 29 % (loss 3.35 -> 2.29); the bar is 15 %."""
-    classes, steps, batch = 20, 300, 64
+    """200 SGD steps of batch 64 on the first 20 CIFAR-100 classes (10,000 train
+    images, 1.3 epochs): the loss falls and test accuracy is far above the 5 % of
+    chance. With this recipe PyTorch reaches 21 % (loss 3.40 -> 2.47) and lade 26 %
+    (3.22 -> 2.43); the bar is 15 %."""
+    classes, steps, batch = 20, 200, 64
     train_images, train_fine, _ = cifar100["train"]
     test_images, test_fine, _ = cifar100["test"]
     keep = train_fine < classes
@@ -691,7 +692,7 @@ def test_training_on_cifar100_subset_learns(cifar100):
     losses = []
     for step in range(steps):
         idx = np.sort(order[step * batch:(step + 1) * batch])
-        lr = 0.05 * min(1.0, (step + 1) / 30)  # short linear warmup
+        lr = 0.05 * min(1.0, (step + 1) / 20)  # short linear warmup
         losses.append(lade.train_step(net, opt, np.ascontiguousarray(x_train[idx]), y_train[idx], lr=lr))
     first, last = np.mean(losses[:20]), np.mean(losses[-50:])
     accuracy = float(np.mean(lade.predict(net, x_test, batch_size=500).argmax(axis=1) == y_test))
