@@ -24,17 +24,34 @@ def fuzzers():
     return BUILD
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_fuzz_target(fuzzers, target, tmp_path):
-    seeds = os.path.join(CSRC, "fuzz", "corpus", target)
-    assert len(os.listdir(seeds)) >= 2
-    # new inputs go to the first (scratch) corpus folder; the seeds stay untouched
+@pytest.fixture(scope="module")
+def fuzz_runs(fuzzers, tmp_path_factory):
+    """All targets at once, each for FUZZ_SECONDS of wall time: the three share the cores, so the
+    module takes one bounded period instead of three."""
     # libFuzzer reads its RSS as the process's peak RSS, which Linux carries over from this (large) pytest
     # process through fork/exec: the RSS limit is 2 GiB above that inherited peak, and any single
     # allocation over 2 GiB is a failure in its own right.
     inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    cmd = [os.path.join(fuzzers, f"fuzz_{target}"), f"-max_total_time={FUZZ_SECONDS}",
-           f"-rss_limit_mb={inherited_mb + 2048}", "-malloc_limit_mb=2048", "-timeout=20", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(tmp_path), seeds]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=FUZZ_SECONDS * 3 + 60)
-    assert result.returncode == 0, f"fuzz_{target} failed:\n{result.stderr[-6000:]}"
-    assert "Done" in result.stderr and "stat::number_of_executed_units" in result.stderr
+    runs = {}
+    for target in TARGETS:
+        seeds = os.path.join(CSRC, "fuzz", "corpus", target)
+        assert len(os.listdir(seeds)) >= 2
+        scratch = tmp_path_factory.mktemp(f"fuzz_{target}")
+        # new inputs go to the first (scratch) corpus folder; the seeds stay untouched
+        cmd = [os.path.join(fuzzers, f"fuzz_{target}"), f"-max_total_time={FUZZ_SECONDS}",
+               f"-rss_limit_mb={inherited_mb + 2048}", "-malloc_limit_mb=2048", "-timeout=20", "-print_final_stats=1",
+               f"-artifact_prefix={scratch}/", str(scratch), seeds]
+        runs[target] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    yield runs
+    for proc in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fuzz_target(fuzz_runs, target):
+    proc = fuzz_runs[target]
+    _, stderr = proc.communicate(timeout=FUZZ_SECONDS * 3 + 60)
+    assert proc.returncode == 0, f"fuzz_{target} failed:\n{stderr[-6000:]}"
+    assert "Done" in stderr and "stat::number_of_executed_units" in stderr
