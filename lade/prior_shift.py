@@ -13,7 +13,9 @@ Methods:
   'em'   Saerens et al. 2002: EM re-estimation of the prior from calibrated posteriors. The
          posteriors are first calibrated by bias-corrected temperature scaling fitted on the
          held-out labelled source logits (Alexandari et al. 2020); without calibration data EM
-         runs on softmax(test_logits) as is. The estimate is the MAP under a Dirichlet(1 +
+         runs on softmax(test_logits) as is. EM takes SQUAREM steps (em_prior's accelerate: the
+         same fixed point in several times fewer passes over the rows; res.iterations counts EM
+         maps). The estimate is the MAP under a Dirichlet(1 +
          pseudo_count) prior; the default pseudo_count=1 is add-one smoothing: no class is driven
          to 0, and EM converges even where the maximum-likelihood estimate (pseudo_count=0, the
          original EM) drifts to a degenerate prior. With 100 classes and a weak model that drift is
@@ -236,7 +238,7 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
             loglik = None  # the shift test below runs on the unlabelled rows alone
         else:
             prior, res.iterations, res.converged, loglik = _C.em_prior(test_probs, reference, pseudo_count=pseudo_count,
-                                                                       tol=tol, max_iter=max_iter)
+                                                                       tol=tol, max_iter=max_iter, accelerate=True)
         if not res.converged:
             warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
                           stacklevel=2)
@@ -254,7 +256,8 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                               "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
                               stacklevel=2)
         if pseudo_count > 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
-            loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter)[3]
+            loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter,
+                                 accelerate=True)[3]
         # the reference prior is itself estimated from the m calibration rows: dividing by 1 + n / m
         # bounds the statistic's inflation by that noise (the mean posterior varies no more than
         # label frequencies would), so the test stays at or below its level
