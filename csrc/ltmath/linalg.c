@@ -1,12 +1,13 @@
 /* linalg.c - the small dense linear algebra of the long-tail math, in double precision, row-major
- * d x d matrices: a Cholesky factorisation and solve (Newton steps of temperature scaling, posthoc.c;
- * BBSE's simplex-constrained least squares, prior_shift.c) and a Gauss-Jordan inverse with its
- * 1-norm (BBSE's condition number, prior_shift.c). */
+ * d x d matrices: a Cholesky solve (Newton steps of temperature scaling, posthoc.c), a Cholesky
+ * factor grown and shrunk a row and column at a time (BBSE's simplex-constrained least squares,
+ * prior_shift.c) and a Gauss-Jordan inverse with its 1-norm (BBSE's condition number). */
 #include "linalg.h"
 
 #include <math.h>
+#include <string.h>
 
-int lt_cholesky_factor(double *A, int d) {
+int lt_cholesky_solve(double *A, double *r, int d) {
     for (int j = 0; j < d; j++) {
         double s = A[(size_t)j * d + j];
         for (int k = 0; k < j; k++) s -= A[(size_t)j * d + k] * A[(size_t)j * d + k];
@@ -19,26 +20,49 @@ int lt_cholesky_factor(double *A, int d) {
             A[(size_t)i * d + j] = v / l;
         }
     }
+    lt_cholesky_apply(A, d, r, d);
     return 1;
 }
 
-void lt_cholesky_apply(const double *L, double *r, int d) {
+void lt_cholesky_apply(const double *L, int ld, double *r, int d) {
     for (int i = 0; i < d; i++) {
         double v = r[i];
-        for (int k = 0; k < i; k++) v -= L[(size_t)i * d + k] * r[k];
-        r[i] = v / L[(size_t)i * d + i];
+        for (int k = 0; k < i; k++) v -= L[(size_t)i * ld + k] * r[k];
+        r[i] = v / L[(size_t)i * ld + i];
     }
     for (int i = d - 1; i >= 0; i--) {
         double v = r[i];
-        for (int k = i + 1; k < d; k++) v -= L[(size_t)k * d + i] * r[k];
-        r[i] = v / L[(size_t)i * d + i];
+        for (int k = i + 1; k < d; k++) v -= L[(size_t)k * ld + i] * r[k];
+        r[i] = v / L[(size_t)i * ld + i];
     }
 }
 
-int lt_cholesky_solve(double *A, double *r, int d) {
-    if (!lt_cholesky_factor(A, d)) return 0;
-    lt_cholesky_apply(A, r, d);
+int lt_cholesky_append(double *L, int ld, int k, const double *a, double diag) {
+    double *row = L + (size_t)k * ld;
+    for (int i = 0; i < k; i++) { /* L l = a */
+        double v = a[i];
+        for (int j = 0; j < i; j++) v -= L[(size_t)i * ld + j] * row[j];
+        row[i] = v / L[(size_t)i * ld + i];
+    }
+    for (int j = 0; j < k; j++) diag -= row[j] * row[j];
+    if (!(diag > 0)) return 0;
+    row[k] = sqrt(diag);
     return 1;
+}
+
+void lt_cholesky_remove(double *L, int ld, int k, int j) {
+    /* without row j, rows j..k-2 reach one column past the diagonal; rotations of column pairs
+     * (i, i+1), which leave L L^T unchanged, clear those entries */
+    for (int r = j; r < k - 1; r++) memcpy(L + (size_t)r * ld, L + (size_t)(r + 1) * ld, (size_t)k * sizeof(double));
+    for (int i = j; i < k - 1; i++) {
+        double a = L[(size_t)i * ld + i], b = L[(size_t)i * ld + i + 1], norm = hypot(a, b);
+        double cs = a / norm, sn = b / norm;
+        for (int r = i; r < k - 1; r++) {
+            double x = L[(size_t)r * ld + i], y = L[(size_t)r * ld + i + 1];
+            L[(size_t)r * ld + i] = cs * x + sn * y;
+            L[(size_t)r * ld + i + 1] = cs * y - sn * x;
+        }
+    }
 }
 
 int lt_invert(double *A, double *inv, int d) {

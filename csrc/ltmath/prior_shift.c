@@ -363,8 +363,20 @@ static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *cal
  * leaves F); at x, free the fixed coordinate c whose multiplier (G q - h)_c - t is most negative,
  * or stop when none is. A term eps |q - ref|^2 (eps = 1e-9 of G's mean diagonal) makes G positive
  * definite: the minimiser is unique (with M singular, the one nearest ref) and the Cholesky
- * factorisations exist. The iteration cap is a guard against cycling on degenerate ties. */
+ * factor of G_FF exists; it is updated as coordinates join or leave F (O(C^2) a step, not a new
+ * O(C^3) factorisation). The iteration cap is a guard against cycling on degenerate ties. */
 #define BBSE_MAX_STEPS(C) (10 * (C) + 10)
+
+/* Lets coordinate c move: appends it to F (position k) and grows the factor of G_FF. Returns 0 if
+ * G_FF would lose definiteness (rounding only: G is positive definite). */
+static int bbse_free(bbse_scratch *s, int C, int k, int c) {
+    double *a = s->inv;
+    for (int i = 0; i < k; i++) a[i] = s->gram[(size_t)s->free_set[i] * C + c];
+    if (!lt_cholesky_append(s->work, C, k, a, s->gram[(size_t)c * C + c])) return 0;
+    s->free_set[k] = c;
+    s->is_free[c] = 1;
+    return 1;
+}
 
 static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
     double *G = s->gram, *h = s->lin, *q = s->q, *w = s->weight, *L = s->work, *z = s->z, *u = s->u;
@@ -396,19 +408,17 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
     }
     const double tol = 1e-12 * scale; /* multipliers below -tol are negative, not rounding */
     memcpy(q, ref, (size_t)C * sizeof(double));
-    for (int c = 0; c < C; c++) s->is_free[c] = q[c] > 0;
-    for (int step = 0; step < BBSE_MAX_STEPS(C); step++) {
-        int k = 0;
-        for (int c = 0; c < C; c++)
-            if (s->is_free[c]) F[k++] = c;
-        for (int i = 0; i < k; i++) {
-            for (int j = 0; j < k; j++) L[(size_t)i * k + j] = G[(size_t)F[i] * C + F[j]];
-            z[i] = h[F[i]];
-            u[i] = 1;
-        }
-        if (!lt_cholesky_factor(L, k)) return; /* not reached: G is positive definite */
-        lt_cholesky_apply(L, z, k);
-        lt_cholesky_apply(L, u, k);
+    int k = 0; /* L (stride C) is the Cholesky factor of G_FF, F[0..k) in the factor's order */
+    for (int c = 0; c < C; c++) {
+        s->is_free[c] = 0;
+        if (!(q[c] > 0)) continue;
+        if (!bbse_free(s, C, k, c)) return; /* not reached: G is positive definite */
+        k++;
+    }
+    for (int step = 0; step < BBSE_MAX_STEPS(C) && k > 0; step++) {
+        for (int i = 0; i < k; i++) z[i] = h[F[i]], u[i] = 1;
+        lt_cholesky_apply(L, C, z, k);
+        lt_cholesky_apply(L, C, u, k);
         double sum_z = 0, sum_u = 0;
         for (int i = 0; i < k; i++) sum_z += z[i], sum_u += u[i];
         const double t = (1 - sum_z) / sum_u;
@@ -423,6 +433,9 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
         if (block >= 0) {
             q[F[block]] = 0;
             s->is_free[F[block]] = 0;
+            lt_cholesky_remove(L, C, k, block);
+            memmove(F + block, F + block + 1, (size_t)(k - block - 1) * sizeof(int));
+            k--;
             continue;
         }
         int release = -1;
@@ -433,8 +446,8 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
             for (int b = 0; b < C; b++) g += G[(size_t)c * C + b] * q[b];
             if (g < most) most = g, release = c;
         }
-        if (release < 0) return;
-        s->is_free[release] = 1;
+        if (release < 0 || !bbse_free(s, C, k, release)) return; /* optimal (or G_FF lost definiteness) */
+        k++;
     }
 }
 

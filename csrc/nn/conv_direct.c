@@ -149,11 +149,11 @@ static void pad_planes(void *ctx, size_t begin, size_t end) {
                 float *to_odd = row + (~px & 1) * j->phase_w + ((px + 1) >> 1); /* x odd */
                 int x = 0;
                 for (; x + 16 <= W; x += 16) {
-                    vec8 a, b;
-                    memcpy(&a, in_row + x, sizeof a);
-                    memcpy(&b, in_row + x + 8, sizeof b);
-                    vec8 even = SHUFFLE8(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-                    vec8 odd = SHUFFLE8(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+                    vec8 lo, hi;
+                    memcpy(&lo, in_row + x, sizeof lo);
+                    memcpy(&hi, in_row + x + 8, sizeof hi);
+                    vec8 even = SHUFFLE8(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+                    vec8 odd = SHUFFLE8(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
                     memcpy(to_even + x / 2, &even, sizeof even);
                     memcpy(to_odd + x / 2, &odd, sizeof odd);
                 }

@@ -35,6 +35,46 @@ TEST(linalg_cholesky_solve_matches_the_product) {
     CHECK(lt_cholesky_solve(indefinite, rhs, 2) == 0);
 }
 
+TEST(linalg_cholesky_factor_grows_and_shrinks_with_its_matrix) {
+    /* A = B B^T + I; the factor of A restricted to an index list, grown by appends and shrunk by
+     * removals, solves that submatrix as a fresh factorisation does */
+    double b[D * D], a[D * D], L[D * D], col[D], r[D], ref[D * D], rr[D];
+    fill(b, D * D, 4);
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            double s = i == j;
+            for (int k = 0; k < D; k++) s += b[i * D + k] * b[j * D + k];
+            a[i * D + j] = s;
+        }
+    int idx[D], k = 0;
+    for (int c = 0; c < D; c++) { /* grow to every index in the order 3, 0, 6, 1, 5, 2, 4 */
+        int next = (3 + 4 * c) % D;
+        for (int i = 0; i < k; i++) col[i] = a[idx[i] * D + next];
+        CHECK(lt_cholesky_append(L, D, k, col, a[next * D + next]) == 1);
+        idx[k++] = next;
+    }
+    const int drop[3] = {2, 0, 3}; /* positions in the shrinking list */
+    for (int d = 0; d < 3; d++) {
+        lt_cholesky_remove(L, D, k, drop[d]);
+        memmove(idx + drop[d], idx + drop[d] + 1, (size_t)(k - drop[d] - 1) * sizeof(int));
+        k--;
+        for (int i = 0; i < k; i++) {
+            for (int j = 0; j < k; j++) ref[i * k + j] = a[idx[i] * D + idx[j]];
+            r[i] = rr[i] = 1.0 + i;
+        }
+        lt_cholesky_apply(L, D, r, k);
+        CHECK(lt_cholesky_solve(ref, rr, k) == 1);
+        for (int i = 0; i < k; i++) CHECK_CLOSE(r[i], rr[i], 1e-10);
+    }
+    /* a copy of an existing row and column with a smaller diagonal entry makes the matrix
+     * indefinite: refused, and the factor is kept */
+    for (int i = 0; i < k; i++) col[i] = a[idx[i] * D + idx[0]];
+    CHECK(lt_cholesky_append(L, D, k, col, a[idx[0] * D + idx[0]] - 0.5) == 0);
+    for (int i = 0; i < k; i++) r[i] = 1.0 + i;
+    lt_cholesky_apply(L, D, r, k);
+    for (int i = 0; i < k; i++) CHECK_CLOSE(r[i], rr[i], 1e-10);
+}
+
 TEST(linalg_invert_gives_the_inverse_and_refuses_a_singular_matrix) {
     double a[D * D], work[D * D], inv[D * D];
     fill(a, D * D, 3);
