@@ -41,17 +41,20 @@ def fuzz_runs(fuzzers, tmp_path_factory):
         cmd = [os.path.join(fuzzers, f"fuzz_{target}"), f"-max_total_time={FUZZ_SECONDS}",
                f"-rss_limit_mb={inherited_mb + 2048}", "-malloc_limit_mb=2048", "-timeout=20", "-print_final_stats=1",
                f"-artifact_prefix={scratch}/", str(scratch), seeds]
-        runs[target] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # output to a file, not a pipe: a pipe nobody drains while another target is awaited would stall it
+        with open(scratch / "log.txt", "w") as log:
+            runs[target] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), scratch / "log.txt")
     yield runs
-    for proc in runs.values():
+    for proc, _ in runs.values():
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz_target(fuzz_runs, target):
-    proc = fuzz_runs[target]
-    _, stderr = proc.communicate(timeout=FUZZ_SECONDS * 3 + 60)
+    proc, log = fuzz_runs[target]
+    proc.wait(timeout=FUZZ_SECONDS * 3 + 60)
+    stderr = log.read_text(errors="replace")
     assert proc.returncode == 0, f"fuzz_{target} failed:\n{stderr[-6000:]}"
     assert "Done" in stderr and "stat::number_of_executed_units" in stderr
