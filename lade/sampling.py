@@ -13,7 +13,7 @@ from lade.priors import _integer_counts, as_prior, class_counts, prior_from_coun
 
 __all__ = ["InstanceSampler", "ClassAwareSampler", "SquareRootSampler", "ProgressivelyBalancedSampler",
            "lt_subset", "LTSubset", "shifted_test_subset", "shifted_test_indices", "ShiftedSubset",
-           "SHIFT_SETTINGS", "dirichlet_priors"]
+           "SHIFT_SETTINGS", "dirichlet_priors", "prior_test_subset"]
 
 _DIRECTIONS = {"forward": 0, "backward": 1, "uniform": 2}
 # The eleven shifted test settings of the notebooks (spec §2.3), in table order.
@@ -142,6 +142,19 @@ def shifted_test_subset(test_labels, train_prior, ratio, direction, img_max=None
     if img_max is None:
         img_max = int(class_counts(test_labels, prior.shape[0]).min())
     counts = _C.shift_counts(prior, img_max, ratio, _DIRECTIONS[direction])
+    out = _C.first_k_per_class(test_labels, counts)
+    return ShiftedSubset(out, counts, prior_from_counts(counts))
+
+
+def prior_test_subset(test_labels, target_prior, img_max=None):
+    """A test subset with the shape of any target prior: class c keeps the first
+    max(1, int(img_max * p_c / max p)) of its samples in stored order (the most common class
+    img_max, every class at least one). img_max defaults to the smallest class count of
+    test_labels. Returns ShiftedSubset(indices, counts, prior)."""
+    prior = as_prior(target_prior, "target_prior").astype(np.float64)
+    if img_max is None:
+        img_max = int(class_counts(test_labels, prior.shape[0]).min())
+    counts = np.maximum(1, (img_max * prior / prior.max()).astype(np.int64))
     out = _C.first_k_per_class(test_labels, counts)
     return ShiftedSubset(out, counts, prior_from_counts(counts))
 

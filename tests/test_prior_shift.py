@@ -335,6 +335,8 @@ ESTIMATORS = {  # name -> adapt keywords (calibration data are added for every e
     "bbse": dict(method="bbse", gate=None),
     "bbse_gated": dict(method="bbse"),
     "bbse_shrunk": dict(method="bbse", gate=None, shrink_to="no_shift"),
+    "em_family": dict(method="em", gate=None, family="auto"),
+    "em_family_gated": dict(method="em", family="auto"),
 }
 
 
@@ -366,7 +368,11 @@ def test_every_estimator_recovers_the_spec_shifts(name, ratio, direction):
     sub = lade.sampling.shifted_test_subset(y, PS, ratio, direction)
     res = prior_shift.adapt(np.ascontiguousarray(z[sub.indices]), PS, calib_logits=CAL_LOGITS, calib_labels=CAL_Y,
                             **ESTIMATORS[name])
-    assert np.abs(res.prior - sub.prior).sum() <= 0.06, (res.prior, sub.prior)
+    # PS is not exponential in rank, so these shifts lie near the tilted family PS^g but not on it; with
+    # 2,000-5,000 rows the family test does not always see that, and the tilted fit's bias shows
+    # (measured: L1 0.062 at F10, 0.073 at B50, where the free estimate has 0.039 and 0.022)
+    limit = 0.08 if "family" in ESTIMATORS[name] else 0.06
+    assert np.abs(res.prior - sub.prior).sum() <= limit, (res.prior, sub.prior)
     if direction != "uniform":
         assert not res.gated  # strong shifts are adapted to
 
@@ -552,3 +558,82 @@ def test_squarem_em_reaches_the_fixed_point_of_plain_em_in_fewer_maps():
         np.testing.assert_allclose(fast, plain, atol=2e-6)
         assert ll_fast == pytest.approx(ll_plain, abs=1e-6 * abs(ll_plain) + 1e-6)
         assert it_fast < it_plain / 2, (it_fast, it_plain)
+
+
+# ---- the tilted family p_g ∝ r * t^g (family='tilt' / 'auto') -------------------------------------------
+
+def _tilted(g, reference=PS, direction=PS):
+    p = reference.astype(np.float64) * direction.astype(np.float64) ** g
+    return (p / p.sum()).astype(np.float32)
+
+
+def test_tilted_prior_maximises_the_likelihood_in_its_family():
+    probs = posthoc.softmax(TEST_LOGITS[:3000])
+    t = np.array([0.5, 0.05, 0.2, 0.15, 0.1], np.float32)  # a direction that is not the reference
+    prior, g, loglik, iterations, converged = prior_shift.tilted_prior(probs, PS, t)
+    assert converged and iterations < 30
+    q = probs.astype(np.float64)
+    ll = lambda h: np.log((q * (_tilted(h, PS, t) / PS)).sum(1)).sum()  # noqa: E731
+    grid = np.linspace(-4, 4, 8001)
+    best = grid[np.argmax([ll(h) for h in grid])]
+    assert g == pytest.approx(best, abs=2e-3)
+    assert loglik == pytest.approx(ll(g), rel=1e-4) and loglik >= max(ll(best), ll(0)) - 1e-3
+    np.testing.assert_allclose(prior, _tilted(g, PS, t), rtol=1e-5)
+
+
+@pytest.mark.parametrize("g", [-3.0, -1.0, 1.0])
+def test_family_auto_takes_the_tilt_on_the_family(g):
+    # exact posteriors (no calibration): a target on the family is estimated with one parameter,
+    # closer than the free estimate, and its shift test has 1 dof
+    pt = _tilted(g)
+    z, _ = draw(pt, 2000, 40)
+    free = prior_shift.adapt(z, PS, calibration="none", gate=None)
+    auto = prior_shift.adapt(z, PS, calibration="none", gate=None, family="auto")
+    assert auto.family == "tilt" and auto.family_test["dof"] == C - 2 and auto.family_test["p_value"] >= 0.05
+    assert auto.tilt_exponent == pytest.approx(g, abs=0.15)
+    assert np.abs(auto.prior - pt).sum() < np.abs(free.prior - pt).sum()
+    assert auto.shift_test["dof"] == 1 and auto.shift_test["p_value"] < 1e-6
+    tilt = prior_shift.adapt(z, PS, calibration="none", gate=None, family="tilt")
+    np.testing.assert_array_equal(tilt.prior, auto.prior)
+
+
+def test_family_auto_falls_back_to_the_free_estimate_off_the_family():
+    pt = np.array([0.1, 0.4, 0.05, 0.3, 0.15], np.float32)  # not monotone in PS
+    z, _ = draw(pt, 5000, 41)
+    free = prior_shift.adapt(z, PS, calibration="none", gate=None)
+    auto = prior_shift.adapt(z, PS, calibration="none", gate=None, family="auto")
+    assert auto.family == "free" and auto.family_test["p_value"] < 1e-6
+    np.testing.assert_array_equal(auto.prior, free.prior)
+    assert np.isfinite(auto.tilt_exponent)  # the family was fitted, then rejected
+
+
+def test_family_test_rejects_a_true_tilt_at_about_its_level():
+    # 200 test sets of 2000 rows drawn from a prior on the family: 'auto' should leave it for the free
+    # estimate on about 5 % of them (chi-square with C - 2 dof). Measured: 9 of 200.
+    pt, left = _tilted(-1.5), 0
+    for seed in range(200):
+        z, _ = draw(pt, 2000, 3000 + seed)
+        left += prior_shift.adapt(z, PS, calibration="none", gate=None, family="auto").family == "free"
+    assert 0.01 <= left / 200 <= 0.10, left
+
+
+def test_family_balanced_training_leaves_one_prior():
+    # a uniform direction (balanced training) makes the family the reference alone: g = 0, no shift
+    uniform = np.full(C, 1.0 / C, np.float32)
+    res = prior_shift.adapt(TEST_LOGITS, PS, calibration="none", family="tilt", tilt_prior=uniform)
+    assert res.tilt_exponent == 0 and res.gated and res.shift_test["statistic"] == pytest.approx(0, abs=1e-3)
+
+
+def test_family_arguments_are_validated():
+    kw = dict(calib_logits=CAL_LOGITS, calib_labels=CAL_Y)
+    with pytest.raises(ValueError, match="adapt: argument 'family' must be 'free', 'tilt' or 'auto', got 'tilted'"):
+        prior_shift.adapt(TEST_LOGITS, PS, family="tilted")
+    for extra, what in ((dict(method="bbse"), "method='bbse'"), (dict(shrink_to="uniform"), "shrink_to"),
+                        (dict(bootstrap=10), "bootstrap"), (dict(labelled_counts=np.ones(C, np.int64)),
+                                                            "labelled_counts")):
+        with pytest.raises(ValueError, match=f"adapt: argument 'family'='auto' .* cannot be combined with {what}"):
+            prior_shift.adapt(TEST_LOGITS, PS, family="auto", **kw, **extra)
+    with pytest.raises(ValueError, match=r"adapt: argument 'tilt_prior' must have shape \(5,\) like source_prior"):
+        prior_shift.adapt(TEST_LOGITS, PS, family="auto", tilt_prior=np.full(4, 0.25, np.float32))
+    with pytest.raises(ValueError, match="tilted_prior: argument 'tilt_prior'"):
+        prior_shift.tilted_prior(posthoc.softmax(TEST_LOGITS), PS, np.array([0.5, 0.5, 0, 0, 0], np.float32))

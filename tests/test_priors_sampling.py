@@ -165,6 +165,20 @@ def test_shifted_bad_input():
         sampling.shifted_test_subset(labels, np.full(4, 0.25), 10, "forward", img_max=20)
 
 
+def test_prior_test_subset_follows_any_prior():
+    labels = balanced_labels(4, 10, seed=3)
+    sub = sampling.prior_test_subset(labels, np.array([0.1, 0.6, 0.001, 0.299], np.float32))
+    assert sub.counts.tolist() == [1, 10, 1, 4]  # int(10 p / max p), at least one
+    for c in range(4):
+        assert sub.indices[labels[sub.indices] == c].tolist() == np.flatnonzero(labels == c)[:sub.counts[c]].tolist()
+    np.testing.assert_allclose(sub.prior, sub.counts / 16, rtol=1e-6)
+    assert sampling.prior_test_subset(labels, np.full(4, 0.25), img_max=3).counts.tolist() == [3, 3, 3, 3]
+    with pytest.raises(ValueError, match="argument 'target_prior' must sum to 1"):
+        sampling.prior_test_subset(labels, np.full(4, 0.3))
+    with pytest.raises(ValueError, match="class .* has 10 samples, the subset needs 20"):
+        sampling.prior_test_subset(labels, np.full(4, 0.25), img_max=20)
+
+
 def test_dirichlet_priors():
     alpha = np.array([0.5, 1.0, 2.0, 4.0])
     p = sampling.dirichlet_priors(4000, 4, alpha, seed=1)

@@ -55,6 +55,14 @@ def test_estimated_prior_protocol_and_reference_numbers(runs):
         none = np.mean(np.argmax(f[rows] - LOG_PS, 1) == labels[rows])
         assert e["accuracy"]["oracle"][i] == pytest.approx(oracle, abs=1e-9)
         assert e["accuracy"]["none"][i] == pytest.approx(none, abs=1e-9)
+    # then the Dirichlet targets, off the tilted family, each a prior_test_subset of the pool
+    assert e["settings"] == report.SETTING_NAMES + list(report.DIRICHLET_TARGETS)
+    for j, (name, alpha) in enumerate(report.DIRICHLET_TARGETS.items()):
+        p = lade.sampling.dirichlet_priors(1, 10, alpha, seed=j)[0].astype(np.float64)
+        n = np.maximum(1, (200 * p / p.max()).astype(int))
+        rows = pool[np.concatenate([np.flatnonzero(labels[pool] == c)[:n[c]] for c in range(10)])]
+        oracle = np.mean(np.argmax(f[rows] - LOG_PS + np.log(n / n.sum()), 1) == labels[rows])
+        assert e["accuracy"]["oracle"][len(report.SETTING_NAMES) + j] == pytest.approx(oracle, abs=1e-9), name
     # LADE's raw logits are PC Softmax's adjusted ones: the same table
     assert results["lade"]["estimated_prior"]["accuracy"] == pytest.approx(e["accuracy"], abs=1e-9)
 

@@ -275,6 +275,19 @@ LADE_API lade_status lade_em_prior_squarem(float *target_prior, int *iterations,
 LADE_API lade_status lade_em_prior(float *target_prior, int *iterations, int *converged, double *loglik,
                                    const float *source_probs, const double *row_weight, int n, int classes,
                                    const float *source_prior, double tol, int max_iter);
+/* The maximum-likelihood target prior within the one-parameter tilted family
+ * p_g ∝ source_prior * tilt_prior^g: the long-tail direction, along which the head classes (large
+ * tilt_prior) grow more common (g > 0) or less (g < 0); g = 0 is no shift. source_probs as for
+ * lade_em_prior. g is found by safeguarded Newton on the likelihood's derivative, bracketed in
+ * |g| <= 30 / (max log tilt_prior - min log tilt_prior) (beyond it the family's prior ratio exceeds
+ * e^30), until a step moves g by less than tol. A constant tilt_prior (uniform) leaves the family
+ * one prior: g = 0. Writes target_prior (floored at 1e-8 and renormalised), *exponent = g,
+ * *loglik = sum_i log sum_c p_ic p_g,c / source_prior_c (0 at g = 0: 2 * loglik is the
+ * likelihood-ratio statistic of "no shift" within the family, chi-square with 1 dof), *iterations
+ * and *converged. */
+LADE_API lade_status lade_tilt_prior(float *target_prior, double *exponent, double *loglik, int *iterations,
+                                     int *converged, const float *source_probs, int n, int classes,
+                                     const float *source_prior, const float *tilt_prior, double tol, int max_iter);
 /* prior = mean of the rows of probs (n, classes), floored at 1e-8 and renormalised: the prior
  * that calibrated posteriors embody on the data they were calibrated on (Alexandari et al.
  * 2020 use it as the EM reference, so EM's fixed point without shift is exactly "no shift"). */

@@ -284,6 +284,82 @@ lade_status lade_mean_posterior(float *prior, const float *probs, int n, int cla
     return LADE_OK;
 }
 
+/* ---- the tilted family: one parameter along the long-tail direction ------------------- */
+/* The prior p_g,c = r_c t_c^g / Z(g) with a_c = log t_c, so that p_g / r = exp(g a) / Z. Row sums
+ * S_i = sum_c q_ic e_c with e_c = exp(g a_c - max_c g a_c) (the shift cancels between S_i and Z)
+ * give the log-likelihood sum_i log S_i - n log Z and its first two derivatives in g. */
+typedef struct {
+    double loglik, grad, curv;
+} tilt_moments;
+
+static tilt_moments tilt_eval(double g, const float *probs, int n, int C, const double *r, const double *a,
+                              double *e) {
+    double top = -INFINITY;
+    for (int c = 0; c < C; c++) top = g * a[c] > top ? g * a[c] : top;
+    double z = 0, za = 0, zaa = 0;
+    for (int c = 0; c < C; c++) {
+        e[c] = exp(g * a[c] - top);
+        z += r[c] * e[c], za += r[c] * e[c] * a[c], zaa += r[c] * e[c] * a[c] * a[c];
+    }
+    double mean = za / z;
+    tilt_moments m = {-(double)n * log(z), -(double)n * mean, -(double)n * (zaa / z - mean * mean)};
+    for (int i = 0; i < n; i++) {
+        const float *q = probs + (size_t)i * C;
+        double s = 0, sa = 0, saa = 0;
+        for (int c = 0; c < C; c++) {
+            double w = q[c] * e[c];
+            s += w, sa += w * a[c], saa += w * a[c] * a[c];
+        }
+        if (!(s > DBL_MIN)) s = DBL_MIN; /* the row's classes all have a vanishing tilted prior */
+        m.loglik += log(s);
+        m.grad += sa / s;
+        m.curv += saa / s - (sa / s) * (sa / s);
+    }
+    return m;
+}
+
+lade_status lade_tilt_prior(float *target_prior, double *exponent, double *loglik, int *iterations, int *converged,
+                            const float *source_probs, int n, int classes, const float *source_prior,
+                            const float *tilt_prior, double tol, int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, 0.0, tol, max_iter);
+    if (st || (st = lade_check_prior(tilt_prior, classes, "tilt_prior"))) return st;
+    double *buf = lade_alloc(3 * (size_t)classes * sizeof(double));
+    if (!buf) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    double *r = buf, *a = buf + classes, *e = buf + 2 * (size_t)classes;
+    double lo_a = INFINITY, hi_a = -INFINITY;
+    for (int c = 0; c < classes; c++) {
+        r[c] = source_prior[c], a[c] = log(tilt_prior[c]);
+        lo_a = a[c] < lo_a ? a[c] : lo_a, hi_a = a[c] > hi_a ? a[c] : hi_a;
+    }
+    /* the maximiser of a log-likelihood that may not be concave: safeguarded Newton on its
+     * derivative inside a bracket [lo, hi] with grad(lo) > 0 > grad(hi), bisecting whenever the
+     * Newton step leaves the bracket or the curvature is not negative. |g| is kept within the
+     * range where the family's largest prior ratio is e^30 (1e13): beyond it the family puts all
+     * its mass on one end. A constant tilt_prior makes the family the single prior r: g = 0. */
+    double g = 0, bound = hi_a - lo_a > 1e-12 ? 30.0 / (hi_a - lo_a) : 0.0, lo = -bound, hi = bound;
+    int it = 0, done = bound == 0;
+    tilt_moments m = tilt_eval(g, source_probs, n, classes, r, a, e);
+    while (!done && it < max_iter) {
+        if (m.grad > 0) lo = g;
+        else hi = g;
+        double next = m.curv < 0 ? g - m.grad / m.curv : NAN;
+        if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+        done = fabs(next - g) < tol || m.grad == 0;
+        if (m.grad != 0) g = next;
+        m = tilt_eval(g, source_probs, n, classes, r, a, e);
+        it++;
+    }
+    double top = -INFINITY, sum = 0;
+    for (int c = 0; c < classes; c++) top = g * a[c] > top ? g * a[c] : top;
+    for (int c = 0; c < classes; c++) sum += (e[c] = r[c] * exp(g * a[c] - top));
+    for (int c = 0; c < classes; c++) e[c] /= sum;
+    floor_and_normalize(e, classes);
+    for (int c = 0; c < classes; c++) target_prior[c] = (float)e[c];
+    *exponent = g, *loglik = m.loglik, *iterations = it, *converged = done;
+    lade_free(buf);
+    return LADE_OK;
+}
+
 /* ---- BBSE -------------------------------------------------------------------------- */
 typedef struct {
     double *confusion, *work, *inv, *gram; /* (C*C) each */

@@ -210,6 +210,15 @@ static lade_status em_prior(lade_call *c) {
     return st;
 }
 
+static lade_status tilt_prior(lade_call *c) {
+    int iterations, converged;
+    lade_status st = lade_tilt_prior(F32(c, "out"), &c->ret[0], &c->ret[1], &iterations, &converged, F32(c, "probs"),
+                                     NC(c), F32(c, "source_prior"), F32(c, "tilt_prior"), lade_num(c, "tol"),
+                                     (int)lade_int(c, "max_iter"));
+    c->ret[2] = iterations, c->ret[3] = converged;
+    return st;
+}
+
 /* calibration scores (m, C) with labels, target scores (n, C), source prior (C,) */
 #define BBSE_DATA IN("calib_scores", F32T, "mC"), IN("labels", I64T, "m"), IN("target_scores", F32T, "nC"), \
     IN("source_prior", F32T, "C")
@@ -440,6 +449,10 @@ static const lade_binding bindings[] = {
      ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN_OPT("row_weight", F64T, "n"),
           REQ("pseudo_count", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OPT("accelerate", 'p', 0),
           OUT_HIDDEN("out", F32T, "C")), NULL, em_prior, "Aibd", "-> (prior, iterations, converged, loglik)"},
+    {"tilt_prior", "lade.prior_shift.tilted_prior",
+     ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN("tilt_prior", F32T, "C"), REQ("tol", 'f'),
+          REQ("max_iter", 'i'), OUT_HIDDEN("out", F32T, "C")), NULL, tilt_prior, "Addib",
+     "-> (prior, exponent, loglik, iterations, converged)"},
     {"bbse_prior", "lade.prior_shift.bbse_prior",
      ARGS(BBSE_DATA, REQ("cond_limit", 'f'), REQ("soft", 'p'), REQ("ridge", 'f'), OUT_HIDDEN("out", F32T, "C")),
      NULL, bbse_prior, "Adb", "-> (prior, condition number, fell back)"},

@@ -185,3 +185,39 @@ TEST(replicate_variance_sums_the_per_class_variances) {
     CHECK_CLOSE(trace, 2 * 0.08 / 3, 1e-7);
     CHECK(lade_replicate_variance(&trace, reps, 1, 2) == LADE_EINVAL);
 }
+
+TEST(tilt_prior_matches_the_moment_of_its_family) {
+    /* certain posteriors: the likelihood is that of the label counts, whose maximiser in the
+     * exponential family p_g ∝ r t^g matches its mean of log t to the labels' mean of log t */
+    enum { C = 4, N = 10 };
+    const int cls[N] = {0, 0, 0, 0, 0, 1, 1, 1, 2, 3};
+    const float r[C] = {0.25f, 0.25f, 0.25f, 0.25f}, t[C] = {0.5f, 0.25f, 0.15f, 0.1f};
+    float probs[N * C], out[C];
+    one_hot(probs, cls, N, C);
+    double g, ll, target = 0, mean = 0;
+    int iters, conv;
+    CHECK_OK(lade_tilt_prior(out, &g, &ll, &iters, &conv, probs, N, C, r, t, 1e-12, 100));
+    CHECK(conv && iters < 20);
+    CHECK(g > 0); /* the head classes are more common than in r */
+    for (int i = 0; i < N; i++) target += log(t[cls[i]]) / N;
+    for (int c = 0; c < C; c++) mean += out[c] * log(t[c]);
+    CHECK_CLOSE(mean, target, 1e-6);
+    double norm = 0, expect = 0;
+    for (int c = 0; c < C; c++) norm += r[c] * pow(t[c], g);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], r[c] * pow(t[c], g) / norm, 1e-6);
+    for (int i = 0; i < N; i++) expect += log(out[cls[i]] / r[cls[i]]);
+    CHECK_CLOSE(ll, expect, 1e-5);
+    /* a constant direction leaves the family one prior: g = 0, p = r, no shift (loglik 0) */
+    const float flat[C] = {0.25f, 0.25f, 0.25f, 0.25f};
+    CHECK_OK(lade_tilt_prior(out, &g, &ll, &iters, &conv, probs, N, C, r, flat, 1e-12, 100));
+    CHECK(g == 0 && conv && iters == 0);
+    CHECK_CLOSE(ll, 0.0, 1e-6);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], 0.25, 1e-7);
+    /* every label in the tail class: the maximum is at the bracket's end, finite and floored */
+    const int tail[N] = {3, 3, 3, 3, 3, 3, 3, 3, 3, 3};
+    one_hot(probs, tail, N, C);
+    CHECK_OK(lade_tilt_prior(out, &g, &ll, &iters, &conv, probs, N, C, r, t, 1e-12, 200));
+    CHECK(g < 0 && isfinite(g) && out[3] > 0.99f && out[0] > 0);
+    const float bad[C] = {0.5f, 0.5f, 0.0f, 0.0f};
+    CHECK(lade_tilt_prior(out, &g, &ll, &iters, &conv, probs, N, C, r, bad, 1e-12, 100) == LADE_EINVAL);
+}

@@ -25,7 +25,7 @@ from lade.app import config as config_mod
 from lade import losses, metrics, posthoc, prior_shift
 from lade.app.runs import RunError, load_arrays, run_status
 from lade.priors import prior_from_counts, prior_from_labels
-from lade.sampling import SHIFT_SETTINGS, shifted_test_subset
+from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset
 
 __all__ = ["evaluate_run", "write_run_report", "write_comparison", "estimated_prior_results", "held_out_halves",
            "SETTING_NAMES", "MODES", "ESTIMATORS"]
@@ -121,6 +121,9 @@ ESTIMATORS = {
     "em_gated": (f"EM, gated at {prior_shift.GATE_LEVEL:g}", dict(method="em"), 0),
     "em_shrunk": ("EM, shrunk (Fisher width)", dict(method="em", gate=None, shrink_to="no_shift"), 0),
     "em_gated_shrunk": ("EM, gated + shrunk", dict(method="em", shrink_to="no_shift"), 0),
+    "em_family": ("EM, tilted or free by LR test", dict(method="em", gate=None, family="auto"), 0),
+    "em_family_gated": (f"EM, tilted or free, gated at {prior_shift.GATE_LEVEL:g}", dict(method="em", family="auto"),
+                        0),
     "em_k1": ("EM + 1 label per class", dict(method="em", gate=None), 1),
     "em_k5": ("EM + 5 labels per class", dict(method="em", gate=None), 5),
     "bbse": ("BBSE", dict(method="bbse", gate=None), 0),
@@ -128,6 +131,23 @@ ESTIMATORS = {
     "bbse_shrunk": ("BBSE, shrunk (bootstrap width)",
                     dict(method="bbse", gate=None, shrink_to="no_shift", bootstrap=100, seed=0), 0),
 }
+
+
+# Target priors off the tilted family of prior_shift's family='auto' (spec §2.3's shifted tests lie on
+# it): one seeded Dirichlet(a) draw per concentration a, shaped by sampling.prior_test_subset.
+DIRICHLET_TARGETS = {"D0.3": 0.3, "D1": 1.0, "D3": 3.0}
+
+
+def _target_subsets(labels, p_s):
+    """(name, subset or None) of every column of the estimated-prior table: the shifted tests of
+    spec §2.3, then DIRICHLET_TARGETS. None: the pool has too few images per class."""
+    for (direction, ratio), name in zip(SHIFT_SETTINGS, SETTING_NAMES):
+        try:
+            yield name, shifted_test_subset(labels, p_s, ratio, direction)
+        except ValueError:
+            yield name, None
+    for k, (name, alpha) in enumerate(DIRICHLET_TARGETS.items()):
+        yield name, prior_test_subset(labels, dirichlet_priors(1, p_s.shape[0], alpha, seed=k)[0])
 
 
 def held_out_halves(labels, classes):
@@ -150,7 +170,9 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
     also see the labels of the first k images of each class of the subset (fewer where the class
     has fewer) and estimate the prior of the whole subset. Accuracy is on the whole subset with the
     method's test-time adjustment to that p_t, against the oracle p_t and against no adjustment
-    (the prior of the held-out half, uniform: what the model assumes without an estimate)."""
+    (the prior of the held-out half, uniform: what the model assumes without an estimate).
+    Columns: the eleven shifted tests, then the Dirichlet targets (DIRICHLET_TARGETS), whose
+    priors lie off the tilted family that family='auto' tries first (result['settings'])."""
     estimators = ESTIMATORS if estimators is None else estimators
     classes = p_s.shape[0]
     held, pool = held_out_halves(y, classes)
@@ -162,11 +184,10 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
     err = {m: [] for m in estimators}
     gated = {m: [] for m in estimators if not estimators[m][1].get("gate", 1) is None}
     shrink = {m: [] for m in estimators if "shrink_to" in estimators[m][1]}
-    notes = []
-    for (direction, ratio), setting in zip(SHIFT_SETTINGS, SETTING_NAMES):
-        try:
-            sub = shifted_test_subset(y[pool], p_s, ratio, direction)
-        except ValueError:
+    notes, settings = [], []
+    for setting, sub in _target_subsets(y[pool], p_s):
+        settings.append(setting)
+        if sub is None:
             notes.append(f"{setting}: skipped, the pool has too few images per class for this ratio")
             for table in (acc, err, gated, shrink):
                 for m in table:
@@ -189,6 +210,8 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
                 res = prior_shift.PriorShiftResult(prior=prior_from_counts(extra["labelled_counts"]), probs=None,
                                                    method="em", reference_prior=no_shift)
             else:
+                if kw.get("family", "free") != "free":
+                    extra = {"tilt_prior": p_s}  # the long-tail direction: the training prior
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     res = prior_shift.adapt(z_m, no_shift, calib[0], calib[1], calibration="bcts", **kw, **extra)
@@ -200,7 +223,7 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
             if m in shrink:
                 shrink[m].append(None if res.gated else float(res.shrink_weight))
     return {"protocol": "half of each test class held out (labelled), shifted tests from the other half",
-            "held_out_images": int(held.size), "pool_images": int(pool.size),
+            "held_out_images": int(held.size), "pool_images": int(pool.size), "settings": settings,
             "estimators": {m: label for m, (label, _, _) in estimators.items()},
             "accuracy": acc, "prior_l1_error": err, "gated": gated, "shrink_weight": shrink, "notes": notes}
 
@@ -377,7 +400,7 @@ def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_label
     'balanced' (Balanced Softmax / LADE-CE) or 'lade' (both f + log p_t).
 
     estimated_prior: 'full' is evaluate_run's protocol (per shifted test, EM and BBSE each with its
-    own calibration fit, and the estimated-prior table of nine estimators, estimated_prior_results);
+    own calibration fit, and the estimated-prior table of every estimator in ESTIMATORS, estimated_prior_results);
     'fast' fits the calibration once (bias-corrected up to FAST_BCTS_MAX_CLASSES classes, plain
     temperature scaling above), runs EM (FAST_EM, no shift test) per shifted test, BBSE only with
     fast_bbse=True, and leaves out the estimated-prior table; 'none' leaves out every estimate;
@@ -591,17 +614,20 @@ def _estimated_prior_markdown(results):
             gate_rows.append([r["method"], e["estimators"][m]] + ["n/a" if v is None else ("kept" if v else "adapted")
                                                                   for v in flags])
     held = ready[0]["estimated_prior"]
+    settings = held.get("settings", SETTING_NAMES)
     parts = ["## Estimated target prior (top-1 %)", "",
              f"Protocol: {held['protocol']} ({held['held_out_images']} held-out and {held['pool_images']} pool "
              "images); the estimators see the subset's logits without labels (the few-label ones also the labels of "
              "k images per class of the subset). Accuracy on the whole subset with the method's adjustment to the "
-             "estimated p_t.", "",
-             _table(["method", "p_t"] + SETTING_NAMES, acc_rows), "",
+             "estimated p_t. D0.3, D1, D3: a target prior drawn from Dirichlet(0.3, 1, 3) (seeded; the most "
+             "common class at the pool's smallest class count, every class at least one image), off the tilted "
+             "family p_s^g that the spec's shifted tests lie on.", "",
+             _table(["method", "p_t"] + settings, acc_rows), "",
              "L1 distance between estimated and true p_t:", "",
-             _table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
+             _table(["method", "estimator"] + settings, err_rows), ""]
     if gate_rows:
         parts += ["Gate decisions (kept = no shift detected, the model's own prior is kept):", "",
-                  _table(["method", "estimator"] + SETTING_NAMES, gate_rows), ""]
+                  _table(["method", "estimator"] + settings, gate_rows), ""]
     notes = [f"- {r['name']}: {n}" for r in ready for n in _grouped(r["estimated_prior"]["notes"])]
     if notes:
         parts += ["Notes on the estimated-prior table:", ""] + notes + [""]
