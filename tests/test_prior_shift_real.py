@@ -282,14 +282,14 @@ if __name__ == "__main__":
         for name in sys.argv[2:] or ESTIMATED_SETTINGS:
             table = estimated_prior_table(load_logits(data, name))
             print(f"{name}: top-1 % ({table['protocol']})")
-            print(f"{'p_t':<32}" + "".join(f"{s:>8}" for s in report.SETTING_NAMES))
+            print(f"{'p_t':<36}" + "".join(f"{s:>8}" for s in table["settings"]))
             rows = [("none", "no adjustment"), ("oracle", "oracle")] + list(table["estimators"].items())
             for key, label in rows:
-                print(f"{label:<32}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
+                print(f"{label:<36}" + "".join(f"{100 * v:>8.2f}" for v in table["accuracy"][key]))
             print("goal misses (points):")
             for key, label in table["estimators"].items():
                 misses = _goal_misses(table, key)
-                print(f"{label:<32}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
+                print(f"{label:<36}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
         sys.exit(0)
     for name in sys.argv[1:] or list(SETTINGS):
         d = load_logits(data, name)
