@@ -45,9 +45,23 @@ static int wino_geometry(const lade_conv2d_geom *g) {
            g->cin <= WINO_MAX_CIN;
 }
 
+/* The Winograd weight gradient (below) takes 3x3 stride-1 pad-1 convolutions from this many
+ * input channels on. At 16 the copy to channels last and the transforms cost more than the
+ * multiply-adds saved (ResNet-32's 16->16 32x32 layer, one thread, batch 128: 12.6-16 ms
+ * against 11.5-12.4 ms direct); from 32 it wins (32->32 16x16: 8.6-9.3 against 10.1-13.1 ms,
+ * 64->64 8x8: 6.2-8.2 against 11.8-17.9 ms). */
+#define WINO_DW_MIN_CIN 32
+
+static size_t wino_dw_workspace(const lade_conv2d_geom *g, int n, int h, int w);
+
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
     size_t direct = (size_t)g->cin * n * (h + 2 * g->pad_h) * g->stride_w * phase_width(g, w) +
                     (size_t)g->cin * g->cout * g->kh * g->kw;
+    if (g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
+        g->cin >= WINO_DW_MIN_CIN) {
+        size_t dw = wino_dw_workspace(g, n, h, w);
+        direct = dw > direct ? dw : direct;
+    }
     if (!wino_geometry(g)) return direct;
     /* Winograd: rows split into two phases (one float wider for even w), 16 weights per pair */
     size_t wino = (size_t)g->cin * n * (h + 2) * 2 * ((w + 3) / 2) + (size_t)16 * g->cin * g->cout;
@@ -247,12 +261,136 @@ void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weigh
  * dW[co][ci][ky][kx] += sum over images and output pixels of
  * dout[co][b][y][x] * padded_in[ci][b][y*s+ky][x*s+kx]; a task owns one input
  * channel and DW_TILE_CO output channels (kernels_conv.h). */
+/* ---- Winograd F(2x2, 3x3) weight gradient ------------------------------------------
+ * For 3x3, stride-1, pad-1 convolutions with an even output height and width
+ * and at least 32 input channels in whole 8-float vectors: dW = G^T (sum over 2x2 output
+ * tiles of (A dY A^T) * (B^T d B)) G, 16 multiply-adds per tile and channel
+ * pair instead of 36. A fixed number of tasks (WINO_DW_TASKS, or one per chunk
+ * of tiles when there are fewer) each sum their share of the chunks in float;
+ * the tasks' sums are added in task order in double, so the result does not
+ * depend on the thread count. */
+#define WINO_DW_TASKS 16
+
+static int wino_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
+    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
+           g->cin % 8 == 0 && g->cin >= WINO_DW_MIN_CIN && g->cout % DW_TILE_CO == 0 && dout.h % 2 == 0 &&
+           dout.w % 2 == 0;
+}
+
+static size_t wino_dw_tasks(lade_maps dout) {
+    size_t chunks = ((size_t)dout.n * (dout.h / 2) * (dout.w / 2) + WINO_DW_CHUNK - 1) / WINO_DW_CHUNK;
+    return chunks < WINO_DW_TASKS ? chunks : WINO_DW_TASKS;
+}
+
+/* floats of a task's chunk buffers: transformed input and output gradient */
+static size_t wino_dw_scratch(const lade_conv2d_geom *g) { return (size_t)16 * WINO_DW_CHUNK * (g->cin + g->cout); }
+
+/* the padded input (later the double sums, 32 * cout * cin floats), then per task a chunk's buffers and
+ * its partial sums */
+static size_t wino_dw_padded(const lade_conv2d_geom *g, int n, int h, int w) {
+    size_t padded = (size_t)n * (h + 2) * (w + 2) * g->cin, sums = (size_t)32 * g->cout * g->cin;
+    return padded > sums ? padded : sums;
+}
+
+static size_t wino_dw_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
+    return wino_dw_padded(g, n, h, w) + (size_t)WINO_DW_TASKS * (wino_dw_scratch(g) + (size_t)16 * g->cout * g->cin);
+}
+
+typedef struct {
+    lade_maps in;
+    float *padded;
+} nhwc_job;
+
+/* one padded row (image b, padded row y) per task: zero borders, channels last */
+static void pad_nhwc_rows(void *ctx, size_t begin, size_t end) {
+    const nhwc_job *j = ctx;
+    const int H = j->in.h, W = j->in.w, C = j->in.c;
+    for (size_t t = begin; t < end; t++) {
+        const int b = (int)(t / (H + 2)), y = (int)(t % (H + 2));
+        float *row = j->padded + t * (size_t)(W + 2) * C;
+        if (y == 0 || y == H + 1) {
+            memset(row, 0, sizeof(float) * (size_t)(W + 2) * C);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * C);
+        memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * C);
+        for (int ci = 0; ci < C; ci++) {
+            const float *src = j->in.data + (size_t)b * j->in.stride_n + (size_t)ci * j->in.stride_c + (size_t)(y - 1) * W;
+            for (int x = 0; x < W; x++) row[(size_t)(x + 1) * C + ci] = src[x];
+        }
+    }
+}
+
+typedef struct {
+    float *dweight, *partial;
+    double *sums; /* [xi][co][ci] */
+    int cin, cout;
+    size_t tasks;
+} wino_dw_sum_job;
+
+/* per row (xi, co) of the sums: the tasks' partial sums added in task order */
+static void wino_dw_add_tasks(void *ctx, size_t begin, size_t end) {
+    const wino_dw_sum_job *j = ctx;
+    const size_t stride = (size_t)16 * j->cout * j->cin;
+    for (size_t row = begin; row < end; row++) {
+        double *m = j->sums + row * j->cin;
+        for (int ci = 0; ci < j->cin; ci++) m[ci] = 0;
+        for (size_t task = 0; task < j->tasks; task++) {
+            const float *p = j->partial + task * stride + row * j->cin;
+            for (int ci = 0; ci < j->cin; ci++) m[ci] += p[ci];
+        }
+    }
+}
+
+/* per output channel: dW += G^T M G for every input channel */
+static void wino_dw_untransform(void *ctx, size_t begin, size_t end) {
+    const wino_dw_sum_job *j = ctx;
+    const size_t plane = (size_t)j->cout * j->cin;
+    for (size_t co = begin; co < end; co++)
+        for (int ci = 0; ci < j->cin; ci++) {
+            double m[16], t[3][4];
+            for (int xi = 0; xi < 16; xi++) m[xi] = j->sums[xi * plane + co * j->cin + ci];
+            for (int c = 0; c < 4; c++) { /* G^T M, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
+                t[0][c] = m[c] + 0.5 * (m[4 + c] + m[8 + c]);
+                t[1][c] = 0.5 * (m[4 + c] - m[8 + c]);
+                t[2][c] = 0.5 * (m[4 + c] + m[8 + c]) + m[12 + c];
+            }
+            float *dw = j->dweight + (co * j->cin + ci) * 9;
+            for (int r = 0; r < 3; r++) { /* (G^T M) G */
+                dw[3 * r] += (float)(t[r][0] + 0.5 * (t[r][1] + t[r][2]));
+                dw[3 * r + 1] += (float)(0.5 * (t[r][1] - t[r][2]));
+                dw[3 * r + 2] += (float)(0.5 * (t[r][1] + t[r][2]) + t[r][3]);
+            }
+        }
+}
+
+static void conv_wino_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
+    const lade_kernel_table *k = lade_kernels();
+    nhwc_job pad = {in, workspace};
+    lade_parallel_for((size_t)in.n * (in.h + 2), pad_nhwc_rows, &pad);
+    const size_t tasks = wino_dw_tasks(dout);
+    float *scratch = workspace + wino_dw_padded(g, in.n, in.h, in.w);
+    float *partial = scratch + tasks * wino_dw_scratch(g);
+    lade_wino_dw_job job = {.dout = dout, .padded = workspace, .partial = partial, .scratch = scratch,
+                            .scratch_floats = wino_dw_scratch(g), .cin = g->cin, .cout = g->cout, .tasks = (int)tasks,
+                            .run = k->vector_floats == 16 && g->cin % 16 == 0 ? 16 : 8};
+    lade_parallel_for(tasks, k->wino_dw_tasks, &job);
+    /* the double sums take the place of the padded input, no longer needed */
+    wino_dw_sum_job sum = {dweight, partial, (double *)workspace, g->cin, g->cout, tasks};
+    lade_parallel_for((size_t)16 * g->cout, wino_dw_add_tasks, &sum);
+    lade_parallel_for((size_t)g->cout, wino_dw_untransform, &sum);
+}
+
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
     return stride_applies(g) && g->cout % DW_TILE_CO == 0 && dout.w % 8 == 0 &&
            g->kh * g->kw <= DW_MAX_TAPS && g->kw <= DW_MAX_KW;
 }
 
 void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
+    if (wino_dw_applies(g, dout)) {
+        conv_wino_dw(dweight, dout, in, g, workspace);
+        return;
+    }
     const lade_kernel_table *k = lade_kernels();
     const int PH = in.h + 2 * g->pad_h, PW = pad_input(in, g, workspace);
     lade_dw_job job = {.dout = dout, .padded = workspace, .dweight = dweight, .g = g, .ph = PH, .pw = PW, .n = in.n,

@@ -60,6 +60,23 @@ typedef struct {
     int cin, ph, pw, phase_w, run, tiles_co, accumulate, relu;
 } lade_wino_job;
 
+/* The Winograd F(2x2, 3x3) weight gradient (conv_direct.c): the input zero-padded
+ * by one pixel, channels last ([b][h + 2][w + 2][ci]), so that one vector holds
+ * run input channels of a pixel. The 2x2 output tiles, numbered over the batch
+ * (image, tile row, tile column), go in chunks of WINO_DW_CHUNK; task t of
+ * `tasks` takes the t-th of `tasks` contiguous ranges of chunks and adds its sums over their
+ * tiles of (A dY A^T)[xi][co] * (B^T d B)[xi][ci] into partial +
+ * t * 16 * cout * cin, laid out [xi][co][ci]; scratch + t * scratch_floats holds
+ * a chunk's transformed input [xi][tile][ci] and output gradient [xi][co][tile]. */
+#define WINO_DW_CHUNK 32
+typedef struct {
+    lade_maps dout;
+    const float *padded; /* [b][h + 2][w + 2][ci] */
+    float *partial, *scratch;
+    size_t scratch_floats;
+    int cin, cout, tasks, run;
+} lade_wino_dw_job;
+
 /* Tile vectors per image: rows of run tiles, or (out.w == run) two half rows of the next two tile rows. */
 static inline int lade_wino_per_image(lade_maps out, int run) {
     return out.w == run ? out.h / 4 : out.h / 2 * (out.w / (2 * run));
@@ -78,6 +95,8 @@ typedef struct {
     void (*dgrad_s2_tasks)(void *ctx, size_t begin, size_t end);
     /* blocks of WINO_BLOCK tile vectors (run tiles of 2x2 output pixels side by side); ctx: lade_wino_job */
     void (*wino_blocks)(void *ctx, size_t begin, size_t end);
+    /* Winograd weight-gradient tasks; ctx: lade_wino_dw_job */
+    void (*wino_dw_tasks)(void *ctx, size_t begin, size_t end);
     /* batch-norm plane passes */
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);

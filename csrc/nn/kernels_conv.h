@@ -353,3 +353,109 @@ static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t e
     if (j->out.w == RUN) RUN_NAME(wino_range)(j, begin, end, 1);
     else RUN_NAME(wino_range)(j, begin, end, 0);
 }
+
+/* ---- Winograd F(2x2, 3x3) weight gradient (lade_conv_direct_dw) ----------------
+ * dL/dU = sum over tiles of (A dY A^T) * (B^T d B), elementwise per transformed
+ * position xi; the weight gradient is G^T (dL/dU) G (conv_direct.c). Here, per
+ * chunk of tiles: V = B^T d B with run input channels per vector (the input is
+ * channels last), Y = A dY A^T per output channel, then for each xi the product
+ * Y[xi] (cout x tiles) V[xi] (tiles x cin) added into the task's partial sums by
+ * a register tile of DW_TILE_CO output channels x 2 channel vectors. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const lade_wino_dw_job *j, float *partial,
+                                                                           float *vbuf, float *ybuf, size_t first,
+                                                                           int count) {
+    const int cin = j->cin, cout = j->cout, H = j->dout.h, W = j->dout.w, PW = W + 2, vectors = cin / RUN;
+    const int tiles_w = W / 2, per_image = H / 2 * tiles_w;
+    size_t dy_at[WINO_DW_CHUNK]; /* each tile's top-left output pixel in an output-gradient plane */
+    for (int t = 0; t < count; t++) {
+        const size_t tile = first + t;
+        const int b = (int)(tile / per_image), in_image = (int)(tile % per_image);
+        const int ty = in_image / tiles_w, tx = in_image % tiles_w;
+        dy_at[t] = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
+        const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
+        for (int k = 0; k < vectors; k++) {
+            VEC d[4][4], u[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
+            for (int c = 0; c < 4; c++) { /* B^T d */
+                u[0][c] = d[0][c] - d[2][c];
+                u[1][c] = d[1][c] + d[2][c];
+                u[2][c] = d[2][c] - d[1][c];
+                u[3][c] = d[1][c] - d[3][c];
+            }
+            for (int r = 0; r < 4; r++) { /* (B^T d) B */
+                float *o = vbuf + ((size_t)(4 * r) * WINO_DW_CHUNK + t) * cin + k * RUN;
+                const size_t step = (size_t)WINO_DW_CHUNK * cin;
+                RUN_NAME(store)(o, u[r][0] - u[r][2]);
+                RUN_NAME(store)(o + step, u[r][1] + u[r][2]);
+                RUN_NAME(store)(o + 2 * step, u[r][2] - u[r][1]);
+                RUN_NAME(store)(o + 3 * step, u[r][1] - u[r][3]);
+            }
+        }
+    }
+    /* A dY A^T per output channel, the chunk's tiles side by side: rows y0, y0 + y1, y0 - y1, -y1 of
+     * the 2x2 tile, then the same on the columns */
+    const size_t step = (size_t)cout * WINO_DW_CHUNK;
+    for (int co = 0; co < cout; co++) {
+        const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
+        float q[4][WINO_DW_CHUNK] = {{0}}; /* the four pixels of each tile; 0 past the chunk's last */
+        for (int t = 0; t < count; t++) {
+            const float *p = dy + dy_at[t];
+            q[0][t] = p[0], q[1][t] = p[1], q[2][t] = p[W], q[3][t] = p[W + 1];
+        }
+        float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
+        for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
+            const VEC y00 = RUN_NAME(load)(q[0] + t), y01 = RUN_NAME(load)(q[1] + t);
+            const VEC y10 = RUN_NAME(load)(q[2] + t), y11 = RUN_NAME(load)(q[3] + t);
+            const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
+            for (int r = 0; r < 4; r++) {
+                RUN_NAME(store)(o + (4 * r) * step + t, a[r][0]);
+                RUN_NAME(store)(o + (4 * r + 1) * step + t, a[r][0] + a[r][1]);
+                RUN_NAME(store)(o + (4 * r + 2) * step + t, a[r][0] - a[r][1]);
+                RUN_NAME(store)(o + (4 * r + 3) * step + t, -a[r][1]);
+            }
+        }
+    }
+    for (int xi = 0; xi < 16; xi++) {
+        const float *v0 = vbuf + (size_t)xi * WINO_DW_CHUNK * cin, *y0 = ybuf + (size_t)xi * cout * WINO_DW_CHUNK;
+        float *m0 = partial + (size_t)xi * cout * cin;
+        for (int co = 0; co < cout; co += DW_TILE_CO)
+            for (int k = 0; k < vectors; k += 2) {
+                const int pair = k + 1 < vectors;
+                VEC acc[DW_TILE_CO][2];
+                for (int r = 0; r < DW_TILE_CO; r++) {
+                    acc[r][0] = RUN_NAME(load)(m0 + (size_t)(co + r) * cin + k * RUN);
+                    acc[r][1] = pair ? RUN_NAME(load)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN) : (VEC){0};
+                }
+                for (int t = 0; t < count; t++) {
+                    const float *v = v0 + (size_t)t * cin + k * RUN;
+                    const VEC x0 = RUN_NAME(load)(v), x1 = pair ? RUN_NAME(load)(v + RUN) : (VEC){0};
+                    for (int r = 0; r < DW_TILE_CO; r++) {
+                        const VEC y = RUN_NAME(splat)(y0[(size_t)(co + r) * WINO_DW_CHUNK + t]);
+                        acc[r][0] += y * x0;
+                        acc[r][1] += y * x1;
+                    }
+                }
+                for (int r = 0; r < DW_TILE_CO; r++) {
+                    RUN_NAME(store)(m0 + (size_t)(co + r) * cin + k * RUN, acc[r][0]);
+                    if (pair) RUN_NAME(store)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN, acc[r][1]);
+                }
+            }
+    }
+}
+
+static void RUN_NAME(wino_dw_tasks)(const lade_wino_dw_job *j, size_t begin, size_t end) {
+    const size_t tiles = (size_t)j->dout.n * (j->dout.h / 2) * (j->dout.w / 2);
+    const size_t chunks = (tiles + WINO_DW_CHUNK - 1) / WINO_DW_CHUNK, sums = (size_t)16 * j->cout * j->cin;
+    for (size_t task = begin; task < end; task++) {
+        float *partial = j->partial + task * sums, *vbuf = j->scratch + task * j->scratch_floats;
+        float *ybuf = vbuf + (size_t)16 * WINO_DW_CHUNK * j->cin;
+        memset(partial, 0, sums * sizeof(float));
+        /* a contiguous range of chunks: the tiles of neighbouring chunks are neighbours in memory */
+        for (size_t c = task * chunks / j->tasks; c < (task + 1) * chunks / j->tasks; c++) {
+            const size_t first = c * WINO_DW_CHUNK;
+            const int count = (int)(tiles - first < WINO_DW_CHUNK ? tiles - first : WINO_DW_CHUNK);
+            RUN_NAME(wino_dw_chunk)(j, partial, vbuf, ybuf, first, count);
+        }
+    }
+}

@@ -107,6 +107,17 @@ static void KERNEL_NAME(wino_blocks)(void *ctx, size_t begin, size_t end) {
     wino_blocks_run8(j, begin, end);
 }
 
+static void KERNEL_NAME(wino_dw_tasks)(void *ctx, size_t begin, size_t end) {
+    const lade_wino_dw_job *j = ctx;
+#if KERNEL_FLOATS == 16
+    if (j->run == 16) {
+        wino_dw_tasks_run16(j, begin, end);
+        return;
+    }
+#endif
+    wino_dw_tasks_run8(j, begin, end);
+}
+
 static void KERNEL_NAME(dw_tasks)(void *ctx, size_t begin, size_t end) {
     const lade_dw_job *j = ctx;
 #if KERNEL_FLOATS == 16
@@ -240,6 +251,7 @@ const lade_kernel_table KERNEL_NAME(lade_kernels) = {
     .dgrad_s2_tile_ci = S2_TILE_CI,
     .dgrad_s2_tasks = KERNEL_NAME(dgrad_s2_tasks),
     .wino_blocks = KERNEL_NAME(wino_blocks),
+    .wino_dw_tasks = KERNEL_NAME(wino_dw_tasks),
     .plane_sum = KERNEL_NAME(plane_sum),
     .plane_sq_dev = KERNEL_NAME(plane_sq_dev),
     .plane_dy_sums = KERNEL_NAME(plane_dy_sums),

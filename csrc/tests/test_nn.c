@@ -453,7 +453,8 @@ static void check_batchnorm_against_double(int *failures, int n, int c, int h, i
 }
 
 /* Every variant this CPU runs: the direct convolution (8- and 16-pixel runs,
- * odd heights and widths, tails, stride 2) and batch norm against the naive references. */
+ * odd heights and widths, tails, stride 2), the Winograd ones and batch norm against the naive
+ * references. */
 TEST(every_kernel_variant_matches_the_references) {
     char names[8][16];
     int count = supported_variants(names, 8);
@@ -463,6 +464,8 @@ TEST(every_kernel_variant_matches_the_references) {
         {5, 8, 3, 3, 1, 1, 1, 1}, {3, 16, 3, 3, 1, 1, 1, 1}, {2, 8, 5, 5, 1, 1, 2, 2}, {3, 8, 1, 1, 1, 1, 0, 0},
         /* stride 2: the input gradient as four phase correlations */
         {8, 8, 3, 3, 2, 2, 1, 1}, {16, 4, 3, 3, 2, 2, 1, 1},
+        /* 32 input channels: the Winograd weight gradient where the output is even-sized */
+        {32, 8, 3, 3, 1, 1, 1, 1},
     };
     for (int v = 0; v < count; v++) {
         CHECK_OK(lade_set_isa(names[v]));
