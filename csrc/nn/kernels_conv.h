@@ -258,6 +258,23 @@ static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
     return RUN_NAME(load)(f);
 }
 
+/* x[4 r + c] = (B^T d B)[r][c] for a 4x4 input patch d: additions only */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_input_transform)(VEC d[4][4], VEC x[16]) {
+    VEC t[4][4];
+    for (int c = 0; c < 4; c++) { /* B^T d */
+        t[0][c] = d[0][c] - d[2][c];
+        t[1][c] = d[1][c] + d[2][c];
+        t[2][c] = d[2][c] - d[1][c];
+        t[3][c] = d[1][c] - d[3][c];
+    }
+    for (int r = 0; r < 4; r++) { /* (B^T d) B */
+        x[4 * r] = t[r][0] - t[r][2];
+        x[4 * r + 1] = t[r][1] + t[r][2];
+        x[4 * r + 2] = t[r][2] - t[r][1];
+        x[4 * r + 3] = t[r][1] - t[r][3];
+    }
+}
+
 static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lade_wino_job *j, size_t blk,
                                                                         const int tvs, const int half) {
     const int cin = j->cin, PW = j->pw, PH = j->phase_w, W = j->out.w;
@@ -277,7 +294,6 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
     for (int ci = 0; ci < cin; ci++) {
         const float *src = j->padded + (size_t)ci * channel;
         for (int v = 0; v < tvs; v++) {
-            VEC t[4][4];
             VEC d[4][4];
             for (int r = 0; r < 4; r++) {
                 const float *row = src + offset[v] + (size_t)r * PW, *next = row + 2 * (size_t)PW;
@@ -285,19 +301,9 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
                 for (int c = 0; c < 4; c++)
                     d[r][c] = half ? RUN_NAME(load_halves)(row + at[c], next + at[c]) : RUN_NAME(load)(row + at[c]);
             }
-            for (int c = 0; c < 4; c++) { /* B^T d */
-                t[0][c] = d[0][c] - d[2][c];
-                t[1][c] = d[1][c] + d[2][c];
-                t[2][c] = d[2][c] - d[1][c];
-                t[3][c] = d[1][c] - d[3][c];
-            }
-            for (int r = 0; r < 4; r++) { /* (B^T d) B */
-                VEC *o = V + ((size_t)(4 * r) * cin + ci) * WINO_BLOCK + v;
-                o[0] = t[r][0] - t[r][2];
-                o[(size_t)cin * WINO_BLOCK] = t[r][1] + t[r][2];
-                o[(size_t)2 * cin * WINO_BLOCK] = t[r][2] - t[r][1];
-                o[(size_t)3 * cin * WINO_BLOCK] = t[r][1] - t[r][3];
-            }
+            VEC x[16];
+            RUN_NAME(wino_input_transform)(d, x);
+            for (int xi = 0; xi < 16; xi++) V[((size_t)xi * cin + ci) * WINO_BLOCK + v] = x[xi];
         }
     }
     for (int ct = 0; ct < j->tiles_co; ct++) {
@@ -374,23 +380,12 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const 
         dy_at[t] = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
         const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
         for (int k = 0; k < vectors; k++) {
-            VEC d[4][4], u[4][4];
+            VEC d[4][4], x[16];
             for (int r = 0; r < 4; r++)
                 for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
-            for (int c = 0; c < 4; c++) { /* B^T d */
-                u[0][c] = d[0][c] - d[2][c];
-                u[1][c] = d[1][c] + d[2][c];
-                u[2][c] = d[2][c] - d[1][c];
-                u[3][c] = d[1][c] - d[3][c];
-            }
-            for (int r = 0; r < 4; r++) { /* (B^T d) B */
-                float *o = vbuf + ((size_t)(4 * r) * WINO_DW_CHUNK + t) * cin + k * RUN;
-                const size_t step = (size_t)WINO_DW_CHUNK * cin;
-                RUN_NAME(store)(o, u[r][0] - u[r][2]);
-                RUN_NAME(store)(o + step, u[r][1] + u[r][2]);
-                RUN_NAME(store)(o + 2 * step, u[r][2] - u[r][1]);
-                RUN_NAME(store)(o + 3 * step, u[r][1] - u[r][3]);
-            }
+            RUN_NAME(wino_input_transform)(d, x);
+            for (int xi = 0; xi < 16; xi++)
+                RUN_NAME(store)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t) * cin + k * RUN, x[xi]);
         }
     }
     /* A dY A^T per output channel, the chunk's tiles side by side: rows y0, y0 + y1, y0 - y1, -y1 of
