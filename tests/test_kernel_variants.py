@@ -50,7 +50,9 @@ def t64(a, grad=False):
 # when cin is a multiple of the channel tile): blocks of 3, 2 and 1 tile
 # vectors, 16- and 32-pixel groups, odd cin, cin 64, and 65 falling back;
 # 8-pixel rows put two tile rows into a vector (heights a multiple of 4; 6
-# falls back).
+# falls back). The weight gradient is Winograd from 32 input channels on (even
+# heights and widths): rows of 8 and 16 tiles read the output gradient a vector
+# at a time (8 and 16 lanes), narrower rows and a last chunk of 16 tiles lane by lane.
 CASES = [
     (2, 16, 32, 32, 16, 3, 1, 1),
     (3, 5, 6, 32, 8, 3, 1, 1),
@@ -66,6 +68,7 @@ CASES = [
     (2, 3, 3, 16, 16, 3, 1, 1),
     (2, 4, 5, 48, 8, 3, 1, 1),
     (4, 32, 8, 8, 64, 3, 1, 1),
+    (3, 32, 2, 32, 8, 3, 1, 1),
     (2, 6, 9, 13, 8, 3, 1, 1),
     (2, 16, 32, 32, 32, 3, 2, 1),
     (3, 4, 15, 15, 8, 3, 2, 1),

@@ -180,6 +180,23 @@ static inline VEC RUN_NAME(interleave_hi)(VEC a, VEC b) {
 #endif
 }
 
+/* the even and the odd lanes of the 2*RUN floats a, b (the inverse of interleave_lo / _hi) */
+static inline VEC RUN_NAME(even)(VEC a, VEC b) {
+#if RUN == 8
+    return S2_SHUFFLE(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+    return S2_SHUFFLE(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+#endif
+}
+
+static inline VEC RUN_NAME(odd)(VEC a, VEC b) {
+#if RUN == 8
+    return S2_SHUFFLE(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+    return S2_SHUFFLE(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#endif
+}
+
 /* din row (W floats from p) = or += the 2*RUN values lo, hi; only `count` of them when the row ends early */
 static inline void RUN_NAME(store_pair)(float *p, VEC lo, VEC hi, int count, int accumulate) {
     if (count >= 2 * RUN) {
@@ -393,15 +410,24 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const 
     const size_t step = (size_t)cout * WINO_DW_CHUNK;
     for (int co = 0; co < cout; co++) {
         const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
-        float q[4][WINO_DW_CHUNK] = {{0}}; /* the four pixels of each tile; 0 past the chunk's last */
-        for (int t = 0; t < count; t++) {
-            const float *p = dy + dy_at[t];
-            q[0][t] = p[0], q[1][t] = p[1], q[2][t] = p[W], q[3][t] = p[W + 1];
-        }
         float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
         for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
-            const VEC y00 = RUN_NAME(load)(q[0] + t), y01 = RUN_NAME(load)(q[1] + t);
-            const VEC y10 = RUN_NAME(load)(q[2] + t), y11 = RUN_NAME(load)(q[3] + t);
+            VEC y00, y01, y10, y11; /* the four pixels of RUN tiles */
+            if (t + RUN <= count && dy_at[t + RUN - 1] == dy_at[t] + 2 * (RUN - 1)) { /* side by side in a row */
+                const float *p = dy + dy_at[t];
+                const VEC a = RUN_NAME(load)(p), b = RUN_NAME(load)(p + RUN);
+                const VEC c = RUN_NAME(load)(p + W), d = RUN_NAME(load)(p + W + RUN);
+                y00 = RUN_NAME(even)(a, b), y01 = RUN_NAME(odd)(a, b), y10 = RUN_NAME(even)(c, d);
+                y11 = RUN_NAME(odd)(c, d);
+            } else { /* rows of fewer than RUN tiles, or the chunk's end: 0 past its last tile */
+                float q[4][RUN] = {{0}};
+                for (int l = 0; l < RUN && t + l < count; l++) {
+                    const float *r = dy + dy_at[t + l];
+                    q[0][l] = r[0], q[1][l] = r[1], q[2][l] = r[W], q[3][l] = r[W + 1];
+                }
+                y00 = RUN_NAME(load)(q[0]), y01 = RUN_NAME(load)(q[1]), y10 = RUN_NAME(load)(q[2]);
+                y11 = RUN_NAME(load)(q[3]);
+            }
             const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
             for (int r = 0; r < 4; r++) {
                 RUN_NAME(store)(o + (4 * r) * step + t, a[r][0]);

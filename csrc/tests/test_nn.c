@@ -471,7 +471,7 @@ TEST(every_kernel_variant_matches_the_references) {
         CHECK_OK(lade_set_isa(names[v]));
         CHECK(strcmp(lade_get_isa(), names[v]) == 0);
         int before_failures = *failures;
-        const int shapes[][2] = {{6, 16}, {3, 16}, {5, 32}, {4, 8}, {7, 48}, {9, 15}};
+        const int shapes[][2] = {{6, 16}, {3, 16}, {5, 32}, {4, 8}, {7, 48}, {9, 15}, {2, 32}};
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             check_conv_against_naive(failures, geoms, sizeof geoms / sizeof geoms[0], shapes[s][0], shapes[s][1]);
         check_batchnorm_against_double(failures, 3, 4, 5, 3);  /* planes shorter than a vector */
