@@ -349,9 +349,8 @@ lade_status lade_tilt_prior(float *target_prior, double *exponent, double *logli
         m = tilt_eval(g, source_probs, n, classes, r, a, e);
         it++;
     }
-    double top = -INFINITY, sum = 0;
-    for (int c = 0; c < classes; c++) top = g * a[c] > top ? g * a[c] : top;
-    for (int c = 0; c < classes; c++) sum += (e[c] = r[c] * exp(g * a[c] - top));
+    double sum = 0; /* the last tilt_eval left e = exp(g a - max g a) at this g */
+    for (int c = 0; c < classes; c++) sum += (e[c] *= r[c]);
     for (int c = 0; c < classes; c++) e[c] /= sum;
     floor_and_normalize(e, classes);
     for (int c = 0; c < classes; c++) target_prior[c] = (float)e[c];

@@ -39,11 +39,12 @@ int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out) {
 /* The padded planes: rows of stride * phase_w floats (phase_w columns per phase). */
 static int phase_width(const lade_conv2d_geom *g, int w) { return (w + 2 * g->pad_w + g->stride_w - 1) / g->stride_w; }
 
-/* 3x3, stride 1, pad 1, at most WINO_MAX_CIN input channels: the geometries Winograd may take (below) */
-static int wino_geometry(const lade_conv2d_geom *g) {
-    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->cin <= WINO_MAX_CIN;
+static int is_3x3_stride1_pad1(const lade_conv2d_geom *g) {
+    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1;
 }
+
+/* 3x3, stride 1, pad 1, at most WINO_MAX_CIN input channels: the geometries Winograd may take (below) */
+static int wino_geometry(const lade_conv2d_geom *g) { return is_3x3_stride1_pad1(g) && g->cin <= WINO_MAX_CIN; }
 
 /* The Winograd weight gradient (below) takes 3x3 stride-1 pad-1 convolutions from this many
  * input channels on. At 16 the copy to channels last and the transforms cost more than the
@@ -52,13 +53,17 @@ static int wino_geometry(const lade_conv2d_geom *g) {
  * 64->64 8x8: 6.2-8.2 against 11.8-17.9 ms). */
 #define WINO_DW_MIN_CIN 32
 
+/* the geometries the Winograd weight gradient takes when the output height and width are even */
+static int wino_dw_geometry(const lade_conv2d_geom *g) {
+    return is_3x3_stride1_pad1(g) && g->cin % 8 == 0 && g->cin >= WINO_DW_MIN_CIN && g->cout % DW_TILE_CO == 0;
+}
+
 static size_t wino_dw_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w) {
     size_t direct = (size_t)g->cin * n * (h + 2 * g->pad_h) * g->stride_w * phase_width(g, w) +
                     (size_t)g->cin * g->cout * g->kh * g->kw;
-    if (g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
-        g->cin >= WINO_DW_MIN_CIN) {
+    if (wino_dw_geometry(g)) {
         size_t dw = wino_dw_workspace(g, n, h, w);
         direct = dw > direct ? dw : direct;
     }
@@ -257,10 +262,6 @@ void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weigh
     lade_parallel_for((size_t)(g->cin / T) * n * oh, k->dgrad_s2_tasks, &job);
 }
 
-/* ---- weight gradient ---------------------------------------------------------------
- * dW[co][ci][ky][kx] += sum over images and output pixels of
- * dout[co][b][y][x] * padded_in[ci][b][y*s+ky][x*s+kx]; a task owns one input
- * channel and DW_TILE_CO output channels (kernels_conv.h). */
 /* ---- Winograd F(2x2, 3x3) weight gradient ------------------------------------------
  * For 3x3, stride-1, pad-1 convolutions with an even output height and width
  * and at least 32 input channels in whole 8-float vectors: dW = G^T (sum over 2x2 output
@@ -272,9 +273,7 @@ void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weigh
 #define WINO_DW_TASKS 16
 
 static int wino_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
-    return g->kh == 3 && g->kw == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->cin % 8 == 0 && g->cin >= WINO_DW_MIN_CIN && g->cout % DW_TILE_CO == 0 && dout.h % 2 == 0 &&
-           dout.w % 2 == 0;
+    return wino_dw_geometry(g) && dout.h % 2 == 0 && dout.w % 2 == 0;
 }
 
 static size_t wino_dw_tasks(lade_maps dout) {
@@ -381,6 +380,11 @@ static void conv_wino_dw(float *dweight, lade_maps dout, lade_maps in, const lad
     lade_parallel_for((size_t)g->cout, wino_dw_untransform, &sum);
 }
 
+/* ---- weight gradient ---------------------------------------------------------------
+ * dW[co][ci][ky][kx] += sum over images and output pixels of
+ * dout[co][b][y][x] * padded_in[ci][b][y*s+ky][x*s+kx]; a task owns one input
+ * channel and DW_TILE_CO output channels (kernels_conv.h), or, where wino_dw_applies,
+ * the Winograd weight gradient above. */
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
     return stride_applies(g) && g->cout % DW_TILE_CO == 0 && dout.w % 8 == 0 &&
            g->kh * g->kw <= DW_MAX_TAPS && g->kw <= DW_MAX_KW;

@@ -211,7 +211,7 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
                                                    method="em", reference_prior=no_shift)
             else:
                 if kw.get("family", "free") != "free":
-                    extra = {"tilt_prior": p_s}  # the long-tail direction: the training prior
+                    extra["tilt_prior"] = p_s  # the long-tail direction: the training prior
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     res = prior_shift.adapt(z_m, no_shift, calib[0], calib[1], calibration="bcts", **kw, **extra)
