@@ -133,8 +133,19 @@ def test_seed_comparison_pairs_the_seeds(tmp_path):
     assert "3 seeds" in line and ref["lo"] < ref["difference"] < ref["hi"] and ref["difference"] != 0
 
 
-def test_seed_comparison_needs_two_seeds(tmp_path):
+def test_seed_comparison_with_one_seed_each(tmp_path):
+    """One seed per config: no seed table, but the paired difference over the test images, saying
+    that it counts the test set's noise only; a run on other data is not paired with them."""
     labels = np.tile(np.arange(10), 20)
-    fake_run(tmp_path / "a", "lade", _logits(labels, 1), labels, COUNTS)
-    fake_run(tmp_path / "b", "softmax_ce", _logits(labels, 2), labels, COUNTS)
-    assert "## Seeds" not in report.write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    f_lade, f_ce = _logits(labels, 1), _logits(labels, 2)
+    fake_run(tmp_path / "a", "lade", f_lade, labels, COUNTS)
+    fake_run(tmp_path / "b", "softmax_ce", f_ce, labels, COUNTS)
+    fake_run(tmp_path / "c", "lade", f_lade, labels, COUNTS, overrides=["data.imbalance=50"])
+    text = report.write_comparison([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "out")
+    assert "## Seeds" not in text and "## Paired difference (one seed each)" in text
+    ref = lade.metrics.paired_bootstrap(np.argmax(f_lade, 1) == labels, np.argmax(f_ce - LOG_PS, 1) == labels,
+                                        report.SEED_REPLICATES, report.SEED_LEVEL, seed=0)
+    lines = text.split("## Paired difference (one seed each)")[1].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("- LADE (") and " − PC Softmax (" in lines[0]
+    assert f"{100 * ref['difference']:+.2f} points" in lines[0] and "the test images' noise only" in lines[0]
+    assert f"[{100 * ref['lo']:+.2f}, {100 * ref['hi']:+.2f}]" in lines[0] and ref["difference"] != 0

@@ -755,39 +755,49 @@ def _uniform_correct(run_dir):
 
 def seed_comparison(results):
     """Runs of one config that differ only in their seeds: mean and standard deviation of uniform
-    top-1 per method, and for every two such configs with as many seeds, the paired bootstrap
-    (lade.metrics.paired_bootstrap over the test images; the m-th seeds paired) of the difference
-    of their adjusted methods. Markdown lines; [] when no config has two seeds."""
+    top-1 per method (configs with two seeds or more), and for every two configs on the same data
+    (dataset, imbalance, test set) with as many seeds, the paired bootstrap (lade.metrics.paired_bootstrap
+    over the test images; the m-th seeds paired) of the difference of their adjusted methods. With one
+    seed each, that interval counts the test images' noise only, not the seeds'; the line says so.
+    Markdown lines; [] when there is nothing to pair."""
     groups = {}
     for r in results:
         same = {k: v for k, v in r["setup"].items() if k not in ("seed", "model_seed", "train_seconds")}
         groups.setdefault(json.dumps([r["name"], r["loss"], same], sort_keys=True), []).append(r)
     groups = {k: sorted(g, key=lambda r: (r["setup"]["seed"], r["setup"]["model_seed"])) for k, g in groups.items()
-              if len({(r["setup"]["seed"], r["setup"]["model_seed"]) for r in g}) == len(g) > 1}
-    if not groups:
-        return []
+              if len({(r["setup"]["seed"], r["setup"]["model_seed"]) for r in g}) == len(g)}
+    lines = []
     rows = []
     for g in groups.values():
+        if len(g) < 2:
+            continue
         for i, m in enumerate(g[0]["methods"]):
             top1 = np.array([r["methods"][i]["uniform"]["top1"] for r in g]) * 100
             rows.append([m["label"], f"{g[0]['name']} ({g[0]['loss']})", str(len(g)), f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}",
                          ", ".join(f"{v:.2f}" for v in top1)])
-    lines = ["## Seeds", "", _table(["method", "config", "seeds", "uniform top-1 (mean ± std)", "per seed"], rows), ""]
-    correct = {k: [_uniform_correct(r["run_dir"]) for r in g] for k, g in groups.items()}
+    if rows:
+        lines += ["## Seeds", "", _table(["method", "config", "seeds", "uniform top-1 (mean ± std)", "per seed"], rows), ""]
     names = list(groups)
+    data = {k: tuple(g[0]["setup"][key] for key in ("dataset", "imbalance", "test_images")) for k, g in groups.items()}
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if data[a] == data[b]]
+    if not pairs:
+        return lines
+    if not rows:
+        lines += ["## Paired difference (one seed each)", ""]
+    correct = {k: [_uniform_correct(r["run_dir"]) for r in g] for k, g in groups.items()}
     title = {k: f"{g[0]['method']} ({g[0]['name']})" for k, g in groups.items()}
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            labels = [y for _, y in correct[a] + correct[b]]
-            if len(groups[a]) != len(groups[b]) or any(not np.array_equal(y, labels[0]) for y in labels):
-                lines.append(f"- {title[a]} vs {title[b]}: not paired (different seed counts or test sets)")
-                continue
-            res = metrics.paired_bootstrap(np.stack([c for c, _ in correct[a]]), np.stack([c for c, _ in correct[b]]),
-                                           SEED_REPLICATES, SEED_LEVEL, seed=0)
-            lines.append(f"- {title[a]} − {title[b]}: "
-                         f"{100 * res['difference']:+.2f} points, {SEED_LEVEL:.0%} paired bootstrap interval "
-                         f"[{100 * res['lo']:+.2f}, {100 * res['hi']:+.2f}] over {labels[0].shape[0]} test images and "
-                         f"{len(groups[a])} seeds")
+    for a, b in pairs:
+        labels = [y for _, y in correct[a] + correct[b]]
+        if len(groups[a]) != len(groups[b]) or any(not np.array_equal(y, labels[0]) for y in labels):
+            lines.append(f"- {title[a]} vs {title[b]}: not paired (different seed counts or test sets)")
+            continue
+        res = metrics.paired_bootstrap(np.stack([c for c, _ in correct[a]]), np.stack([c for c, _ in correct[b]]),
+                                       SEED_REPLICATES, SEED_LEVEL, seed=0)
+        seeds = len(groups[a])
+        lines.append(f"- {title[a]} − {title[b]}: "
+                     f"{100 * res['difference']:+.2f} points, {SEED_LEVEL:.0%} paired bootstrap interval "
+                     f"[{100 * res['lo']:+.2f}, {100 * res['hi']:+.2f}] over {labels[0].shape[0]} test images and "
+                     + (f"{seeds} seeds" if seeds > 1 else "one seed (the test images' noise only, not the seed's)"))
     return lines + [""]
 
 
