@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lade import losses, metrics, posthoc, prior_shift  # noqa: E402
+from lade import losses, metrics, prior_shift  # noqa: E402
 from lade.app import config, report, runs  # noqa: E402
 from lade.priors import prior_from_counts, prior_from_labels  # noqa: E402
 from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset  # noqa: E402
@@ -58,18 +58,13 @@ def main():
         sys.exit(f"prior_noise: '{args.run_dir}' has no test_logits.npy / test_labels.npy (not finished)")
     p_s = prior_from_counts(arrays["train_counts"])
     classes = p_s.shape[0]
-    # 'pc': the logits are a softmax model's, whose softmax is the source posterior;
-    # 'add_target': LADE-style logits, to which log p_t is added at test time
-    pc_form = losses.test_time_form(cfg["loss"]["name"]) == "pc"
+    form = losses.test_time_form(cfg["loss"]["name"])  # the report's test-time adjustment of this loss
 
     def source_logits(rows):
-        z = np.ascontiguousarray(f[rows])
-        return z if pc_form else posthoc.lade_adjust(z, p_s)
+        return report._source_logits(np.ascontiguousarray(f[rows]), form, p_s)
 
     def top1(rows, p_t):
-        z = np.ascontiguousarray(f[rows])
-        adjusted = posthoc.pc_adjust(z, p_s, p_t) if pc_form else posthoc.lade_adjust(z, p_t)
-        return 100 * metrics.accuracy(adjusted, y[rows])
+        return 100 * metrics.accuracy(report._adjust(np.ascontiguousarray(f[rows]), form, p_s, p_t), y[rows])
 
     held, pool = report.held_out_halves(y, classes)
     calib_z, calib_y = source_logits(held), np.ascontiguousarray(y[held])

@@ -94,10 +94,11 @@ prior below and t = ``tilt_prior`` (default: source_prior, the training label fr
 long-tail direction, along which the head classes grow more common (g > 0) or less (g < 0), g = 0
 being no shift. One parameter has a fraction of the free estimate's noise: with 100 classes and
 1,000-5,000 unlabelled rows the free estimate is off by 0.27-0.5 in L1 mostly from sampling noise,
-not from miscalibration (benchmarks/prior_noise.py measures both on a finished run). 'auto' chooses between the two by the likelihood-ratio test of the tilted
-family within the free one, 2 (LL(free) - LL(tilt)), chi-square with C - 2 dof (with the same
-calibration-noise correction as the shift test): the free estimate when it rejects the family at
-level ``gate`` (GATE_LEVEL when gate is None), else the tilted one (res.family says which,
+not from miscalibration (benchmarks/prior_noise.py measures both on a finished run). 'auto' chooses
+between the two by the likelihood-ratio test of the tilted family within the free one,
+2 (LL(free) - LL(tilt)), chi-square with C - 2 dof (with the same calibration-noise correction as
+the shift test): the free estimate when it rejects the family at level ``gate`` (GATE_LEVEL when
+gate is None), else the tilted one (res.family says which,
 res.family_test has the test). The shift test of 'tilt', and of 'auto' when it picks the family,
 is the 1-dof test of g = 0, which detects a shift along the family with far fewer rows than the
 C - 1 dof test. Only the shifts of spec §2.3 lie exactly in the family (CIFAR-100-LT's shifted
