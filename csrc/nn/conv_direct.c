@@ -46,17 +46,20 @@ static int is_3x3_stride1_pad1(const lade_conv2d_geom *g) {
 /* 3x3, stride 1, pad 1, at most WINO_MAX_CIN input channels: the geometries Winograd may take (below) */
 static int wino_geometry(const lade_conv2d_geom *g) { return is_3x3_stride1_pad1(g) && g->cin <= WINO_MAX_CIN; }
 
-/* The Winograd weight gradient (below) takes 3x3 stride-1 pad-1 convolutions from this many
- * input channels on. At 16 the copy to channels last and the transforms cost more than the
- * multiply-adds saved (ResNet-32's 16->16 32x32 layer, one thread, batch 128: 12.6-16 ms
- * against 11.5-12.4 ms direct); from 32 it wins (32->32 16x16: 8.6-9.3 against 10.1-13.1 ms,
- * 64->64 8x8: 6.2-8.2 against 11.8-17.9 ms). */
-#define WINO_DW_MIN_CIN 32
-
-/* the geometries the Winograd weight gradient takes when the output height and width are even */
+/* The Winograd weight gradient (below) takes 3x3 stride-1 pad-1 convolutions with at least
+ * 16 input channels in whole 8-float vectors; the workspace is sized for them all, whatever
+ * the variant, because lade.set_isa can switch the variant after it was allocated. */
 static int wino_dw_geometry(const lade_conv2d_geom *g) {
-    return is_3x3_stride1_pad1(g) && g->cin % 8 == 0 && g->cin >= WINO_DW_MIN_CIN && g->cout % DW_TILE_CO == 0;
+    return is_3x3_stride1_pad1(g) && g->cin % 8 == 0 && g->cin >= 16 && g->cout % DW_TILE_CO == 0;
 }
+
+/* Where it beats the direct weight gradient (one thread, batch 128, CPU time). With 8-float
+ * vectors, from 32 input channels: at 16 the copy to channels last and the transforms cost
+ * more than the multiply-adds saved (Zen 3: 16->16 32x32 12.6-16 ms against 11.5-12.4
+ * direct), from 32 it wins (32->32 16x16 8.6-9.3 against 10.1-13.1, 64->64 8x8 6.2-8.2
+ * against 11.8-17.9). With 16-float vectors already from 16, where one vector holds all of
+ * a pixel's channels (Zen 5: 16->16 32x32 4.75 against 7.1 direct). */
+static int wino_dw_min_cin(const lade_kernel_table *k) { return k->vector_floats == 16 ? 16 : 32; }
 
 static size_t wino_dw_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 
@@ -264,7 +267,7 @@ void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weigh
 
 /* ---- Winograd F(2x2, 3x3) weight gradient ------------------------------------------
  * For 3x3, stride-1, pad-1 convolutions with an even output height and width
- * and at least 32 input channels in whole 8-float vectors: dW = G^T (sum over 2x2 output
+ * and enough input channels in whole 8-float vectors (wino_dw_min_cin): dW = G^T (sum over 2x2 output
  * tiles of (A dY A^T) * (B^T d B)) G, 16 multiply-adds per tile and channel
  * pair instead of 36. A fixed number of tasks (WINO_DW_TASKS, or one per chunk
  * of tiles when there are fewer) each sum their share of the chunks in float;
@@ -273,7 +276,7 @@ void lade_conv_direct_dgrad_s2(lade_maps din, lade_maps dout, const float *weigh
 #define WINO_DW_TASKS 16
 
 static int wino_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
-    return wino_dw_geometry(g) && dout.h % 2 == 0 && dout.w % 2 == 0;
+    return wino_dw_geometry(g) && g->cin >= wino_dw_min_cin(lade_kernels()) && dout.h % 2 == 0 && dout.w % 2 == 0;
 }
 
 static size_t wino_dw_tasks(lade_maps dout) {

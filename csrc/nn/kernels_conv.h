@@ -377,13 +377,29 @@ static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t e
     else RUN_NAME(wino_range)(j, begin, end, 0);
 }
 
+/* The Winograd weight gradient's product for channel vector k alone (an odd number of
+ * vectors, e.g. 16 channels in one 16-float vector): rows output channels co.. x that vector,
+ * over the chunk's tiles. Inlined with a constant row count. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_odd_vector)(float *m0, const float *v0,
+                                                                                const float *y0, int cin, int k,
+                                                                                int co, int count, const int rows) {
+    VEC acc[2 * DW_TILE_CO];
+    for (int r = 0; r < rows; r++) acc[r] = RUN_NAME(load)(m0 + (size_t)(co + r) * cin + k * RUN);
+    for (int t = 0; t < count; t++) {
+        const VEC x = RUN_NAME(load)(v0 + (size_t)t * cin + k * RUN);
+        for (int r = 0; r < rows; r++) acc[r] += RUN_NAME(splat)(y0[(size_t)(co + r) * WINO_DW_CHUNK + t]) * x;
+    }
+    for (int r = 0; r < rows; r++) RUN_NAME(store)(m0 + (size_t)(co + r) * cin + k * RUN, acc[r]);
+}
+
 /* ---- Winograd F(2x2, 3x3) weight gradient (lade_conv_direct_dw) ----------------
  * dL/dU = sum over tiles of (A dY A^T) * (B^T d B), elementwise per transformed
  * position xi; the weight gradient is G^T (dL/dU) G (conv_direct.c). Here, per
  * chunk of tiles: V = B^T d B with run input channels per vector (the input is
  * channels last), Y = A dY A^T per output channel, then for each xi the product
  * Y[xi] (cout x tiles) V[xi] (tiles x cin) added into the task's partial sums by
- * a register tile of DW_TILE_CO output channels x 2 channel vectors. */
+ * a register tile of DW_TILE_CO output channels x 2 channel vectors (an odd last vector:
+ * 2 DW_TILE_CO output channels x 1). */
 static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const lade_wino_dw_job *j, float *partial,
                                                                            float *vbuf, float *ybuf, size_t first,
                                                                            int count) {
@@ -441,16 +457,15 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const 
         const float *v0 = vbuf + (size_t)xi * WINO_DW_CHUNK * cin, *y0 = ybuf + (size_t)xi * cout * WINO_DW_CHUNK;
         float *m0 = partial + (size_t)xi * cout * cin;
         for (int co = 0; co < cout; co += DW_TILE_CO)
-            for (int k = 0; k < vectors; k += 2) {
-                const int pair = k + 1 < vectors;
+            for (int k = 0; k + 1 < vectors; k += 2) {
                 VEC acc[DW_TILE_CO][2];
                 for (int r = 0; r < DW_TILE_CO; r++) {
                     acc[r][0] = RUN_NAME(load)(m0 + (size_t)(co + r) * cin + k * RUN);
-                    acc[r][1] = pair ? RUN_NAME(load)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN) : (VEC){0};
+                    acc[r][1] = RUN_NAME(load)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN);
                 }
                 for (int t = 0; t < count; t++) {
                     const float *v = v0 + (size_t)t * cin + k * RUN;
-                    const VEC x0 = RUN_NAME(load)(v), x1 = pair ? RUN_NAME(load)(v + RUN) : (VEC){0};
+                    const VEC x0 = RUN_NAME(load)(v), x1 = RUN_NAME(load)(v + RUN);
                     for (int r = 0; r < DW_TILE_CO; r++) {
                         const VEC y = RUN_NAME(splat)(y0[(size_t)(co + r) * WINO_DW_CHUNK + t]);
                         acc[r][0] += y * x0;
@@ -459,9 +474,15 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const 
                 }
                 for (int r = 0; r < DW_TILE_CO; r++) {
                     RUN_NAME(store)(m0 + (size_t)(co + r) * cin + k * RUN, acc[r][0]);
-                    if (pair) RUN_NAME(store)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN, acc[r][1]);
+                    RUN_NAME(store)(m0 + (size_t)(co + r) * cin + (k + 1) * RUN, acc[r][1]);
                 }
             }
+        if (vectors % 2) { /* the last channel vector alone: twice the output channels per tile instead */
+            int co = 0;
+            for (; co + 2 * DW_TILE_CO <= cout; co += 2 * DW_TILE_CO)
+                RUN_NAME(wino_dw_odd_vector)(m0, v0, y0, cin, vectors - 1, co, count, 2 * DW_TILE_CO);
+            if (co < cout) RUN_NAME(wino_dw_odd_vector)(m0, v0, y0, cin, vectors - 1, co, count, DW_TILE_CO);
+        }
     }
 }
 

@@ -464,8 +464,10 @@ TEST(every_kernel_variant_matches_the_references) {
         {5, 8, 3, 3, 1, 1, 1, 1}, {3, 16, 3, 3, 1, 1, 1, 1}, {2, 8, 5, 5, 1, 1, 2, 2}, {3, 8, 1, 1, 1, 1, 0, 0},
         /* stride 2: the input gradient as four phase correlations */
         {8, 8, 3, 3, 2, 2, 1, 1}, {16, 4, 3, 3, 2, 2, 1, 1},
-        /* 32 input channels: the Winograd weight gradient where the output is even-sized */
-        {32, 8, 3, 3, 1, 1, 1, 1},
+        /* the Winograd weight gradient where the output is even-sized: 32 input channels; 16 (with
+         * 16-float vectors one odd vector, 12 output channels: a tile of 8 and one of 4); 40 (five
+         * 8-float vectors) */
+        {32, 8, 3, 3, 1, 1, 1, 1}, {16, 12, 3, 3, 1, 1, 1, 1}, {40, 8, 3, 3, 1, 1, 1, 1},
     };
     for (int v = 0; v < count; v++) {
         CHECK_OK(lade_set_isa(names[v]));
