@@ -46,20 +46,26 @@ static int is_3x3_stride1_pad1(const lade_conv2d_geom *g) {
 /* 3x3, stride 1, pad 1, at most WINO_MAX_CIN input channels: the geometries Winograd may take (below) */
 static int wino_geometry(const lade_conv2d_geom *g) { return is_3x3_stride1_pad1(g) && g->cin <= WINO_MAX_CIN; }
 
-/* The Winograd weight gradient (below) takes 3x3 stride-1 pad-1 convolutions with at least
- * 16 input channels in whole 8-float vectors; the workspace is sized for them all, whatever
- * the variant, because lade.set_isa can switch the variant after it was allocated. */
-static int wino_dw_geometry(const lade_conv2d_geom *g) {
-    return is_3x3_stride1_pad1(g) && g->cin % 8 == 0 && g->cin >= 16 && g->cout % DW_TILE_CO == 0;
+/* Input channels from which the Winograd weight gradient (below) beats the direct one (one
+ * thread, batch 128, CPU time). With 8-float vectors, from 32: at 16 the copy to channels last
+ * and the transforms cost more than the multiply-adds saved (Zen 3: 16->16 32x32 12.6-16 ms
+ * against 11.5-12.4 direct), from 32 it wins (32->32 16x16 8.6-9.3 against 10.1-13.1, 64->64
+ * 8x8 6.2-8.2 against 11.8-17.9). With 16-float vectors already from 16, where one vector holds
+ * all of a pixel's channels (Zen 5: 16->16 32x32 4.75 against 7.1 direct). */
+#define WINO_DW_MIN_CIN_8_FLOATS 32
+#define WINO_DW_MIN_CIN_16_FLOATS 16
+static int wino_dw_min_cin(const lade_kernel_table *k) {
+    return k->vector_floats == 16 ? WINO_DW_MIN_CIN_16_FLOATS : WINO_DW_MIN_CIN_8_FLOATS;
 }
 
-/* Where it beats the direct weight gradient (one thread, batch 128, CPU time). With 8-float
- * vectors, from 32 input channels: at 16 the copy to channels last and the transforms cost
- * more than the multiply-adds saved (Zen 3: 16->16 32x32 12.6-16 ms against 11.5-12.4
- * direct), from 32 it wins (32->32 16x16 8.6-9.3 against 10.1-13.1, 64->64 8x8 6.2-8.2
- * against 11.8-17.9). With 16-float vectors already from 16, where one vector holds all of
- * a pixel's channels (Zen 5: 16->16 32x32 4.75 against 7.1 direct). */
-static int wino_dw_min_cin(const lade_kernel_table *k) { return k->vector_floats == 16 ? 16 : 32; }
+/* The 3x3 stride-1 pad-1 convolutions with whole 8-float vectors of input channels that the
+ * Winograd weight gradient may take under some variant. The workspace is sized for all of them,
+ * whatever the variant in use, because lade.set_isa can switch the variant after it was allocated. */
+static int wino_dw_geometry(const lade_conv2d_geom *g) {
+    const int lowest = WINO_DW_MIN_CIN_16_FLOATS < WINO_DW_MIN_CIN_8_FLOATS ? WINO_DW_MIN_CIN_16_FLOATS
+                                                                             : WINO_DW_MIN_CIN_8_FLOATS;
+    return is_3x3_stride1_pad1(g) && g->cin % 8 == 0 && g->cin >= lowest && g->cout % DW_TILE_CO == 0;
+}
 
 static size_t wino_dw_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 

@@ -484,6 +484,26 @@ TEST(every_kernel_variant_matches_the_references) {
     CHECK_OK(lade_set_isa(before));
 }
 
+/* lade.set_isa may switch the variant after a model sized its workspace, so the size must not
+ * depend on the variant: the 16-channel stage takes the Winograd weight gradient under 16-float
+ * variants only, and its workspace is there under every one (batch 128: at small batches the
+ * column matrix is the larger and would hide a difference). w16_avx2 covers it on AVX2 machines. */
+TEST(conv_workspace_size_does_not_depend_on_the_variant) {
+    char names[8][16];
+    int count = supported_variants(names, 8);
+    const char *before = lade_get_isa();
+    const lade_conv2d_geom geoms[] = {{16, 16, 3, 3, 1, 1, 1, 1}, {32, 32, 3, 3, 1, 1, 1, 1}, {16, 32, 3, 3, 2, 2, 1, 1}};
+    for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) {
+        CHECK_OK(lade_set_isa(names[0]));
+        size_t first = lade_conv2d_workspace_size(&geoms[i], 128, 32, 32);
+        for (int v = 1; v < count; v++) {
+            CHECK_OK(lade_set_isa(names[v]));
+            CHECK(lade_conv2d_workspace_size(&geoms[i], 128, 32, 32) == first);
+        }
+    }
+    CHECK_OK(lade_set_isa(before));
+}
+
 TEST(an_unsupported_or_unknown_variant_is_refused) {
     const char *before = lade_get_isa();
     lade_cpu_info info;
