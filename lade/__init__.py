@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from lade._C import DecodeError, cpu_info, get_num_threads, set_isa, set_num_threads  # noqa: E402
 from lade import data
 from lade import nn
-from lade import losses, posthoc, priors, sampling, metrics, prior_shift, decoupled  # noqa: E401
+from lade import losses, posthoc, priors, sampling, metrics, prior_shift, decoupled, zoo  # noqa: E401
 from lade.nn import *  # noqa: F401,F403  (layers, ResNet32, ResNet18, SGD, schedules, train_step, predict)
 from lade.nn import SGD, ResNet18, ResNet32, cosine_lr, predict, train_step, warmup_multistep_lr
 

@@ -3,7 +3,7 @@
     python -m lade compare                      LADE vs PC Softmax, CIFAR-100-LT imbalance 100, quick preset
     python -m lade compare --full               the same with the paper's 200-epoch recipe (spec §5.1)
     python -m lade train --config cifar100_lt_100_lade [optim.epochs=30 ...] [--out DIR] [--resume]
-    python -m lade evaluate RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m lade evaluate RUN_DIR|zoo:NAME [...] [--out DIR]   zoo entries: logits recomputed from the weights
     python -m lade evaluate --logits F --labels F --train-counts F [--calib-logits F --calib-labels F]
                             [--method softmax|balanced|lade] [--out DIR]     any model's logits (npy, npz, CSV)
     python -m lade features RUN_DIR [--out FILE] penultimate features of a finished run (train, held-out, test)
@@ -13,6 +13,7 @@
     python -m lade sweep GRID.yaml --backend ray [--address ADDR]   the same as Ray Tune trials (ASHA or HyperBand)
     mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
     python -m lade configs                      list the shipped configs
+    python -m lade zoo list | add RUN_DIR       the model zoo (zoo/): its entries; add a finished run
 
 Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
 config value. Every problem with the input (unknown key, wrong type, missing data root, a run
@@ -88,15 +89,51 @@ def cmd_evaluate(args):
         print(text)
         return 0
     if not args.run_dirs:
-        raise config_mod.ConfigError("lade evaluate: give run folders, or --logits, --labels and --train-counts")
-    if len(args.run_dirs) == 1 and args.out is None:
-        text, _ = report.write_run_report(args.run_dirs[0])
-        _err(f"lade: wrote {Path(args.run_dirs[0]) / 'report.md'}")
+        raise config_mod.ConfigError("lade evaluate: give run folders or zoo:NAME entries, or --logits, --labels "
+                                     "and --train-counts")
+    single = len(args.run_dirs) == 1 and args.out is None
+    run_dirs = _zoo_run_dirs(args.run_dirs, Path(args.out or ("runs/zoo" if single else "runs/comparison")),
+                             args.data_root)
+    if single:
+        text, _ = report.write_run_report(run_dirs[0])
+        _err(f"lade: wrote {Path(run_dirs[0]) / 'report.md'}")
     else:
         out = args.out or "runs/comparison"
-        text = report.write_comparison(args.run_dirs, out)
+        text = report.write_comparison(run_dirs, out)
         _err(f"lade: wrote {Path(out) / 'comparison.md'}")
     print(text)
+    return 0
+
+
+def _zoo_run_dirs(names, out, data_root):
+    """Run folders for `evaluate`: zoo:NAME becomes out/NAME, a run folder with the entry's logits
+    recomputed from its weights; other arguments are run folders already."""
+    from lade.app import zoo_entries
+    dirs = []
+    for name in names:
+        if name.startswith(zoo_entries.ZOO_PREFIX):
+            entry = name[len(zoo_entries.ZOO_PREFIX):]
+            _err(f"lade: {name}: recomputing its logits from the weights into {out / entry}")
+            name = zoo_entries.materialize(entry, out / entry, data_root)[0]
+        dirs.append(name)
+    return dirs
+
+
+def cmd_zoo(args):
+    from lade import zoo
+    from lade.app import zoo_entries
+    if args.action == "add":
+        if not args.run_dir:
+            raise config_mod.ConfigError("lade zoo add: give the finished run folder to add")
+        entry = zoo_entries.add_run(args.run_dir, args.root, args.name, args.data_root)
+        _err(f"lade: added {args.run_dir} to the zoo as {entry['name']} ({entry['bytes']} bytes)")
+        return 0
+    if args.run_dir:
+        raise config_mod.ConfigError(f"lade zoo list: takes no run folder, got {args.run_dir!r}")
+    for e in zoo.list(args.root):
+        top1 = ", ".join(f"{label} {v:.2f}" for label, v in e["headline"].items())
+        print(f"{e['name']}: {e['dataset']} imbalance {e['imbalance']:g}, {e['epochs']} epochs, {top1} "
+              f"({e['train_hours']} h on {', '.join(e['trained_on'])})")
     return 0
 
 
@@ -203,6 +240,7 @@ def build_parser():
                    help="how p_t is estimated (see lade.app.report.evaluate_logits); auto: fast above 5M logits")
     e.add_argument("--zero-count-floor", type=float, metavar="X",
                    help="count a class without training images as X images (default: refuse it)")
+    e.add_argument("--data-root", help="with zoo:NAME: folder holding the data archives (default <repo>/../shared/data)")
     e.set_defaults(func=cmd_evaluate)
 
     fe = sub.add_parser("features", parents=[common],
@@ -242,6 +280,14 @@ def build_parser():
     s.set_defaults(func=cmd_sweep)
 
     sub.add_parser("configs", parents=[common], help="list the shipped configs").set_defaults(func=cmd_configs)
+
+    z = sub.add_parser("zoo", parents=[common], help="the model zoo: list its entries, or add a finished run")
+    z.add_argument("action", choices=("list", "add"))
+    z.add_argument("run_dir", nargs="?", help="with add: the finished run folder")
+    z.add_argument("--name", help="with add: the entry's name (default CONFIG_seedN)")
+    z.add_argument("--root", help="the zoo folder (default $LADE_ZOO, else the checkout's zoo/)")
+    z.add_argument("--data-root", help="with add: the data root the run used (to record a digest of its data)")
+    z.set_defaults(func=cmd_zoo)
     return p
 
 

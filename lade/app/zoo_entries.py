@@ -1,0 +1,140 @@
+"""Writing the model zoo and evaluating its entries (the library's reader is lade.zoo).
+
+    add_run(run_dir)            a finished run folder -> zoo/NAME (weights, config, logs, results) and
+                                its row in zoo/index.json
+    materialize(name, out_dir)  a zoo entry -> a finished run folder whose logits are recomputed from
+                                the weights, so every report of lade.app.report works on it unchanged
+
+An entry's name is the config's name and seed (``cifar100_lt_100_lade_seed1``). Its results.json is
+the run's full report (every table, the estimated-prior one included), computed once from the run's
+logits on the machine that trained it and stamped with that machine's CPU and kernel variant.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+import lade
+from lade import nn, zoo
+from lade.app import config as config_mod
+from lade.app import report, training
+from lade.app.datasets import load_dataset
+from lade.app.runs import (RUN_MARKER, RunError, load_checkpoint, run_status, save_atomic, save_npy,
+                           source_commit)
+
+__all__ = ["entry_name", "add_run", "materialize", "ZOO_PREFIX"]
+
+ZOO_PREFIX = "zoo:"  # `lade evaluate zoo:NAME`
+# final.json last: a folder is a finished run once it is there
+_COPIED = ("config.yaml", "run.json", "metrics.jsonl", "train_counts.npy", "final.json")
+_ENTRY_BUDGET = 2_500_000  # bytes an entry may take (issue 24): the whole zoo stays under 45 MB
+
+
+def entry_name(cfg):
+    """The zoo name of a run of `cfg`: its config name and seed."""
+    return f"{cfg['name']}_seed{cfg['run']['seed']}"
+
+
+def _model_spec(cfg, classes):
+    m = cfg["model"]
+    return {"arch": m["arch"], "variant": m["variant"], "num_classes": int(classes), "stem_stride": m["stem_stride"]}
+
+
+def data_digest(data):
+    """sha256 over what evaluation reads: the training counts and the test and held-out images and labels
+    (for JPEG list files, their entries' indices). Equal digests: the same data, split the same way."""
+    h = hashlib.sha256()
+    for a in (data.counts, *data.test, *(data.calib or ())):
+        a = getattr(a, "indices", a)  # a FileSplit: which entries of the list
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _copy(src, dst):
+    save_atomic(dst, lambda f: f.write(src.read_bytes()))
+
+
+def _write_index(zoo_root, entries):
+    index = {"version": zoo.INDEX_VERSION, "entries": sorted(entries, key=lambda e: e["name"])}
+    save_atomic(zoo_root / zoo.INDEX, lambda f: f.write((json.dumps(index, indent=1) + "\n").encode()))
+
+
+def add_run(run_dir, zoo_root=None, name=None, data_root=None):
+    """Adds the finished run in `run_dir` to the zoo (replacing an entry of the same name) and returns
+    the index entry. The weights are the last checkpoint's parameters and BN statistics (float32,
+    compressed, without the optimiser's state)."""
+    run_dir, zoo_root = Path(run_dir), zoo.resolve_root(zoo_root)
+    if run_status(run_dir) != "finished":
+        raise RunError(f"lade zoo add: '{run_dir}' is not a finished run (no final.json)")
+    cfg = config_mod.load(run_dir / "config.yaml")
+    name = name or entry_name(cfg)
+    counts = np.load(run_dir / "train_counts.npy", allow_pickle=False)
+    net = training.build_model(cfg, counts.shape[0])
+    opt = nn.SGD(net, cfg["optim"]["lr"], momentum=cfg["optim"]["momentum"])
+    epoch = load_checkpoint(run_dir, net, opt, cfg)  # checks the checkpoint belongs to this config
+    if epoch != cfg["optim"]["epochs"]:
+        raise RunError(f"lade zoo add: '{run_dir / 'checkpoint.npz'}' is from epoch {epoch}, expected the last "
+                       f"({cfg['optim']['epochs']})")
+    data = load_dataset(cfg, data_root)
+    if not np.array_equal(data.counts, counts):
+        raise RunError(f"lade zoo add: the data under '{data.root}' gives other training counts than the run in "
+                       f"'{run_dir}' was trained with; pass the data root it used (--data-root)")
+    results = report.evaluate_run(run_dir)
+    cpu = lade.cpu_info()
+    results["run_dir"] = f"{ZOO_PREFIX}{name}"
+    results["evaluated_on"] = {"cpu": cpu["model"], "kernel_variant": cpu["variant"], "commit": source_commit(),
+                               "lade_version": lade.__version__}
+    folder = zoo_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    save_atomic(folder / zoo.WEIGHTS, lambda f: np.savez_compressed(f, **net.state_dict()))
+    for file in _COPIED:
+        _copy(run_dir / file, folder / file)
+    save_atomic(folder / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    files = {f: {"sha256": zoo.file_digest(folder / f), "bytes": (folder / f).stat().st_size}
+             for f in zoo.ENTRY_FILES}
+    size = sum(meta["bytes"] for meta in files.values())
+    if size > _ENTRY_BUDGET:
+        raise RunError(f"lade zoo add: the entry '{folder}' takes {size} bytes, over the budget of {_ENTRY_BUDGET}")
+    sessions = json.loads((run_dir / "run.json").read_text())["sessions"]
+    final = json.loads((run_dir / "final.json").read_text())
+    entry = {"name": name, "config": cfg["name"], "dataset": cfg["data"]["dataset"],
+             "imbalance": cfg["data"]["imbalance"], "loss": cfg["loss"]["name"], "seed": cfg["run"]["seed"],
+             "model_seed": cfg["model"]["seed"], "epochs": cfg["optim"]["epochs"],
+             "model": _model_spec(cfg, counts.shape[0]), "data_sha256": data_digest(data),
+             "headline": {m["label"]: round(100 * m["uniform"]["top1"], 2) for m in results["methods"]},
+             "train_hours": round(final["train_seconds"] / 3600, 2),
+             "trained_on": sorted({f"{s['cpu']} ({s['kernel_variant']})" for s in sessions}),
+             "commits": sorted({str(s["commit"]) for s in sessions}), "bytes": size, "files": files}
+    entries = [e for e in zoo.list(zoo_root) if e["name"] != name] if (zoo_root / zoo.INDEX).is_file() else []
+    _write_index(zoo_root, entries + [entry])
+    return entry
+
+
+def materialize(name, out_dir, data_root=None, zoo_root=None):
+    """The zoo entry `name` as a finished run folder `out_dir`: the entry's config, logs and training
+    counts, and the test and held-out logits recomputed from its weights (lade.predict on this CPU).
+    Returns (out_dir, the loaded ZooModel)."""
+    entry = zoo.load(name, zoo_root)  # checks every file's sha256
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / RUN_MARKER).is_file():
+        raise RunError(f"lade evaluate: '{out_dir}' is not empty and is not a lade folder; refusing to write "
+                       f"{ZOO_PREFIX}{name}'s logits into it")
+    cfg = config_mod.load(entry.path / "config.yaml")
+    data = load_dataset(cfg, data_root)
+    if data_digest(data) != entry.entry["data_sha256"]:
+        raise RunError(f"lade evaluate: the data under '{data.root}' is not what {ZOO_PREFIX}{name} was trained and "
+                       f"evaluated on (its training counts, test or held-out images differ); pass the data root "
+                       f"of {cfg['data']['dataset']} it used (--data-root)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_atomic(out_dir / RUN_MARKER, lambda f: f.write(f"{ZOO_PREFIX}{name}, evaluated again\n".encode()))
+    batch, resolution = cfg["run"]["eval_batch_size"], cfg["data"]["resolution"]
+    save_npy(out_dir / "test_logits.npy", training.eval_logits(entry.model, data.test[0], batch, resolution))
+    save_npy(out_dir / "test_labels.npy", data.test[1])
+    if data.calib is not None:
+        save_npy(out_dir / "calib_logits.npy", training.eval_logits(entry.model, data.calib[0], batch, resolution))
+        save_npy(out_dir / "calib_labels.npy", data.calib[1])
+    for file in _COPIED:
+        _copy(entry.path / file, out_dir / file)
+    return out_dir, entry

@@ -1,0 +1,184 @@
+"""The model zoo: the repository's entries load, match their digests and reproduce their stored
+accuracy from the weights; a damaged, missing or mismatched file is a named error; a finished run
+becomes an entry that `lade evaluate zoo:NAME` reports on exactly as on the run folder."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import lade
+from conftest import REPO_ROOT
+from lade import metrics, zoo
+from lade.app import config, runs, training, zoo_entries
+from lade.app.cli import main
+from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+
+ZOO = REPO_ROOT / "zoo"
+ENTRIES = [e["name"] for e in zoo.list(ZOO)]
+WIP = sorted(p.name for p in (ZOO / "wip").iterdir()) if (ZOO / "wip").is_dir() else []
+# kernel variants round differently, so recomputed logits may flip a few borderline test images
+TOP1_TOLERANCE = 0.05  # points
+
+
+def test_the_zoo_folders_and_the_index_agree():
+    folders = {p.name for p in ZOO.iterdir() if p.is_dir() and p.name != "wip"}
+    assert folders == set(ENTRIES)
+    sizes = [e["bytes"] for e in zoo.list(ZOO)]
+    assert max(sizes, default=0) <= 2_500_000 and sum(sizes) <= 45_000_000, sizes  # issue 24's budget
+
+
+@pytest.mark.parametrize("name", WIP)
+def test_a_wip_run_resumes_from_its_checkpoint(name, tmp_path):
+    """zoo/wip/NAME is a run folder stopped between sessions: it resumes with its own config."""
+    run = tmp_path / name
+    shutil.copytree(ZOO / "wip" / name, run)
+    cfg, resuming = runs.check_run_dir(run, config.load(run / "config.yaml"), resume=True)
+    assert resuming and runs.run_status(run) == "running"
+    counts = np.load(run / "train_counts.npy")
+    net = training.build_model(cfg, counts.shape[0])
+    opt = lade.SGD(net, cfg["optim"]["lr"], momentum=cfg["optim"]["momentum"])
+    epoch = runs.load_checkpoint(run, net, opt, cfg)
+    assert 0 < epoch < cfg["optim"]["epochs"]
+    assert [r["epoch"] for r in runs.read_metrics(run / "metrics.jsonl")] == list(range(1, epoch + 1))
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_a_zoo_entry_reproduces_its_stored_accuracy_from_the_weights(name, tmp_path):
+    run_dir, entry = zoo_entries.materialize(name, tmp_path / name)
+    assert entry.model.num_classes == entry.train_counts.shape[0]
+    assert entry.source_prior.sum() == pytest.approx(1.0, abs=1e-5)
+    logits, labels = np.load(run_dir / "test_logits.npy"), np.load(run_dir / "test_labels.npy")
+    adjusted = entry.adjust(logits)  # the run's own test-time form, uniform target
+    stored = entry.results["methods"][0]["uniform"]["top1"]
+    recomputed = metrics.accuracy(adjusted, labels)
+    assert abs(100 * (recomputed - stored)) <= TOP1_TOLERANCE, (recomputed, stored)
+    assert entry.entry["headline"][entry.results["methods"][0]["label"]] == round(100 * stored, 2)
+
+
+# --------------------------------------------------------------------- an entry made from a tiny run
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tiny_root, tmp_path_factory):  # noqa: F811
+    """A zoo holding one entry: a finished 2-epoch run of the tiny CIFAR-10 data."""
+    base = tmp_path_factory.mktemp("zoo")
+    run = base / "run"
+    assert main([str(a) for a in train_args(tiny_root, run, "optim.epochs=2", "--no-report")]) == 0
+    entry = zoo_entries.add_run(run, base / "zoo", data_root=tiny_root)
+    return base / "zoo", run, entry
+
+
+def test_a_finished_run_becomes_an_entry_with_its_weights(tiny_zoo):
+    root, run, entry = tiny_zoo
+    assert entry["name"] == "cifar10_lt_10_lade_seed1" and [e["name"] for e in zoo.list(root)] == [entry["name"]]
+    loaded = zoo.load(entry["name"], root)
+    with np.load(run / "checkpoint.npz") as ck:
+        assert np.array_equal(loaded.model.params, ck["params"])
+        assert np.array_equal(loaded.model.buffers, ck["buffers"])
+    assert np.array_equal(loaded.train_counts, np.load(run / "train_counts.npy"))
+    assert loaded.test_time_form == "add_target" and loaded.results["evaluated_on"]["kernel_variant"]
+    with np.load(root / entry["name"] / zoo.WEIGHTS) as w:  # named like the state_dict, no optimiser state
+        assert set(w.files) == set(loaded.model.state_dict()) and all(w[k].dtype == np.float32 for k in w.files)
+
+
+def test_lade_zoo_env_variable_names_the_root(tiny_zoo, monkeypatch):
+    root, _, entry = tiny_zoo
+    monkeypatch.setenv("LADE_ZOO", str(root))
+    assert [e["name"] for e in zoo.list()] == [entry["name"]]
+    monkeypatch.setenv("LADE_ZOO", str(root / "nowhere"))
+    with pytest.raises(zoo.ZooError, match="no zoo index .*nowhere"):
+        zoo.list()
+
+
+def _copy_zoo(tiny_zoo, tmp_path):
+    root, _, entry = tiny_zoo
+    shutil.copytree(root, tmp_path / "zoo")
+    return tmp_path / "zoo", entry["name"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+@pytest.mark.parametrize("file", [zoo.WEIGHTS, "train_counts.npy", "results.json"])
+def test_a_damaged_or_missing_file_is_named(tiny_zoo, tmp_path, damage, file):
+    root, name = _copy_zoo(tiny_zoo, tmp_path)
+    path = root / name / file
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[:-1]))
+    else:
+        path.unlink()
+    expected = {"flip": "sha256", "truncate": "bytes", "delete": "missing"}[damage]
+    with pytest.raises(zoo.ZooError, match=f"{file}.*{expected}"):
+        zoo.load(name, root)
+
+
+def test_an_unknown_name_and_a_broken_index_are_named(tiny_zoo, tmp_path):
+    root, name = _copy_zoo(tiny_zoo, tmp_path)
+    with pytest.raises(zoo.ZooError, match=f"argument 'name' must be one of the zoo's entries \\({name}\\), got 'x'"):
+        zoo.load("x", root)
+    (root / zoo.INDEX).write_text("[1, 2]")
+    with pytest.raises(zoo.ZooError, match="index.json': expected"):
+        zoo.load(name, root)
+    (root / zoo.INDEX).write_bytes(b"\xff\x00")
+    with pytest.raises(zoo.ZooError, match="not readable JSON"):
+        zoo.list(root)
+
+
+def test_an_index_whose_files_match_but_whose_model_does_not_is_named(tiny_zoo, tmp_path):
+    root, name = _copy_zoo(tiny_zoo, tmp_path)
+    index = json.loads((root / zoo.INDEX).read_text())
+    index["entries"][0]["model"]["num_classes"] = 11
+    (root / zoo.INDEX).write_text(json.dumps(index))
+    with pytest.raises(zoo.ZooError, match=f"entry '{name}' .* does not load .*fc.weight"):
+        zoo.load(name, root)
+
+
+def test_evaluate_zoo_entry_reports_as_on_the_run_folder(tiny_zoo, tiny_root, tmp_path, capsys, monkeypatch):  # noqa: F811
+    root, run, entry = tiny_zoo
+    monkeypatch.setenv("LADE_ZOO", str(root))
+    out = tmp_path / "eval"
+    code, text, err = run_main(["evaluate", f"zoo:{entry['name']}", "--data-root", tiny_root, "--out", out], capsys)
+    assert code == 0, err
+    folder = out / entry["name"]
+    # the same weights on the same CPU: the recomputed logits are the run's, bit for bit
+    assert np.array_equal(np.load(folder / "test_logits.npy"), np.load(run / "test_logits.npy"))
+    assert np.array_equal(np.load(folder / "calib_logits.npy"), np.load(run / "calib_logits.npy"))
+    recomputed = json.loads((folder / "results.json").read_text())
+    stored = zoo.load(entry["name"]).results
+    assert recomputed["methods"] == stored["methods"] and recomputed["shift"] == stored["shift"]
+    assert (out / "comparison.md").read_text() == text.rstrip("\n") + "\n"  # --out: a comparison of the entry
+
+
+def test_evaluate_zoo_entry_refuses_other_data(tiny_zoo, tiny_root, tmp_path, capsys, monkeypatch):  # noqa: F811
+    root, _, entry = tiny_zoo
+    monkeypatch.setenv("LADE_ZOO", str(root))
+    other = tmp_path / "data"
+    shutil.copytree(tiny_root, other)
+    test = other / "cifar-10-batches-bin" / "test_batch.bin"  # one pixel of one test image: same counts, labels
+    data = bytearray(test.read_bytes())
+    data[100] ^= 0xFF
+    test.write_bytes(bytes(data))
+    code, _, err = run_main(["evaluate", f"zoo:{entry['name']}", "--out", tmp_path / "e", "--data-root", other],
+                            capsys)
+    assert code == 2 and f"the data under '{other}' is not what zoo:{entry['name']} was trained" in err, err
+    assert not (tmp_path / "e").exists()
+
+
+def test_zoo_list_prints_each_entry(tiny_zoo, capsys):
+    root, _, entry = tiny_zoo
+    code, out, _ = run_main(["zoo", "list", "--root", root], capsys)
+    assert code == 0 and out.startswith(f"{entry['name']}: cifar10 imbalance 10, 2 epochs, LADE ")
+
+
+def test_zoo_add_refuses_an_unfinished_run(tiny_root, tmp_path, capsys):  # noqa: F811
+    run = tmp_path / "run"
+    assert run_main(train_args(tiny_root, run, "optim.epochs=3", "--stop-after", "1", "--no-report"), capsys)[0] == 0
+    code, _, err = run_main(["zoo", "add", run, "--root", tmp_path / "zoo"], capsys)
+    assert code == 2 and "not a finished run" in err and not (tmp_path / "zoo").exists()
+
+
+def test_the_entry_config_is_the_runs(tiny_zoo):
+    root, run, entry = tiny_zoo
+    assert config.load(root / entry["name"] / "config.yaml") == config.load(run / "config.yaml")
