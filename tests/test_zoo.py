@@ -10,7 +10,7 @@ import pytest
 import lade
 from conftest import REPO_ROOT
 from lade import metrics, zoo
-from lade.app import config, runs, training, zoo_entries
+from lade.app import config, results_doc, runs, training, zoo_entries
 from lade.app.cli import main
 from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
@@ -182,3 +182,34 @@ def test_zoo_add_refuses_an_unfinished_run(tiny_root, tmp_path, capsys):  # noqa
 def test_the_entry_config_is_the_runs(tiny_zoo):
     root, run, entry = tiny_zoo
     assert config.load(root / entry["name"] / "config.yaml") == config.load(run / "config.yaml")
+
+
+# ------------------------------------------------------------------ docs/results.md and the README table
+
+def test_the_committed_results_are_what_the_zoo_renders():
+    """`python3 -m lade results` was run after the zoo last changed (rerun it when this fails)."""
+    docs, block = results_doc.stored(REPO_ROOT)
+    assert docs == results_doc.render_results(ZOO)
+    assert block == results_doc.render_headline(ZOO)
+
+
+def test_results_render_an_entry_from_its_stored_numbers(tiny_zoo, tmp_path):
+    root, _, entry = tiny_zoo
+    stored = zoo.load(entry["name"], root).results
+    text = results_doc.render_results(root)
+    lade_top1 = f"{100 * stored['methods'][0]['uniform']['top1']:.2f}"
+    assert f"| CIFAR-10-LT | 10 | LADE | {lade_top1} | 1 | - | - |" in text
+    assert f"### {entry['name']}" in text and f"evaluate zoo:{entry['name']}" in text
+    assert "spec §6.4" not in text  # no imbalance-50 CIFAR-100 entry to set against the paper's table
+    (tmp_path / "README.md").write_text(f"intro\n{results_doc.README_BEGIN}\nold\n{results_doc.README_END}\nrest\n")
+    results_doc.write(tmp_path, root)
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("intro\n") and readme.endswith(f"{results_doc.README_END}\nrest\n") and "old" not in readme
+    assert results_doc.stored(tmp_path) == (text, results_doc.render_headline(root))
+
+
+def test_results_refuse_a_readme_without_the_markers(tiny_zoo, tmp_path):
+    (tmp_path / "README.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="lade results: .*README.md' lacks the markers"):
+        results_doc.write(tmp_path, tiny_zoo[0])
+    assert not (tmp_path / "docs").exists()

@@ -14,6 +14,7 @@
     mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
     python -m lade configs                      list the shipped configs
     python -m lade zoo list | add RUN_DIR       the model zoo (zoo/): its entries; add a finished run
+    python -m lade results                      docs/results.md and the README's table, from the zoo
 
 Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
 config value. Every problem with the input (unknown key, wrong type, missing data root, a run
@@ -134,6 +135,14 @@ def cmd_zoo(args):
         top1 = ", ".join(f"{label} {v:.2f}" for label, v in e["headline"].items())
         print(f"{e['name']}: {e['dataset']} imbalance {e['imbalance']:g}, {e['epochs']} epochs, {top1} "
               f"({e['train_hours']} h on {', '.join(e['trained_on'])})")
+    return 0
+
+
+def cmd_results(args):
+    from lade.app import results_doc
+    repo_root = Path(__file__).resolve().parents[2]
+    for path in results_doc.write(repo_root, args.root):
+        _err(f"lade: wrote {path}")
     return 0
 
 
@@ -288,6 +297,11 @@ def build_parser():
     z.add_argument("--root", help="the zoo folder (default $LADE_ZOO, else the checkout's zoo/)")
     z.add_argument("--data-root", help="with add: the data root the run used (to record a digest of its data)")
     z.set_defaults(func=cmd_zoo)
+
+    r = sub.add_parser("results", parents=[common],
+                       help="rewrite docs/results.md and the README's headline table from the zoo's stored results")
+    r.add_argument("--root", help="the zoo folder (default $LADE_ZOO, else the checkout's zoo/)")
+    r.set_defaults(func=cmd_results)
     return p
 
 
