@@ -1,5 +1,5 @@
 """Where the error of an estimated target prior comes from, on a finished run: miscalibration or
-sampling noise. The figures behind the README's paragraph on the tilted family (issue 10, §3).
+sampling noise. The figures behind docs/label-shift.md's paragraph on the tilted family (issue 10, §3).
 
 Protocol of `lade evaluate`'s estimated-prior table: half of each test class is the labelled
 held-out set (it fits bias-corrected temperature scaling, BCTS); each target subset is drawn from

@@ -103,7 +103,7 @@ res.family_test has the test). The shift test of 'tilt', and of 'auto' when it p
 is the 1-dof test of g = 0, which detects a shift along the family with far fewer rows than the
 C - 1 dof test. Only the shifts of spec §2.3 lie exactly in the family (CIFAR-100-LT's shifted
 tests are r * p_s^g), so its gain there is the best case; off the family (Dirichlet-drawn priors)
-'auto' falls back to the free estimate (see the README's estimated-prior tables). A constant
+'auto' falls back to the free estimate (see the estimated-prior tables in docs/label-shift.md). A constant
 tilt_prior (balanced training) makes the family the reference prior alone.
 
 Reference prior: the prior the (calibrated) posteriors embody. With calibration data it is the

@@ -139,7 +139,7 @@ def test_resnet_gradients_match_torch(variant):
 
 def test_a_variant_repeats_its_bits(variant):
     """Same variant, same input, same thread count: the same bits (the
-    reproducibility the README promises)."""
+    reproducibility docs/performance.md promises)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
     weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)

@@ -238,7 +238,7 @@ def _goal_misses(table, estimator):
     return misses
 
 
-# Measured (5-epoch models at 16x16, 34 % / 38 % top-1 on the uniform test; README "An unknown target prior
+# Measured (5-epoch models at 16x16, 34 % / 38 % top-1 on the uniform test; docs/label-shift.md "An unknown target prior
 # on real models"): the gated and the shrunk estimators meet the uniform goal on both models, ungated EM and
 # BBSE miss it by 2.4 and 2.5 points on PC Softmax. On LADE, BBSE stays within 2.6 points of the oracle on
 # every shifted test (forward goal missed by up to 1.25 points, backward by up to 0.6); on PC Softmax EM is
