@@ -8,7 +8,11 @@ frameworks. Printed, in order:
   width the CPU has, best of 5);
 - training at batch 128 and 256 and eval throughput (lade.predict against
   torch eval under no_grad), lade and PyTorch interleaved in the same process
-  in rounds that alternate which goes first; each figure is the median over rounds;
+  in rounds that alternate the order; each figure is the median over rounds.
+  PyTorch runs float32 in both of its layouts, NCHW and channels_last, and
+  each row compares lade with the faster of the two (what a user would pick);
+  where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), PyTorch also
+  trains under autocast(bfloat16) in channels_last;
 - lade's time per layer kind and per convolution with its achieved GFLOP/s;
 - peak memory of each framework in a fresh child process;
 - an AVX2-only like-for-like row from a child process: lade with LADE_ISA=avx2,
@@ -17,8 +21,11 @@ frameworks. Printed, in order:
     python benchmarks/train_step.py [--threads 2] [--rounds 7] [--steps 3]
 
 The last line is `images_per_s lade=A torch=B ratio=R peak_fraction=F`, at batch
-128 with lade's default (widest) variant: R = A / B and F = A * 0.4416e9 / peak,
-0.4416 GFLOP being one training step of this network per image.
+128 with lade's default (widest) variant against PyTorch's faster float32 layout:
+R = A / B and F = A * 0.4416e9 / peak, 0.4416 GFLOP being one training step of
+this network per image. On a CPU with bfloat16 the line before it is
+`bf16 lade=A torch=B ratio=R`, PyTorch under autocast and channels_last at batch
+128 (lade has no bfloat16 path yet, so A is its float32 figure, and the line says so).
 """
 import argparse
 import os
@@ -67,32 +74,41 @@ class LadeRunner:
 
 
 class TorchRunner:
-    name = "torch"
+    """The same network in PyTorch: float32 NCHW ("torch"), float32 channels_last ("torch_cl"), or
+    bfloat16 autocast in channels_last ("torch_bf16", PyTorch's mixed precision on a CPU)."""
 
-    def __init__(self, threads, state=None):
+    def __init__(self, threads, state=None, channels_last=False, bf16=False):
+        import contextlib
+
         import torch
         import torch.nn.functional as F
         from torch_reference import ResNet32, load_numpy_state
 
         torch.set_num_threads(threads)
         self.torch, self.F = torch, F
+        self.name = "torch_bf16" if bf16 else "torch_cl" if channels_last else "torch"
+        self.memory_format = torch.channels_last if channels_last or bf16 else torch.contiguous_format
+        self.autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext)
         self.model = ResNet32(NUM_CLASSES, "lade")
         if state is not None:
             load_numpy_state(self.model, state)
+        self.model = self.model.to(memory_format=self.memory_format)
         self.model.train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.cache = {}
 
     def tensors(self, images, labels=None):
         key = id(images)
-        if key not in self.cache:  # from_numpy is zero-copy; done once per batch
-            self.cache[key] = (self.torch.from_numpy(images), None if labels is None else self.torch.from_numpy(labels))
+        if key not in self.cache:  # converted once per batch (from_numpy alone is zero-copy)
+            x = self.torch.from_numpy(images).contiguous(memory_format=self.memory_format)
+            self.cache[key] = (x, None if labels is None else self.torch.from_numpy(labels))
         return self.cache[key]
 
     def step(self, images, labels):
         x, y = self.tensors(images, labels)
         self.opt.zero_grad()
-        loss = self.F.cross_entropy(self.model(x), y)
+        with self.autocast():
+            loss = self.F.cross_entropy(self.model(x), y)
         loss.backward()
         self.opt.step()
         return loss.item()
@@ -100,10 +116,18 @@ class TorchRunner:
     def predict(self, images, batch):
         x, _ = self.tensors(images)
         self.model.eval()
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.autocast():
             out = [self.model(x[i:i + batch]) for i in range(0, len(x), batch)]
         self.model.train()
         return out
+
+
+def cpu_flags():
+    """The CPU's feature flags as the kernel lists them (avx512_bf16, amx_bf16, ...)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def read_status(field):
@@ -174,39 +198,47 @@ def interleaved(tasks, rounds, report):
     return rates
 
 
-def training_tasks(lade_runner, torch_runner, batch, steps):
+def training_tasks(runners, batch, steps):
     images, labels = make_batch(batch)
 
     def repeat(runner):
         return lambda: [runner.step(images, labels) for _ in range(steps)]
 
-    for runner in (lade_runner, torch_runner):  # warm up this batch size (arena, oneDNN primitives)
+    for runner in runners:  # warm up this batch size (arena, oneDNN primitives)
         runner.step(images, labels)
-    return {f"{r.name}@{batch}": (repeat(r), steps * batch) for r in (lade_runner, torch_runner)}
+    return {f"{r.name}@{batch}": (repeat(r), steps * batch) for r in runners}
 
 
-def compare(lade_runner, torch_runner, batches, rounds, steps, report):
-    """Medians of images/s: training at each batch size and eval (predict in
-    batches of 256), lade and torch interleaved."""
+def compare(runners, batches, rounds, steps, report, bf16_runner=None):
+    """Medians of images/s: training at each batch size and eval (predict in batches of 256), every
+    runner interleaved; bf16_runner, if given, trains at batch 128 only."""
     tasks = {}
     for batch in batches:
-        tasks.update(training_tasks(lade_runner, torch_runner, batch, steps))
+        tasks.update(training_tasks(runners, batch, steps))
+    if bf16_runner is not None:
+        tasks.update(training_tasks([bf16_runner], 128, steps))
     eval_images, _ = make_batch(EVAL_IMAGES, seed=1)
-    for runner in (lade_runner, torch_runner):
+    for runner in runners:
         runner.predict(eval_images, 256)
         tasks[f"{runner.name}-eval"] = ((lambda r=runner: r.predict(eval_images, 256)), EVAL_IMAGES)
     rates = interleaved(tasks, rounds, report)
     return {label: statistics.median(values) for label, values in rates.items()}, rates
 
 
+def best_torch(median, key):
+    """PyTorch's faster float32 layout for a row: (images/s, layout name)."""
+    return max((median["torch" + key], "NCHW"), (median["torch_cl" + key], "channels_last"))
+
+
 def avx2_child(args):
     """The like-for-like AVX2 row, in a process started with LADE_ISA=avx2 and
     ONEDNN_MAX_CPU_ISA=AVX2 (both must be set before the libraries load)."""
     lade_runner = LadeRunner(args.threads)
-    torch_runner = TorchRunner(args.threads, state=lade_runner.net.state_dict())
-    median, _ = compare(lade_runner, torch_runner, [128], args.rounds, args.steps, report=False)
-    print(f"{lade_runner.lade.cpu_info()['variant']} {median['lade@128']:.1f} {median['torch@128']:.1f} "
-          f"{median['lade-eval']:.1f} {median['torch-eval']:.1f}")
+    state = lade_runner.net.state_dict()
+    runners = [lade_runner] + [TorchRunner(args.threads, state, channels_last=cl) for cl in (False, True)]
+    median, _ = compare(runners, [128], args.rounds, args.steps, report=False)
+    print(f"{lade_runner.lade.cpu_info()['variant']} {median['lade@128']:.1f} {best_torch(median, '@128')[0]:.1f} "
+          f"{median['lade-eval']:.1f} {best_torch(median, '-eval')[0]:.1f}")
 
 
 def print_profile(net, steps, batch):
@@ -254,14 +286,17 @@ def main():
     info = lade.cpu_info()
     peak, width = fma_peak(info["supported"].split(), args.threads)
     lade_runner = LadeRunner(args.threads)
-    torch_runner = TorchRunner(args.threads, state=lade_runner.net.state_dict())  # same starting weights
+    state = lade_runner.net.state_dict()  # the same starting weights everywhere
+    runners = [lade_runner] + [TorchRunner(args.threads, state, channels_last=cl) for cl in (False, True)]
+    has_bf16 = any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
+    bf16_runner = TorchRunner(args.threads, state, bf16=True) if has_bf16 else None
     print(f"CPU: {info['model']} ({info['features']}); lade kernel variant {info['variant']} "
-          f"(supported: {info['supported']}); torch {torch_runner.torch.__version__}")
+          f"(supported: {info['supported']}); torch {runners[1].torch.__version__}")
     print(f"FMA peak: {peak:.1f} GFLOP/s ({width}-float vectors, {args.threads} threads, best of 5) "
           f"= {peak * 1e9 / STEP_FLOP_PER_IMAGE:.0f} training images/s at {STEP_FLOP_PER_IMAGE / 1e9} GFLOP each")
     print(f"LADE ResNet-32 (spec §4), 32x32 images, {args.threads} threads, SGD momentum {MOMENTUM} wd "
           f"{WEIGHT_DECAY}; images/s per round (training at batch 128 and 256; eval = predict in batches of 256):")
-    median, rates = compare(lade_runner, torch_runner, [128, 256], args.rounds, args.steps, report=True)
+    median, rates = compare(runners, [128, 256], args.rounds, args.steps, report=True, bf16_runner=bf16_runner)
 
     lade_runner.net.profile_reset()
     images, labels = make_batch(128)
@@ -275,10 +310,11 @@ def main():
         print(f"  {name:<6} {baseline:7.1f} MiB -> {high:7.1f} MiB  (+{high - baseline:.1f} MiB for the model and "
               "its training)")
 
-    print(f"\nmedians over {args.rounds} rounds, images/s:")
+    print(f"\nmedians over {args.rounds} rounds, images/s (torch: the faster of its float32 layouts):")
     for what, key in [("train batch 128", "@128"), ("train batch 256", "@256"), ("eval", "-eval")]:
-        a, b = median["lade" + key], median["torch" + key]
-        print(f"  {what:<16} lade {a:7.1f}  torch {b:7.1f}  ratio {a / b:.3f}")
+        a, (b, layout) = median["lade" + key], best_torch(median, key)
+        print(f"  {what:<16} lade {a:7.1f}  torch {b:7.1f} ({layout}; NCHW {median['torch' + key]:.1f}, "
+              f"channels_last {median['torch_cl' + key]:.1f})  ratio {a / b:.3f}")
     if not args.no_avx2_row:
         env = dict(os.environ, LADE_ISA="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
         out = subprocess.run([sys.executable, __file__, "--avx2-child", "--threads", str(args.threads), "--rounds",
@@ -290,7 +326,13 @@ def main():
             a, b, ea, eb = float(a), float(b), float(ea), float(eb)
             print(f"  AVX2-only (lade {variant}, torch ONEDNN_MAX_CPU_ISA=AVX2, child process): train batch 128 "
                   f"lade {a:.1f} torch {b:.1f} ratio {a / b:.3f}; eval lade {ea:.1f} torch {eb:.1f} ratio {ea / eb:.3f}")
-    a, b = median["lade@128"], median["torch@128"]
+    a, b = median["lade@128"], best_torch(median, "@128")[0]
+    if bf16_runner is not None:
+        c = median["torch_bf16@128"]
+        print(f"bf16 lade={a:.1f} torch={c:.1f} ratio={a / c:.3f} (lade: float32, it has no bfloat16 path yet; "
+              f"torch: autocast bfloat16, channels_last)")
+    else:
+        print("bf16: not measured (the CPU has neither AVX512-BF16 nor AMX)")
     print(f"images_per_s lade={a:.1f} torch={b:.1f} ratio={a / b:.3f} "
           f"peak_fraction={a * STEP_FLOP_PER_IMAGE / (peak * 1e9):.3f}")
 
