@@ -2,6 +2,8 @@
 written here and against finite differences, TDE inference, the running feature mean (a buffer, in the
 state_dict, the checkpoint and the zoo's weights), the config keys, a short training, a resumed run
 bit for bit, and the report's two rows (Causal Norm, PC Causal Norm)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -293,3 +295,39 @@ def test_the_zoo_entry_keeps_the_mean_and_the_classifier(tiny_root, causal_run, 
     with np.load(causal_run / runs.CHECKPOINT) as ck:
         assert np.array_equal(loaded.model.buffers, ck["buffers"])
     assert loaded.model.causal_norm == CIFAR
+
+
+# ------------------------------------------------------------------------------------------- MPI
+
+def test_two_mpi_ranks_with_sync_bn_hold_the_whole_batches_mean(tmp_path):
+    """Synchronised BN over 2 ranks: the running feature mean of both ranks is that of one process
+    training the global batch (the reducer sums the features too), with no epoch-end averaging. One
+    step: tau 16 on unit-norm features and a batch of 8 noise images amplify float32 rounding from step
+    to step (the gradients agree to 1e-6 at the first step, 1e-3 at the second, 5e-2 at the third)."""
+    from test_distributed import WORKER, mpirun, worker
+    lade.set_num_threads(1)
+    out = tmp_path / "sync.npz"
+    res = mpirun([sys.executable, WORKER, "sync_steps", out, "causal_norm", 1])
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = np.load(out)
+    images, labels, net, opt, loss = worker.problem("causal_norm")
+    order = worker.base_sampler().epoch_indices(0)
+    idx = order[:worker.GLOBAL_BATCH]
+    lade.train_step(net, opt, np.ascontiguousarray(images[idx]), np.ascontiguousarray(labels[idx]), loss)
+    np.testing.assert_allclose(got["params"], net.params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got["buffers"][0], got["buffers"][1])
+    mean = net.running_stats()["fc.feature_mean"]
+    assert mean.any()
+    np.testing.assert_allclose(got["buffers"][0], net.buffers, rtol=1e-4, atol=1e-6)
+
+
+def test_lade_train_over_mpi_averages_the_mean_into_the_checkpoint(tiny_root, tmp_path):  # noqa: F811
+    from test_distributed import mpirun
+    out = tmp_path / "mpi"
+    res = mpirun([sys.executable, "-m", "lade", "train", "--config", "cifar10_lt_10_ce", "--out", out, "--data-root",
+                  tiny_root, "--quiet", "--no-report", *TINY, *CAUSAL, "optim.epochs=1", "run.distributed=mpi"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = config.load(out / "config.yaml")
+    net = training.build_model(cfg, 10)
+    runs.load_checkpoint(out, net, lade.SGD(net, 0.1), cfg, ranks=2)
+    assert net.running_stats()["fc.feature_mean"].any()
