@@ -295,6 +295,10 @@ def test_the_zoo_entry_keeps_the_mean_and_the_classifier(tiny_root, causal_run, 
     with np.load(causal_run / runs.CHECKPOINT) as ck:
         assert np.array_equal(loaded.model.buffers, ck["buffers"])
     assert loaded.model.causal_norm == CIFAR
+    # `lade evaluate zoo:NAME` recomputes the TDE logits from the weights and the stored mean
+    run_dir, _ = zoo_entries.materialize(entry["name"], tmp_path / "again", data_root=tiny_root,
+                                         zoo_root=tmp_path / "zoo")
+    assert np.array_equal(np.load(run_dir / "test_logits.npy"), np.load(causal_run / "test_logits.npy"))
 
 
 # ------------------------------------------------------------------------------------------- MPI
