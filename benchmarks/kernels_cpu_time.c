@@ -65,7 +65,7 @@ static void conv_shape(const char *name, int n, int cin, int cout, int size, int
 
 static void model(int reps, lade_rng *rng) {
     lade_resnet *net;
-    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100)) return;
+    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100, NULL)) return;
     lade_resnet_init(net, rng);
     float *images = random_floats((size_t)256 * 3 * 32 * 32, rng), *logits = malloc(256 * 100 * sizeof(float));
     float *dlogits = random_floats(256 * 100, rng);

@@ -27,6 +27,12 @@ Every rank holds the whole model and trains on its shard of each global batch::
   ``net.set_bn_reducer(BatchNormSum(comm))``: every BN layer then normalises with the statistics of the
   global batch, through two small Allreduce calls per BN layer in the forward and one in the backward
   (``sync_bn_bytes_per_step``), and the running statistics are the same on every rank without averaging.
+- **Causal Norm's running feature mean** (``fc.feature_mean``, a buffer beside the BN statistics) moves by
+  the mean of its own shard's features, and ``average_buffers`` averages it with them. Its update is linear
+  and the shards are equal, so the mean over the ranks is the running mean of the means of all the features
+  the ranks computed (with per-replica BN, each rank's features follow its own batch statistics). Under
+  synchronised BN the reducer also sums the features once per training forward, and every rank moves the
+  mean by the global batch's mean.
 """
 import sys
 
@@ -211,7 +217,8 @@ class BatchNormSum(_InPlaceSum):
 
 
 def average_buffers(model, comm):
-    """Replaces every rank's BN running statistics by their mean over the ranks (in place)."""
+    """Replaces every rank's running statistics (BN, Causal Norm's feature mean) by their mean over the
+    ranks (in place)."""
     MPI = _mpi()
     comm.Allreduce(MPI.IN_PLACE, [model.buffers, MPI.FLOAT], op=MPI.SUM)
     model.buffers /= np.float32(comm.size)
@@ -231,11 +238,16 @@ def gradient_bytes_per_step(num_params, size):
 
 def sync_bn_bytes_per_step(model, size):
     """(calls, bytes) of synchronised batch norm per step and rank: per BN layer of C channels two
-    all-reduces forward (C + 1 and C float64) and one backward (2C), each a ring all-reduce moving
+    all-reduces forward (C + 1 and C float64) and one backward (2C), with the Causal Norm classifier one
+    more forward (its D features' sums and the image count, D + 1), each a ring all-reduce moving
     2 (N - 1) / N of its size."""
-    channels = [v.shape[0] for name, v in model.running_stats().items() if name.endswith(".running_mean")]
+    stats = model.running_stats()
+    channels = [v.shape[0] for name, v in stats.items() if name.endswith(".running_mean")]
     doubles = sum((c + 1) + c + 2 * c for c in channels)
-    return 3 * len(channels), 2 * (size - 1) / size * 8 * doubles
+    calls = 3 * len(channels)
+    if "fc.feature_mean" in stats:
+        calls, doubles = calls + 1, doubles + stats["fc.feature_mean"].shape[0] + 1
+    return calls, 2 * (size - 1) / size * 8 * doubles
 
 
 def gather_bytes_per_step(global_batch, classes, size):

@@ -15,18 +15,22 @@ Names (the official code's names confused its users, so each says what it is):
   focal            softmax focal loss (Lin et al. 2017), mean over the batch
   class_balanced   class-balanced weights by effective number (Cui et al. 2019), softmax or focal
   ldam             LDAM (Cao et al. 2019), with deferred re-weighting via set_epoch
+  causal_norm      plain softmax CE on the logits of the Causal Norm classifier (Tang et al. 2020, spec §1.7;
+                   lade.ResNet32(classifier='causal_norm'), whose eval-mode logits are the TDE ones)
 
 Test time: each loss has ``test_time_form`` and ``test_time_adjust(logits, target_prior)``
 (spec §2.1): softmax-trained models use PC (f - log p_s + log p_t); models whose training
 already removed the training prior (LADE, Balanced Softmax, logit adjustment, class-balanced,
-LDAM-DRW) use f + log p_t. A uniform target (None) leaves the latter unchanged.
+LDAM-DRW) use f + log p_t, and so does Causal Norm, whose TDE logits are its answer for a uniform
+prior (Causal Norm = the TDE logits as they are, PC Causal Norm = + log p_t; spec §2.1, §2.3). A
+uniform target (None) leaves the latter unchanged.
 """
 import numpy as np
 
 from lade import _C, _args, posthoc
 from lade.priors import as_prior
 
-__all__ = ["SoftmaxCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
+__all__ = ["SoftmaxCE", "CausalNormCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
            "ClassBalancedLoss", "LDAMLoss", "softmax_ce", "lade_ce", "balanced_softmax", "lader", "lade_loss",
            "logit_adjusted", "focal", "class_balanced", "ldam", "ldam_drw", "make", "names", "test_time_form"]
 
@@ -61,6 +65,11 @@ class SoftmaxCE(_Loss):
 
     def __call__(self, logits, labels, grad=None):
         return _C.softmax_ce(logits, labels, grad)
+
+
+class CausalNormCE(SoftmaxCE):
+    """Plain softmax CE on the Causal Norm classifier's logits; at test time its TDE logits + log p_t."""
+    test_time_form = "add_target"
 
 
 class LADECELoss(_Loss):
@@ -233,6 +242,7 @@ _REGISTRY = {
     "class_balanced": ClassBalancedLoss,
     "ldam": LDAMLoss,
     "ldam_drw": ldam_drw,
+    "causal_norm": CausalNormCE,
 }
 
 

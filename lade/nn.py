@@ -18,6 +18,8 @@ from lade._C import (  # noqa: F401  (re-exported layer API)
     batchnorm2d_backward,
     batchnorm2d_forward_eval,
     batchnorm2d_forward_train,
+    causal_norm_backward,
+    causal_norm_forward,
     concat_backward,
     concat_forward,
     conv2d_backward,
@@ -43,6 +45,28 @@ _STEMS = {1: 0, 2: 1, 4: 2}
 _MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
+CLASSIFIERS = ("linear", "causal_norm")
+# the Causal Norm classifier's values (csrc/include/lade_nn.h, lade_causal_norm_config); no defaults here:
+# the CIFAR recipe's (spec §5.1) are lade.app.config's
+CAUSAL_NORM_OPTIONS = ("heads", "tau", "gamma", "alpha", "mean_momentum")
+
+
+def _causal_norm_options(func, classifier, options):
+    """The Causal Norm values for the C core ({} for the linear classifier), checked for presence and type
+    (the core checks their ranges)."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"{func}: argument 'classifier' must be one of {list(CLASSIFIERS)}, got {classifier!r}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if classifier == "linear":
+        if given:
+            raise ValueError(f"{func}: argument '{sorted(given)[0]}' is an option of classifier='causal_norm', "
+                             f"got it with classifier='linear'")
+        return {}
+    missing = [k for k in CAUSAL_NORM_OPTIONS if k not in given]
+    if missing:
+        raise TypeError(f"{func}: classifier='causal_norm' needs the argument '{missing[0]}' (all of "
+                        f"{', '.join(CAUSAL_NORM_OPTIONS)}; lade.app.config has the CIFAR recipe's), got None")
+    return {k: _args.whole(v, func, k, 1) if k == "heads" else _args.real(v, func, k) for k, v in given.items()}
 
 
 class _ResNet:
@@ -50,13 +74,16 @@ class _ResNet:
     (zero-copy float32 views of the C buffers) named like the PyTorch modules'
     state_dict, forward and backward, profiling."""
 
-    def _create(self, code, num_classes, stem_stride, seed):
+    def _create(self, code, num_classes, stem_stride, seed, classifier, causal_norm):
         func = f"lade.{type(self).__name__}"
         self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _MAX_CLASSES)
         if stem_stride not in _STEMS:
             raise ValueError(f"{func}: argument 'stem_stride' must be one of {sorted(_STEMS)}, got {stem_stride!r}")
         self.stem_stride = stem_stride
-        self._core = _C.ResNetCore(code, _STEMS[stem_stride], self.num_classes)
+        options = _causal_norm_options(func, classifier, causal_norm)
+        self.classifier = classifier
+        self.causal_norm = options or None  # the Causal Norm values, None for the linear classifier
+        self._core = _C.ResNetCore(code, _STEMS[stem_stride], self.num_classes, **options)
         self.params = self._core.params
         self.grads = self._core.grads
         self.buffers = self._core.buffers
@@ -85,11 +112,12 @@ class _ResNet:
         return self._views(self.grads, False)
 
     def running_stats(self):
-        """dict name -> shaped view into ``buffers`` (BN running mean and variance)."""
+        """dict name -> shaped view into ``buffers`` (BN running mean and variance; with the Causal Norm
+        classifier also its running feature mean ``fc.feature_mean``)."""
         return self._views(self.buffers, True)
 
     def state_dict(self):
-        """dict name -> NumPy copy of every parameter and BN running statistic."""
+        """dict name -> NumPy copy of every parameter and running statistic."""
         state = {k: v.copy() for k, v in self.parameters().items()}
         state.update({k: v.copy() for k, v in self.running_stats().items()})
         return state
@@ -132,14 +160,16 @@ class _ResNet:
 
     def forward(self, images, train=True, out=None, defer_running_stats=False):
         """Logits (n, num_classes) for float32 images (n, 3, h, w). In training mode
-        batch statistics are used and the BN running statistics updated (unless
-        deferred, see ``commit_running_stats``)."""
+        batch statistics are used and the running statistics updated (unless
+        deferred, see ``commit_running_stats``). With the Causal Norm classifier,
+        eval mode gives the TDE logits (the running feature mean's direction removed)."""
         return self._core.forward(images, train, defer_running_stats, out)
 
     __call__ = forward
 
     def commit_running_stats(self):
-        """Apply the BN running-statistics update deferred by the last training forward."""
+        """Apply the running-statistics update (BN, Causal Norm's feature mean) deferred by the last
+        training forward."""
         self._core.commit_running_stats()
 
     def backward(self, dlogits):
@@ -153,8 +183,9 @@ class _ResNet:
         """Synchronised batch norm for data-parallel training: every later training forward and
         backward calls ``reducer(buf)`` for every batch norm, with ``buf`` a float64 view (zero-copy)
         of that layer's per-channel sums (forward, two calls: the sum of x and the count, then the sum
-        of (x - mean)^2; backward: the sums of dy and of dy * xhat, csrc/include/lade_nn.h), which it
-        must replace by their sum over all replicas, in place, and
+        of (x - mean)^2; backward: the sums of dy and of dy * xhat, csrc/include/lade_nn.h; with the Causal
+        Norm classifier also, once per training forward, the sums of the features and the image count),
+        which it must replace by their sum over all replicas, in place, and
         return None (e.g. ``lade.distributed.BatchNormSum``). Each replica then normalises with the
         statistics of the whole global batch and all hold the same running statistics; gamma and
         beta keep each replica's share of their gradient, summed with the other gradients. An
@@ -193,13 +224,23 @@ class ResNet32(_ResNet):
     64-d feature. 16/32/64 channels, option-A shortcuts. ``stem_stride`` 1 is the
     CIFAR stem (3x3, for 32 px), 2 a 3x3 stride-2 stem (e.g. for 64 px), 4 a 7x7
     stride-2 conv and a 3x3 stride-2 max pool.
+
+    ``classifier="linear"``: fc with bias. ``classifier="causal_norm"``: the Causal
+    Norm classifier (Tang et al. 2020, spec §1.7), which needs all of ``heads``,
+    ``tau``, ``gamma`` (weight norm offset), ``alpha`` (TDE strength) and
+    ``mean_momentum``: ``heads`` cosine heads over slices of the feature, logits
+    ``tau / heads`` times their sum, no bias; the running feature mean (buffer
+    ``fc.feature_mean``) moves as ``mean_momentum * mean + batch mean`` at every
+    training step; eval-mode logits are the TDE ones.
     """
 
-    def __init__(self, num_classes=100, variant="lade", seed=0, stem_stride=1):
+    def __init__(self, num_classes=100, variant="lade", seed=0, stem_stride=1, classifier="linear", heads=None,
+                 tau=None, gamma=None, alpha=None, mean_momentum=None):
         if variant not in _VARIANTS:
             raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
         self.variant = variant
-        self._create(_VARIANTS[variant], num_classes, stem_stride, seed)
+        self._create(_VARIANTS[variant], num_classes, stem_stride, seed, classifier,
+                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum))
 
 
 class ResNet18(_ResNet):
@@ -208,12 +249,15 @@ class ResNet18(_ResNet):
     64/128/256/512 channels, two basic blocks per stage, 1x1 conv + BN projection
     shortcuts where the shape changes, 512-d feature. ``stem_stride`` 1: a 3x3
     stride-1 stem (32 px images); 2: 3x3 stride 2; 4: torchvision's ImageNet stem,
-    7x7 stride 2 and a 3x3 stride-2 max pool (112 px and up).
+    7x7 stride 2 and a 3x3 stride-2 max pool (112 px and up). ``classifier`` and its
+    options as for ResNet32.
     """
 
-    def __init__(self, num_classes=100, seed=0, stem_stride=4):
+    def __init__(self, num_classes=100, seed=0, stem_stride=4, classifier="linear", heads=None, tau=None, gamma=None,
+                 alpha=None, mean_momentum=None):
         self.variant = "resnet18"
-        self._create(_RESNET18, num_classes, stem_stride, seed)
+        self._create(_RESNET18, num_classes, stem_stride, seed, classifier,
+                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum))
 
 
 class SGD:
@@ -318,5 +362,5 @@ __all__ = [
     "batchnorm2d_backward", "relu_forward", "relu_backward", "add_forward", "add_backward",
     "concat_forward", "concat_backward", "global_avgpool_forward", "global_avgpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "shortcut_a_forward", "shortcut_a_backward",
-    "linear_forward", "linear_backward",
+    "linear_forward", "linear_backward", "causal_norm_forward", "causal_norm_backward",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lade import losses, posthoc
-from lade.nn import ResNet18, ResNet32
+from lade.nn import CAUSAL_NORM_OPTIONS, ResNet18, ResNet32
 from lade.priors import prior_from_counts
 
 __all__ = ["ZooError", "ZooModel", "INDEX", "WEIGHTS", "ENTRY_FILES", "resolve_root", "list", "load", "file_digest"]
@@ -80,9 +80,10 @@ def list(root=None):  # noqa: A001 (the zoo's own list, as in torch.hub.list)
 class ZooModel:
     """A zoo entry, loaded. ``model`` is a lade ResNet in eval use; ``train_counts`` and
     ``source_prior`` are the run's training set; ``adjust(logits, target_prior)`` applies the
-    test-time form of the run's loss (PC Softmax for softmax CE, f + log p_t for LADE and Balanced
-    Softmax; uniform target when target_prior is None); ``results`` is the report computed from
-    these weights on the machine that trained them (``results['evaluated_on']`` names it)."""
+    test-time form of the run's loss (PC Softmax for softmax CE, f + log p_t for LADE, Balanced
+    Softmax and Causal Norm, whose model gives the TDE logits; uniform target when target_prior is
+    None); ``results`` is the report computed from these weights on the machine that trained them
+    (``results['evaluated_on']`` names it)."""
 
     def __init__(self, name, path, entry, model, train_counts, config_text, results):
         self.name, self.path, self.entry = name, path, entry
@@ -138,6 +139,8 @@ def load(name, root=None):
         spec = entry["model"]
         arch = _ARCHS[spec["arch"]]
         kwargs = {"variant": spec["variant"]} if arch is ResNet32 else {}
+        # the classifier and its options (entries written before the Causal Norm classifier name none: linear)
+        kwargs.update({k: spec[k] for k in ("classifier", *CAUSAL_NORM_OPTIONS) if k in spec})
         model = arch(spec["num_classes"], stem_stride=spec["stem_stride"], **kwargs)
         with np.load(folder / WEIGHTS, allow_pickle=False) as weights:
             model.load_state_dict({k: weights[k] for k in weights.files})

@@ -187,7 +187,8 @@ def test_function_forms_and_registry():
               "lader": {"prior": PRIOR, "remine_lambda": 0.1}, "lade": {"prior": PRIOR, "alpha": 0.1, "remine_lambda": 0.01},
               "logit_adjusted": {"prior": PRIOR, "tau": 1.0}, "focal": {"gamma": 2.0},
               "class_balanced": {"counts": COUNTS, "beta": 0.9999}, "ldam": {"counts": COUNTS, "max_margin": 0.5, "s": 30.0},
-              "ldam_drw": {"counts": COUNTS, "drw_epoch": 3, "beta": 0.9999, "max_margin": 0.5, "s": 30.0}}
+              "ldam_drw": {"counts": COUNTS, "drw_epoch": 3, "beta": 0.9999, "max_margin": 0.5, "s": 30.0},
+              "causal_norm": {}}
     assert sorted(kwargs) == losses.names()
     for name, kw in kwargs.items():
         v, g = losses.make(name, **kw)(z, y)

@@ -94,6 +94,10 @@ LADE_API lade_status lade_batchnorm2d_backward(lade_maps din, float *dgamma, flo
  *   input gradient follows; gamma and beta keep this replica's share of their
  *   gradient (sum the gradient buffers over the replicas afterwards, as for
  *   every other parameter).
+ * A model with the Causal Norm classifier makes one more call per training
+ * forward, after the last batch norm's: n = D + 1: [sum of each of the D
+ * pooled features over the batch, number of images], so that its running
+ * feature mean moves by the mean of all replicas' features.
  * The sums are doubles in a buffer of 2C + 1 that lives as long as the
  * model (read it only during the call). */
 typedef lade_status (*lade_reduce_fn)(double *buf, size_t n, void *ctx);
@@ -134,6 +138,39 @@ LADE_API lade_status lade_linear_forward(float *out, const float *in, const floa
 LADE_API lade_status lade_linear_backward(float *din, float *dweight, float *dbias, const float *dout,
                                           const float *in, const float *weight, int n, int fin, int fout);
 
+/* ---- Causal Norm classifier (Tang et al. 2020; spec §1.7) -------------------------
+ * A multi-head cosine classifier without bias. in (n, fin) and each row of
+ * weight (fout, fin) are cut into `heads` consecutive slices of fin / heads;
+ * per head h the feature slice is L2-normalised and the weight slice divided
+ * by (its norm + gamma):
+ *   out[i][c] = tau / heads * sum_h <x_ih / ||x_ih||, w_ch / (||w_ch|| + gamma)>.
+ * A divisor below 1e-12 counts as 1e-12 (PyTorch's F.normalize; the
+ * reference code divides by zero and gives NaN).
+ * TDE inference: with mean (fin), the running feature mean, not NULL, each
+ * normalised head first loses alpha * cos(x_h, m_h) * m_h / ||m_h||.
+ * mean_momentum is for the model's running mean, updated at every training
+ * step as mean = mean_momentum * mean + the batch mean of the features (a
+ * weighted sum, as the reference; only its direction matters). */
+typedef struct {
+    int heads;
+    float tau, gamma, alpha, mean_momentum;
+} lade_causal_norm_config;
+
+/* LADE_OK if cfg is valid for fin features: heads >= 1 dividing fin, tau > 0,
+ * gamma >= 0, alpha >= 0 (finite), mean_momentum in [0, 1]. */
+LADE_API lade_status lade_causal_norm_check(const lade_causal_norm_config *cfg, int fin);
+/* Floats of scratch space that forward and backward need. */
+LADE_API size_t lade_causal_norm_workspace_size(int n, int fin, int fout);
+/* out (n, fout); mean (fin) or NULL (no TDE: the training form). */
+LADE_API lade_status lade_causal_norm_forward(float *out, const float *in, const float *weight, const float *mean,
+                                              const lade_causal_norm_config *cfg, int n, int fin, int fout,
+                                              float *workspace);
+/* Backward of the training form (no TDE): din (n, fin) and dweight (fout, fin)
+ * accumulate; either may be NULL. */
+LADE_API lade_status lade_causal_norm_backward(float *din, float *dweight, const float *dout, const float *in,
+                                               const float *weight, const lade_causal_norm_config *cfg, int n,
+                                               int fin, int fout, float *workspace);
+
 /* ---- ResNet models ------------------------------------------------------------------
  * LADE_RESNET32_LADE: the BBN variant used by LADE (stages 5/5/4 blocks, then
  *   cb_block and rb_block on the layer3 output concatenated to 128 channels).
@@ -142,7 +179,11 @@ LADE_API lade_status lade_linear_backward(float *din, float *dweight, float *dbi
  * LADE_RESNET18: torchvision's ResNet-18 layout and names (64/128/256/512
  *   channels, 2 basic blocks per stage, 1x1 conv + BN projection shortcuts
  *   "layerK.0.downsample.{0,1}" where the shape changes), 512-d feature.
- * All: global average pool, fc with bias.
+ * All: global average pool, then the classifier: fc with bias (causal_norm
+ *   NULL), or the Causal Norm classifier of *causal_norm ("fc.weight" without
+ *   a bias) with its running feature mean the buffer "fc.feature_mean" (fin),
+ *   updated with the BN running statistics (commit) at every training
+ *   forward; eval-mode forwards give the TDE logits.
  * The stem is a conv + BN + ReLU: LADE_STEM_3X3 (stride 1, for 32 px),
  * LADE_STEM_3X3_STRIDE2 (halves the resolution, e.g. 64 px inputs) or
  * LADE_STEM_7X7_STRIDE2_MAXPOOL (torchvision's ImageNet stem: 7x7 stride 2
@@ -154,14 +195,14 @@ typedef struct lade_resnet lade_resnet;
 
 typedef struct {
     const char *name;   /* PyTorch state_dict key, e.g. "layer1.0.conv2.weight" */
-    int is_buffer;      /* 0: parameter (in params/grads), 1: BN running statistic (in buffers) */
+    int is_buffer;      /* 0: parameter (in params/grads), 1: running statistic (in buffers) */
     size_t offset;      /* in floats, into params or buffers */
     int ndim;
     int dims[4];
 } lade_tensor_info;
 
 LADE_API lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, lade_stem stem,
-                                        int num_classes);
+                                        int num_classes, const lade_causal_norm_config *causal_norm);
 LADE_API void lade_resnet_destroy(lade_resnet *net);
 LADE_API int lade_resnet_num_classes(const lade_resnet *net);
 LADE_API int lade_resnet_feature_dim(const lade_resnet *net);
@@ -173,7 +214,8 @@ LADE_API float *lade_resnet_buffers(lade_resnet *net);
 LADE_API int lade_resnet_num_tensors(const lade_resnet *net);
 LADE_API const lade_tensor_info *lade_resnet_tensor(const lade_resnet *net, int index);
 /* Kaiming-normal convs (fan_in, gain sqrt 2), BN weight 1 / bias 0, running
- * mean 0 / var 1, fc uniform(+-1/sqrt(feature_dim)) for weight and bias. */
+ * mean 0 / var 1, fc uniform(+-1/sqrt(feature_dim)) for weight and bias
+ * (Causal Norm: its weight, and a zero feature mean). */
 LADE_API void lade_resnet_init(lade_resnet *net, lade_rng *rng);
 LADE_API void lade_resnet_zero_grad(lade_resnet *net);
 /* images: (n, 3, h, w) NCHW float32; logits: (n, num_classes).

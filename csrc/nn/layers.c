@@ -1,4 +1,4 @@
-/* layers.c - batch norm, ReLU, add, concat, pooling, option-A shortcut, linear. */
+/* layers.c - batch norm, ReLU, add, concat, pooling, option-A shortcut, linear, Causal Norm. */
 #include "lade_nn.h"
 #include "nn_internal.h"
 #include "base/blas.h"
@@ -606,5 +606,120 @@ lade_status lade_linear_backward(float *din, float *dweight, float *dbias, const
             for (int i = 0; i < n; i++) s += dout[(size_t)i * fout + o];
             dbias[o] += (float)s;
         }
+    return LADE_OK;
+}
+
+/* ---- Causal Norm classifier ----------------------------------------------------------
+ * Forward: the normalised features and weights in the workspace, then one
+ * GEMM. Backward recomputes them (two cheap passes) rather than keeping a
+ * cache, GEMMs the gradients of the normalised rows, and takes each row's
+ * slice back through its normalisation: for y = v / d with d = ||v|| + gamma,
+ * dv = dy / d - v <v, dy> / (||v|| d^2) (no second term where ||v|| = 0 or the
+ * 1e-12 floor holds d). */
+#define CN_FLOOR 1e-12
+
+lade_status lade_causal_norm_check(const lade_causal_norm_config *cfg, int fin) {
+    if (cfg->heads < 1 || fin < 1 || fin % cfg->heads)
+        return lade_fail(LADE_EINVAL, "causal norm: heads must be >= 1 and divide the feature size %d, got %d", fin,
+                         cfg->heads);
+    if (!(isfinite(cfg->tau) && cfg->tau > 0))
+        return lade_fail(LADE_EINVAL, "causal norm: tau must be finite and > 0, got %g", (double)cfg->tau);
+    if (!(isfinite(cfg->gamma) && cfg->gamma >= 0))
+        return lade_fail(LADE_EINVAL, "causal norm: gamma must be finite and >= 0, got %g", (double)cfg->gamma);
+    if (!(isfinite(cfg->alpha) && cfg->alpha >= 0))
+        return lade_fail(LADE_EINVAL, "causal norm: alpha must be finite and >= 0, got %g", (double)cfg->alpha);
+    if (!(cfg->mean_momentum >= 0 && cfg->mean_momentum <= 1))
+        return lade_fail(LADE_EINVAL, "causal norm: mean_momentum must be in [0, 1], got %g",
+                         (double)cfg->mean_momentum);
+    return LADE_OK;
+}
+
+size_t lade_causal_norm_workspace_size(int n, int fin, int fout) {
+    if (n < 1 || fin < 1 || fout < 1) return 0;
+    return 2 * ((size_t)n + (size_t)fout) * (size_t)fin + (size_t)fin;
+}
+
+static lade_status causal_norm_args(const lade_causal_norm_config *cfg, int n, int fin, int fout) {
+    if (n < 1 || fin < 1 || fout < 1)
+        return lade_fail(LADE_EINVAL, "causal norm: sizes must be >= 1, got n=%d in=%d out=%d", n, fin, fout);
+    return lade_causal_norm_check(cfg, fin);
+}
+
+/* The norm of a slice of len floats and its divisor max(norm + gamma, 1e-12). */
+static double slice_norm(const float *v, int len, double gamma, double *divisor) {
+    double s = 0.0;
+    for (int k = 0; k < len; k++) s += (double)v[k] * v[k];
+    s = sqrt(s);
+    *divisor = s + gamma > CN_FLOOR ? s + gamma : CN_FLOOR;
+    return s;
+}
+
+/* dst = each head slice of each of the rows of src divided by (its norm + gamma) */
+static void normalise_heads(float *dst, const float *src, int rows, int fin, int heads, double gamma) {
+    int len = fin / heads;
+    for (size_t i = 0; i < (size_t)rows * heads; i++) {
+        const float *v = src + i * len;
+        double d;
+        slice_norm(v, len, gamma, &d);
+        for (int k = 0; k < len; k++) dst[i * len + k] = (float)(v[k] / d);
+    }
+}
+
+/* grad (+)= the gradient of the rows of src through normalise_heads, given dnorm, the gradient of its output */
+static void normalise_heads_backward(float *grad, const float *dnorm, const float *src, int rows, int fin, int heads,
+                                     double gamma) {
+    int len = fin / heads;
+    for (size_t i = 0; i < (size_t)rows * heads; i++) {
+        const float *v = src + i * len, *dy = dnorm + i * len;
+        double d, s = slice_norm(v, len, gamma, &d), dot = 0.0;
+        if (s > 0 && s + gamma > CN_FLOOR)
+            for (int k = 0; k < len; k++) dot += (double)v[k] * dy[k];
+        double c = dot != 0.0 ? dot / (s * d * d) : 0.0;
+        for (int k = 0; k < len; k++) grad[i * len + k] += (float)(dy[k] / d - v[k] * c);
+    }
+}
+
+lade_status lade_causal_norm_forward(float *out, const float *in, const float *weight, const float *mean,
+                                     const lade_causal_norm_config *cfg, int n, int fin, int fout, float *workspace) {
+    lade_status st = causal_norm_args(cfg, n, fin, fout);
+    if (st) return st;
+    float *xn = workspace, *wn = xn + (size_t)n * fin, *mn = wn + (size_t)fout * fin;
+    normalise_heads(xn, in, n, fin, cfg->heads, 0.0);
+    normalise_heads(wn, weight, fout, fin, cfg->heads, cfg->gamma);
+    if (mean) { /* TDE: xn_h -= alpha * <xn_h, mn_h> mn_h per head (xn_h has norm 1: the dot is the cosine) */
+        int len = fin / cfg->heads;
+        normalise_heads(mn, mean, 1, fin, cfg->heads, 0.0);
+        for (size_t i = 0; i < (size_t)n * cfg->heads; i++) {
+            float *x = xn + i * len;
+            const float *m = mn + (i % cfg->heads) * len;
+            double cosine = 0.0;
+            for (int k = 0; k < len; k++) cosine += (double)x[k] * m[k];
+            float a = (float)(cfg->alpha * cosine);
+            for (int k = 0; k < len; k++) x[k] -= a * m[k];
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fout, fin, cfg->tau / cfg->heads, xn, fin, wn, fin, 0.0f,
+                out, fout);
+    return LADE_OK;
+}
+
+lade_status lade_causal_norm_backward(float *din, float *dweight, const float *dout, const float *in,
+                                      const float *weight, const lade_causal_norm_config *cfg, int n, int fin,
+                                      int fout, float *workspace) {
+    lade_status st = causal_norm_args(cfg, n, fin, fout);
+    if (st) return st;
+    float *xn = workspace, *wn = xn + (size_t)n * fin, *dxn = wn + (size_t)fout * fin, *dwn = dxn + (size_t)n * fin;
+    const float scale = cfg->tau / cfg->heads;
+    if (din) {
+        normalise_heads(wn, weight, fout, fin, cfg->heads, cfg->gamma);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fin, fout, scale, dout, fout, wn, fin, 0.0f, dxn,
+                    fin);
+        normalise_heads_backward(din, dxn, in, n, fin, cfg->heads, 0.0);
+    }
+    if (dweight) {
+        normalise_heads(xn, in, n, fin, cfg->heads, 0.0);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fout, fin, n, scale, dout, fout, xn, fin, 0.0f, dwn, fin);
+        normalise_heads_backward(dweight, dwn, weight, fout, fin, cfg->heads, cfg->gamma);
+    }
     return LADE_OK;
 }

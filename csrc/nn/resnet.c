@@ -6,7 +6,9 @@
  * and a checkpoint is one write. Activations live in one arena sized by the
  * largest batch seen, channel-major (CNHW) so each convolution over the
  * batch is a few wide GEMMs. In the LADE variant cb_block and rb_block write
- * into the two halves of one buffer: in CNHW that IS their channel concat. */
+ * into the two halves of one buffer: in CNHW that IS their channel concat.
+ * The classifier is fc (linear with bias) or the Causal Norm classifier,
+ * whose running feature mean is a buffer beside the BN statistics. */
 #include "lade_nn.h"
 #include "nn_internal.h"
 
@@ -60,12 +62,18 @@ struct lade_resnet {
     int num_blocks;      /* the chain layer1..layer3 */
     int has_cb_rb;       /* blocks[num_blocks] = cb_block, [num_blocks+1] = rb_block */
     size_t fc_weight, fc_bias;
+    /* the Causal Norm classifier (fc_bias unused), its running feature mean (offset into buffers) and the
+     * batch mean of the last training forward's features, which the commit adds into it */
+    int causal_norm;
+    lade_causal_norm_config cn;
+    size_t fc_mean;
+    float feature_batch_mean[MAX_CHANNELS];
 
     /* activation arena, sized for cap_n images of cap_h x cap_w */
     int cap_n, cap_h, cap_w;
     float *arena;
     float *images, *stem_c, *stem_a, *pooled, *features, *dfeatures, *head_maps, *dhead_maps;
-    float *grad_in, *grad_out, *scratch_a, *scratch_b, *workspace;
+    float *grad_in, *grad_out, *scratch_a, *scratch_b, *workspace, *head_workspace;
     int32_t *pool_argmax;
 
     /* synchronised batch norm: the reducer (NULL: per replica) and its buffer, shared by the layers in turn */
@@ -139,7 +147,8 @@ static void add_block(lade_resnet *net, block *b, const char *prefix, int cin, i
     }
 }
 
-lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, lade_stem stem, int num_classes) {
+lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, lade_stem stem, int num_classes,
+                               const lade_causal_norm_config *causal_norm) {
     *out = NULL;
     if (variant != LADE_RESNET32_LADE && variant != LADE_RESNET32_CLASSIC && variant != LADE_RESNET18)
         return lade_fail(LADE_EINVAL, "unknown ResNet variant %d", (int)variant);
@@ -181,7 +190,18 @@ lade_status lade_resnet_create(lade_resnet **out, lade_resnet_variant variant, l
         net->feature_dim = cin;
     }
     add_tensor(net, "", "fc.weight", 0, 2, num_classes, net->feature_dim, 0, 0, &net->fc_weight);
-    add_tensor(net, "", "fc.bias", 0, 1, num_classes, 0, 0, 0, &net->fc_bias);
+    if (causal_norm) {
+        lade_status st = lade_causal_norm_check(causal_norm, net->feature_dim);
+        if (st) {
+            lade_resnet_destroy(net);
+            return st;
+        }
+        net->causal_norm = 1;
+        net->cn = *causal_norm;
+        add_tensor(net, "", "fc.feature_mean", 1, 1, net->feature_dim, 0, 0, 0, &net->fc_mean);
+    } else {
+        add_tensor(net, "", "fc.bias", 0, 1, num_classes, 0, 0, 0, &net->fc_bias);
+    }
 
     net->params = lade_alloc(net->num_params * sizeof(float));
     net->grads = lade_alloc(net->num_params * sizeof(float));
@@ -240,8 +260,12 @@ void lade_resnet_init(lade_resnet *net, lade_rng *rng) {
     double bound = 1.0 / sqrt((double)net->feature_dim);
     size_t nw = (size_t)net->num_classes * net->feature_dim;
     for (size_t i = 0; i < nw; i++) net->params[net->fc_weight + i] = (float)(bound * (2.0 * lade_rng_uniform(rng) - 1.0));
-    for (int i = 0; i < net->num_classes; i++)
-        net->params[net->fc_bias + i] = (float)(bound * (2.0 * lade_rng_uniform(rng) - 1.0));
+    if (net->causal_norm) {
+        memset(net->buffers + net->fc_mean, 0, sizeof(float) * net->feature_dim);
+    } else {
+        for (int i = 0; i < net->num_classes; i++)
+            net->params[net->fc_bias + i] = (float)(bound * (2.0 * lade_rng_uniform(rng) - 1.0));
+    }
     net->stats_pending = 0;
 }
 
@@ -289,6 +313,7 @@ static lade_status reserve(lade_resnet *net, int n, int h, int w) {
     size_t head = (size_t)net->feature_dim * n * h3 * w3;
     sizes[count++] = net->has_cb_rb ? head : 0;                     /* head_maps: cb | rb */
     sizes[count++] = net->has_cb_rb ? head : 0;                     /* dhead_maps */
+    sizes[count++] = net->causal_norm ? lade_causal_norm_workspace_size(n, net->feature_dim, net->num_classes) : 0;
     ws = lade_conv2d_workspace_size(&net->stem.geom, n, h, w);
     for (int i = 0; i < total_blocks; i++) {
         const block *b = &net->blocks[i];
@@ -335,6 +360,7 @@ static lade_status reserve(lade_resnet *net, int n, int h, int w) {
     TAKE(net->dfeatures);
     TAKE(net->head_maps);
     TAKE(net->dhead_maps);
+    TAKE(net->head_workspace);
     for (int i = 0; i < total_blocks; i++) {
         block *b = &net->blocks[i];
         TAKE(b->c1);
@@ -489,12 +515,37 @@ static lade_status block_forward(lade_resnet *net, block *b, lade_maps x, float 
     return LADE_OK;
 }
 
+/* The batch mean of the features of a training forward, over all replicas when there is a reducer. */
+static lade_status take_feature_batch_mean(lade_resnet *net, int n) {
+    const int d = net->feature_dim;
+    double *sums = net->bn_sync_buf;
+    for (int j = 0; j < d; j++) sums[j] = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) sums[j] += net->features[(size_t)i * d + j];
+    sums[d] = n;
+    if (net->bn_sync.reduce) {
+        lade_status st = net->bn_sync.reduce(sums, (size_t)d + 1, net->bn_sync.ctx);
+        if (st) {
+            char detail[400];
+            snprintf(detail, sizeof detail, "%s", lade_error_detail()[0] ? lade_error_detail() : lade_status_str(st));
+            return lade_fail(st, "causal norm feature mean: the statistics reducer failed: %s", detail);
+        }
+        if (!(sums[d] >= 1)) return lade_fail(LADE_ESTATE, "the reducer summed the image counts to %g", sums[d]);
+    }
+    for (int j = 0; j < d; j++) net->feature_batch_mean[j] = (float)(sums[j] / sums[d]);
+    return LADE_OK;
+}
+
 lade_status lade_resnet_commit_running_stats(lade_resnet *net) {
     if (!net->stats_pending) return lade_fail(LADE_ESTATE, "no training forward with deferred statistics to commit");
     for (int i = 0; i < net->num_units; i++) {
         const conv_bn *u = net->units[i];
         lade_batchnorm2d_update_running(net->buffers + u->running_mean, net->buffers + u->running_var, u->mean,
                                         u->invstd, u->geom.cout, u->count, BN_MOMENTUM, BN_EPS);
+    }
+    if (net->causal_norm) {
+        float *m = net->buffers + net->fc_mean;
+        for (int j = 0; j < net->feature_dim; j++) m[j] = net->cn.mean_momentum * m[j] + net->feature_batch_mean[j];
     }
     net->stats_pending = 0;
     return LADE_OK;
@@ -550,9 +601,17 @@ lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, in
         head = lade_maps_cnhw(net->head_maps, n, 128, x.h, x.w);
     }
     TIMED(net, LADE_PROF_HEAD_FWD, lade_avgpool_forward(net->features, head));
-    TIMED(net, LADE_PROF_HEAD_FWD, lade_linear_forward(logits, net->features, net->params + net->fc_weight,
-                                                       net->params + net->fc_bias, n, net->feature_dim,
-                                                       net->num_classes));
+    if (net->causal_norm) {
+        TIMED(net, LADE_PROF_HEAD_FWD, lade_causal_norm_forward(logits, net->features, net->params + net->fc_weight,
+                                                                train ? NULL : net->buffers + net->fc_mean, &net->cn,
+                                                                n, net->feature_dim, net->num_classes,
+                                                                net->head_workspace));
+        if (train) TIMED(net, LADE_PROF_HEAD_FWD, take_feature_batch_mean(net, n));
+    } else {
+        TIMED(net, LADE_PROF_HEAD_FWD, lade_linear_forward(logits, net->features, net->params + net->fc_weight,
+                                                           net->params + net->fc_bias, n, net->feature_dim,
+                                                           net->num_classes));
+    }
     net->last_n = n;
     net->last_h = h;
     net->last_w = w;
@@ -635,10 +694,16 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
     block_out_size(net, net->num_blocks - 1, h, w, &h3, &w3);
     lade_status st;
     memset(net->dfeatures, 0, sizeof(float) * n * net->feature_dim);
-    TIMED(net, LADE_PROF_HEAD_BWD, lade_linear_backward(net->dfeatures, net->grads + net->fc_weight,
-                                                        net->grads + net->fc_bias, dlogits, net->features,
-                                                        net->params + net->fc_weight, n, net->feature_dim,
-                                                        net->num_classes));
+    if (net->causal_norm)
+        TIMED(net, LADE_PROF_HEAD_BWD, lade_causal_norm_backward(net->dfeatures, net->grads + net->fc_weight, dlogits,
+                                                                 net->features, net->params + net->fc_weight, &net->cn,
+                                                                 n, net->feature_dim, net->num_classes,
+                                                                 net->head_workspace));
+    else
+        TIMED(net, LADE_PROF_HEAD_BWD, lade_linear_backward(net->dfeatures, net->grads + net->fc_weight,
+                                                            net->grads + net->fc_bias, dlogits, net->features,
+                                                            net->params + net->fc_weight, n, net->feature_dim,
+                                                            net->num_classes));
     /* dcur: gradient w.r.t. the output of the current block (starting with layer3's last) */
     float *dcur = net->grad_in, *dnext = net->grad_out;
     const block *last = &net->blocks[net->num_blocks - 1];

@@ -1,4 +1,4 @@
-/* bind_nn.c - Python bindings for lade_nn.h: layers, ResNet-32, SGD, schedules.
+/* bind_nn.c - Python bindings for lade_nn.h: layers, Causal Norm, ResNet-32, SGD, schedules.
  *
  * Outputs given by the caller are written in place (forward: overwritten,
  * backward: accumulated into). Outputs not given are allocated: forward
@@ -215,6 +215,42 @@ static lade_status linear_backward(lade_call *c) {
                                 F32(c, "weight"), DIM(c, 'n'), DIM(c, 'k'), DIM(c, 'o'));
 }
 
+/* ---- Causal Norm classifier ------------------------------------------------------------ */
+static lade_causal_norm_config causal_norm_config(const lade_call *c) {
+    return (lade_causal_norm_config){(int)lade_int(c, "heads"), (float)lade_num(c, "tau"), (float)lade_num(c, "gamma"),
+                                     (float)lade_num(c, "alpha"), (float)lade_num(c, "mean_momentum")};
+}
+
+/* the workspace the core needs, or NULL with a status in *st */
+static float *causal_norm_workspace(const lade_call *c, lade_status *st) {
+    size_t size = lade_causal_norm_workspace_size(DIM(c, 'n'), DIM(c, 'k'), DIM(c, 'o'));
+    float *ws = size ? lade_alloc(size * sizeof(float)) : NULL;
+    *st = size && !ws ? lade_fail(LADE_ENOMEM, "could not allocate a %zu-float workspace", size) : LADE_OK;
+    return ws;
+}
+
+static lade_status causal_norm_forward(lade_call *c) {
+    lade_causal_norm_config cfg = causal_norm_config(c);
+    lade_status st;
+    float *ws = causal_norm_workspace(c, &st);
+    if (!st)
+        st = lade_causal_norm_forward(F32(c, "out"), F32(c, "x"), F32(c, "weight"), F32(c, "mean"), &cfg, DIM(c, 'n'),
+                                      DIM(c, 'k'), DIM(c, 'o'), ws);
+    lade_free(ws);
+    return st;
+}
+
+static lade_status causal_norm_backward(lade_call *c) {
+    lade_causal_norm_config cfg = causal_norm_config(c);
+    lade_status st;
+    float *ws = causal_norm_workspace(c, &st);
+    if (!st)
+        st = lade_causal_norm_backward(F32(c, "dx"), F32(c, "dweight"), F32(c, "dout"), F32(c, "x"), F32(c, "weight"),
+                                       &cfg, DIM(c, 'n'), DIM(c, 'k'), DIM(c, 'o'), ws);
+    lade_free(ws);
+    return st;
+}
+
 /* ---- SGD and schedules ----------------------------------------------------------------------- */
 static lade_status sgd_step(lade_call *c) {
     lade_sgd_config cfg = {(float)lade_num(c, "momentum"), (float)lade_num(c, "dampening"),
@@ -245,16 +281,20 @@ typedef struct {
     PyObject *bn_reducer; /* synchronised batch norm: the Python callable, or NULL (per replica) */
 } resnet_object;
 
+/* heads = 0: the linear classifier (fc with bias); otherwise the Causal Norm classifier with these values */
 static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
-    static const lade_arg spec[] = {REQ("variant", 'i'), REQ("stem", 'i'), REQ("num_classes", 'i'), END};
+    static const lade_arg spec[] = {REQ("variant", 'i'), REQ("stem", 'i'), REQ("num_classes", 'i'),
+                                    OPT("heads", 'i', 0), OPT("tau", 'f', 0), OPT("gamma", 'f', 0),
+                                    OPT("alpha", 'f', 0), OPT("mean_momentum", 'f', 0), END};
     lade_call c;
     if (lade_parse(&c, "lade.ResNet32", spec, args, kw))
         return lade_call_end(&c, NULL), -1;
     lade_resnet *net = NULL;
+    lade_causal_norm_config cn = causal_norm_config(&c);
     lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised")
                                 : lade_resnet_create(&net, (lade_resnet_variant)lade_int(&c, "variant"),
                                                      (lade_stem)lade_int(&c, "stem"),
-                                                     (int)lade_int(&c, "num_classes"));
+                                                     (int)lade_int(&c, "num_classes"), cn.heads ? &cn : NULL);
     self->core = self->core ? self->core : net;
     if (st) lade_py_raise(st, c.func);
     return lade_call_end(&c, NULL), st ? -1 : 0;
@@ -464,7 +504,8 @@ static PyMethodDef resnet_methods[] = {
 static PyGetSetDef resnet_getset[] = {
     {"params", (getter)resnet_flat, NULL, "flat float32 view of all parameters", "params"},
     {"grads", (getter)resnet_flat, NULL, "flat float32 view of all gradients", "grads"},
-    {"buffers", (getter)resnet_flat, NULL, "flat float32 view of the BN running statistics", "buffers"},
+    {"buffers", (getter)resnet_flat, NULL, "flat float32 view of the running statistics (BN, Causal Norm's mean)",
+     "buffers"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -475,7 +516,8 @@ static PyTypeObject ResNetType = {
     .tp_traverse = (traverseproc)resnet_traverse,
     .tp_clear = (inquiry)resnet_clear,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "ResNetCore(variant, stem, num_classes): the C model behind lade.ResNet32 and lade.ResNet18",
+    .tp_doc = "ResNetCore(variant, stem, num_classes, heads=0, tau, gamma, alpha, mean_momentum): the C model behind "
+               "lade.ResNet32 and lade.ResNet18 (heads > 0: the Causal Norm classifier)",
     .tp_methods = resnet_methods,
     .tp_getset = resnet_getset,
     .tp_init = (initproc)resnet_init,
@@ -539,6 +581,13 @@ static const lade_binding bindings[] = {
     BIND(linear_backward,
          ARGS(IN_LATE("dout", F32T, "no"), IN("x", F32T, "nk"), IN("weight", F32T, "ok"), GRAD("dx", F32T, "nk"),
               GRAD("dweight", F32T, "ok"), GRAD("dbias", F32T, "o")), NULL, linear_backward),
+    BIND(causal_norm_forward,
+         ARGS(IN("x", F32T, "nk"), IN("weight", F32T, "ok"), REQ("heads", 'i'), REQ("tau", 'f'), REQ("gamma", 'f'),
+              IN_OPT("mean", F32T, "k"), OPT("alpha", 'f', 0), OUT("out", F32T, "no")), NULL, causal_norm_forward),
+    BIND(causal_norm_backward,
+         ARGS(IN_LATE("dout", F32T, "no"), IN("x", F32T, "nk"), IN("weight", F32T, "ok"), REQ("heads", 'i'),
+              REQ("tau", 'f'), REQ("gamma", 'f'), GRAD("dx", F32T, "nk"), GRAD("dweight", F32T, "ok")), NULL,
+         causal_norm_backward),
     {"sgd_step", "lade.SGD.step",
      ARGS(INOUT("params", F32T, "n"), IN("grads", F32T, "n"), INOUT("velocity", F32T, "n"), REQ("lr", 'f'),
           REQ("momentum", 'f'), REQ("dampening", 'f'), REQ("weight_decay", 'f'), REQ("nesterov", 'p'),

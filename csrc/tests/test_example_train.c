@@ -44,7 +44,7 @@ TEST(example_train_a_resnet32_from_c) {
 
     /* the model and the optimiser state */
     lade_resnet *net = NULL;
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, CLASSES));
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, CLASSES, NULL));
     if (!loader || !net) {
         lade_loader_destroy(loader);
         lade_resnet_destroy(net);

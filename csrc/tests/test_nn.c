@@ -314,7 +314,7 @@ static int finite_difference_mismatches(lade_resnet *net, const float *img, int 
  * check of a few weight gradients through every layer type. */
 TEST(resnet_init_forward_backward) {
     lade_resnet *net;
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100));
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100, NULL));
     if (!net) return;
     CHECK(lade_resnet_num_params(net) == 550388);
     CHECK(lade_resnet_num_buffers(net) == 2528);
@@ -330,7 +330,7 @@ TEST(resnet_init_forward_backward) {
     free(copy);
     lade_resnet_destroy(net);
 
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, LADE_STEM_3X3, 5));
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, LADE_STEM_3X3, 5, NULL));
     lade_rng_seed(&r, 8, 0);
     lade_resnet_init(net, &r);
     int n = 4, h = 8, w = 8;
@@ -357,8 +357,8 @@ TEST(resnet_init_forward_backward) {
  * through the float32 stem and max pool are too noisy for a tight check). */
 TEST(resnet18_forward_backward_and_projection_shortcuts) {
     lade_resnet *net;
-    CHECK(lade_resnet_create(&net, LADE_RESNET18, (lade_stem)7, 10) == LADE_EINVAL);
-    CHECK_OK(lade_resnet_create(&net, LADE_RESNET18, LADE_STEM_7X7_STRIDE2_MAXPOOL, 5));
+    CHECK(lade_resnet_create(&net, LADE_RESNET18, (lade_stem)7, 10, NULL) == LADE_EINVAL);
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET18, LADE_STEM_7X7_STRIDE2_MAXPOOL, 5, NULL));
     if (!net) return;
     CHECK(lade_resnet_feature_dim(net) == 512);
     CHECK(lade_resnet_num_params(net) == 11181642 - 5 * 513); /* torchvision's resnet18(num_classes=10) less 5 classes */
@@ -577,7 +577,7 @@ static lade_resnet *seeded_model(int classes) {
     lade_resnet *net = NULL;
     lade_rng r;
     lade_rng_seed(&r, 21, 0);
-    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, classes) == LADE_OK) lade_resnet_init(net, &r);
+    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, classes, NULL) == LADE_OK) lade_resnet_init(net, &r);
     return net;
 }
 
@@ -700,5 +700,197 @@ TEST(synchronised_batchnorm_reports_a_failing_or_wrong_reducer) {
     CHECK_OK(lade_resnet_backward(net, dlogits, n));
     CHECK(reduce_calls == bn_layers);
     free(images), free(before);
+    lade_resnet_destroy(net);
+}
+
+/* ---- Causal Norm classifier ---------------------------------------------------------- */
+/* The spec's formula (§1.7) in double: out (n, fout), TDE when mean is not NULL. */
+static void causal_norm_reference(double *out, const float *x, const float *w, const float *mean,
+                                  const lade_causal_norm_config *cfg, int n, int fin, int fout) {
+    int len = fin / cfg->heads;
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < fout; c++) {
+            double sum = 0.0;
+            for (int h = 0; h < cfg->heads; h++) {
+                const float *xh = x + (size_t)i * fin + h * len, *wh = w + (size_t)c * fin + h * len;
+                double nx = 0, nw = 0, nm = 0, xm = 0, xw = 0, mw = 0;
+                for (int k = 0; k < len; k++) {
+                    nx += (double)xh[k] * xh[k];
+                    nw += (double)wh[k] * wh[k];
+                    xw += (double)xh[k] * wh[k];
+                    if (mean) {
+                        const float *mh = mean + h * len;
+                        nm += (double)mh[k] * mh[k];
+                        xm += (double)xh[k] * mh[k];
+                        mw += (double)mh[k] * wh[k];
+                    }
+                }
+                nx = sqrt(nx), nw = sqrt(nw) + cfg->gamma, nm = sqrt(nm);
+                double dot = xw / nx;
+                if (mean) dot -= cfg->alpha * (xm / (nx * nm)) * mw / nm;
+                sum += dot / nw;
+            }
+            out[(size_t)i * fout + c] = cfg->tau / cfg->heads * sum;
+        }
+}
+
+/* sum(out * probe) of the training form, for finite differences */
+static double causal_norm_probe(const float *x, const float *w, const float *probe, const lade_causal_norm_config *cfg,
+                                int n, int fin, int fout, float *out, float *ws) {
+    lade_causal_norm_forward(out, x, w, NULL, cfg, n, fin, fout, ws);
+    double s = 0.0;
+    for (int i = 0; i < n * fout; i++) s += (double)out[i] * probe[i];
+    return s;
+}
+
+TEST(causal_norm_forward_tde_and_backward) {
+    lade_rng r;
+    lade_rng_seed(&r, 31, 0);
+    const int n = 5, fin = 12, fout = 7;
+    const lade_causal_norm_config cfg = {3, 16.0f, 1.0f / 32, 1.5f, 0.9f};
+    float *x = random_floats(&r, n * fin, 1), *w = random_floats(&r, fout * fin, 0.3), *m = random_floats(&r, fin, 1);
+    float *probe = random_floats(&r, n * fout, 1), *out = zeros(n * fout), *dx = zeros(n * fin), *dw = zeros(fout * fin);
+    float *ws = malloc(lade_causal_norm_workspace_size(n, fin, fout) * sizeof(float));
+    double ref[35];
+    for (int tde = 0; tde < 2; tde++) {
+        CHECK_OK(lade_causal_norm_forward(out, x, w, tde ? m : NULL, &cfg, n, fin, fout, ws));
+        causal_norm_reference(ref, x, w, tde ? m : NULL, &cfg, n, fin, fout);
+        for (int i = 0; i < n * fout; i++) CHECK_CLOSE(out[i], ref[i], 1e-4 * (1 + fabs(ref[i])));
+    }
+    /* backward accumulates: two calls give twice the gradient */
+    for (int rep = 0; rep < 2; rep++) CHECK_OK(lade_causal_norm_backward(dx, dw, probe, x, w, &cfg, n, fin, fout, ws));
+    const float eps = 1e-3f;
+    for (int k = 0; k < 2; k++) {
+        float *v = k ? w : x, *g = k ? dw : dx;
+        int count = k ? fout * fin : n * fin;
+        for (int i = 0; i < count; i++) {
+            float saved = v[i];
+            v[i] = saved + eps;
+            double up = causal_norm_probe(x, w, probe, &cfg, n, fin, fout, out, ws);
+            v[i] = saved - eps;
+            double down = causal_norm_probe(x, w, probe, &cfg, n, fin, fout, out, ws);
+            v[i] = saved;
+            double fd = (up - down) / (2 * eps);
+            CHECK_CLOSE(0.5 * g[i], fd, 2e-2 + 2e-2 * fabs(fd));
+        }
+    }
+    /* a head of zero features or weights: finite logits and gradients (the 1e-12 floor), gamma 0 included */
+    lade_causal_norm_config pure = cfg;
+    pure.gamma = 0.0f;
+    for (int k = 0; k < 4; k++) x[k] = 0.0f, w[k] = 0.0f;
+    CHECK_OK(lade_causal_norm_forward(out, x, w, m, &pure, n, fin, fout, ws));
+    CHECK_OK(lade_causal_norm_backward(dx, dw, probe, x, w, &pure, n, fin, fout, ws));
+    int finite = 1;
+    for (int i = 0; i < n * fout; i++) finite &= isfinite(out[i]);
+    for (int i = 0; i < n * fin; i++) finite &= isfinite(dx[i]);
+    for (int i = 0; i < fout * fin; i++) finite &= isfinite(dw[i]);
+    CHECK(finite);
+    /* bad configurations and sizes are statuses */
+    lade_causal_norm_config bad = cfg;
+    bad.heads = 5;
+    CHECK(lade_causal_norm_forward(out, x, w, NULL, &bad, n, fin, fout, ws) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "divide the feature size 12, got 5") != NULL);
+    bad = cfg, bad.tau = 0.0f;
+    CHECK(lade_causal_norm_check(&bad, fin) == LADE_EINVAL);
+    bad = cfg, bad.gamma = NAN;
+    CHECK(lade_causal_norm_check(&bad, fin) == LADE_EINVAL);
+    bad = cfg, bad.alpha = -1.0f;
+    CHECK(lade_causal_norm_check(&bad, fin) == LADE_EINVAL);
+    bad = cfg, bad.mean_momentum = 1.5f;
+    CHECK(lade_causal_norm_check(&bad, fin) == LADE_EINVAL);
+    CHECK(lade_causal_norm_backward(dx, dw, probe, x, w, &cfg, 0, fin, fout, ws) == LADE_EINVAL);
+    free(x), free(w), free(m), free(probe), free(out), free(dx), free(dw), free(ws);
+}
+
+/* The model with the Causal Norm classifier: its tensors, the running feature mean (committed with
+ * the BN statistics, through the reducer), TDE logits in eval mode, and finite differences. */
+TEST(resnet_with_causal_norm_classifier) {
+    const lade_causal_norm_config cfg = {2, 16.0f, 1.0f / 32, 1.5f, 0.9f};
+    lade_resnet *net;
+    lade_causal_norm_config bad = cfg;
+    bad.heads = 3;
+    CHECK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100, &bad) == LADE_EINVAL);
+    CHECK(net == NULL);
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100, &cfg));
+    if (!net) return;
+    CHECK(lade_resnet_num_params(net) == 550388 - 100); /* no bias */
+    CHECK(lade_resnet_num_buffers(net) == 2528 + 128);
+    const lade_tensor_info *last = lade_resnet_tensor(net, lade_resnet_num_tensors(net) - 1);
+    CHECK(strcmp(last->name, "fc.feature_mean") == 0 && last->is_buffer && last->ndim == 1 && last->dims[0] == 128);
+    CHECK(strcmp(lade_resnet_tensor(net, lade_resnet_num_tensors(net) - 2)->name, "fc.weight") == 0);
+    lade_resnet_destroy(net);
+
+    const int classes = 5, n = 4, h = 8, w = 8, d = 64;
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_CLASSIC, LADE_STEM_3X3, classes, &cfg));
+    lade_rng r;
+    lade_rng_seed(&r, 32, 0);
+    lade_resnet_init(net, &r);
+    float *mean = lade_resnet_buffers(net) + lade_resnet_num_buffers(net) - d, expected[64] = {0};
+    CHECK(mean[0] == 0.0f && mean[d - 1] == 0.0f);
+    float *img = random_floats(&r, (size_t)n * 3 * h * w, 1.0), logits[20], tde[20];
+    for (int step = 0; step < 2; step++) {
+        CHECK_OK(lade_resnet_forward(net, img + step * 3 * h * w, n - step, h, w, LADE_TRAIN, 1, logits));
+        const float *f = lade_resnet_features(net);
+        for (int j = 0; j < d; j++) {
+            double s = 0.0;
+            for (int i = 0; i < n - step; i++) s += f[(size_t)i * d + j];
+            expected[j] = 0.9f * expected[j] + (float)(s / (n - step));
+        }
+        CHECK(step || mean[0] == 0.0f); /* deferred: nothing moves before the commit */
+        CHECK_OK(lade_resnet_commit_running_stats(net));
+        CHECK(max_abs_diff(mean, expected, d) < 1e-6);
+    }
+    /* eval: the TDE logits of the eval-mode features with the running mean */
+    CHECK_OK(lade_resnet_forward(net, img, n, h, w, LADE_EVAL, 0, logits));
+    float *ws = malloc(lade_causal_norm_workspace_size(n, d, classes) * sizeof(float));
+    const float *weight = lade_resnet_params(net) + lade_resnet_num_params(net) - (size_t)classes * d;
+    CHECK_OK(lade_causal_norm_forward(tde, lade_resnet_features(net), weight, mean, &cfg, n, d, classes, ws));
+    CHECK(max_abs_diff(logits, tde, (size_t)n * classes) == 0.0);
+    /* the reducer gets one more call per training forward: the feature sums and the image count */
+    lade_resnet_set_bn_reducer(net, counting_reduce, NULL);
+    reduce_calls = 0;
+    CHECK_OK(lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 1, logits));
+    CHECK(reduce_calls == 2 * lade_resnet_num_convs(net) + 1);
+    lade_resnet_set_bn_reducer(net, NULL, NULL);
+    /* gradients through the classifier and the trunk */
+    int64_t labels[4] = {0, 1, 2, 4};
+    float dlogits[20] = {0};
+    double loss;
+    CHECK_OK(lade_resnet_forward(net, img, n, h, w, LADE_TRAIN, 1, logits));
+    CHECK_OK(lade_softmax_ce(&loss, dlogits, 1.0f, logits, labels, n, classes));
+    lade_resnet_zero_grad(net);
+    CHECK_OK(lade_resnet_backward(net, dlogits, n));
+    float *p = lade_resnet_params(net), *g = lade_resnet_grads(net);
+    const size_t probes[3] = {5, lade_resnet_tensor(net, 30)->offset + 3, lade_resnet_num_params(net) - 7};
+    /* a smaller step than the linear model's: tau = 16 on unit-norm features makes the loss curve faster */
+    CHECK(finite_difference_mismatches(net, img, n, h, w, labels, classes, p, g, probes, 2e-3f) == 0);
+    free(img), free(ws);
+    lade_resnet_destroy(net);
+}
+
+static lade_status fails_on_129(double *buf, size_t n, void *ctx) {
+    return n == 129 ? lade_fail(LADE_ESTATE, "the link is down") : LADE_OK;
+}
+
+/* The feature sums of the LADE variant (128 features and the count: the only call of 129) failing:
+ * the forward fails naming it, and nothing is committed. */
+TEST(causal_norm_mean_reducer_failure_is_named) {
+    const lade_causal_norm_config cfg = {2, 16.0f, 1.0f / 32, 1.5f, 0.9f};
+    lade_resnet *net;
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 5, &cfg));
+    if (!net) return;
+    lade_rng r;
+    lade_rng_seed(&r, 33, 0);
+    lade_resnet_init(net, &r);
+    float *img = random_floats(&r, (size_t)2 * 3 * 8 * 8, 1.0), logits[10];
+    lade_resnet_set_bn_reducer(net, fails_on_129, NULL);
+    CHECK(lade_resnet_forward(net, img, 2, 8, 8, LADE_TRAIN, 0, logits) == LADE_ESTATE);
+    CHECK(strstr(lade_error_detail(), "causal norm feature mean: the statistics reducer failed: the link is down"));
+    CHECK(lade_resnet_commit_running_stats(net) == LADE_ESTATE);
+    const float *mean = lade_resnet_buffers(net) + lade_resnet_num_buffers(net) - 128;
+    int zero = 1;
+    for (int j = 0; j < 128; j++) zero &= mean[j] == 0.0f;
+    CHECK(zero);
+    free(img);
     lade_resnet_destroy(net);
 }

@@ -5,7 +5,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
     name: cifar100_lt_100_lade
     data:   {dataset, root, imbalance, profile, subset_seed, train_img_max, test_per_class, calib_fraction,
              calib_test_per_class, sampler}
-    model:  {arch, variant, stem_stride, seed}
+    model:  {arch, variant, stem_stride, seed, classifier, <options of that classifier>}
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
              warmup_start, milestones, lr_factor}
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "load", "validate", "apply_overrides", "resolve_path",
-           "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root", "RESUME_SAFE_SECTIONS",
-           "parse_yaml", "differences"]
+from lade.nn import CLASSIFIERS
+
+__all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "CLASSIFIER_OPTIONS", "load", "validate", "apply_overrides",
+           "resolve_path", "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root",
+           "RESUME_SAFE_SECTIONS", "parse_yaml", "differences"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -176,10 +178,12 @@ DEFAULTS = {
         # 4 (7x7 stride 2 and a stride-2 max pool: torchvision's stem, 112 px and up)
         "stem_stride": (_choice(1, 2, 4), 1),
         "seed": (_int(0, MAX_SEED), 0),
+        # linear (fc with bias) or causal_norm (Tang et al. 2020, spec §1.7; trained with loss.name causal_norm)
+        "classifier": (_choice(*CLASSIFIERS), "linear"),
     },
     "loss": {
         "name": (_choice("softmax_ce", "balanced_softmax", "lade", "logit_adjusted", "focal", "class_balanced",
-                         "ldam_drw"), "softmax_ce"),
+                         "ldam_drw", "causal_norm"), "softmax_ce"),
     },
     "optim": {
         "epochs": (_int(1, MAX_EPOCHS), 200),
@@ -221,7 +225,20 @@ LOSS_OPTIONS = {
                        "gamma": (_float(0.0), 1.0)},
     "ldam_drw": {"drw_epoch": (_int(0, MAX_EPOCHS), 160), "beta": (_float(0.0, 1.0), 0.9999),
                  "max_margin": (_float(0.0, lo_open=True), 0.5), "s": (_float(0.0, lo_open=True), 30.0)},
+    "causal_norm": {},  # plain CE on the Causal Norm classifier's logits
 }
+
+# Options of each model.classifier (the arguments of lade.ResNet32 / ResNet18 beside `classifier`); the
+# Causal Norm values are the CIFAR recipe's (spec §5.1): 2 heads, tau 16, gamma 1/32, TDE alpha 1.5 and
+# the running feature mean's momentum 0.9 (the reference uses alpha 3.0 on ImageNet-LT, Places-LT and iNat).
+CLASSIFIER_OPTIONS = {
+    "linear": {},
+    "causal_norm": {"heads": (_int(1, MAX_COUNT), 2), "tau": (_float(0.0, lo_open=True), 16.0),
+                    "gamma": (_float(0.0), 0.03125), "alpha": (_float(0.0), 1.5),
+                    "mean_momentum": (_float(0.0, 1.0), 0.9)},
+}
+# The option tables by section: the key naming the choice, and the options of each choice.
+_CHOICE_OPTIONS = {"loss": ("name", LOSS_OPTIONS), "model": ("classifier", CLASSIFIER_OPTIONS)}
 
 # Keys that may differ when a run is resumed: they change speed or logging, not the recipe. The thread
 # count changes the order of some float sums, so a run resumed with another one matches neither thread
@@ -229,16 +246,43 @@ LOSS_OPTIONS = {
 RESUME_SAFE_SECTIONS = ("run.threads", "run.num_workers", "run.eval_every", "run.eval_batch_size")
 
 
+def _chosen(cfg, section):
+    """The value of the section's choice key (loss.name, model.classifier), its default when absent."""
+    key = _CHOICE_OPTIONS[section][0]
+    part = cfg.get(section) if isinstance(cfg, dict) else None
+    return part.get(key, DEFAULTS[section][key][1]) if isinstance(part, dict) else DEFAULTS[section][key][1]
+
+
 def _schema_for(cfg):
     schema = copy.deepcopy(DEFAULTS)
-    loss_name = (cfg.get("loss") or {}).get("name", DEFAULTS["loss"]["name"][1]) if isinstance(cfg, dict) else None
-    if loss_name in LOSS_OPTIONS:
-        schema["loss"].update(LOSS_OPTIONS[loss_name])
+    for section, (_, options) in _CHOICE_OPTIONS.items():
+        chosen = _chosen(cfg, section)
+        if chosen in options:
+            schema[section].update(options[chosen])
     return schema
+
+
+def _check_pairing(cfg):
+    """The Causal Norm classifier and its loss go together: the loss's test-time form and the report's
+    names (Causal Norm, PC Causal Norm) say what the classifier is."""
+    classifier, loss = cfg["model"]["classifier"], cfg["loss"]["name"]
+    if (classifier == "causal_norm") != (loss == "causal_norm"):
+        if loss == "causal_norm":
+            _fail("loss.name", f"causal_norm (plain CE on the Causal Norm classifier) needs model.classifier "
+                               f"causal_norm, got {classifier!r}")
+        _fail("model.classifier", f"causal_norm is trained with loss.name causal_norm (plain CE, spec §1.7), "
+                                  f"got loss.name {loss!r}")
 
 
 def validate(cfg):
     """Returns the complete config (defaults filled in, numbers normalised) or raises ConfigError."""
+    out = _validate_keys(cfg)
+    _check_pairing(out)
+    return out
+
+
+def _validate_keys(cfg):
+    """validate, except for the pairing of keys of two sections (_check_pairing)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"lade config: the top level must be a mapping, got {type(cfg).__name__}")
     schema = _schema_for(cfg)
@@ -256,8 +300,8 @@ def validate(cfg):
             for sub in section:
                 if sub not in spec:
                     hint = ""
-                    if key == "loss":
-                        hint = f" for loss '{section.get('name', DEFAULTS['loss']['name'][1])}'"
+                    if key in _CHOICE_OPTIONS:
+                        hint = f" for {key}.{_CHOICE_OPTIONS[key][0]} '{_chosen(cfg, key)}'"
                     _fail(f"{key}.{sub}", f"is not a known key{hint} (known: {', '.join(spec)})")
             out[key] = {}
             for sub, (check, default) in spec.items():
@@ -328,16 +372,18 @@ def apply_overrides(cfg, overrides):
             section, sub = parts
             if section not in DEFAULTS or not isinstance(DEFAULTS[section], dict):
                 _fail(key, "is not a known key")
-            if section == "loss" and sub == "name" and value != cfg["loss"].get("name"):
-                # a different loss has different options: keep only those the new loss knows
-                known = LOSS_OPTIONS.get(value, {})
-                cfg["loss"] = {k: v for k, v in cfg["loss"].items() if k in known}
+            choice, options = _CHOICE_OPTIONS.get(section, (None, None))
+            if sub == choice and value != cfg[section].get(sub):
+                # another loss (classifier) has other options: drop the old one's
+                old_options = options.get(cfg[section].get(sub), {})
+                cfg[section] = {k: v for k, v in cfg[section].items() if k not in old_options}
             old = cfg[section].get(sub)
             cfg[section][sub] = value
         else:
             _fail(key, "is not a known key (at most one dot: section.key)")
-        cfg = validate(cfg)
+        cfg = _validate_keys(cfg)  # the pairing once all are applied: it may take two overrides to change
         changes.append((key, old, value))
+    _check_pairing(cfg)
     return cfg, changes
 
 

@@ -28,7 +28,11 @@ def _finished_run(run_dir):
     run_dir = Path(run_dir)
     if run_status(run_dir) != "finished":
         raise RunError(f"lade: '{run_dir}' is not a finished run (no final.json); train or --resume it first")
-    return run_dir, config_mod.load(run_dir / "config.yaml")
+    cfg = config_mod.load(run_dir / "config.yaml")
+    if cfg["model"]["classifier"] != "linear":
+        raise RunError(f"lade: the decoupled second stage starts from a linear classifier (fc weight and bias); "
+                       f"'{run_dir}' has model.classifier {cfg['model']['classifier']}")
+    return run_dir, cfg
 
 
 def _data_root(run_dir, data_root):

@@ -44,6 +44,7 @@ _NAMES = {
     "focal": ("PC Focal", "Focal"),
     "class_balanced": ("Class-balanced (+log p_t)", "Class-balanced"),
     "ldam_drw": ("LDAM-DRW (+log p_t)", "LDAM-DRW"),
+    "causal_norm": ("PC Causal Norm", "Causal Norm"),  # the TDE logits + log p_t, and as they are (spec §2.3)
 }
 
 

@@ -39,11 +39,13 @@ def distributed_comm(cfg):
 
 
 def build_model(cfg, classes):
-    """The config's network (model.arch, variant, stem_stride), initialised from model.seed."""
+    """The config's network (model.arch, variant, stem_stride, classifier and its options), initialised from
+    model.seed."""
     m = cfg["model"]
+    classifier = {k: m[k] for k in ("classifier", *config_mod.CLASSIFIER_OPTIONS[m["classifier"]])}
     if m["arch"] == "resnet18":
-        return nn.ResNet18(classes, seed=m["seed"], stem_stride=m["stem_stride"])
-    return nn.ResNet32(classes, m["variant"], seed=m["seed"], stem_stride=m["stem_stride"])
+        return nn.ResNet18(classes, seed=m["seed"], stem_stride=m["stem_stride"], **classifier)
+    return nn.ResNet32(classes, m["variant"], seed=m["seed"], stem_stride=m["stem_stride"], **classifier)
 
 
 def build_loss(cfg, counts):

@@ -37,8 +37,11 @@ def entry_name(cfg):
 
 
 def _model_spec(cfg, classes):
+    """What lade.zoo.load builds the network from: the architecture and the classifier with its options."""
     m = cfg["model"]
-    return {"arch": m["arch"], "variant": m["variant"], "num_classes": int(classes), "stem_stride": m["stem_stride"]}
+    spec = {"arch": m["arch"], "variant": m["variant"], "num_classes": int(classes), "stem_stride": m["stem_stride"]}
+    spec.update({k: m[k] for k in ("classifier", *config_mod.CLASSIFIER_OPTIONS[m["classifier"]])})
+    return spec
 
 
 def data_digest(data):
