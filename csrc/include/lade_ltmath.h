@@ -8,10 +8,9 @@
  *   Non-finite logits give LADE_ENONFINITE, labels out of range LADE_ERANGE.
  *
  * Example (one LADE step, dlogits zeroed by the caller):
- *     double ce, reg;
- *     lade_lade_ce(&ce, dlogits, 1.0f, logits, labels, n, C, prior);
- *     lade_lader(&reg, dlogits, alpha, logits, labels, n, C, prior, 0.01f, LADE_LADER_OFFICIAL);
- *     loss = ce + alpha * reg;
+ *     double loss;
+ *     lade_lade_loss(&loss, NULL, NULL, dlogits, 1.0f, logits, labels, n, C, prior, 0.1, 0.01f,
+ *                    LADE_LADER_OFFICIAL);
  */
 #ifndef LADE_LTMATH_H
 #define LADE_LTMATH_H
@@ -67,6 +66,15 @@ typedef enum { LADE_LADER_OFFICIAL = 0, LADE_LADER_PAPER = 1 } lade_lader_form;
 LADE_API lade_status lade_lader(double *loss, float *dlogits, float scale, const float *logits,
                                 const int64_t *labels, int n, int classes, const float *prior,
                                 float remine_lambda, lade_lader_form form);
+
+/* ---- the LADE loss (spec §1.5) -------------------------------------------------------
+ * loss = LADE-CE + alpha * LADER (remine_lambda and form as in lade_lader; alpha finite and
+ * >= 0, added in double); the gradient added is what lade_lade_ce with `scale` and then
+ * lade_lader with (float)(scale * alpha) add. lade_ce and lader (each may be NULL) receive the
+ * two terms. */
+LADE_API lade_status lade_lade_loss(double *loss, double *lade_ce, double *lader, float *dlogits, float scale,
+                                    const float *logits, const int64_t *labels, int n, int classes,
+                                    const float *prior, double alpha, float remine_lambda, lade_lader_form form);
 
 /* ---- helpers that turn counts into loss parameters ---------------------------------- */
 /* out[c] = tau * log(prior[c] + eps) (LADE-CE uses tau 1, eps 1e-9; logit adjustment tau, 1e-12). */
@@ -171,7 +179,7 @@ LADE_API lade_status lade_fit_temperature(double *temperature, double *bias, dou
  *   INSTANCE:       lade_sample_instance(rows, n, seed, e), a permutation;
  *   CLASS_BALANCED: lade_sample_by_class(rows, n, labels, n, classes, p, seed, e) with
  *                   p = lade_class_prob_power(counts, classes, 0) (classes without rows get 0).
- * The batch loss is softmax CE or, for LADE, lade_lade_ce + alpha * lade_lader (official form). */
+ * The batch loss is softmax CE or, for LADE, lade_lade_loss (official form). */
 typedef enum { LADE_SAMPLE_INSTANCE = 0, LADE_SAMPLE_CLASS_BALANCED = 1 } lade_classifier_sampling;
 typedef enum { LADE_CLASSIFIER_CE = 0, LADE_CLASSIFIER_LADE = 1 } lade_classifier_loss;
 typedef struct {

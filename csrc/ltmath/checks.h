@@ -10,6 +10,8 @@
 /* Finite logits and labels in range; the detail names the first bad entry and `arg`. */
 lade_status lt_check_logits(const float *logits, size_t n, int classes, const char *arg);
 lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const char *arg);
+/* A finite scalar >= 0, such as a loss weight; the detail names `arg`. */
+lade_status lt_check_nonnegative(double value, const char *arg);
 /* lt_check_logits, and every value in [0, 1]. */
 lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg);
 #endif

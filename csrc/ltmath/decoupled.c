@@ -33,10 +33,9 @@ static lade_status check_fit_config(const lade_classifier_config *cfg, int class
     if (cfg->loss == LADE_CLASSIFIER_LADE) {
         if (!cfg->prior) return lade_fail(LADE_EINVAL, "argument 'prior' is needed for the LADE loss");
         lade_status st = lade_check_prior(cfg->prior, classes, "prior");
+        if (!st) st = lt_check_nonnegative(cfg->alpha, "alpha");
+        if (!st) st = lt_check_nonnegative(cfg->remine_lambda, "remine_lambda");
         if (st) return st;
-        if (!(cfg->alpha >= 0) || !(cfg->remine_lambda >= 0) || !isfinite(cfg->alpha) || !isfinite(cfg->remine_lambda))
-            return lade_fail(LADE_EINVAL, "arguments 'alpha' and 'remine_lambda' must be finite and >= 0, got %g, %g",
-                             (double)cfg->alpha, (double)cfg->remine_lambda);
     }
     return LADE_OK;
 }
@@ -111,12 +110,8 @@ static lade_status batch_loss(double *loss, fit_state *s, int len) {
     const lade_classifier_config *cfg = s->cfg;
     memset(s->dlogits, 0, (size_t)len * s->classes * sizeof(float));
     if (cfg->loss == LADE_CLASSIFIER_CE) return lade_softmax_ce(loss, s->dlogits, 1.0f, s->logits, s->y, len, s->classes);
-    double ce, reg;
-    lade_status st = lade_lade_ce(&ce, s->dlogits, 1.0f, s->logits, s->y, len, s->classes, cfg->prior);
-    if (!st) st = lade_lader(&reg, s->dlogits, cfg->alpha, s->logits, s->y, len, s->classes, cfg->prior,
-                             cfg->remine_lambda, LADE_LADER_OFFICIAL);
-    *loss = ce + (double)cfg->alpha * reg;
-    return st;
+    return lade_lade_loss(loss, NULL, NULL, s->dlogits, 1.0f, s->logits, s->y, len, s->classes, cfg->prior, cfg->alpha,
+                          cfg->remine_lambda, LADE_LADER_OFFICIAL);
 }
 
 /* Runs the epochs: for each batch, step(s, len, grads) computes the loss and the gradient of the

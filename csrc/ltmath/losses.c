@@ -3,6 +3,9 @@
  * Rows (cross-entropy family) or columns (LADER) are split over the thread pool;
  * per-row / per-column terms are summed serially afterwards, so the value does
  * not depend on the number of threads. */
+/* Without trapping math the compiler may if-convert lt_exp's clamps and vectorise the
+ * exponential (the results are the same; only floating-point exception flags could differ). */
+#pragma GCC optimize("no-trapping-math")
 #include "checks.h"
 #include "ltmath_internal.h"
 
@@ -10,6 +13,11 @@
 
 /* Below this many logits the thread pool costs more than it saves. */
 #define PARALLEL_MIN_ELEMS 32768
+
+/* The loops over the logits are compiled for AVX-512 and AVX2 as well as the baseline, the
+ * widest the CPU has picked at load time: the same operations in the same order (no FMA
+ * contraction in ISO C mode), so the same bits. */
+#define LOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 static lade_status check_batch(const float *logits, const int64_t *labels, int n, int classes) {
     if (n < 1 || classes < 1)
@@ -34,7 +42,7 @@ typedef struct {
     int failed;       /* scratch allocation failed in some chunk */
 } ce_job;
 
-static void ce_rows(void *ctx, size_t begin, size_t end) {
+LOSS_CLONES static void ce_rows(void *ctx, size_t begin, size_t end) {
     ce_job *job = ctx;
     const lade_ce_config *cfg = job->cfg;
     int C = job->classes;
@@ -76,10 +84,7 @@ static void ce_rows(void *ctx, size_t begin, size_t end) {
     lade_free(t);
 }
 
-lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const float *logits,
-                               const int64_t *labels, int n, int classes, const lade_ce_config *cfg) {
-    lade_status st = check_batch(logits, labels, n, classes);
-    if (st) return st;
+static lade_status check_ce_config(const lade_ce_config *cfg, int classes) {
     if (!(cfg->logit_scale > 0) || !isfinite(cfg->logit_scale))
         return lade_fail(LADE_EINVAL, "argument 's' (logit scale) must be finite and > 0, got %g",
                          (double)cfg->logit_scale);
@@ -94,6 +99,12 @@ lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const 
             return lade_fail(LADE_EINVAL, "argument 'weights': weights[%d] = %g must be finite and >= 0", c,
                              (double)cfg->class_weight[c]);
     }
+    return LADE_OK;
+}
+
+/* Cross-entropy on checked arguments. */
+static lade_status ce_run(double *loss, float *dlogits, float scale, const float *logits, const int64_t *labels,
+                          int n, int classes, const lade_ce_config *cfg) {
     double denom = n;
     if (cfg->class_weight && cfg->weight_by_sum) {
         denom = 0;
@@ -117,114 +128,126 @@ lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const 
     return LADE_OK;
 }
 
+lade_status lade_cross_entropy(double *loss, float *dlogits, float scale, const float *logits,
+                               const int64_t *labels, int n, int classes, const lade_ce_config *cfg) {
+    lade_status st = check_batch(logits, labels, n, classes);
+    if (!st) st = check_ce_config(cfg, classes);
+    return st ? st : ce_run(loss, dlogits, scale, logits, labels, n, classes, cfg);
+}
+
 lade_status lade_softmax_ce(double *loss, float *dlogits, float scale, const float *logits,
                             const int64_t *labels, int n, int classes) {
     lade_ce_config cfg = lade_ce_config_default();
     return lade_cross_entropy(loss, dlogits, scale, logits, labels, n, classes, &cfg);
 }
 
-/* Up to this many classes the per-call vectors live on the stack. */
-#define STACK_CLASSES 1024
-
-lade_status lade_lade_ce(double *loss, float *dlogits, float scale, const float *logits,
-                         const int64_t *labels, int n, int classes, const float *prior) {
-    if (classes < 1) return lade_fail(LADE_EINVAL, "need classes >= 1, got %d", classes);
-    lade_status st = lade_check_prior(prior, classes, "prior");
-    if (st) return st;
-    float stack[STACK_CLASSES];
-    float *offset = classes <= STACK_CLASSES ? stack : lade_alloc((size_t)classes * sizeof(float));
-    if (!offset) return lade_fail(LADE_ENOMEM, "no memory for %d log priors", classes);
-    for (int c = 0; c < classes; c++) offset[c] = (float)log((double)prior[c] + 1e-9);
-    lade_ce_config cfg = lade_ce_config_default();
-    cfg.offset = offset;
-    st = lade_cross_entropy(loss, dlogits, scale, logits, labels, n, classes, &cfg);
-    if (offset != stack) lade_free(offset);
-    return st;
-}
-
 /* ---- LADER ----------------------------------------------------------------------- */
+/* lader_cols takes columns in groups of LT_LANES (a vector each) and works through its range in
+ * blocks of up to LADER_BLOCK columns: a block's exponentials (n x LADER_BLOCK floats) are kept
+ * for the gradient instead of being computed a second time. */
+#define LADER_BLOCK 256
+
 typedef struct {
     const float *logits;
     const int64_t *labels;
     const float *prior;
-    const float *row_offset; /* (n) paper form: b_{y_i}; NULL for the official form */
+    const double *log_prior;  /* (C) log(prior + 1e-9) */
+    const float *row_offset;  /* (n) paper form: b_{y_i}; NULL for the official form */
     float *dlogits;
     float scale, lambda;
     int n, classes, form;
-    const double *own_sum;   /* (C) sum of z[i][c] over samples of class c */
-    const double *count;     /* (C) m_c */
-    double *term;            /* (C) out: prior_c * E_c */
-    float *col_max, *col_sum; /* (C) scratch */
+    const double *own_sum;    /* (C) sum of z[i][c] over samples of class c */
+    const double *count;      /* (C) m_c */
+    double *term;             /* (C) out: prior_c * E_c */
     double log_uniform;
+    int failed;               /* scratch allocation failed in some chunk */
 } lader_job;
 
-static void lader_cols(void *ctx, size_t begin, size_t end) {
+/* Column groups [begin, end): columns [begin * LT_LANES, min(end * LT_LANES, C)). */
+LOSS_CLONES static void lader_cols(void *ctx, size_t begin, size_t end) {
     lader_job *job = ctx;
-    int C = job->classes, n = job->n, c0 = (int)begin, c1 = (int)end, w = c1 - c0;
-    float *mx = job->col_max + c0, *sm = job->col_sum + c0;
-    /* column max of z[i][c] + row_offset[i] */
-    for (int c = 0; c < w; c++) mx[c] = -FLT_MAX;
-    for (int i = 0; i < n; i++) {
-        const float *z = job->logits + (size_t)i * C + c0;
-        float ro = job->row_offset ? job->row_offset[i] : 0.0f;
-        for (int c = 0; c < w; c++) mx[c] = z[c] + ro > mx[c] ? z[c] + ro : mx[c];
-    }
-    for (int c = 0; c < w; c++) sm[c] = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float *z = job->logits + (size_t)i * C + c0;
-        float ro = job->row_offset ? job->row_offset[i] : 0.0f;
-        for (int c = 0; c < w; c++) sm[c] += lt_exp(z[c] + ro - mx[c]);
+    int C = job->classes, n = job->n;
+    int first = (int)begin * LT_LANES, last = (int)end * LT_LANES < C ? (int)end * LT_LANES : C;
+    int block = last - first < LADER_BLOCK ? last - first : LADER_BLOCK;
+    float *e = lade_alloc((size_t)n * block * sizeof(float));
+    if (!e) {
+        job->failed = 1;
+        return;
     }
     double log_n = log((double)n);
-    float coef[STACK_CLASSES]; /* per column: scale * prior_c * (1 + 2 lambda S_c) / col_sum_c */
-    for (int cb = 0; cb < w; cb += STACK_CLASSES) {
-        int wb = w - cb < STACK_CLASSES ? w - cb : STACK_CLASSES;
-        for (int c = cb; c < cb + wb; c++) {
+    for (int c0 = first; c0 < last; c0 += block) {
+        int w = last - c0 < block ? last - c0 : block;
+        float mx[LADER_BLOCK], sm[LADER_BLOCK], coef[LADER_BLOCK];
+        /* column max of z[i][c] + row_offset[i] */
+        for (int c = 0; c < w; c++) mx[c] = -FLT_MAX;
+        for (int i = 0; i < n; i++) {
+            const float *z = job->logits + (size_t)i * C + c0;
+            float ro = job->row_offset ? job->row_offset[i] : 0.0f;
+            for (int c = 0; c < w; c++) mx[c] = z[c] + ro > mx[c] ? z[c] + ro : mx[c];
+        }
+        /* e[i][c] = exp(z[i][c] + row_offset[i] - max_c), summed over the rows in order */
+        for (int c = 0; c < w; c++) sm[c] = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float *z = job->logits + (size_t)i * C + c0;
+            float ro = job->row_offset ? job->row_offset[i] : 0.0f, *ei = e + (size_t)i * w;
+            int c = 0;
+            for (; c + LT_LANES <= w; c += LT_LANES) {
+                lt_vec v = lt_exp_vec(lt_load(z + c) + ro - lt_load(mx + c));
+                lt_store(ei + c, v);
+                lt_store(sm + c, lt_load(sm + c) + v);
+            }
+            for (; c < w; c++) {
+                ei[c] = lt_exp(z[c] + ro - mx[c]);
+                sm[c] += ei[c];
+            }
+        }
+        /* per column: the term and the gradient factor scale * prior_c * (1 + 2 lambda S_c) / col_sum_c */
+        for (int c = 0; c < w; c++) {
             int cls = c0 + c;
             double pi = job->prior[cls];
-            double col_offset = job->form == LADE_LADER_OFFICIAL ? job->log_uniform - log(pi + 1e-9) : 0.0;
+            double col_offset = job->form == LADE_LADER_OFFICIAL ? job->log_uniform - job->log_prior[cls] : 0.0;
             double S = (double)mx[c] + log((double)sm[c]) + col_offset - log_n;
             double F = job->own_sum[cls] / (job->count[cls] + 1e-8);
             double E = F - S - job->lambda * S * S;
             job->term[cls] = pi * E;
-            coef[c - cb] = (float)(job->scale * pi * (1.0 + 2.0 * job->lambda * S) / sm[c]);
+            coef[c] = (float)(job->scale * pi * (1.0 + 2.0 * job->lambda * S) / sm[c]);
         }
         if (!job->dlogits) continue;
         for (int i = 0; i < n; i++) {
-            const float *z = job->logits + (size_t)i * C + c0 + cb;
-            float *g = job->dlogits + (size_t)i * C + c0 + cb;
-            float ro = job->row_offset ? job->row_offset[i] : 0.0f;
-            const float *m = mx + cb;
-            for (int c = 0; c < wb; c++) g[c] += coef[c] * lt_exp(z[c] + ro - m[c]);
+            float *g = job->dlogits + (size_t)i * C + c0;
+            const float *ei = e + (size_t)i * w;
+            for (int c = 0; c < w; c++) g[c] += coef[c] * ei[c];
         }
     }
+    lade_free(e);
     if (!job->dlogits) return;
     /* the first term: -prior_c / (m_c + 1e-8) on each sample's own class */
     for (int i = 0; i < n; i++) {
         int y = (int)job->labels[i];
-        if (y < c0 || y >= c1) continue;
+        if (y < first || y >= last) continue;
         job->dlogits[(size_t)i * C + y] -= (float)(job->scale * job->prior[y] / (job->count[y] + 1e-8));
     }
 }
 
-lade_status lade_lader(double *loss, float *dlogits, float scale, const float *logits,
-                       const int64_t *labels, int n, int classes, const float *prior,
-                       float remine_lambda, lade_lader_form form) {
-    lade_status st = check_batch(logits, labels, n, classes);
-    if (st) return st;
-    if ((st = lade_check_prior(prior, classes, "prior"))) return st;
-    if (!isfinite(remine_lambda) || remine_lambda < 0)
-        return lade_fail(LADE_EINVAL, "argument 'remine_lambda' must be finite and >= 0, got %g",
-                         (double)remine_lambda);
-    if (form != LADE_LADER_OFFICIAL && form != LADE_LADER_PAPER)
-        return lade_fail(LADE_EINVAL, "argument 'form' must be official (0) or paper (1), got %d", (int)form);
-    /* one block: own_sum, count, term (doubles), col_max, col_sum (floats), row_offset (floats) */
+static lade_status check_lader(const float *prior, int classes, float remine_lambda, lade_lader_form form) {
+    lade_status st = lade_check_prior(prior, classes, "prior");
+    if (!st) st = lt_check_nonnegative(remine_lambda, "remine_lambda");
+    if (!st && form != LADE_LADER_OFFICIAL && form != LADE_LADER_PAPER)
+        st = lade_fail(LADE_EINVAL, "argument 'form' must be official (0) or paper (1), got %d", (int)form);
+    return st;
+}
+
+/* LADER on checked arguments; log_prior (C) holds log(prior + 1e-9). */
+static lade_status lader_run(double *loss, float *dlogits, float scale, const float *logits, const int64_t *labels,
+                             int n, int classes, const float *prior, const double *log_prior, float remine_lambda,
+                             lade_lader_form form) {
+    /* one block: own_sum, count, term (doubles), row_offset (floats) */
     size_t C = (size_t)classes;
-    size_t bytes = 3 * C * sizeof(double) + 2 * C * sizeof(float) + (size_t)n * sizeof(float);
+    size_t bytes = 3 * C * sizeof(double) + (size_t)n * sizeof(float);
     double *own_sum = lade_alloc(bytes);
     if (!own_sum) return lade_fail(LADE_ENOMEM, "no memory for LADER scratch (%zu bytes)", bytes);
     double *count = own_sum + C, *term = count + C;
-    float *col_max = (float *)(term + C), *col_sum = col_max + C, *row_offset = col_sum + C;
+    float *row_offset = (float *)(term + C);
     memset(own_sum, 0, 2 * C * sizeof(double));
     for (int i = 0; i < n; i++) {
         int y = (int)labels[i];
@@ -233,18 +256,86 @@ lade_status lade_lader(double *loss, float *dlogits, float scale, const float *l
     }
     double log_uniform = log(1.0 / classes + 1e-9);
     if (form == LADE_LADER_PAPER)
-        for (int i = 0; i < n; i++)
-            row_offset[i] = (float)(log_uniform - log((double)prior[labels[i]] + 1e-9));
-    lader_job job = {logits, labels, prior, form == LADE_LADER_PAPER ? row_offset : NULL, dlogits, scale,
-                     remine_lambda, n, classes, (int)form, own_sum, count, term, col_max, col_sum, log_uniform};
+        for (int i = 0; i < n; i++) row_offset[i] = (float)(log_uniform - log_prior[labels[i]]);
+    lader_job job = {logits, labels, prior, log_prior, form == LADE_LADER_PAPER ? row_offset : NULL, dlogits, scale,
+                     remine_lambda, n, classes, (int)form, own_sum, count, term, log_uniform, 0};
+    size_t groups = (C + LT_LANES - 1) / LT_LANES;
     if ((size_t)n * C >= PARALLEL_MIN_ELEMS)
-        lade_parallel_for(C, lader_cols, &job);
+        lade_parallel_for(groups, lader_cols, &job);
     else
-        lader_cols(&job, 0, C);
+        lader_cols(&job, 0, groups);
     double total = 0;
     for (int c = 0; c < classes; c++) total -= term[c];
     lade_free(own_sum);
+    if (job.failed) return lade_fail(LADE_ENOMEM, "no memory for LADER's exponentials (%d rows)", n);
     *loss = total;
+    return LADE_OK;
+}
+
+/* *log_prior = log(prior + 1e-9) (C doubles, LADER's) and, in the same block, *offset = the
+ * same rounded to float (C floats, LADE-CE's offset); lade_free(*log_prior) frees both. */
+static lade_status log_prior_new(double **log_prior, float **offset, const float *prior, int classes) {
+    double *lp = lade_alloc((size_t)classes * (sizeof(double) + sizeof(float)));
+    if (!lp) return lade_fail(LADE_ENOMEM, "no memory for %d log priors", classes);
+    float *off = (float *)(lp + classes);
+    for (int c = 0; c < classes; c++) {
+        lp[c] = log((double)prior[c] + 1e-9);
+        off[c] = (float)lp[c];
+    }
+    *log_prior = lp;
+    *offset = off;
+    return LADE_OK;
+}
+
+lade_status lade_lader(double *loss, float *dlogits, float scale, const float *logits,
+                       const int64_t *labels, int n, int classes, const float *prior,
+                       float remine_lambda, lade_lader_form form) {
+    lade_status st = check_batch(logits, labels, n, classes);
+    if (!st) st = check_lader(prior, classes, remine_lambda, form);
+    double *log_prior = NULL;
+    float *offset = NULL;
+    if (st || (st = log_prior_new(&log_prior, &offset, prior, classes))) return st;
+    st = lader_run(loss, dlogits, scale, logits, labels, n, classes, prior, log_prior, remine_lambda, form);
+    lade_free(log_prior);
+    return st;
+}
+
+lade_status lade_lade_ce(double *loss, float *dlogits, float scale, const float *logits,
+                         const int64_t *labels, int n, int classes, const float *prior) {
+    lade_status st = lade_check_prior(prior, classes, "prior");
+    if (!st) st = check_batch(logits, labels, n, classes);
+    double *log_prior = NULL;
+    float *offset = NULL;
+    if (st || (st = log_prior_new(&log_prior, &offset, prior, classes))) return st;
+    lade_ce_config cfg = lade_ce_config_default();
+    cfg.offset = offset;
+    st = ce_run(loss, dlogits, scale, logits, labels, n, classes, &cfg);
+    lade_free(log_prior);
+    return st;
+}
+
+/* ---- the LADE loss ------------------------------------------------------------------- */
+lade_status lade_lade_loss(double *loss, double *lade_ce, double *lader, float *dlogits, float scale,
+                           const float *logits, const int64_t *labels, int n, int classes, const float *prior,
+                           double alpha, float remine_lambda, lade_lader_form form) {
+    lade_status st = check_batch(logits, labels, n, classes);
+    if (!st) st = check_lader(prior, classes, remine_lambda, form);
+    if (!st) st = lt_check_nonnegative(alpha, "alpha");
+    double *log_prior = NULL;
+    float *offset = NULL;
+    if (st || (st = log_prior_new(&log_prior, &offset, prior, classes))) return st;
+    lade_ce_config cfg = lade_ce_config_default();
+    cfg.offset = offset;
+    double ce = 0, reg = 0;
+    st = ce_run(&ce, dlogits, scale, logits, labels, n, classes, &cfg);
+    if (!st)
+        st = lader_run(&reg, dlogits, (float)(scale * alpha), logits, labels, n, classes, prior, log_prior,
+                       remine_lambda, form);
+    lade_free(log_prior);
+    if (st) return st;
+    *loss = ce + alpha * reg;
+    if (lade_ce) *lade_ce = ce;
+    if (lader) *lader = reg;
     return LADE_OK;
 }
 

@@ -26,22 +26,18 @@ static lade_status lade_ce(lade_call *c) {
 }
 
 /* alpha scales the gradient */
-static lade_status lader_term(lade_call *c, double *value) {
-    return lade_lader(value, F32(c, "grad"), (float)lade_num(c, "alpha"), F32(c, "logits"), I64(c, "labels"), NC(c),
-                      F32(c, "prior"), (float)lade_num(c, "remine_lambda"), (lade_lader_form)lade_int(c, "form"));
-}
 static lade_status lader(lade_call *c) {
     zero_grad(c);
-    return lader_term(c, &c->ret[0]);
+    return lade_lader(&c->ret[0], F32(c, "grad"), (float)lade_num(c, "alpha"), F32(c, "logits"), I64(c, "labels"),
+                      NC(c), F32(c, "prior"), (float)lade_num(c, "remine_lambda"), (lade_lader_form)lade_int(c, "form"));
 }
 
 /* ret = (lade_ce + alpha * lader, lade_ce, lader) */
 static lade_status lade_loss(lade_call *c) {
-    lade_status st = lade_ce(c);
-    if (!st) st = lader_term(c, &c->ret[2]);
-    c->ret[1] = c->ret[0];
-    c->ret[0] = c->ret[1] + lade_num(c, "alpha") * c->ret[2];
-    return st;
+    zero_grad(c);
+    return lade_lade_loss(&c->ret[0], &c->ret[1], &c->ret[2], F32(c, "grad"), 1.0f, F32(c, "logits"),
+                          I64(c, "labels"), NC(c), F32(c, "prior"), lade_num(c, "alpha"),
+                          (float)lade_num(c, "remine_lambda"), (lade_lader_form)lade_int(c, "form"));
 }
 
 static lade_status log_prior(lade_call *c) {

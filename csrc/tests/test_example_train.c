@@ -1,6 +1,6 @@
 /* test_example_train.c - the C core used from C alone, as lade.h's overview points to: a small
  * CIFAR-style data set in memory, the batch loader with the CIFAR training augmentation, a
- * ResNet-32, softmax cross-entropy and SGD, for a few steps. The training step is the one of
+ * ResNet-32, the LADE loss (LADE-CE + alpha * LADER) and SGD, for a few steps. The training step is the one of
  * lade.train_step: forward with the BN statistics update deferred, loss, backward, SGD, and only
  * then the BN statistics, so a refused step changes nothing. */
 #include <stdlib.h>
@@ -58,6 +58,11 @@ TEST(example_train_a_resnet32_from_c) {
     static float images[BATCH * 3 * SIDE * SIDE];
     int64_t batch_labels[BATCH];
     float logits[BATCH * CLASSES], dlogits[BATCH * CLASSES];
+    /* the training prior of the LADE loss, from the labels' counts */
+    int64_t counts[CLASSES];
+    float prior[CLASSES];
+    CHECK_OK(lade_class_counts(counts, labels, IMAGES, CLASSES));
+    CHECK_OK(lade_prior_from_counts(prior, counts, CLASSES, 0.0));
 
     double first_epoch = 0, last_epoch = 0;
     int steps = 0;
@@ -73,7 +78,8 @@ TEST(example_train_a_resnet32_from_c) {
             /* one training step */
             CHECK_OK(lade_resnet_forward(net, images, n, SIDE, SIDE, LADE_TRAIN, 1, logits));
             memset(dlogits, 0, sizeof dlogits); /* losses add into the gradient */
-            CHECK_OK(lade_softmax_ce(&loss, dlogits, 1.0f, logits, batch_labels, n, CLASSES));
+            CHECK_OK(lade_lade_loss(&loss, NULL, NULL, dlogits, 1.0f, logits, batch_labels, n, CLASSES, prior, 0.1,
+                                    0.01f, LADE_LADER_OFFICIAL));
             lade_resnet_zero_grad(net);
             CHECK_OK(lade_resnet_backward(net, dlogits, n));
             CHECK_OK(lade_sgd_step(lade_resnet_params(net), lade_resnet_grads(net), velocity, NULL, num_params,

@@ -28,6 +28,103 @@ TEST(lt_exp_is_accurate) {
     CHECK(lt_exp(-1000.0f) < 1e-37f && lt_exp(-1000.0f) >= 0);
 }
 
+/* the vector exponential and the row helpers give the scalar code's bits */
+TEST(vector_helpers_match_scalar_code) {
+    enum { LEN = 5 * LT_LANES + 7 };
+    float x[LEN], e[LEN];
+    fill(x, LEN, 11, 30.0);
+    x[3] = -1000.0f; /* clamped */
+    x[4] = 1000.0f;
+    for (int k = 0; k + LT_LANES <= LEN; k += LT_LANES) {
+        lt_vec v = lt_exp_vec(lt_load(x + k));
+        for (int j = 0; j < LT_LANES; j++) CHECK(v[j] == lt_exp(x[k + j]));
+    }
+    x[4] = 0.0f;
+    float max = x[0], partial[LT_LANES] = {0}, sum = 0.0f;
+    for (int k = 0; k < LEN; k++) max = x[k] > max ? x[k] : max;
+    CHECK(lt_row_max(x, LEN) == max);
+    float total = lt_exp_shift_sum(e, x, max, LEN);
+    int full = LEN / LT_LANES * LT_LANES;
+    for (int k = 0; k < full; k++) partial[k % LT_LANES] += lt_exp(x[k] - max);
+    for (int k = full; k < LEN; k++) sum += lt_exp(x[k] - max);
+    for (int j = 0; j < LT_LANES; j++) sum += partial[j];
+    CHECK(total == sum && lt_sum(e, LEN) == sum);
+    for (int k = 0; k < LEN; k++) CHECK(e[k] == lt_exp(x[k] - max));
+}
+
+/* lade_lade_loss against lade_lade_ce then lade_lader with scale * alpha, bit for bit: small
+ * batches and one on the thread pool whose classes end in a partial vector group */
+TEST(lade_loss_is_its_parts) {
+    const int shapes[3][2] = {{N, K}, {7, 37}, {256, 300}};
+    for (int s = 0; s < 3; s++)
+        for (int form = 0; form < 2; form++) {
+            int n = shapes[s][0], k = shapes[s][1];
+            size_t size = (size_t)n * k;
+            float *z = malloc(size * sizeof(float)), *g1 = malloc(size * sizeof(float));
+            float *g2 = malloc(size * sizeof(float)), *prior = malloc((size_t)k * sizeof(float));
+            int64_t *y = malloc((size_t)n * sizeof(int64_t)), *counts = malloc((size_t)k * sizeof(int64_t));
+            fill(z, (int)size, 20 + (uint64_t)s, 3.0);
+            fill(g1, (int)size, 30 + (uint64_t)s, 0.1); /* gradients accumulate */
+            memcpy(g2, g1, size * sizeof(float));
+            for (int i = 0; i < n; i++) y[i] = (i * 7 + 3) % k;
+            CHECK_OK(lade_lt_profile(counts, k, 500.0, 0.01, LADE_PROFILE_EXP));
+            CHECK_OK(lade_prior_from_counts(prior, counts, k, 0.0));
+            double total, ce, reg, ce_part, reg_part;
+            const double alpha = 0.1;
+            const float scale = 0.5f, lambda = form ? 0.3f : 0.01f;
+            CHECK_OK(lade_lade_loss(&total, &ce, &reg, g1, scale, z, y, n, k, prior, alpha, lambda,
+                                    (lade_lader_form)form));
+            CHECK_OK(lade_lade_ce(&ce_part, g2, scale, z, y, n, k, prior));
+            CHECK_OK(lade_lader(&reg_part, g2, (float)(scale * alpha), z, y, n, k, prior, lambda, (lade_lader_form)form));
+            CHECK(ce == ce_part && reg == reg_part && total == ce_part + alpha * reg_part);
+            CHECK(memcmp(g1, g2, size * sizeof(float)) == 0);
+            double value_only;
+            CHECK_OK(lade_lade_loss(&value_only, NULL, NULL, NULL, 1.0f, z, y, n, k, prior, alpha, lambda,
+                                    (lade_lader_form)form));
+            CHECK(value_only == total);
+            free(z), free(g1), free(g2), free(prior), free(y), free(counts);
+        }
+}
+
+TEST(lade_loss_checks_its_arguments) {
+    float z[N * K], g[N * K] = {0};
+    fill(z, N * K, 5, 1.0);
+    double v;
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, PRIOR, -0.1, 0.01f, 0) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "'alpha' must be finite and >= 0") != NULL);
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, PRIOR, NAN, 0.01f, 0) == LADE_EINVAL);
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, PRIOR, 0.1, -1.0f, 0) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "'remine_lambda' must be finite and >= 0") != NULL);
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, PRIOR, 0.1, 0.01f, (lade_lader_form)2) ==
+          LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "'form'") != NULL);
+    float wrong[K] = {0.5f, 0.5f, 0.5f, 0.1f, 0.1f};
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, wrong, 0.1, 0.01f, 0) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "'prior' must sum to 1") != NULL);
+    int64_t bad[N] = {0, 1, 5, 0, 0, 0};
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, bad, N, K, PRIOR, 0.1, 0.01f, 0) == LADE_ERANGE);
+    z[7] = INFINITY;
+    CHECK(lade_lade_loss(&v, NULL, NULL, g, 1.0f, z, LABELS, N, K, PRIOR, 0.1, 0.01f, 0) == LADE_ENONFINITE);
+    CHECK(strstr(lade_error_detail(), "at [1, 2]") != NULL);
+    for (int k = 0; k < N * K; k++) CHECK(g[k] == 0.0f); /* refused before any work */
+}
+
+/* the non-finite scan skips clean blocks and names the first bad value past them */
+TEST(nonfinite_logits_found_past_the_first_block) {
+    enum { ROWS = 40, COLS = 100 };
+    static float z[ROWS * COLS];
+    fill(z, ROWS * COLS, 6, 1.0);
+    z[3 * COLS + 7] = NAN; /* rows 3 and 35 */
+    z[35 * COLS + 9] = -INFINITY;
+    int64_t y[ROWS] = {0};
+    double v;
+    CHECK(lade_softmax_ce(&v, NULL, 1.0f, z, y, ROWS, COLS) == LADE_ENONFINITE);
+    CHECK(strstr(lade_error_detail(), "at [3, 7]") != NULL);
+    z[3 * COLS + 7] = 0.0f;
+    CHECK(lade_softmax_ce(&v, NULL, 1.0f, z, y, ROWS, COLS) == LADE_ENONFINITE);
+    CHECK(strstr(lade_error_detail(), "at [35, 9]") != NULL);
+}
+
 TEST(losses_accumulate_with_scale) {
     float z[N * K], g1[N * K] = {0}, g2[N * K] = {0};
     fill(z, N * K, 1, 2.0);
