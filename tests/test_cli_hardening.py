@@ -472,3 +472,43 @@ def test_corrupt_data_is_one_line_naming_the_archive(tiny_root, tmp_path, capsys
     line = _one_error_line(err)
     assert code == 2 and "cifar-10-binary.tar.gz" in line and "damaged or truncated gzip" in line
     assert not out.exists()  # nothing was created
+
+
+# ------------------------------------------------------------- issue 28: silent wrong results
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("name: dup\noptim:\n  lr: 0.1\nrun:\n  seed: 1\noptim:\n  epochs: 3\n", "'optim'", "lines 2 and 6"),
+    ("name: dup\noptim:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\n", "'lr'", "lines 3 and 5"),
+    ("name: dup\nrun: {seed: 1, seed: 2}\n", "'seed'", "lines 2 and 2"),
+])
+def test_a_config_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path, capsys, text, key, lines):
+    cfg_file = tmp_path / "dup.yaml"
+    cfg_file.write_text(text)
+    code, _, err = run_main(["train", "--config", cfg_file, "--out", tmp_path / "run", "--data-root", tmp_path], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "dup.yaml" in line and f"key {key} appears twice ({lines})" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("  optim.lr: [1, 1.0]\n", "same config twice ({'optim.lr': 1} and {'optim.lr': 1.0})"),
+    ("  optim.lr: [1, 2]\n  optim.lr: [3]\n", "key 'optim.lr' appears twice (lines 4 and 5)"),
+])
+def test_a_sweep_grid_cannot_list_one_config_twice(tmp_path, capsys, grid, expected):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"base: cifar10_lt_10_lade\nout: {tmp_path / 'sw'}\ngrid:\n{grid}")
+    code, _, err = run_main(["sweep", path, "--dry-run"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("lade sweep") and expected in line, line
+    assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_a_binary_sweep_or_config_file_is_named(tmp_path, capsys, command):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"base: \x8a\xff\x00\x01")
+    args = ["sweep", path, "--dry-run"] if command == "sweep" else ["train", "--config", path, "--out", tmp_path / "r",
+                                                                     "--data-root", tmp_path]
+    code, _, err = run_main(args, capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "binary.yaml' is not a UTF-8 text file (byte 6 is 0x8a)" in line, line
