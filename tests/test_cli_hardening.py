@@ -512,3 +512,103 @@ def test_a_binary_sweep_or_config_file_is_named(tmp_path, capsys, command):
     code, _, err = run_main(args, capsys)
     line = _one_error_line(err)
     assert code == 2 and "binary.yaml' is not a UTF-8 text file (byte 6 is 0x8a)" in line, line
+
+
+def _logit_files(folder, logits, labels, counts):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in (("logits", logits), ("labels", labels), ("counts", counts)):
+        np.save(folder / f"{name}.npy", a)
+    return ["evaluate", "--logits", folder / "logits.npy", "--labels", folder / "labels.npy", "--train-counts",
+            folder / "counts.npy"]
+
+
+def test_evaluate_logits_sums_huge_train_counts_without_wrapping(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    args = _logit_files(tmp_path, rng.normal(size=(40, 4)).astype(np.float32), np.arange(40) % 4,
+                        np.full(4, 2 ** 62, np.int64))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--estimated-prior", "none"], capsys)
+    assert code == 0, err
+    setup = json.loads((tmp_path / "out" / "results.json").read_text())["setup"]
+    assert setup["train_images"] == 2 ** 64  # an int64 sum wraps to 0
+
+
+def test_an_infinite_zero_count_floor_is_named_as_the_option(tmp_path, capsys):
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.array([5, 0, 3, 2]))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--zero-count-floor", "inf"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("lade.evaluate: zero_count_floor (--zero-count-floor)") and "inf" in line
+
+
+def test_evaluate_of_100000_classes_needs_no_class_by_class_matrix(tmp_path, capsys):
+    """The per-class accuracy of 100,000 classes came from a 100,000 x 100,000 confusion matrix (80 GB,
+    'internal error'); it needs only the (4, 100000) logits now."""
+    classes = 100_000
+    logits = np.random.default_rng(0).normal(size=(4, classes)).astype(np.float32)
+    logits[np.arange(4), [0, 1, 2, 5]] = 10  # right, right, right, wrong
+    args = _logit_files(tmp_path, logits, np.arange(4), np.arange(1, classes + 1))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--estimated-prior", "none"], capsys)
+    assert code == 0, err
+    per_class = json.loads((tmp_path / "out" / "results.json").read_text())["methods"][1]["per_class"]
+    assert len(per_class) == classes and per_class[:4] == [1.0, 1.0, 1.0, 0.0]
+    assert all(v != v for v in per_class[4:])  # NaN: no test image
+
+
+def test_a_npy_header_claiming_10_14_floats_is_refused_before_loading(tmp_path, capsys):
+    from numpy.lib import format as npy_format
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.full(4, 5))
+    with open(tmp_path / "logits.npy", "wb") as f:  # 400 TB claimed, 64 bytes held: nothing may be allocated
+        npy_format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 7, 10 ** 7)})
+        f.write(bytes(64))
+    code, _, err = run_main(args + ["--out", tmp_path / "out"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "logits file" in line and "logits.npy" in line and "(10000000, 10000000)" in line, line
+    assert "the file holds 64" in line
+
+
+def test_an_npz_that_unpacks_past_memory_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """A 4 MB array that compresses to a few KB stands in for a 4 GB zip bomb: the limit is set to 1 MB, so
+    the test needs no memory; the member's size comes from the zip directory."""
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.full(4, 5))
+    np.savez_compressed(tmp_path / "logits.npz", logits=np.zeros((1024, 1024), np.float32))
+    assert (tmp_path / "logits.npz").stat().st_size < 100_000
+    args[2] = tmp_path / "logits.npz"
+    loaded = []
+    monkeypatch.setattr(runs, "memory_bytes", lambda: 1 << 20, raising=False)
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: loaded.append(key), raising=True)
+    code, _, err = run_main(args + ["--out", tmp_path / "out"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "logits.npz" in line and "4,194,304 bytes" in line and "1,048,576" in line, line
+    assert not loaded
+
+
+def test_a_full_disk_in_evaluate_names_the_file_and_leaves_no_tmp(finished_run, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch):
+    """On a 16 KB tmpfs when mounting is permitted, else with ENOSPC injected into every write's fsync."""
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "16k")
+    try:
+        if not mounted:
+            real_fsync = os.fsync
+
+            def full_disk(fd):
+                if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                real_fsync(fd)
+            monkeypatch.setattr(os, "fsync", full_disk)
+        args = ["evaluate", "--logits", finished_run / "test_logits.npy", "--labels", finished_run / "test_labels.npy",
+                "--train-counts", finished_run / "train_counts.npy", "--out", disk / "out", "--estimated-prior", "none"]
+        code, _, err = run_main(args, capsys)
+        line = _one_error_line(err)
+        assert code == 2 and "No space left on device" in line and str(disk / "out") in line, (mounted, line)
+        assert not list((disk / "out").glob("*.tmp"))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_features_names_a_garbage_test_logits_file_before_the_slow_part(finished_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(finished_run, tmp_path / "run")
+    (run / "test_logits.npy").write_bytes(b"\x93NUMPY garbage")
+    code, _, err = run_main(["features", run], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "test_logits.npy" in line, line

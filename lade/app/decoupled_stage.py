@@ -16,7 +16,7 @@ from lade import decoupled, nn, priors
 from lade.app import config as config_mod
 from lade.app import report as report_mod
 from lade.app.datasets import load_dataset
-from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
+from lade.app.runs import RunError, load_arrays, load_checkpoint, log, run_status, save_atomic
 from lade.app.training import build_model, eval_logits
 
 __all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
@@ -48,6 +48,9 @@ def save_features(run_dir, out=None, data_root=None):
     into an .npz (default RUN_DIR/features.npz). Checks that fc on the test features gives the
     saved test logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
+    saved = load_arrays(run_dir)["test_logits"]  # first: a damaged file is named before the slow part
+    if saved is None:
+        raise RunError(f"lade features: '{run_dir / 'test_logits.npy'}' is missing; it is written when a run finishes")
     data = load_dataset(cfg, _data_root(run_dir, data_root))
     net = build_model(cfg, data.classes)
     o = cfg["optim"]
@@ -62,7 +65,6 @@ def save_features(run_dir, out=None, data_root=None):
         logits = eval_logits(net, images, batch, cfg["data"]["resolution"], features=arrays[f"{split}_features"])
         arrays[f"{split}_labels"] = labels
         if split == "test":
-            saved = np.load(run_dir / "test_logits.npy")
             if saved.shape != logits.shape or not np.allclose(saved, logits, rtol=1e-4, atol=1e-4):
                 raise RunError(f"lade: the checkpoint of '{run_dir}' does not give its saved test logits (the data "
                                "or the code changed since it was trained)")

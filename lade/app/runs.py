@@ -24,12 +24,15 @@ import fcntl
 import json
 import math
 import os
+import resource
 import subprocess
+import zipfile
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 import lade
 
@@ -37,7 +40,7 @@ from lade.app import config as config_mod
 
 __all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "RUN_FILES", "log", "save_atomic", "save_npy", "save_checkpoint",
            "load_checkpoint", "read_metrics", "run_status", "check_run_dir", "RunLock", "clear_run_dir",
-           "load_arrays", "begin_session", "write_metrics"]
+           "load_arrays", "begin_session", "write_metrics", "memory_bytes", "check_array_file"]
 
 CHECKPOINT = "checkpoint.npz"
 _CHECKPOINT_VERSION = 1
@@ -123,6 +126,52 @@ def load_checkpoint(run_dir, net, opt, cfg, ranks=1):
     opt.velocity[...] = arrays["velocity"]
     opt.steps, opt.lr = steps, lr
     return epoch
+
+
+def memory_bytes():
+    """What this process may allocate at most: the physical memory, or less under ulimit -v."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return total if soft == resource.RLIM_INFINITY else min(total, soft)
+
+
+def _claimed_bytes(f, size, who, where):
+    """The bytes the .npy header at f's position claims; RunError when the `size` bytes there cannot hold them.
+    None for a header that does not parse (the loader names that)."""
+    try:
+        version = npy_format.read_magic(f)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError):
+        return None
+    claimed, held = math.prod(shape) * dtype.itemsize, size - f.tell()
+    if claimed > held:
+        raise RunError(f"{who} '{where}': its header claims a {dtype} array of shape {shape} ({claimed:,} bytes), the "
+                       f"file holds {held:,}; it is damaged")
+    return claimed
+
+
+def check_array_file(path, who):
+    """Reads only the headers of a .npy file or of the members of an .npz (their sizes from the zip directory)
+    and raises RunError naming `who` and the file when an array claims more bytes than its file holds or than
+    memory_bytes(): a damaged header or a zip bomb is refused before anything is allocated."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                claims = []
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        claims.append(_claimed_bytes(f, info.file_size, who, f"{path}:{info.filename}") or 0)
+                claimed = sum(claims)
+        else:
+            with open(path, "rb") as f:
+                claimed = _claimed_bytes(f, os.fstat(f.fileno()).st_size, who, path) or 0
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return  # unreadable: the loader names it
+    if claimed > memory_bytes():
+        raise RunError(f"{who} '{path}' unpacks to {claimed:,} bytes of arrays, more than this process can allocate "
+                       f"({memory_bytes():,} bytes)")
 
 
 def save_npy(path, array):
@@ -266,6 +315,7 @@ def load_arrays(run_dir):
         if not p.is_file():
             out[name] = None
             continue
+        check_array_file(p, "lade:")
         try:
             a = np.load(p, allow_pickle=False)
         except Exception as e:
