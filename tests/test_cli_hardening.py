@@ -612,3 +612,43 @@ def test_features_names_a_garbage_test_logits_file_before_the_slow_part(finished
     code, _, err = run_main(["features", run], capsys)
     line = _one_error_line(err)
     assert code == 2 and "test_logits.npy" in line, line
+
+
+# ------------------------------------------------------------- issue 28: runs that can be resumed
+
+def test_a_full_disk_at_the_first_epochs_checkpoint_leaves_a_resumable_run(tiny_root, tmp_path, capsys,  # noqa: F811
+                                                                             monkeypatch):
+    """ENOSPC while writing the checkpoint of epoch 1 (a kill -9 there leaves the same folder: the metrics row of
+    epoch 1 and no checkpoint of it). --resume redoes epoch 1 and ends with the weights of an uninterrupted run."""
+    reference = tmp_path / "reference"
+    assert run_main(train_args(tiny_root, reference, "optim.epochs=2", "--no-report"), capsys)[0] == 0
+    run = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.npz.tmp") and (run / "metrics.jsonl").is_file() \
+                and (run / "metrics.jsonl").read_text():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", full_disk)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--no-report"), capsys)
+    assert code == 2 and "No space left on device" in _one_error_line(err)
+    assert _epochs(run) == [1]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--resume", "--no-report"), capsys)
+    assert code == 0, err
+    assert _epochs(run) == [1, 2]
+    with np.load(run / runs.CHECKPOINT) as a, np.load(reference / runs.CHECKPOINT) as b:
+        for key in ("params", "buffers", "velocity", "steps", "epoch"):
+            assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_kill_while_writing_the_marker_leaves_a_usable_folder(tiny_root, tmp_path, capsys, flag):  # noqa: F811
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / (runs.RUN_MARKER + ".tmp")).write_bytes(b"a lade run fol")  # killed mid-write: only the .tmp exists
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=1", flag, "--no-report"), capsys)
+    assert code == 0, err
+    assert runs.run_status(run) == "finished" and (run / runs.RUN_MARKER).is_file()
+    assert not list(run.glob("*.tmp"))

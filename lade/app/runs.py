@@ -6,9 +6,10 @@ A run folder holds::
     run.json             per session: start time, overrides, data root, thread count, lade version, git
                          commit, CPU and kernel variant (what decides the bits)
     metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
-    checkpoint.npz       written atomically after every epoch: weights, BN statistics, SGD velocity
-                         and step count, the number of finished epochs (the loader's order is a pure
-                         function of (run.seed, epoch), so that number is the whole sampler/RNG state)
+    checkpoint.npz       written atomically at the start (epoch 0) and after every epoch: weights, BN
+                         statistics, SGD velocity and step count, the number of finished epochs (the
+                         loader's order is a pure function of (run.seed, epoch), so that number is the
+                         whole sampler/RNG state)
     train_counts.npy     per-class training counts (the source prior)
     test_logits.npy      raw logits f on the test set, test_labels.npy
     calib_logits.npy     raw logits on a held-out labelled source set (for EM / BBSE), calib_labels.npy
@@ -238,7 +239,9 @@ def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"lade: run folder '{run_dir}' exists and is not a folder")
     saved_path = run_dir / "config.yaml"
-    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    # a kill while lade wrote its first file (the marker) leaves only that file's .tmp: still an empty folder
+    leftovers = {name + ".tmp" for name in RUN_FILES}
+    has_files = run_dir.is_dir() and any(p.name not in leftovers for p in run_dir.iterdir())
     if overwrite and has_files and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"lade: '{run_dir}' has no {RUN_MARKER} marker, so it is not provably a lade run folder; "
                        f"--overwrite refuses to delete anything in it (delete it yourself or use another folder)")
