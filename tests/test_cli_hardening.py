@@ -652,3 +652,55 @@ def test_a_kill_while_writing_the_marker_leaves_a_usable_folder(tiny_root, tmp_p
     assert code == 0, err
     assert runs.run_status(run) == "finished" and (run / runs.RUN_MARKER).is_file()
     assert not list(run.glob("*.tmp"))
+
+
+# ------------------------------------------------------------- issue 28: output folders
+
+def _users_folder(path):
+    path.mkdir()
+    (path / "report.md").write_text("my own report")
+    (path / "results.json").write_text("{\"mine\": 1}")
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+@pytest.mark.parametrize("command", ["evaluate --logits", "evaluate RUN --out", "decoupled", "compare"])
+def test_an_output_folder_lade_did_not_make_is_refused_and_one_it_made_is_reused(finished_run, tmp_path, capsys,  # noqa: F811
+                                                                                 command):
+    run = _copy(finished_run, tmp_path / "run")
+
+    def args(out):
+        if command == "evaluate --logits":
+            return ["evaluate", "--logits", run / "test_logits.npy", "--labels", run / "test_labels.npy",
+                    "--train-counts", run / "train_counts.npy", "--estimated-prior", "none", "--out", out]
+        if command == "evaluate RUN --out":
+            return ["evaluate", run, "--out", out]
+        if command == "decoupled":
+            return ["decoupled", run, "--out", out, "--epochs", 1]
+        return ["compare", "--out", out, "--data-root", tmp_path / "nowhere", "--quiet"]
+    mine = tmp_path / "mine"
+    before = _users_folder(mine)
+    (tmp_path / "nowhere").mkdir()
+    code, _, err = run_main(args(mine), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"output folder '{mine}' is not empty" in line and runs.OUTPUT_MARKER in line, line
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    if command.startswith("evaluate"):  # a folder lade made is reused: the command runs twice
+        for _ in range(2):
+            code, _, err = run_main(args(tmp_path / "ours"), capsys)
+            assert code == 0, err
+        assert (tmp_path / "ours" / runs.OUTPUT_MARKER).is_file()
+
+
+def test_features_refuses_to_replace_a_file_it_did_not_write(finished_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(finished_run, tmp_path / "run")
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, weights=np.arange(3))
+    code, _, err = run_main(["features", run, "--out", mine], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"--out '{mine}' exists and is not a features file" in line, line
+    with np.load(mine) as z:
+        assert z.files == ["weights"]
+    ours = tmp_path / "features.npz"
+    for _ in range(2):  # its own file is replaced
+        code, _, err = run_main(["features", run, "--out", ours], capsys)
+        assert code == 0, err

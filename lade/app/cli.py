@@ -71,7 +71,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from lade.app import report
+    from lade.app import report, runs
     files = [args.logits, args.labels, args.train_counts]
     if any(f is not None for f in files) or args.calib_logits or args.calib_labels:
         if args.run_dirs:
@@ -79,10 +79,11 @@ def cmd_evaluate(args):
                                          "not both")
         if any(f is None for f in files):
             raise config_mod.ConfigError("lade evaluate: --logits, --labels and --train-counts go together")
+        out = Path(args.out or "runs/logits_report")
+        runs.check_output_dir(out)  # before the evaluation, which may take minutes
         results = report.evaluate_logit_files(
             args.logits, args.labels, args.train_counts, args.calib_logits, args.calib_labels, method=args.method,
             estimated_prior=args.estimated_prior, zero_count_floor=args.zero_count_floor, name=Path(args.logits).stem)
-        out = Path(args.out or "runs/logits_report")
         text = report.write_logits_report(results, out)
         _err(f"lade: wrote {out / 'report.md'}")
         print(text)
@@ -94,6 +95,7 @@ def cmd_evaluate(args):
         _err(f"lade: wrote {Path(args.run_dirs[0]) / 'report.md'}")
     else:
         out = args.out or "runs/comparison"
+        runs.check_output_dir(out)
         text = report.write_comparison(args.run_dirs, out)
         _err(f"lade: wrote {Path(out) / 'comparison.md'}")
     print(text)
@@ -122,6 +124,7 @@ def cmd_compare(args):
     for cfg, _ in configs:  # every input problem shows up before the first run starts
         datasets.resolve_data_root(cfg, args.data_root)
         runs.check_run_dir(out / cfg["name"], cfg, resume=True)
+    runs.output_dir(out)  # holds the runs and the comparison: marked before the runs are made in it
     # With --stop-after every run advances by N epochs in turn, so that long runs progress together.
     run_dirs, unfinished = [], []
     for cfg, changes in configs:

@@ -22,7 +22,7 @@ import numpy as np
 
 from lade.app import config as config_mod
 from lade import losses, metrics, posthoc, prior_shift
-from lade.app.runs import RunError, check_array_file, load_arrays, run_status, save_atomic
+from lade.app.runs import RunError, check_array_file, load_arrays, output_dir, run_status, save_atomic
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset
 
@@ -532,8 +532,7 @@ def write_logits_report(results, out_dir, title=None):
     """Writes report.md, results.json and the PNGs of evaluate_logits results (one dict or a list
     of them, side by side) into out_dir. Returns the markdown."""
     results = [results] if isinstance(results, dict) else list(results)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
     figures = _plots(results, out_dir)
     text = _markdown(results, title or f"Evaluation of {', '.join(r['name'] for r in results)}", figures)
     _write(out_dir / "results.json", json.dumps(results if len(results) > 1 else results[0], indent=1))
@@ -811,8 +810,7 @@ def seed_comparison(results):
 
 def write_comparison(run_dirs, out_dir, title="Comparison"):
     """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns the markdown."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
     results = [write_run_report(d)[1] for d in run_dirs]
     figures = _plots(results, out_dir, prefix="comparison_")
     summary = _table(["method", "uniform top-1", "many", "medium", "few", "F50", "B50", "B50 (EM p_t)", "ECE-15",

@@ -39,7 +39,7 @@ import lade
 
 from lade.app import config as config_mod
 
-__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "RUN_FILES", "log", "save_atomic", "save_npy", "save_checkpoint",
+__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "OUTPUT_MARKER", "RUN_FILES", "output_dir", "check_output_dir", "log", "save_atomic", "save_npy", "save_checkpoint",
            "load_checkpoint", "read_metrics", "run_status", "check_run_dir", "RunLock", "clear_run_dir",
            "load_arrays", "begin_session", "write_metrics", "memory_bytes", "check_array_file"]
 
@@ -216,6 +216,35 @@ RUN_FILES = (RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", CHECKPOINT,
              "test_logits.npy", "test_labels.npy", "calib_logits.npy", "calib_labels.npy", "final.json",
              "report.md", "results.json", "per_class_accuracy.png", "shifted_tests.png", "reliability.png",
              "features.npz")
+
+
+OUTPUT_MARKER = ".lade-output"  # written first into every report folder lade creates (evaluate, decoupled, compare)
+
+
+def check_output_dir(out_dir):
+    """Whether the report folder `out_dir` is lade's (it holds OUTPUT_MARKER or RUN_MARKER), without touching
+    it. An existing folder that is not empty and holds neither is refused (RunError naming it): its files are
+    not lade's to replace."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"lade: output folder '{out_dir}' exists and is not a folder")
+    ours = any((out_dir / marker).is_file() for marker in (OUTPUT_MARKER, RUN_MARKER))
+    if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
+        raise RunError(f"lade: output folder '{out_dir}' is not empty and has no {OUTPUT_MARKER} marker, so lade did not "
+                       f"make it; refusing to write into it (use another --out, or an empty folder)")
+    return ours
+
+
+def output_dir(out_dir):
+    """Creates the report folder `out_dir` with OUTPUT_MARKER, or reuses one lade made before; refuses
+    another as check_output_dir does. Returns the folder as a Path."""
+    out_dir = Path(out_dir)
+    ours = check_output_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not ours:
+        save_atomic(out_dir / OUTPUT_MARKER, lambda f: f.write(b"a lade report folder: lade may replace the files it "
+                                                               b"wrote here\n"))
+    return out_dir
 
 
 def run_status(run_dir):
