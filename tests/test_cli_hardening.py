@@ -704,3 +704,35 @@ def test_features_refuses_to_replace_a_file_it_did_not_write(finished_run, tmp_p
     for _ in range(2):  # its own file is replaced
         code, _, err = run_main(["features", run, "--out", ours], capsys)
         assert code == 0, err
+
+
+# ------------------------------------------------------------- issue 28: ray sweeps
+
+def _ray_grid(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": "cifar10_lt_10_lade", "out": str(tmp_path / "sw"),
+                                    "fixed": {"optim.epochs": 1}, "grid": {"optim.lr": [0.005]}}))
+    return grid
+
+
+def test_a_ray_address_nothing_answers_on_is_refused_within_seconds(tiny_root, tmp_path, capsys):  # noqa: F811
+    import socket
+    import time
+    with socket.socket() as s:  # a free local port: nothing listens on it once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, _, err = run_main(["sweep", _ray_grid(tmp_path), "--backend", "ray", "--address", f"127.0.0.1:{port}",
+                             "--data-root", tiny_root], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"--address 127.0.0.1:{port}" in line and "no Ray cluster answers" in line, line
+    assert time.monotonic() - started < 15
+
+
+def test_a_ray_stopped_file_holding_a_list_is_named(tiny_root, tmp_path, capsys):  # noqa: F811
+    grid = _ray_grid(tmp_path)
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "ray_stopped.json").write_text("[1, 2]")
+    code, _, err = run_main(["sweep", grid, "--backend", "ray", "--data-root", tiny_root], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "ray_stopped.json': expected an object mapping run folder names to epochs" in line, line

@@ -182,6 +182,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None, backend="local", addre
     if backend == "ray":
         from lade.app import sweep_ray  # Ray is imported only here
         settings = sweep_ray.check_settings(spec["ray"])
+        sweep_ray.check_address(address)
         stopped = sweep_ray.stopped_early(spec["out"])
     todo = [r for r in runs if run_status(r[0]) != "finished" and r[0].name not in stopped]
     sys.stderr.write(f"lade sweep: {len(runs)} runs, {len(runs) - len(todo) - len(stopped)} finished, "
