@@ -664,8 +664,8 @@ def _users_folder(path):
 
 
 @pytest.mark.parametrize("command", ["evaluate --logits", "evaluate RUN --out", "decoupled", "compare"])
-def test_an_output_folder_lade_did_not_make_is_refused_and_one_it_made_is_reused(finished_run, tmp_path, capsys,  # noqa: F811
-                                                                                 command):
+def test_an_output_folder_lade_did_not_make_is_refused_and_one_it_made_is_reused(finished_run, tmp_path,  # noqa: F811
+                                                                                 capsys, command):
     run = _copy(finished_run, tmp_path / "run")
 
     def args(out):
@@ -736,3 +736,75 @@ def test_a_ray_stopped_file_holding_a_list_is_named(tiny_root, tmp_path, capsys)
     code, _, err = run_main(["sweep", grid, "--backend", "ray", "--data-root", tiny_root], capsys)
     line = _one_error_line(err)
     assert code == 2 and "ray_stopped.json': expected an object mapping run folder names to epochs" in line, line
+
+
+# ------------------------------------------------------------- issue 28: list files and image folders
+
+def _file_dataset(root, train=(12, 6, 3), test=(3, 3, 3)):
+    """root/{train,test}/c<k>/<i>.jpg and root/{train,test}.txt listing them."""
+    jpeg = _jpeg_bytes()
+    for split, counts in (("train", train), ("test", test)):
+        lines = []
+        for c, n in enumerate(counts):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                (root / split / f"c{c}" / f"{i}.jpg").write_bytes(jpeg)
+                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    return root
+
+
+def _file_args(root, out, dataset="listfile", *extra):
+    names = ("train.txt", "test.txt") if dataset == "listfile" else ("train", "test")
+    return ["train", "--config", "cifar10_lt_10_lade", "--out", out, "--data-root", root, "--quiet",
+            f"data.dataset={dataset}", f"data.train={names[0]}", f"data.test={names[1]}", "data.lt_subset=false",
+            "optim.batch_size=4", "optim.warmup_epochs=0", "optim.epochs=1", "run.threads=1", "run.num_workers=1",
+            *extra]
+
+
+def test_a_list_file_run_reports_the_imbalance_its_counts_have(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    code, text, err = run_main(_file_args(root, out), capsys)
+    assert code == 0, err
+    setup = json.loads((out / "results.json").read_text())["setup"]
+    assert setup["imbalance"] == 4.0  # 12 / 3; the config's data.imbalance (10) is not applied without lt_subset
+    assert "| listfile | 4 |" in text
+
+
+@pytest.mark.parametrize("split, text, expected", [
+    ("train", "", "key 'data.train': '{root}/bad.txt' lists no images"),
+    ("test", "", "key 'data.test': '{root}/bad.txt' has no image of the 3 training classes"),
+    ("train", "train/c0/0.jpg 99999999999\n", "class 0 has no image in the training data '{root}/bad.txt' (labels "
+                                               "must be 0..99999999999, each with an image; the largest label, "
+                                               "99999999999, is on line 1)"),
+])
+def test_a_bad_list_file_is_named_before_training(tmp_path, capsys, split, text, expected):
+    root = _file_dataset(tmp_path / "data")
+    (root / "bad.txt").write_text(text)
+    out = tmp_path / "run"
+    code, _, err = run_main(_file_args(root, out, "listfile", f"data.{split}=bad.txt"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and expected.format(root=root) in line, line
+    assert not out.exists()
+
+
+def test_an_empty_last_class_folder_is_named(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data")
+    for p in (root / "train" / "c2").iterdir():
+        p.unlink()
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"class 2 (c2) has no image in the training data '{root / 'train'}'" in line, line
+    (root / "train" / "c2").rmdir()
+    (root / "train" / "c2").symlink_to(root / "train")  # a loop back to its parent: no images of its own
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    assert code == 2 and "class 2 (c2) has no image" in _one_error_line(err)
+
+
+def test_class_folders_that_differ_are_named_where_they_differ(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data", train=(3,) * 7, test=(1,) * 7)
+    (root / "test" / "c5").rename(root / "test" / "c5x")
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "class 5 is 'c5' in data.train and 'c5x' in data.test" in line, line

@@ -253,7 +253,9 @@ def evaluate_run(run_dir, estimated_prior=True):
     form = losses.test_time_form(cfg["loss"]["name"])
     result = _evaluate(f, y, counts, p_s, form, cfg["loss"]["name"], calib, "full", estimated_prior, [])
     result.update(name=cfg["name"], run_dir=str(run_dir), setup={
-        "dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"], "epochs": cfg["optim"]["epochs"],
+        # the imbalance the counts have: data.imbalance is not applied to a file list with data.lt_subset false
+        "dataset": cfg["data"]["dataset"], "imbalance": float(counts.max() / counts.min()),
+        "epochs": cfg["optim"]["epochs"],
         "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"],
         "model_seed": cfg["model"]["seed"], "train_images": final["train_images"], "test_images": final["test_images"],
         "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]})

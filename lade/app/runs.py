@@ -39,9 +39,9 @@ import lade
 
 from lade.app import config as config_mod
 
-__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "OUTPUT_MARKER", "RUN_FILES", "output_dir", "check_output_dir", "log", "save_atomic", "save_npy", "save_checkpoint",
-           "load_checkpoint", "read_metrics", "run_status", "check_run_dir", "RunLock", "clear_run_dir",
-           "load_arrays", "begin_session", "write_metrics", "memory_bytes", "check_array_file"]
+__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "OUTPUT_MARKER", "RUN_FILES", "output_dir", "check_output_dir", "log",
+           "save_atomic", "save_npy", "save_checkpoint", "load_checkpoint", "read_metrics", "run_status", "check_run_dir",
+           "RunLock", "clear_run_dir", "load_arrays", "begin_session", "write_metrics", "memory_bytes", "check_array_file"]
 
 CHECKPOINT = "checkpoint.npz"
 _CHECKPOINT_VERSION = 1
@@ -230,8 +230,8 @@ def check_output_dir(out_dir):
         raise RunError(f"lade: output folder '{out_dir}' exists and is not a folder")
     ours = any((out_dir / marker).is_file() for marker in (OUTPUT_MARKER, RUN_MARKER))
     if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
-        raise RunError(f"lade: output folder '{out_dir}' is not empty and has no {OUTPUT_MARKER} marker, so lade did not "
-                       f"make it; refusing to write into it (use another --out, or an empty folder)")
+        raise RunError(f"lade: output folder '{out_dir}' is not empty and has no {OUTPUT_MARKER} marker, so lade did "
+                       f"not make it; refusing to write into it (use another --out, or an empty folder)")
     return ours
 
 

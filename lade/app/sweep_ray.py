@@ -75,7 +75,8 @@ def check_address(address):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise config_mod.ConfigError(f"lade sweep: --address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+        raise config_mod.ConfigError(f"lade sweep: --address must be HOST:PORT, ray://HOST:PORT or auto, got "
+                                     f"{address!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as e:
