@@ -252,9 +252,11 @@ def evaluate_run(run_dir, estimated_prior=True):
     p_s = prior_from_counts(counts)
     form = losses.test_time_form(cfg["loss"]["name"])
     result = _evaluate(f, y, counts, p_s, form, cfg["loss"]["name"], calib, "full", estimated_prior, [])
+    d = cfg["data"]
+    # a file list taken as it is (data.lt_subset false) has the imbalance of its counts, not data.imbalance
+    as_listed = d["dataset"] in ("listfile", "imagefolder") and not d["lt_subset"]
     result.update(name=cfg["name"], run_dir=str(run_dir), setup={
-        # the imbalance the counts have: data.imbalance is not applied to a file list with data.lt_subset false
-        "dataset": cfg["data"]["dataset"], "imbalance": float(counts.max() / counts.min()),
+        "dataset": d["dataset"], "imbalance": float(counts.max() / counts.min()) if as_listed else d["imbalance"],
         "epochs": cfg["optim"]["epochs"],
         "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"],
         "model_seed": cfg["model"]["seed"], "train_images": final["train_images"], "test_images": final["test_images"],
