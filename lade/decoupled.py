@@ -77,7 +77,8 @@ def _fit(func, features, labels, classes, init, seed, loss, prior, alpha, remine
     classes = _classes(labels, classes, func)
     seed = _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
     weight, bias = _init(classes, features.shape[1], init, seed, func)
-    extra = {} if prior is None else dict(prior=as_prior(prior), alpha=alpha, remine_lambda=remine_lambda)
+    extra = {} if prior is None else dict(prior=as_prior(prior, "prior", func), alpha=alpha,
+                                          remine_lambda=remine_lambda)
     fit = _C.lade_fit if loss else _C.crt_fit
     last = fit(features, labels, weight, bias, loss=loss, seed=seed, **sgd, **extra)
     return weight, bias, last

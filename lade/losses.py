@@ -61,7 +61,7 @@ class SoftmaxCE(_Loss):
     """Plain softmax cross-entropy. `prior` (optional) is only used for PC at test time."""
 
     def __init__(self, prior=None):
-        self.prior = None if prior is None else as_prior(prior)
+        self.prior = None if prior is None else as_prior(prior, "prior", "lade.losses.SoftmaxCE")
 
     def __call__(self, logits, labels, grad=None):
         return _C.softmax_ce(logits, labels, grad)
@@ -77,7 +77,7 @@ class LADECELoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, prior):
-        self.prior = as_prior(prior)
+        self.prior = as_prior(prior, "prior", "lade.losses.LADECELoss")
 
     def __call__(self, logits, labels, grad=None):
         return _C.lade_ce(logits, labels, self.prior, grad)
@@ -89,7 +89,7 @@ class LADERLoss(_Loss):
 
     def __init__(self, prior, remine_lambda, form="official"):
         func = "lade.losses.LADERLoss"
-        self.prior = as_prior(prior)
+        self.prior = as_prior(prior, "prior", "lade.losses.LADERLoss")
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
         self.remine_lambda = _args.real(remine_lambda, func, "remine_lambda", 0.0)
@@ -107,7 +107,7 @@ class LADELoss(_Loss):
 
     def __init__(self, prior, alpha, remine_lambda, form="official"):
         func = "lade.losses.LADELoss"
-        self.prior = as_prior(prior)
+        self.prior = as_prior(prior, "prior", "lade.losses.LADELoss")
         if form not in _LADER_FORMS:
             raise ValueError(f"{func}: argument 'form' must be 'official' or 'paper', got {form!r}")
         self.alpha = _args.real(alpha, func, "alpha", 0.0)
@@ -127,7 +127,7 @@ class LogitAdjustedLoss(_Loss):
     test_time_form = "add_target"
 
     def __init__(self, prior, tau):
-        self.prior = as_prior(prior)
+        self.prior = as_prior(prior, "prior", "lade.losses.LogitAdjustedLoss")
         self.offset = _C.log_prior(self.prior, tau)
         self.tau = float(tau)
 
@@ -140,7 +140,7 @@ class FocalLoss(_Loss):
 
     def __init__(self, gamma, prior=None):
         self.gamma = _args.real(gamma, "lade.losses.FocalLoss", "gamma", 0.0)
-        self.prior = None if prior is None else as_prior(prior)
+        self.prior = None if prior is None else as_prior(prior, "prior", "lade.losses.FocalLoss")
 
     def __call__(self, logits, labels, grad=None):
         return _C.focal(logits, labels, grad, gamma=self.gamma)
@@ -196,7 +196,7 @@ def softmax_ce(logits, labels, grad=None):
 
 
 def lade_ce(logits, labels, prior, grad=None):
-    return _C.lade_ce(logits, labels, as_prior(prior), grad)
+    return _C.lade_ce(logits, labels, as_prior(prior, "prior", "lade.losses.lade_ce"), grad)
 
 
 balanced_softmax = lade_ce

@@ -18,24 +18,27 @@ __all__ = ["pc_adjust", "lade_adjust", "logit_adjust", "pc_softmax", "lade_softm
            "fit_temperature", "TemperatureScaling"]
 
 
-def _prior(prior, arg):
-    return None if prior is None else as_float32(prior, arg)
+def _prior(prior, arg, func):
+    return None if prior is None else as_float32(prior, arg, func)
 
 
 def pc_adjust(logits, source_prior, target_prior=None, out=None):
     """PC Softmax logits f - log p_s + log p_t (uniform target when target_prior is None)."""
-    return _C.pc_adjust(logits, _prior(source_prior, "source_prior"), 1.0, _prior(target_prior, "target_prior"), out)
+    func = "lade.posthoc.pc_adjust"
+    return _C.pc_adjust(logits, _prior(source_prior, "source_prior", func), 1.0,
+                        _prior(target_prior, "target_prior", func), out)
 
 
 def lade_adjust(logits, target_prior=None, out=None):
     """LADE / Balanced Softmax test-time logits f + log p_t (unchanged for a uniform target)."""
-    return _C.lade_adjust(logits, None, 0.0, _prior(target_prior, "target_prior"), out)
+    return _C.lade_adjust(logits, None, 0.0, _prior(target_prior, "target_prior", "lade.posthoc.lade_adjust"), out)
 
 
 def logit_adjust(logits, source_prior, tau=1.0, target_prior=None, out=None):
     """Post-hoc logit adjustment f - tau * log p_s (+ log p_t when given)."""
-    return _C.logit_adjust(logits, _prior(source_prior, "source_prior"), tau, _prior(target_prior, "target_prior"),
-                           out)
+    func = "lade.posthoc.logit_adjust"
+    return _C.logit_adjust(logits, _prior(source_prior, "source_prior", func), tau,
+                           _prior(target_prior, "target_prior", func), out)
 
 
 def softmax(logits, temperature=1.0, bias=None, out=None):

@@ -126,6 +126,7 @@ __all__ = ["adapt", "PriorShiftResult", "GATE_LEVEL", "em_prior", "tilted_prior"
            "reweight", "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
+_REWEIGHT, _TILTED = "lade.prior_shift.reweight", "lade.prior_shift.tilted_prior"
 COND_LIMIT = 1e4
 GATE_LEVEL = 0.05  # the default significance level of adapt's gate
 _TILT_MAX_ITER = 200  # Newton steps of tilted_prior (it converges in under 20 on real models)
@@ -159,7 +160,8 @@ class PriorShiftResult:
 
 def reweight(probs, from_prior, to_prior, out=None):
     """Posteriors moved from one prior to another: p * to / from, renormalised per row."""
-    return _C.reweight(probs, as_float32(from_prior, "from_prior"), as_float32(to_prior, "to_prior"), out)
+    return _C.reweight(probs, as_float32(from_prior, "from_prior", _REWEIGHT),
+                       as_float32(to_prior, "to_prior", _REWEIGHT), out)
 
 
 def mean_posterior(probs):
@@ -173,7 +175,7 @@ def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000, 
     gives the MAP estimate under a Dirichlet(1 + pseudo_count) prior. accelerate=True takes SQUAREM
     steps (the same fixed point in fewer passes over the rows; iterations then counts EM maps).
     Returns (prior, iterations, converged, loglik)."""
-    ref = as_float32(reference_prior, "reference_prior")
+    ref = as_float32(reference_prior, "reference_prior", "lade.prior_shift.em_prior")
     return _C.em_prior(probs, ref, pseudo_count=pseudo_count, tol=tol, max_iter=max_iter, accelerate=accelerate)
 
 
@@ -181,7 +183,8 @@ def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, r
     """BBSE (Lipton 2018) solved as least squares over the simplex. Returns (prior,
     condition_number, fell_back); warns on fallback."""
     func = "lade.prior_shift.bbse_prior"
-    out, cond, fell_back = _C.bbse_prior(calib_probs, calib_labels, test_probs, as_float32(source_prior, "source_prior"),
+    source_prior = as_float32(source_prior, "source_prior", func)
+    out, cond, fell_back = _C.bbse_prior(calib_probs, calib_labels, test_probs, source_prior,
                                          cond_limit, soft=soft, ridge=ridge)
     if fell_back:
         warnings.warn(f"{func}: the calibration confusion matrix is ill-conditioned (1-norm condition number "
@@ -194,7 +197,8 @@ def tilted_prior(probs, reference_prior, tilt_prior, tol=1e-10, max_iter=_TILT_M
     """Maximum-likelihood prior within the tilted family p_g ∝ reference_prior * tilt_prior^g, on
     posteriors `probs` that embody reference_prior. Returns (prior, g, loglik, iterations,
     converged); 2 * loglik is the likelihood-ratio statistic of g = 0 (1 dof)."""
-    return _C.tilt_prior(probs, as_float32(reference_prior, "reference_prior"), as_float32(tilt_prior, "tilt_prior"),
+    return _C.tilt_prior(probs, as_float32(reference_prior, "reference_prior", _TILTED),
+                          as_float32(tilt_prior, "tilt_prior", _TILTED),
                          tol=tol, max_iter=max_iter)
 
 
@@ -240,9 +244,9 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         if clash:
             raise ValueError(f"{_FUNC}: argument 'family'={family!r} is an EM estimate without shrinkage, few labels "
                              f"or bootstrap; it cannot be combined with {', '.join(clash)}")
-    source = as_float32(source_prior, "source_prior")
+    source = as_float32(source_prior, "source_prior", _FUNC)
     classes = source.shape[0]
-    tilt = source if tilt_prior is None else as_float32(tilt_prior, "tilt_prior")
+    tilt = source if tilt_prior is None else as_float32(tilt_prior, "tilt_prior", _FUNC)
     if tilt.shape != source.shape:
         raise ValueError(f"{_FUNC}: argument 'tilt_prior' must have shape ({classes},) like source_prior, got "
                          f"{tilt.shape}")

@@ -14,24 +14,29 @@ __all__ = ["cifar_lt_counts", "lt_profile", "class_counts", "prior_from_counts",
 _PROFILES = {"exp": 0, "step": 1}
 
 
-def as_float32(prior, arg="prior"):
-    """`prior` as a float32 vector, converted (a small copy) when it is not one already; C checks it."""
+def as_float32(prior, arg="prior", func="lade.priors.as_float32"):
+    """`prior` as a float32 vector, converted (a small copy) when it is not one already; C checks it.
+    Errors name `func`, the public function the user called."""
     try:
         return np.ascontiguousarray(prior, dtype=np.float32)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"argument '{arg}' must be a vector of probabilities ({e})") from None
+        raise TypeError(f"{func}: argument '{arg}' must be a vector of probabilities ({e})") from None
 
 
-def as_prior(prior, arg="prior"):
-    """Returns `prior` as a validated float32 vector (a small copy when it is not one already)."""
-    p = as_float32(prior, arg)
-    _C.check_prior(p, arg)
+def as_prior(prior, arg="prior", func="lade.priors.as_prior"):
+    """Returns `prior` as a validated float32 vector (a small copy when it is not one already); errors name
+    `func`, the public function the user called."""
+    p = as_float32(prior, arg, func)
+    try:
+        _C.check_prior(p, arg)
+    except (ValueError, FloatingPointError) as e:  # C names its own binding; the user called func
+        raise type(e)(str(e).replace("lade.priors.check_prior", func, 1)) from None
     return p
 
 
 def check_prior(prior, arg="prior"):
     """Raises ValueError/FloatingPointError unless `prior` is a valid prior."""
-    as_prior(prior, arg)
+    as_prior(prior, arg, "lade.priors.check_prior")
 
 
 def lt_profile(classes, img_max, ratio, profile="exp"):

@@ -138,7 +138,7 @@ def shifted_test_subset(test_labels, train_prior, ratio, direction, img_max=None
     func = "lade.sampling.shifted_test_subset"
     if direction not in _DIRECTIONS:
         raise ValueError(f"{func}: argument 'direction' must be 'forward', 'backward' or 'uniform', got {direction!r}")
-    prior = as_prior(train_prior, "train_prior")
+    prior = as_prior(train_prior, "train_prior", func)
     if img_max is None:
         img_max = int(class_counts(test_labels, prior.shape[0]).min())
     counts = _C.shift_counts(prior, img_max, ratio, _DIRECTIONS[direction])
@@ -151,7 +151,7 @@ def prior_test_subset(test_labels, target_prior, img_max=None):
     max(1, int(img_max * p_c / max p)) of its samples in stored order (the most common class
     img_max, every class at least one). img_max defaults to the smallest class count of
     test_labels. Returns ShiftedSubset(indices, counts, prior)."""
-    prior = as_prior(target_prior, "target_prior").astype(np.float64)
+    prior = as_prior(target_prior, "target_prior", "lade.sampling.prior_test_subset").astype(np.float64)
     if img_max is None:
         img_max = int(class_counts(test_labels, prior.shape[0]).min())
     counts = np.maximum(1, (img_max * prior / prior.max()).astype(np.int64))

@@ -195,3 +195,37 @@ def test_int_arguments_take_an_int_or_a_sequence_of_ints_of_any_integer_type():
         nn.conv2d_forward(x, w, stride=(1, 1, 1))
     with pytest.raises(ValueError, match=r"argument 'milestones' must be 32-bit ints \(at most 64\)"):
         nn.warmup_multistep_lr(0.1, 3, 5, 0.5, list(range(65)), 0.1)
+
+
+def test_fast_bbse_with_a_class_missing_from_the_held_out_set_falls_back_by_name():
+    """evaluate_logits' fast protocol with BBSE: a held-out set without class 4 cannot be inverted, so BBSE
+    falls back to no adjustment (it raised NameError: name 'form' is not defined)."""
+    from lade.app import report
+    rng = np.random.default_rng(0)
+    classes = 5
+    y = np.repeat(np.arange(classes), 60)
+    f = (rng.normal(size=(y.size, classes)) + 3 * np.eye(classes)[y]).astype(np.float32)
+    cy = np.repeat(np.arange(classes - 1), 20)
+    cf = (rng.normal(size=(cy.size, classes)) + 3 * np.eye(classes)[cy]).astype(np.float32)
+    r = report.evaluate_logits(f, y, np.array([100, 50, 20, 10, 5]), cf, cy, estimated_prior="fast", fast_bbse=True)
+    assert any("BBSE fell back to no adjustment" in n for n in r["notes"])
+    assert all(v is not None for v in r["shift"]["accuracy"]["bbse"])
+
+
+@pytest.mark.parametrize("call, func", [
+    (lambda p: lade.posthoc.pc_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.pc_adjust"),
+    (lambda p: lade.posthoc.lade_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.lade_adjust"),
+    (lambda p: lade.posthoc.logit_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.logit_adjust"),
+    (lambda p: prior_shift.adapt(np.zeros((2, 4), np.float32), p), "lade.prior_shift.adapt"),
+    (lambda p: prior_shift.em_prior(np.full((2, 4), 0.25, np.float32), p), "lade.prior_shift.em_prior"),
+    (lambda p: lade.losses.LADELoss(p, 0.1, 0.01), "lade.losses.LADELoss"),
+    (lambda p: lade.losses.lade_ce(np.zeros((2, 4), np.float32), np.zeros(2, np.int64), p), "lade.losses.lade_ce"),
+    (lambda p: sampling.shifted_test_subset(np.arange(4), p, 10, "forward"), "lade.sampling.shifted_test_subset"),
+    (lambda p: sampling.prior_test_subset(np.arange(4), p), "lade.sampling.prior_test_subset"),
+    (lambda p: lade.decoupled.lade_retrain(np.zeros((4, 3), np.float32), np.arange(4), p, 4),
+     "lade.decoupled.lade_retrain"),
+])
+@pytest.mark.parametrize("prior", ["abcd", [0.5, 0.6, 0.1, 0.1]])
+def test_a_bad_prior_names_the_function_called(call, func, prior):
+    with pytest.raises((TypeError, ValueError), match=f"^{func}: argument '\\w+'"):
+        call(prior)

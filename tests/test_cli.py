@@ -243,12 +243,12 @@ def test_stop_and_resume_gives_the_same_weights(tiny_root, reference_run, tmp_pa
     assert [json.loads(ln)["epoch"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def _start_and_kill(cmd, out):
-    """Starts a training process, SIGKILLs it right after its first checkpoint, and returns the
-    number of epochs the checkpoint holds."""
+def _start_and_kill(cmd, out, epoch=1):
+    """Starts a training process, SIGKILLs it right after its first checkpoint of at least `epoch` finished
+    epochs (0: the one written before the first epoch), and returns the number of epochs the checkpoint holds."""
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not (out / runs.CHECKPOINT).exists():
+    while not (out / runs.CHECKPOINT).exists() or _final_state(out)["epoch"] < epoch:
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.02)
@@ -268,6 +268,17 @@ def test_kill_9_and_resume_gives_the_same_weights(tiny_root, reference_run, tmp_
         if killed_at < 3:
             break
     assert runs.run_status(out) == "running" and 1 <= killed_at < 3
+    res = subprocess.run(cmd + ["--resume", "--no-report"], env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"after epoch {killed_at}" in res.stderr
+    _assert_same_state(_final_state(out), _final_state(reference_run))
+
+
+def test_kill_9_after_the_epoch_0_checkpoint_and_resume_gives_the_same_weights(tiny_root, reference_run, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lade"] + [str(a) for a in train_args(tiny_root, out, "optim.epochs=3")]
+    killed_at = _start_and_kill(cmd, out, epoch=0)
+    assert runs.run_status(out) == "running" and killed_at < 3
     res = subprocess.run(cmd + ["--resume", "--no-report"], env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert f"after epoch {killed_at}" in res.stderr

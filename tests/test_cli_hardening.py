@@ -472,3 +472,339 @@ def test_corrupt_data_is_one_line_naming_the_archive(tiny_root, tmp_path, capsys
     line = _one_error_line(err)
     assert code == 2 and "cifar-10-binary.tar.gz" in line and "damaged or truncated gzip" in line
     assert not out.exists()  # nothing was created
+
+
+# ------------------------------------------------------------- issue 28: silent wrong results
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("name: dup\noptim:\n  lr: 0.1\nrun:\n  seed: 1\noptim:\n  epochs: 3\n", "'optim'", "lines 2 and 6"),
+    ("name: dup\noptim:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\n", "'lr'", "lines 3 and 5"),
+    ("name: dup\nrun: {seed: 1, seed: 2}\n", "'seed'", "lines 2 and 2"),
+])
+def test_a_config_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path, capsys, text, key, lines):
+    cfg_file = tmp_path / "dup.yaml"
+    cfg_file.write_text(text)
+    code, _, err = run_main(["train", "--config", cfg_file, "--out", tmp_path / "run", "--data-root", tmp_path], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "dup.yaml" in line and f"key {key} appears twice ({lines})" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("  optim.lr: [1, 1.0]\n", "same config twice ({'optim.lr': 1} and {'optim.lr': 1.0})"),
+    ("  optim.lr: [1, 2]\n  optim.lr: [3]\n", "key 'optim.lr' appears twice (lines 4 and 5)"),
+])
+def test_a_sweep_grid_cannot_list_one_config_twice(tmp_path, capsys, grid, expected):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"base: cifar10_lt_10_lade\nout: {tmp_path / 'sw'}\ngrid:\n{grid}")
+    code, _, err = run_main(["sweep", path, "--dry-run"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("lade sweep") and expected in line, line
+    assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_a_binary_sweep_or_config_file_is_named(tmp_path, capsys, command):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"base: \x8a\xff\x00\x01")
+    args = ["sweep", path, "--dry-run"] if command == "sweep" else ["train", "--config", path, "--out", tmp_path / "r",
+                                                                     "--data-root", tmp_path]
+    code, _, err = run_main(args, capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "binary.yaml' is not a UTF-8 text file (byte 6 is 0x8a)" in line, line
+
+
+def _logit_files(folder, logits, labels, counts):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in (("logits", logits), ("labels", labels), ("counts", counts)):
+        np.save(folder / f"{name}.npy", a)
+    return ["evaluate", "--logits", folder / "logits.npy", "--labels", folder / "labels.npy", "--train-counts",
+            folder / "counts.npy"]
+
+
+def test_evaluate_logits_sums_huge_train_counts_without_wrapping(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    args = _logit_files(tmp_path, rng.normal(size=(40, 4)).astype(np.float32), np.arange(40) % 4,
+                        np.full(4, 2 ** 62, np.int64))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--estimated-prior", "none"], capsys)
+    assert code == 0, err
+    setup = json.loads((tmp_path / "out" / "results.json").read_text())["setup"]
+    assert setup["train_images"] == 2 ** 64  # an int64 sum wraps to 0
+
+
+def test_an_infinite_zero_count_floor_is_named_as_the_option(tmp_path, capsys):
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.array([5, 0, 3, 2]))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--zero-count-floor", "inf"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("lade.evaluate: zero_count_floor (--zero-count-floor)") and "inf" in line
+
+
+def test_evaluate_of_100000_classes_needs_no_class_by_class_matrix(tmp_path, capsys):
+    """The per-class accuracy of 100,000 classes came from a 100,000 x 100,000 confusion matrix (80 GB,
+    'internal error'); it needs only the (4, 100000) logits now."""
+    classes = 100_000
+    logits = np.random.default_rng(0).normal(size=(4, classes)).astype(np.float32)
+    logits[np.arange(4), [0, 1, 2, 5]] = 10  # right, right, right, wrong
+    args = _logit_files(tmp_path, logits, np.arange(4), np.arange(1, classes + 1))
+    code, _, err = run_main(args + ["--out", tmp_path / "out", "--estimated-prior", "none"], capsys)
+    assert code == 0, err
+    per_class = json.loads((tmp_path / "out" / "results.json").read_text())["methods"][1]["per_class"]
+    assert len(per_class) == classes and per_class[:4] == [1.0, 1.0, 1.0, 0.0]
+    assert all(v != v for v in per_class[4:])  # NaN: no test image
+
+
+def test_a_npy_header_claiming_10_14_floats_is_refused_before_loading(tmp_path, capsys):
+    from numpy.lib import format as npy_format
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.full(4, 5))
+    with open(tmp_path / "logits.npy", "wb") as f:  # 400 TB claimed, 64 bytes held: nothing may be allocated
+        npy_format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 7, 10 ** 7)})
+        f.write(bytes(64))
+    code, _, err = run_main(args + ["--out", tmp_path / "out"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "logits file" in line and "logits.npy" in line and "(10000000, 10000000)" in line, line
+    assert "the file holds 64" in line
+
+
+def test_an_npz_that_unpacks_past_memory_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """A 4 MB array that compresses to a few KB stands in for a 4 GB zip bomb: the limit is set to 1 MB, so
+    the test needs no memory; the member's size comes from the zip directory."""
+    args = _logit_files(tmp_path, np.zeros((8, 4), np.float32), np.arange(8) % 4, np.full(4, 5))
+    np.savez_compressed(tmp_path / "logits.npz", logits=np.zeros((1024, 1024), np.float32))
+    assert (tmp_path / "logits.npz").stat().st_size < 100_000
+    args[2] = tmp_path / "logits.npz"
+    loaded = []
+    monkeypatch.setattr(runs, "memory_bytes", lambda: 1 << 20, raising=False)
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: loaded.append(key), raising=True)
+    code, _, err = run_main(args + ["--out", tmp_path / "out"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "logits.npz" in line and "4,194,304 bytes" in line and "1,048,576" in line, line
+    assert not loaded
+
+
+def test_a_full_disk_in_evaluate_names_the_file_and_leaves_no_tmp(finished_run, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch):
+    """On a 16 KB tmpfs when mounting is permitted, else with ENOSPC injected into every write's fsync."""
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "16k")
+    try:
+        if not mounted:
+            real_fsync = os.fsync
+
+            def full_disk(fd):
+                if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                real_fsync(fd)
+            monkeypatch.setattr(os, "fsync", full_disk)
+        args = ["evaluate", "--logits", finished_run / "test_logits.npy", "--labels", finished_run / "test_labels.npy",
+                "--train-counts", finished_run / "train_counts.npy", "--out", disk / "out", "--estimated-prior", "none"]
+        code, _, err = run_main(args, capsys)
+        line = _one_error_line(err)
+        assert code == 2 and "No space left on device" in line and str(disk / "out") in line, (mounted, line)
+        assert not list((disk / "out").glob("*.tmp"))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_features_names_a_garbage_test_logits_file_before_the_slow_part(finished_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(finished_run, tmp_path / "run")
+    (run / "test_logits.npy").write_bytes(b"\x93NUMPY garbage")
+    code, _, err = run_main(["features", run], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "test_logits.npy" in line, line
+
+
+# ------------------------------------------------------------- issue 28: runs that can be resumed
+
+def test_a_full_disk_at_the_first_epochs_checkpoint_leaves_a_resumable_run(tiny_root, tmp_path, capsys,  # noqa: F811
+                                                                             monkeypatch):
+    """ENOSPC while writing the checkpoint of epoch 1 (a kill -9 there leaves the same folder: the metrics row of
+    epoch 1 and no checkpoint of it). --resume redoes epoch 1 and ends with the weights of an uninterrupted run."""
+    reference = tmp_path / "reference"
+    assert run_main(train_args(tiny_root, reference, "optim.epochs=2", "--no-report"), capsys)[0] == 0
+    run = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.npz.tmp") and (run / "metrics.jsonl").is_file() \
+                and (run / "metrics.jsonl").read_text():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", full_disk)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--no-report"), capsys)
+    assert code == 2 and "No space left on device" in _one_error_line(err)
+    assert _epochs(run) == [1]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--resume", "--no-report"), capsys)
+    assert code == 0, err
+    assert _epochs(run) == [1, 2]
+    with np.load(run / runs.CHECKPOINT) as a, np.load(reference / runs.CHECKPOINT) as b:
+        for key in ("params", "buffers", "velocity", "steps", "epoch"):
+            assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_kill_while_writing_the_marker_leaves_a_usable_folder(tiny_root, tmp_path, capsys, flag):  # noqa: F811
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / (runs.RUN_MARKER + ".tmp")).write_bytes(b"a lade run fol")  # killed mid-write: only the .tmp exists
+    code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=1", flag, "--no-report"), capsys)
+    assert code == 0, err
+    assert runs.run_status(run) == "finished" and (run / runs.RUN_MARKER).is_file()
+    assert not list(run.glob("*.tmp"))
+
+
+# ------------------------------------------------------------- issue 28: output folders
+
+def _users_folder(path):
+    path.mkdir()
+    (path / "report.md").write_text("my own report")
+    (path / "results.json").write_text("{\"mine\": 1}")
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+@pytest.mark.parametrize("command", ["evaluate --logits", "evaluate RUN --out", "decoupled", "compare"])
+def test_an_output_folder_lade_did_not_make_is_refused_and_one_it_made_is_reused(finished_run, tmp_path,  # noqa: F811
+                                                                                 capsys, command):
+    run = _copy(finished_run, tmp_path / "run")
+
+    def args(out):
+        if command == "evaluate --logits":
+            return ["evaluate", "--logits", run / "test_logits.npy", "--labels", run / "test_labels.npy",
+                    "--train-counts", run / "train_counts.npy", "--estimated-prior", "none", "--out", out]
+        if command == "evaluate RUN --out":
+            return ["evaluate", run, "--out", out]
+        if command == "decoupled":
+            return ["decoupled", run, "--out", out, "--epochs", 1]
+        return ["compare", "--out", out, "--data-root", tmp_path / "nowhere", "--quiet"]
+    mine = tmp_path / "mine"
+    before = _users_folder(mine)
+    (tmp_path / "nowhere").mkdir()
+    code, _, err = run_main(args(mine), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"output folder '{mine}' is not empty" in line and runs.OUTPUT_MARKER in line, line
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    if command.startswith("evaluate"):  # a folder lade made is reused: the command runs twice
+        for _ in range(2):
+            code, _, err = run_main(args(tmp_path / "ours"), capsys)
+            assert code == 0, err
+        assert (tmp_path / "ours" / runs.OUTPUT_MARKER).is_file()
+
+
+def test_features_refuses_to_replace_a_file_it_did_not_write(finished_run, tmp_path, capsys):  # noqa: F811
+    run = _copy(finished_run, tmp_path / "run")
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, weights=np.arange(3))
+    code, _, err = run_main(["features", run, "--out", mine], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"--out '{mine}' exists and is not a features file" in line, line
+    with np.load(mine) as z:
+        assert z.files == ["weights"]
+    ours = tmp_path / "features.npz"
+    for _ in range(2):  # its own file is replaced
+        code, _, err = run_main(["features", run, "--out", ours], capsys)
+        assert code == 0, err
+
+
+# ------------------------------------------------------------- issue 28: ray sweeps
+
+def _ray_grid(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": "cifar10_lt_10_lade", "out": str(tmp_path / "sw"),
+                                    "fixed": {"optim.epochs": 1}, "grid": {"optim.lr": [0.005]}}))
+    return grid
+
+
+def test_a_ray_address_nothing_answers_on_is_refused_within_seconds(tiny_root, tmp_path, capsys):  # noqa: F811
+    import socket
+    import time
+    with socket.socket() as s:  # a free local port: nothing listens on it once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, _, err = run_main(["sweep", _ray_grid(tmp_path), "--backend", "ray", "--address", f"127.0.0.1:{port}",
+                             "--data-root", tiny_root], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"--address 127.0.0.1:{port}" in line and "no Ray cluster answers" in line, line
+    assert time.monotonic() - started < 15
+
+
+def test_a_ray_stopped_file_holding_a_list_is_named(tiny_root, tmp_path, capsys):  # noqa: F811
+    grid = _ray_grid(tmp_path)
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "ray_stopped.json").write_text("[1, 2]")
+    code, _, err = run_main(["sweep", grid, "--backend", "ray", "--data-root", tiny_root], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "ray_stopped.json': expected an object mapping run folder names to epochs" in line, line
+
+
+# ------------------------------------------------------------- issue 28: list files and image folders
+
+def _file_dataset(root, train=(12, 6, 3), test=(3, 3, 3)):
+    """root/{train,test}/c<k>/<i>.jpg and root/{train,test}.txt listing them."""
+    jpeg = _jpeg_bytes()
+    for split, counts in (("train", train), ("test", test)):
+        lines = []
+        for c, n in enumerate(counts):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                (root / split / f"c{c}" / f"{i}.jpg").write_bytes(jpeg)
+                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    return root
+
+
+def _file_args(root, out, dataset="listfile", *extra):
+    names = ("train.txt", "test.txt") if dataset == "listfile" else ("train", "test")
+    return ["train", "--config", "cifar10_lt_10_lade", "--out", out, "--data-root", root, "--quiet",
+            f"data.dataset={dataset}", f"data.train={names[0]}", f"data.test={names[1]}", "data.lt_subset=false",
+            "optim.batch_size=4", "optim.warmup_epochs=0", "optim.epochs=1", "run.threads=1", "run.num_workers=1",
+            *extra]
+
+
+def test_a_list_file_run_reports_the_imbalance_its_counts_have(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    code, text, err = run_main(_file_args(root, out), capsys)
+    assert code == 0, err
+    setup = json.loads((out / "results.json").read_text())["setup"]
+    assert setup["imbalance"] == 4.0  # 12 / 3; the config's data.imbalance (10) is not applied without lt_subset
+    assert "| listfile | 4 |" in text
+
+
+@pytest.mark.parametrize("split, text, expected", [
+    ("train", "", "key 'data.train': '{root}/bad.txt' lists no images"),
+    ("test", "", "key 'data.test': '{root}/bad.txt' has no image of the 3 training classes"),
+    ("train", "train/c0/0.jpg 99999999999\n", "class 0 has no image in the training data '{root}/bad.txt' (labels "
+                                               "must be 0..99999999999, each with an image; the largest label, "
+                                               "99999999999, is on line 1)"),
+])
+def test_a_bad_list_file_is_named_before_training(tmp_path, capsys, split, text, expected):
+    root = _file_dataset(tmp_path / "data")
+    (root / "bad.txt").write_text(text)
+    out = tmp_path / "run"
+    code, _, err = run_main(_file_args(root, out, "listfile", f"data.{split}=bad.txt"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and expected.format(root=root) in line, line
+    assert not out.exists()
+
+
+def test_an_empty_last_class_folder_is_named(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data")
+    for p in (root / "train" / "c2").iterdir():
+        p.unlink()
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and f"class 2 (c2) has no image in the training data '{root / 'train'}'" in line, line
+    (root / "train" / "c2").rmdir()
+    (root / "train" / "c2").symlink_to(root / "train")  # a loop back to its parent: no images of its own
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    assert code == 2 and "class 2 (c2) has no image" in _one_error_line(err)
+
+
+def test_class_folders_that_differ_are_named_where_they_differ(tmp_path, capsys):
+    root = _file_dataset(tmp_path / "data", train=(3,) * 7, test=(1,) * 7)
+    (root / "test" / "c5").rename(root / "test" / "c5x")
+    code, _, err = run_main(_file_args(root, tmp_path / "run", "imagefolder"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "class 5 is 'c5' in data.train and 'c5x' in data.test" in line, line

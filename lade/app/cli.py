@@ -73,7 +73,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from lade.app import report
+    from lade.app import report, runs
     files = [args.logits, args.labels, args.train_counts]
     if any(f is not None for f in files) or args.calib_logits or args.calib_labels:
         if args.run_dirs:
@@ -81,10 +81,11 @@ def cmd_evaluate(args):
                                          "not both")
         if any(f is None for f in files):
             raise config_mod.ConfigError("lade evaluate: --logits, --labels and --train-counts go together")
+        out = Path(args.out or "runs/logits_report")
+        runs.check_output_dir(out)  # before the evaluation, which may take minutes
         results = report.evaluate_logit_files(
             args.logits, args.labels, args.train_counts, args.calib_logits, args.calib_labels, method=args.method,
             estimated_prior=args.estimated_prior, zero_count_floor=args.zero_count_floor, name=Path(args.logits).stem)
-        out = Path(args.out or "runs/logits_report")
         text = report.write_logits_report(results, out)
         _err(f"lade: wrote {out / 'report.md'}")
         print(text)
@@ -93,13 +94,14 @@ def cmd_evaluate(args):
         raise config_mod.ConfigError("lade evaluate: give run folders or zoo:NAME entries, or --logits, --labels "
                                      "and --train-counts")
     single = len(args.run_dirs) == 1 and args.out is None
-    run_dirs = _zoo_run_dirs(args.run_dirs, Path(args.out or ("runs/zoo" if single else "runs/comparison")),
-                             args.data_root)
+    out = Path(args.out or ("runs/zoo" if single else "runs/comparison"))
+    if not single or args.run_dirs[0].startswith("zoo:"):
+        runs.check_output_dir(out)  # before the evaluation, which may take minutes
+    run_dirs = _zoo_run_dirs(args.run_dirs, out, args.data_root)
     if single:
         text, _ = report.write_run_report(run_dirs[0])
         _err(f"lade: wrote {Path(run_dirs[0]) / 'report.md'}")
     else:
-        out = args.out or "runs/comparison"
         text = report.write_comparison(run_dirs, out)
         _err(f"lade: wrote {Path(out) / 'comparison.md'}")
     print(text)
@@ -113,6 +115,7 @@ def _zoo_run_dirs(names, out, data_root):
     dirs = []
     for name in names:
         if name.startswith(zoo_entries.ZOO_PREFIX):
+            runs.output_dir(out)
             entry = name[len(zoo_entries.ZOO_PREFIX):]
             _err(f"lade: {name}: recomputing its logits from the weights into {out / entry}")
             name = zoo_entries.materialize(entry, out / entry, data_root)[0]
@@ -168,6 +171,7 @@ def cmd_compare(args):
     for cfg, _ in configs:  # every input problem shows up before the first run starts
         datasets.resolve_data_root(cfg, args.data_root)
         runs.check_run_dir(out / cfg["name"], cfg, resume=True)
+    runs.output_dir(out)  # holds the runs and the comparison: marked before the runs are made in it
     # With --stop-after every run advances by N epochs in turn, so that long runs progress together.
     run_dirs, unfinished = [], []
     for cfg, changes in configs:

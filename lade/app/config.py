@@ -31,7 +31,7 @@ from lade.nn import CLASSIFIERS
 
 __all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "CLASSIFIER_OPTIONS", "load", "validate", "apply_overrides",
            "resolve_path", "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root",
-           "RESUME_SAFE_SECTIONS", "parse_yaml", "differences"]
+           "RESUME_SAFE_SECTIONS", "parse_yaml", "read_yaml", "differences"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -41,7 +41,23 @@ class ConfigError(ValueError):
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads 5e-4 (no dot) as a string; here every decimal number is a number."""
+    """YAML 1.1 reads 5e-4 (no dot) as a string; here every decimal number is a number. A key given
+    twice in one mapping is refused (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        first = {}  # key -> its line
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (lines {first[key]} and {line})", key_node.start_mark)
+                first[key] = line
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -332,14 +348,22 @@ def resolve_path(name_or_path):
     return builtin
 
 
+def read_yaml(path, who="lade config"):
+    """The YAML file `path` parsed by parse_yaml; ConfigError naming `who` and the file when it is not
+    UTF-8 text or not valid YAML (a key given twice included)."""
+    try:
+        return parse_yaml(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{who}: '{path}' is not a UTF-8 text file (byte {e.start} is {e.object[e.start]:#04x}); "
+                          f"expected YAML") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{who}: '{path}' is not valid YAML ({e})") from None
+
+
 def load(name_or_path):
     """Reads and validates a config file or a shipped config name."""
     path = resolve_path(name_or_path)
-    try:
-        with open(path) as f:
-            raw = parse_yaml(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"lade config: '{path}' is not valid YAML ({e})") from None
+    raw = read_yaml(path)
     try:
         return validate(raw if raw is not None else {})
     except ConfigError as e:

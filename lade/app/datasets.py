@@ -149,20 +149,32 @@ def _load_files(cfg, root):
     train, test = read("train"), read("test")
     val = read("val") if d["val"] else None
     train_labels = train.labels
-    classes = int(train_labels.max()) + 1
+    if not train_labels.size:
+        raise config_mod.ConfigError(f"lade config: key 'data.train': '{_file_path(root, d, 'train')}' lists no images")
+    classes = train.num_classes  # an image folder's classes include an empty last folder
     names = getattr(train, "classes", None)
-    available = priors.class_counts(train_labels, classes)
-    if (available == 0).any():
-        c = int(np.argmin(available))
+    present = np.unique(train_labels)  # not a bincount: a label of 10^11 would allocate 10^11 counts
+    if present.size < classes:
+        gaps = np.flatnonzero(present != np.arange(present.size))
+        c = int(gaps[0]) if gaps.size else present.size
+        largest = "" if names else (f"; the largest label, {classes - 1}, is on line "
+                                    f"{train.line(int(np.argmax(train_labels)))}")
         raise config_mod.ConfigError(f"lade: class {c}{f' ({names[c]})' if names else ''} has no image in the "
-                                     f"training data '{_file_path(root, d, 'train')}' (labels must be 0..{classes - 1})")
+                                     f"training data '{_file_path(root, d, 'train')}' (labels must be "
+                                     f"0..{classes - 1}, each with an image{largest})")
+    available = priors.class_counts(train_labels, classes)
 
     def known(split, name):
         labels = split.labels
         keep = np.flatnonzero(labels < classes)
         if d["dataset"] == "imagefolder" and split.classes[:classes] != names:
-            raise config_mod.ConfigError(f"lade: the class folders of data.{name} ({', '.join(split.classes[:5])} ...) "
-                                         f"differ from those of data.train ({', '.join(names[:5])} ...)")
+            k = next(k for k in range(classes) if k >= len(split.classes) or split.classes[k] != names[k])
+            theirs = f"'{split.classes[k]}'" if k < len(split.classes) else "missing"
+            raise config_mod.ConfigError(f"lade: the class folders of data.{name} differ from those of data.train: "
+                                         f"class {k} is '{names[k]}' in data.train and {theirs} in data.{name}")
+        if not keep.size:
+            raise config_mod.ConfigError(f"lade config: key 'data.{name}': '{_file_path(root, d, name)}' has no image "
+                                         f"of the {classes} training classes")
         if keep.size < labels.size:
             extra = sorted(set(labels[labels >= classes].tolist()))
             label = [split.classes[c] for c in extra] if names else extra

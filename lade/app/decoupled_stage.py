@@ -8,6 +8,7 @@ set's features when the run has one (otherwise on the training features, noted).
 meant for a uniform prior, so their test-time adjustment is + log p_t (like Balanced Softmax).
 """
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from lade import decoupled, nn, priors
 from lade.app import config as config_mod
 from lade.app import report as report_mod
 from lade.app.datasets import load_dataset
-from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
+from lade.app.runs import RunError, check_output_dir, load_arrays, load_checkpoint, log, run_status, save_atomic
 from lade.app.training import build_model, eval_logits
 
 __all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
@@ -52,6 +53,13 @@ def save_features(run_dir, out=None, data_root=None):
     into an .npz (default RUN_DIR/features.npz). Checks that fc on the test features gives the
     saved test logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
+    out = Path(out) if out else run_dir / FEATURES_FILE
+    if out.exists() and not _is_features_file(out):
+        raise RunError(f"lade features: --out '{out}' exists and is not a features file lade wrote; refusing to "
+                       f"replace it (use another --out)")
+    saved = load_arrays(run_dir)["test_logits"]  # first: a damaged file is named before the slow part
+    if saved is None:
+        raise RunError(f"lade features: '{run_dir / 'test_logits.npy'}' is missing; it is written when a run finishes")
     data = load_dataset(cfg, _data_root(run_dir, data_root))
     net = build_model(cfg, data.classes)
     o = cfg["optim"]
@@ -66,15 +74,26 @@ def save_features(run_dir, out=None, data_root=None):
         logits = eval_logits(net, images, batch, cfg["data"]["resolution"], features=arrays[f"{split}_features"])
         arrays[f"{split}_labels"] = labels
         if split == "test":
-            saved = np.load(run_dir / "test_logits.npy")
             if saved.shape != logits.shape or not np.allclose(saved, logits, rtol=1e-4, atol=1e-4):
                 raise RunError(f"lade: the checkpoint of '{run_dir}' does not give its saved test logits (the data "
                                "or the code changed since it was trained)")
     state = net.state_dict()
     arrays["fc_weight"], arrays["fc_bias"] = state["fc.weight"], state["fc.bias"]
-    out = Path(out) if out else run_dir / FEATURES_FILE
     save_atomic(out, lambda f: np.savez(f, **arrays))
     return out
+
+
+_FEATURE_ARRAYS = ("train_features", "train_labels", "test_features", "test_labels", "fc_weight", "fc_bias",
+                   "train_counts")
+
+
+def _is_features_file(path):
+    """Whether `path` is an .npz holding the arrays save_features writes (checked from the zip directory)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {f"{name}.npy" for name in _FEATURE_ARRAYS} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_features(path):
@@ -85,8 +104,7 @@ def load_features(path):
             arrays = {k: z[k] for k in z.keys()}
     except Exception as e:
         raise RunError(f"lade: '{path}' is not a readable features file ({type(e).__name__}: {e})") from e
-    missing = [k for k in ("train_features", "train_labels", "test_features", "test_labels", "fc_weight", "fc_bias",
-                           "train_counts") if k not in arrays]
+    missing = [k for k in _FEATURE_ARRAYS if k not in arrays]
     if missing:
         raise RunError(f"lade: '{path}' lacks {', '.join(missing)} (write it with 'python -m lade features')")
     return arrays
@@ -103,6 +121,8 @@ def report(run_dir, out=None, data_root=None, epochs=10, seed=0):
     saved first if RUN_DIR/features.npz is missing; the data root as in save_features) and writes one report with the end-to-end
     model and the four decoupled ones (default folder RUN_DIR/decoupled). Returns the markdown."""
     run_dir, cfg = _finished_run(run_dir)
+    out = Path(out) if out else run_dir / "decoupled"
+    check_output_dir(out)  # before the features and the re-training, which take minutes
     path = run_dir / FEATURES_FILE
     if not path.is_file():
         save_features(run_dir, path, data_root)
@@ -132,8 +152,8 @@ def report(run_dir, out=None, data_root=None, epochs=10, seed=0):
             r["notes"].append(f"tau = {clf.tau:g}, chosen on the {'held-out' if calib else 'training'} features by "
                               "balanced accuracy")
         results.append(_relabel(r, label))
-    out = Path(out) if out else run_dir / "decoupled"
     text = report_mod.write_logits_report(results, out, title=f"Decoupled second stage on {cfg['name']}")
-    (out / "classifiers.json").write_text(json.dumps({label: clf.info for label, clf in fitted}, indent=1))
+    save_atomic(out / "classifiers.json", lambda f: f.write(json.dumps({label: clf.info for label, clf in fitted},
+                                                                         indent=1).encode()))
     log(f"wrote {out / 'report.md'}")
     return text

@@ -15,7 +15,6 @@
 ``write_comparison`` does the same for several runs side by side.
 """
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from lade.app import config as config_mod
 from lade import losses, metrics, posthoc, prior_shift
-from lade.app.runs import RunError, load_arrays, run_status
+from lade.app.runs import RunError, check_array_file, load_arrays, output_dir, run_status, save_atomic
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset
 
@@ -71,7 +70,11 @@ def _uniform_metrics(probs, labels, counts):
     and the confusion matrix, the diagram gives the ECE."""
     classes = probs.shape[1]
     predicted = metrics.predictions(probs)
-    per_class = metrics.per_class_accuracy(metrics.confusion_matrix(predicted, labels, classes))
+    # per-class recall from two bincounts, not a (classes, classes) confusion matrix: 100,000 classes
+    # would need 80 GB for it; NaN for a class without test images, as metrics.per_class_accuracy
+    total = np.bincount(labels, minlength=classes)
+    with np.errstate(invalid="ignore"):
+        per_class = np.bincount(labels[predicted == labels], minlength=classes) / total
     rel = metrics.reliability_diagram(probs, labels)
     s = {"top1": float(np.count_nonzero(predicted == labels)) / labels.shape[0],
          "top5": metrics.topk_accuracy(probs, labels, min(5, classes)), "ece": rel["ece"],
@@ -250,8 +253,12 @@ def evaluate_run(run_dir, estimated_prior=True):
     p_s = prior_from_counts(counts)
     form = losses.test_time_form(cfg["loss"]["name"])
     result = _evaluate(f, y, counts, p_s, form, cfg["loss"]["name"], calib, "full", estimated_prior, [])
+    d = cfg["data"]
+    # a file list taken as it is (data.lt_subset false) has the imbalance of its counts, not data.imbalance
+    as_listed = d["dataset"] in ("listfile", "imagefolder") and not d["lt_subset"]
     result.update(name=cfg["name"], run_dir=str(run_dir), setup={
-        "dataset": cfg["data"]["dataset"], "imbalance": cfg["data"]["imbalance"], "epochs": cfg["optim"]["epochs"],
+        "dataset": d["dataset"], "imbalance": float(counts.max() / counts.min()) if as_listed else d["imbalance"],
+        "epochs": cfg["optim"]["epochs"],
         "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"],
         "model_seed": cfg["model"]["seed"], "train_images": final["train_images"], "test_images": final["test_images"],
         "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]})
@@ -282,6 +289,8 @@ def load_array(path, what):
     if not path.is_file():
         raise RunError(f"{func} does not exist")
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        check_array_file(path, f"lade.evaluate: {what} file")
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -372,7 +381,7 @@ def _calibrated_fast(calib, classes):
     return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
 
 
-def _estimate_fast(probs, p_s, calib_probs, method):
+def _estimate_fast(probs, form, p_s, calib_probs, method):
     """The fast protocol's estimate from the calibrated source posteriors of a test subset (probs;
     calibrated once for the whole test set, see _evaluate) and calib_probs (the calibrated held-out
     posteriors, labels and their mean, or None): EM (FAST_EM) with the held-out set's mean posterior
@@ -417,8 +426,10 @@ def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_label
     if estimated_prior not in ("auto", "full", "fast", "none"):
         raise RunError(f"lade.evaluate: estimated_prior must be 'auto', 'full', 'fast' or 'none', got "
                        f"{estimated_prior!r}")
-    if zero_count_floor is not None and not (isinstance(zero_count_floor, (int, float)) and zero_count_floor > 0):
-        raise RunError(f"lade.evaluate: zero_count_floor must be a number > 0, got {zero_count_floor!r}")
+    if zero_count_floor is not None and not (isinstance(zero_count_floor, (int, float)) and
+                                             0 < zero_count_floor < float("inf")):
+        raise RunError(f"lade.evaluate: zero_count_floor (--zero-count-floor) must be a finite number > 0, got "
+                       f"{zero_count_floor!r}")
     f = _as_logits(logits, "logits")
     classes = f.shape[1]
     y = _as_integers(labels, "labels", f.shape[0], classes)
@@ -438,9 +449,10 @@ def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_label
         estimated_prior = "full" if f.size <= FAST_ABOVE else "fast"
     table = estimated_prior == "full" and estimated_table is not False
     result = _evaluate(f, y, counts, p_s, form, loss_name, calib, estimated_prior, table, notes, fast_bbse)
+    # train_images in Python ints: an int64 sum of counts like 2^62 wraps around
     result.update(name=name, run_dir=None, setup={
         "source": "logits", "classes": classes, "test_images": int(f.shape[0]),
-        "calib_images": 0 if calib[0] is None else int(calib[0].shape[0]), "train_images": int(counts.sum()),
+        "calib_images": 0 if calib[0] is None else int(calib[0].shape[0]), "train_images": sum(map(int, counts)),
         "imbalance": float(counts.max() / max(counts.min(), zero_count_floor or 0)), "protocol": estimated_prior})
     return result
 
@@ -501,7 +513,7 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
                 p_hat, note = None, None
             elif protocol == "fast":
                 probs = np.take(test_probs, sub.indices, axis=0, out=scratch, mode="clip")
-                p_hat, note = _estimate_fast(probs, p_s, calib_probs, method)
+                p_hat, note = _estimate_fast(probs, form, p_s, calib_probs, method)
             else:
                 p_hat, note = _estimate(f_sub, form, p_s, calib, method)
             if note:
@@ -525,8 +537,7 @@ def write_logits_report(results, out_dir, title=None):
     """Writes report.md, results.json and the PNGs of evaluate_logits results (one dict or a list
     of them, side by side) into out_dir. Returns the markdown."""
     results = [results] if isinstance(results, dict) else list(results)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
     figures = _plots(results, out_dir)
     text = _markdown(results, title or f"Evaluation of {', '.join(r['name'] for r in results)}", figures)
     _write(out_dir / "results.json", json.dumps(results if len(results) > 1 else results[0], indent=1))
@@ -704,17 +715,17 @@ def _plots(results, out_dir, prefix=""):
 
 
 def _save(fig, out_dir, name):
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / name, dpi=100)
     import matplotlib.pyplot as plt
-    plt.close(fig)
+    fig.tight_layout()
+    try:
+        save_atomic(Path(out_dir) / name, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return name
 
 
 def _write(path, text):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    save_atomic(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_run_report(run_dir):
@@ -804,8 +815,7 @@ def seed_comparison(results):
 
 def write_comparison(run_dirs, out_dir, title="Comparison"):
     """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns the markdown."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
     results = [write_run_report(d)[1] for d in run_dirs]
     figures = _plots(results, out_dir, prefix="comparison_")
     summary = _table(["method", "uniform top-1", "many", "medium", "few", "F50", "B50", "B50 (EM p_t)", "ECE-15",

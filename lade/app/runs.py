@@ -6,9 +6,10 @@ A run folder holds::
     run.json             per session: start time, overrides, data root, thread count, lade version, git
                          commit, CPU and kernel variant (what decides the bits)
     metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
-    checkpoint.npz       written atomically after every epoch: weights, BN statistics, SGD velocity
-                         and step count, the number of finished epochs (the loader's order is a pure
-                         function of (run.seed, epoch), so that number is the whole sampler/RNG state)
+    checkpoint.npz       written atomically at the start (epoch 0) and after every epoch: weights, BN
+                         statistics, SGD velocity and step count, the number of finished epochs (the
+                         loader's order is a pure function of (run.seed, epoch), so that number is the
+                         whole sampler/RNG state)
     train_counts.npy     per-class training counts (the source prior)
     test_logits.npy      raw logits f on the test set, test_labels.npy
     calib_logits.npy     raw logits on a held-out labelled source set (for EM / BBSE), calib_labels.npy
@@ -24,20 +25,23 @@ import fcntl
 import json
 import math
 import os
+import resource
 import subprocess
+import zipfile
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 import lade
 
 from lade.app import config as config_mod
 
-__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "RUN_FILES", "log", "save_atomic", "save_npy", "save_checkpoint",
-           "load_checkpoint", "read_metrics", "run_status", "check_run_dir", "RunLock", "clear_run_dir",
-           "load_arrays", "begin_session", "write_metrics"]
+__all__ = ["RunError", "CHECKPOINT", "RUN_MARKER", "OUTPUT_MARKER", "RUN_FILES", "output_dir", "check_output_dir", "log",
+           "save_atomic", "save_npy", "save_checkpoint", "load_checkpoint", "read_metrics", "run_status", "check_run_dir",
+           "RunLock", "clear_run_dir", "load_arrays", "begin_session", "write_metrics", "memory_bytes", "check_array_file"]
 
 CHECKPOINT = "checkpoint.npz"
 _CHECKPOINT_VERSION = 1
@@ -125,6 +129,52 @@ def load_checkpoint(run_dir, net, opt, cfg, ranks=1):
     return epoch
 
 
+def memory_bytes():
+    """What this process may allocate at most: the physical memory, or less under ulimit -v."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return total if soft == resource.RLIM_INFINITY else min(total, soft)
+
+
+def _claimed_bytes(f, size, who, where):
+    """The bytes the .npy header at f's position claims; RunError when the `size` bytes there cannot hold them.
+    None for a header that does not parse (the loader names that)."""
+    try:
+        version = npy_format.read_magic(f)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError):
+        return None
+    claimed, held = math.prod(shape) * dtype.itemsize, size - f.tell()
+    if claimed > held:
+        raise RunError(f"{who} '{where}': its header claims a {dtype} array of shape {shape} ({claimed:,} bytes), the "
+                       f"file holds {held:,}; it is damaged")
+    return claimed
+
+
+def check_array_file(path, who):
+    """Reads only the headers of a .npy file or of the members of an .npz (their sizes from the zip directory)
+    and raises RunError naming `who` and the file when an array claims more bytes than its file holds or than
+    memory_bytes(): a damaged header or a zip bomb is refused before anything is allocated."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                claims = []
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        claims.append(_claimed_bytes(f, info.file_size, who, f"{path}:{info.filename}") or 0)
+                claimed = sum(claims)
+        else:
+            with open(path, "rb") as f:
+                claimed = _claimed_bytes(f, os.fstat(f.fileno()).st_size, who, path) or 0
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return  # unreadable: the loader names it
+    if claimed > memory_bytes():
+        raise RunError(f"{who} '{path}' unpacks to {claimed:,} bytes of arrays, more than this process can allocate "
+                       f"({memory_bytes():,} bytes)")
+
+
 def save_npy(path, array):
     save_atomic(path, lambda f: np.save(f, array))
 
@@ -168,6 +218,35 @@ RUN_FILES = (RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", CHECKPOINT,
              "features.npz")
 
 
+OUTPUT_MARKER = ".lade-output"  # written first into every report folder lade creates (evaluate, decoupled, compare)
+
+
+def check_output_dir(out_dir):
+    """Whether the report folder `out_dir` is lade's (it holds OUTPUT_MARKER or RUN_MARKER), without touching
+    it. An existing folder that is not empty and holds neither is refused (RunError naming it): its files are
+    not lade's to replace."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"lade: output folder '{out_dir}' exists and is not a folder")
+    ours = any((out_dir / marker).is_file() for marker in (OUTPUT_MARKER, RUN_MARKER))
+    if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
+        raise RunError(f"lade: output folder '{out_dir}' is not empty and has no {OUTPUT_MARKER} marker, so lade did "
+                       f"not make it; refusing to write into it (use another --out, or an empty folder)")
+    return ours
+
+
+def output_dir(out_dir):
+    """Creates the report folder `out_dir` with OUTPUT_MARKER, or reuses one lade made before; refuses
+    another as check_output_dir does. Returns the folder as a Path."""
+    out_dir = Path(out_dir)
+    ours = check_output_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not ours:
+        save_atomic(out_dir / OUTPUT_MARKER, lambda f: f.write(b"a lade report folder: lade may replace the files it "
+                                                               b"wrote here\n"))
+    return out_dir
+
+
 def run_status(run_dir):
     """'empty', 'running' (started, not finished) or 'finished'."""
     run_dir = Path(run_dir)
@@ -189,7 +268,9 @@ def check_run_dir(run_dir, cfg, resume=False, overwrite=False):
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"lade: run folder '{run_dir}' exists and is not a folder")
     saved_path = run_dir / "config.yaml"
-    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    # a kill while lade wrote its first file (the marker) leaves only that file's .tmp: still an empty folder
+    leftovers = {name + ".tmp" for name in RUN_FILES}
+    has_files = run_dir.is_dir() and any(p.name not in leftovers for p in run_dir.iterdir())
     if overwrite and has_files and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"lade: '{run_dir}' has no {RUN_MARKER} marker, so it is not provably a lade run folder; "
                        f"--overwrite refuses to delete anything in it (delete it yourself or use another folder)")
@@ -266,6 +347,7 @@ def load_arrays(run_dir):
         if not p.is_file():
             out[name] = None
             continue
+        check_array_file(p, "lade:")
         try:
             a = np.load(p, allow_pickle=False)
         except Exception as e:

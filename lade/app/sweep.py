@@ -56,10 +56,7 @@ def load_grid(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"lade sweep: '{path}' does not exist")
-    try:
-        spec = config_mod.parse_yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise config_mod.ConfigError(f"lade sweep: '{path}' is not valid YAML ({e})") from None
+    spec = config_mod.read_yaml(path, "lade sweep") or {}
     if not isinstance(spec, dict):
         raise config_mod.ConfigError(f"lade sweep: '{path}' must hold a mapping")
     for key in spec:
@@ -151,12 +148,12 @@ def plan(spec):
     """[(run folder, overrides, {grid key: value})] for every combination, all validated."""
     base = config_mod.load(spec["base"])
     keys = list(spec["grid"])
-    runs, folders = [], {}
+    runs, folders, configs = [], {}, {}
     for values, sampled in itertools.product(itertools.product(*(spec["grid"][k] for k in keys)),
                                              _samples(spec["sample"])):
         point = dict(zip(keys, values), **sampled)
         overrides = [_override(k, v) for k, v in spec["fixed"].items()] + [_override(k, v) for k, v in point.items()]
-        config_mod.apply_overrides(base, overrides)  # raises ConfigError naming a bad key
+        cfg, _ = config_mod.apply_overrides(base, overrides)  # raises ConfigError naming a bad key
         name = ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
         if name.startswith("."):
             name = "_" + name
@@ -164,6 +161,10 @@ def plan(spec):
             raise config_mod.ConfigError(f"lade sweep: keys 'grid' / 'sample' give two runs the same folder '{name}' "
                                          f"({folders[name]} and {point}); list each value once")
         folders[name] = point
+        same = configs.setdefault(config_mod.dump(cfg), point)
+        if same is not point:  # e.g. optim.lr: [1, 1.0]: one config trained twice under two names
+            raise config_mod.ConfigError(f"lade sweep: keys 'grid' / 'sample' give the same config twice ({same} and "
+                                         f"{point}); list each value once")
         runs.append((spec["out"] / name, overrides, point))
     return runs
 
@@ -181,6 +182,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None, backend="local", addre
     if backend == "ray":
         from lade.app import sweep_ray  # Ray is imported only here
         settings = sweep_ray.check_settings(spec["ray"])
+        sweep_ray.check_address(address)
         stopped = sweep_ray.stopped_early(spec["out"])
     todo = [r for r in runs if run_status(r[0]) != "finished" and r[0].name not in stopped]
     sys.stderr.write(f"lade sweep: {len(runs)} runs, {len(runs) - len(todo) - len(stopped)} finished, "

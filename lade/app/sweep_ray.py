@@ -27,6 +27,7 @@ are listed in ``out/ray_stopped.json``; a rerun skips them and the finished runs
 import contextlib
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +35,7 @@ from pathlib import Path
 from lade.app import config as config_mod
 from lade.app.runs import read_metrics, run_status
 
-__all__ = ["SETTINGS", "check_settings", "run_trials", "stopped_early"]
+__all__ = ["SETTINGS", "check_settings", "check_address", "run_trials", "stopped_early", "CONNECT_TIMEOUT"]
 
 # key -> (default, checker)
 SETTINGS = {
@@ -46,6 +47,7 @@ SETTINGS = {
     "max_concurrent": (0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
 }
 _STOPPED = "ray_stopped.json"
+CONNECT_TIMEOUT = 10.0  # seconds; ray.init itself keeps retrying an address nothing answers on for minutes
 
 
 def check_settings(section):
@@ -66,6 +68,23 @@ def check_settings(section):
     return out
 
 
+def check_address(address):
+    """Refuses (ConfigError naming --address) a HOST:PORT or ray://HOST:PORT address where nothing accepts a TCP
+    connection within CONNECT_TIMEOUT. Other forms ('auto', None) are left to Ray."""
+    if address is None or ":" not in address:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise config_mod.ConfigError(f"lade sweep: --address must be HOST:PORT, ray://HOST:PORT or auto, got "
+                                     f"{address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise config_mod.ConfigError(f"lade sweep: --address {address}: no Ray cluster answers there within "
+                                     f"{CONNECT_TIMEOUT:g} s ({e.strerror or e}); start one with 'ray start --head' "
+                                     f"or drop --address for a local Ray") from None
+
+
 def stopped_early(out):
     """{run folder name: epoch} of the trials ASHA stopped in earlier sweeps into ``out``."""
     path = Path(out) / _STOPPED
@@ -76,7 +95,10 @@ def stopped_early(out):
     except ValueError as e:
         raise config_mod.ConfigError(f"lade sweep: '{path}' is not valid JSON ({e}); delete it to rerun "
                                      f"the trials it lists") from None
-    return {str(k): int(v) for k, v in data.items()}
+    if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+        raise config_mod.ConfigError(f"lade sweep: '{path}': expected an object mapping run folder names to epochs, "
+                                     f"got {json.dumps(data)[:60]}; delete it to rerun the trials it lists")
+    return dict(data)
 
 
 def _trial(config):

@@ -210,6 +210,10 @@ def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
                          data.root, data.counts, ranks)
+    if not (run_dir / CHECKPOINT).is_file():
+        # epoch 0, before any metrics row: a kill or a full disk during the first epoch's checkpoint
+        # leaves this one to resume from (logged epochs without a checkpoint are refused)
+        save_checkpoint(run_dir, net, opt, 0, config_mod.dump(cfg), ranks)
     metrics_path = run_dir / "metrics.jsonl"
     # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
     kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]

@@ -20,7 +20,7 @@ from lade import nn, zoo
 from lade.app import config as config_mod
 from lade.app import report, training
 from lade.app.datasets import load_dataset
-from lade.app.runs import (RUN_MARKER, RunError, load_checkpoint, run_status, save_atomic, save_npy,
+from lade.app.runs import (RUN_MARKER, RunError, check_output_dir, load_checkpoint, run_status, save_atomic, save_npy,
                            source_commit)
 
 __all__ = ["entry_name", "add_run", "materialize", "ZOO_PREFIX"]
@@ -121,9 +121,7 @@ def materialize(name, out_dir, data_root=None, zoo_root=None):
     Returns (out_dir, the loaded ZooModel)."""
     entry = zoo.load(name, zoo_root)  # checks every file's sha256
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / RUN_MARKER).is_file():
-        raise RunError(f"lade evaluate: '{out_dir}' is not empty and is not a lade folder; refusing to write "
-                       f"{ZOO_PREFIX}{name}'s logits into it")
+    check_output_dir(out_dir)
     cfg = config_mod.load(entry.path / "config.yaml")
     data = load_dataset(cfg, data_root)
     if data_digest(data) != entry.entry["data_sha256"]:
