@@ -163,7 +163,7 @@ def test_evaluate_zoo_entry_refuses_other_data(tiny_zoo, tiny_root, tmp_path, ca
     code, _, err = run_main(["evaluate", f"zoo:{entry['name']}", "--out", tmp_path / "e", "--data-root", other],
                             capsys)
     assert code == 2 and f"the data under '{other}' is not what zoo:{entry['name']} was trained" in err, err
-    assert not (tmp_path / "e").exists()
+    assert not (tmp_path / "e" / entry["name"]).exists()  # no logits of other data
 
 
 def test_zoo_list_prints_each_entry(tiny_zoo, capsys):

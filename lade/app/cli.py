@@ -111,7 +111,7 @@ def cmd_evaluate(args):
 def _zoo_run_dirs(names, out, data_root):
     """Run folders for `evaluate`: zoo:NAME becomes out/NAME, a run folder with the entry's logits
     recomputed from its weights; other arguments are run folders already."""
-    from lade.app import zoo_entries
+    from lade.app import runs, zoo_entries
     dirs = []
     for name in names:
         if name.startswith(zoo_entries.ZOO_PREFIX):
