@@ -1,6 +1,9 @@
 """Evaluating anyone's saved logits (lade.app.report.evaluate_logits, `evaluate --logits`) and the
 decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from lade import posthoc, priors
 from lade.app import report
 from lade.app.cli import main
 from lade.app.runs import RunError
-from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
 C = 10
 
@@ -215,6 +218,22 @@ def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys)
     assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
     with np.load(folder / "checkpoint.npz") as z:
         assert z["params"].size == lade.ResNet18(10).num_params
+
+
+def test_a_fifo_in_the_training_list_ends_lade_train_at_once_naming_it(jpeg_root, tmp_path):
+    """Issue 28: `lade train` blocked for good in open() on a FIFO entry, deaf to Ctrl-C. A child
+    process with a timeout, so that a regression fails instead of hanging the test run."""
+    lists = jpeg_root / "cifar10-jpeg"
+    os.mkfifo(tmp_path / "fifo.jpg")
+    lines = (lists / "train.txt").read_text().splitlines()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines[:3] + [f"{tmp_path / 'fifo.jpg'} 0"] + lines[4:]) + "\n")
+    done = subprocess.run([sys.executable, "-m", "lade", "train", "--config", "cifar10_jpeg_lt_100_lade",
+                           "--data-root", str(jpeg_root), *JPEG_TINY, f"data.image_root={lists}",
+                           "data.lt_subset=false", "--out", str(tmp_path / "run"), f"data.train={bad}"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert "bad.txt line 4" in done.stderr and "fifo.jpg' is a FIFO, not a regular file" in done.stderr
 
 
 def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):
