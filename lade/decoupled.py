@@ -47,11 +47,16 @@ def _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling):
 
 
 def _classes(labels, classes, func):
+    """The number of classes, bounded before the classifier is allocated from it."""
     if classes is None:
         if not isinstance(labels, np.ndarray) or labels.size == 0:
             raise ValueError(f"{func}: argument 'classes' is needed when 'labels' is empty or not an array")
-        return int(labels.max()) + 1
-    return _args.whole(classes, func, "classes", 1)
+        top = int(labels.max())
+        if top >= _args.MAX_CLASSES:
+            raise ValueError(f"{func}: argument 'labels' holds label {top}; at most {_args.MAX_CLASSES} classes "
+                             f"are supported")
+        return top + 1
+    return _args.whole(classes, func, "classes", 1, _args.MAX_CLASSES)
 
 
 def _init(classes, dim, init, seed, func):
@@ -66,13 +71,16 @@ def _init(classes, dim, init, seed, func):
         return np.array(weight, dtype=np.float32, order="C"), np.array(bias, dtype=np.float32, order="C")
     bound = 1.0 / np.sqrt(dim)
     rng = np.random.default_rng(seed)
-    weight = rng.uniform(-bound, bound, (classes, dim)).astype(np.float32)
+    try:
+        weight = rng.uniform(-bound, bound, (classes, dim)).astype(np.float32)
+    except MemoryError:
+        raise MemoryError(f"{func}: cannot allocate a classifier of {classes} classes x {dim} features") from None
     return weight, rng.uniform(-bound, bound, classes).astype(np.float32)
 
 
 def _fit(func, features, labels, classes, init, seed, loss, prior, alpha, remine_lambda, sgd):
-    if not isinstance(features, np.ndarray) or features.ndim != 2:
-        raise ValueError(f"{func}: argument 'features' must be a 2-d array (n, dim), got "
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or 0 in features.shape:
+        raise ValueError(f"{func}: argument 'features' must be a 2-d array (n, dim) with n, dim >= 1, got "
                          f"{getattr(features, 'shape', type(features).__name__)}")
     classes = _classes(labels, classes, func)
     seed = _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)

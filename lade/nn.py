@@ -40,7 +40,6 @@ _VARIANTS = {"lade": 0, "classic": 1}  # lade_resnet_variant; 2 is ResNet-18
 _RESNET18 = 2
 # stem_stride -> lade_stem: 3x3 stride 1, 3x3 stride 2, 7x7 stride 2 + 3x3 stride-2 max pool
 _STEMS = {1: 0, 2: 1, 4: 2}
-_MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 
@@ -93,7 +92,7 @@ class _ResNet:
 
     def _create(self, code, num_classes, stem_stride, seed):
         func = f"lade.{type(self).__name__}"
-        self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _MAX_CLASSES)
+        self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _args.MAX_CLASSES)
         if stem_stride not in _STEMS:
             raise ValueError(f"{func}: argument 'stem_stride' must be one of {sorted(_STEMS)}, got {stem_stride!r}")
         self.stem_stride = stem_stride

@@ -191,3 +191,31 @@ def test_bad_input_raises_named_errors():
         decoupled.tau_normalize_select(x, y, w0, b0, taus=[0.0, np.inf])
     with pytest.raises(ValueError, match=r"lade.decoupled.tau_normalize_select: argument 'weight' must have shape"):
         decoupled.tau_normalize_select(x, y, w0[:, :3].copy(), b0)
+
+
+def test_a_learning_rate_that_overflows_the_weights_is_refused():
+    """Issue 28: lr=1e30 returned infinite weights without an error; the caller's arrays are unchanged."""
+    x, y = features()
+    w0, b0 = init()
+    for fit in (lambda: decoupled.crt(x, y, C, lr=1e30, init=(w0, b0)),
+                lambda: decoupled.lade_retrain(x, y, priors.prior_from_counts(COUNTS), C, lr=1e30, init=(w0, b0)),
+                lambda: decoupled.lws(x, y, w0, b0, lr=1e30)):
+        with pytest.raises(FloatingPointError, match=r"lade.decoupled.(crt|lade_retrain|lws): an SGD step at epoch "
+                                                     r"\d+ \(lr .*\) made parameter \d+ (inf|-inf|nan); the learning"):
+            fit()
+    np.testing.assert_array_equal(init()[0], w0)
+
+
+def test_empty_features_and_huge_class_counts_are_refused_before_allocating():
+    """Issue 28: zero features failed inside NumPy (OverflowError), classes=10^9 asked NumPy for 60 GB."""
+    x, y = features()
+    for shape in ((0, 8), (4, 0)):
+        with pytest.raises(ValueError, match=rf"lade.decoupled.crt: argument 'features' must be a 2-d array \(n, dim\) "
+                                             rf"with n, dim >= 1, got \({shape[0]}, {shape[1]}\)"):
+            decoupled.crt(np.zeros(shape, np.float32), y[:shape[0]], C)
+    with pytest.raises(ValueError, match=r"lade.decoupled.lws: argument 'features' must have n >= 1 rows and dim >= 1"):
+        decoupled.lws(np.zeros((0, x.shape[1]), np.float32), y[:0], *init())
+    with pytest.raises(ValueError, match=r"lade.decoupled.crt: argument 'classes' must be <= 1000000, got 1000000000"):
+        decoupled.crt(x, y, 10 ** 9)
+    with pytest.raises(ValueError, match=r"lade.decoupled.lade_retrain: argument 'labels' holds label 999999999"):
+        decoupled.lade_retrain(x, np.full_like(y, 10 ** 9 - 1), priors.prior_from_counts(COUNTS))
