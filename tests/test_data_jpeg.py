@@ -418,3 +418,16 @@ def test_folder_errors_name_the_file(tmp_path):
             next(iter(loader))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         data.ImageFolder(tmp_path / "nope")
+
+
+def test_image_folder_takes_one_string_as_one_extension(tmp_path):
+    """Issue 28: extensions='.jpg' was read as the characters '.', 'j', 'p', 'g' and listed .png and .p files."""
+    (tmp_path / "a").mkdir()
+    for name in ("x.jpg", "y.png", "z.p", "w.JPG"):
+        (tmp_path / "a" / name).write_bytes(b"")
+    assert [f for f, _ in data.ImageFolder(tmp_path, extensions=".jpg")] == ["a/w.JPG", "a/x.jpg"]
+    assert [f for f, _ in data.ImageFolder(tmp_path, extensions=[".png", ".p"])] == ["a/y.png", "a/z.p"]
+    for bad in ("", (), [".jpg", 3], 5, None):
+        with pytest.raises(TypeError, match=r"lade.data.ImageFolder: argument 'extensions' must be a non-empty "
+                                            r"string or a non-empty sequence of them, got"):
+            data.ImageFolder(tmp_path, extensions=bad)
