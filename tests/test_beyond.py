@@ -2,6 +2,7 @@
 decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -166,6 +167,37 @@ def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noq
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     counts = np.load(out / "train_counts.npy")
     assert row["images_per_s"] * row["seconds"] == pytest.approx(counts.max() * len(counts) // 16 * 16, rel=1e-6)
+
+
+def test_features_refuses_data_other_than_the_run_trained_on(small_run, tiny_root, tmp_path, capsys):  # noqa: F811
+    """Issue 28: with another archive, the training features came from other images; only the test
+    features were checked (the test batch here is the run's, so that check passes)."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    for batch in (other / "cifar-10-batches-bin").glob("data_batch_*.bin"):
+        records = np.fromfile(batch, np.uint8).reshape(-1, 1 + 3072)
+        records[:, 1:] = 255 - records[:, 1:]  # the same labels, other pixels
+        records.tofile(batch)
+    run = shutil.copytree(small_run, tmp_path / "run")
+    (run / "features.npz").unlink(missing_ok=True)
+    code, _, err = run_main(["features", run, "--data-root", other], capsys)
+    assert code == 2 and f"the train data under '{other}' differ from what '{run}' was trained on" in err, err
+    assert not (run / "features.npz").exists()
+    # a run from before data digests: its training images are not checked, and it says so; its held-out
+    # images are checked on their saved logits (the last 4 test images of each class, the first 6 are tested)
+    info = json.loads((run / "run.json").read_text())
+    for session in info["sessions"]:
+        del session["data_digest"]
+    (run / "run.json").write_text(json.dumps(info))
+    code, _, err = run_main(["features", run, "--data-root", other], capsys)
+    assert code == 0 and "predates data digests: of its training images only the counts are checked" in err, err
+    held_out = tmp_path / "held_out"
+    shutil.copytree(tiny_root, held_out)
+    records = np.fromfile(held_out / "cifar-10-batches-bin" / "test_batch.bin", np.uint8).reshape(10, 10, 1 + 3072)
+    records[:, 6:, 1:] = 255 - records[:, 6:, 1:]
+    records.tofile(held_out / "cifar-10-batches-bin" / "test_batch.bin")
+    code, _, err = run_main(["features", run, "--data-root", held_out], capsys)
+    assert code == 2 and f"the checkpoint of '{run}' does not give its saved calib logits" in err, err
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from lade import decoupled, nn, priors
 from lade.app import config as config_mod
 from lade.app import report as report_mod
 from lade.app.datasets import load_dataset
-from lade.app.runs import RunError, load_checkpoint, log, run_status, save_atomic
+from lade.app.runs import RunError, load_arrays, load_checkpoint, log, run_status, save_atomic
 from lade.app.training import build_model, eval_logits
 
 __all__ = ["save_features", "load_features", "report", "FEATURES_FILE"]
@@ -42,13 +42,43 @@ def _data_root(run_dir, data_root):
         return None
 
 
+def _check_same_data(run_dir, data):
+    """Refuses data other than the run saw: each split's digest against the one run.json recorded (its
+    last session). Runs from before lade recorded digests (older folders, zoo entries) are checked on
+    what they saved instead: the training counts and the test and held-out labels here, the test and
+    held-out logits in save_features; other training images with the same labels then go unnoticed,
+    which is logged."""
+    info_path = run_dir / "run.json"
+    try:
+        recorded = json.loads(info_path.read_text())["sessions"][-1].get("data_digest")
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise RunError(f"lade: '{info_path}' is missing or damaged ({type(e).__name__}: {e})") from None
+    if recorded is not None:
+        now = data.digest()
+        differ = [split for split in now if not isinstance(recorded, dict) or recorded.get(split) != now[split]]
+        if differ:
+            raise RunError(f"lade: the {', '.join(differ)} data under '{data.root}' differ from what '{run_dir}' was "
+                           f"trained on (their digest is not the one in {info_path}); pass the run's data root")
+        return
+    saved = load_arrays(run_dir)
+    checks = [("training counts", priors.class_counts(data.train[1], data.classes), saved["train_counts"]),
+              ("test labels", data.test[1], saved["test_labels"]),
+              ("held-out labels", None if data.calib is None else data.calib[1], saved["calib_labels"])]
+    for what, now, then in checks:
+        if (now is None) != (then is None) or (now is not None and not np.array_equal(now, then)):
+            raise RunError(f"lade: the {what} of the data under '{data.root}' differ from those '{run_dir}' saved; "
+                           "pass the run's data root")
+    log(f"'{run_dir}' predates data digests: of its training images only the counts are checked")
+
+
 def save_features(run_dir, out=None, data_root=None):
     """Writes the penultimate features of the run's training, held-out and test images (the same
     splits the run used; data_root default: the one the run was trained from), their labels, the classifier (fc weight and bias) and the training counts
-    into an .npz (default RUN_DIR/features.npz). Checks that fc on the test features gives the
-    saved test logits. Returns the path."""
+    into an .npz (default RUN_DIR/features.npz). Checks that the data are those the run saw (see
+    _check_same_data) and that fc on the test features gives the saved test logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
     data = load_dataset(cfg, _data_root(run_dir, data_root))
+    _check_same_data(run_dir, data)
     net = build_model(cfg, data.classes)
     o = cfg["optim"]
     load_checkpoint(run_dir, net, nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
@@ -61,11 +91,12 @@ def save_features(run_dir, out=None, data_root=None):
         arrays[f"{split}_features"] = np.empty((images.shape[0], net.feature_dim), np.float32)
         logits = eval_logits(net, images, batch, cfg["data"]["resolution"], features=arrays[f"{split}_features"])
         arrays[f"{split}_labels"] = labels
-        if split == "test":
-            saved = np.load(run_dir / "test_logits.npy")
+        saved = run_dir / f"{split}_logits.npy"  # the run saved the test and held-out logits, not the training ones
+        if split != "train" and saved.is_file():
+            saved = np.load(saved)
             if saved.shape != logits.shape or not np.allclose(saved, logits, rtol=1e-4, atol=1e-4):
-                raise RunError(f"lade: the checkpoint of '{run_dir}' does not give its saved test logits (the data "
-                               "or the code changed since it was trained)")
+                raise RunError(f"lade: the checkpoint of '{run_dir}' does not give its saved {split} logits (the "
+                               "data or the code changed since it was trained)")
     state = net.state_dict()
     arrays["fc_weight"], arrays["fc_bias"] = state["fc.weight"], state["fc.bias"]
     out = Path(out) if out else run_dir / FEATURES_FILE

@@ -207,7 +207,7 @@ def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
     elif resuming:
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
-                         data.root, data.counts, ranks)
+                         data.root, data.counts, ranks, data.digest())
     metrics_path = run_dir / "metrics.jsonl"
     # keep only the metrics of checkpointed epochs (a kill may fall between the two writes)
     kept = [row for row in read_metrics(metrics_path, drop_torn_last=True) if row["epoch"] <= start]
