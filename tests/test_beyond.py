@@ -2,6 +2,7 @@
 decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,6 +199,38 @@ def test_features_refuses_data_other_than_the_run_trained_on(small_run, tiny_roo
     records.tofile(held_out / "cifar-10-batches-bin" / "test_batch.bin")
     code, _, err = run_main(["features", run, "--data-root", held_out], capsys)
     assert code == 2 and f"the checkpoint of '{run}' does not give its saved calib logits" in err, err
+
+
+def test_decoupled_names_the_users_file_when_one_is_missing_or_damaged(small_run, tmp_path, capsys):
+    """Issue 28: without train_counts.npy the error was prior_from_counts' on 'counts'; Inf in features.npz
+    was named 'features' of lade.decoupled.crt, or 'logits'."""
+    run = shutil.copytree(small_run, tmp_path / "run")
+    if not (run / "features.npz").is_file():
+        assert run_main(["features", run], capsys)[0] == 0
+    (run / "train_counts.npy").rename(tmp_path / "train_counts.npy")
+    code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+    assert code == 2 and f"the run folder is incomplete, missing '{run / 'train_counts.npy'}'" in err, err
+    (tmp_path / "train_counts.npy").rename(run / "train_counts.npy")
+    with np.load(run / "features.npz") as z:
+        good = {k: z[k] for k in z.keys()}
+    bad_values = [("train_features", lambda a: a.__setitem__((3, 2), np.inf), r"'train_features' holds NaN or Inf "
+                                                                               r"\(at \(3, 2\)\)"),
+                  ("calib_features", lambda a: a.__setitem__((0, 0), np.nan), r"'calib_features' holds NaN or Inf"),
+                  ("fc_weight", lambda a: a.__setitem__((1, 1), -np.inf), r"'fc_weight' holds NaN or Inf"),
+                  ("test_labels", lambda a: a.__setitem__(0, 10), r"'test_labels' must be integer \(n,\) in \[0, "
+                                                                  r"classes\).*got values in \[0, 10\]"),
+                  ("train_counts", lambda a: a.__setitem__(0, -1), r"'train_counts' must be integer \(classes,\) >= 0")]
+    for key, damage, message in bad_values:
+        arrays = {k: v.copy() for k, v in good.items()}
+        damage(arrays[key])
+        np.savez(run / "features.npz", **arrays)
+        code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+        assert code == 2 and re.search(rf"lade: '{re.escape(str(run / 'features.npz'))}': {message}", err), err
+    for key, value in (("train_features", good["train_features"].astype(np.float64)),
+                       ("train_labels", good["train_labels"][1:]), ("fc_bias", good["fc_bias"][:3])):
+        np.savez(run / "features.npz", **dict(good, **{key: value}))
+        code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+        assert code == 2 and f"features.npz': '{key}' must be" in err, err
 
 
 @pytest.fixture(scope="module")

@@ -73,9 +73,10 @@ def _check_same_data(run_dir, data):
 
 def save_features(run_dir, out=None, data_root=None):
     """Writes the penultimate features of the run's training, held-out and test images (the same
-    splits the run used; data_root default: the one the run was trained from), their labels, the classifier (fc weight and bias) and the training counts
-    into an .npz (default RUN_DIR/features.npz). Checks that the data are those the run saw (see
-    _check_same_data) and that fc on the test features gives the saved test logits. Returns the path."""
+    splits the run used; data_root default: the one the run was trained from), their labels, the
+    classifier (fc weight and bias) and the training counts into an .npz (default
+    RUN_DIR/features.npz). Checks that the data are those the run saw (see _check_same_data) and that
+    fc on the test and held-out features gives their saved logits. Returns the path."""
     run_dir, cfg = _finished_run(run_dir)
     data = load_dataset(cfg, _data_root(run_dir, data_root))
     _check_same_data(run_dir, data)
@@ -116,6 +117,31 @@ def load_features(path):
                            "train_counts") if k not in arrays]
     if missing:
         raise RunError(f"lade: '{path}' lacks {', '.join(missing)} (write it with 'python -m lade features')")
+    if ("calib_features" in arrays) != ("calib_labels" in arrays):
+        raise RunError(f"lade: '{path}' has only one of calib_features and calib_labels")
+    weight = arrays["fc_weight"]
+    classes, dim = weight.shape if weight.ndim == 2 else (None, None)
+    # key -> (dtype kinds, shape with None for any length, what it is); checked in this order, so a shape
+    # taken from an earlier array has been checked
+    expected = {"fc_weight": ("f", (classes, dim), "float32 (classes, dim)"),
+                "fc_bias": ("f", (classes,), "float32 (classes,)"),
+                "train_counts": ("iu", (classes,), "integer (classes,) >= 0")}
+    for split in ("train", "test", "calib"):
+        if f"{split}_features" in arrays:
+            n = arrays[f"{split}_features"].shape[0] if arrays[f"{split}_features"].ndim == 2 else None
+            expected[f"{split}_features"] = ("f", (None, dim), "float32 (n, dim) with n >= 1")
+            expected[f"{split}_labels"] = ("iu", (n,), f"integer (n,) in [0, classes) with n the rows of "
+                                                       f"{split}_features")
+    for key, (kinds, shape, what) in expected.items():
+        a = arrays[key]
+        fits = a.ndim == len(shape) and a.size > 0 and all(want in (None, got) for want, got in zip(shape, a.shape))
+        if not fits or a.dtype.kind not in kinds or (kinds == "f" and a.dtype != np.float32):
+            raise RunError(f"lade: '{path}': '{key}' must be {what}, got {a.dtype} {a.shape}")
+        if kinds == "f" and not np.isfinite(a).all():
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise RunError(f"lade: '{path}': '{key}' holds NaN or Inf (at {where})")
+        if kinds == "iu" and (a.min() < 0 or (key.endswith("_labels") and a.max() >= classes)):
+            raise RunError(f"lade: '{path}': '{key}' must be {what}, got values in [{a.min()}, {a.max()}]")
     return arrays
 
 
