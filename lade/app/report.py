@@ -374,7 +374,7 @@ def _calibrated_fast(calib, classes):
     return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
 
 
-def _estimate_fast(probs, p_s, calib_probs, method):
+def _estimate_fast(probs, form, p_s, calib_probs, method):
     """The fast protocol's estimate from the calibrated source posteriors of a test subset (probs;
     calibrated once for the whole test set, see _evaluate) and calib_probs (the calibrated held-out
     posteriors, labels and their mean, or None): EM (FAST_EM) with the held-out set's mean posterior
@@ -503,7 +503,7 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
                 p_hat, note = None, None
             elif protocol == "fast":
                 probs = np.take(test_probs, sub.indices, axis=0, out=scratch, mode="clip")
-                p_hat, note = _estimate_fast(probs, p_s, calib_probs, method)
+                p_hat, note = _estimate_fast(probs, form, p_s, calib_probs, method)
             else:
                 p_hat, note = _estimate(f_sub, form, p_s, calib, method)
             if note:
