@@ -17,10 +17,10 @@ labels int64 (n,), weight float32 (classes, dim), bias float32 (classes,).
 import numpy as np
 
 from lade import _C, _args
-from lade.priors import as_prior
+from lade.priors import as_prior, class_counts
 
-__all__ = ["Classifier", "crt", "lade_retrain", "lws", "lws_loss", "tau_normalize_select", "logits",
-           "DEFAULT_TAUS"]
+__all__ = ["Classifier", "crt", "lade_retrain", "instance_epochs", "lws", "lws_loss", "tau_normalize_select",
+           "logits", "DEFAULT_TAUS"]
 
 SAMPLING = {"instance": 0, "class_balanced": 1}
 # tau from 0 (the classifier as trained) to 2 in steps of 0.1
@@ -102,12 +102,29 @@ def crt(features, labels, classes=None, epochs=10, batch_size=512, lr=0.2, momen
     return Classifier(weight, bias, info={"method": "cRT", "last_epoch_loss": last})
 
 
-def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda=0.01, epochs=10, batch_size=512,
+def instance_epochs(labels, epochs, classes=None, func="lade.decoupled.instance_epochs"):
+    """The epochs of instance sampling that show the smallest class as many samples as `epochs` of
+    class-balanced sampling do: epochs * ceil(mean class count / smallest class count) (classes
+    without samples left out)."""
+    counts = class_counts(labels, _classes(labels, classes, func))
+    counts = counts[counts > 0]
+    return _args.whole(epochs, func, "epochs", 1) * int(np.ceil(counts.mean() / counts.min()))
+
+
+def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda=0.01, epochs=None, batch_size=512,
                  lr=0.2, momentum=0.9, weight_decay=5e-4, sampling="instance", seed=0, init=None):
     """The classifier re-trained with the LADE loss (LADE-CE + alpha * LADER, `prior` the training
     prior) on frozen features, instance sampling by default. Test-time form: logits + log p_t
-    (lade.posthoc.lade_adjust). Returns a Classifier."""
+    (lade.posthoc.lade_adjust). Returns a Classifier.
+
+    epochs: default instance_epochs(labels, 10), cRT's 10 epochs in samples of the smallest class.
+    Under instance sampling a tail class is seen in a fraction of the steps, so 10 epochs leave
+    its weights short of the optimum and the classifier still favours the head classes as if it
+    had kept the source prior (on synthetic imbalance-50 features: few-shot recall 0.41 after 10
+    epochs, 0.80 after 100, cRT 0.74; Balanced Softmax re-training, alpha = 0, behaves the same)."""
     func = "lade.decoupled.lade_retrain"
+    if epochs is None:
+        epochs = instance_epochs(labels, 10, classes, func)
     sgd = _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling)
     if prior is None:
         raise ValueError(f"{func}: argument 'prior' (the training prior) is needed")

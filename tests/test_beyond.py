@@ -233,6 +233,27 @@ def test_decoupled_names_the_users_file_when_one_is_missing_or_damaged(small_run
         assert code == 2 and f"features.npz': '{key}' must be" in err, err
 
 
+def test_decoupled_without_a_held_out_set_does_not_choose_tau_on_the_training_features(tiny_root, tmp_path,  # noqa: F811
+                                                                                       capsys):
+    """Issue 28: without a held-out set tau was chosen on the training features, which the backbone has
+    fitted (tau-norm 23.3 % against cRT's 31.3 %); now tau = 1. LADE re-training runs as many samples
+    of the smallest class as cRT's epochs, and says so."""
+    run = tmp_path / "run"
+    assert main([str(a) for a in train_args(tiny_root, run, "optim.epochs=1", "data.calib_fraction=0",
+                                            "--no-report")]) == 0
+    code, _, err = run_main(["decoupled", run, "--epochs", "2"], capsys)
+    assert code == 0, err
+    results = json.loads((run / "decoupled" / "results.json").read_text())
+    notes = {r["raw_method"]: r["notes"] for r in results if "raw_method" in r}
+    assert "tau = 1 (unit-norm rows): no held-out set to choose it on" in notes["tau-norm"]
+    counts = np.load(run / "train_counts.npy")
+    epochs = 2 * int(np.ceil(counts.mean() / counts.min()))
+    assert any(n.startswith(f"{epochs} epochs of instance sampling (cRT: 2 class-balanced)")
+               for n in notes["LADE re-trained"])
+    info = json.loads((run / "decoupled" / "classifiers.json").read_text())
+    assert info["tau-norm"] == {"method": "tau-normalisation", "rule": "tau = 1, no held-out set"}
+
+
 @pytest.fixture(scope="module")
 def jpeg_root(data_dir, tmp_path_factory):
     """A small CIFAR-10 JPEG list-file dataset (20 train and 4 test images per class) taken from the
