@@ -233,8 +233,8 @@ def test_decoupled_names_the_users_file_when_one_is_missing_or_damaged(small_run
         assert code == 2 and f"features.npz': '{key}' must be" in err, err
 
 
-def test_decoupled_without_a_held_out_set_does_not_choose_tau_on_the_training_features(tiny_root, tmp_path,  # noqa: F811
-                                                                                       capsys):
+def test_decoupled_without_held_out_set_does_not_choose_tau_on_training_features(tiny_root, tmp_path,  # noqa: F811
+                                                                                 capsys):
     """Issue 28: without a held-out set tau was chosen on the training features, which the backbone has
     fitted (tau-norm 23.3 % against cRT's 31.3 %); now tau = 1. LADE re-training runs as many samples
     of the smallest class as cRT's epochs, and says so."""
