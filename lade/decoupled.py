@@ -121,7 +121,9 @@ def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda
     Under instance sampling a tail class is seen in a fraction of the steps, so 10 epochs leave
     its weights short of the optimum and the classifier still favours the head classes as if it
     had kept the source prior (on synthetic imbalance-50 features: few-shot recall 0.41 after 10
-    epochs, 0.80 after 100, cRT 0.74; Balanced Softmax re-training, alpha = 0, behaves the same)."""
+    epochs, 0.80 after 100, cRT 0.74; on the features of a short CIFAR-10-LT-50 JPEG run, the three
+    rarest classes 5.8 % after 10 epochs, 19.5 % after 140, cRT 28.5 %, top-1 24.1, 28.1 and 25.6 %;
+    Balanced Softmax re-training, alpha = 0, behaves the same)."""
     func = "lade.decoupled.lade_retrain"
     if epochs is None:
         epochs = instance_epochs(labels, 10, classes, func)
