@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 
 INT_MAX = 2 ** 31 - 1  # the C core counts classes, rows, bins and iterations with int
+# the most classes a lade model has (csrc/nn/resnet.c lade_resnet_create), so the most its features are classified into
+MAX_CLASSES = 1_000_000
 
 
 def whole(value, func, arg, lo=None, hi=INT_MAX):

@@ -340,14 +340,23 @@ class ListFile(_FileDataset):
 class ImageFolder(_FileDataset):
     """A class-folder tree root/<class>/<image>: classes are the sub-folders in
     sorted order (label = position), images the files with one of
-    `extensions` (case-insensitive), sorted."""
+    `extensions` (case-insensitive; one string is one extension), sorted."""
 
     def __init__(self, root, extensions=(".jpg", ".jpeg")):
         fn = "lade.data.ImageFolder"
         self.root = _path(root, fn, "root")
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"{fn}: '{self.root}' is not a folder")
-        exts = tuple(e.lower() for e in extensions)
+        # a str is itself iterable: '.jpg' would otherwise mean the extensions '.', 'j', 'p' and 'g'
+        exts = (extensions,) if isinstance(extensions, str) else extensions
+        try:
+            exts = tuple(exts)
+        except TypeError:
+            exts = None
+        if not exts or not all(isinstance(e, str) and e for e in exts):
+            raise TypeError(f"{fn}: argument 'extensions' must be a non-empty string or a non-empty sequence of "
+                            f"them, got {extensions!r}")
+        exts = tuple(e.lower() for e in exts)
         self.classes = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
         if not self.classes:
             raise ValueError(f"{fn}: '{self.root}' has no class sub-folders")

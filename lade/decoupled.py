@@ -17,10 +17,10 @@ labels int64 (n,), weight float32 (classes, dim), bias float32 (classes,).
 import numpy as np
 
 from lade import _C, _args
-from lade.priors import as_prior
+from lade.priors import as_prior, class_counts
 
-__all__ = ["Classifier", "crt", "lade_retrain", "lws", "lws_loss", "tau_normalize_select", "logits",
-           "DEFAULT_TAUS"]
+__all__ = ["Classifier", "crt", "lade_retrain", "instance_epochs", "lws", "lws_loss", "tau_normalize_select",
+           "logits", "DEFAULT_TAUS"]
 
 SAMPLING = {"instance": 0, "class_balanced": 1}
 # tau from 0 (the classifier as trained) to 2 in steps of 0.1
@@ -47,11 +47,16 @@ def _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling):
 
 
 def _classes(labels, classes, func):
+    """The number of classes, bounded before the classifier is allocated from it."""
     if classes is None:
         if not isinstance(labels, np.ndarray) or labels.size == 0:
             raise ValueError(f"{func}: argument 'classes' is needed when 'labels' is empty or not an array")
-        return int(labels.max()) + 1
-    return _args.whole(classes, func, "classes", 1)
+        top = int(labels.max())
+        if top >= _args.MAX_CLASSES:
+            raise ValueError(f"{func}: argument 'labels' holds label {top}; at most {_args.MAX_CLASSES} classes "
+                             f"are supported")
+        return top + 1
+    return _args.whole(classes, func, "classes", 1, _args.MAX_CLASSES)
 
 
 def _init(classes, dim, init, seed, func):
@@ -66,13 +71,16 @@ def _init(classes, dim, init, seed, func):
         return np.array(weight, dtype=np.float32, order="C"), np.array(bias, dtype=np.float32, order="C")
     bound = 1.0 / np.sqrt(dim)
     rng = np.random.default_rng(seed)
-    weight = rng.uniform(-bound, bound, (classes, dim)).astype(np.float32)
+    try:
+        weight = rng.uniform(-bound, bound, (classes, dim)).astype(np.float32)
+    except MemoryError:
+        raise MemoryError(f"{func}: cannot allocate a classifier of {classes} classes x {dim} features") from None
     return weight, rng.uniform(-bound, bound, classes).astype(np.float32)
 
 
 def _fit(func, features, labels, classes, init, seed, loss, prior, alpha, remine_lambda, sgd):
-    if not isinstance(features, np.ndarray) or features.ndim != 2:
-        raise ValueError(f"{func}: argument 'features' must be a 2-d array (n, dim), got "
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or 0 in features.shape:
+        raise ValueError(f"{func}: argument 'features' must be a 2-d array (n, dim) with n, dim >= 1, got "
                          f"{getattr(features, 'shape', type(features).__name__)}")
     classes = _classes(labels, classes, func)
     seed = _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
@@ -95,12 +103,31 @@ def crt(features, labels, classes=None, epochs=10, batch_size=512, lr=0.2, momen
     return Classifier(weight, bias, info={"method": "cRT", "last_epoch_loss": last})
 
 
-def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda=0.01, epochs=10, batch_size=512,
+def instance_epochs(labels, epochs, classes=None, func="lade.decoupled.instance_epochs"):
+    """The epochs of instance sampling that show the smallest class as many samples as `epochs` of
+    class-balanced sampling do: epochs * ceil(mean class count / smallest class count) (classes
+    without samples left out)."""
+    counts = class_counts(labels, _classes(labels, classes, func))
+    counts = counts[counts > 0]
+    return _args.whole(epochs, func, "epochs", 1) * int(np.ceil(counts.mean() / counts.min()))
+
+
+def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda=0.01, epochs=None, batch_size=512,
                  lr=0.2, momentum=0.9, weight_decay=5e-4, sampling="instance", seed=0, init=None):
     """The classifier re-trained with the LADE loss (LADE-CE + alpha * LADER, `prior` the training
     prior) on frozen features, instance sampling by default. Test-time form: logits + log p_t
-    (lade.posthoc.lade_adjust). Returns a Classifier."""
+    (lade.posthoc.lade_adjust). Returns a Classifier.
+
+    epochs: default instance_epochs(labels, 10), cRT's 10 epochs in samples of the smallest class.
+    Under instance sampling a tail class is seen in a fraction of the steps, so 10 epochs leave
+    its weights short of the optimum and the classifier still favours the head classes as if it
+    had kept the source prior (on synthetic imbalance-50 features: few-shot recall 0.41 after 10
+    epochs, 0.80 after 100, cRT 0.74; on the features of a short CIFAR-10-LT-50 JPEG run, the three
+    rarest classes 5.8 % after 10 epochs, 19.5 % after 140, cRT 28.5 %, top-1 24.1, 28.1 and 25.6 %;
+    Balanced Softmax re-training, alpha = 0, behaves the same)."""
     func = "lade.decoupled.lade_retrain"
+    if epochs is None:
+        epochs = instance_epochs(labels, 10, classes, func)
     sgd = _sgd(func, epochs, batch_size, lr, momentum, weight_decay, sampling)
     if prior is None:
         raise ValueError(f"{func}: argument 'prior' (the training prior) is needed")

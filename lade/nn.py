@@ -42,7 +42,6 @@ _VARIANTS = {"lade": 0, "classic": 1}  # lade_resnet_variant; 2 is ResNet-18
 _RESNET18 = 2
 # stem_stride -> lade_stem: 3x3 stride 1, 3x3 stride 2, 7x7 stride 2 + 3x3 stride-2 max pool
 _STEMS = {1: 0, 2: 1, 4: 2}
-_MAX_CLASSES = 1_000_000  # csrc/nn/resnet.c lade_resnet_create
 # PyTorch keeps this counter in every BatchNorm's state_dict; lade does not need it.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 CLASSIFIERS = ("linear", "causal_norm")
@@ -69,14 +68,55 @@ def _causal_norm_options(func, classifier, options):
     return {k: _args.whole(v, func, k, 1) if k == "heads" else _args.real(v, func, k) for k, v in given.items()}
 
 
+def _checked(func, arg, value, shape, variance=False):
+    """`value` as an array of `shape` holding finite real numbers (non-negative with `variance`), else a
+    named error; checked before anything is copied into a model."""
+    try:
+        value = np.asarray(value)
+    except Exception as e:
+        raise TypeError(f"{func}: argument '{arg}' is not an array ({e})") from None
+    if value.shape != shape:
+        raise ValueError(f"{func}: argument '{arg}' must have shape {shape}, got {value.shape}")
+    if value.dtype.kind not in "fiu":
+        raise TypeError(f"{func}: argument '{arg}' must hold real numbers, got dtype {value.dtype}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{func}: argument '{arg}' contains NaN or Inf")
+    if variance and (value < 0).any():
+        raise ValueError(f"{func}: argument '{arg}' has a negative variance {value.min()}")
+    return value
+
+
+def _flat_property(name, doc):
+    """A flat C buffer as a zero-copy view. Assigning copies into it (the model computes from that
+    memory, so rebinding the attribute would leave the weights unchanged), after the checks of
+    load_state_dict."""
+    def get(self):
+        return self._flat[name]
+
+    def set(self, value):
+        target = self._flat[name]
+        func = f"lade.{type(self).__name__}.{name}"
+        value = _checked(func, name, value, target.shape)
+        if name == "buffers":
+            for key, view in self._views(value, True).items():
+                if key.endswith("running_var"):
+                    _checked(func, f"{name}[{key!r}]", view, view.shape, variance=True)
+        target[...] = value
+    return property(get, set, doc=doc)
+
+
 class _ResNet:
     """What every C ResNet shares: flat ``params``, ``grads`` and ``buffers``
     (zero-copy float32 views of the C buffers) named like the PyTorch modules'
     state_dict, forward and backward, profiling."""
 
+    params = _flat_property("params", "All weights, float32 (num_params,); `net.params = a` copies `a` in.")
+    grads = _flat_property("grads", "All gradients, float32 (num_params,); assigning copies in.")
+    buffers = _flat_property("buffers", "BN running statistics, float32; assigning copies in.")
+
     def _create(self, code, num_classes, stem_stride, seed, classifier, causal_norm):
         func = f"lade.{type(self).__name__}"
-        self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _MAX_CLASSES)
+        self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _args.MAX_CLASSES)
         if stem_stride not in _STEMS:
             raise ValueError(f"{func}: argument 'stem_stride' must be one of {sorted(_STEMS)}, got {stem_stride!r}")
         self.stem_stride = stem_stride
@@ -84,9 +124,7 @@ class _ResNet:
         self.classifier = classifier
         self.causal_norm = options or None  # the Causal Norm values, None for the linear classifier
         self._core = _C.ResNetCore(code, _STEMS[stem_stride], self.num_classes, **options)
-        self.params = self._core.params
-        self.grads = self._core.grads
-        self.buffers = self._core.buffers
+        self._flat = {"params": self._core.params, "grads": self._core.grads, "buffers": self._core.buffers}
         self._layout = self._core.tensors()  # [(name, is_buffer, offset, shape)]
         self.feature_dim = {name: shape for name, _, _, shape in self._layout}["fc.weight"][1]
         self.init(seed)
@@ -139,22 +177,8 @@ class _ResNet:
                            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
         # every tensor is checked before the first is copied: a bad one leaves the model unchanged
-        values = {}
-        for name, target in targets.items():
-            try:
-                value = np.asarray(given[name])
-            except Exception as e:
-                raise TypeError(f"{func}: argument 'state[{name!r}]' is not an array ({e})") from None
-            if value.shape != target.shape:
-                raise ValueError(f"{func}: argument 'state[{name!r}]' must have shape {target.shape}, "
-                                 f"got {value.shape}")
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"{func}: argument 'state[{name!r}]' must hold real numbers, got dtype {value.dtype}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"{func}: argument 'state[{name!r}]' contains NaN or Inf")
-            if name.endswith("running_var") and (value < 0).any():
-                raise ValueError(f"{func}: argument 'state[{name!r}]' has a negative variance {value.min()}")
-            values[name] = value
+        values = {name: _checked(func, f"state[{name!r}]", given[name], target.shape, name.endswith("running_var"))
+                  for name, target in targets.items()}
         for name, target in targets.items():
             target[...] = values[name]
 

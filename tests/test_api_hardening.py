@@ -105,6 +105,31 @@ def test_load_state_dict_is_all_or_nothing():
     assert all(np.array_equal(v, state[k]) for k, v in net.state_dict().items())
 
 
+def test_assigning_params_copies_into_the_model_or_is_refused_by_name():
+    """Issue 28: `net.params = np.zeros(5)` rebound the attribute and the model kept its weights."""
+    net, other = nn.ResNet32(10, seed=1), nn.ResNet32(10, seed=2)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    view = net.params
+    net.params = other.params
+    net.buffers = other.buffers
+    assert net.params is view  # still the zero-copy view the C model computes from
+    np.testing.assert_array_equal(net.forward(x, train=False), other.forward(x, train=False))
+    before = net.params.copy(), net.buffers.copy()
+    with pytest.raises(ValueError, match=r"lade.ResNet32.params: argument 'params' must have shape "
+                                         rf"\({net.num_params},\), got \(5,\)"):
+        net.params = np.zeros(5)
+    with pytest.raises(ValueError, match=r"lade.ResNet32.params: argument 'params' contains NaN"):
+        net.params = np.full(net.num_params, np.nan)
+    with pytest.raises(TypeError, match=r"lade.ResNet32.grads: argument 'grads' must hold real numbers"):
+        net.grads = np.full(net.num_params, "a")
+    var = net.buffers.copy()
+    var[-1] = -1.0  # the last buffer is a running variance
+    with pytest.raises(ValueError, match=r"lade.ResNet32.buffers: argument 'buffers\[.*running_var'\]' has a neg"):
+        net.buffers = var
+    np.testing.assert_array_equal(net.params, before[0])
+    np.testing.assert_array_equal(net.buffers, before[1])
+
+
 def test_sgd_load_state_dict_is_all_or_nothing():
     net = nn.ResNet32(10)
     opt = nn.SGD(net, 0.1)

@@ -1,6 +1,11 @@
 """Evaluating anyone's saved logits (lade.app.report.evaluate_logits, `evaluate --logits`) and the
 decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +15,7 @@ from lade import posthoc, priors
 from lade.app import report
 from lade.app.cli import main
 from lade.app.runs import RunError
-from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
+from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
 C = 10
 
@@ -165,6 +170,90 @@ def test_samplers_are_selectable_in_configs(tiny_root, tmp_path, capsys):  # noq
     assert row["images_per_s"] * row["seconds"] == pytest.approx(counts.max() * len(counts) // 16 * 16, rel=1e-6)
 
 
+def test_features_refuses_data_other_than_the_run_trained_on(small_run, tiny_root, tmp_path, capsys):  # noqa: F811
+    """Issue 28: with another archive, the training features came from other images; only the test
+    features were checked (the test batch here is the run's, so that check passes)."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    for batch in (other / "cifar-10-batches-bin").glob("data_batch_*.bin"):
+        records = np.fromfile(batch, np.uint8).reshape(-1, 1 + 3072)
+        records[:, 1:] = 255 - records[:, 1:]  # the same labels, other pixels
+        records.tofile(batch)
+    run = shutil.copytree(small_run, tmp_path / "run")
+    (run / "features.npz").unlink(missing_ok=True)
+    code, _, err = run_main(["features", run, "--data-root", other], capsys)
+    assert code == 2 and f"the train data under '{other}' differ from what '{run}' was trained on" in err, err
+    assert not (run / "features.npz").exists()
+    # a run from before data digests: its training images are not checked, and it says so; its held-out
+    # images are checked on their saved logits (the last 4 test images of each class, the first 6 are tested)
+    info = json.loads((run / "run.json").read_text())
+    for session in info["sessions"]:
+        del session["data_digest"]
+    (run / "run.json").write_text(json.dumps(info))
+    code, _, err = run_main(["features", run, "--data-root", other], capsys)
+    assert code == 0 and "predates data digests: of its training images only the counts are checked" in err, err
+    held_out = tmp_path / "held_out"
+    shutil.copytree(tiny_root, held_out)
+    records = np.fromfile(held_out / "cifar-10-batches-bin" / "test_batch.bin", np.uint8).reshape(10, 10, 1 + 3072)
+    records[:, 6:, 1:] = 255 - records[:, 6:, 1:]
+    records.tofile(held_out / "cifar-10-batches-bin" / "test_batch.bin")
+    code, _, err = run_main(["features", run, "--data-root", held_out], capsys)
+    assert code == 2 and f"the checkpoint of '{run}' does not give its saved calib logits" in err, err
+
+
+def test_decoupled_names_the_users_file_when_one_is_missing_or_damaged(small_run, tmp_path, capsys):
+    """Issue 28: without train_counts.npy the error was prior_from_counts' on 'counts'; Inf in features.npz
+    was named 'features' of lade.decoupled.crt, or 'logits'."""
+    run = shutil.copytree(small_run, tmp_path / "run")
+    if not (run / "features.npz").is_file():
+        assert run_main(["features", run], capsys)[0] == 0
+    (run / "train_counts.npy").rename(tmp_path / "train_counts.npy")
+    code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+    assert code == 2 and f"the run folder is incomplete, missing '{run / 'train_counts.npy'}'" in err, err
+    (tmp_path / "train_counts.npy").rename(run / "train_counts.npy")
+    with np.load(run / "features.npz") as z:
+        good = {k: z[k] for k in z.keys()}
+    bad_values = [("train_features", lambda a: a.__setitem__((3, 2), np.inf), r"'train_features' holds NaN or Inf "
+                                                                               r"\(at \(3, 2\)\)"),
+                  ("calib_features", lambda a: a.__setitem__((0, 0), np.nan), r"'calib_features' holds NaN or Inf"),
+                  ("fc_weight", lambda a: a.__setitem__((1, 1), -np.inf), r"'fc_weight' holds NaN or Inf"),
+                  ("test_labels", lambda a: a.__setitem__(0, 10), r"'test_labels' must be integer \(n,\) in \[0, "
+                                                                  r"classes\).*got values in \[0, 10\]"),
+                  ("train_counts", lambda a: a.__setitem__(0, -1), r"'train_counts' must be integer \(classes,\) >= 0")]
+    for key, damage, message in bad_values:
+        arrays = {k: v.copy() for k, v in good.items()}
+        damage(arrays[key])
+        np.savez(run / "features.npz", **arrays)
+        code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+        assert code == 2 and re.search(rf"lade: '{re.escape(str(run / 'features.npz'))}': {message}", err), err
+    for key, value in (("train_features", good["train_features"].astype(np.float64)),
+                       ("train_labels", good["train_labels"][1:]), ("fc_bias", good["fc_bias"][:3])):
+        np.savez(run / "features.npz", **dict(good, **{key: value}))
+        code, _, err = run_main(["decoupled", run, "--epochs", "1"], capsys)
+        assert code == 2 and f"features.npz': '{key}' must be" in err, err
+
+
+def test_decoupled_without_held_out_set_does_not_choose_tau_on_training_features(tiny_root, tmp_path,  # noqa: F811
+                                                                                 capsys):
+    """Issue 28: without a held-out set tau was chosen on the training features, which the backbone has
+    fitted (tau-norm 23.3 % against cRT's 31.3 %); now tau = 1. LADE re-training runs as many samples
+    of the smallest class as cRT's epochs, and says so."""
+    run = tmp_path / "run"
+    assert main([str(a) for a in train_args(tiny_root, run, "optim.epochs=1", "data.calib_fraction=0",
+                                            "--no-report")]) == 0
+    code, _, err = run_main(["decoupled", run, "--epochs", "2"], capsys)
+    assert code == 0, err
+    results = json.loads((run / "decoupled" / "results.json").read_text())
+    notes = {r["raw_method"]: r["notes"] for r in results if "raw_method" in r}
+    assert "tau = 1 (unit-norm rows): no held-out set to choose it on" in notes["tau-norm"]
+    counts = np.load(run / "train_counts.npy")
+    epochs = 2 * int(np.ceil(counts.mean() / counts.min()))
+    assert any(n.startswith(f"{epochs} epochs of instance sampling (cRT: 2 class-balanced)")
+               for n in notes["LADE re-trained"])
+    info = json.loads((run / "decoupled" / "classifiers.json").read_text())
+    assert info["tau-norm"] == {"method": "tau-normalisation", "rule": "tau = 1, no held-out set"}
+
+
 @pytest.fixture(scope="module")
 def jpeg_root(data_dir, tmp_path_factory):
     """A small CIFAR-10 JPEG list-file dataset (20 train and 4 test images per class) taken from the
@@ -215,6 +304,22 @@ def test_listfile_and_imagefolder_runs_from_the_cli(jpeg_root, tmp_path, capsys)
     assert np.array_equal(np.load(folder / "train_counts.npy"), counts)
     with np.load(folder / "checkpoint.npz") as z:
         assert z["params"].size == lade.ResNet18(10).num_params
+
+
+def test_a_fifo_in_the_training_list_ends_lade_train_at_once_naming_it(jpeg_root, tmp_path):
+    """Issue 28: `lade train` blocked for good in open() on a FIFO entry, deaf to Ctrl-C. A child
+    process with a timeout, so that a regression fails instead of hanging the test run."""
+    lists = jpeg_root / "cifar10-jpeg"
+    os.mkfifo(tmp_path / "fifo.jpg")
+    lines = (lists / "train.txt").read_text().splitlines()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines[:3] + [f"{tmp_path / 'fifo.jpg'} 0"] + lines[4:]) + "\n")
+    done = subprocess.run([sys.executable, "-m", "lade", "train", "--config", "cifar10_jpeg_lt_100_lade",
+                           "--data-root", str(jpeg_root), *JPEG_TINY, f"data.image_root={lists}",
+                           "data.lt_subset=false", "--out", str(tmp_path / "run"), f"data.train={bad}"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert "bad.txt line 4" in done.stderr and "fifo.jpg' is a FIFO, not a regular file" in done.stderr
 
 
 def test_listfile_errors_name_the_list_line_and_the_class(jpeg_root, tmp_path, capsys):

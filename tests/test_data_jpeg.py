@@ -4,6 +4,8 @@ files, and every bad-input case of issue 4."""
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import uuid
 
@@ -367,6 +369,42 @@ def test_loader_on_files_deterministic_and_matches_direct_path(tmp_path, jpeg_ro
         assert x.shape == (16, 3, 32, 32) and np.isfinite(x).all() and len(loader) == 625
 
 
+def test_a_fifo_directory_or_device_entry_is_refused_by_name_without_blocking(tmp_path, jpeg_root):
+    """Issue 28: a FIFO entry blocked the worker in open() for good, and close() after Ctrl-C never
+    returned. Run in a child process so that a regression fails on the timeout instead of hanging."""
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    os.symlink("/dev/null", tmp_path / "device.jpg")
+    shutil.copy(os.path.join(jpeg_root, "test", "cat", "0000.jpg"), tmp_path / "good.jpg")
+    os.symlink(tmp_path / "good.jpg", tmp_path / "link.jpg")  # a symlink to a regular file is read
+    (tmp_path / "list.txt").write_text("good.jpg 0\nlink.jpg 0\nfifo.jpg 1\nfolder.jpg 1\ndevice.jpg 1\n")
+    script = f"""
+import numpy as np
+from lade import data
+lf = data.ListFile({str(tmp_path / "list.txt")!r})
+for line in (3, 4, 5):
+    class Fixed:
+        def __len__(self):
+            return 2
+        def epoch_indices(self, epoch):
+            return np.array([1, line - 1], np.int64)
+    loader = data.Loader(lf, 2, data.ImageNetEval(40, 32), sampler=Fixed())
+    try:
+        next(iter(loader))
+    except OSError as e:
+        print(e)
+    loader.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stdout
+    for message, line, name, kind in zip(lines, (3, 4, 5), ("fifo", "folder", "device"),
+                                         ("a FIFO", "a directory", "a character device")):
+        assert message.startswith(f"lade.data.Loader: {tmp_path / 'list.txt'} line {line}: ")
+        assert f"{name}.jpg' is {kind}, not a regular file" in message
+
+
 def test_folder_errors_name_the_file(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -380,3 +418,16 @@ def test_folder_errors_name_the_file(tmp_path):
             next(iter(loader))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         data.ImageFolder(tmp_path / "nope")
+
+
+def test_image_folder_takes_one_string_as_one_extension(tmp_path):
+    """Issue 28: extensions='.jpg' was read as the characters '.', 'j', 'p', 'g' and listed .png and .p files."""
+    (tmp_path / "a").mkdir()
+    for name in ("x.jpg", "y.png", "z.p", "w.JPG"):
+        (tmp_path / "a" / name).write_bytes(b"")
+    assert [f for f, _ in data.ImageFolder(tmp_path, extensions=".jpg")] == ["a/w.JPG", "a/x.jpg"]
+    assert [f for f, _ in data.ImageFolder(tmp_path, extensions=[".png", ".p"])] == ["a/y.png", "a/z.p"]
+    for bad in ("", (), [".jpg", 3], 5, None):
+        with pytest.raises(TypeError, match=r"lade.data.ImageFolder: argument 'extensions' must be a non-empty "
+                                            r"string or a non-empty sequence of them, got"):
+            data.ImageFolder(tmp_path, extensions=bad)

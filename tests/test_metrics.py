@@ -36,6 +36,12 @@ def test_confusion_per_class_and_shots():
     assert (metrics.confusion_matrix(scores, labels, 4) == cm).all()
     with pytest.raises(ValueError, match=r"argument 'predictions'.*predictions\[0\] = 4"):
         metrics.confusion_matrix(i64([4, 1, 1, 2]), labels, 4)
+    # issue 28: negative counts gave [1, 1, 1]; counts whose row sum overflows are refused too
+    with pytest.raises(ValueError, match=r"lade.metrics.per_class_accuracy: argument 'confusion': "
+                                         r"confusion\[0\]\[1\] = -1 is negative"):
+        metrics.per_class_accuracy(i64([[0, -1, 1], [0, 1, 0], [0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"lade.metrics.per_class_accuracy: argument 'confusion': row 1 sums"):
+        metrics.per_class_accuracy(i64([[1, 0], [2 ** 62, 2 ** 62]]))
 
 
 def test_ece_standard_hand_case():

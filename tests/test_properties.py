@@ -213,3 +213,112 @@ def test_schedules_are_right_or_name_themselves(epoch, kind):
     assert isinstance(epoch, int) and epoch >= 0 and 0 <= lr <= 0.2
     if kind == "cosine":
         assert epoch <= 200 and lr == pytest.approx(0.1 * (1 + math.cos(math.pi * epoch / 200)))
+
+
+# ------------------------------------------------- evaluate --logits and the prior-shift estimators
+# Issue 28: random shapes, dtypes, NaN/Inf and classes missing from a split give a valid result or an
+# error naming lade's function, never a crash or another exception (NameError, IndexError, ...).
+FEW = settings(SETTINGS, max_examples=60)
+
+
+@st.composite
+def logits_case(draw):
+    """Test and held-out logits (mostly valid, sometimes of another dtype or with NaN/Inf), labels that
+    may miss classes or fall outside [0, C), and training counts that may hold 0 or negatives."""
+    c = draw(st.integers(1, 5))
+    valid = draw(st.booleans())
+    n, m = draw(st.integers(10 if valid else 0, 40)), draw(st.integers(0, 20))
+    f = draw(arrays(ndim=2, max_side=6)) if not valid else draw(hnp.arrays(
+        np.float32, (n, c), elements=st.floats(-8, 8, width=32)))
+    classes = f.shape[1] if f.ndim == 2 and f.shape[1] else c
+    labels = draw(hnp.arrays(np.int64, (f.shape[0] if f.ndim else 0,), elements=st.integers(-1 if not valid else 0,
+                                                                                            classes - 1)))
+    counts = draw(hnp.arrays(np.int64, (classes,), elements=st.integers(1 if valid else -2, 50)))
+    if draw(st.booleans()):
+        counts[-1] = 0  # a class without training images: refused unless zero_count_floor
+    calib, kind = None, draw(st.sampled_from(["clean", "none", "clean", "non-finite"]))
+    if kind != "none":
+        present = draw(st.integers(1, classes))  # the held-out labels may lack the last classes
+        values = st.floats(-8, 8, width=32) if kind == "clean" else st.sampled_from([0.0, np.nan, np.inf])
+        calib = (draw(hnp.arrays(np.float32, (m, classes), elements=values)),
+                 draw(hnp.arrays(np.int64, (m,), elements=st.integers(0, present - 1))))
+    return f, labels, counts, calib
+
+
+@FEW
+@given(logits_case(), st.sampled_from(["softmax", "balanced", "lade"]), st.sampled_from(["full", "fast", "none"]),
+       st.booleans(), st.sampled_from([None, 0.5]))
+def test_evaluate_logits_gives_a_report_or_names_itself(case, method, protocol, fast_bbse, floor):
+    from lade.app import report
+    from lade.app.runs import RunError
+    f, labels, counts, calib = case
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = report.evaluate_logits(f, labels, counts, *(calib or (None, None)), method=method,
+                                       estimated_prior=protocol, zero_count_floor=floor, fast_bbse=fast_bbse)
+    except (RunError, *LADE_ERRORS) as e:
+        _named(e, "lade.evaluate")
+        return
+    uniform = r["methods"][0]["uniform"]
+    assert 0 <= uniform["top1"] <= 1 and r["setup"]["test_images"] == f.shape[0] >= 1
+    assert r["setup"]["train_images"] == int(np.sum(counts)) >= 0
+
+
+@st.composite
+def prior_shift_case(draw):
+    """adapt's inputs: test logits of any dtype and shape, or valid ones; a source prior that may not be
+    one; held-out logits and labels that may lack classes."""
+    f, labels, counts, calib = draw(logits_case())
+    prior = counts / counts.sum() if counts.sum() > 0 else counts.astype(np.float64)
+    if draw(st.booleans()):
+        prior = draw(arrays(ndim=1, max_side=6))
+    return f, prior, calib
+
+
+@FEW
+@given(prior_shift_case(), st.sampled_from(["em", "bbse"]), st.sampled_from(["bcts", "ts", "none"]),
+       st.sampled_from(["free", "tilt", "auto"]), st.sampled_from([None, "no_shift", "uniform"]), st.integers(0, 3),
+       st.sampled_from([None, 0.05]))
+def test_adapt_gives_a_prior_or_names_itself(case, method, calibration, family, shrink_to, bootstrap, gate):
+    import warnings
+    from lade import prior_shift
+    f, prior, calib = case
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = prior_shift.adapt(f, prior, *(calib or (None, None)), method=method, calibration=calibration,
+                                    family=family, shrink_to=shrink_to, bootstrap=bootstrap, gate=gate)
+    except LADE_ERRORS as e:
+        _named(e, "lade.")
+        return
+    classes = f.shape[1]
+    for p in (res.prior, res.pool_prior):
+        assert p.shape == (classes,) and np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) < 1e-4
+    assert res.probs.shape == f.shape and np.isfinite(res.probs).all()
+    np.testing.assert_allclose(res.probs.sum(axis=1), 1, atol=1e-4)
+    assert 0 <= res.shift_test["p_value"] <= 1
+
+
+@FEW
+@given(arrays(ndim=2, max_side=5), arrays(ndim=1, max_side=5), arrays(ndim=1, max_side=5, dtype=np.int64),
+       st.sampled_from(["em", "tilt", "bbse", "mean"]))
+def test_prior_estimators_give_a_prior_or_name_themselves(probs, prior, labels, which):
+    import warnings
+    from lade import prior_shift
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if which == "em":
+                p = prior_shift.em_prior(probs, prior, pseudo_count=1.0)[0]
+            elif which == "tilt":
+                p = prior_shift.tilted_prior(probs, prior, prior)[0]
+            elif which == "bbse":
+                p = prior_shift.bbse_prior(probs, labels, probs, prior)[0]
+            else:
+                p = prior_shift.mean_posterior(probs)
+    except LADE_ERRORS as e:
+        _named(e, "lade.prior_shift")
+        return
+    assert p.shape == (probs.shape[1],) and np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) < 1e-4

@@ -10,12 +10,14 @@
 #include "lade_data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
 struct lade_jpeg {
     tjhandle handle;
@@ -151,21 +153,37 @@ lade_status lade_jpeg_decode(lade_jpeg *j, const uint8_t *data, size_t len, cons
     return LADE_OK;
 }
 
+/* What a path that is not a regular file is, for the message. */
+static const char *file_kind(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket"
+           : S_ISCHR(mode) ? "a character device" : S_ISBLK(mode) ? "a block device" : "a special file";
+}
+
 lade_status lade_jpeg_read(lade_jpeg *j, const char *path, const uint8_t **rgb, int *width, int *height) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lade_fail(LADE_EIO, "cannot open '%s': %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO without a writer would otherwise wait for good;
+     * fstat on the open file then refuses all but regular files, with no race */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return lade_fail(LADE_EIO, "cannot open '%s': %s", path, strerror(errno));
     struct stat info;
     lade_status st = LADE_OK;
-    if (fstat(fileno(f), &info) || !S_ISREG(info.st_mode)) {
-        st = lade_fail(LADE_EIO, "'%s' is not a regular file", path);
+    if (fstat(fd, &info)) {
+        st = lade_fail(LADE_EIO, "'%s': %s", path, strerror(errno));
+    } else if (!S_ISREG(info.st_mode)) {
+        st = lade_fail(LADE_EIO, "'%s' is %s, not a regular file (a JPEG image)", path, file_kind(info.st_mode));
     } else if ((size_t)info.st_size > ((size_t)1 << 31)) {
         st = lade_fail(LADE_EDECODE, "%lld bytes is too large for a JPEG", (long long)info.st_size);
     } else if (!(st = grow(&j->file, &j->file_cap, (size_t)info.st_size + 1))) {
-        size_t got = fread(j->file, 1, (size_t)info.st_size, f);
+        size_t got = 0;
+        while (got < (size_t)info.st_size) {
+            ssize_t r = read(fd, j->file + got, (size_t)info.st_size - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
         if (got != (size_t)info.st_size)
             st = lade_fail(LADE_EIO, "'%s': read %zu of %lld bytes", path, got, (long long)info.st_size);
     }
-    fclose(f);
+    close(fd);
     if (!st) st = lade_jpeg_decode(j, j->file, (size_t)info.st_size, rgb, width, height);
     if (st && st != LADE_EIO) {
         char detail[400];

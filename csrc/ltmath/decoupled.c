@@ -41,9 +41,10 @@ static lade_status check_fit_config(const lade_classifier_config *cfg, int class
 }
 
 static lade_status check_data(const float *features, const int64_t *labels, int n, int dim, int classes) {
-    if (n < 1 || dim < 1 || classes < 1)
-        return lade_fail(LADE_EINVAL, "need n >= 1, dim >= 1 and classes >= 1, got n=%d dim=%d classes=%d", n, dim,
-                         classes);
+    if (n < 1 || dim < 1)
+        return lade_fail(LADE_EINVAL, "argument 'features' must have n >= 1 rows and dim >= 1 columns, got (%d, %d)",
+                         n, dim);
+    if (classes < 1) return lade_fail(LADE_EINVAL, "argument 'classes' must be >= 1, got %d", classes);
     lade_status st = lt_check_labels(labels, (size_t)n, classes, "labels");
     return st ? st : lt_check_logits(features, (size_t)n, dim, "features");
 }
@@ -137,7 +138,16 @@ static lade_status run_sgd(fit_state *s, float *params, size_t n_params, batch_f
             double loss;
             gather(s, start, len);
             st = step(ctx, s, len, &loss, grads);
+            /* as lade.train_step: a non-finite loss stops before the step; lade_sgd_step refuses a non-finite
+             * gradient. A finite step can still overflow the parameters (a huge lr), so they are checked too. */
+            if (!st && !isfinite(loss))
+                st = lade_fail(LADE_ENONFINITE, "the loss is %g at epoch %d (lr %g); nothing was returned", loss, e + 1,
+                               lr);
             if (!st) st = lade_sgd_step(params, grads, velocity, NULL, n_params, &sgd, (float)lr, first);
+            for (size_t i = 0; i < n_params && !st; i++)
+                if (!isfinite(params[i]))
+                    st = lade_fail(LADE_ENONFINITE, "an SGD step at epoch %d (lr %g) made parameter %zu %g; the "
+                                   "learning rate is too large, nothing was returned", e + 1, lr, i, (double)params[i]);
             first = 0;
             total += loss * len;
         }

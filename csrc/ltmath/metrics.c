@@ -73,7 +73,16 @@ lade_status lade_confusion_matrix(int64_t *confusion, const int64_t *predictions
 lade_status lade_per_class_accuracy(double *accuracy, const int64_t *confusion, int classes) {
     for (int r = 0; r < classes; r++) {
         int64_t total = 0;
-        for (int c = 0; c < classes; c++) total += confusion[(size_t)r * classes + c];
+        for (int c = 0; c < classes; c++) {
+            int64_t v = confusion[(size_t)r * classes + c];
+            /* counts: a negative one would give a recall outside [0, 1], or 1 for [[-1, 1], ...] */
+            if (v < 0)
+                return lade_fail(LADE_EINVAL, "argument 'confusion': confusion[%d][%d] = %lld is negative (counts "
+                                 "must be >= 0)", r, c, (long long)v);
+            if (v > INT64_MAX - total)
+                return lade_fail(LADE_ERANGE, "argument 'confusion': row %d sums to more than 2^63 - 1", r);
+            total += v;
+        }
         accuracy[r] = total ? (double)confusion[(size_t)r * classes + r] / total : NAN;
     }
     return LADE_OK;

@@ -276,12 +276,15 @@ lade_status lade_mean_posterior(float *prior, const float *probs, int n, int cla
     double *sum = lade_alloc((size_t)classes * sizeof(double));
     if (!sum) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
     memset(sum, 0, (size_t)classes * sizeof(double));
+    double total = 0;
     for (int i = 0; i < n; i++)
         for (int c = 0; c < classes; c++) sum[c] += probs[(size_t)i * classes + c];
-    floor_and_normalize(sum, classes);
-    for (int c = 0; c < classes; c++) prior[c] = (float)sum[c];
+    for (int c = 0; c < classes; c++) total += sum[c];
+    if (!(total > 0)) st = lade_fail(LADE_EINVAL, "argument 'probs' is all zeros: rows of posteriors sum to 1");
+    if (!st) floor_and_normalize(sum, classes); /* which would divide 0 by 0 */
+    for (int c = 0; c < classes && !st; c++) prior[c] = (float)sum[c];
     lade_free(sum);
-    return LADE_OK;
+    return st;
 }
 
 /* ---- the tilted family: one parameter along the long-tail direction ------------------- */

@@ -2,7 +2,9 @@
  * the loader, in C alone (JPEGs are made with TurboJPEG's compressor). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
 #include "lade_data.h"
 #include "check.h"
@@ -116,6 +118,31 @@ TEST(jpeg_decode_rgb_gray_and_bad_data) {
     CHECK(lade_jpeg_decode(j, png, 0, &rgb, &w, &h) == LADE_EDECODE);
     CHECK(lade_jpeg_read(j, "/nonexistent/file.jpg", &rgb, &w, &h) == LADE_EIO);
     CHECK(strstr(lade_error_detail(), "/nonexistent/file.jpg") != NULL);
+    lade_jpeg_destroy(j);
+}
+
+/* A FIFO without a writer, a directory and a device are refused by name, at once;
+ * alarm() ends the test run if the read blocks, as fopen on the FIFO did. */
+TEST(jpeg_read_refuses_fifo_directory_and_device_without_blocking) {
+    lade_jpeg *j;
+    CHECK_OK(lade_jpeg_create(&j));
+    char dir[] = "/tmp/lade_fifo_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "%s/image.jpg", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    const char *paths[3] = {fifo, dir, "/dev/null"};
+    const char *kinds[3] = {"is a FIFO", "is a directory", "is a character device"};
+    const uint8_t *rgb;
+    int w, h;
+    for (int i = 0; i < 3; i++) {
+        alarm(10);
+        CHECK(lade_jpeg_read(j, paths[i], &rgb, &w, &h) == LADE_EIO);
+        alarm(0);
+        CHECK(strstr(lade_error_detail(), kinds[i]) != NULL && strstr(lade_error_detail(), paths[i]) != NULL);
+    }
+    unlink(fifo);
+    rmdir(dir);
     lade_jpeg_destroy(j);
 }
 

@@ -2,6 +2,7 @@
 archives or folders, and CIFAR-10 as JPEGs with list files) and the CIFAR-LT splits: the
 long-tailed training subset, the held-out labelled set for calibration and prior estimation,
 and the (optionally truncated) uniform test set."""
+import hashlib
 import os
 import sys
 import tempfile
@@ -108,6 +109,23 @@ class Dataset:
     def __init__(self, train, calib, test, counts, classes, root):
         self.train, self.calib, self.test = train, calib, test
         self.counts, self.classes, self.root = counts, classes, root  # root: the data root it came from
+
+    def digest(self):
+        """{'train', 'calib', 'test'}: sha256 of each split's labels and images (None for no held-out set):
+        the pixels of images in memory; for image files, the list lines (path and label) the split
+        takes, not the files' bytes. A run records it (run.json) and `lade features` checks it."""
+        return {name: None if split is None else _digest(*split)
+                for name, split in (("train", self.train), ("calib", self.calib), ("test", self.test))}
+
+
+def _digest(images, labels):
+    h = hashlib.sha256(np.ascontiguousarray(labels, np.int64))
+    if isinstance(images, FileSplit):
+        for i in images.indices.tolist():
+            h.update(images.files[i][0].encode() + b"\0")
+    else:
+        h.update(np.ascontiguousarray(images))
+    return h.hexdigest()
 
 
 class FileSplit:

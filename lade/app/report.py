@@ -248,6 +248,9 @@ def evaluate_run(run_dir, estimated_prior=True):
         raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}' is not readable JSON ({e})") from e
     if not isinstance(final, dict):
         raise RunError(f"lade.evaluate: '{run_dir / 'final.json'}': expected a JSON object, got {str(final)[:60]!r}")
+    missing = [f"'{run_dir / (k + '.npy')}'" for k in ("train_counts", "test_logits") if arrays[k] is None]
+    if missing:  # load_arrays returns None for a missing file; test_labels go with test_logits
+        raise RunError(f"lade.evaluate: the run folder is incomplete, missing {' and '.join(missing)}")
     counts, f, y = arrays["train_counts"], arrays["test_logits"], arrays["test_labels"]
     calib = (arrays["calib_logits"], arrays["calib_labels"])
     p_s = prior_from_counts(counts)

@@ -3,8 +3,9 @@
 A run folder holds::
 
     config.yaml          the complete, validated config (what the run depends on)
-    run.json             per session: start time, overrides, data root, thread count, lade version, git
-                         commit, CPU and kernel variant (what decides the bits)
+    run.json             per session: start time, overrides, data root, a digest of the data (what
+                         `lade features` checks), thread count, lade version, git commit, CPU and kernel
+                         variant (what decides the bits)
     metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
     checkpoint.npz       written atomically at the start (epoch 0) and after every epoch: weights, BN
                          statistics, SGD velocity and step count, the number of finished epochs (the
@@ -392,9 +393,11 @@ def source_commit():
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts, ranks=1):
-    """Records a training session in run.json (appended on resume) and, for a new run, writes the
-    marker, config.yaml and train_counts.npy. Returns run.json's content."""
+def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts, ranks=1,
+                  data_digest=None):
+    """Records a training session in run.json (appended on resume; data_digest: Dataset.digest() of the
+    data it trains on) and, for a new run, writes the marker, config.yaml and train_counts.npy. Returns
+    run.json's content."""
     info_path = run_dir / "run.json"
     info = {"sessions": []}
     if resuming and info_path.is_file():
@@ -408,7 +411,7 @@ def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, tr
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
                              "lade_version": lade.__version__, "commit": source_commit(), "cpu": cpu["model"],
                              "kernel_variant": cpu["variant"], "threads": threads, "ranks": ranks,
-                             "data_root": str(data_root),
+                             "data_root": str(data_root), "data_digest": data_digest,
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
     if not (run_dir / RUN_MARKER).is_file():
         save_atomic(run_dir / RUN_MARKER, lambda f: f.write(b"a lade run folder: lade train --overwrite may "

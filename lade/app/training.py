@@ -209,7 +209,7 @@ def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
     elif resuming:
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
-                         data.root, data.counts, ranks)
+                         data.root, data.counts, ranks, data.digest())
     if not (run_dir / CHECKPOINT).is_file():
         # epoch 0, before any metrics row: a kill or a full disk during the first epoch's checkpoint
         # leaves this one to resume from (logged epochs without a checkpoint are refused)

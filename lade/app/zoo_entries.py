@@ -9,7 +9,6 @@ An entry's name is the config's name and seed (``cifar100_lt_100_lade_seed1``). 
 the run's full report (every table, the estimated-prior one included), computed once from the run's
 logits on the machine that trained it and stamped with that machine's CPU and kernel variant.
 """
-import hashlib
 import json
 from pathlib import Path
 
@@ -42,17 +41,6 @@ def _model_spec(cfg, classes):
     spec = {"arch": m["arch"], "variant": m["variant"], "num_classes": int(classes), "stem_stride": m["stem_stride"]}
     spec.update({k: m[k] for k in ("classifier", *config_mod.CLASSIFIER_OPTIONS[m["classifier"]])})
     return spec
-
-
-def data_digest(data):
-    """sha256 over what evaluation reads: the training counts and the test and held-out images and labels
-    (for JPEG list files, their entries' indices). Equal digests: the same data, split the same way."""
-    h = hashlib.sha256()
-    for a in (data.counts, *data.test, *(data.calib or ())):
-        a = getattr(a, "indices", a)  # a FileSplit: which entries of the list
-        h.update(repr((a.dtype.str, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _copy(src, dst):
@@ -105,7 +93,7 @@ def add_run(run_dir, zoo_root=None, name=None, data_root=None):
     entry = {"name": name, "config": cfg["name"], "dataset": cfg["data"]["dataset"],
              "imbalance": cfg["data"]["imbalance"], "loss": cfg["loss"]["name"], "seed": cfg["run"]["seed"],
              "model_seed": cfg["model"]["seed"], "epochs": cfg["optim"]["epochs"],
-             "model": _model_spec(cfg, counts.shape[0]), "data_sha256": data_digest(data),
+             "model": _model_spec(cfg, counts.shape[0]), "data_sha256": data.digest(),
              "headline": {m["label"]: round(100 * m["uniform"]["top1"], 2) for m in results["methods"]},
              "train_hours": round(final["train_seconds"] / 3600, 2),
              "trained_on": sorted({f"{s['cpu']} ({s['kernel_variant']})" for s in sessions}),
@@ -124,9 +112,9 @@ def materialize(name, out_dir, data_root=None, zoo_root=None):
     check_output_dir(out_dir)
     cfg = config_mod.load(entry.path / "config.yaml")
     data = load_dataset(cfg, data_root)
-    if data_digest(data) != entry.entry["data_sha256"]:
+    if data.digest() != entry.entry["data_sha256"]:
         raise RunError(f"lade evaluate: the data under '{data.root}' is not what {ZOO_PREFIX}{name} was trained and "
-                       f"evaluated on (its training counts, test or held-out images differ); pass the data root "
+                       f"evaluated on (its training, held-out or test images or labels differ); pass the data root "
                        f"of {cfg['data']['dataset']} it used (--data-root)")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_atomic(out_dir / RUN_MARKER, lambda f: f.write(f"{ZOO_PREFIX}{name}, evaluated again\n".encode()))
