@@ -117,10 +117,10 @@ and 'none' is gated. Unlike the fixed pseudo count, nothing pulls a sparse targe
 Smoothing whose strength follows the data (``pseudo_count='auto'``, free EM): the prior is taken as a
 draw from Dirichlet(A r), r the reference prior, and A maximises the Dirichlet-multinomial evidence of
 the maximum-likelihood estimate's soft counts (empirical Bayes in the spirit of MAPLS, Ye et al. 2024;
-em_prior_eb); EM then runs with the pseudo counts A r. A confusing classifier's soft counts are
-noisier than label counts, so A errs small (too little smoothing) on weak models. Counts that look like a multinomial draw from r
-give a large A (no shift), dispersed ones (sparse or strongly shifted targets) a small one.
-res.smoothing_strength = A.
+em_prior_eb); EM then runs with the pseudo counts A r. Counts that look like a multinomial draw from r
+give a large A (no shift), dispersed ones (sparse or strongly shifted targets) a small one. A confusing
+classifier's soft counts are noisier than label counts, so A errs small (too little smoothing) on weak
+models. res.smoothing_strength = A.
 
 Reference prior: the prior the (calibrated) posteriors embody. With calibration data it is the
 mean calibrated posterior over the calibration rows (Alexandari et al. 2020), so that EM's fixed

@@ -1096,7 +1096,8 @@ lade_status lade_em_prior_eb(float *target_prior, double *strength, int *iterati
         double v = dm_evidence(exp(EB_LOG_MIN + k * step), counts, source_prior, n, classes);
         if (v > best_v) best_v = v, best = k;
     }
-    double lo = EB_LOG_MIN + (best > 0 ? best - 1 : 0) * step, hi = EB_LOG_MIN + (best < EB_GRID - 1 ? best + 1 : best) * step;
+    double lo = EB_LOG_MIN + (best > 0 ? best - 1 : 0) * step,
+           hi = EB_LOG_MIN + (best < EB_GRID - 1 ? best + 1 : best) * step;
     const double golden = 0.6180339887498949;
     double x1 = hi - golden * (hi - lo), x2 = lo + golden * (hi - lo);
     double f1 = dm_evidence(exp(x1), counts, source_prior, n, classes),
@@ -1115,8 +1116,8 @@ lade_status lade_em_prior_eb(float *target_prior, double *strength, int *iterati
         pseudo[c] = a * source_prior[c];
         prior[c] = source_prior[c];
     }
-    st = em_run(prior, iterations, converged, loglik, source_probs, NULL, n, classes, source_prior, NULL, 0.0, pseudo, 0,
-                tol, max_iter, scratch, 1, 1);
+    st = em_run(prior, iterations, converged, loglik, source_probs, NULL, n, classes, source_prior, NULL, 0.0, pseudo,
+                0, tol, max_iter, scratch, 1, 1);
     if (st) goto done;
     *strength = a;
     for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];

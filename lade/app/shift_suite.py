@@ -10,8 +10,8 @@ classes of |p_hat - p|) and KL(p || p_hat) with both smoothed by eps = 1 / (2 n)
 
 The goals (issue 26 §2, goal_misses): the default estimate, averaged over a target's draws, is never
 more than 0.5 points below the better of MLLS + BCTS and BBSE (the better of their means), never more
-than 2 points below the better of the two on a single draw, and never more than 0.5 below no adjustment on the uniform test
-(the whole pool).
+than 2 points below the better of the two on a single draw, and never more than 0.5 below no adjustment
+on the uniform test (the whole pool).
 """
 import warnings
 from pathlib import Path
