@@ -1,9 +1,9 @@
 """The suite of shifts nobody tuned to (issue 26 §1-2): its draws, its bookkeeping, the estimators it
 measures, and the goals on a short real model.
 
-The real model: CIFAR-10-LT (imbalance 100, the JPEG list files at 16x16), LADE, 5 epochs, trained
-with the CLI; its test logits are stored in tests/data/cifar10_lt_lade_e5_logits.npz (float16; see
-SHORT_MODEL_COMMAND).
+The real model: CIFAR-10-LT (imbalance 100, the JPEG list files at 16x16), LADE, 4 epochs, trained
+with the CLI (SHORT_MODEL_COMMAND); its test logits, labels and training counts are stored in
+tests/data/cifar10_lt_lade_e4_logits.npz (logits as float16), so the suite runs on it in CI in seconds.
 """
 from pathlib import Path
 
@@ -14,11 +14,12 @@ from lade import posthoc, prior_shift, sampling
 from lade.app import shift_suite
 
 DATA = Path(__file__).resolve().parent / "data"
-SHORT_MODEL = DATA / "cifar10_lt_lade_e5_logits.npz"
+SHORT_MODEL = DATA / "cifar10_lt_lade_e4_logits.npz"
 SHORT_MODEL_COMMAND = (
     "tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/lade-data && python3 -m lade train --config "
-    "cifar10_jpeg_lt_100_lade --data-root /tmp/lade-data --out runs/c10_lade_e5 optim.epochs=5 "
-    "'optim.milestones=[4]' optim.warmup_epochs=1 data.resolution=16 run.eval_every=0")
+    "cifar10_jpeg_lt_100_lade --data-root /tmp/lade-data --out runs/c10_lade_e4 --no-report optim.epochs=4 "
+    "'optim.milestones=[4]' optim.warmup_epochs=1 optim.lr=0.1 optim.batch_size=128 data.resolution=16 "
+    "run.eval_every=0")
 
 
 # ------------------------------------------------------------------------------------------ draws
@@ -148,3 +149,33 @@ def test_new_estimator_arguments_are_validated():
         prior_shift.select_prior(posthoc.softmax(z), uniform, noise=0.5)
     with pytest.raises(ValueError, match="adapt: argument 'family'='select' .* cannot be combined with bootstrap"):
         prior_shift.adapt(z, uniform, family="select", bootstrap=5)
+
+
+# ------------------------------------------------------------------------------ a short real model
+@pytest.fixture(scope="module")
+def short_model_suite():
+    d = np.load(SHORT_MODEL)
+    f, y = np.ascontiguousarray(d["test_logits"], dtype=np.float32), d["test_labels"].astype(np.int64)
+    p_s = (d["train_counts"] / d["train_counts"].sum()).astype(np.float32)
+    estimators = {m: shift_suite.SUITE_ESTIMATORS[m] for m in ("default", *shift_suite.BASELINES)}
+    return shift_suite.suite_results(f, y, p_s, "add_target", estimators=estimators)
+
+
+def test_short_model_suite_goals_where_they_are_met(short_model_suite):
+    """A weak model (18.6 % balanced top-1 after 4 epochs; BBSE's confusion matrix is too ill-conditioned
+    and it falls back to no shift on every draw). The default (family 'auto', gated, pseudo count 1)
+    meets the uniform goal and, on average, the goal against the better baseline where the targets are
+    the whole pool, 1,000 random images, Dirichlet(0.3) and Dirichlet(1) priors. It misses it elsewhere
+    (docs/label-shift.md, the suite's table): by 2.2 to 5.4 points on the long-tail profiles over random
+    orders, Dirichlet(0.1) and (3), and the 2- and 5-class targets, where plain MLLS + BCTS is better;
+    by 0.7 on 200 random images. Those misses are asserted too, so that a change of the default that
+    removes one (or a regression that adds one) shows here."""
+    summary = shift_suite.suite_summary(short_model_suite)
+    pool = summary["pool"]
+    assert pool["default"]["mean"] >= pool["none"]["mean"] - 0.005  # the uniform goal
+    met = {t for t, e in summary.items() if e["default"]["gap_mean"] >= -0.005}
+    assert met == {"pool", "n1000", "Dir0.3", "Dir1"}, sorted(met)
+    for t, e in summary.items():  # the oracle is an upper bound on average (a sanity check of the suite)
+        assert e["oracle"]["mean"] >= max(e[m]["mean"] for m in ("default", "mlls", "bbse")) - 0.01, t
+    bbse_fell_back = all(r["accuracy"]["bbse"] == r["accuracy"]["none"] for r in short_model_suite["draws"])
+    assert bbse_fell_back
