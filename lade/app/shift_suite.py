@@ -40,6 +40,10 @@ SUITE_ESTIMATORS = {
     "em_eb": ("EM, Dirichlet strength by its evidence (no gate)",
               lambda classes, n: dict(method="em", pseudo_count="auto", gate=None)),
     "select": ("none, tilted, sparse or free by BIC", lambda classes, n: dict(method="em", family="select")),
+    "mlls_gated": (f"MLLS + BCTS, gated at {prior_shift.GATE_LEVEL:g}",
+                   lambda classes, n: dict(method="em", pseudo_count=0.0)),
+    "em_eb_gated": (f"EM, Dirichlet strength by its evidence, gated at {prior_shift.GATE_LEVEL:g}",
+                    lambda classes, n: dict(method="em", pseudo_count="auto")),
 }
 BASELINES = ("mlls", "bbse")  # the goals compare the default with the better of these, draw by draw
 
