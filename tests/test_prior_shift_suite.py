@@ -118,6 +118,9 @@ def test_selection_finds_a_sparse_target_that_smoothing_blurs():
     eb = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count="auto")
     assert eb.smoothing_strength < 5  # far weaker than add-one smoothing's 20 pseudo rows (measured 2.7)
     assert np.abs(eb.prior - truth).sum() < 0.7 * np.abs(fixed.prior - truth).sum()  # measured 0.47 vs 0.78
+    prior, strength, _, converged, _ = prior_shift.em_prior_eb(posthoc.softmax(z), uniform)  # the same, by hand
+    assert converged and strength == eb.smoothing_strength
+    np.testing.assert_array_equal(prior, eb.prior)
 
 
 def test_selection_keeps_no_shift_when_there_is_none():
