@@ -362,7 +362,9 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         if family == "select":  # the likelihood ratio of no shift within the chosen family, its parameters the dof
             dof = {"none": 0, "tilt": 1, "sparse": res.support - 1, "free": classes - 1}[res.family]
             stat = max(2.0 * loglik, 0.0) / noise
-            res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof) if dof else 1.0,
+            # (a support of one class has no free parameter: its test counts one, like the tilt's)
+            res.shift_test = {"statistic": stat, "dof": dof,
+                              "p_value": 1.0 if res.family == "none" else _C.chi2_sf(stat, max(dof, 1)),
                               "test": "likelihood ratio of no shift within the family chosen by BIC, chi-square"}
         elif pseudo_count != 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
             loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter,

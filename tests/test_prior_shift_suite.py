@@ -123,6 +123,12 @@ def test_selection_finds_a_sparse_target_that_smoothing_blurs():
     np.testing.assert_array_equal(prior, eb.prior)
 
 
+def test_selection_of_one_class_is_not_gated():
+    z, y = _sparse_task(200, [3], 4)
+    res = prior_shift.adapt(z, np.full(20, 0.05, np.float32), calibration="none", family="select")
+    assert res.family == "sparse" and res.support == 1 and not res.gated and res.prior.argmax() == 3
+
+
 def test_selection_keeps_no_shift_when_there_is_none():
     z, _ = _sparse_task(2000, np.arange(20), 2)
     uniform = np.full(20, 0.05, np.float32)
