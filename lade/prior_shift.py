@@ -106,6 +106,22 @@ tests are r * p_s^g), so its gain there is the best case; off the family (Dirich
 'auto' falls back to the free estimate (see the estimated-prior tables in docs/label-shift.md). A constant
 tilt_prior (balanced training) makes the family the reference prior alone.
 
+Family 'select' (EM only): the estimate's family chosen by BIC, -2 LL / noise + log(n) * parameters
+(select_prior; noise the calibration-noise factor of the shift test): no shift (0 parameters), the
+tilted family (1), the maximum-likelihood prior on the j classes the free estimate ranks first (j - 1,
+j on a geometric grid: a target where only some classes are present), or the free maximum-likelihood
+prior (C - 1; no smoothing). res.family is 'none', 'tilt', 'sparse' or 'free', res.support the classes
+kept; the shift test is the likelihood ratio of no shift within the chosen family (dof its parameters),
+and 'none' is gated. Unlike the fixed pseudo count, nothing pulls a sparse target back to a dense prior.
+
+Smoothing whose strength follows the data (``pseudo_count='auto'``, free EM): the prior is taken as a
+draw from Dirichlet(A r), r the reference prior, and A maximises the Dirichlet-multinomial evidence of
+the maximum-likelihood estimate's soft counts (empirical Bayes in the spirit of MAPLS, Ye et al. 2024;
+em_prior_eb); EM then runs with the pseudo counts A r. Counts that look like a multinomial draw from r
+give a large A (no shift), dispersed ones (sparse or strongly shifted targets) a small one. A confusing
+classifier's soft counts are noisier than label counts, so A errs small (too little smoothing) on weak
+models. res.smoothing_strength = A.
+
 Reference prior: the prior the (calibrated) posteriors embody. With calibration data it is the
 mean calibrated posterior over the calibration rows (Alexandari et al. 2020), so that EM's fixed
 point without shift is exactly "no shift" even when the posteriors are not calibrated
@@ -122,8 +138,8 @@ import numpy as np
 from lade import _C, _args, posthoc
 from lade.priors import as_float32, prior_from_labels
 
-__all__ = ["adapt", "PriorShiftResult", "GATE_LEVEL", "em_prior", "tilted_prior", "bbse_prior", "mean_posterior",
-           "reweight", "shifted_test_indices"]
+__all__ = ["adapt", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb", "tilted_prior", "select_prior",
+           "bbse_prior", "mean_posterior", "reweight", "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
 _REWEIGHT, _TILTED = "lade.prior_shift.reweight", "lade.prior_shift.tilted_prior"
@@ -156,6 +172,8 @@ class PriorShiftResult:
     family: str = "free"         # the family of the estimate: 'free' or 'tilt' (family='auto' picks one)
     tilt_exponent: float = float("nan")  # g of the tilted family's estimate (family 'tilt' or 'auto')
     family_test: dict = field(default_factory=dict)  # family='auto': the test of the tilted family in the free one
+    support: int = None          # family='select': the number of classes the chosen estimate keeps
+    smoothing_strength: float = float("nan")  # pseudo_count='auto': the Dirichlet strength A chosen from the data
 
 
 def reweight(probs, from_prior, to_prior, out=None):
@@ -202,6 +220,33 @@ def tilted_prior(probs, reference_prior, tilt_prior, tol=1e-10, max_iter=_TILT_M
                          tol=tol, max_iter=max_iter)
 
 
+def em_prior_eb(probs, reference_prior, tol=1e-8, max_iter=2000):
+    """EM with a Dirichlet(A * reference_prior) prior whose strength A is chosen from the data: the
+    Dirichlet-multinomial evidence of the maximum-likelihood estimate's soft counts (empirical Bayes,
+    in the spirit of MAPLS). A large A keeps the estimate near no shift, a small one leaves it free.
+    Returns (prior, strength, iterations, converged, loglik)."""
+    return _C.em_prior_eb(probs, as_float32(reference_prior, "reference_prior"), tol=tol, max_iter=max_iter)
+
+
+SELECT_KINDS = ("none", "tilt", "sparse", "free")  # select_prior's candidates, by their code in the C core
+
+
+def select_prior(probs, reference_prior, tilt_prior=None, penalty=None, noise=1.0, tol=1e-8, max_iter=2000):
+    """The estimate's family chosen by an information criterion, -2 loglik / noise + penalty * parameters
+    (default penalty log n: BIC): no shift (0 parameters), the tilted family along tilt_prior (1; left
+    out when tilt_prior is None), the maximum-likelihood prior on the j classes the free estimate ranks
+    first (j - 1, j on a geometric grid), or the free maximum-likelihood prior (C - 1). Returns (prior,
+    kind in SELECT_KINDS, support, loglik, criterion)."""
+    func = "lade.prior_shift.select_prior"
+    n = np.shape(probs)[0] if np.ndim(probs) == 2 else 0
+    penalty = float(np.log(max(n, 1))) if penalty is None else _args.real(penalty, func, "penalty", 0.0)
+    tilt = None if tilt_prior is None else as_float32(tilt_prior, "tilt_prior")
+    prior, kind, support, loglik, criterion = _C.select_prior(
+        probs, as_float32(reference_prior, "reference_prior"), tilt, penalty=penalty,
+        noise=_args.real(noise, func, "noise", 1.0), tol=tol, max_iter=max_iter)
+    return prior, SELECT_KINDS[kind], support, loglik, criterion
+
+
 def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, method="em", calibration="bcts",
           bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, pseudo_count=1.0, soft=True, ridge=0.0,
           cond_limit=COND_LIMIT, gate=GATE_LEVEL, shrink_to=None, labelled_counts=None, labelled_design="per_class",
@@ -214,15 +259,16 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
     shrink_to: None, 'no_shift' or 'uniform': shrink the estimate towards that prior by its
     uncertainty (res.shrink_weight). labelled_counts (C,) int64 with labelled_design 'per_class'
     or 'random': EM with that many labelled target samples per class besides `test_logits`.
-    family: 'free', 'tilt' or 'auto' (EM only; the module docstring), tilt_prior the family's
-    direction (default source_prior)."""
+    family: 'free', 'tilt', 'auto' or 'select' (EM only; the module docstring), tilt_prior the family's
+    direction (default source_prior). pseudo_count='auto': a Dirichlet strength chosen from the data."""
     if method not in ("em", "bbse"):
         raise ValueError(f"{_FUNC}: argument 'method' must be 'em' or 'bbse', got {method!r}")
     if calibration not in ("bcts", "ts", "none"):
         raise ValueError(f"{_FUNC}: argument 'calibration' must be 'bcts', 'ts' or 'none', got {calibration!r}")
     if method == "bbse" and calib_logits is None:
         raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
-    pseudo_count = _args.real(pseudo_count, _FUNC, "pseudo_count", 0.0)
+    if pseudo_count != "auto":
+        pseudo_count = _args.real(pseudo_count, _FUNC, "pseudo_count", 0.0)
     ridge = _args.real(ridge, _FUNC, "ridge", 0.0)
     tol, cond_limit, level = (_args.real(v, _FUNC, k) for k, v in (("tol", tol), ("cond_limit", cond_limit),
                                                                      ("level", level)))
@@ -236,8 +282,11 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
     if labelled_design not in ("per_class", "random"):
         raise ValueError(f"{_FUNC}: argument 'labelled_design' must be 'per_class' or 'random', got "
                          f"{labelled_design!r}")
-    if family not in ("free", "tilt", "auto"):
-        raise ValueError(f"{_FUNC}: argument 'family' must be 'free', 'tilt' or 'auto', got {family!r}")
+    if family not in ("free", "tilt", "auto", "select"):
+        raise ValueError(f"{_FUNC}: argument 'family' must be 'free', 'tilt', 'auto' or 'select', got {family!r}")
+    if pseudo_count == "auto" and (labelled_counts is not None or bootstrap or family != "free" or method != "em"):
+        raise ValueError(f"{_FUNC}: argument 'pseudo_count'='auto' is a free EM estimate of its own; it cannot be "
+                         "combined with method='bbse', labelled_counts, bootstrap or a family")
     if family != "free":
         clash = [k for k, v in (("method='bbse'", method == "bbse"), ("labelled_counts", labelled_counts is not None),
                                 ("shrink_to", shrink_to is not None), ("bootstrap", bootstrap)) if v]
@@ -278,6 +327,10 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
         reference = mean_posterior(calib_probs)
 
     res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
+    # the reference prior is itself estimated from the m calibration rows: dividing the likelihood-ratio
+    # statistics by 1 + n / m bounds their inflation by that noise (the mean posterior varies no more
+    # than label frequencies would), so the tests stay at or below their level
+    noise = 1.0 + test_probs.shape[0] / calib_probs.shape[0] if calib_probs is not None else 1.0
     pool = None  # the prior of the unlabelled rows, when it differs from the target's (few labels)
     if method == "em":
         if labelled_counts is not None:
@@ -285,6 +338,12 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                 test_probs, reference, np.ascontiguousarray(labelled_counts), labelled_design == "per_class",
                 pseudo_count, tol, max_iter)
             loglik = None  # the shift test below runs on the unlabelled rows alone
+        elif family == "select":
+            prior, res.family, res.support, loglik, _ = select_prior(test_probs, reference, tilt, noise=noise, tol=tol,
+                                                                     max_iter=max_iter)
+        elif pseudo_count == "auto":
+            prior, res.smoothing_strength, res.iterations, res.converged, loglik = _C.em_prior_eb(
+                test_probs, reference, tol=tol, max_iter=max_iter)
         else:
             prior, res.iterations, res.converged, loglik = _C.em_prior(test_probs, reference, pseudo_count=pseudo_count,
                                                                        tol=tol, max_iter=max_iter, accelerate=True)
@@ -304,17 +363,21 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
                               f"number {res.condition_number:.3g} > cond_limit {cond_limit:.3g}): the classifier "
                               "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
                               stacklevel=2)
-        if pseudo_count > 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
+        if family == "select":  # the likelihood ratio of no shift within the chosen family, its parameters the dof
+            dof = {"none": 0, "tilt": 1, "sparse": res.support - 1, "free": classes - 1}[res.family]
+            stat = max(2.0 * loglik, 0.0) / noise
+            # (a support of one class has no free parameter: its test counts one, like the tilt's)
+            res.shift_test = {"statistic": stat, "dof": dof,
+                              "p_value": 1.0 if res.family == "none" else _C.chi2_sf(stat, max(dof, 1)),
+                              "test": "likelihood ratio of no shift within the family chosen by BIC, chi-square"}
+        elif pseudo_count != 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
             loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter,
                                  accelerate=True)[3]
-        # the reference prior is itself estimated from the m calibration rows: dividing by 1 + n / m
-        # bounds the statistic's inflation by that noise (the mean posterior varies no more than
-        # label frequencies would), so the test stays at or below its level
-        noise = 1.0 + test_probs.shape[0] / calib_probs.shape[0] if calib_probs is not None else 1.0
-        stat, dof = max(2.0 * loglik, 0.0) / noise, classes - 1
-        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, max(dof, 1)),
-                          "test": "likelihood ratio (Saerens 2002), chi-square"}
-        if family != "free":
+        if family != "select":
+            stat, dof = max(2.0 * loglik, 0.0) / noise, classes - 1
+            res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, max(dof, 1)),
+                              "test": "likelihood ratio (Saerens 2002), chi-square"}
+        if family in ("tilt", "auto"):
             tilted, res.tilt_exponent, tilt_loglik, tilt_iterations, tilt_converged = tilted_prior(
                 test_probs, reference, tilt)
             if not tilt_converged:

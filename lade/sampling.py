@@ -13,7 +13,7 @@ from lade.priors import _integer_counts, as_prior, class_counts, prior_from_coun
 
 __all__ = ["InstanceSampler", "ClassAwareSampler", "SquareRootSampler", "ProgressivelyBalancedSampler",
            "lt_subset", "LTSubset", "shifted_test_subset", "shifted_test_indices", "ShiftedSubset",
-           "SHIFT_SETTINGS", "dirichlet_priors", "prior_test_subset"]
+           "SHIFT_SETTINGS", "dirichlet_priors", "prior_test_subset", "SUITE_TARGETS", "SuiteTarget", "shift_suite"]
 
 _DIRECTIONS = {"forward": 0, "backward": 1, "uniform": 2}
 # The eleven shifted test settings of the notebooks (spec §2.3), in table order.
@@ -175,3 +175,71 @@ def dirichlet_priors(m, classes, alpha=1.0, seed=0):
         raise ValueError(f"{func}: argument 'alpha' must be a number or one per class ({classes}), got "
                          f"{np.shape(alpha)} ({e})") from None
     return _C.dirichlet_priors(a, m, seed)
+
+
+# The suite of shifts nobody tuned to (issue 26 §1): name -> (kind, parameter). Every draw takes its
+# images at random, without replacement, from a pool with the same number of images per class (the
+# held-out halves' other half), so a class never has more than the pool holds.
+#   lt:   a long-tail profile of that ratio (spec §2.3's counts, img_max the pool's per-class count)
+#         over a random class order;
+#   dir:  a Dirichlet(alpha) prior, class c keeping int(img_max * p_c / max p) images (classes whose
+#         share rounds to 0 are absent: a small alpha gives a sparse target);
+#   k:    k random classes present, every pool image of each (left out when k >= classes);
+#   size: that many images drawn uniformly from the whole pool (its label frequencies: no shift but
+#         the sampling noise of a small set);
+#   pool: the whole pool (the uniform test; one draw, there is nothing to vary).
+SUITE_TARGETS = {
+    "LT10": ("lt", 10), "LT50": ("lt", 50),
+    "Dir0.1": ("dir", 0.1), "Dir0.3": ("dir", 0.3), "Dir1": ("dir", 1.0), "Dir3": ("dir", 3.0),
+    "k2": ("k", 2), "k5": ("k", 5), "k20": ("k", 20),
+    "n200": ("size", 200), "n1000": ("size", 1000), "pool": ("pool", None),
+}
+SUITE_DRAWS = 5  # draws of every target but the pool
+_SUITE_SEED = 26  # draw d of the t-th target uses seed _SUITE_SEED * 1000 + 10 * t + d
+
+SuiteTarget = namedtuple("SuiteTarget", "name draw indices counts prior")
+
+
+def shift_suite(pool_labels, classes, draws=SUITE_DRAWS, targets=None):
+    """The suite's target sets drawn from a pool of labelled images (pool_labels: the pool's labels,
+    every class with the same count img_max). Yields SuiteTarget(name, draw, indices into the pool,
+    counts, prior = counts / sum) for every target of SUITE_TARGETS (or the names in `targets`) and
+    draws 0 .. draws - 1 (the pool once). Seeds are fixed: the same pool gives the same sets."""
+    func = "lade.sampling.shift_suite"
+    classes = _args.whole(classes, func, "classes", 2)
+    draws = _args.whole(draws, func, "draws", 1)
+    names = list(SUITE_TARGETS) if targets is None else list(targets)
+    unknown = [t for t in names if t not in SUITE_TARGETS]
+    if unknown:
+        raise ValueError(f"{func}: unknown target(s) {unknown}; known: {list(SUITE_TARGETS)}")
+    have = class_counts(pool_labels, classes)
+    img_max = int(have.min())
+    if img_max < 1 or have.max() != img_max:
+        raise ValueError(f"{func}: argument 'pool_labels' must hold the same number (>= 1) of images of every "
+                         f"class, got {int(have.min())} to {int(have.max())}")
+    ranks = np.arange(classes, 0, -1, dtype=np.float32)  # strictly decreasing: a permutation of it orders the classes
+    for t, name in enumerate(list(SUITE_TARGETS)):
+        if name not in names:
+            continue
+        kind, param = SUITE_TARGETS[name]
+        if kind == "k" and param >= classes:
+            continue
+        for d in range(1 if kind == "pool" else draws):
+            seed = _SUITE_SEED * 1000 + 10 * t + d
+            if kind == "lt":
+                order = _C.sample_instance(classes, seed, 0)
+                counts = _C.shift_counts(prior_from_counts(ranks[np.argsort(order)].astype(np.int64)), img_max,
+                                         param, _DIRECTIONS["forward"])
+            elif kind == "dir":
+                p = dirichlet_priors(1, classes, param, seed)[0].astype(np.float64)
+                counts = (img_max * p / p.max()).astype(np.int64)
+            elif kind == "k":
+                counts = np.zeros(classes, np.int64)
+                counts[_C.sample_instance(classes, seed, 0)[:param]] = img_max
+            if kind in ("size", "pool"):
+                n = pool_labels.shape[0] if kind == "pool" else min(param, pool_labels.shape[0])
+                indices = np.sort(_C.sample_instance(pool_labels.shape[0], seed, 0)[:n])
+                counts = class_counts(pool_labels[indices], classes)
+            else:
+                indices = _C.lt_subset(pool_labels, counts, seed)
+            yield SuiteTarget(name, d, indices, counts, (counts / counts.sum()).astype(np.float32))

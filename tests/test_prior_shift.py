@@ -626,7 +626,7 @@ def test_family_balanced_training_leaves_one_prior():
 
 def test_family_arguments_are_validated():
     kw = dict(calib_logits=CAL_LOGITS, calib_labels=CAL_Y)
-    with pytest.raises(ValueError, match="adapt: argument 'family' must be 'free', 'tilt' or 'auto', got 'tilted'"):
+    with pytest.raises(ValueError, match="adapt: argument 'family' must be 'free', 'tilt', 'auto' or 'select', got 'tilted'"):
         prior_shift.adapt(TEST_LOGITS, PS, family="tilted")
     for extra, what in ((dict(method="bbse"), "method='bbse'"), (dict(shrink_to="uniform"), "shrink_to"),
                         (dict(bootstrap=10), "bootstrap"), (dict(labelled_counts=np.ones(C, np.int64)),

@@ -383,6 +383,35 @@ LADE_API lade_status lade_replicate_variance(double *trace, const float *replica
  * Ledoit-Wolf form). *weight = w (1 when estimate = anchor or the trace is infinite). */
 LADE_API lade_status lade_shrink_prior(float *out, double *weight, const float *estimate, const float *anchor,
                                        int classes, double covariance_trace);
+/* The prior's smoothing strength chosen from the data (empirical Bayes, in the spirit of MAPLS, Ye et
+ * al. 2024): the target prior is taken as a draw from Dirichlet(A source_prior). First the
+ * maximum-likelihood EM estimate p_ml (lade_em_prior_map, pseudo count 0) gives the soft counts
+ * s = n p_ml; A maximises their Dirichlet-multinomial evidence
+ * log G(A) - log G(A + n) + sum_c [log G(A r_c + s_c) - log G(A r_c)], r = source_prior, over
+ * A in [0.01, 1e8] (a grid in log A refined by golden-section search); then EM runs again with the
+ * per-class pseudo counts A r_c (p <- (sum_i resp_i(p) + A r) / (n + A)). Counts spread around r as
+ * a multinomial draw would be give a large A (the estimate stays near no shift), counts far more
+ * dispersed (a sparse or strongly shifted target) a small one (little smoothing). The soft counts of
+ * a classifier that confuses classes are noisier than label counts, so A errs small (too little
+ * smoothing) on weak models. Writes target_prior (floored at 1e-8), *strength = A, *iterations and
+ * *converged of the second EM and *loglik at its estimate (as lade_em_prior_map). */
+LADE_API lade_status lade_em_prior_eb(float *target_prior, double *strength, int *iterations, int *converged,
+                                      double *loglik, const float *source_probs, int n, int classes,
+                                      const float *source_prior, double tol, int max_iter);
+/* The estimate's family chosen by an information criterion, -2 loglik / noise + penalty * parameters
+ * (penalty log n: BIC; 2: AIC), smallest wins, ties to fewer parameters. Candidates: no shift
+ * (source_prior, 0 parameters, *kind 0); the tilted family of lade_tilt_prior (1, *kind 1; skipped
+ * when tilt_prior is NULL); the maximum-likelihood prior restricted to the j classes the free
+ * estimate ranks first, for j = 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, ... (each the previous times
+ * 1.25, rounded down, at least one more) below classes (j - 1, *kind 2, *support j; the others are
+ * floored at 1e-8); the free maximum-likelihood prior (classes - 1, *kind 3). loglik is that of
+ * lade_em_prior_map; noise >= 1 divides it as in the shift test of lade.prior_shift.adapt (the
+ * reference prior's own sampling noise). Writes target_prior, *kind, *support (classes unless
+ * sparse), *loglik and *criterion of the winner. tol, max_iter: of each fit. */
+LADE_API lade_status lade_select_prior(float *target_prior, int *kind, int *support, double *loglik, double *criterion,
+                                       const float *source_probs, int n, int classes, const float *source_prior,
+                                       const float *tilt_prior, double penalty, double noise, double tol,
+                                       int max_iter);
 /* Upper tail of the chi-square distribution with dof degrees of freedom at x. */
 LADE_API lade_status lade_chi2_sf(double *p_value, double x, double dof);
 

@@ -72,10 +72,10 @@ static void em_estep_blocks(void *ctx, size_t begin, size_t end) {
 typedef struct {
     em_estep_job job;
     const float *source_prior;
-    const double *labelled;
-    double *ratio, pseudo, total_w;
+    const double *labelled, *pseudo_vec; /* pseudo_vec (classes): per-class pseudo counts, or NULL */
+    double *ratio, pseudo, pseudo_total, total_w;
     size_t blocks;
-    int parallel;
+    int parallel, restricted; /* restricted: classes at 0 stay there (a support-restricted fit) */
 } em_map_ctx;
 
 static double em_map(em_map_ctx *x, const double *prior, double *next) {
@@ -92,7 +92,7 @@ static double em_map(em_map_ctx *x, const double *prior, double *next) {
         for (int c = 0; c < classes; c++) next[c] += x->job.partial[b * (size_t)classes + c];
     double change = 0;
     for (int c = 0; c < classes; c++) {
-        next[c] = (next[c] + x->pseudo) / (x->total_w + classes * x->pseudo);
+        next[c] = (next[c] + (x->pseudo_vec ? x->pseudo_vec[c] : x->pseudo)) / (x->total_w + x->pseudo_total);
         change = fabs(next[c] - prior[c]) > change ? fabs(next[c] - prior[c]) : change;
     }
     return change;
@@ -131,7 +131,7 @@ static int em_squarem(em_map_ctx *x, double *prior, double *work, double tol, in
         for (int c = 0; c < C; c++) {
             double r = p1[c] - prior[c], v = p2[c] - 2 * p1[c] + prior[c];
             q[c] = prior[c] - 2 * a * r + a * a * v;
-            inside &= q[c] > 0 && isfinite(q[c]);
+            inside &= (q[c] > 0 || (x->restricted && prior[c] == 0 && q[c] == 0)) && isfinite(q[c]);
             total += q[c];
         }
         if (inside)
@@ -151,17 +151,25 @@ static int em_squarem(em_map_ctx *x, double *prior, double *work, double tol, in
  * labelled (classes) may be NULL: known target labels drawn with the unlabelled rows from the
  * same target distribution, whose counts join the M step as hard counts. parallel: split the E
  * step over the thread pool (not from inside a pool job, e.g. a bootstrap replicate).
- * accelerate: SQUAREM steps (em_squarem); *iterations then counts EM maps. Returns LADE_ENOMEM
- * when the block sums cannot be allocated. */
+ * accelerate: SQUAREM steps (em_squarem); *iterations then counts EM maps. pseudo_vec (classes) may
+ * be NULL; otherwise it replaces `pseudo` by a pseudo count per class (a Dirichlet(1 + pseudo_vec)
+ * MAP). restricted: the classes at 0 in `init` stay at 0 (EM's map keeps them there; the flag lets
+ * SQUAREM's extrapolation keep them there too). Returns LADE_ENOMEM when the block sums cannot be
+ * allocated. */
 static lade_status em_run(double *prior, int *iterations, int *converged, double *loglik, const float *probs,
                           const double *weight, int n, int classes, const float *source_prior, const double *labelled,
-                          double pseudo, double tol, int max_iter, double *scratch, int parallel, int accelerate) {
+                          double pseudo, const double *pseudo_vec, int restricted, double tol, int max_iter,
+                          double *scratch, int parallel, int accelerate) {
     double *ratio = scratch, *next = scratch + classes;
     size_t blocks = ((size_t)n + EM_BLOCK - 1) / EM_BLOCK;
     double *partial = lade_alloc((blocks + (accelerate ? 3 : 0)) * (size_t)classes * sizeof(double));
     if (!partial) return lade_fail(LADE_ENOMEM, "no memory for EM's %zu x %d block sums", blocks, classes);
-    em_map_ctx x = {{probs, weight, ratio, partial, n, classes}, source_prior, labelled, ratio, pseudo, 0, blocks,
-                    parallel};
+    em_map_ctx x = {{probs, weight, ratio, partial, n, classes}, source_prior, labelled, pseudo_vec, ratio, pseudo,
+                    classes * pseudo, 0, blocks, parallel, restricted};
+    if (pseudo_vec) {
+        x.pseudo_total = 0;
+        for (int c = 0; c < classes; c++) x.pseudo_total += pseudo_vec[c];
+    }
     for (int i = 0; i < n; i++) x.total_w += weight ? weight[i] : 1.0;
     if (labelled)
         for (int c = 0; c < classes; c++) x.total_w += labelled[c];
@@ -231,7 +239,7 @@ static lade_status em_prior_map(float *target_prior, int *iterations, int *conve
     if (!prior) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
     for (int c = 0; c < classes; c++) prior[c] = source_prior[c];
     st = em_run(prior, iterations, converged, loglik, source_probs, row_weight, n, classes, source_prior, NULL,
-                pseudo_count, tol, max_iter, prior + classes, 1, accelerate);
+                pseudo_count, NULL, 0, tol, max_iter, prior + classes, 1, accelerate);
     for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
     lade_free(prior);
     return st;
@@ -689,7 +697,7 @@ static void em_boot_range(void *ctx, size_t begin, size_t end) {
         int iters, conv;
         double ll;
         if (em_run(prior, &iters, &conv, &ll, job->probs, weight, job->n, C, job->source_prior, NULL, job->pseudo,
-                   job->tol, job->max_iter, prior + C, 0, 0))
+                   NULL, 0, job->tol, job->max_iter, prior + C, 0, 0))
             job->failed = 1;
         for (int c = 0; c < C; c++) job->replicates[b * (size_t)C + c] = (float)prior[c];
     }
@@ -708,7 +716,7 @@ lade_status lade_em_bootstrap(float *replicates, int num_boot, const float *sour
     int iters, conv;
     double ll;
     st = em_run(start, &iters, &conv, &ll, source_probs, NULL, n, classes, source_prior, NULL, pseudo_count,
-                            tol, max_iter, start + classes, 1, 0);
+                            NULL, 0, tol, max_iter, start + classes, 1, 0);
     if (st) {
         lade_free(start);
         return st;
@@ -874,7 +882,7 @@ lade_status lade_em_prior_labelled(float *target_prior, float *pool_prior, int *
      * unlabelled rows are what the per-class selection left, drawn from the pool prior q; EM
      * estimates q from them alone, and the whole target's prior is (n q + counts) / (n + total). */
     st = em_run(prior, iterations, converged, &ll, source_probs, NULL, n, classes, source_prior,
-                            per_class ? NULL : counts, pseudo_count, tol, max_iter, scratch, 1, 0);
+                            per_class ? NULL : counts, pseudo_count, NULL, 0, tol, max_iter, scratch, 1, 0);
     if (st) {
         lade_free(buf);
         return st;
@@ -1051,4 +1059,156 @@ lade_status lade_replicate_variance(double *trace, const float *replicates, int 
     if (!isfinite(total)) return lade_fail(LADE_ENONFINITE, "argument 'replicates' has a non-finite value");
     *trace = total;
     return LADE_OK;
+}
+
+/* ---- a Dirichlet strength chosen from the data ---------------------------------------------- */
+/* log of the Dirichlet-multinomial evidence of the (soft) counts s, total N, under a Dirichlet with
+ * mean m and concentration A (the multinomial coefficient, free of A, left out). */
+static double dm_evidence(double A, const double *s, const float *m, double N, int C) {
+    double v = lgamma(A) - lgamma(A + N);
+    for (int c = 0; c < C; c++) v += lgamma(A * m[c] + s[c]) - lgamma(A * m[c]);
+    return v;
+}
+
+#define EB_LOG_MIN (-4.6051701859880914) /* log 0.01 */
+#define EB_LOG_MAX 18.420680743952367    /* log 1e8: the prior all but fixed at the reference */
+#define EB_GRID 120
+
+lade_status lade_em_prior_eb(float *target_prior, double *strength, int *iterations, int *converged, double *loglik,
+                             const float *source_probs, int n, int classes, const float *source_prior, double tol,
+                             int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, 0.0, tol, max_iter);
+    if (st) return st;
+    if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows");
+    double *buf = lade_alloc(5 * (size_t)classes * sizeof(double));
+    if (!buf) return lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+    double *prior = buf, *counts = buf + classes, *pseudo = buf + 2 * (size_t)classes,
+           *scratch = buf + 3 * (size_t)classes;
+    for (int c = 0; c < classes; c++) prior[c] = source_prior[c];
+    double ll;
+    int it, conv;
+    st = em_run(prior, &it, &conv, &ll, source_probs, NULL, n, classes, source_prior, NULL, 0.0, NULL, 0, tol, max_iter,
+                scratch, 1, 1);
+    if (st) goto done;
+    for (int c = 0; c < classes; c++) counts[c] = n * prior[c];
+    /* the evidence over log A: the best of a grid, refined by golden-section search between its
+     * neighbours (the evidence is unimodal in A for the counts met here; the grid guards the rest) */
+    int best = 0;
+    double best_v = -INFINITY, step = (EB_LOG_MAX - EB_LOG_MIN) / (EB_GRID - 1);
+    for (int k = 0; k < EB_GRID; k++) {
+        double v = dm_evidence(exp(EB_LOG_MIN + k * step), counts, source_prior, n, classes);
+        if (v > best_v) best_v = v, best = k;
+    }
+    double lo = EB_LOG_MIN + (best > 0 ? best - 1 : 0) * step,
+           hi = EB_LOG_MIN + (best < EB_GRID - 1 ? best + 1 : best) * step;
+    const double golden = 0.6180339887498949;
+    double x1 = hi - golden * (hi - lo), x2 = lo + golden * (hi - lo);
+    double f1 = dm_evidence(exp(x1), counts, source_prior, n, classes),
+           f2 = dm_evidence(exp(x2), counts, source_prior, n, classes);
+    for (int k = 0; k < 60 && hi - lo > 1e-9; k++) {
+        if (f1 < f2) {
+            lo = x1, x1 = x2, f1 = f2, x2 = lo + golden * (hi - lo);
+            f2 = dm_evidence(exp(x2), counts, source_prior, n, classes);
+        } else {
+            hi = x2, x2 = x1, f2 = f1, x1 = hi - golden * (hi - lo);
+            f1 = dm_evidence(exp(x1), counts, source_prior, n, classes);
+        }
+    }
+    double a = exp(0.5 * (lo + hi));
+    for (int c = 0; c < classes; c++) {
+        pseudo[c] = a * source_prior[c];
+        prior[c] = source_prior[c];
+    }
+    st = em_run(prior, iterations, converged, loglik, source_probs, NULL, n, classes, source_prior, NULL, 0.0, pseudo,
+                0, tol, max_iter, scratch, 1, 1);
+    if (st) goto done;
+    *strength = a;
+    for (int c = 0; c < classes; c++) target_prior[c] = (float)prior[c];
+done:
+    lade_free(buf);
+    return st;
+}
+
+/* ---- choosing the estimate's family by an information criterion ----------------------------- */
+/* order[0..C) = the classes by key, largest first, ties by lower index (insertion sort: stable, and
+ * C is at most a few thousand) */
+static void order_by_key_desc(int *order, const double *key, int C) {
+    for (int c = 0; c < C; c++) {
+        int k = c;
+        for (; k > 0 && key[order[k - 1]] < key[c]; k--) order[k] = order[k - 1];
+        order[k] = c;
+    }
+}
+
+lade_status lade_select_prior(float *target_prior, int *kind, int *support, double *loglik, double *criterion,
+                              const float *source_probs, int n, int classes, const float *source_prior,
+                              const float *tilt_prior, double penalty, double noise, double tol, int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, 0.0, tol, max_iter);
+    if (st) return st;
+    if (tilt_prior && (st = lade_check_prior(tilt_prior, classes, "tilt_prior"))) return st;
+    if (n < 1) return lade_fail(LADE_EINVAL, "argument 'probs' has no rows");
+    if (!(penalty >= 0) || !isfinite(penalty))
+        return lade_fail(LADE_EINVAL, "argument 'penalty' must be finite and >= 0, got %g", penalty);
+    if (!(noise >= 1) || !isfinite(noise))
+        return lade_fail(LADE_EINVAL, "argument 'noise' must be finite and >= 1, got %g", noise);
+    double *buf = lade_alloc(7 * (size_t)classes * sizeof(double));
+    int *order = lade_alloc((size_t)classes * sizeof(int));
+    float *tilted = lade_alloc((size_t)classes * sizeof(float));
+    if (!buf || !order || !tilted) {
+        st = lade_fail(LADE_ENOMEM, "no memory for %d classes", classes);
+        goto done;
+    }
+    double *free_fit = buf, *fit = buf + classes, *best = buf + 2 * (size_t)classes,
+           *scratch = buf + 3 * (size_t)classes;
+    int it, conv;
+    double ll;
+    /* no shift: 0 parameters, log-likelihood ratio 0 */
+    for (int c = 0; c < classes; c++) best[c] = source_prior[c];
+    double best_score = 0, best_ll = 0;
+    int best_kind = 0, best_support = classes;
+    if (tilt_prior) { /* the tilted family: 1 parameter */
+        double g;
+        st = lade_tilt_prior(tilted, &g, &ll, &it, &conv, source_probs, n, classes, source_prior, tilt_prior, tol,
+                             max_iter);
+        if (st) goto done;
+        double score = -2.0 * ll / noise + penalty;
+        if (score < best_score) {
+            for (int c = 0; c < classes; c++) best[c] = tilted[c];
+            best_score = score, best_ll = ll, best_kind = 1;
+        }
+    }
+    /* the free maximum-likelihood estimate: classes - 1 parameters */
+    for (int c = 0; c < classes; c++) free_fit[c] = source_prior[c];
+    st = em_run(free_fit, &it, &conv, &ll, source_probs, NULL, n, classes, source_prior, NULL, 0.0, NULL, 0, tol,
+                max_iter, scratch, 1, 1);
+    if (st) goto done;
+    double score = -2.0 * ll / noise + penalty * (classes - 1);
+    if (score < best_score) {
+        memcpy(best, free_fit, (size_t)classes * sizeof(double));
+        best_score = score, best_ll = ll, best_kind = 3;
+    }
+    /* sparse: the maximum-likelihood prior on the j classes the free estimate ranks first, j - 1
+     * parameters, for j on a geometric grid below classes */
+    order_by_key_desc(order, free_fit, classes);
+    for (int j = 1; j < classes; j = j + 1 > (int)(j * 1.25) ? j + 1 : (int)(j * 1.25)) {
+        double mass = 0;
+        for (int c = 0; c < classes; c++) fit[c] = 0;
+        for (int k = 0; k < j; k++) mass += (fit[order[k]] = source_prior[order[k]]);
+        for (int k = 0; k < j; k++) fit[order[k]] /= mass;
+        st = em_run(fit, &it, &conv, &ll, source_probs, NULL, n, classes, source_prior, NULL, 0.0, NULL, 1, tol,
+                    max_iter, scratch, 1, 1);
+        if (st) goto done;
+        score = -2.0 * ll / noise + penalty * (j - 1);
+        if (score < best_score) {
+            memcpy(best, fit, (size_t)classes * sizeof(double));
+            best_score = score, best_ll = ll, best_kind = 2, best_support = j;
+        }
+    }
+    for (int c = 0; c < classes; c++) target_prior[c] = (float)best[c];
+    *kind = best_kind, *support = best_support, *loglik = best_ll, *criterion = best_score;
+done:
+    lade_free(buf);
+    lade_free(order);
+    lade_free(tilted);
+    return st;
 }

@@ -215,6 +215,23 @@ static lade_status tilt_prior(lade_call *c) {
     return st;
 }
 
+static lade_status em_prior_eb(lade_call *c) {
+    int iterations, converged;
+    lade_status st = lade_em_prior_eb(F32(c, "out"), &c->ret[0], &iterations, &converged, &c->ret[3], F32(c, "probs"),
+                                      NC(c), F32(c, "source_prior"), lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
+    c->ret[1] = iterations, c->ret[2] = converged;
+    return st;
+}
+
+static lade_status select_prior(lade_call *c) {
+    int kind, support;
+    lade_status st = lade_select_prior(F32(c, "out"), &kind, &support, &c->ret[2], &c->ret[3], F32(c, "probs"), NC(c),
+                                       F32(c, "source_prior"), F32(c, "tilt_prior"), lade_num(c, "penalty"),
+                                       lade_num(c, "noise"), lade_num(c, "tol"), (int)lade_int(c, "max_iter"));
+    c->ret[0] = kind, c->ret[1] = support;
+    return st;
+}
+
 /* calibration scores (m, C) with labels, target scores (n, C), source prior (C,) */
 #define BBSE_DATA IN("calib_scores", F32T, "mC"), IN("labels", I64T, "m"), IN("target_scores", F32T, "nC"), \
     IN("source_prior", F32T, "C")
@@ -449,6 +466,14 @@ static const lade_binding bindings[] = {
      ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN("tilt_prior", F32T, "C"), REQ("tol", 'f'),
           REQ("max_iter", 'i'), OUT_HIDDEN("out", F32T, "C")), NULL, tilt_prior, "Addib",
      "-> (prior, exponent, loglik, iterations, converged)"},
+    {"em_prior_eb", "lade.prior_shift.em_prior_eb",
+     ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), REQ("tol", 'f'), REQ("max_iter", 'i'),
+          OUT_HIDDEN("out", F32T, "C")), NULL, em_prior_eb, "Adibd",
+     "-> (prior, strength, iterations, converged, loglik)"},
+    {"select_prior", "lade.prior_shift.select_prior",
+     ARGS(IN("probs", F32T, "nC"), IN("source_prior", F32T, "C"), IN_OPT("tilt_prior", F32T, "C"),
+          REQ("penalty", 'f'), REQ("noise", 'f'), REQ("tol", 'f'), REQ("max_iter", 'i'), OUT_HIDDEN("out", F32T, "C")),
+     NULL, select_prior, "Aiidd", "-> (prior, kind, support, loglik, criterion)"},
     {"bbse_prior", "lade.prior_shift.bbse_prior",
      ARGS(BBSE_DATA, REQ("cond_limit", 'f'), REQ("soft", 'p'), REQ("ridge", 'f'), OUT_HIDDEN("out", F32T, "C")),
      NULL, bbse_prior, "Adb", "-> (prior, condition number, fell back)"},

@@ -221,3 +221,86 @@ TEST(tilt_prior_matches_the_moment_of_its_family) {
     const float bad[C] = {0.5f, 0.5f, 0.0f, 0.0f};
     CHECK(lade_tilt_prior(out, &g, &ll, &iters, &conv, probs, N, C, r, bad, 1e-12, 100) == LADE_EINVAL);
 }
+
+/* log Dirichlet-multinomial evidence of counts under Dirichlet(A m), as lade_em_prior_eb maximises */
+static double evidence(double A, const int *counts, const float *m, int C) {
+    double n = 0, v = 0;
+    for (int c = 0; c < C; c++) n += counts[c], v += lgamma(A * m[c] + counts[c]) - lgamma(A * m[c]);
+    return v + lgamma(A) - lgamma(A + n);
+}
+
+TEST(em_prior_eb_strength_follows_the_dispersion_of_the_counts) {
+    /* certain posteriors: EM's soft counts are the label counts whatever the prior, so the estimate
+     * is (counts + A m) / (n + A) with A the maximiser of the counts' evidence */
+    enum { C = 4, N = 40 };
+    const float m[C] = {0.25f, 0.25f, 0.25f, 0.25f};
+    float probs[N * C], out[C];
+    int cls[N], iters, conv;
+    double A, ll;
+    /* a sparse target: two classes of four. Little smoothing: A small, the absent classes near 0 */
+    const int sparse[C] = {24, 16, 0, 0};
+    for (int i = 0; i < N; i++) cls[i] = i < 24 ? 0 : 1;
+    one_hot(probs, cls, N, C);
+    CHECK_OK(lade_em_prior_eb(out, &A, &iters, &conv, &ll, probs, N, C, m, 1e-12, 5000));
+    CHECK(conv && A > 0.01 && A < 2);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], (sparse[c] + A * m[c]) / (N + A), 1e-6);
+    CHECK(evidence(A, sparse, m, C) >= evidence(A * 1.01, sparse, m, C) &&
+          evidence(A, sparse, m, C) >= evidence(A / 1.01, sparse, m, C));
+    /* counts exactly proportional to m, less dispersed than any multinomial draw: the evidence grows
+     * with A up to the bound (1e8; the search ends near it), and the estimate stays at m */
+    for (int i = 0; i < N; i++) cls[i] = i % C;
+    one_hot(probs, cls, N, C);
+    CHECK_OK(lade_em_prior_eb(out, &A, &iters, &conv, &ll, probs, N, C, m, 1e-12, 5000));
+    CHECK(A > 1e7);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], 0.25, 1e-6);
+    CHECK_CLOSE(ll, 0.0, 1e-6);
+    CHECK(lade_em_prior_eb(out, &A, &iters, &conv, &ll, probs, 0, C, m, 1e-12, 5000) == LADE_EINVAL);
+    CHECK(lade_em_prior_eb(out, &A, &iters, &conv, &ll, probs, N, C, m, 0.0, 5000) == LADE_EINVAL);
+}
+
+TEST(select_prior_picks_the_family_by_its_criterion) {
+    enum { C = 4, N = 10 };
+    const float r[C] = {0.25f, 0.25f, 0.25f, 0.25f}, t[C] = {0.5f, 0.25f, 0.15f, 0.1f};
+    float probs[N * C], out[C], ref[C];
+    int kind, support, iters, conv;
+    double ll, crit, g, ll_tilt, ll_free;
+    /* two classes present: the restricted fit on them has the free fit's likelihood with 2 parameters
+     * fewer, so BIC keeps it */
+    const int two[N] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1};
+    one_hot(probs, two, N, C);
+    CHECK_OK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, NULL, log(N), 1.0, 1e-12, 5000));
+    CHECK(kind == 2 && support == 2);
+    CHECK_CLOSE(out[0], 0.6, 1e-6);
+    CHECK_CLOSE(out[1], 0.4, 1e-6);
+    CHECK(out[2] < 1e-7 && out[3] < 1e-7);
+    CHECK_CLOSE(ll, 6 * log(0.6 / 0.25) + 4 * log(0.4 / 0.25), 1e-5);
+    CHECK_CLOSE(crit, -2 * ll + log(N), 1e-6);
+    /* the labels of the tilted family's test: which candidate wins moves with the penalty */
+    const int cls[N] = {0, 0, 0, 0, 0, 1, 1, 1, 2, 3};
+    one_hot(probs, cls, N, C);
+    CHECK_OK(lade_tilt_prior(ref, &g, &ll_tilt, &iters, &conv, probs, N, C, r, t, 1e-12, 100));
+    CHECK_OK(lade_em_prior_map(ref, &iters, &conv, &ll_free, probs, NULL, N, C, r, 0.0, 1e-12, 5000));
+    CHECK_OK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 0.0, 1.0, 1e-12, 5000));
+    CHECK(kind == 3 && support == C); /* no penalty: the largest likelihood, the free fit */
+    CHECK_CLOSE(ll, ll_free, 1e-6);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], ref[c], 1e-6);
+    /* tilt beats no shift when 2 ll_tilt > penalty, and the free fit when penalty > ll_free - ll_tilt
+     * (free has 2 parameters more); sparse fits lose to both here */
+    double lo = ll_free - ll_tilt, hi = 2 * ll_tilt;
+    CHECK(lo < hi);
+    CHECK_OK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 0.5 * (lo + hi), 1.0, 1e-12,
+                               5000));
+    CHECK(kind == 1);
+    CHECK_CLOSE(ll, ll_tilt, 1e-6);
+    /* above 2 ll_tilt, or with the likelihood divided by a large noise factor: no shift */
+    CHECK_OK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 1.01 * hi, 1.0, 1e-12, 5000));
+    CHECK(kind == 0 && crit == 0 && ll == 0);
+    for (int c = 0; c < C; c++) CHECK(out[c] == r[c]);
+    CHECK_OK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 0.5 * (lo + hi), 1e6, 1e-12,
+                               5000));
+    CHECK(kind == 0);
+    CHECK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, -1.0, 1.0, 1e-12, 5000) ==
+          LADE_EINVAL);
+    CHECK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 1.0, 0.5, 1e-12, 5000) ==
+          LADE_EINVAL);
+}
