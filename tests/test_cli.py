@@ -315,6 +315,10 @@ def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, 
     code, text, err = run_main(args, capsys)
     assert code == 0 and all(runs.run_status(r) == "finished" for r in run_dirs)
     assert (out / "comparison.md").is_file() and "PC Softmax" in text and "LADE" in text
+    # the console gets the headline: the summary table, the paired difference and where the report is
+    assert len(text.splitlines()) <= 40 and "## Summary" in text and "## Uniform test" not in text, text
+    assert "- PC Softmax (cifar100_lt_100_ce_quick) − LADE (cifar100_lt_100_lade_quick): " in text
+    assert text.rstrip().endswith(f"{out / 'comparison.md'}")
 
 
 def fake_run(path, loss_name, logits, labels, counts, calib=None, overrides=()):

@@ -121,7 +121,7 @@ def test_seed_comparison_pairs_the_seeds(tmp_path):
             dirs.append(d)
             adjusted = logits - LOG_PS if name == "ce" else logits  # PC Softmax / LADE on the uniform test
             hits[name].append(np.argmax(adjusted, 1) == labels)
-    text = report.write_comparison(dirs, tmp_path / "out")
+    text, _ = report.write_comparison(dirs, tmp_path / "out")
     assert "## Seeds" in text
     top1 = 100 * np.array([h.mean() for h in hits["lade"]])
     assert f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}" in text
@@ -141,7 +141,7 @@ def test_seed_comparison_with_one_seed_each(tmp_path):
     fake_run(tmp_path / "a", "lade", f_lade, labels, COUNTS)
     fake_run(tmp_path / "b", "softmax_ce", f_ce, labels, COUNTS)
     fake_run(tmp_path / "c", "lade", f_lade, labels, COUNTS, overrides=["data.imbalance=50"])
-    text = report.write_comparison([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "out")
+    text, _ = report.write_comparison([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "out")
     assert "## Seeds" not in text and "## Paired difference (one seed each)" in text
     ref = lade.metrics.paired_bootstrap(np.argmax(f_lade, 1) == labels, np.argmax(f_ce - LOG_PS, 1) == labels,
                                         report.SEED_REPLICATES, report.SEED_LEVEL, seed=0)

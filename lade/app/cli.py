@@ -102,7 +102,7 @@ def cmd_evaluate(args):
         text, _ = report.write_run_report(run_dirs[0])
         _err(f"lade: wrote {Path(run_dirs[0]) / 'report.md'}")
     else:
-        text = report.write_comparison(run_dirs, out)
+        text, _ = report.write_comparison(run_dirs, out)
         _err(f"lade: wrote {Path(out) / 'comparison.md'}")
     print(text)
     return 0
@@ -185,9 +185,10 @@ def cmd_compare(args):
         return 0
     title = ("LADE vs PC Softmax, CIFAR-100-LT imbalance 100, " +
              ("paper recipe (200 epochs)" if args.full else "quick preset"))
-    text = report.write_comparison(run_dirs, out, title=title)
-    _err(f"lade: wrote {out / 'comparison.md'}")
-    print(text)
+    _, brief = report.write_comparison(run_dirs, out, title=title)
+    print(brief)
+    print(f"The full report (uniform and shifted tests, calibration, the estimated prior) and its plots: "
+          f"{out / 'comparison.md'}")
     return 0
 
 

@@ -579,11 +579,14 @@ def _shift_rows(results, modes=MODES):
     return rows
 
 
+SUMMARY_HEADING = ("## Summary (top-1 %; F50 / B50 with the method's adjustment to the true p_t, none for the raw "
+                   "softmax)")
+
+
 def _markdown(results, title, figures, summary=None):
     parts = [f"# {title}", ""]
     if summary:
-        parts += ["## Summary (top-1 %; F50 / B50 with the method's adjustment to the true p_t, none for the "
-                  "raw softmax)", "", summary, ""]
+        parts += [SUMMARY_HEADING, "", summary, ""]
     setup_rows = []
     for r in results:  # a run's setup, or "-" where logits came without one (evaluate_logits)
         u = r["setup"]
@@ -817,7 +820,8 @@ def seed_comparison(results):
 
 
 def write_comparison(run_dirs, out_dir, title="Comparison"):
-    """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns the markdown."""
+    """Per-run reports plus one comparison.md / comparison_*.png in out_dir. Returns (the markdown, its
+    brief for a console: the title, the summary table and the paired differences)."""
     out_dir = output_dir(out_dir)
     results = [write_run_report(d)[1] for d in run_dirs]
     figures = _plots(results, out_dir, prefix="comparison_")
@@ -829,4 +833,5 @@ def write_comparison(run_dirs, out_dir, title="Comparison"):
         text = text.rstrip("\n") + "\n\n" + "\n".join(seeds)
     _write(out_dir / "comparison.md", text)
     _write(out_dir / "comparison.json", json.dumps(results, indent=1))
-    return text
+    brief = "\n".join([f"# {title}", "", SUMMARY_HEADING, "", summary, ""] + seeds)
+    return text, brief.rstrip("\n") + "\n"
