@@ -399,3 +399,18 @@ def test_sweep_runs_each_point_once_and_collects_a_table(tiny_root, tmp_path):
     bad.write_text(yaml.safe_dump({"base": "cifar10_lt_10_lade", "grid": {"loss.alfa": [1]}}))
     res = subprocess.run([sys.executable, "-m", "lade", "sweep", str(bad)], env=ENV, capture_output=True, text=True)
     assert res.returncode == 2 and "'loss.alfa'" in res.stderr
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch():
+    """A log file or a pipe gets a line at the end of each epoch, not one per tenth of it (the quick
+    preset printed 80 of them before its 21-line summary)."""
+    import io
+    from lade.app.training import Progress
+
+    stream = io.StringIO()
+    bar = Progress(3, 84, stream=stream)
+    for epoch in (1, 2, 3):
+        for batch in range(1, 85):
+            bar.update(epoch, batch, 2.5, 0.25, 100.0, (3 - epoch) * 84 * 128 + (84 - batch) * 128)
+    lines = stream.getvalue().splitlines()
+    assert [ln.split()[1] for ln in lines] == ["1/3", "2/3", "3/3"] and all(" 84/84 " in ln for ln in lines)

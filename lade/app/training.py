@@ -89,20 +89,19 @@ def epoch_lr(cfg, epoch):
 
 class Progress:
     """One progress line on stderr: epoch, batch, loss, accuracy, images/s and ETA. On a
-    terminal it is redrawn in place; otherwise a line is printed every tenth of an epoch."""
+    terminal it is redrawn in place; otherwise (a log file, a pipe) one line ends each epoch."""
 
     def __init__(self, epochs, batches, stream=None, enabled=True):
         self.epochs, self.batches = epochs, batches
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.every = max(1, batches // 10)
 
     def update(self, epoch, batch, loss, acc, rate, remaining_images):
         if not self.enabled:
             return
         last = batch == self.batches
-        if not self.tty and not last and batch % self.every:
+        if not self.tty and not last:
             return
         width = 20
         filled = int(width * batch / self.batches)
