@@ -257,6 +257,19 @@ def test_numbers_without_a_dot_are_numbers(tiny_root, tmp_path, capsys):  # noqa
 
 # ------------------------------------------------------------------------ full disk
 
+def _full_disk_at(monkeypatch, fails):
+    """ENOSPC from os.fsync of every open file whose path `fails(path)` accepts: a full disk where no tmpfs
+    can be mounted. Returns the real os.fsync."""
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if fails(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", full_disk)
+    return real_fsync
+
+
 def _mount_tmpfs(path, size):
     path.mkdir()
     try:
@@ -277,13 +290,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tiny_root, stopped_run, tmp_p
     try:
         run = _copy(stopped_run, disk / "run")
         if not mounted:
-            real_fsync = os.fsync
-
-            def full_disk(fd):
-                if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.npz.tmp"):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                real_fsync(fd)
-            monkeypatch.setattr(os, "fsync", full_disk)
+            _full_disk_at(monkeypatch, lambda path: path.endswith("checkpoint.npz.tmp"))
         before = (run / "checkpoint.npz").read_bytes()
         code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=3", "--resume", "--no-report"), capsys)
         line = _one_error_line(err)
@@ -588,13 +595,7 @@ def test_a_full_disk_in_evaluate_names_the_file_and_leaves_no_tmp(finished_run, 
     mounted = _mount_tmpfs(disk, "16k")
     try:
         if not mounted:
-            real_fsync = os.fsync
-
-            def full_disk(fd):
-                if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                real_fsync(fd)
-            monkeypatch.setattr(os, "fsync", full_disk)
+            _full_disk_at(monkeypatch, lambda path: path.endswith(".tmp"))
         args = ["evaluate", "--logits", finished_run / "test_logits.npy", "--labels", finished_run / "test_labels.npy",
                 "--train-counts", finished_run / "train_counts.npy", "--out", disk / "out", "--estimated-prior", "none"]
         code, _, err = run_main(args, capsys)
@@ -623,14 +624,8 @@ def test_a_full_disk_at_the_first_epochs_checkpoint_leaves_a_resumable_run(tiny_
     reference = tmp_path / "reference"
     assert run_main(train_args(tiny_root, reference, "optim.epochs=2", "--no-report"), capsys)[0] == 0
     run = tmp_path / "run"
-    real_fsync = os.fsync
-
-    def full_disk(fd):
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoint.npz.tmp") and (run / "metrics.jsonl").is_file() \
-                and (run / "metrics.jsonl").read_text():
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
-    monkeypatch.setattr(os, "fsync", full_disk)
+    real_fsync = _full_disk_at(monkeypatch, lambda path: path.endswith("checkpoint.npz.tmp") and (
+        run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text())
     code, _, err = run_main(train_args(tiny_root, run, "optim.epochs=2", "--no-report"), capsys)
     assert code == 2 and "No space left on device" in _one_error_line(err)
     assert _epochs(run) == [1]

@@ -112,10 +112,11 @@ def _zoo_run_dirs(names, out, data_root):
     """Run folders for `evaluate`: zoo:NAME becomes out/NAME, a run folder with the entry's logits
     recomputed from its weights; other arguments are run folders already."""
     from lade.app import runs, zoo_entries
+    if any(name.startswith(zoo_entries.ZOO_PREFIX) for name in names):
+        runs.output_dir(out)  # holds the entries' run folders
     dirs = []
     for name in names:
         if name.startswith(zoo_entries.ZOO_PREFIX):
-            runs.output_dir(out)
             entry = name[len(zoo_entries.ZOO_PREFIX):]
             _err(f"lade: {name}: recomputing its logits from the weights into {out / entry}")
             name = zoo_entries.materialize(entry, out / entry, data_root)[0]

@@ -149,11 +149,17 @@ def render_results(zoo_root=None):
     return "\n".join(lines)
 
 
-def _replace_block(text, block, path):
+def _block_span(text, path):
+    """(start, end) of the README's generated block, between its markers."""
     begin, end = text.find(README_BEGIN), text.find(README_END)
     if begin < 0 or end < begin:
         raise ValueError(f"lade results: '{path}' lacks the markers {README_BEGIN!r} ... {README_END!r}")
-    return text[:begin + len(README_BEGIN)] + "\n" + block + "\n" + text[end:]
+    return begin + len(README_BEGIN), end
+
+
+def _replace_block(text, block, path):
+    start, end = _block_span(text, path)
+    return text[:start] + "\n" + block + "\n" + text[end:]
 
 
 def write(repo_root, zoo_root=None):
@@ -173,7 +179,7 @@ def write(repo_root, zoo_root=None):
 def stored(repo_root):
     """The committed (docs/results.md text, README block text), for the test that renders them again."""
     repo_root = Path(repo_root)
-    readme = (repo_root / "README.md").read_text()
-    begin, end = readme.find(README_BEGIN), readme.find(README_END)
-    return (repo_root / "docs" / "results.md").read_text(), readme[begin + len(README_BEGIN) + 1:end - 1]
+    readme = repo_root / "README.md"
+    start, end = _block_span(readme.read_text(), readme)
+    return (repo_root / "docs" / "results.md").read_text(), readme.read_text()[start + 1:end - 1]
 
