@@ -77,7 +77,7 @@ def main():
     print(f"{'target':9s} {'images':>6s} {'oracle':>6s} {'gap':>6s} {'l1_em':>6s} {'l1_cal':>6s}")
     for name, rows, p_t in subsets:
         z = source_logits(rows)
-        res = prior_shift.adapt(z, no_shift, calib_z, calib_y, calibration="bcts", gate=None)
+        res = prior_shift.adapt(z, no_shift, calib_z, calib_y, calibration="bcts", gate=None, family="free")
         reweighted = prior_shift.reweight(res.calibration(z), res.reference_prior, p_t).mean(axis=0)
         oracle = top1(rows, p_t)
         print(f"{name:9s} {rows.size:6d} {oracle:6.2f} {top1(rows, res.prior) - oracle:+6.2f} "
@@ -89,7 +89,7 @@ def main():
     for name, rows, p_t in subsets:
         z, oracle = source_logits(rows), top1(rows, p_t)
         gaps = np.array([top1(rows, prior_shift.adapt(z, no_shift, calib_z, calib_y, calibration="bcts", gate=None,
-                                                      pseudo_count=pc).prior) - oracle
+                                                      pseudo_count=pc, family="free").prior) - oracle
                          for pc in args.pseudo_counts])
         total += gaps
         print(f"{name:9s} " + " ".join(f"{g:+7.2f}" for g in gaps), flush=True)

@@ -1,13 +1,25 @@
 """Estimating an unknown target prior from unlabelled predictions, and adapting to it
 (C core: csrc/ltmath/prior_shift.c). The paper assumes p_t known; this fills that gap.
 
-One call::
+Estimators are objects, fitted once on labelled held-out source logits and applied to any number of
+unlabelled target sets::
 
-    res = lade.prior_shift.adapt(test_logits, source_prior,
-                                 calib_logits=val_logits, calib_labels=val_labels, method="em")
-    res.prior        # estimated target prior (C,)
-    res.probs        # test posteriors adapted to it (n, C)
-    res.shift_test   # {'statistic', 'dof', 'p_value', 'test'}: is there a shift at all?
+    est = lade.prior_shift.Gated(lade.prior_shift.AutoFamilyEM()).fit(val_logits, val_labels, source_prior)
+    res = est.estimate(test_logits)   # res.prior (C,), res.shift_test: is there a shift at all?
+    res = est.adapt(test_logits)      # and res.probs (n, C): the test posteriors adapted to res.prior
+
+EM, EmpiricalBayesEM, TiltedEM, AutoFamilyEM, SelectEM and LabelledEM estimate by EM on calibrated
+posteriors, BBSE from the confusion matrix; Gated(est) keeps "no shift" unless the shift test rejects it,
+Shrunk(est) shrinks the estimate by its uncertainty (only estimators with an uncertainty model). A
+combination that cannot work is refused when it is built.
+
+One call, the recommended default (estimator(): EM in the tilted family or free by a likelihood-ratio
+test, add-one smoothing, gated at GATE_LEVEL), or any estimator by keywords::
+
+    res = lade.prior_shift.adapt(test_logits, source_prior, val_logits, val_labels)
+    res = lade.prior_shift.adapt(test_logits, source_prior, val_logits, val_labels, family="free", gate=None)
+
+What each estimator does, and its keywords in adapt():
 
 Methods:
   'em'   Saerens et al. 2002: EM re-estimation of the prior from calibrated posteriors. The
@@ -88,7 +100,7 @@ with plain softmax CE pass the raw logits; for LADE / Balanced Softmax pass f + 
 (``loss.test_time_adjust`` does not do this; use ``lade.posthoc.lade_adjust(f, p_s)``). With
 calibration='bcts' a per-class offset is absorbed by the fitted biases, so either works.
 
-Family (``family``, EM only): 'free' (default) estimates any prior on the simplex (C - 1
+Family (``family``, EM only): 'free' estimates any prior on the simplex (C - 1
 parameters). 'tilt' estimates one parameter g of the tilted family p_g ∝ r * t^g, r the reference
 prior below and t = ``tilt_prior`` (default: source_prior, the training label frequencies): the
 long-tail direction, along which the head classes grow more common (g > 0) or less (g < 0), g = 0
@@ -129,6 +141,7 @@ point without shift is exactly "no shift" even when the posteriors are not calib
 frequencies (every class must appear in calib_labels). Without calibration data it is
 source_prior.
 """
+import inspect
 import numbers
 import warnings
 from dataclasses import dataclass, field
@@ -138,7 +151,8 @@ import numpy as np
 from lade import _C, _args, posthoc
 from lade.priors import as_float32, prior_from_labels
 
-__all__ = ["adapt", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb", "tilted_prior", "select_prior",
+__all__ = ["adapt", "estimator", "Estimator", "EM", "EmpiricalBayesEM", "TiltedEM", "AutoFamilyEM", "SelectEM",
+           "LabelledEM", "BBSE", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb", "tilted_prior", "select_prior",
            "bbse_prior", "mean_posterior", "reweight", "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
@@ -247,187 +261,605 @@ def select_prior(probs, reference_prior, tilt_prior=None, penalty=None, noise=1.
     return prior, SELECT_KINDS[kind], support, loglik, criterion
 
 
+# ---- estimators as objects ------------------------------------------------------------------------------
+
+_PREFIX = "lade.prior_shift."
+
+
+def _renamed(e, func, arguments=None):
+    """`e`, an error of this module ("lade.prior_shift.X: ..."), as raised by `func`, the function the user
+    called, its argument names mapped by `arguments` (the callee's name -> func's); any other error unchanged."""
+    head, sep, rest = str(e).partition(": ")
+    if not sep or not head.startswith(_PREFIX) or head == func:
+        return e
+    for callee, caller in (arguments or {}).items():
+        rest = rest.replace(f"argument '{callee}'", f"argument '{caller}'")
+    return type(e)(f"{func}: {rest}")
+
+
+@dataclass
+class _Fit:
+    """What Estimator.fit learned from the labelled source logits."""
+    source_prior: np.ndarray
+    calib_labels: np.ndarray = None
+    calibration: object = None   # posthoc.TemperatureScaling, or None
+    calib_probs: np.ndarray = None
+    reference_prior: np.ndarray = None
+
+    def noise(self, n):
+        """The calibration-noise factor of the likelihood-ratio tests for n test rows: the reference prior is
+        itself estimated from the m calibration rows, and dividing the statistics by 1 + n / m bounds their
+        inflation by that noise (the mean posterior varies no more than label frequencies would), so the
+        tests stay at or below their level."""
+        return 1.0 + n / self.calib_probs.shape[0] if self.calib_probs is not None else 1.0
+
+    def probs(self, logits):
+        return self.calibration(logits) if self.calibration else posthoc.softmax(logits)
+
+
+class Estimator:
+    """A target-prior estimator, in the style of scikit-learn and QuaPy:
+
+        est = lade.prior_shift.EM().fit(calib_logits, calib_labels, source_prior)
+        res = est.estimate(test_logits)   # res.prior, res.shift_test, res.interval (bootstrap > 0)
+        res = est.adapt(test_logits)      # the same, and res.probs: the test posteriors adapted to res.prior
+
+    fit() learns the calibration on labelled held-out source logits (calibration 'bcts': bias-corrected
+    temperature scaling, 'ts', or 'none') and the reference prior the calibrated posteriors embody; with
+    calib_logits None the posteriors are softmax(logits) and the reference prior is source_prior. One fit
+    serves any number of target sets. Gated(...) and Shrunk(...) wrap an estimator."""
+
+    method = "em"
+    uncertainty = False  # whether the estimate has an analytic covariance (Shrunk needs one)
+
+    def __init__(self, calibration="bcts", cond_limit=COND_LIMIT):
+        func = self._func()
+        if calibration not in ("bcts", "ts", "none"):
+            raise ValueError(f"{func}: argument 'calibration' must be 'bcts', 'ts' or 'none', got {calibration!r}")
+        self.calibration, self.cond_limit = calibration, _args.real(cond_limit, func, "cond_limit")
+        self._fitted = None
+
+    @classmethod
+    def _func(cls, method=None):
+        return f"{_PREFIX}{cls.__name__}{'.' + method if method else ''}"
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({options})"
+
+    def fit(self, calib_logits, calib_labels, source_prior):
+        """Learns the calibration from labelled source logits (calib_logits (m, C) float32, calib_labels (m,)
+        int64; both None: no calibration data) and the training prior source_prior (C,). Returns self."""
+        func = self._func("fit")
+        try:
+            source = as_float32(source_prior, "source_prior", func)
+            if (calib_logits is None) != (calib_labels is None):
+                raise ValueError(f"{func}: arguments 'calib_logits' and 'calib_labels' go together, got only "
+                                 f"{'calib_labels' if calib_logits is None else 'calib_logits'}")
+            # a one-row stand-in for the test logits: this checks the source prior and the calibration data
+            _C.check_adapt(source, np.zeros((1, source.shape[0]) if source.ndim == 1 else (1, 1), np.float32),
+                           calib_logits, calib_labels)
+        except (ValueError, TypeError, FloatingPointError) as e:
+            raise _renamed(e, func) from None
+        fit = _Fit(source_prior=source, reference_prior=source)
+        if calib_logits is not None:
+            if self.calibration == "bcts":
+                try:
+                    prior_from_labels(calib_labels, source.shape[0])
+                except ValueError as e:
+                    raise ValueError(f"{func}: argument 'calib_labels' must contain every class for "
+                                     f"bias-corrected calibration ({e})") from None
+            if self.calibration != "none":
+                fit.calibration = posthoc.fit_temperature(calib_logits, calib_labels, bias=self.calibration == "bcts")
+            fit.calib_labels = calib_labels
+            fit.calib_probs = fit.probs(calib_logits)
+            fit.reference_prior = mean_posterior(fit.calib_probs)
+        self._fitted = fit
+        return self
+
+    def estimate(self, test_logits, **target):
+        """The estimated prior of the unlabelled test_logits (n, C): a PriorShiftResult without probs."""
+        return self._run(test_logits, target, "estimate")[0]
+
+    def adapt(self, test_logits, **target):
+        """estimate(), and res.probs: the calibrated test posteriors moved to the estimated prior."""
+        res, probs, fit = self._run(test_logits, target, "adapt")
+        res.probs = reweight(probs, fit.reference_prior, res.pool_prior)
+        return res
+
+    def _run(self, test_logits, target, method):
+        func = self._func(method)
+        fit = self._fitted
+        if fit is None:
+            raise RuntimeError(f"{func}: the estimator is not fitted; call fit(calib_logits, calib_labels, "
+                               "source_prior) first")
+        try:
+            _C.check_adapt(fit.source_prior, test_logits, None, None)
+            probs = fit.probs(test_logits)
+            res = self._estimate(probs, fit, **target)
+        except (ValueError, TypeError, FloatingPointError) as e:
+            raise _renamed(e, func) from None
+        res.pool_prior = res.prior if res.pool_prior is None else res.pool_prior
+        return res, probs, fit
+
+    def _result(self, fit):
+        return PriorShiftResult(prior=None, probs=None, method=self.method, reference_prior=fit.reference_prior,
+                                calibration=fit.calibration)
+
+    def _estimate(self, probs, fit):
+        """Fills a PriorShiftResult (prior, shift_test and the estimator's diagnostics) from calibrated
+        test posteriors."""
+        raise NotImplementedError
+
+
+def _lr_test(loglik, dof, noise, test):
+    stat = max(2.0 * loglik, 0.0) / noise
+    return {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, max(dof, 1)), "test": test}
+
+
+_SAERENS_TEST = "likelihood ratio (Saerens 2002), chi-square"
+
+
+class _EMEstimator(Estimator):
+    """The EM estimators: their iteration limits, and the check of the calibration confusion matrix
+    (soft: mean calibrated probabilities, else argmax counts) that says when the estimate is unreliable."""
+
+    def __init__(self, tol=1e-8, max_iter=2000, soft=True, calibration="bcts", cond_limit=COND_LIMIT):
+        super().__init__(calibration, cond_limit)
+        func = self._func()
+        self.tol, self.max_iter = _args.real(tol, func, "tol"), _args.whole(max_iter, func, "max_iter", 1)
+        self.soft = bool(soft)
+
+    def _ml_loglik(self, probs, fit):
+        """The log-likelihood ratio of the maximum-likelihood prior against no shift (the shift test's)."""
+        return _C.em_prior(probs, fit.reference_prior, pseudo_count=0.0, tol=self.tol, max_iter=self.max_iter,
+                           accelerate=True)[3]
+
+    def _warn_unconverged(self, res):
+        if not res.converged:
+            warnings.warn(f"{self._func()}: EM did not converge in {self.max_iter} iterations (tol {self.tol:g})",
+                          RuntimeWarning, stacklevel=5)
+
+    def _check_confusion(self, res, fit):
+        """res.condition_number of the calibration confusion matrix, and a warning when the estimate cannot be
+        checked against it or it is ill-conditioned (needs calibration data)."""
+        if fit.calib_probs is None:
+            return
+        classes = fit.source_prior.shape[0]
+        res.condition_number = _C.confusion_condition(fit.calib_probs, fit.calib_labels, self.soft)
+        absent = np.flatnonzero(np.bincount(fit.calib_labels, minlength=classes) == 0)
+        if absent.size:
+            warnings.warn(f"{self._func()}: the held-out set has no sample of class(es) "
+                          f"{', '.join(map(str, absent[:5]))}{' ...' if absent.size > 5 else ''}, so the "
+                          "confusion matrix is singular and the EM estimate cannot be checked against it",
+                          RuntimeWarning, stacklevel=5)
+        elif not res.condition_number <= self.cond_limit:
+            warnings.warn(f"{self._func()}: the calibration confusion matrix is ill-conditioned (1-norm condition "
+                          f"number {res.condition_number:.3g} > cond_limit {self.cond_limit:.3g}): the classifier "
+                          "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
+                          stacklevel=5)
+
+    def _free(self, probs, fit, pseudo_count):
+        """The free EM estimate (MAP under Dirichlet(1 + pseudo_count)) with its checks and its shift test.
+        Returns (result, the maximum-likelihood log-likelihood ratio against no shift)."""
+        res = self._result(fit)
+        res.prior, res.iterations, res.converged, loglik = _C.em_prior(
+            probs, fit.reference_prior, pseudo_count=pseudo_count, tol=self.tol, max_iter=self.max_iter,
+            accelerate=True)
+        self._warn_unconverged(res)
+        self._check_confusion(res, fit)
+        if pseudo_count != 0:  # the likelihood-ratio test needs the maximum-likelihood estimate
+            loglik = self._ml_loglik(probs, fit)
+        res.shift_test = _lr_test(loglik, fit.source_prior.shape[0] - 1, fit.noise(probs.shape[0]), _SAERENS_TEST)
+        return res, loglik
+
+
+def _pseudo_count(value, func):
+    return _args.real(value, func, "pseudo_count", 0.0)
+
+
+def _bootstrap_options(obj, bootstrap, level, seed):
+    func = obj._func()
+    obj.bootstrap = _args.whole(bootstrap, func, "bootstrap", 0, 10 ** 6)
+    obj.level, obj.seed = _args.real(level, func, "level"), _args.whole(seed, func, "seed", 0, 2 ** 64 - 1)
+
+
+def _add_interval(res, replicates, level):
+    lo, hi = _C.bootstrap_interval(replicates, level)
+    res.interval, res.level, res.replicates = (lo, hi), float(level), replicates
+
+
+class EM(_EMEstimator):
+    """Saerens et al. 2002 on calibrated posteriors (SQUAREM-accelerated), the MAP estimate under a
+    Dirichlet(1 + pseudo_count) prior: 1 is add-one smoothing, 0 plain MLLS (with BCTS: Alexandari et al.
+    2020). bootstrap > 0 adds a per-class percentile interval at `level` (the test rows resampled, seeded)."""
+
+    uncertainty = True
+
+    def __init__(self, pseudo_count=1.0, bootstrap=0, level=0.95, seed=0, **options):
+        super().__init__(**options)
+        self.pseudo_count = _pseudo_count(pseudo_count, self._func())
+        _bootstrap_options(self, bootstrap, level, seed)
+
+    def _estimate(self, probs, fit):
+        res, _ = self._free(probs, fit, self.pseudo_count)
+        if self.bootstrap:
+            _add_interval(res, _C.em_bootstrap(probs, fit.reference_prior, self.bootstrap,
+                                               pseudo_count=self.pseudo_count, tol=self.tol, max_iter=self.max_iter,
+                                               seed=self.seed), self.level)
+        return res
+
+    def _covariance_trace(self, probs, fit, prior):
+        return _C.em_covariance_trace(probs, fit.reference_prior, prior)
+
+
+class EmpiricalBayesEM(_EMEstimator):
+    """EM with a Dirichlet(A r) prior, r the reference prior and A the strength that maximises the
+    Dirichlet-multinomial evidence of the maximum-likelihood estimate's soft counts (em_prior_eb; in the
+    spirit of MAPLS, Ye et al. 2024). res.smoothing_strength = A."""
+
+    uncertainty = True
+
+    def _estimate(self, probs, fit):
+        res = self._result(fit)
+        res.prior, res.smoothing_strength, res.iterations, res.converged, _ = _C.em_prior_eb(
+            probs, fit.reference_prior, tol=self.tol, max_iter=self.max_iter)
+        self._warn_unconverged(res)
+        self._check_confusion(res, fit)
+        res.shift_test = _lr_test(self._ml_loglik(probs, fit), fit.source_prior.shape[0] - 1,
+                                  fit.noise(probs.shape[0]), _SAERENS_TEST)
+        return res
+
+    _covariance_trace = EM._covariance_trace
+
+
+class _FamilyEM(_EMEstimator):
+    """An EM estimator with a tilted family p_g ∝ r * t^g, t = tilt_prior (default: the source prior, the
+    long-tail direction)."""
+
+    def __init__(self, tilt_prior=None, **options):
+        super().__init__(**options)
+        self.tilt_prior = None if tilt_prior is None else as_float32(tilt_prior, "tilt_prior", self._func())
+
+    def _tilt(self, fit):
+        if self.tilt_prior is None:
+            return fit.source_prior
+        if self.tilt_prior.shape != fit.source_prior.shape:
+            raise ValueError(f"{self._func()}: argument 'tilt_prior' must have shape {fit.source_prior.shape} like "
+                             f"source_prior, got {self.tilt_prior.shape}")
+        return self.tilt_prior
+
+    def _tilted(self, probs, fit):
+        prior, g, loglik, iterations, converged = tilted_prior(probs, fit.reference_prior, self._tilt(fit))
+        if not converged:
+            warnings.warn(f"{self._func()}: the tilted family's fit did not converge in {_TILT_MAX_ITER} "
+                          "iterations", RuntimeWarning, stacklevel=5)
+        return prior, g, loglik, iterations, converged
+
+
+_TILT_TEST = "likelihood ratio of no shift within the tilted family, chi-square"
+
+
+class TiltedEM(_FamilyEM):
+    """The maximum-likelihood prior within the tilted family (one parameter g; g = 0 is no shift). The
+    shift test is the 1-dof test of g = 0."""
+
+    def _estimate(self, probs, fit):
+        res = self._result(fit)
+        res.prior, res.tilt_exponent, loglik, res.iterations, res.converged = self._tilted(probs, fit)
+        self._check_confusion(res, fit)
+        res.family = "tilt"
+        res.shift_test = _lr_test(loglik, 1, fit.noise(probs.shape[0]), _TILT_TEST)
+        return res
+
+
+class AutoFamilyEM(_FamilyEM):
+    """The tilted estimate, or the free EM one (pseudo_count) when the likelihood-ratio test of the tilted
+    family within the free one, 2 (LL(free) - LL(tilt)) with C - 2 dof, rejects it at `level`. res.family
+    says which, res.family_test has the test."""
+
+    def __init__(self, pseudo_count=1.0, level=GATE_LEVEL, **options):
+        super().__init__(**options)
+        func = self._func()
+        self.pseudo_count = _pseudo_count(pseudo_count, func)
+        self.level = _args.real(level, func, "level", 0.0, 1.0, lo_open=True)
+
+    def _estimate(self, probs, fit):
+        res, loglik = self._free(probs, fit, self.pseudo_count)
+        classes, noise = fit.source_prior.shape[0], fit.noise(probs.shape[0])
+        tilted, res.tilt_exponent, tilt_loglik, iterations, converged = self._tilted(probs, fit)
+        fstat, fdof = max(2.0 * (loglik - tilt_loglik), 0.0) / noise, max(classes - 2, 1)
+        res.family_test = {"statistic": fstat, "dof": fdof, "p_value": _C.chi2_sf(fstat, fdof),
+                           "test": "likelihood ratio of the tilted family within the free one, chi-square"}
+        if not res.family_test["p_value"] < self.level:
+            res.prior, res.family, res.iterations, res.converged = tilted, "tilt", iterations, converged
+            res.shift_test = _lr_test(tilt_loglik, 1, noise, _TILT_TEST)
+        return res
+
+
+class SelectEM(_FamilyEM):
+    """The estimate's family chosen by BIC (select_prior): no shift, the tilted family, the prior on the j
+    classes the free estimate ranks first, or the free maximum-likelihood prior. res.family is 'none', 'tilt',
+    'sparse' or 'free', res.support the classes kept; the shift test is the likelihood ratio of no shift within
+    the chosen family (dof its parameters), and 'none' is never a shift."""
+
+    def _estimate(self, probs, fit):
+        res = self._result(fit)
+        noise = fit.noise(probs.shape[0])
+        res.prior, res.family, res.support, loglik, _ = select_prior(probs, fit.reference_prior, self._tilt(fit),
+                                                                     noise=noise, tol=self.tol,
+                                                                     max_iter=self.max_iter)
+        self._check_confusion(res, fit)
+        dof = {"none": 0, "tilt": 1, "sparse": res.support - 1, "free": fit.source_prior.shape[0] - 1}[res.family]
+        stat = max(2.0 * loglik, 0.0) / noise
+        # (a support of one class has no free parameter: its test counts one, like the tilt's)
+        res.shift_test = {"statistic": stat, "dof": dof,
+                          "p_value": 1.0 if res.family == "none" else _C.chi2_sf(stat, max(dof, 1)),
+                          "test": "likelihood ratio of no shift within the family chosen by BIC, chi-square"}
+        return res
+
+
+class LabelledEM(_EMEstimator):
+    """EM with a few labelled target samples besides the unlabelled rows: estimate(test_logits,
+    labelled_counts=...) with labelled_counts[c] labelled samples of class c. design='per_class' (up to k
+    per class picked by label: the unlabelled rows are what the selection left) or 'random' (drawn at random
+    from the target like the rest). res.prior is the whole target's prior, res.pool_prior the unlabelled
+    rows', which res.probs are adapted to."""
+
+    def __init__(self, design="per_class", pseudo_count=1.0, **options):
+        super().__init__(**options)
+        func = self._func()
+        if design not in ("per_class", "random"):
+            raise ValueError(f"{func}: argument 'design' must be 'per_class' or 'random', got {design!r}")
+        self.design, self.pseudo_count = design, _pseudo_count(pseudo_count, func)
+
+    def _estimate(self, probs, fit, labelled_counts=None):
+        classes = fit.source_prior.shape[0]
+        if not (isinstance(labelled_counts, np.ndarray) and labelled_counts.dtype == np.int64
+                and labelled_counts.shape == (classes,)):
+            raise ValueError(f"{self._func()}: argument 'labelled_counts' must be an int64 array of shape "
+                             f"({classes},), got {getattr(labelled_counts, 'dtype', type(labelled_counts).__name__)}"
+                             f" {getattr(labelled_counts, 'shape', '')}")
+        res = self._result(fit)
+        res.prior, res.pool_prior, res.iterations, res.converged = _C.em_prior_labelled(
+            probs, fit.reference_prior, np.ascontiguousarray(labelled_counts), self.design == "per_class",
+            self.pseudo_count, self.tol, self.max_iter)
+        self._warn_unconverged(res)
+        self._check_confusion(res, fit)
+        # the shift test runs on the unlabelled rows alone
+        res.shift_test = _lr_test(self._ml_loglik(probs, fit), classes - 1, fit.noise(probs.shape[0]), _SAERENS_TEST)
+        return res
+
+
+class BBSE(Estimator):
+    """Lipton et al. 2018, as least squares over the simplex (bbse_prior; soft: mean calibrated
+    probabilities, else argmax counts; ridge > 0 shrinks towards no shift, as RLLS). Needs calibration data.
+    An ill-conditioned confusion matrix (condition number > cond_limit) falls back to no shift with a
+    warning (res.fell_back). Shift test: Pearson chi-square of the predicted-class counts."""
+
+    method = "bbse"
+    uncertainty = True
+
+    def __init__(self, soft=True, ridge=0.0, bootstrap=0, level=0.95, seed=0, calibration="bcts",
+                 cond_limit=COND_LIMIT):
+        super().__init__(calibration, cond_limit)
+        self.soft, self.ridge = bool(soft), _args.real(ridge, self._func(), "ridge", 0.0)
+        _bootstrap_options(self, bootstrap, level, seed)
+
+    def fit(self, calib_logits, calib_labels, source_prior):
+        if calib_logits is None:
+            raise ValueError(f"{self._func('fit')}: argument 'calib_logits' is required: BBSE needs labelled "
+                             "source data")
+        return super().fit(calib_logits, calib_labels, source_prior)
+
+    def _estimate(self, probs, fit):
+        res = self._result(fit)
+        res.prior, res.condition_number, res.fell_back = _C.bbse_prior(
+            fit.calib_probs, fit.calib_labels, probs, fit.source_prior, self.cond_limit, soft=self.soft,
+            ridge=self.ridge)
+        if res.fell_back:
+            warnings.warn(f"{self._func()}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
+                          f"{res.condition_number:.3g} > cond_limit {self.cond_limit:.3g}); falling back to no "
+                          "shift (the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=4)
+            res.prior = fit.reference_prior.copy()
+        stat, dof = _C.prediction_shift_chi2(fit.calib_probs, fit.calib_labels, probs, fit.source_prior)
+        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
+                          "test": "Pearson chi-square on predicted-class counts"}
+        if self.bootstrap:
+            _add_interval(res, _C.bbse_bootstrap(fit.calib_probs, fit.calib_labels, probs, fit.source_prior,
+                                                 self.bootstrap, soft=self.soft, ridge=self.ridge, seed=self.seed),
+                          self.level)
+        return res
+
+    def _covariance_trace(self, probs, fit, prior):
+        return _C.bbse_covariance_trace(fit.calib_probs, fit.calib_labels, probs, prior, self.soft)
+
+
+class _Wrapper(Estimator):
+    """An estimator that changes another's estimate; fit and the calibration are the inner one's."""
+
+    def __init__(self, estimator):
+        if not isinstance(estimator, Estimator):
+            raise TypeError(f"{self._func()}: argument 'estimator' must be a lade.prior_shift estimator, got "
+                            f"{type(estimator).__name__}")
+        self.estimator, self._fitted = estimator, None
+
+    @property
+    def method(self):
+        return self.estimator.method
+
+    @property
+    def uncertainty(self):
+        return self.estimator.uncertainty
+
+    def fit(self, calib_logits, calib_labels, source_prior):
+        self._fitted = self.estimator.fit(calib_logits, calib_labels, source_prior)._fitted
+        return self
+
+
+def _name(estimator):
+    """Gated(LabelledEM): the classes of an estimator and what it wraps."""
+    inner = getattr(estimator, "estimator", None)
+    return type(estimator).__name__ + (f"({_name(inner)})" if inner is not None else "")
+
+
+class Gated(_Wrapper):
+    """The estimate only when its shift test rejects "no shift" at `level`; otherwise res.gated is True and
+    the prior is the reference prior (no shift), so on unshifted data the posteriors are left as they are in
+    all but about `level` of test sets."""
+
+    def __init__(self, estimator, level=GATE_LEVEL):
+        super().__init__(estimator)
+        self.level = _args.real(level, self._func(), "level", 0.0, 1.0, lo_open=True)
+        if self.level == 1.0:
+            raise ValueError(f"{self._func()}: argument 'level' must be in (0, 1), got 1.0")
+
+    def _estimate(self, probs, fit, **target):
+        res = self.estimator._estimate(probs, fit, **target)
+        if not res.shift_test["p_value"] < self.level:
+            res.prior, res.pool_prior, res.gated = fit.reference_prior.copy(), None, True
+        return res
+
+    def _covariance_trace(self, probs, fit, prior):
+        return self.estimator._covariance_trace(probs, fit, prior)
+
+
+class Shrunk(_Wrapper):
+    """The estimate p_hat moved towards an anchor t ('no_shift': the reference prior; 'uniform') by
+    w = min(1, tr Cov(p_hat) / |p_hat - t|^2), the James-Stein / Ledoit-Wolf plug-in weight. tr Cov is the
+    bootstrap width when the estimator bootstraps, else its analytic width (EM: inverse Fisher information;
+    BBSE: the delta method), so only estimators with an uncertainty model can be shrunk. A gated estimate
+    (no shift) is left as it is. res.shrink_weight, res.covariance_trace, res.unshrunk_prior."""
+
+    def __init__(self, estimator, to="no_shift"):
+        super().__init__(estimator)
+        if not estimator.uncertainty:
+            raise ValueError(f"{self._func()}: argument 'estimator' must have an uncertainty model (EM, "
+                             f"EmpiricalBayesEM or BBSE, gated or not), got {_name(estimator)}")
+        if to not in ("no_shift", "uniform"):
+            raise ValueError(f"{self._func()}: argument 'to' must be 'no_shift' or 'uniform', got {to!r}")
+        self.to = to
+
+    def _estimate(self, probs, fit):
+        res = self.estimator._estimate(probs, fit)
+        if res.gated:
+            return res
+        classes = fit.source_prior.shape[0]
+        anchor = fit.reference_prior if self.to == "no_shift" else np.full(classes, 1.0 / classes, np.float32)
+        if res.replicates is not None:  # the bootstrap width: it sees the simplex boundary and the smoothing
+            res.covariance_trace = _C.replicate_variance(res.replicates)
+        else:
+            res.covariance_trace = self.estimator._covariance_trace(probs, fit, res.prior)
+        res.unshrunk_prior = res.prior
+        res.prior, res.shrink_weight = _C.shrink_prior(res.prior, anchor, res.covariance_trace)
+        return res
+
+
+# ---- the one-call form ------------------------------------------------------------------------------------
+
+_FAMILIES = {"free": EM, "tilt": TiltedEM, "auto": AutoFamilyEM, "select": SelectEM}
+# adapt's keywords under the names of the estimators' constructors
+_RENAMED = {"labelled_design": "design"}
+
+
+def estimator(method="em", family=None, pseudo_count=1.0, gate=GATE_LEVEL, shrink_to=None, labelled=False,
+              **options):
+    """The estimator object that adapt() runs with the same keywords (the recommended default with none):
+    method 'em' or 'bbse'; family 'free', 'tilt', 'auto' or 'select' (EM; BBSE is free), None the recommended
+    'auto' for EM;
+    pseudo_count a number, or 'auto' for free EM (EmpiricalBayesEM); labelled=True: free EM with labelled
+    target counts (LabelledEM); gate a level (Gated) or None; shrink_to 'no_shift' or 'uniform' (Shrunk) or
+    None. `options` go to the estimator's constructor; one it does not take is refused with the list of
+    those it does."""
+    func = _PREFIX + "estimator"
+    if method not in ("em", "bbse"):
+        raise ValueError(f"{func}: argument 'method' must be 'em' or 'bbse', got {method!r}")
+    if family is not None and family not in _FAMILIES:
+        raise ValueError(f"{func}: argument 'family' must be 'free', 'tilt', 'auto' or 'select', got {family!r}")
+    if gate is not None and not (isinstance(gate, numbers.Real) and not isinstance(gate, bool) and 0 < gate < 1):
+        raise ValueError(f"{func}: argument 'gate' must be None or a level in (0, 1), got {gate!r}")
+    if shrink_to not in (None, "no_shift", "uniform"):
+        raise ValueError(f"{func}: argument 'shrink_to' must be None, 'no_shift' or 'uniform', got {shrink_to!r}")
+    if method == "bbse":
+        cls, chosen = BBSE, "method='bbse'"
+        if family not in (None, "free"):  # BBSE's estimate is free: any prior on the simplex
+            options["family"] = family
+    else:
+        family = "auto" if family is None else family
+        cls, chosen = _FAMILIES[family], f"family={family!r}"
+        if family == "free" and labelled:
+            cls, chosen = LabelledEM, "family='free' with labelled_counts"
+        elif family == "free" and pseudo_count == "auto":
+            cls, chosen = EmpiricalBayesEM, "family='free', pseudo_count='auto'"
+    if labelled and cls is not LabelledEM:
+        options["labelled_counts"] = True
+    if pseudo_count != 1.0 and cls is not EmpiricalBayesEM:
+        options["pseudo_count"] = pseudo_count
+    if cls is AutoFamilyEM:  # the family test's level is the gate's
+        options["level"] = GATE_LEVEL if gate is None else gate
+    options = {_RENAMED.get(k, k): v for k, v in options.items()}
+    takes = _constructor_arguments(cls)
+    for k in options:
+        if k not in takes:
+            raise ValueError(f"{func}: argument {_RENAMED_BACK.get(k, k)!r} does not apply to {cls.__name__} "
+                             f"({chosen}); it takes {', '.join(sorted(_RENAMED_BACK.get(a, a) for a in takes))}")
+    est = cls(**options)
+    if gate is not None:
+        est = Gated(est, gate)
+    if shrink_to is not None:
+        if not est.uncertainty:
+            raise ValueError(f"{func}: argument 'shrink_to' needs an estimator with an uncertainty model (EM, "
+                             f"EmpiricalBayesEM or BBSE), got {cls.__name__} ({chosen})")
+        est = Shrunk(est, shrink_to)
+    return est
+
+
+_RENAMED_BACK = {v: k for k, v in _RENAMED.items()}
+
+
+def _constructor_arguments(cls):
+    """The keywords cls's constructor takes, its bases' included (through **options)."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names.update(p.name for p in inspect.signature(klass.__init__).parameters.values()
+                         if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self")
+    return names
+
+
 def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, method="em", calibration="bcts",
           bootstrap=0, level=0.95, seed=0, tol=1e-8, max_iter=2000, pseudo_count=1.0, soft=True, ridge=0.0,
           cond_limit=COND_LIMIT, gate=GATE_LEVEL, shrink_to=None, labelled_counts=None, labelled_design="per_class",
-          family="free", tilt_prior=None):
-    """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it.
-    See the module docstring. bootstrap > 0 adds a per-class percentile interval at `level`
-    (replicates resample the test rows, and for BBSE the calibration rows; seeded).
-    gate: significance level of the shift test below which the estimate is used (default
-    GATE_LEVEL = 0.05); otherwise the prior of no shift is kept (res.gated). None: always adapt.
-    shrink_to: None, 'no_shift' or 'uniform': shrink the estimate towards that prior by its
-    uncertainty (res.shrink_weight). labelled_counts (C,) int64 with labelled_design 'per_class'
-    or 'random': EM with that many labelled target samples per class besides `test_logits`.
-    family: 'free', 'tilt', 'auto' or 'select' (EM only; the module docstring), tilt_prior the family's
-    direction (default source_prior). pseudo_count='auto': a Dirichlet strength chosen from the data."""
-    if method not in ("em", "bbse"):
-        raise ValueError(f"{_FUNC}: argument 'method' must be 'em' or 'bbse', got {method!r}")
-    if calibration not in ("bcts", "ts", "none"):
-        raise ValueError(f"{_FUNC}: argument 'calibration' must be 'bcts', 'ts' or 'none', got {calibration!r}")
-    if method == "bbse" and calib_logits is None:
-        raise ValueError(f"{_FUNC}: argument 'calib_logits' is required for method='bbse' (labelled source data)")
-    if pseudo_count != "auto":
-        pseudo_count = _args.real(pseudo_count, _FUNC, "pseudo_count", 0.0)
-    ridge = _args.real(ridge, _FUNC, "ridge", 0.0)
-    tol, cond_limit, level = (_args.real(v, _FUNC, k) for k, v in (("tol", tol), ("cond_limit", cond_limit),
-                                                                     ("level", level)))
-    max_iter = _args.whole(max_iter, _FUNC, "max_iter", 1)
-    bootstrap = _args.whole(bootstrap, _FUNC, "bootstrap", 0, 10 ** 6)
-    seed = _args.whole(seed, _FUNC, "seed", 0, 2 ** 64 - 1)
-    if gate is not None and not (isinstance(gate, numbers.Real) and not isinstance(gate, bool) and 0 < gate < 1):
-        raise ValueError(f"{_FUNC}: argument 'gate' must be None or a level in (0, 1), got {gate!r}")
-    if shrink_to not in (None, "no_shift", "uniform"):
-        raise ValueError(f"{_FUNC}: argument 'shrink_to' must be None, 'no_shift' or 'uniform', got {shrink_to!r}")
-    if labelled_design not in ("per_class", "random"):
-        raise ValueError(f"{_FUNC}: argument 'labelled_design' must be 'per_class' or 'random', got "
-                         f"{labelled_design!r}")
-    if family not in ("free", "tilt", "auto", "select"):
-        raise ValueError(f"{_FUNC}: argument 'family' must be 'free', 'tilt', 'auto' or 'select', got {family!r}")
-    if pseudo_count == "auto" and (labelled_counts is not None or bootstrap or family != "free" or method != "em"):
-        raise ValueError(f"{_FUNC}: argument 'pseudo_count'='auto' is a free EM estimate of its own; it cannot be "
-                         "combined with method='bbse', labelled_counts, bootstrap or a family")
-    if family != "free":
-        clash = [k for k, v in (("method='bbse'", method == "bbse"), ("labelled_counts", labelled_counts is not None),
-                                ("shrink_to", shrink_to is not None), ("bootstrap", bootstrap)) if v]
-        if clash:
-            raise ValueError(f"{_FUNC}: argument 'family'={family!r} is an EM estimate without shrinkage, few labels "
-                             f"or bootstrap; it cannot be combined with {', '.join(clash)}")
-    source = as_float32(source_prior, "source_prior", _FUNC)
-    classes = source.shape[0]
-    tilt = source if tilt_prior is None else as_float32(tilt_prior, "tilt_prior", _FUNC)
-    if tilt.shape != source.shape:
-        raise ValueError(f"{_FUNC}: argument 'tilt_prior' must have shape ({classes},) like source_prior, got "
-                         f"{tilt.shape}")
-    if labelled_counts is not None:
-        if method != "em":
-            raise ValueError(f"{_FUNC}: argument 'labelled_counts' needs method='em', got method={method!r}")
-        if shrink_to is not None or bootstrap:
-            raise ValueError(f"{_FUNC}: argument 'labelled_counts' cannot be combined with 'shrink_to' or "
-                             "'bootstrap' (the uncertainty of the few-label estimate is not modelled)")
-        if not (isinstance(labelled_counts, np.ndarray) and labelled_counts.dtype == np.int64
-                and labelled_counts.shape == (classes,)):
-            raise ValueError(f"{_FUNC}: argument 'labelled_counts' must be an int64 array of shape ({classes},), "
-                             f"got {getattr(labelled_counts, 'dtype', type(labelled_counts).__name__)} "
-                             f"{getattr(labelled_counts, 'shape', '')}")
-    _C.check_adapt(source, test_logits, calib_logits, calib_labels)
-    cal = None
-    if calib_logits is not None and calibration != "none":
-        if calibration == "bcts":
-            try:
-                prior_from_labels(calib_labels, classes)
-            except ValueError as e:
-                raise ValueError(f"{_FUNC}: argument 'calib_labels' must contain every class for "
-                                 f"bias-corrected calibration ({e})") from None
-        cal = posthoc.fit_temperature(calib_logits, calib_labels, bias=calibration == "bcts")
-    test_probs = cal(test_logits) if cal else posthoc.softmax(test_logits)
-    calib_probs, reference = None, source
-    if calib_logits is not None:
-        calib_probs = cal(calib_logits) if cal else posthoc.softmax(calib_logits)
-        reference = mean_posterior(calib_probs)
+          family=None, tilt_prior=None):
+    """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it, in one call:
+    estimator(...) with these keywords, fitted on (calib_logits, calib_labels, source_prior), then its
+    adapt(test_logits). With no keyword this is the recommended default: EM in the tilted family or free by
+    the likelihood-ratio test, add-one smoothing, gated at GATE_LEVEL. A keyword is passed on only when it
+    differs from its default here, so one that does not apply to the chosen estimator is refused by that
+    estimator's constructor. See the module docstring."""
+    given = {k: v for k, v in (("calibration", calibration), ("bootstrap", bootstrap), ("level", level),
+                               ("seed", seed), ("tol", tol), ("max_iter", max_iter), ("soft", soft), ("ridge", ridge),
+                               ("cond_limit", cond_limit), ("labelled_design", labelled_design),
+                               ("tilt_prior", tilt_prior))
+             if not _is_default(v, _ADAPT_DEFAULTS[k])}
+    if "level" in given and method == "em" and family in (None, "auto"):
+        given.pop("level")  # the interval's level: AutoFamilyEM has no bootstrap; its test level is the gate's
+    try:
+        est = estimator(method, family, pseudo_count, gate, shrink_to, labelled_counts is not None, **given)
+        est.fit(calib_logits, calib_labels, source_prior)
+        target = {} if labelled_counts is None else {"labelled_counts": labelled_counts}
+        return est.adapt(test_logits, **target)
+    except (ValueError, TypeError, FloatingPointError, RuntimeError) as e:
+        raise _renamed(e, _FUNC, _RENAMED_BACK) from None
 
-    res = PriorShiftResult(prior=None, probs=None, method=method, reference_prior=reference, calibration=cal)
-    # the reference prior is itself estimated from the m calibration rows: dividing the likelihood-ratio
-    # statistics by 1 + n / m bounds their inflation by that noise (the mean posterior varies no more
-    # than label frequencies would), so the tests stay at or below their level
-    noise = 1.0 + test_probs.shape[0] / calib_probs.shape[0] if calib_probs is not None else 1.0
-    pool = None  # the prior of the unlabelled rows, when it differs from the target's (few labels)
-    if method == "em":
-        if labelled_counts is not None:
-            prior, pool, res.iterations, res.converged = _C.em_prior_labelled(
-                test_probs, reference, np.ascontiguousarray(labelled_counts), labelled_design == "per_class",
-                pseudo_count, tol, max_iter)
-            loglik = None  # the shift test below runs on the unlabelled rows alone
-        elif family == "select":
-            prior, res.family, res.support, loglik, _ = select_prior(test_probs, reference, tilt, noise=noise, tol=tol,
-                                                                     max_iter=max_iter)
-        elif pseudo_count == "auto":
-            prior, res.smoothing_strength, res.iterations, res.converged, loglik = _C.em_prior_eb(
-                test_probs, reference, tol=tol, max_iter=max_iter)
-        else:
-            prior, res.iterations, res.converged, loglik = _C.em_prior(test_probs, reference, pseudo_count=pseudo_count,
-                                                                       tol=tol, max_iter=max_iter, accelerate=True)
-        if not res.converged:
-            warnings.warn(f"{_FUNC}: EM did not converge in {max_iter} iterations (tol {tol:g})", RuntimeWarning,
-                          stacklevel=2)
-        if calib_probs is not None:
-            res.condition_number = _C.confusion_condition(calib_probs, calib_labels, soft)
-            absent = np.flatnonzero(np.bincount(calib_labels, minlength=classes) == 0)
-            if absent.size:
-                warnings.warn(f"{_FUNC}: the held-out set has no sample of class(es) "
-                              f"{', '.join(map(str, absent[:5]))}{' ...' if absent.size > 5 else ''}, so the "
-                              "confusion matrix is singular and the EM estimate cannot be checked against it",
-                              RuntimeWarning, stacklevel=2)
-            elif not res.condition_number <= cond_limit:
-                warnings.warn(f"{_FUNC}: the calibration confusion matrix is ill-conditioned (1-norm condition "
-                              f"number {res.condition_number:.3g} > cond_limit {cond_limit:.3g}): the classifier "
-                              "barely separates some classes, so the EM estimate is unreliable", RuntimeWarning,
-                              stacklevel=2)
-        if family == "select":  # the likelihood ratio of no shift within the chosen family, its parameters the dof
-            dof = {"none": 0, "tilt": 1, "sparse": res.support - 1, "free": classes - 1}[res.family]
-            stat = max(2.0 * loglik, 0.0) / noise
-            # (a support of one class has no free parameter: its test counts one, like the tilt's)
-            res.shift_test = {"statistic": stat, "dof": dof,
-                              "p_value": 1.0 if res.family == "none" else _C.chi2_sf(stat, max(dof, 1)),
-                              "test": "likelihood ratio of no shift within the family chosen by BIC, chi-square"}
-        elif pseudo_count != 0 or loglik is None:  # the likelihood-ratio test needs the maximum-likelihood estimate
-            loglik = _C.em_prior(test_probs, reference, pseudo_count=0.0, tol=tol, max_iter=max_iter,
-                                 accelerate=True)[3]
-        if family != "select":
-            stat, dof = max(2.0 * loglik, 0.0) / noise, classes - 1
-            res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, max(dof, 1)),
-                              "test": "likelihood ratio (Saerens 2002), chi-square"}
-        if family in ("tilt", "auto"):
-            tilted, res.tilt_exponent, tilt_loglik, tilt_iterations, tilt_converged = tilted_prior(
-                test_probs, reference, tilt)
-            if not tilt_converged:
-                warnings.warn(f"{_FUNC}: the tilted family's fit did not converge in {_TILT_MAX_ITER} iterations",
-                              RuntimeWarning, stacklevel=2)
-            if family == "auto":
-                fstat, fdof = max(2.0 * (loglik - tilt_loglik), 0.0) / noise, max(classes - 2, 1)
-                res.family_test = {"statistic": fstat, "dof": fdof, "p_value": _C.chi2_sf(fstat, fdof),
-                                   "test": "likelihood ratio of the tilted family within the free one, chi-square"}
-            if family == "tilt" or not res.family_test["p_value"] < (GATE_LEVEL if gate is None else gate):
-                prior, res.family, res.iterations, res.converged = tilted, "tilt", tilt_iterations, tilt_converged
-                stat = max(2.0 * tilt_loglik, 0.0) / noise
-                res.shift_test = {"statistic": stat, "dof": 1, "p_value": _C.chi2_sf(stat, 1),
-                                  "test": "likelihood ratio of no shift within the tilted family, chi-square"}
-    else:
-        prior, res.condition_number, res.fell_back = _C.bbse_prior(calib_probs, calib_labels, test_probs, source,
-                                                                   cond_limit, soft=soft, ridge=ridge)
-        if res.fell_back:
-            warnings.warn(f"{_FUNC}: the BBSE confusion matrix is ill-conditioned (1-norm condition number "
-                          f"{res.condition_number:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift "
-                          "(the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=2)
-            prior = reference.copy()
-        stat, dof = _C.prediction_shift_chi2(calib_probs, calib_labels, test_probs, source)
-        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
-                          "test": "Pearson chi-square on predicted-class counts"}
-    if bootstrap:
-        if method == "em":
-            reps = _C.em_bootstrap(test_probs, reference, bootstrap, pseudo_count=pseudo_count, tol=tol,
-                                   max_iter=max_iter, seed=seed)
-        else:
-            reps = _C.bbse_bootstrap(calib_probs, calib_labels, test_probs, source, bootstrap, soft=soft, ridge=ridge,
-                                     seed=seed)
-        lo, hi = _C.bootstrap_interval(reps, level)
-        res.interval, res.level, res.replicates = (lo, hi), float(level), reps
 
-    if gate is not None and not res.shift_test["p_value"] < gate:
-        prior, pool, res.gated = reference.copy(), None, True
-    elif shrink_to is not None:
-        anchor = reference if shrink_to == "no_shift" else np.full(classes, 1.0 / classes, np.float32)
-        if bootstrap:  # the bootstrap width: it sees the simplex boundary and the smoothing
-            res.covariance_trace = _C.replicate_variance(res.replicates)
-        elif method == "em":
-            res.covariance_trace = _C.em_covariance_trace(test_probs, reference, prior)
-        else:
-            res.covariance_trace = _C.bbse_covariance_trace(calib_probs, calib_labels, test_probs, prior, soft)
-        res.unshrunk_prior = prior
-        prior, res.shrink_weight = _C.shrink_prior(prior, anchor, res.covariance_trace)
-    res.prior, res.pool_prior = prior, prior if pool is None else pool
-    res.probs = reweight(test_probs, reference, res.pool_prior)
-    return res
+def _is_default(value, default):
+    if default is None or value is None:
+        return value is default
+    return type(value) is type(default) and value == default
+
+
+_ADAPT_DEFAULTS = {k: p.default for k, p in inspect.signature(adapt).parameters.items()}
 
 
 def shifted_test_indices(test_labels, train_prior, ratio, direction, img_max=None):

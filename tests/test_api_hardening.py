@@ -241,7 +241,7 @@ def test_fast_bbse_with_a_class_missing_from_the_held_out_set_falls_back_by_name
     (lambda p: lade.posthoc.pc_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.pc_adjust"),
     (lambda p: lade.posthoc.lade_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.lade_adjust"),
     (lambda p: lade.posthoc.logit_adjust(np.zeros((2, 4), np.float32), p), "lade.posthoc.logit_adjust"),
-    (lambda p: prior_shift.adapt(np.zeros((2, 4), np.float32), p), "lade.prior_shift.adapt"),
+    (lambda p: prior_shift.adapt(np.zeros((2, 4), np.float32), p, family="free"), "lade.prior_shift.adapt"),
     (lambda p: prior_shift.em_prior(np.full((2, 4), 0.25, np.float32), p), "lade.prior_shift.em_prior"),
     (lambda p: lade.losses.LADELoss(p, 0.1, 0.01), "lade.losses.LADELoss"),
     (lambda p: lade.losses.lade_ce(np.zeros((2, 4), np.float32), np.zeros(2, np.int64), p), "lade.losses.lade_ce"),

@@ -143,7 +143,7 @@ def evaluate(d, ratio, direction, method, calib=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = lade.prior_shift.adapt(z, calib[2], calib_logits=calib[0], calib_labels=calib[1], method=method,
-                                     gate=None)
+                                     gate=None, family="free")
     res.warned = any("ill-conditioned" in str(w.message) for w in caught)
     return none, oracle, lade.metrics.accuracy(res.probs, y), res
 

@@ -110,12 +110,12 @@ def test_selection_finds_a_sparse_target_that_smoothing_blurs():
     z, y = _sparse_task(300, [0, 5, 10, 15], 1)
     uniform = np.full(20, 0.05, np.float32)
     truth = np.bincount(y, minlength=20) / y.size
-    fixed = prior_shift.adapt(z, uniform, calibration="none", gate=None)  # pseudo count 1: 20 rows of 300
+    fixed = prior_shift.adapt(z, uniform, calibration="none", gate=None, family="free")  # pseudo count 1: 20 rows of 300
     chosen = prior_shift.adapt(z, uniform, calibration="none", family="select")
     assert chosen.family == "sparse" and chosen.support == 4 and not chosen.gated
     assert chosen.shift_test["dof"] == 3 and chosen.shift_test["p_value"] < 1e-6
     assert np.abs(chosen.prior - truth).sum() < 0.5 * np.abs(fixed.prior - truth).sum()
-    eb = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count="auto")
+    eb = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count="auto", family="free")
     assert eb.smoothing_strength < 5  # far weaker than add-one smoothing's 20 pseudo rows (measured 2.7)
     assert np.abs(eb.prior - truth).sum() < 0.7 * np.abs(fixed.prior - truth).sum()  # measured 0.47 vs 0.78
     prior, strength, _, converged, _ = prior_shift.em_prior_eb(posthoc.softmax(z), uniform)  # the same, by hand
@@ -137,8 +137,8 @@ def test_selection_keeps_no_shift_when_there_is_none():
     np.testing.assert_array_equal(res.prior, uniform)
     # the evidence reads the maximum-likelihood estimate's noise (these classes overlap heavily) as
     # dispersion: less smoothing than it should (measured A = 8.3), still half the free estimate's error
-    ml = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count=0.0)
-    eb = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count="auto")
+    ml = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count=0.0, family="free")
+    eb = prior_shift.adapt(z, uniform, calibration="none", gate=None, pseudo_count="auto", family="free")
     assert 1 < eb.smoothing_strength < 20
     assert np.abs(eb.prior - uniform).sum() < 0.6 * np.abs(ml.prior - uniform).sum()  # measured 0.31 vs 0.71
 
@@ -146,17 +146,20 @@ def test_selection_keeps_no_shift_when_there_is_none():
 def test_new_estimator_arguments_are_validated():
     z, _ = _sparse_task(100, [0, 1], 3)
     uniform = np.full(20, 0.05, np.float32)
-    for extra, what in ((dict(method="bbse", calib_logits=z, calib_labels=np.arange(100) % 20), "method='bbse'"),
-                        (dict(bootstrap=5), "bootstrap"), (dict(family="auto"), "a family")):
-        with pytest.raises(ValueError, match=f"adapt: argument 'pseudo_count'='auto' .*{what}"):
+    for extra, error, message in (
+            (dict(method="bbse", calib_logits=z, calib_labels=np.arange(100) % 20), ValueError,
+             "argument 'pseudo_count' does not apply to BBSE"),
+            (dict(family="free", bootstrap=5), ValueError, "argument 'bootstrap' does not apply to EmpiricalBayesEM"),
+            (dict(family="auto"), TypeError, "argument 'pseudo_count' must be a number")):
+        with pytest.raises(error, match=f"adapt: {message}"):
             prior_shift.adapt(z, uniform, calibration="none", pseudo_count="auto", **extra)
     with pytest.raises(TypeError, match="adapt: argument 'pseudo_count' must be a number"):
-        prior_shift.adapt(z, uniform, pseudo_count="smooth")
+        prior_shift.adapt(z, uniform, pseudo_count="smooth", family="free")
     with pytest.raises(ValueError, match="select_prior: argument 'penalty' must be finite and >= 0"):
         prior_shift.select_prior(posthoc.softmax(z), uniform, penalty=-1)
     with pytest.raises(ValueError, match="select_prior: argument 'noise' must be finite and >= 1"):
         prior_shift.select_prior(posthoc.softmax(z), uniform, noise=0.5)
-    with pytest.raises(ValueError, match="adapt: argument 'family'='select' .* cannot be combined with bootstrap"):
+    with pytest.raises(ValueError, match="adapt: argument 'bootstrap' does not apply to SelectEM"):
         prior_shift.adapt(z, uniform, family="select", bootstrap=5)
 
 

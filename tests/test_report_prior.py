@@ -100,7 +100,8 @@ def test_bbse_fallback_keeps_the_models_own_output(loss, form):
     p_s = (COUNTS / COUNTS.sum()).astype(np.float32)
     calib_f = np.zeros((40, 10), np.float32)  # a classifier that cannot tell classes apart on held-out data
     calib_y = np.tile(np.arange(10), 4).astype(np.int64)
-    prior, note = report._estimate(f, form, p_s, (calib_f, calib_y), "bbse")
+    fitted = report._shift_estimators((calib_f, calib_y), form, p_s, ("bbse",))["bbse"]
+    prior, note = report._estimate(fitted, f, form, p_s, "bbse")
     assert "fell back" in note
     adjusted = report._adjust(f, form, p_s, prior)
     np.testing.assert_array_equal(np.argmax(adjusted, 1), np.argmax(f, 1))

@@ -6,8 +6,8 @@
   PC f - log p_s + log p_t for softmax-trained models, f + log p_t for LADE, Balanced Softmax and
   the other prior-aware losses);
 - the shifted tests of spec §2.3 (forward 50..2, uniform, backward 2..50), with the adjustment
-  using the oracle p_t, p_t estimated by EM or BBSE (lade.prior_shift, calibrated on the held-out
-  source set), and no adjustment.
+  using the oracle p_t, p_t estimated by lade's default estimator (EM, tilted or free, gated) or by
+  BBSE (lade.prior_shift, calibrated on the held-out source set), and no adjustment.
 - the estimated-prior table (``estimated_prior_results``): every estimator of lade.prior_shift
   against the oracle p_t and against no adjustment, on every shifted test, under the protocol
   described there (half of each test class held out).
@@ -84,28 +84,47 @@ def _uniform_metrics(probs, labels, counts):
     return s, per_class, rel
 
 
-def _estimate(f_sub, form, p_s, calib, method):
-    """Estimated p_t of a test subset and a note, or (None, reason). Ungated (the estimated-prior
-    table has the gated and shrunk variants).
+def _shift_estimators(calib, form, p_s, methods, fast=False):
+    """{method: (fitted estimator or None, note)} for the estimated-p_t rows of the shifted tests: 'em' is
+    lade's default (prior_shift.estimator(): EM, tilted or free, gated), 'bbse' plain BBSE, ungated. Each is
+    fitted once and estimates every shifted test.
 
-    Calibration is bias-corrected temperature scaling on the held-out set when it holds every
-    class; otherwise (CIFAR-100-LT at imbalance 100 uses every training image of its head class,
-    so none is left to hold out) plain temperature scaling, whose reference prior is p_s."""
+    Calibration is bias-corrected temperature scaling on the held-out set when it holds every class;
+    otherwise (CIFAR-100-LT at imbalance 100 uses every training image of its head class, so none is left
+    to hold out) plain temperature scaling, whose reference prior is p_s. fast: plain temperature scaling
+    above FAST_BCTS_MAX_CLASSES classes too, and EM to FAST_TOL. Without a held-out set nothing is
+    estimated: EM on uncalibrated posteriors can do far worse than no adjustment (a list-file LADE model:
+    16.9 % against 28.5 % on the uniform test), so the EM rows keep the model's own prior, with a note."""
     calib_f, calib_y = calib
     if calib_f is None:
-        if method == "bbse":
-            return None, "no held-out set"
-        calibration, note = "none", None
-    elif np.bincount(calib_y, minlength=p_s.shape[0]).min() == 0:
+        return {m: (None, "no held-out set to calibrate on: no estimate" + (", no adjustment" if m == "em" else ""))
+                for m in methods}
+    calibration, note = "bcts", None
+    if np.bincount(calib_y, minlength=p_s.shape[0]).min() == 0:
         calibration, note = "ts", "held-out set lacks some classes: temperature scaling without biases"
-    else:
-        calibration, note = "bcts", None
+    elif fast and p_s.shape[0] > FAST_BCTS_MAX_CLASSES:
+        calibration = "ts"
+    em_options = {"tol": FAST_TOL} if fast else {}
+    fitted = {}
+    for m in methods:
+        est = (prior_shift.estimator(calibration=calibration, **em_options) if m == "em" else
+               prior_shift.BBSE(calibration=calibration))
+        try:
+            fitted[m] = est.fit(_source_logits(calib_f, form, p_s), calib_y, p_s), note
+        except (ValueError, FloatingPointError) as e:
+            fitted[m] = None, str(e)
+    return fitted
+
+
+def _estimate(fitted, f_sub, form, p_s, method):
+    """Estimated p_t of a test subset and a note, or (None, reason), from _shift_estimators' fitted[method]."""
+    est, note = fitted
+    if est is None:
+        return (_no_adjustment_prior(form, p_s) if method == "em" else None), note
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            res = prior_shift.adapt(_source_logits(f_sub, form, p_s), p_s,
-                                    None if calib_f is None else _source_logits(calib_f, form, p_s), calib_y,
-                                    method=method, calibration=calibration, gate=None)
+            res = est.estimate(_source_logits(f_sub, form, p_s))
         except (ValueError, FloatingPointError) as e:
             return None, str(e)
     notes = [note] if note else []
@@ -116,25 +135,35 @@ def _estimate(f_sub, form, p_s, calib, method):
     return res.prior, "; ".join(notes) or None
 
 
-# The estimators of the estimated-prior table: name -> (label, prior_shift.adapt keywords, labelled
-# target samples per class). All use bias-corrected temperature scaling on the held-out half. The shrunk
-# ones shrink towards no shift (the held-out prior); BBSE's width is the bootstrap's (100 replicates, cheap
-# for BBSE; the analytic delta-method width ignores the simplex constraint and overstates it on weak models).
+# The estimators of the estimated-prior table: name -> (label, the estimator for a model of training prior
+# p_s, labelled target samples per class). All fit bias-corrected temperature scaling on the held-out half. The
+# shrunk ones shrink towards no shift (the held-out prior); BBSE's width is the bootstrap's (100 replicates,
+# cheap for BBSE; the analytic delta-method width ignores the simplex constraint and overstates it on weak
+# models). The family estimators take the training prior as the tilt direction: the long tail.
+_PS = prior_shift
 ESTIMATORS = {
-    "em": ("EM", dict(method="em", gate=None), 0),
-    "em_gated": (f"EM, gated at {prior_shift.GATE_LEVEL:g}", dict(method="em"), 0),
-    "em_shrunk": ("EM, shrunk (Fisher width)", dict(method="em", gate=None, shrink_to="no_shift"), 0),
-    "em_gated_shrunk": ("EM, gated + shrunk", dict(method="em", shrink_to="no_shift"), 0),
-    "em_family": ("EM, tilted or free by LR test", dict(method="em", gate=None, family="auto"), 0),
-    "em_family_gated": (f"EM, tilted or free, gated at {prior_shift.GATE_LEVEL:g}", dict(method="em", family="auto"),
-                        0),
-    "em_k1": ("EM + 1 label per class", dict(method="em", gate=None), 1),
-    "em_k5": ("EM + 5 labels per class", dict(method="em", gate=None), 5),
-    "bbse": ("BBSE", dict(method="bbse", gate=None), 0),
-    "bbse_gated": (f"BBSE, gated at {prior_shift.GATE_LEVEL:g}", dict(method="bbse"), 0),
-    "bbse_shrunk": ("BBSE, shrunk (bootstrap width)",
-                    dict(method="bbse", gate=None, shrink_to="no_shift", bootstrap=100, seed=0), 0),
+    "em": ("EM", lambda p_s: _PS.EM(), 0),
+    "em_gated": (f"EM, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.EM()), 0),
+    "em_shrunk": ("EM, shrunk (Fisher width)", lambda p_s: _PS.Shrunk(_PS.EM()), 0),
+    "em_gated_shrunk": ("EM, gated + shrunk", lambda p_s: _PS.Shrunk(_PS.Gated(_PS.EM())), 0),
+    "em_family": ("EM, tilted or free by LR test", lambda p_s: _PS.AutoFamilyEM(tilt_prior=p_s), 0),
+    "em_family_gated": (f"EM, tilted or free, gated at {_PS.GATE_LEVEL:g} (the default)",
+                        lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s)), 0),
+    "em_k1": ("EM + 1 label per class", lambda p_s: _PS.LabelledEM(), 1),
+    "em_k5": ("EM + 5 labels per class", lambda p_s: _PS.LabelledEM(), 5),
+    "bbse": ("BBSE", lambda p_s: _PS.BBSE(), 0),
+    "bbse_gated": (f"BBSE, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.BBSE()), 0),
+    "bbse_shrunk": ("BBSE, shrunk (bootstrap width)", lambda p_s: _PS.Shrunk(_PS.BBSE(bootstrap=100, seed=0)), 0),
 }
+
+
+def _wrapped_in(estimator, wrapper):
+    """Whether `estimator` is, or wraps, a `wrapper` (prior_shift.Gated or Shrunk)."""
+    while estimator is not None:
+        if isinstance(estimator, wrapper):
+            return True
+        estimator = getattr(estimator, "estimator", None)
+    return False
 
 
 # Target priors off the tilted family of prior_shift's family='auto' (spec §2.3's shifted tests lie on
@@ -184,10 +213,11 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
         return {"skipped": "some class has fewer than 2 test images: no held-out half with every class"}
     calib = (_source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
     no_shift = prior_from_labels(calib[1], classes)
+    fitted = {m: make(p_s).fit(calib[0], calib[1], no_shift) for m, (_, make, _) in estimators.items()}
     acc = {m: [] for m in ("none", "oracle", *estimators)}
     err = {m: [] for m in estimators}
-    gated = {m: [] for m in estimators if not estimators[m][1].get("gate", 1) is None}
-    shrink = {m: [] for m in estimators if "shrink_to" in estimators[m][1]}
+    gated = {m: [] for m in estimators if _wrapped_in(fitted[m], prior_shift.Gated)}
+    shrink = {m: [] for m in estimators if _wrapped_in(fitted[m], prior_shift.Shrunk)}
     notes, settings = [], []
     for setting, sub in _target_subsets(y[pool], p_s):
         settings.append(setting)
@@ -202,23 +232,21 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
         acc["none"].append(metrics.accuracy(_adjust(f_sub, form, p_s, no_shift), y_sub))
         acc["oracle"].append(metrics.accuracy(_adjust(f_sub, form, p_s, sub.prior), y_sub))
         z = _source_logits(f_sub, form, p_s)
-        for m, (_, kw, k) in estimators.items():
-            extra, z_m = {}, z
+        for m, (_, _, k) in estimators.items():
+            target, z_m = {}, z
             if k:
                 labelled = np.concatenate([np.flatnonzero(y_sub == c)[:k] for c in range(classes)])
                 unlabelled = np.setdiff1d(np.arange(y_sub.shape[0]), labelled)
-                extra = {"labelled_counts": np.bincount(y_sub[labelled], minlength=classes).astype(np.int64)}
+                target = {"labelled_counts": np.bincount(y_sub[labelled], minlength=classes).astype(np.int64)}
                 z_m = np.ascontiguousarray(z[unlabelled])
             if k and z_m.shape[0] == 0:  # every image of the subset is labelled: its prior is known
                 notes.append(f"{setting} {m}: every image of the subset is labelled")
-                res = prior_shift.PriorShiftResult(prior=prior_from_counts(extra["labelled_counts"]), probs=None,
+                res = prior_shift.PriorShiftResult(prior=prior_from_counts(target["labelled_counts"]), probs=None,
                                                    method="em", reference_prior=no_shift)
             else:
-                if kw.get("family", "free") != "free":
-                    extra["tilt_prior"] = p_s  # the long-tail direction: the training prior
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    res = prior_shift.adapt(z_m, no_shift, calib[0], calib[1], calibration="bcts", **kw, **extra)
+                    res = fitted[m].estimate(z_m, **target)
                 notes += [f"{setting} {m}: {w.message}" for w in caught]
             acc[m].append(metrics.accuracy(_adjust(f_sub, form, p_s, res.prior), y_sub))
             err[m].append(float(np.abs(res.prior - sub.prior).sum()))
@@ -276,8 +304,8 @@ LOGIT_METHODS = {"softmax": ("pc", "softmax_ce"), "balanced": ("add_target", "ba
                  "lade": ("add_target", "lade")}
 # Above this many test logits (n x classes) estimated_prior="auto" picks the fast protocol.
 FAST_ABOVE = 5_000_000
-# The fast protocol's EM: MAP with add-one smoothing, SQUAREM steps, stopped when no class moves by 1e-5.
-FAST_EM = dict(pseudo_count=1.0, tol=1e-5, max_iter=2000, accelerate=True)
+# The fast protocol's EM stops when no class moves by this much (the full protocol's: 1e-8).
+FAST_TOL = 1e-5
 # Bias-corrected calibration costs O(rows x classes^2) per Newton step (67 s for 2,500 rows of
 # 1,000 classes on the 2-core EPYC); above this many classes the fast protocol uses plain
 # temperature scaling.
@@ -375,34 +403,6 @@ def _source_prior(counts, y, zero_count_floor, notes):
     return prior_from_counts(counts, eps=float(zero_count_floor or 0.0))
 
 
-def _calibrated_fast(calib, classes):
-    """(calibration map, its name) fitted once on the held-out set for the fast protocol."""
-    calib_f, calib_y = calib
-    if calib_f is None:
-        return None, "none"
-    bcts = classes <= FAST_BCTS_MAX_CLASSES and np.bincount(calib_y, minlength=classes).min() > 0
-    return posthoc.fit_temperature(calib_f, calib_y, bias=bcts), "bcts" if bcts else "ts"
-
-
-def _estimate_fast(probs, form, p_s, calib_probs, method):
-    """The fast protocol's estimate from the calibrated source posteriors of a test subset (probs;
-    calibrated once for the whole test set, see _evaluate) and calib_probs (the calibrated held-out
-    posteriors, labels and their mean, or None): EM (FAST_EM) with the held-out set's mean posterior
-    as the reference prior, or BBSE from the held-out confusion matrix. Ungated, like _estimate."""
-    reference = p_s if calib_probs is None else calib_probs[2]
-    if method == "bbse":
-        if calib_probs is None:
-            return None, "no held-out set"
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            prior, _, fell_back = prior_shift.bbse_prior(calib_probs[0], calib_probs[1], probs, reference)
-        if fell_back:  # as in _estimate: no estimate, so the model's own output
-            return _no_adjustment_prior(form, p_s), "BBSE fell back to no adjustment"
-        return prior, "; ".join(str(w.message) for w in caught) or None
-    prior, _, converged, _ = prior_shift.em_prior(probs, reference, **FAST_EM)
-    return prior, None if converged else f"EM stopped after {FAST_EM['max_iter']} iterations"
-
-
 def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_labels=None, method="softmax",
                     estimated_prior="auto", zero_count_floor=None, name="logits", fast_bbse=False,
                     estimated_table=None):
@@ -412,10 +412,10 @@ def evaluate_logits(logits, labels, train_counts, calib_logits=None, calib_label
     method: 'softmax' (the model was trained with softmax CE: PC adjustment f - log p_s + log p_t),
     'balanced' (Balanced Softmax / LADE-CE) or 'lade' (both f + log p_t).
 
-    estimated_prior: 'full' is evaluate_run's protocol (per shifted test, EM and BBSE each with its
-    own calibration fit, and the estimated-prior table of every estimator in ESTIMATORS, estimated_prior_results);
-    'fast' fits the calibration once (bias-corrected up to FAST_BCTS_MAX_CLASSES classes, plain
-    temperature scaling above), runs EM (FAST_EM, no shift test) per shifted test, BBSE only with
+    estimated_prior: 'full' is evaluate_run's protocol (per shifted test, the default estimator and BBSE,
+    and the estimated-prior table of every estimator in ESTIMATORS, estimated_prior_results);
+    'fast' calibrates bias-corrected up to FAST_BCTS_MAX_CLASSES classes (plain temperature scaling above),
+    runs the default estimator with EM to FAST_TOL per shifted test, BBSE only with
     fast_bbse=True, and leaves out the estimated-prior table; 'none' leaves out every estimate;
     'auto' is 'full' up to FAST_ABOVE test logits, 'fast' above. estimated_table=False leaves the
     estimated-prior table out of 'full' (default: with it).
@@ -484,17 +484,10 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
         methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
                         "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
     estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
-    test_probs = calib_probs = None
+    fitted = _shift_estimators(calib, form, p_s, estimators, fast=protocol == "fast")
     if protocol == "fast":
-        cal, kind = _calibrated_fast(calib, p_s.shape[0])
-        if calib[0] is not None:
-            probs = cal(_source_logits(calib[0], form, p_s))
-            calib_probs = (probs, calib[1], prior_shift.mean_posterior(probs))  # + the reference prior
-        # the calibrated posteriors of every test image, once: each shifted test takes its rows
-        z = _source_logits(f, form, p_s)
-        test_probs = cal(z) if cal else posthoc.softmax(z)
-        notes.append(f"estimates: fast protocol, calibration '{kind}' fitted once; EM (MAP, tol {FAST_EM['tol']:g}) "
-                     f"{'and BBSE ' if 'bbse' in estimators else ''}per shifted test; no estimated-prior table")
+        notes.append(f"estimates: fast protocol, EM to tol {FAST_TOL:g}"
+                     f"{' and BBSE' if 'bbse' in estimators else ''} per shifted test; no estimated-prior table")
     acc = {m: [] for m in MODES}
     prior_error = {"em": [], "bbse": []}
     for (direction, ratio), setting in zip(SHIFT_SETTINGS, SETTING_NAMES):
@@ -514,11 +507,8 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
         for method in ("em", "bbse"):
             if method not in estimators:
                 p_hat, note = None, None
-            elif protocol == "fast":
-                probs = np.take(test_probs, sub.indices, axis=0, out=scratch, mode="clip")
-                p_hat, note = _estimate_fast(probs, form, p_s, calib_probs, method)
             else:
-                p_hat, note = _estimate(f_sub, form, p_s, calib, method)
+                p_hat, note = _estimate(fitted[method], f_sub, form, p_s, method)
             if note:
                 notes.append(f"{setting} {method.upper()}: {note}")
             if p_hat is None:

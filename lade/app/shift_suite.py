@@ -13,6 +13,7 @@ more than 0.5 points below the better of MLLS + BCTS and BBSE (the better of the
 than 2 points below the better of the two on a single draw, and never more than 0.5 below no adjustment
 on the uniform test (the whole pool).
 """
+import inspect
 import warnings
 from pathlib import Path
 
@@ -28,22 +29,21 @@ from lade.sampling import SUITE_DRAWS, SUITE_TARGETS, shift_suite
 __all__ = ["SUITE_ESTIMATORS", "BASELINES", "run_logits", "suite_results", "suite_summary", "goal_misses",
            "suite_table"]
 
-# name -> (label, keywords of prior_shift.adapt for a target set of n images of `classes` classes). All
-# fit BCTS on the held-out half; the family estimators take the training prior as the tilt direction.
+# name -> (label, the estimator for a model of training prior p_s and a target set of n images, or of p_s alone
+# when it does not depend on n: fitted once). All fit BCTS on the held-out half; the family estimators take
+# the training prior as the tilt direction.
+_PS = prior_shift
 SUITE_ESTIMATORS = {
-    "default": (f"EM, tilted or free, gated at {prior_shift.GATE_LEVEL:g}, pseudo count 1 (today's default)",
-                lambda classes, n: dict(method="em", family="auto")),
-    "mlls": ("MLLS + BCTS (no smoothing, no gate)", lambda classes, n: dict(method="em", pseudo_count=0.0, gate=None)),
-    "bbse": ("BBSE (no gate)", lambda classes, n: dict(method="bbse", gate=None)),
-    "em_size": ("EM, pseudo count C / n (no gate)",
-                lambda classes, n: dict(method="em", pseudo_count=classes / n, gate=None)),
-    "em_eb": ("EM, Dirichlet strength by its evidence (no gate)",
-              lambda classes, n: dict(method="em", pseudo_count="auto", gate=None)),
-    "select": ("none, tilted, sparse or free by BIC", lambda classes, n: dict(method="em", family="select")),
-    "mlls_gated": (f"MLLS + BCTS, gated at {prior_shift.GATE_LEVEL:g}",
-                   lambda classes, n: dict(method="em", pseudo_count=0.0)),
-    "em_eb_gated": (f"EM, Dirichlet strength by its evidence, gated at {prior_shift.GATE_LEVEL:g}",
-                    lambda classes, n: dict(method="em", pseudo_count="auto")),
+    "default": (f"EM, tilted or free, gated at {_PS.GATE_LEVEL:g}, pseudo count 1 (the default)",
+                lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s))),
+    "mlls": ("MLLS + BCTS (no smoothing, no gate)", lambda p_s: _PS.EM(pseudo_count=0.0)),
+    "bbse": ("BBSE (no gate)", lambda p_s: _PS.BBSE()),
+    "em_size": ("EM, pseudo count C / n (no gate)", lambda p_s, n: _PS.EM(pseudo_count=p_s.shape[0] / n)),
+    "em_eb": ("EM, Dirichlet strength by its evidence (no gate)", lambda p_s: _PS.EmpiricalBayesEM()),
+    "select": ("none, tilted, sparse or free by BIC", lambda p_s: _PS.SelectEM(tilt_prior=p_s)),
+    "mlls_gated": (f"MLLS + BCTS, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.EM(pseudo_count=0.0))),
+    "em_eb_gated": (f"EM, Dirichlet strength by its evidence, gated at {_PS.GATE_LEVEL:g}",
+                    lambda p_s: _PS.Gated(_PS.EmpiricalBayesEM())),
 }
 BASELINES = ("mlls", "bbse")  # the goals compare the default with the better of these, draw by draw
 
@@ -81,6 +81,9 @@ def suite_results(f, y, p_s, form, estimators=None, draws=SUITE_DRAWS, targets=N
                          "every class")
     calib = (_source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
     no_shift = prior_from_labels(calib[1], classes)
+    # the estimators that do not depend on the target set's size are fitted once
+    fitted = {m: make(p_s).fit(calib[0], calib[1], no_shift) for m, (_, make) in estimators.items()
+              if len(inspect.signature(make).parameters) == 1}
     rows_out, names = [], []
     for target in shift_suite(y[pool], classes, draws, targets):
         if target.name not in names:
@@ -95,13 +98,11 @@ def suite_results(f, y, p_s, form, estimators=None, draws=SUITE_DRAWS, targets=N
                                                        y_sub)},
                "abs_error": {}, "kl": {}, "notes": []}
         z = _source_logits(f_sub, form, p_s)
-        for m, (_, keywords) in estimators.items():
-            kw = keywords(classes, n)
-            if kw.get("family", "free") != "free":
-                kw["tilt_prior"] = p_s
+        for m, (_, make) in estimators.items():
+            est = fitted.get(m) or make(p_s, n).fit(calib[0], calib[1], no_shift)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = prior_shift.adapt(z, no_shift, calib[0], calib[1], calibration="bcts", **kw)
+                res = est.estimate(z)
             row["notes"] += [f"{m}: {w.message}" for w in caught]
             row["accuracy"][m] = metrics.accuracy(_adjust(f_sub, form, p_s, res.prior), y_sub)
             row["abs_error"][m] = float(np.mean(np.abs(res.prior.astype(np.float64) - target.prior)))
