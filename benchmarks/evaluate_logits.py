@@ -2,7 +2,7 @@
 a 20,000-image held-out set (20 per class), training counts of ImageNet-LT's size (1,280 down to 5
 images per class, exponential), synthetic logits from a seeded generator.
 
-Times lade.app.report.evaluate_logits with no prior estimation (estimated_prior='none') and with
+Times lade.app.evaluation.evaluate_logits with no prior estimation (estimated_prior='none') and with
 the fast estimation protocol ('fast'), --rounds times each, and prints the median of each as
 `evaluate_logits protocol=P seconds=S`, with the CPU, the thread count and the load average (other
 processes on the machine slow it down; say so when quoting a figure).
@@ -29,7 +29,7 @@ import numpy as np
 _TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, _TREE)
 import lade  # noqa: E402
-from lade.app import report  # noqa: E402
+from lade.app import evaluation  # noqa: E402
 
 CLASSES, TEST_PER_CLASS, CALIB_PER_CLASS = 1000, 50, 20
 
@@ -64,7 +64,7 @@ def time_protocol(data, protocol):
     """(wall seconds, CPU seconds of this process over all its threads, uniform top-1)"""
     f, y, counts, cf, cy = data
     t0, c0 = time.perf_counter(), time.process_time()
-    r = report.evaluate_logits(f, y, counts, cf, cy, method="softmax", estimated_prior=protocol)
+    r = evaluation.evaluate_logits(f, y, counts, cf, cy, method="softmax", estimated_prior=protocol)
     return time.perf_counter() - t0, time.process_time() - c0, r["methods"][0]["uniform"]["top1"]
 
 

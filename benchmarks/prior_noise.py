@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lade import losses, metrics, prior_shift  # noqa: E402
-from lade.app import config, report, runs  # noqa: E402
+from lade.app import config, evaluation, runs  # noqa: E402
 from lade.priors import prior_from_counts, prior_from_labels  # noqa: E402
 from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset  # noqa: E402
 
@@ -36,7 +36,7 @@ DIRICHLET_ALPHAS = (0.3, 1.0, 3.0)
 
 
 def targets(pool_labels, p_s, draws):
-    for (direction, ratio), name in zip(SHIFT_SETTINGS, report.SETTING_NAMES):
+    for (direction, ratio), name in zip(SHIFT_SETTINGS, evaluation.SETTING_NAMES):
         yield name, shifted_test_subset(pool_labels, p_s, ratio, direction)
     for alpha in DIRICHLET_ALPHAS:
         for k in range(draws):
@@ -61,12 +61,12 @@ def main():
     form = losses.test_time_form(cfg["loss"]["name"])  # the report's test-time adjustment of this loss
 
     def source_logits(rows):
-        return report._source_logits(np.ascontiguousarray(f[rows]), form, p_s)
+        return evaluation.source_logits(np.ascontiguousarray(f[rows]), form, p_s)
 
     def top1(rows, p_t):
-        return 100 * metrics.accuracy(report._adjust(np.ascontiguousarray(f[rows]), form, p_s, p_t), y[rows])
+        return 100 * metrics.accuracy(evaluation.adjust(np.ascontiguousarray(f[rows]), form, p_s, p_t), y[rows])
 
-    held, pool = report.held_out_halves(y, classes)
+    held, pool = evaluation.held_out_halves(y, classes)
     calib_z, calib_y = source_logits(held), np.ascontiguousarray(y[held])
     no_shift = prior_from_labels(calib_y, classes)
     warnings.simplefilter("ignore")  # EM's convergence notes; this script reports the outcome

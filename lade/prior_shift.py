@@ -152,7 +152,8 @@ from lade import _C, _args, posthoc
 from lade.priors import as_float32, prior_from_labels
 
 __all__ = ["adapt", "estimator", "Estimator", "EM", "EmpiricalBayesEM", "TiltedEM", "AutoFamilyEM", "SelectEM",
-           "LabelledEM", "BBSE", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb", "tilted_prior", "select_prior",
+           "LabelledEM", "BBSE", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb",
+           "tilted_prior", "select_prior",
            "bbse_prior", "mean_posterior", "reweight", "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
@@ -662,9 +663,14 @@ class BBSE(Estimator):
                           f"{res.condition_number:.3g} > cond_limit {self.cond_limit:.3g}); falling back to no "
                           "shift (the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=4)
             res.prior = fit.reference_prior.copy()
-        stat, dof = _C.prediction_shift_chi2(fit.calib_probs, fit.calib_labels, probs, fit.source_prior)
-        res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
-                          "test": "Pearson chi-square on predicted-class counts"}
+        if np.bincount(fit.calib_labels, minlength=fit.source_prior.shape[0]).min() == 0:
+            # a class without held-out samples: no confusion matrix to test against (and BBSE fell back)
+            res.shift_test = {"statistic": float("nan"), "dof": 0, "p_value": 1.0,
+                              "test": "none: the held-out set lacks a class"}
+        else:
+            stat, dof = _C.prediction_shift_chi2(fit.calib_probs, fit.calib_labels, probs, fit.source_prior)
+            res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
+                              "test": "Pearson chi-square on predicted-class counts"}
         if self.bootstrap:
             _add_interval(res, _C.bbse_bootstrap(fit.calib_probs, fit.calib_labels, probs, fit.source_prior,
                                                  self.bootstrap, soft=self.soft, ridge=self.ridge, seed=self.seed),

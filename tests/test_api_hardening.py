@@ -225,14 +225,14 @@ def test_int_arguments_take_an_int_or_a_sequence_of_ints_of_any_integer_type():
 def test_fast_bbse_with_a_class_missing_from_the_held_out_set_falls_back_by_name():
     """evaluate_logits' fast protocol with BBSE: a held-out set without class 4 cannot be inverted, so BBSE
     falls back to no adjustment (it raised NameError: name 'form' is not defined)."""
-    from lade.app import report
+    from lade.app import evaluation
     rng = np.random.default_rng(0)
     classes = 5
     y = np.repeat(np.arange(classes), 60)
     f = (rng.normal(size=(y.size, classes)) + 3 * np.eye(classes)[y]).astype(np.float32)
     cy = np.repeat(np.arange(classes - 1), 20)
     cf = (rng.normal(size=(cy.size, classes)) + 3 * np.eye(classes)[cy]).astype(np.float32)
-    r = report.evaluate_logits(f, y, np.array([100, 50, 20, 10, 5]), cf, cy, estimated_prior="fast", fast_bbse=True)
+    r = evaluation.evaluate_logits(f, y, np.array([100, 50, 20, 10, 5]), cf, cy, estimated_prior="fast", fast_bbse=True)
     assert any("BBSE fell back to no adjustment" in n for n in r["notes"])
     assert all(v is not None for v in r["shift"]["accuracy"]["bbse"])
 

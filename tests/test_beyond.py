@@ -1,4 +1,4 @@
-"""Evaluating anyone's saved logits (lade.app.report.evaluate_logits, `evaluate --logits`) and the
+"""Evaluating anyone's saved logits (lade.app.evaluation.evaluate_logits, `evaluate --logits`) and the
 decoupled second stage on a run's features (`features`, `decoupled`), from the command line."""
 import json
 import os
@@ -12,7 +12,7 @@ import pytest
 
 import lade
 from lade import posthoc, priors
-from lade.app import report
+from lade.app import evaluation
 from lade.app.cli import main
 from lade.app.runs import RunError
 from test_cli import ENV, TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
@@ -34,18 +34,18 @@ def synthetic(per_class=40, seed=0):
 def test_evaluate_logits_matches_direct_computation_and_the_fast_protocol_is_close():
     f, y, counts = synthetic()
     fc, yc = synthetic(per_class=20, seed=1)[:2]
-    full = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="full")
+    full = evaluation.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="full")
     pc = posthoc.pc_adjust(f, priors.prior_from_counts(counts))
     assert full["methods"][0]["label"] == "PC Softmax"
     assert full["methods"][0]["uniform"]["top1"] == pytest.approx(np.mean(pc.argmax(1) == y))
     assert full["methods"][1]["uniform"]["top1"] == pytest.approx(np.mean(f.argmax(1) == y))
     assert "estimators" in full["estimated_prior"]
-    fast = report.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="fast")
+    fast = evaluation.evaluate_logits(f, y, counts, fc, yc, method="softmax", estimated_prior="fast")
     assert fast["estimated_prior"] == {} and fast["shift"]["accuracy"]["oracle"] == full["shift"]["accuracy"]["oracle"]
     # the fast protocol (EM to a looser tolerance) estimates about as well as the full one
     for a, b in zip(fast["shift"]["prior_l1_error"]["em"], full["shift"]["prior_l1_error"]["em"]):
         assert a == pytest.approx(b, abs=0.05)
-    none = report.evaluate_logits(f, y, counts, method="lade", estimated_prior="none")
+    none = evaluation.evaluate_logits(f, y, counts, method="lade", estimated_prior="none")
     assert none["shift"]["accuracy"]["em"] == [None] * 11 and none["method"] == "LADE"
 
 
@@ -61,7 +61,7 @@ def test_evaluate_logits_does_not_depend_on_the_thread_count():
     try:
         for threads in (1, 2):
             lade.set_num_threads(threads)
-            results.append(json.dumps(report.evaluate_logits(f, y * 8, counts, fc, yc * 8, estimated_prior="fast")))
+            results.append(json.dumps(evaluation.evaluate_logits(f, y * 8, counts, fc, yc * 8, estimated_prior="fast")))
     finally:
         lade.set_num_threads(before)
     assert results[0] == results[1]
@@ -72,8 +72,8 @@ def test_zero_count_class_is_refused_by_name_or_floored_and_reported():
     counts = counts.copy()
     counts[7] = 0
     with pytest.raises(RunError, match=r"train_counts is 0 for class\(es\) 7 \(40 test images\)"):
-        report.evaluate_logits(f, y, counts)
-    r = report.evaluate_logits(f, y, counts, zero_count_floor=0.5, estimated_prior="none")
+        evaluation.evaluate_logits(f, y, counts)
+    r = evaluation.evaluate_logits(f, y, counts, zero_count_floor=0.5, estimated_prior="none")
     assert any("7" in n and "in the test set" in n for n in r["notes"])
     assert np.isfinite(r["methods"][0]["uniform"]["top1"])
 
@@ -83,13 +83,13 @@ def test_evaluate_logits_refuses_bad_arrays_with_named_errors():
     bad = f.copy()
     bad[3, 2] = np.inf
     with pytest.raises(RunError, match=r"logits has a non-finite value inf at \(3, 2\)"):
-        report.evaluate_logits(bad, y, counts)
+        evaluation.evaluate_logits(bad, y, counts)
     with pytest.raises(RunError, match=r"labels\[0\] = 12 is outside \[0, 10\)"):
-        report.evaluate_logits(f, y + 12, counts)
+        evaluation.evaluate_logits(f, y + 12, counts)
     with pytest.raises(RunError, match=r"train_counts must be a 1-d array of 10 entries"):
-        report.evaluate_logits(f, y, counts[:5])
+        evaluation.evaluate_logits(f, y, counts[:5])
     with pytest.raises(RunError, match=r"method must be one of"):
-        report.evaluate_logits(f, y, counts, method="pc")
+        evaluation.evaluate_logits(f, y, counts, method="pc")
 
 
 def test_cli_evaluate_logits_written_by_numpy_alone(tmp_path, capsys):

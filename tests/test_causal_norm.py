@@ -11,7 +11,7 @@ import torch
 import lade
 import lade.nn as lnn
 from lade import losses, zoo
-from lade.app import config, decoupled_stage, report, runs, training, zoo_entries
+from lade.app import config, decoupled_stage, evaluation, runs, training, zoo_entries
 from lade.app.cli import main
 from test_cli import TINY, run_main, tiny_root  # noqa: F401  (tiny_root is a fixture)
 from test_layers import BWD_TOL, FWD_TOL, assert_close, finite_difference, projected, randn, t64
@@ -278,7 +278,7 @@ def test_a_stopped_run_resumes_bit_for_bit(tiny_root, causal_run, tmp_path, caps
 
 
 def test_evaluate_reports_causal_norm_and_pc_causal_norm(causal_run):
-    result = report.evaluate_run(causal_run, estimated_prior=False)
+    result = evaluation.evaluate_run(causal_run, estimated_prior=False)
     labels = [m["label"] for m in result["methods"]]
     assert labels[:2] == ["PC Causal Norm", "Causal Norm"] and result["test_time_form"] == "add_target"
     assert "PC Causal Norm" in (causal_run / "report.md").read_text()

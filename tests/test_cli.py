@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from lade.app import config, report, runs
+from lade.app import config, evaluation, runs
 from lade.app.cli import main
 
 # 78 training images in batches of 16. lr 0.005 at batch 16 is the paper's 0.2 at batch 256 scaled down
@@ -306,7 +306,7 @@ def test_compare_with_stop_after_advances_every_run_in_turn(data_dir, tmp_path, 
     tiny = [o for o in TINY if not o.startswith("data.train_img_max")] + [
         "data.train_img_max=10", "data.imbalance=10", "data.test_per_class=2", "data.calib_test_per_class=2",
         "optim.epochs=2", "optim.milestones=[1]"]
-    args = ["compare", "--out", out, "--data-root", data_dir, "--quiet", "--stop-after", 1, *tiny]
+    args = ["compare", "--quick", "--out", out, "--data-root", data_dir, "--quiet", "--stop-after", 1, *tiny]
     code, _, err = run_main(args, capsys)
     assert code == 0 and "not finished" in err
     run_dirs = [out / "cifar100_lt_100_ce_quick", out / "cifar100_lt_100_lade_quick"]
@@ -352,7 +352,7 @@ def test_shifted_table_matches_a_numpy_reference(tmp_path):
 
     f = logits_for(labels)
     fake_run(tmp_path / "ce", "softmax_ce", f, labels, counts, (logits_for(calib_labels), calib_labels))
-    res = report.evaluate_run(tmp_path / "ce")
+    res = evaluation.evaluate_run(tmp_path / "ce")
     acc = res["shift"]["accuracy"]
     for i, (direction, ratio) in enumerate(__import__("lade").sampling.SHIFT_SETTINGS):
         # spec §2.3 by hand: rank by prior, int(100 * (1/r)^(k/9)) (reversed for backward), first k per class

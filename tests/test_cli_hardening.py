@@ -671,7 +671,7 @@ def test_an_output_folder_lade_did_not_make_is_refused_and_one_it_made_is_reused
             return ["evaluate", run, "--out", out]
         if command == "decoupled":
             return ["decoupled", run, "--out", out, "--epochs", 1]
-        return ["compare", "--out", out, "--data-root", tmp_path / "nowhere", "--quiet"]
+        return ["compare", "--quick", "--out", out, "--data-root", tmp_path / "nowhere", "--quiet"]
     mine = tmp_path / "mine"
     before = _users_folder(mine)
     (tmp_path / "nowhere").mkdir()

@@ -209,7 +209,7 @@ def test_weak_model_is_flagged(data_dir, ratio, direction):
 
 
 # ---- every estimator of lade.prior_shift on PC Softmax (CE) and LADE, under the report's protocol --------
-# (lade.app.report.estimated_prior_results: half of each test class held out, labelled; the shifted tests of
+# (lade.app.evaluation.estimated_prior_results: half of each test class held out, labelled; the shifted tests of
 # spec §2.3 drawn from the other half, 500 images per class). The stored logits are source-posterior logits
 # (LADE: f + log p_s), so the PC form f - log p_s + log p_t is LADE's f + log p_t.
 # The issue's goals: within 1 point of the oracle on forward shifts, within 2 on backward shifts, never more
@@ -218,8 +218,8 @@ ESTIMATED_SETTINGS = ["cifar10_ce", "cifar10_lade"]
 
 
 def estimated_prior_table(d):
-    from lade.app import report
-    return report.estimated_prior_results(d["test_logits"], d["test_labels"], d["prior"], "pc")
+    from lade.app import evaluation
+    return evaluation.estimated_prior_results(d["test_logits"], d["test_labels"], d["prior"], "pc")
 
 
 @pytest.fixture(scope="module", params=ESTIMATED_SETTINGS)
@@ -229,10 +229,10 @@ def estimated(request, data_dir):
 
 def _goal_misses(table, estimator):
     """Points (x100) by which each goal is missed on each shifted test (0 = met)."""
-    from lade.app import report
+    from lade.app import evaluation
     acc, oracle, none = table["accuracy"][estimator], table["accuracy"]["oracle"], table["accuracy"]["none"]
     misses = {}
-    for (direction, _), setting, a, o, n in zip(lade.sampling.SHIFT_SETTINGS, report.SETTING_NAMES, acc, oracle, none):
+    for (direction, _), setting, a, o, n in zip(lade.sampling.SHIFT_SETTINGS, evaluation.SETTING_NAMES, acc, oracle, none):
         slack = {"forward": o - 0.01, "backward": o - 0.02, "uniform": n - 0.005}[direction]
         misses[setting] = round(max(0.0, slack - a) * 100, 2)
     return misses
@@ -278,7 +278,7 @@ def test_best_estimator_against_the_oracle(estimated):
 if __name__ == "__main__":
     data = REPO_ROOT.parent / "shared" / "data"
     if sys.argv[1:2] == ["--estimated"]:  # the estimated-prior tables of every estimator
-        from lade.app import report
+        from lade.app import evaluation
         for name in sys.argv[2:] or ESTIMATED_SETTINGS:
             table = estimated_prior_table(load_logits(data, name))
             print(f"{name}: top-1 % ({table['protocol']})")
@@ -289,7 +289,7 @@ if __name__ == "__main__":
             print("goal misses (points):")
             for key, label in table["estimators"].items():
                 misses = _goal_misses(table, key)
-                print(f"{label:<36}" + "".join(f"{misses[s]:>8.2f}" for s in report.SETTING_NAMES))
+                print(f"{label:<36}" + "".join(f"{misses[s]:>8.2f}" for s in evaluation.SETTING_NAMES))
         sys.exit(0)
     for name in sys.argv[1:] or list(SETTINGS):
         d = load_logits(data, name)

@@ -249,14 +249,14 @@ def logits_case(draw):
 @given(logits_case(), st.sampled_from(["softmax", "balanced", "lade"]), st.sampled_from(["full", "fast", "none"]),
        st.booleans(), st.sampled_from([None, 0.5]))
 def test_evaluate_logits_gives_a_report_or_names_itself(case, method, protocol, fast_bbse, floor):
-    from lade.app import report
+    from lade.app import evaluation
     from lade.app.runs import RunError
     f, labels, counts, calib = case
     import warnings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            r = report.evaluate_logits(f, labels, counts, *(calib or (None, None)), method=method,
+            r = evaluation.evaluate_logits(f, labels, counts, *(calib or (None, None)), method=method,
                                        estimated_prior=protocol, zero_count_floor=floor, fast_bbse=fast_bbse)
     except (RunError, *LADE_ERRORS) as e:
         _named(e, "lade.evaluate")

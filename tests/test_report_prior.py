@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lade
-from lade.app import report
+from lade.app import evaluation, report, report_text
 from test_cli import fake_run
 
 COUNTS = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
@@ -22,7 +22,7 @@ def _logits(labels, seed, separation=2.5):
 
 def test_held_out_halves():
     labels = np.array([0, 1, 0, 2, 0, 1, 2, 0, 1, 1, 2], np.int64)
-    held, pool = report.held_out_halves(labels, 3)
+    held, pool = evaluation.held_out_halves(labels, 3)
     np.testing.assert_array_equal(held, [0, 1, 2, 3, 5])  # first floor(n_c / 2) of each class
     np.testing.assert_array_equal(np.sort(np.concatenate([held, pool])), np.arange(len(labels)))
 
@@ -35,15 +35,15 @@ def runs(tmp_path_factory):
     fake_run(root / "ce", "softmax_ce", f, labels, COUNTS)
     # LADE's logits give softmax(f + log p_t) at test time
     fake_run(root / "lade", "lade", np.ascontiguousarray(f - LOG_PS, dtype=np.float32), labels, COUNTS)
-    return {name: report.evaluate_run(root / name) for name in ("ce", "lade")}, f, labels
+    return {name: evaluation.evaluate_run(root / name) for name in ("ce", "lade")}, f, labels
 
 
 def test_estimated_prior_protocol_and_reference_numbers(runs):
     results, f, labels = runs
     e = results["ce"]["estimated_prior"]
     assert e["held_out_images"] == 2000 and e["pool_images"] == 2000
-    assert set(e["estimators"]) == set(report.ESTIMATORS)
-    held, pool = report.held_out_halves(labels, 10)
+    assert set(e["estimators"]) == set(evaluation.ESTIMATORS)
+    held, pool = evaluation.held_out_halves(labels, 10)
     for i, (direction, ratio) in enumerate(lade.sampling.SHIFT_SETTINGS):
         # by hand: the pool (200 per class), spec §2.3 counts with img_max 200, first k per class
         k = np.arange(10)
@@ -56,13 +56,13 @@ def test_estimated_prior_protocol_and_reference_numbers(runs):
         assert e["accuracy"]["oracle"][i] == pytest.approx(oracle, abs=1e-9)
         assert e["accuracy"]["none"][i] == pytest.approx(none, abs=1e-9)
     # then the Dirichlet targets, off the tilted family, each a prior_test_subset of the pool
-    assert e["settings"] == report.SETTING_NAMES + list(report.DIRICHLET_TARGETS)
-    for j, (name, alpha) in enumerate(report.DIRICHLET_TARGETS.items()):
+    assert e["settings"] == evaluation.SETTING_NAMES + list(evaluation.DIRICHLET_TARGETS)
+    for j, (name, alpha) in enumerate(evaluation.DIRICHLET_TARGETS.items()):
         p = lade.sampling.dirichlet_priors(1, 10, alpha, seed=j)[0].astype(np.float64)
         n = np.maximum(1, (200 * p / p.max()).astype(int))
         rows = pool[np.concatenate([np.flatnonzero(labels[pool] == c)[:n[c]] for c in range(10)])]
         oracle = np.mean(np.argmax(f[rows] - LOG_PS + np.log(n / n.sum()), 1) == labels[rows])
-        assert e["accuracy"]["oracle"][len(report.SETTING_NAMES) + j] == pytest.approx(oracle, abs=1e-9), name
+        assert e["accuracy"]["oracle"][len(evaluation.SETTING_NAMES) + j] == pytest.approx(oracle, abs=1e-9), name
     # LADE's raw logits are PC Softmax's adjusted ones: the same table
     assert results["lade"]["estimated_prior"]["accuracy"] == pytest.approx(e["accuracy"], abs=1e-9)
 
@@ -70,9 +70,9 @@ def test_estimated_prior_protocol_and_reference_numbers(runs):
 def test_estimators_on_a_well_separated_model(runs):
     e = runs[0]["ce"]["estimated_prior"]
     acc, none, oracle = e["accuracy"], e["accuracy"]["none"], e["accuracy"]["oracle"]
-    uniform = report.SETTING_NAMES.index("uniform")
-    for m in report.ESTIMATORS:
-        for i, setting in enumerate(report.SETTING_NAMES):
+    uniform = evaluation.SETTING_NAMES.index("uniform")
+    for m in evaluation.ESTIMATORS:
+        for i, setting in enumerate(evaluation.SETTING_NAMES):
             # within 2 points of the oracle everywhere and never 0.5 below no adjustment on the uniform test
             assert acc[m][i] >= oracle[i] - 0.02, (m, setting, acc[m][i], oracle[i])
         assert acc[m][uniform] >= none[uniform] - 0.005, m
@@ -84,7 +84,7 @@ def test_estimators_on_a_well_separated_model(runs):
 
 
 def test_markdown_has_the_table(runs, tmp_path):
-    text = report._markdown([runs[0]["ce"]], "t", [])
+    text = report_text.markdown([runs[0]["ce"]], "t", [])
     assert "## Estimated target prior" in text and "| PC Softmax | EM + 5 labels per class |" in text
     assert "half of each test class held out" in text
     json.dumps(runs[0]["ce"])  # JSON-able
@@ -100,10 +100,10 @@ def test_bbse_fallback_keeps_the_models_own_output(loss, form):
     p_s = (COUNTS / COUNTS.sum()).astype(np.float32)
     calib_f = np.zeros((40, 10), np.float32)  # a classifier that cannot tell classes apart on held-out data
     calib_y = np.tile(np.arange(10), 4).astype(np.int64)
-    fitted = report._shift_estimators((calib_f, calib_y), form, p_s, ("bbse",))["bbse"]
-    prior, note = report._estimate(fitted, f, form, p_s, "bbse")
+    fitted = evaluation._shift_estimators((calib_f, calib_y), form, p_s, ("bbse",))["bbse"]
+    prior, note = evaluation._estimate(fitted, f, form, p_s, "bbse")
     assert "fell back" in note
-    adjusted = report._adjust(f, form, p_s, prior)
+    adjusted = evaluation.adjust(f, form, p_s, prior)
     np.testing.assert_array_equal(np.argmax(adjusted, 1), np.argmax(f, 1))
 
 
@@ -127,8 +127,8 @@ def test_seed_comparison_pairs_the_seeds(tmp_path):
     top1 = 100 * np.array([h.mean() for h in hits["lade"]])
     assert f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}" in text
     # configs in the order of their first run: PC Softmax first
-    ref = lade.metrics.paired_bootstrap(np.stack(hits["ce"]), np.stack(hits["lade"]), report.SEED_REPLICATES,
-                                        report.SEED_LEVEL, seed=0)
+    ref = lade.metrics.paired_bootstrap(np.stack(hits["ce"]), np.stack(hits["lade"]), evaluation.SEED_REPLICATES,
+                                        evaluation.SEED_LEVEL, seed=0)
     line = next(t for t in text.splitlines() if t.startswith("- PC Softmax"))
     assert f"{100 * ref['difference']:+.2f} points" in line and f"[{100 * ref['lo']:+.2f}, {100 * ref['hi']:+.2f}]" in line
     assert "3 seeds" in line and ref["lo"] < ref["difference"] < ref["hi"] and ref["difference"] != 0
@@ -145,7 +145,7 @@ def test_seed_comparison_with_one_seed_each(tmp_path):
     text, _ = report.write_comparison([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "out")
     assert "## Seeds" not in text and "## Paired difference (one seed each)" in text
     ref = lade.metrics.paired_bootstrap(np.argmax(f_lade, 1) == labels, np.argmax(f_ce - LOG_PS, 1) == labels,
-                                        report.SEED_REPLICATES, report.SEED_LEVEL, seed=0)
+                                        evaluation.SEED_REPLICATES, evaluation.SEED_LEVEL, seed=0)
     lines = text.split("## Paired difference (one seed each)")[1].strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("- LADE (") and " − PC Softmax (" in lines[0]
     assert f"{100 * ref['difference']:+.2f} points" in lines[0] and "the test images' noise only" in lines[0]

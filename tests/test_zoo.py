@@ -10,7 +10,7 @@ import pytest
 import lade
 from conftest import REPO_ROOT
 from lade import metrics, zoo
-from lade.app import config, results_doc, runs, training, zoo_entries
+from lade.app import config, evaluation, results_doc, runs, training, zoo_entries
 from lade.app.cli import main
 from test_cli import TINY, run_main, tiny_root, train_args  # noqa: F401  (tiny_root is a fixture)
 
@@ -166,6 +166,34 @@ def test_evaluate_zoo_entry_refuses_other_data(tiny_zoo, tiny_root, tmp_path, ca
     assert not (tmp_path / "e" / entry["name"]).exists()  # no logits of other data
 
 
+def test_the_main_command_evaluates_the_zoo_models_against_the_paper(tiny_zoo, tiny_root, tmp_path, capsys,  # noqa: F811
+                                                                      monkeypatch):
+    """`lade compare` evaluates the zoo's imbalance-100 models from their weights (here the tiny run entered
+    under the LADE model's name), prints the table against the paper and names the models still missing;
+    --quick trains instead, and overrides are refused for the zoo's models."""
+    root, run, _ = tiny_zoo
+    zoo_root = tmp_path / "zoo"
+    shutil.copytree(root, zoo_root)
+    zoo_entries.add_run(run, zoo_root, name="cifar100_lt_100_lade_seed1", data_root=tiny_root)
+    monkeypatch.setenv("LADE_ZOO", str(zoo_root))
+    assert zoo_entries.main_entries() == (["cifar100_lt_100_lade_seed1"],
+                                          ["cifar100_lt_100_ce_seed1", "cifar100_lt_100_balanced_softmax_seed1"])
+    out = tmp_path / "cmp"
+    code, text, err = run_main(["compare", "--out", out, "--data-root", tiny_root], capsys)
+    assert code == 0, err
+    stored = zoo.load("cifar100_lt_100_lade_seed1").results
+    lade_top1 = 100 * stored["methods"][0]["uniform"]["top1"]
+    assert f"| LADE | {lade_top1:.2f} | 45.4 | {lade_top1 - 45.4:+.2f} |" in text, text
+    assert "Not in the zoo yet: cifar100_lt_100_ce_seed1, cifar100_lt_100_balanced_softmax_seed1" in text
+    assert len(text.splitlines()) <= 40 and "## Summary" in text and "--quick" in text
+    assert np.array_equal(np.load(out / "cifar100_lt_100_lade_seed1" / "test_logits.npy"),
+                          np.load(run / "test_logits.npy"))
+    recomputed = json.loads((out / "cifar100_lt_100_lade_seed1" / "results.json").read_text())
+    assert recomputed["shift"] == stored["shift"] and recomputed["estimated_prior"] == stored["estimated_prior"]
+    code, _, err = run_main(["compare", "--out", out, "optim.epochs=3"], capsys)
+    assert code == 2 and "overrides and --stop-after train" in err
+
+
 def test_zoo_list_prints_each_entry(tiny_zoo, capsys):
     root, _, entry = tiny_zoo
     code, out, _ = run_main(["zoo", "list", "--root", root], capsys)
@@ -206,6 +234,22 @@ def test_results_render_an_entry_from_its_stored_numbers(tiny_zoo, tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert readme.startswith("intro\n") and readme.endswith(f"{results_doc.README_END}\nrest\n") and "old" not in readme
     assert results_doc.stored(tmp_path) == (text, results_doc.render_headline(root))
+
+
+def test_results_set_the_best_imbalance_100_model_beside_sade(tiny_zoo):
+    root, _, entry = tiny_zoo
+    r = zoo.load(entry["name"], root).results
+    assert "SADE" not in results_doc.render_results(root)  # no CIFAR-100 entry at imbalance 100
+    weaker = json.loads(json.dumps(r))
+    weaker["methods"][0]["uniform"]["top1"] -= 0.1
+    as_100 = [({**entry, "dataset": "cifar100", "imbalance": 100, "name": n}, res)
+              for n, res in (("weaker", weaker), ("best", r))]
+    lines = "\n".join(results_doc._sade_lines(as_100))
+    col = {name: i for i, name in enumerate(evaluation.SETTING_NAMES)}
+    estimated = ["n/a" if v is None else f"{100 * v:.2f}"
+                 for v in (r["shift"]["accuracy"]["em"][col[k]] for k in ("F50", "F10", "uniform", "B10", "B50"))]
+    assert f"| {r['method']} (best), estimated p_t | {' | '.join(estimated)} |" in lines, lines
+    assert "| SADE (its README) | 65.9 | 58.3 | 49.8 | 43.9 | 42.4 |" in lines and "(weaker)" not in lines
 
 
 def test_results_refuse_a_readme_without_the_markers(tiny_zoo, tmp_path):

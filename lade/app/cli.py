@@ -1,7 +1,8 @@
 """Command line: python -m lade {train, evaluate, compare, sweep, configs}.
 
-    python -m lade compare                      LADE vs PC Softmax, CIFAR-100-LT imbalance 100, quick preset
-    python -m lade compare --full               the same with the paper's 200-epoch recipe (spec §5.1)
+    python -m lade compare                      LADE vs PC Softmax, CIFAR-100-LT imbalance 100: the zoo's
+                                                200-epoch models against the paper
+    python -m lade compare --quick | --full     the same, trained: the quick preset, or the paper's recipe
     python -m lade train --config cifar100_lt_100_lade [optim.epochs=30 ...] [--out DIR] [--resume]
     python -m lade evaluate RUN_DIR|zoo:NAME [...] [--out DIR]   zoo entries: logits recomputed from the weights
     python -m lade evaluate --logits F --labels F --train-counts F [--calib-logits F --calib-labels F]
@@ -73,7 +74,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from lade.app import report, runs
+    from lade.app import evaluation, report, runs
     files = [args.logits, args.labels, args.train_counts]
     if any(f is not None for f in files) or args.calib_logits or args.calib_labels:
         if args.run_dirs:
@@ -83,7 +84,7 @@ def cmd_evaluate(args):
             raise config_mod.ConfigError("lade evaluate: --logits, --labels and --train-counts go together")
         out = Path(args.out or "runs/logits_report")
         runs.check_output_dir(out)  # before the evaluation, which may take minutes
-        results = report.evaluate_logit_files(
+        results = evaluation.evaluate_logit_files(
             args.logits, args.labels, args.train_counts, args.calib_logits, args.calib_labels, method=args.method,
             estimated_prior=args.estimated_prior, zero_count_floor=args.zero_count_floor, name=Path(args.logits).stem)
         text = report.write_logits_report(results, out)
@@ -165,6 +166,40 @@ def cmd_decoupled(args):
 
 
 def cmd_compare(args):
+    from lade.app import zoo_entries
+    if not (args.quick or args.full):
+        present, missing = zoo_entries.main_entries()
+        if present:
+            return _compare_zoo(args, present, missing)
+        _err("lade: the model zoo has no 200-epoch model at CIFAR-100-LT imbalance 100 yet (zoo/QUEUE.md); "
+             "training the quick preset instead (--quick)")
+    return _compare_training(args)
+
+
+def _compare_zoo(args, present, missing):
+    """The main command: the zoo's 200-epoch models at imbalance 100, evaluated again from their weights."""
+    from lade.app import report, results_doc, runs, zoo_entries
+    if args.overrides or args.stop_after:
+        raise config_mod.ConfigError("lade compare: overrides and --stop-after train; the zoo's models are trained "
+                                     "already (use --quick or --full to train)")
+    out = runs.output_dir(args.out or "runs/compare_zoo")
+    results = []
+    for name in present:
+        _err(f"lade: zoo:{name}: recomputing its logits from the weights into {out / name}")
+        results.append(zoo_entries.evaluate_entry(name, out / name, args.data_root))
+    title = "CIFAR-100-LT imbalance 100: the model zoo's 200-epoch ResNet-32s"
+    _, brief = report.write_comparison([out / name for name in present], out, title=title, results=results)
+    print(brief)
+    print("## Against the paper (spec §6.1, uniform top-1 %)\n")
+    print(results_doc.against_paper(results))
+    if missing:
+        print(f"\nNot in the zoo yet: {', '.join(missing)} (zoo/QUEUE.md).")
+    print(f"\nThe full report (uniform and shifted tests, calibration, the estimated prior) and its plots: "
+          f"{out / 'comparison.md'}; training the quick preset instead: --quick")
+    return 0
+
+
+def _compare_training(args):
     from lade.app import datasets, report, runs, training
     names = FULL if args.full else QUICK
     out = Path(args.out or ("runs/compare_full" if args.full else "runs/compare_quick"))
@@ -252,7 +287,7 @@ def build_parser():
     e.add_argument("--method", choices=("softmax", "balanced", "lade"), default="softmax",
                    help="the loss the model was trained with (softmax: PC adjustment; balanced, lade: + log p_t)")
     e.add_argument("--estimated-prior", choices=("auto", "full", "fast", "none"), default="auto",
-                   help="how p_t is estimated (see lade.app.report.evaluate_logits); auto: fast above 5M logits")
+                   help="how p_t is estimated (see lade.app.evaluation.evaluate_logits); auto: fast above 5M logits")
     e.add_argument("--zero-count-floor", type=float, metavar="X",
                    help="count a class without training images as X images (default: refuse it)")
     e.add_argument("--data-root", help="with zoo:NAME: folder holding the data archives (default <repo>/../shared/data)")
@@ -273,8 +308,11 @@ def build_parser():
     de.add_argument("--epochs", type=_positive_int, default=10, help="epochs of each re-training (default 10)")
     de.set_defaults(func=cmd_decoupled)
 
-    c = sub.add_parser("compare", parents=[common], help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100 (resumable)")
-    c.add_argument("--full", action="store_true", help="the paper's recipe: 200 epochs, batch 256, lr 0.2")
+    c = sub.add_parser("compare", parents=[common], help="LADE vs PC Softmax on CIFAR-100-LT imbalance 100: the "
+                       "zoo's 200-epoch models, or trained (--quick, --full; resumable)")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument("--quick", action="store_true", help="train the quick preset (minutes) instead of the zoo's models")
+    how.add_argument("--full", action="store_true", help="train the paper's recipe: 200 epochs, batch 256, lr 0.2")
     c.add_argument("overrides", nargs="*", metavar="section.key=value")
     c.add_argument("--out", help="folder for both runs and the comparison")
     c.add_argument("--data-root")

@@ -102,7 +102,7 @@ class Dataset:
     The held-out set takes int(calib_fraction * n_c) (at least 1) images of class c from the
     training images the subset did not use, as many as exist: the CIFAR-LT head class uses all
     of its 500 images, so it is missing from the held-out set (BBSE and bias-corrected
-    calibration then cannot run; see lade.app.report). With calib_test_per_class = k it is instead
+    calibration then cannot run; see lade.app.evaluation). With calib_test_per_class = k it is instead
     the last k test images of every class, disjoint from the first test_per_class that are
     evaluated: balanced and complete, which is what EM and BBSE need."""
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from lade import decoupled, nn, posthoc, priors
 from lade.app import config as config_mod
-from lade.app import report as report_mod
+from lade.app import evaluation, report as report_mod
 from lade.app.datasets import load_dataset
 from lade.app.runs import RunError, check_output_dir, load_arrays, load_checkpoint, log, run_status, save_atomic
 from lade.app.training import build_model, eval_logits
@@ -209,9 +209,9 @@ def report(run_dir, out=None, data_root=None, epochs=10, seed=0):
         ("LADE re-trained", decoupled.lade_retrain(x, y, priors.prior_from_counts(counts), classes,
                                                    epochs=lade_epochs, batch_size=batch, seed=seed, **lade_opts)),
     ]
-    results = [report_mod.evaluate_run(run_dir, estimated_prior=False)]
+    results = [evaluation.evaluate_run(run_dir, estimated_prior=False)]
     for label, clf in fitted:
-        r = report_mod.evaluate_logits(
+        r = evaluation.evaluate_logits(
             clf.logits(a["test_features"]), a["test_labels"], counts,
             clf.logits(a["calib_features"]) if calib else None, a["calib_labels"] if calib else None,
             method="balanced", estimated_prior="full", estimated_table=False, name=f"{cfg['name']} {label}")

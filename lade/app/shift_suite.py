@@ -1,6 +1,6 @@
 """The suite of shifts nobody tuned to (issue 26 §1-2), on one model's saved test logits.
 
-Protocol of the report's estimated-prior table (lade.app.report.held_out_halves): the first half of
+Protocol of the report's estimated-prior table (lade.app.evaluation.held_out_halves): the first half of
 each test class is the labelled held-out set, which fits bias-corrected temperature scaling (BCTS)
 and gives the reference prior; the targets of lade.sampling.SUITE_TARGETS are drawn from the other
 half, without replacement, with seeds fixed in lade.sampling. Every estimator of SUITE_ESTIMATORS
@@ -21,7 +21,7 @@ import numpy as np
 
 from lade import losses, metrics, prior_shift
 from lade.app import config as config_mod
-from lade.app.report import _adjust, _source_logits, held_out_halves
+from lade.app.evaluation import adjust, held_out_halves, source_logits
 from lade.app.runs import RunError, load_arrays
 from lade.priors import prior_from_counts, prior_from_labels
 from lade.sampling import SUITE_DRAWS, SUITE_TARGETS, shift_suite
@@ -79,7 +79,7 @@ def suite_results(f, y, p_s, form, estimators=None, draws=SUITE_DRAWS, targets=N
     if np.bincount(y[held], minlength=classes).min() == 0:
         raise ValueError("lade.app.shift_suite: some class has fewer than 2 test images: no held-out half with "
                          "every class")
-    calib = (_source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
+    calib = (source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
     no_shift = prior_from_labels(calib[1], classes)
     # the estimators that do not depend on the target set's size are fitted once
     fitted = {m: make(p_s).fit(calib[0], calib[1], no_shift) for m, (_, make) in estimators.items()
@@ -93,18 +93,18 @@ def suite_results(f, y, p_s, form, estimators=None, draws=SUITE_DRAWS, targets=N
         n = y_sub.shape[0]
         row = {"target": target.name, "draw": target.draw, "images": int(n),
                "classes_present": int(np.count_nonzero(target.counts)),
-               "accuracy": {"none": metrics.accuracy(_adjust(f_sub, form, p_s, no_shift), y_sub),
-                            "oracle": metrics.accuracy(_adjust(f_sub, form, p_s, np.maximum(target.prior, 1e-8)),
+               "accuracy": {"none": metrics.accuracy(adjust(f_sub, form, p_s, no_shift), y_sub),
+                            "oracle": metrics.accuracy(adjust(f_sub, form, p_s, np.maximum(target.prior, 1e-8)),
                                                        y_sub)},
                "abs_error": {}, "kl": {}, "notes": []}
-        z = _source_logits(f_sub, form, p_s)
+        z = source_logits(f_sub, form, p_s)
         for m, (_, make) in estimators.items():
             est = fitted.get(m) or make(p_s, n).fit(calib[0], calib[1], no_shift)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 res = est.estimate(z)
             row["notes"] += [f"{m}: {w.message}" for w in caught]
-            row["accuracy"][m] = metrics.accuracy(_adjust(f_sub, form, p_s, res.prior), y_sub)
+            row["accuracy"][m] = metrics.accuracy(adjust(f_sub, form, p_s, res.prior), y_sub)
             row["abs_error"][m] = float(np.mean(np.abs(res.prior.astype(np.float64) - target.prior)))
             row["kl"][m] = _kl(target.prior, res.prior, n)
         rows_out.append(row)

@@ -224,7 +224,7 @@ def run(grid_path, jobs=1, dry_run=False, data_root=None, backend="local", addre
 def collect(spec, runs, failed=(), stopped=None):
     """Evaluates the finished runs and writes sweep.md / sweep.csv; returns the Markdown. ``stopped``:
     {run folder name: epoch} of runs stopped early (Ray backend)."""
-    from lade.app import report
+    from lade.app import report, report_text
     keys = point_keys(spec)
     header = keys + ["status", "uniform top-1", "many", "medium", "few", "F50 oracle", "B50 oracle", "B50 EM",
                      "ECE-15", "NLL"]
@@ -240,15 +240,14 @@ def collect(spec, runs, failed=(), stopped=None):
         _, r = report.write_run_report(run_dir)
         u = r["methods"][0]["uniform"]
         acc = r["shift"]["accuracy"]
-        rows.append(values + ["finished"] + [report._pct(v) for v in (u["top1"], u["many"], u["medium"], u["few"],
-                                                                      acc["oracle"][0], acc["oracle"][-1],
-                                                                      acc["em"][-1])]
+        shown = (u["top1"], u["many"], u["medium"], u["few"], acc["oracle"][0], acc["oracle"][-1], acc["em"][-1])
+        rows.append(values + ["finished"] + [report_text.pct(v) for v in shown]
                     + [f"{u['ece']:.4f}", f"{u['nll']:.4f}"])
     spec["out"].mkdir(parents=True, exist_ok=True)
     with open(spec["out"] / "sweep.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    text = f"# Sweep of {spec['base']}\n\n" + report._table(header, rows) + "\n"
+    text = f"# Sweep of {spec['base']}\n\n" + report_text.table(header, rows) + "\n"
     (spec["out"] / "sweep.md").write_text(text)
     return text

@@ -1,6 +1,6 @@
 """Training a config into a run folder: the loss the config names, the learning rate of each
 epoch, the loop (one ``lade.train_step`` per batch), the progress line, and the final
-evaluation that saves the logits the reports read (lade.app.report never retrains).
+evaluation that saves the logits the reports read (lade.app.evaluation never retrains).
 
 ``train(cfg, run_dir, resume=True)`` after a kill (even kill -9) continues from the last
 checkpoint and ends with the same weights as an uninterrupted run with the same seed and

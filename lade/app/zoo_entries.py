@@ -17,7 +17,7 @@ import numpy as np
 import lade
 from lade import nn, zoo
 from lade.app import config as config_mod
-from lade.app import report, training
+from lade.app import evaluation, training
 from lade.app.datasets import load_dataset
 from lade.app.runs import (RUN_MARKER, RunError, check_output_dir, load_checkpoint, run_status, save_atomic, save_npy,
                            source_commit)
@@ -72,7 +72,7 @@ def add_run(run_dir, zoo_root=None, name=None, data_root=None):
     if not np.array_equal(data.counts, counts):
         raise RunError(f"lade zoo add: the data under '{data.root}' gives other training counts than the run in "
                        f"'{run_dir}' was trained with; pass the data root it used (--data-root)")
-    results = report.evaluate_run(run_dir)
+    results = evaluation.evaluate_run(run_dir)
     cpu = lade.cpu_info()
     results["run_dir"] = f"{ZOO_PREFIX}{name}"
     results["evaluated_on"] = {"cpu": cpu["model"], "kernel_variant": cpu["variant"], "commit": source_commit(),
@@ -127,3 +127,32 @@ def materialize(name, out_dir, data_root=None, zoo_root=None):
     for file in _COPIED:
         _copy(entry.path / file, out_dir / file)
     return out_dir, entry
+
+
+# The main command's models: the paper's headline comparison at CIFAR-100-LT imbalance 100 (seed 1), in the
+# order of its table
+MAIN_CONFIGS = ("cifar100_lt_100_ce", "cifar100_lt_100_balanced_softmax", "cifar100_lt_100_lade")
+
+
+def main_entries(zoo_root=None):
+    """(names in the zoo, names not yet in it) of the main command's models (MAIN_CONFIGS, seed 1)."""
+    names = [f"{config}_seed1" for config in MAIN_CONFIGS]
+    present = {e["name"] for e in zoo.list(zoo_root)} if (zoo.resolve_root(zoo_root) / zoo.INDEX).is_file() else set()
+    return [n for n in names if n in present], [n for n in names if n not in present]
+
+
+def evaluate_entry(name, out_dir, data_root=None, zoo_root=None):
+    """The results of the zoo entry `name` as evaluate_run gives them, the test and held-out logits recomputed
+    from its weights into out_dir (materialize) and the uniform and shifted tests computed again; the
+    estimated-prior table (a minute or more) is the one stored with the entry, and a note says so."""
+    run_dir, entry = materialize(name, out_dir, data_root, zoo_root)
+    results = evaluation.evaluate_run(run_dir, estimated_prior=False)
+    stored = entry.results
+    results["estimated_prior"] = stored.get("estimated_prior", {})
+    if results["estimated_prior"]:
+        on = stored.get("evaluated_on", {})
+        results["notes"].append(f"the estimated-prior table is the one stored with {ZOO_PREFIX}{name} (computed at "
+                                f"{str(on.get('commit', '?'))[:7]} on {on.get('cpu', '?')}, "
+                                f"{on.get('kernel_variant', '?')})")
+    return results
+
