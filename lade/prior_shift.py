@@ -312,6 +312,7 @@ class Estimator:
 
     method = "em"
     uncertainty = False  # whether the estimate has an analytic covariance (Shrunk needs one)
+    target_arguments = ()  # what estimate() and adapt() take besides the test logits
 
     def __init__(self, calibration="bcts", cond_limit=COND_LIMIT):
         func = self._func()
@@ -374,6 +375,10 @@ class Estimator:
         if fit is None:
             raise RuntimeError(f"{func}: the estimator is not fitted; call fit(calib_logits, calib_labels, "
                                "source_prior) first")
+        unknown = sorted(set(target) - set(self.target_arguments))
+        if unknown:
+            takes = "".join(f", {a}" for a in self.target_arguments)
+            raise TypeError(f"{func}: unexpected argument {unknown[0]!r}; it takes test_logits{takes}")
         try:
             _C.check_adapt(fit.source_prior, test_logits, None, None)
             probs = fit.probs(test_logits)
@@ -607,6 +612,8 @@ class LabelledEM(_EMEstimator):
     from the target like the rest). res.prior is the whole target's prior, res.pool_prior the unlabelled
     rows', which res.probs are adapted to."""
 
+    target_arguments = ("labelled_counts",)
+
     def __init__(self, design="per_class", pseudo_count=1.0, **options):
         super().__init__(**options)
         func = self._func()
@@ -697,6 +704,10 @@ class _Wrapper(Estimator):
     @property
     def uncertainty(self):
         return self.estimator.uncertainty
+
+    @property
+    def target_arguments(self):
+        return self.estimator.target_arguments
 
     def fit(self, calib_logits, calib_labels, source_prior):
         self._fitted = self.estimator.fit(calib_logits, calib_labels, source_prior)._fitted

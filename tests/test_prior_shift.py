@@ -712,6 +712,9 @@ def test_estimator_errors_name_the_object_and_method():
         est.adapt(bad)
     with pytest.raises(ValueError, match=r"lade.prior_shift.EM.estimate: argument 'test_logits' must have shape"):
         prior_shift.EM().fit(None, None, PS).estimate(np.zeros((4, 3), np.float32))
+    with pytest.raises(TypeError, match=r"lade.prior_shift.Gated.estimate: unexpected argument 'labelled_counts'; "
+                                        r"it takes test_logits$"):
+        est.estimate(TEST_LOGITS[:10], labelled_counts=np.ones(C, np.int64))
     with pytest.raises(ValueError, match=r"LabelledEM.estimate: argument 'labelled_counts' must be an int64 array"):
         prior_shift.LabelledEM().fit(None, None, PS).estimate(TEST_LOGITS[:10], labelled_counts=[1, 2])
 
