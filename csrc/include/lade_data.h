@@ -142,6 +142,9 @@ LADE_API void lade_transform_cifar_train(lade_transform *t);
 LADE_API void lade_transform_cifar_test(lade_transform *t);
 LADE_API void lade_transform_imagenet_train(lade_transform *t, int size);
 LADE_API void lade_transform_imagenet_eval(lade_transform *t, int resize, int crop);
+/* The preset of that name ("cifar_train", "cifar_test", "imagenet_train" of size, "imagenet_eval"
+ * resizing to resize and cropping size), else LADE_EINVAL naming argument 'preset'. */
+LADE_API lade_status lade_transform_preset(lade_transform *t, const char *name, int size, int resize);
 LADE_API lade_status lade_transform_check(const lade_transform *t);
 
 /* What one sample's randomness chose. The crop box (top, left, height,
