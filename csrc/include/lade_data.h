@@ -177,6 +177,8 @@ LADE_API lade_status lade_transform_batch(const lade_transform *t, const uint8_t
                                           float *out);
 
 /* ---- the batch loader ---------------------------------------------------- */
+/* (lade/app/config.py MAX_WORKERS: held to it by a test) */
+#define LADE_MAX_LOADER_WORKERS 256
 typedef struct lade_loader lade_loader;
 
 typedef struct {
@@ -193,7 +195,7 @@ typedef struct {
     size_t batch_size;
     int drop_last;   /* drop the partial last batch of an epoch */
     int skip_bad;    /* skip (and count) unreadable samples instead of failing */
-    int num_workers; /* worker threads, >= 1 */
+    int num_workers; /* worker threads, in [1, LADE_MAX_LOADER_WORKERS] */
     int prefetch;    /* batches in flight, >= 1 */
     uint64_t seed;
 } lade_loader_config;

@@ -10,7 +10,7 @@
 #include <structmember.h>
 
 static PyTypeObject FileListType, TransformType, LoaderType;
-#include "gen/data_args.h"
+#include "python/gen/data_args.h"
 
 /* ---- CIFAR ---------------------------------------------------------------- */
 /* load_cifar_binary(batches, kind, coarse) -> (images, labels): batches is a list
@@ -470,7 +470,7 @@ static PyTypeObject LoaderType = {
     .tp_new = PyType_GenericNew,
 };
 
-#include "gen/data_table.h"
+#include "python/gen/data_table.h"
 
 #define KW(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS, doc}
 static PyMethodDef methods[] = {

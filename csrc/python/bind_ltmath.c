@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "gen/ltmath_args.h"
+#include "python/gen/ltmath_args.h"
 
 /* losses: grad is overwritten unless `accumulate` */
 static void zero_grad(float *grad, npy_intp size, int accumulate) {
@@ -138,6 +138,6 @@ static lade_status tau_select(const tau_select_args *a, double *ret) {
     return st;
 }
 
-#include "gen/ltmath_table.h"
+#include "python/gen/ltmath_table.h"
 
 int lade_register_ltmath(PyObject *module) { return lade_add_bindings(module, ltmath_bindings); }

@@ -10,7 +10,7 @@
 #include <string.h>
 
 static PyTypeObject ResNetType;
-#include "gen/nn_args.h"
+#include "python/gen/nn_args.h"
 
 #define MAPS lade_maps_nchw
 
@@ -353,7 +353,7 @@ static PyTypeObject ResNetType = {
     .tp_new = PyType_GenericNew,
 };
 
-#include "gen/nn_table.h"
+#include "python/gen/nn_table.h"
 
 int lade_register_nn(PyObject *module) {
     if (PyType_Ready(&ResNetType) < 0) return -1;

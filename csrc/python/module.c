@@ -4,8 +4,8 @@
 #define LADE_BIND_MAIN
 #include "bind.h"
 
-#include "gen/base_args.h"
-#include "gen/base_table.h"
+#include "python/gen/base_args.h"
+#include "python/gen/base_table.h"
 
 static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
     lade_cpu_info info;
