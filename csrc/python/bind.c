@@ -443,31 +443,11 @@ static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
     return lade_call_end(&c, result);
 }
 
-/* "name(x, weight, bias=None, ...) -> doc", made from the table */
-static char *signature(const lade_binding *b) {
-    size_t size = 4096, used = (size_t)snprintf(NULL, 0, "%s(", b->name);
-    char *doc = PyMem_Malloc(size);
-    if (!doc) return NULL;
-    snprintf(doc, size, "%s(", b->name);
-    for (const lade_arg *a = b->spec; a->name && used < size; a++) {
-        if (a->role & (LADE_HIDDEN | LADE_SELF)) continue;
-        int optional = (a->role & LADE_OPT) || is_output(a);
-        char def[32] = "=None";
-        if (role(a) == LADE_SCALAR && optional && !strchr("OsI", a->dtype))
-            snprintf(def, sizeof def, a->dtype == 'p' ? (a->def ? "=True" : "=False") : "=%g", a->def);
-        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", doc[used - 1] == '(' ? "" : ", ", a->name,
-                                 optional ? def : "");
-    }
-    if (used < size) snprintf(doc + used, size - used, ")%s%s", b->doc ? " " : "", b->doc ? b->doc : "");
-    return doc;
-}
-
 /* The callable of a binding; a method is that callable as an instancemethod (it gets the object first). */
 static PyObject *binding_function(const lade_binding *b) {
-    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
-    char *doc = def ? signature(b) : NULL;
-    if (!doc) return PyErr_NoMemory();
-    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
+    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module */
+    if (!def) return PyErr_NoMemory();
+    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, b->doc};
     PyObject *capsule = PyCapsule_New((void *)b, "lade.binding", NULL);
     PyObject *fn = capsule ? PyCFunction_NewEx(def, capsule, NULL) : NULL;
     Py_XDECREF(capsule);

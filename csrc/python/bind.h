@@ -148,7 +148,7 @@ typedef struct {
     int (*infer)(lade_call *c);
     lade_status (*run)(lade_call *c);
     const char *returns;
-    const char *doc; /* after the signature, which is made from the table */
+    const char *doc; /* the signature, then what it gives */
 } lade_binding;
 
 /* Adds every binding of a list ending in {NULL} to the module. */

@@ -1,11 +1,35 @@
 """Generates lade._C's binding code from csrc/python/bindings.def (run by setup.py before the build;
 pure stdlib). One declaration per entry point gives its arguments (name, dtype, shape, role) and the
 core call; this script writes, per section of the file, csrc/python/gen/<section>_args.h (one typed
-struct of arguments per entry, and the function that fills it from a parsed call by index) and
-csrc/python/gen/<section>_table.h (the lade_arg tables, the run / infer shims and the lade_binding
-tables). bind.h describes the parser that reads the tables; the top of bindings.def, the syntax.
+struct of arguments per entry, the function that fills it from a parsed call by index, the lade_arg
+table) and csrc/python/gen/<section>_table.h (the inference and run shims, the lade_binding tables
+with each function's signature as its docstring). bind.h describes the parser that reads the tables.
 
     python3 csrc/python/gen_bindings.py [--check]
+
+bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for base) includes;
+'define NAME = TEXT' stands for TEXT where $NAME is written later; '#' starts a comment line. An entry
+(its later lines indented):
+    NAMES PUBLIC(ARGUMENTS) [-> RETURNS] ["doc"]
+        [bind: LETTER = EXPR; ...]   shape inference: sizes that argument values fix
+        [infer: EXPR]                shape inference or checks: an int, 0 or -1 with an exception set
+        [= EXPR]                     the core call: a lade_status, run without the GIL
+NAMES: the lade._C names sharing the declaration; Type.name is a method of the C type object Type
+(its object is implied). PUBLIC: the name errors give; '*' stands for the lade._C name, '|' gives one
+per name. An entry without '= EXPR' binds nothing: hand-written code parses with NAME_spec and reads
+NAME_fill (and c->array[NAME_arg_ARGUMENT]).
+An argument: [ROLE] NAME TYPE. Arrays: DTYPE[SHAPE] (f32 f64 i64 i32 u8; a shape letter is a
+dimension that must agree across the arguments, a digit a size, '*' any, "..." any shape shared);
+ROLE: in (default), late (checked after inference), inout, out, grad (allocated zero-filled),
+hidden (an output that is not an argument), inplace (an output that may be its input); '?' makes it
+optional; "if EXPR" after a hidden output allocates it only when EXPR holds. Scalars: f (double), i
+(32-bit int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str), I (an int or a sequence of
+ints), O (an object; O(&Type) of that type); =DEFAULT (a number or a constant of csrc/include) or ?
+(optional, and the field has_NAME says whether it was given).
+In the expressions, an argument or a dimension letter is its field of the struct A (the "..." shape
+gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
+gives, c->func: the public name). RETURNS: one character per item (A: the next output, d: the next
+of c->ret as a float, i: as an int, b: as a bool), _ for None; without it, the outputs.
 
 A file is rewritten only when its text changes (an unchanged build recompiles nothing); --check
 writes nothing and exits 1 when a generated file is missing or stale."""
@@ -247,7 +271,7 @@ def args_header(section, entries):
     return "".join(out)
 
 
-def table_header(section, entries):
+def table_header(section, entries, constants):
     rel = "csrc/python/bindings.def"
     out = [HEADER, f"/* the shims and binding tables of section {section} */\n"]
     tables = {}
@@ -275,7 +299,7 @@ def table_header(section, entries):
         table = f"{e.type}_methods" if e.method else f"{section}_bindings"
         for i, f in zip(e.ids, e.funcs):
             row = (f'{{"{i.split(".")[-1]}", "{f}", {e.c_name}_spec, {e.c_name + "_infer" if infer else "NULL"}, '
-                   f'{e.c_name}_run, {c_str(e.returns)}, {c_str(e.doc)}}}')
+                   f'{e.c_name}_run, {c_str(e.returns)}, {c_str(signature(e, i.split(".")[-1], constants))}}}')
             tables.setdefault(table, []).append(row)
     for table, rows in tables.items():
         out.append(f"\nstatic const lade_binding {table}[] = {{\n    " + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
@@ -289,6 +313,31 @@ def reset_lines(text, section):
     return "\n".join(f'#line {i + 2} "{path}"' if t == RESET else t for i, t in enumerate(lines))
 
 
+def c_constants():
+    """{name: value} of the numeric #defines and enum constants of the public headers (a default may name one)."""
+    text = "".join(open(os.path.join(HERE, "..", "include", f)).read()
+                   for f in sorted(os.listdir(os.path.join(HERE, "..", "include"))))
+    found = dict(re.findall(r"#define (\w+) (-?[\d.]+(?:e-?\d+)?)\b", text))
+    found.update(re.findall(r"\b(\w+) = (-?\d+)\b", text))
+    return {k: float(v) for k, v in found.items()}
+
+
+def signature(e, name, constants):
+    """The docstring: "name(x, weight, bias=None, ...) doc", as Python sees the arguments."""
+    shown = []
+    for a in real_args(e):
+        if a.role == "hidden":
+            continue
+        optional = a.optional or a.role in ("out", "grad", "inplace")
+        default = "=None"
+        if a.role == "scalar" and optional and a.kind not in "OsI":
+            d = a.default or "0"
+            value = constants[d] if d in constants else float(d)
+            default = f"={value != 0}" if a.kind == "p" else "=%g" % value
+        shown.append(a.name + (default if optional else ""))
+    return f"{name}({', '.join(shown)})" + (f" {e.doc}" if e.doc else "")
+
+
 def c_str(s):
     return "NULL" if s is None else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -297,11 +346,11 @@ def generate():
     """{path: text} of every generated file."""
     with open(DEF) as f:
         entries = parse(f.read())
-    files = {}
+    files, constants = {}, c_constants()
     for section in dict.fromkeys(e.section for e in entries):
         mine = [e for e in entries if e.section == section]
         files[os.path.join(OUT, f"{section}_args.h")] = args_header(section, mine)
-        files[os.path.join(OUT, f"{section}_table.h")] = table_header(section, mine)
+        files[os.path.join(OUT, f"{section}_table.h")] = table_header(section, mine, constants)
     return files
 
 
