@@ -6,6 +6,7 @@ libjpeg-turbo's TurboJPEG API ("libturbojpeg"). On Debian/Ubuntu:
 """
 import glob
 import os
+import runpy
 import shlex
 import subprocess
 
@@ -32,6 +33,9 @@ def pkg_config(*args):
     return shlex.split(out.stdout)
 
 
+# The binding code generated from csrc/python/bindings.def (csrc/python/gen/, not in git).
+runpy.run_path("csrc/python/gen_bindings.py", run_name="__main__")
+
 cflags = pkg_config("--cflags", *NATIVE)
 libs = pkg_config("--libs", *NATIVE)
 
@@ -54,7 +58,7 @@ setup(
             include_dirs=[numpy.get_include(), "csrc/include", "csrc"],
             extra_compile_args=extra + cflags,
             extra_link_args=libs + ["-pthread", "-lm"],
-            depends=glob.glob("csrc/include/*.h") + glob.glob("csrc/*/*.h"),
+            depends=glob.glob("csrc/include/*.h") + glob.glob("csrc/*/*.h") + glob.glob("csrc/python/gen/*.h"),
         )
     ],
 )

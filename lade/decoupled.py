@@ -17,6 +17,7 @@ labels int64 (n,), weight float32 (classes, dim), bias float32 (classes,).
 import numpy as np
 
 from lade import _C, _args
+from lade.losses import LADE_DEFAULTS
 from lade.priors import as_prior, class_counts
 
 __all__ = ["Classifier", "crt", "lade_retrain", "instance_epochs", "lws", "lws_loss", "tau_normalize_select",
@@ -112,8 +113,9 @@ def instance_epochs(labels, epochs, classes=None, func="lade.decoupled.instance_
     return _args.whole(epochs, func, "epochs", 1) * int(np.ceil(counts.mean() / counts.min()))
 
 
-def lade_retrain(features, labels, prior, classes=None, alpha=0.1, remine_lambda=0.01, epochs=None, batch_size=512,
-                 lr=0.2, momentum=0.9, weight_decay=5e-4, sampling="instance", seed=0, init=None):
+def lade_retrain(features, labels, prior, classes=None, alpha=LADE_DEFAULTS["alpha"],
+                 remine_lambda=LADE_DEFAULTS["remine_lambda"], epochs=None, batch_size=512, lr=0.2, momentum=0.9,
+                 weight_decay=5e-4, sampling="instance", seed=0, init=None):
     """The classifier re-trained with the LADE loss (LADE-CE + alpha * LADER, `prior` the training
     prior) on frozen features, instance sampling by default. Test-time form: logits + log p_t
     (lade.posthoc.lade_adjust). Returns a Classifier.

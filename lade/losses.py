@@ -30,6 +30,12 @@ import numpy as np
 from lade import _C, _args, posthoc
 from lade.priors import as_prior
 
+# The LADE loss's alpha and remine_lambda where a caller may leave them out (the CLI's loss options,
+# lade.decoupled.lade_retrain): the CIFAR recipe's. The C core's LADE_DEFAULT_ALPHA and
+# LADE_DEFAULT_REMINE_LAMBDA (lade_ltmath.h, lade._C.lade_fit's defaults) must agree
+# (tests/test_defaults.py).
+LADE_DEFAULTS = {"alpha": 0.1, "remine_lambda": 0.01}
+
 __all__ = ["SoftmaxCE", "CausalNormCE", "LADECELoss", "LADERLoss", "LADELoss", "LogitAdjustedLoss", "FocalLoss",
            "ClassBalancedLoss", "LDAMLoss", "softmax_ce", "lade_ce", "balanced_softmax", "lader", "lade_loss",
            "logit_adjusted", "focal", "class_balanced", "ldam", "ldam_drw", "make", "names", "test_time_form"]

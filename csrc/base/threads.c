@@ -16,7 +16,6 @@
 #include <sched.h>
 #include <stdlib.h>
 
-#define MAX_THREADS 256
 #define CHUNKS_PER_THREAD 8
 #define SPIN_ROUNDS 500
 
@@ -27,7 +26,7 @@ static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 
 static int num_threads;              /* 0 until first use (atomic: read without a lock) */
 static int num_workers;              /* num_threads - 1 workers are running */
-static pthread_t workers[MAX_THREADS];
+static pthread_t workers[LADE_MAX_THREADS];
 static uint64_t generation;          /* bumped for every job and for shutdown (atomic; written under pool_lock) */
 static uint64_t spawn_generation;    /* generation when the workers were started */
 static int shutting_down;
@@ -138,14 +137,14 @@ static int default_thread_count(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
         int n = CPU_COUNT(&set);
-        if (n > 0) return n < MAX_THREADS ? n : MAX_THREADS;
+        if (n > 0) return n < LADE_MAX_THREADS ? n : LADE_MAX_THREADS;
     }
     return 1;
 }
 
 lade_status lade_set_num_threads(int n) {
-    if (n < 1 || n > MAX_THREADS)
-        return lade_fail(LADE_EINVAL, "thread count must be in [1, %d], got %d", MAX_THREADS, n);
+    if (n < 1 || n > LADE_MAX_THREADS)
+        return lade_fail(LADE_EINVAL, "thread count must be in [1, %d], got %d", LADE_MAX_THREADS, n);
     pthread_mutex_lock(&dispatch_lock);
     stop_workers();
     lade_status st = start_workers(n);

@@ -57,6 +57,15 @@ void lade_transform_imagenet_eval(lade_transform *t, int resize, int crop) {
     set_norm(t, imagenet_mean, imagenet_std);
 }
 
+lade_status lade_transform_preset(lade_transform *t, const char *name, int size, int resize) {
+    if (!strcmp(name, "cifar_train")) lade_transform_cifar_train(t);
+    else if (!strcmp(name, "cifar_test")) lade_transform_cifar_test(t);
+    else if (!strcmp(name, "imagenet_train")) lade_transform_imagenet_train(t, size);
+    else if (!strcmp(name, "imagenet_eval")) lade_transform_imagenet_eval(t, resize, size);
+    else return lade_fail(LADE_EINVAL, "argument 'preset' must name a preset, got '%s'", name);
+    return LADE_OK;
+}
+
 lade_status lade_transform_check(const lade_transform *t) {
     if (t->out_h < 1 || t->out_w < 1 || t->out_h > LADE_JPEG_MAX_SIDE || t->out_w > LADE_JPEG_MAX_SIDE)
         return lade_fail(LADE_EINVAL, "output size must be in [1, %d], got %d x %d", LADE_JPEG_MAX_SIDE, t->out_h,

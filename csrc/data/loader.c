@@ -182,8 +182,9 @@ lade_status lade_loader_create(lade_loader **out, const lade_loader_config *cfg)
                          cfg->image_width);
     if (cfg->batch_size < 1)
         return lade_fail(LADE_EINVAL, "argument 'batch_size' must be >= 1, got %zu", cfg->batch_size);
-    if (cfg->num_workers < 1 || cfg->num_workers > 256)
-        return lade_fail(LADE_EINVAL, "argument 'num_workers' must be in [1, 256], got %d", cfg->num_workers);
+    if (cfg->num_workers < 1 || cfg->num_workers > LADE_MAX_LOADER_WORKERS)
+        return lade_fail(LADE_EINVAL, "argument 'num_workers' must be in [1, %d], got %d", LADE_MAX_LOADER_WORKERS,
+                         cfg->num_workers);
     if (cfg->prefetch < 1 || cfg->prefetch > 1024)
         return lade_fail(LADE_EINVAL, "argument 'prefetch' must be in [1, 1024], got %d", cfg->prefetch);
     size_t floats, batch_floats;

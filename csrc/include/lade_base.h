@@ -77,6 +77,7 @@ LADE_API void lade_epoch_permutation(int64_t *out, size_t n, uint64_t seed, uint
  * (the convolution kernels use up to 240 KB of its stack; the workers have 8
  * MB). Bodies must not call sgemm (OpenBLAS has its own threads) and must
  * write disjoint outputs. Calls from several threads at once are serialised. */
+#define LADE_MAX_THREADS 256 /* n in [1, LADE_MAX_THREADS] (lade/app/config.py MAX_THREADS: held to it by a test) */
 LADE_API lade_status lade_set_num_threads(int n);
 LADE_API int lade_get_num_threads(void);
 typedef void (*lade_range_fn)(void *ctx, size_t begin, size_t end);

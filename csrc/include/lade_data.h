@@ -142,6 +142,9 @@ LADE_API void lade_transform_cifar_train(lade_transform *t);
 LADE_API void lade_transform_cifar_test(lade_transform *t);
 LADE_API void lade_transform_imagenet_train(lade_transform *t, int size);
 LADE_API void lade_transform_imagenet_eval(lade_transform *t, int resize, int crop);
+/* The preset of that name ("cifar_train", "cifar_test", "imagenet_train" of size, "imagenet_eval"
+ * resizing to resize and cropping size), else LADE_EINVAL naming argument 'preset'. */
+LADE_API lade_status lade_transform_preset(lade_transform *t, const char *name, int size, int resize);
 LADE_API lade_status lade_transform_check(const lade_transform *t);
 
 /* What one sample's randomness chose. The crop box (top, left, height,
@@ -174,6 +177,8 @@ LADE_API lade_status lade_transform_batch(const lade_transform *t, const uint8_t
                                           float *out);
 
 /* ---- the batch loader ---------------------------------------------------- */
+/* (lade/app/config.py MAX_WORKERS: held to it by a test) */
+#define LADE_MAX_LOADER_WORKERS 256
 typedef struct lade_loader lade_loader;
 
 typedef struct {
@@ -190,7 +195,7 @@ typedef struct {
     size_t batch_size;
     int drop_last;   /* drop the partial last batch of an epoch */
     int skip_bad;    /* skip (and count) unreadable samples instead of failing */
-    int num_workers; /* worker threads, >= 1 */
+    int num_workers; /* worker threads, in [1, LADE_MAX_LOADER_WORKERS] */
     int prefetch;    /* batches in flight, >= 1 */
     uint64_t seed;
 } lade_loader_config;

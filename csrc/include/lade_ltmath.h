@@ -99,6 +99,11 @@ LADE_API lade_status lade_class_counts(int64_t *counts, const int64_t *labels, s
 LADE_API lade_status lade_prior_from_counts(float *prior, const int64_t *counts, int classes, double eps);
 /* Validates a prior (see the top of this header); `arg` names it in the error detail. */
 LADE_API lade_status lade_check_prior(const float *prior, int classes, const char *arg);
+/* The arrays of lade.prior_shift.adapt, checked before any work: source_prior a prior, test_logits
+ * (n, classes) finite, and when calib_logits is not NULL, calib_logits (m, classes) finite with
+ * calib_labels (m) in range. The detail names the argument. */
+LADE_API lade_status lade_check_adapt(const float *source_prior, const float *test_logits, int n, int classes,
+                                      const float *calib_logits, const int64_t *calib_labels, int m);
 
 /* ============================ sampling (sampling.c) ================================
  * Every function draws from a lade_rng seeded with lade_rng_seed(&r, seed, stream), so
@@ -191,7 +196,13 @@ typedef struct {
     float alpha, remine_lambda; /* LADE loss */
     uint64_t seed;
 } lade_classifier_config;
-/* cRT's recipe: 10 epochs, batch 512, lr 0.2, momentum 0.9, weight decay 5e-4, class-balanced, CE. */
+/* The LADE loss's alpha and remine_lambda of the CIFAR recipe: the one owner of these defaults
+ * (lade._C's lade_fit default from them; lade/losses.py LADE_DEFAULTS, which the CLI and the API
+ * read, is held to them by a test). */
+#define LADE_DEFAULT_ALPHA 0.1
+#define LADE_DEFAULT_REMINE_LAMBDA 0.01
+/* cRT's recipe: 10 epochs, batch 512, lr 0.2, momentum 0.9, weight decay 5e-4, class-balanced, CE
+ * (alpha and remine_lambda: the defaults above). */
 LADE_API lade_classifier_config lade_classifier_config_default(void);
 
 /* cRT (class-balanced sampling, CE) or a LADE-loss re-training (instance sampling, LADE): trains
@@ -242,6 +253,9 @@ LADE_API lade_status lade_shot_accuracy(double *out, const double *per_class_acc
  *           counts carry an eps of 2.2e-16 in the ECE. Arrays have nbins + 1 entries (the
  *           last is always 0 for STANDARD). conf_mean/acc_mean are 0 for empty bins. */
 typedef enum { LADE_BINS_STANDARD = 0, LADE_BINS_SPEC20 = 1 } lade_bin_mode;
+/* nbins in [1, LADE_MAX_BINS] (the arrays' size, nbins + 1, is known before the call), else LADE_EINVAL. */
+#define LADE_MAX_BINS 100000
+LADE_API lade_status lade_reliability_check_bins(int nbins);
 LADE_API lade_status lade_reliability(double *ece, double *conf_mean, double *acc_mean, int64_t *count,
                                       const float *probs, const int64_t *labels, int n, int classes,
                                       int nbins, lade_bin_mode mode);

@@ -85,3 +85,12 @@ lade_status lade_check_prior(const float *prior, int classes, const char *arg) {
         return lade_fail(LADE_EINVAL, "argument '%s' must sum to 1, got %.6g", arg, sum);
     return LADE_OK;
 }
+
+lade_status lade_check_adapt(const float *source_prior, const float *test_logits, int n, int classes,
+                             const float *calib_logits, const int64_t *calib_labels, int m) {
+    lade_status st = lade_check_prior(source_prior, classes, "source_prior");
+    if (!st) st = lt_check_logits(test_logits, (size_t)n, classes, "test_logits");
+    if (!st && calib_logits) st = lt_check_logits(calib_logits, (size_t)m, classes, "calib_logits");
+    if (!st && calib_labels) st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels");
+    return st;
+}

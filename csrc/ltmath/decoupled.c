@@ -330,6 +330,6 @@ lade_status lade_tau_select(double *balanced_accuracy, int *best, const float *t
 
 lade_classifier_config lade_classifier_config_default(void) {
     lade_classifier_config cfg = {10, 512, 0.2f, 0.9f, 5e-4f, LADE_SAMPLE_CLASS_BALANCED, LADE_CLASSIFIER_CE,
-                                  NULL, 0.1f, 0.01f, 0};
+                                  NULL, (float)LADE_DEFAULT_ALPHA, (float)LADE_DEFAULT_REMINE_LAMBDA, 0};
     return cfg;
 }

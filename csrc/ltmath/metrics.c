@@ -108,11 +108,17 @@ lade_status lade_shot_accuracy(double *out, const double *per_class_acc, const i
     return LADE_OK;
 }
 
+lade_status lade_reliability_check_bins(int nbins) {
+    if (nbins < 1 || nbins > LADE_MAX_BINS)
+        return lade_fail(LADE_EINVAL, "argument 'n_bins' must be in [1, %d], got %d", LADE_MAX_BINS, nbins);
+    return LADE_OK;
+}
+
 lade_status lade_reliability(double *ece, double *conf_mean, double *acc_mean, int64_t *count, const float *probs,
                              const int64_t *labels, int n, int classes, int nbins, lade_bin_mode mode) {
     lade_status st = check_scores(probs, labels, n, classes, "probs");
     if (st) return st;
-    if (nbins < 1) return lade_fail(LADE_EINVAL, "argument 'n_bins' must be >= 1, got %d", nbins);
+    if ((st = lade_reliability_check_bins(nbins))) return st;
     if (mode != LADE_BINS_STANDARD && mode != LADE_BINS_SPEC20)
         return lade_fail(LADE_EINVAL, "argument 'variant' must be standard (0) or spec20 (1), got %d", (int)mode);
     double step = 1.0 / nbins; /* upper edges k * step (k < nbins) and exactly 1, as numpy.linspace */

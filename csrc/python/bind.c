@@ -237,6 +237,13 @@ type_error:
     return -1;
 }
 
+/* The slot of the argument a keyword names, or -1. */
+static int find_arg(const lade_call *c, const char *name) {
+    for (int k = 0; k < c->n; k++)
+        if (!strcmp(c->spec[k].name, name)) return k;
+    return -1;
+}
+
 /* Puts positional and keyword arguments in their table slots. */
 static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
     Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0, used = 0;
@@ -250,8 +257,8 @@ static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
     Py_ssize_t pos = 0;
     while (kw && PyDict_Next(kw, &pos, &key, &value)) {
         const char *name = PyUnicode_AsUTF8(key);
-        int k = name ? lade_index(c, name) : LADE_MAX_ARGS;
-        if (k == LADE_MAX_ARGS || (c->spec[k].role & (LADE_HIDDEN | LADE_SELF))) {
+        int k = name ? find_arg(c, name) : -1;
+        if (k < 0 || (c->spec[k].role & (LADE_HIDDEN | LADE_SELF))) {
             if (name) PyErr_Format(PyExc_TypeError, "%s: unexpected keyword argument '%s'", c->func, name);
             return -1;
         }
@@ -278,7 +285,7 @@ int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *a
     c->spec = spec;
     c->group_by = -1;
     for (int i = 0; i < 128; i++) c->dim[i] = -1, c->bound_by[i] = -1;
-    while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS, as every table here */
+    while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS (gen_bindings.py checks) */
     if (place_arguments(c, args, kw)) return -1;
     for (int k = 0; k < c->n; k++) {
         const lade_arg *a = &spec[k];
@@ -356,31 +363,6 @@ PyObject *lade_call_end(lade_call *c, PyObject *result) {
     for (int k = 0; k < c->n; k++) Py_CLEAR(c->array[k]);
     return result;
 }
-
-int lade_index(const lade_call *c, const char *name) {
-    for (int k = 0; k < c->n; k++)
-        if (!strcmp(c->spec[k].name, name)) return k;
-    return LADE_MAX_ARGS;
-}
-
-PyArrayObject *lade_array(const lade_call *c, const char *name) { return c->array[lade_index(c, name)]; }
-
-void *lade_data(const lade_call *c, const char *name) {
-    PyArrayObject *a = lade_array(c, name);
-    return a ? PyArray_DATA(a) : NULL;
-}
-
-double lade_num(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].f; }
-long long lade_int(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].i; }
-unsigned long long lade_u64(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].u; }
-PyObject *lade_obj(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].o; }
-const char *lade_str(const lade_call *c, const char *name) { return c->value[lade_index(c, name)].s; }
-const int *lade_ints(const lade_call *c, const char *name, int *count) {
-    int k = lade_index(c, name);
-    *count = c->given[k] ? c->value[k].ints.count : 0;
-    return c->ints + c->value[k].ints.start;
-}
-int lade_given(const lade_call *c, const char *name) { return c->given[lade_index(c, name)] != NULL; }
 
 /* ---- module-level functions ---------------------------------------------------------------- */
 static PyObject *returns(lade_call *c, const char *format) {
@@ -461,31 +443,11 @@ static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
     return lade_call_end(&c, result);
 }
 
-/* "name(x, weight, bias=None, ...) -> doc", made from the table */
-static char *signature(const lade_binding *b) {
-    size_t size = 4096, used = (size_t)snprintf(NULL, 0, "%s(", b->name);
-    char *doc = PyMem_Malloc(size);
-    if (!doc) return NULL;
-    snprintf(doc, size, "%s(", b->name);
-    for (const lade_arg *a = b->spec; a->name && used < size; a++) {
-        if (a->role & (LADE_HIDDEN | LADE_SELF)) continue;
-        int optional = (a->role & LADE_OPT) || is_output(a);
-        char def[32] = "=None";
-        if (role(a) == LADE_SCALAR && optional && !strchr("OsI", a->dtype))
-            snprintf(def, sizeof def, a->dtype == 'p' ? (a->def ? "=True" : "=False") : "=%g", a->def);
-        used += (size_t)snprintf(doc + used, size - used, "%s%s%s", doc[used - 1] == '(' ? "" : ", ", a->name,
-                                 optional ? def : "");
-    }
-    if (used < size) snprintf(doc + used, size - used, ")%s%s", b->doc ? " " : "", b->doc ? b->doc : "");
-    return doc;
-}
-
 /* The callable of a binding; a method is that callable as an instancemethod (it gets the object first). */
 static PyObject *binding_function(const lade_binding *b) {
-    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module, as does the doc */
-    char *doc = def ? signature(b) : NULL;
-    if (!doc) return PyErr_NoMemory();
-    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, doc};
+    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module */
+    if (!def) return PyErr_NoMemory();
+    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, b->doc};
     PyObject *capsule = PyCapsule_New((void *)b, "lade.binding", NULL);
     PyObject *fn = capsule ? PyCFunction_NewEx(def, capsule, NULL) : NULL;
     Py_XDECREF(capsule);

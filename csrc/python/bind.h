@@ -7,17 +7,18 @@
  * dimension letters of the shapes so that arguments that must agree do,
  * allocates the outputs the caller did not pass, refuses outputs that share
  * memory with another argument, and converts the scalars. lade_call_end frees
- * what the call holds. A binding keeps only its shape inference and the core
- * call. Errors name the public function (fixed in C), the argument, what was
- * expected and what came.
+ * what the call holds. Errors name the public function (fixed in C), the
+ * argument, what was expected and what came.
  *
- * To add a function: write its core call, `static lade_status run(lade_call *c)`
- * (it reads the arguments by name: F32(c, "x"), DIM(c, 'n'), lade_num(c, "lr"),
- * and runs without the GIL), if needed a shape inference `static int
- * infer(lade_call *c)` that LADE_BINDs the letters only argument values fix, and
- * add one lade_binding to the file's table. A method of a type that wraps a C
- * object (LADE_OBJECT_HEAD) is the same with SELF(&Type) first in its table,
- * added with lade_add_methods; c->self->core is the C object. */
+ * The tables are not written by hand: bindings.def declares each function
+ * once, and gen_bindings.py (run by setup.py) makes from it, in gen/, a typed
+ * struct of its arguments filled from the call by index (NAME_fill), its table
+ * (NAME_spec), the shims that the dispatcher calls (shape inference, then the
+ * core call without the GIL) and the lade_binding tables. To add a function:
+ * declare it in bindings.def (a longer core call or inference goes in the
+ * section's bind_<section>.c, taking the struct), then wrap it in lade/. A
+ * type that wraps a C object starts with LADE_OBJECT_HEAD; its methods are
+ * declared as Type.name and added with lade_add_methods. */
 #ifndef LADE_BIND_H
 #define LADE_BIND_H
 
@@ -66,28 +67,9 @@ typedef struct {
     PyTypeObject *type;
 } lade_arg;
 
-/* Table entries. */
-#define IN(name, dtype, shape) {name, LADE_IN, dtype, shape, 0, NULL}
-#define IN_OPT(name, dtype, shape) {name, LADE_IN | LADE_OPT, dtype, shape, 0, NULL}
-#define IN_LATE(name, dtype, shape) {name, LADE_IN | LADE_LATE, dtype, shape, 0, NULL}
-#define OUT(name, dtype, shape) {name, LADE_OUT, dtype, shape, 0, NULL}
-#define OUT_INPLACE(name, dtype, shape) {name, LADE_OUT | LADE_INPLACE, dtype, shape, 0, NULL}
-#define OUT_HIDDEN(name, dtype, shape) {name, LADE_OUT | LADE_HIDDEN, dtype, shape, 0, NULL}
-#define GRAD(name, dtype, shape) {name, LADE_GRAD, dtype, shape, 0, NULL}
-#define INOUT(name, dtype, shape) {name, LADE_INOUT, dtype, shape, 0, NULL}
-#define INOUT_OPT(name, dtype, shape) {name, LADE_INOUT | LADE_OPT, dtype, shape, 0, NULL}
-#define REQ(name, kind) {name, LADE_SCALAR, kind, NULL, 0, NULL}
-#define OPT(name, kind, def) {name, LADE_SCALAR | LADE_OPT, kind, NULL, def, NULL}
-#define OBJ(name, type) {name, LADE_SCALAR, 'O', NULL, 0, type}
-#define OBJ_OPT(name, type) {name, LADE_SCALAR | LADE_OPT, 'O', NULL, 0, type}
+/* The generated tables start a method's entries with SELF and end with END. */
 #define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, 0, type}
 #define END {NULL, 0, 0, NULL, 0, NULL}
-/* A table as an expression, ended by END: a compound literal, static only at file scope (in the
- * binding tables); inside a function write `static const lade_arg spec[] = {..., END};`. */
-#define ARGS(...) ((const lade_arg[]){__VA_ARGS__, END})
-#define F32T NPY_FLOAT32
-#define F64T NPY_FLOAT64
-#define I64T NPY_INT64
 #define LADE_MAX_ARGS 16
 
 /* The head of every lade._C type that wraps a C object: core is NULL before
@@ -109,14 +91,14 @@ typedef struct {
     lade_object *self;     /* a method's object (SELF), held busy from inference to the end of run */
     const lade_arg *spec;
     int n;
-    /* one slot per argument, and a last one that stays empty (what an unknown name finds) */
-    PyObject *given[LADE_MAX_ARGS + 1];      /* borrowed; NULL when absent */
-    PyArrayObject *array[LADE_MAX_ARGS + 1]; /* owned; NULL when absent or skipped */
+    /* one slot per argument */
+    PyObject *given[LADE_MAX_ARGS];      /* borrowed; NULL when absent */
+    PyArrayObject *array[LADE_MAX_ARGS]; /* owned; NULL when absent or skipped */
     union {
         double f; long long i; unsigned long long u; PyObject *o; const char *s;
         struct { int start, count; } ints; /* 'I': its entries of ints[] */
-    } value[LADE_MAX_ARGS + 1];
-    char skip[LADE_MAX_ARGS + 1];          /* set by inference: do not allocate this output */
+    } value[LADE_MAX_ARGS];
+    char skip[LADE_MAX_ARGS];              /* set by inference: do not allocate this output */
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
     signed char bound_by[128];             /* the argument that bound it, -1 for inference */
     int group_by;                          /* the argument that fixed the "..." shape, or -1 */
@@ -135,28 +117,27 @@ int lade_outputs(lade_call *c);
 /* Releases what the call holds and returns result. */
 PyObject *lade_call_end(lade_call *c, PyObject *result);
 
-/* Access by argument name (a name not in the table reads as absent). */
-int lade_index(const lade_call *c, const char *name);
-PyArrayObject *lade_array(const lade_call *c, const char *name); /* borrowed, may be NULL */
-void *lade_data(const lade_call *c, const char *name);           /* NULL when absent */
-double lade_num(const lade_call *c, const char *name);
-long long lade_int(const lade_call *c, const char *name);
-unsigned long long lade_u64(const lade_call *c, const char *name);
-PyObject *lade_obj(const lade_call *c, const char *name);         /* borrowed, NULL when absent */
-const char *lade_str(const lade_call *c, const char *name);       /* 's'; NULL when absent */
-const int *lade_ints(const lade_call *c, const char *name, int *count); /* 'I'; count 0 when absent */
-int lade_given(const lade_call *c, const char *name);             /* passed and not None */
-#define F32(c, name) ((float *)lade_data(c, name))
-#define F64(c, name) ((double *)lade_data(c, name))
-#define I64(c, name) ((int64_t *)lade_data(c, name))
-#define DIM(c, letter) ((int)(c)->dim[(unsigned char)(letter)])
+/* What the generated NAME_fill reads, by argument index. */
+typedef struct {
+    const int *v;
+    int count, given; /* count 0 when absent */
+} lade_ints;
+static inline void *lade_arg_data(const lade_call *c, int k) { return c->array[k] ? PyArray_DATA(c->array[k]) : NULL; }
+static inline lade_ints lade_arg_ints(const lade_call *c, int k) {
+    return (lade_ints){c->ints + c->value[k].ints.start, c->given[k] ? c->value[k].ints.count : 0, c->given[k] != NULL};
+}
+/* the element count and dimensions of the "..." shape */
+static inline size_t lade_group_size(const lade_call *c) {
+    return c->group_by < 0 ? 0 : (size_t)PyArray_SIZE(c->array[c->group_by]);
+}
+static inline int lade_group_ndim(const lade_call *c) { return c->group_by < 0 ? 0 : PyArray_NDIM(c->array[c->group_by]); }
 /* Binds a dimension letter (shape inference). */
 #define LADE_BIND(c, letter, size) \
     ((c)->bound_by[(unsigned char)(letter)] = -1, (c)->dim[(unsigned char)(letter)] = (size))
 
 /* A module-level function: its table, an optional shape inference (binds the
  * letters the outputs need, or refuses the arguments), and the core call, run
- * without the GIL. returns: NULL gives the outputs (None, one array, or a
+ * without the GIL (both generated shims). returns: NULL gives the outputs (None, one array, or a
  * tuple); otherwise one character per returned item: 'A' the next output in
  * table order (None when skipped), 'd' the next of c->ret as a float, 'i' as
  * an int, 'b' as a bool; "" gives None. */
@@ -167,7 +148,7 @@ typedef struct {
     int (*infer)(lade_call *c);
     lade_status (*run)(lade_call *c);
     const char *returns;
-    const char *doc; /* after the signature, which is made from the table */
+    const char *doc; /* the signature, then what it gives */
 } lade_binding;
 
 /* Adds every binding of a list ending in {NULL} to the module. */
@@ -180,6 +161,9 @@ int lade_add_methods(PyTypeObject *type, const lade_binding *list);
 
 /* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);
+
+/* 0, or -1 with the exception of a failed status (for shape inference). */
+static inline int lade_py_check(const lade_call *c, lade_status st) { return st ? (lade_py_raise(st, c->func), -1) : 0; }
 
 /* Raises ValueError "func: argument 'arg' ..." from a printf format. Returns NULL. */
 PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt, ...);

@@ -1,25 +1,11 @@
 /* module.c - the lade._C extension: the module, its base functions (threads, kernel variant,
- * CPU) and the registration of the subsystems' binding tables (bind_nn.c, bind_ltmath.c,
- * bind_data.c), all read by the parser in bind.c. */
+ * CPU; declared in bindings.def) and the registration of the subsystems' binding tables
+ * (bind_nn.c, bind_ltmath.c, bind_data.c), all read by the parser in bind.c. */
 #define LADE_BIND_MAIN
 #include "bind.h"
 
-static lade_status set_num_threads(lade_call *c) {
-    long long n = lade_int(c, "n");
-    return lade_set_num_threads((int)(n > 100000 ? 100000 : n < -1 ? -1 : n));
-}
-static lade_status get_num_threads(lade_call *c) { return c->ret[0] = lade_get_num_threads(), LADE_OK; }
-
-static lade_status set_isa(lade_call *c) { return lade_set_isa(lade_str(c, "name")); }
-
-static const lade_binding base_bindings[] = {
-    {"set_num_threads", "lade.set_num_threads", ARGS(REQ("n", 'i')), NULL, set_num_threads, "",
-     "threads for OpenBLAS and lade's own pool (n >= 1)"},
-    {"get_num_threads", "lade.get_num_threads", (const lade_arg[]){END}, NULL, get_num_threads, "i"},
-    {"set_isa", "lade.set_isa", ARGS(REQ("name", 's')), NULL, set_isa, "",
-     "switches the kernel variant ('avx512', 'avx2', 'generic'; 'w16_avx2' for tests)"},
-    {NULL},
-};
+#include "python/gen/base_args.h"
+#include "python/gen/base_table.h"
 
 static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
     lade_cpu_info info;

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from lade.losses import LADE_DEFAULTS
 from lade.nn import CLASSIFIERS
 
 __all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "CLASSIFIER_OPTIONS", "load", "validate", "apply_overrides",
@@ -150,8 +151,8 @@ def _int_list(key, v):
     return v
 
 
-# Limits the C core applies (csrc/base/threads.c lade_set_num_threads, csrc/data/loader.c lade_loader_create), checked
-# here so that a bad value stops the run before anything is written.
+# Limits the C core applies (LADE_MAX_THREADS of lade_set_num_threads, LADE_MAX_LOADER_WORKERS of lade_loader_create;
+# tests/test_defaults.py holds them equal), checked here so that a bad value stops the run before anything is written.
 MAX_THREADS = 256
 MAX_WORKERS = 256
 MAX_BATCH = 1 << 20
@@ -233,7 +234,8 @@ DEFAULTS = {
 LOSS_OPTIONS = {
     "softmax_ce": {},
     "balanced_softmax": {},
-    "lade": {"alpha": (_float(0.0), 0.1), "remine_lambda": (_float(0.0), 0.01),
+    "lade": {"alpha": (_float(0.0), LADE_DEFAULTS["alpha"]),
+             "remine_lambda": (_float(0.0), LADE_DEFAULTS["remine_lambda"]),
              "form": (_choice("official", "paper"), "official")},
     "logit_adjusted": {"tau": (_float(0.0), 1.0)},
     "focal": {"gamma": (_float(0.0), 2.0)},
