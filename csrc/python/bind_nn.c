@@ -45,10 +45,27 @@ static int conv_infer(lade_call *c) {
     return bind_out_size(c, lade_conv2d_out_size(&g, DIM(c, 'h'), DIM(c, 'w'), &oh, &ow), &oh, &ow);
 }
 
-/* The workspace of the fast path; naive: the reference loops. */
+/* precision: "float32" (also when absent) or "bf16" */
+static lade_status precision_arg(const lade_call *c, lade_precision *precision) {
+    const char *name = lade_str(c, "precision");
+    *precision = LADE_FLOAT32;
+    if (!name || !strcmp(name, "float32")) return LADE_OK;
+    if (!strcmp(name, "bf16")) {
+        *precision = LADE_BF16;
+        return LADE_OK;
+    }
+    return lade_fail(LADE_EINVAL, "argument 'precision' must be 'float32' or 'bf16', got '%s'", name);
+}
+
+/* The workspace of the fast path; naive: the reference loops (float32 only). */
 static lade_status conv_run(lade_call *c, int backward) {
     lade_conv2d_geom g = conv_geom(c);
     int naive = (int)lade_int(c, "naive");
+    lade_precision precision;
+    lade_status pst = precision_arg(c, &precision);
+    if (pst) return pst;
+    if (naive && precision != LADE_FLOAT32)
+        return lade_fail(LADE_EINVAL, "the naive reference runs in float32 only; got precision 'bf16'");
     size_t ws_size = naive ? 0 : lade_conv2d_workspace_size(&g, DIM(c, 'n'), DIM(c, 'h'), DIM(c, 'w'));
     float *ws = ws_size ? lade_alloc(ws_size * sizeof(float)) : NULL;
     lade_status st;
@@ -56,13 +73,14 @@ static lade_status conv_run(lade_call *c, int backward) {
     else if (!backward && naive)
         st = lade_conv2d_forward_naive(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g);
     else if (!backward)
-        st = lade_conv2d_forward(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g, ws);
+        st = lade_conv2d_forward_precision(maps(c, "out"), maps(c, "x"), F32(c, "weight"), F32(c, "bias"), &g, ws,
+                                           precision);
     else if (naive)
         st = lade_conv2d_backward_naive(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
                                         maps(c, "x"), F32(c, "weight"), &g);
     else
-        st = lade_conv2d_backward(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"), maps(c, "x"),
-                                  F32(c, "weight"), &g, ws);
+        st = lade_conv2d_backward_precision(maps(c, "dx"), F32(c, "dweight"), F32(c, "dbias"), maps(c, "dout"),
+                                            maps(c, "x"), F32(c, "weight"), &g, ws, precision);
     lade_free(ws);
     return st;
 }
@@ -456,6 +474,12 @@ static lade_status resnet_features(lade_call *c) {
     return LADE_OK;
 }
 static lade_status resnet_commit(lade_call *c) { return lade_resnet_commit_running_stats(NET(c->self)); }
+static lade_status resnet_set_precision(lade_call *c) {
+    lade_precision precision;
+    lade_status st = precision_arg(c, &precision);
+    return st ? st : lade_resnet_set_precision(NET(c->self), precision);
+}
+
 static lade_status resnet_zero_grad(lade_call *c) { return lade_resnet_zero_grad(NET(c->self)), LADE_OK; }
 static lade_status resnet_profile_reset(lade_call *c) { return lade_resnet_profile_reset(NET(c->self)), LADE_OK; }
 /* set_bn_reducer: the callable is checked and kept in inference, which holds the GIL */
@@ -486,6 +510,8 @@ static const lade_binding resnet_bindings[] = {
            "-> copy of the pooled features of the last forward"),
     METHOD(commit_running_stats, ARGS(MODEL), NULL, resnet_commit, "", "apply a deferred running-statistics update"),
     METHOD(zero_grad, ARGS(MODEL), NULL, resnet_zero_grad, "", "set all gradients to zero"),
+    METHOD(set_precision, ARGS(MODEL, REQ("precision", 's')), NULL, resnet_set_precision, "",
+           "precision of the training convolutions: 'float32' or 'bf16' (needs the bfloat16 kernels)"),
     METHOD(profile_reset, ARGS(MODEL), NULL, resnet_profile_reset, "", "reset the profile"),
     METHOD(set_bn_reducer, ARGS(MODEL, OBJ_OPT("reducer", NULL)), keep_reducer, resnet_set_reducer, "",
            "synchronised batch norm through reducer(buf), which sums buf over the replicas in place (None: per "
@@ -532,11 +558,12 @@ static PyTypeObject ResNetType = {
 static const lade_binding bindings[] = {
     BIND(conv2d_forward,
          ARGS(IN4("x"), IN("weight", F32T, "ockl"), IN_OPT("bias", F32T, "o"), OPT("stride", 'I', 0),
-              OPT("padding", 'I', 0), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0)), conv_infer, conv_forward),
+              OPT("padding", 'I', 0), OUT("out", F32T, "nopq"), OPT("naive", 'p', 0), OPT("precision", 's', 0)), conv_infer,
+         conv_forward),
     BIND(conv2d_backward,
          ARGS(IN_LATE("dout", F32T, "nopq"), IN4("x"), IN("weight", F32T, "ockl"), OPT("stride", 'I', 0),
               OPT("padding", 'I', 0), GRAD4("dx"), GRAD("dweight", F32T, "ockl"), GRAD("dbias", F32T, "o"),
-              OPT("naive", 'p', 0)), conv_infer, conv_backward),
+              OPT("naive", 'p', 0), OPT("precision", 's', 0)), conv_infer, conv_backward),
     BIND(batchnorm2d_forward_train,
          ARGS(IN4("x"), IN("weight", F32T, "c"), IN("bias", F32T, "c"), INOUT_OPT("running_mean", F32T, "c"),
               INOUT_OPT("running_var", F32T, "c"), OPT("momentum", 'f', 0.1), OPT("eps", 'f', 1e-5), OUT4("out"),

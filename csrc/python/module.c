@@ -17,7 +17,8 @@ static const lade_binding base_bindings[] = {
      "threads for OpenBLAS and lade's own pool (n >= 1)"},
     {"get_num_threads", "lade.get_num_threads", (const lade_arg[]){END}, NULL, get_num_threads, "i"},
     {"set_isa", "lade.set_isa", ARGS(REQ("name", 's')), NULL, set_isa, "",
-     "switches the kernel variant ('avx512', 'avx2', 'generic'; 'w16_avx2' for tests)"},
+     "switches the kernel variant ('avx512_bf16', 'avx512', 'avx2', 'generic'; 'w16_avx2' and 'bf16_emulated' "
+     "for tests)"},
     {NULL},
 };
 
