@@ -567,68 +567,106 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_odd_vector)(f
  * Y[xi] (cout x tiles) V[xi] (tiles x cin) added into the task's partial sums by
  * a register tile of DW_TILE_CO output channels x 2 channel vectors (an odd last vector:
  * 2 DW_TILE_CO output channels x 1). */
-/* The chunk's transforms: vbuf[xi][t][ci] = (B^T d B)[xi] of tile t, ybuf[xi][co][t] = (A dY A^T)[xi],
- * 0 past the chunk's last tile (ybuf only). */
+/* (A dY A^T)[xi] of the RUN tiles t .. t + RUN - 1 of the chunk (0 past count) for the output-gradient
+ * plane dy: rows y0, y0 + y1, y0 - y1, -y1 of the 2x2 tile, then the same on the columns */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_y)(const float *dy, const size_t *dy_at, int W,
+                                                                       int count, int t, VEC y[16]) {
+    VEC y00, y01, y10, y11; /* the four pixels of RUN tiles */
+    if (t + RUN <= count && dy_at[t + RUN - 1] == dy_at[t] + 2 * (RUN - 1)) { /* side by side in a row */
+        const float *p = dy + dy_at[t];
+        const VEC a = RUN_NAME(load)(p), b = RUN_NAME(load)(p + RUN);
+        const VEC c = RUN_NAME(load)(p + W), d = RUN_NAME(load)(p + W + RUN);
+        y00 = RUN_NAME(even)(a, b), y01 = RUN_NAME(odd)(a, b), y10 = RUN_NAME(even)(c, d);
+        y11 = RUN_NAME(odd)(c, d);
+    } else { /* rows of fewer than RUN tiles, or the chunk's end: 0 past its last tile */
+        float q[4][RUN] = {{0}};
+        for (int l = 0; l < RUN && t + l < count; l++) {
+            const float *r = dy + dy_at[t + l];
+            q[0][l] = r[0], q[1][l] = r[1], q[2][l] = r[W], q[3][l] = r[W + 1];
+        }
+        y00 = RUN_NAME(load)(q[0]), y01 = RUN_NAME(load)(q[1]), y10 = RUN_NAME(load)(q[2]);
+        y11 = RUN_NAME(load)(q[3]);
+    }
+    const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
+    for (int r = 0; r < 4; r++) {
+        y[4 * r] = a[r][0];
+        y[4 * r + 1] = a[r][0] + a[r][1];
+        y[4 * r + 2] = a[r][0] - a[r][1];
+        y[4 * r + 3] = -a[r][1];
+    }
+}
+
+/* x = (B^T d B) of channel vector k of tile `tile`, whose top-left output pixel is *dy_at (set here) */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_x)(const lade_wino_dw_job *j, size_t tile, int k,
+                                                                       size_t *dy_at, VEC x[16]) {
+    const int cin = j->cin, H = j->dout.h, W = j->dout.w, PW = W + 2, tiles_w = W / 2, per_image = H / 2 * tiles_w;
+    const int b = (int)(tile / per_image), in_image = (int)(tile % per_image);
+    const int ty = in_image / tiles_w, tx = in_image % tiles_w;
+    *dy_at = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
+    const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
+    VEC d[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
+    RUN_NAME(wino_input_transform)(d, x);
+}
+
+/* The chunk's transforms, float: vbuf[xi][t][ci] = (B^T d B)[xi] of tile t, ybuf[xi][co][t] = (A dY A^T)[xi]
+ * (0 past the chunk's last tile). bf16 (a constant): the same values rounded into PAIRS along the
+ * tiles, tiles 2p and 2p + 1 in pair p (a zero tile after an odd last one): vbuf[xi][p][ci] and
+ * ybuf[xi][co][p], in the first half of each float row. */
 static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_transforms)(const lade_wino_dw_job *j, float *vbuf,
                                                                                 float *ybuf, size_t first,
-                                                                                int count) {
-    const int cin = j->cin, cout = j->cout, H = j->dout.h, W = j->dout.w, PW = W + 2, vectors = cin / RUN;
-    const int tiles_w = W / 2, per_image = H / 2 * tiles_w;
+                                                                                int count, const int bf16) {
+    const int cin = j->cin, cout = j->cout, W = j->dout.w, vectors = cin / RUN;
     size_t dy_at[WINO_DW_CHUNK]; /* each tile's top-left output pixel in an output-gradient plane */
-    for (int t = 0; t < count; t++) {
-        const size_t tile = first + t;
-        const int b = (int)(tile / per_image), in_image = (int)(tile % per_image);
-        const int ty = in_image / tiles_w, tx = in_image % tiles_w;
-        dy_at[t] = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
-        const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
-        for (int k = 0; k < vectors; k++) {
-            VEC d[4][4], x[16];
-            for (int r = 0; r < 4; r++)
-                for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
-            RUN_NAME(wino_input_transform)(d, x);
-            for (int xi = 0; xi < 16; xi++)
-                RUN_NAME(store)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t) * cin + k * RUN, x[xi]);
-        }
-    }
-    /* A dY A^T per output channel, the chunk's tiles side by side: rows y0, y0 + y1, y0 - y1, -y1 of
-     * the 2x2 tile, then the same on the columns */
     const size_t step = (size_t)cout * WINO_DW_CHUNK;
+    if (!bf16) {
+        for (int t = 0; t < count; t++)
+            for (int k = 0; k < vectors; k++) {
+                VEC x[16];
+                RUN_NAME(wino_dw_x)(j, first + t, k, &dy_at[t], x);
+                for (int xi = 0; xi < 16; xi++)
+                    RUN_NAME(store)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t) * cin + k * RUN, x[xi]);
+            }
+        for (int co = 0; co < cout; co++) {
+            const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
+            float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
+            for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
+                VEC y[16];
+                RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t, y);
+                for (int xi = 0; xi < 16; xi++) RUN_NAME(store)(o + xi * step + t, y[xi]);
+            }
+        }
+        return;
+    }
+#if KERNEL_BF16
+    for (int t = 0; t < count; t += 2)
+        for (int k = 0; k < vectors; k++) {
+            VEC x0[16], x1[16] = {0};
+            RUN_NAME(wino_dw_x)(j, first + t, k, &dy_at[t], x0);
+            if (t + 1 < count) RUN_NAME(wino_dw_x)(j, first + t + 1, k, &dy_at[t + 1], x1);
+            for (int xi = 0; xi < 16; xi++)
+                RUN_NAME(store_pairs)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t / 2) * cin + k * RUN,
+                                      RUN_NAME(pack)(x0[xi], x1[xi]));
+        }
     for (int co = 0; co < cout; co++) {
         const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
         float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
-        for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
-            VEC y00, y01, y10, y11; /* the four pixels of RUN tiles */
-            if (t + RUN <= count && dy_at[t + RUN - 1] == dy_at[t] + 2 * (RUN - 1)) { /* side by side in a row */
-                const float *p = dy + dy_at[t];
-                const VEC a = RUN_NAME(load)(p), b = RUN_NAME(load)(p + RUN);
-                const VEC c = RUN_NAME(load)(p + W), d = RUN_NAME(load)(p + W + RUN);
-                y00 = RUN_NAME(even)(a, b), y01 = RUN_NAME(odd)(a, b), y10 = RUN_NAME(even)(c, d);
-                y11 = RUN_NAME(odd)(c, d);
-            } else { /* rows of fewer than RUN tiles, or the chunk's end: 0 past its last tile */
-                float q[4][RUN] = {{0}};
-                for (int l = 0; l < RUN && t + l < count; l++) {
-                    const float *r = dy + dy_at[t + l];
-                    q[0][l] = r[0], q[1][l] = r[1], q[2][l] = r[W], q[3][l] = r[W + 1];
-                }
-                y00 = RUN_NAME(load)(q[0]), y01 = RUN_NAME(load)(q[1]), y10 = RUN_NAME(load)(q[2]);
-                y11 = RUN_NAME(load)(q[3]);
-            }
-            const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
-            for (int r = 0; r < 4; r++) {
-                RUN_NAME(store)(o + (4 * r) * step + t, a[r][0]);
-                RUN_NAME(store)(o + (4 * r + 1) * step + t, a[r][0] + a[r][1]);
-                RUN_NAME(store)(o + (4 * r + 2) * step + t, a[r][0] - a[r][1]);
-                RUN_NAME(store)(o + (4 * r + 3) * step + t, -a[r][1]);
-            }
+        for (int t = 0; t < WINO_DW_CHUNK; t += 2 * RUN) {
+            VEC y0[16], y1[16];
+            RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t, y0);
+            RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t + RUN, y1);
+            for (int xi = 0; xi < 16; xi++) RUN_NAME(store_pairs)(o + xi * step + t / 2, RUN_NAME(pack_sequence)(y0[xi], y1[xi]));
         }
     }
+#endif
 }
 
 static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const lade_wino_dw_job *j, float *partial,
                                                                            float *vbuf, float *ybuf, size_t first,
                                                                            int count) {
     const int cin = j->cin, cout = j->cout, vectors = cin / RUN;
-    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count);
+    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count, 0);
     for (int xi = 0; xi < 16; xi++) {
         const float *v0 = vbuf + (size_t)xi * WINO_DW_CHUNK * cin, *y0 = ybuf + (size_t)xi * cout * WINO_DW_CHUNK;
         float *m0 = partial + (size_t)xi * cout * cin;
@@ -684,31 +722,16 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_tile_bf16)(fl
         for (int c = 0; c < vecs; c++) RUN_NAME(store)(m0 + (size_t)(co + r) * cin + (k + c) * RUN, acc[r][c]);
 }
 
-/* wino_dw_chunk with bfloat16 multiplications: the float transforms are rounded in
- * place into PAIRS along the tiles (tiles 2p and 2p + 1; a zero tile after an odd
- * last one), vbuf[xi][p][ci] and ybuf[xi][co][p] at the start of each float row,
- * then summed over tile pairs in float (dot) in the same register tiles. */
+/* wino_dw_chunk with bfloat16 multiplications: the transforms rounded into PAIRS along the tiles
+ * (wino_dw_transforms), summed over tile pairs in float (dot) in the same register tiles. */
 static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk_bf16)(const lade_wino_dw_job *j,
                                                                                 float *partial, float *vbuf,
                                                                                 float *ybuf, size_t first, int count) {
     const int cin = j->cin, cout = j->cout, vectors = cin / RUN, tile_pairs = (count + 1) / 2;
-    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count);
+    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count, 1);
     for (int xi = 0; xi < 16; xi++) {
-        float *v0 = vbuf + (size_t)xi * WINO_DW_CHUNK * cin, *y0 = ybuf + (size_t)xi * cout * WINO_DW_CHUNK;
-        /* in place: pair p is written over tile p, after tiles 2p and 2p + 1 (>= p) were read */
-        for (int tp = 0; tp < tile_pairs; tp++)
-            for (int k = 0; k < vectors; k++) {
-                const VEC a = RUN_NAME(load)(v0 + (size_t)(2 * tp) * cin + k * RUN);
-                const VEC b = 2 * tp + 1 < count ? RUN_NAME(load)(v0 + (size_t)(2 * tp + 1) * cin + k * RUN) : (VEC){0};
-                RUN_NAME(store_pairs)(v0 + (size_t)tp * cin + k * RUN, RUN_NAME(pack)(a, b));
-            }
-        for (int co = 0; co < cout; co++) /* rows of WINO_DW_CHUNK floats, 0 past count */
-            for (int t = 0; t < WINO_DW_CHUNK; t += 2 * RUN) {
-                float *row = y0 + (size_t)co * WINO_DW_CHUNK;
-                const VEC a = RUN_NAME(load)(row + t), b = RUN_NAME(load)(row + t + RUN);
-                RUN_NAME(store_pairs)(row + t / 2, RUN_NAME(pack_sequence)(a, b));
-            }
-        const uint32_t *vp = (const uint32_t *)(const void *)v0, *yp = (const uint32_t *)(const void *)y0;
+        const uint32_t *vp = (const uint32_t *)(const void *)(vbuf + (size_t)xi * WINO_DW_CHUNK * cin);
+        const uint32_t *yp = (const uint32_t *)(const void *)(ybuf + (size_t)xi * cout * WINO_DW_CHUNK);
         float *m0 = partial + (size_t)xi * cout * cin;
         for (int co = 0; co < cout; co += DW_TILE_CO)
             for (int k = 0; k + 1 < vectors; k += 2)
