@@ -349,13 +349,29 @@ static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, s
  * (store_epilogue: bias, accumulate, residual, ReLU). 16 multiply-adds per 4 output pixels and
  * channel pair instead of 36; the transforms are additions. Inlined with the
  * block's tile-vector count and `half`. */
-/* RUN floats: the first half from p, the second from q */
+/* RUN floats: the first half from p, the second from q. Two half-width loads joined in registers
+ * (__builtin_shufflevector, GCC 12+ and Clang): a copy through memory would store two halves and
+ * load them as one vector, which store-to-load forwarding cannot serve (a stall per load). */
+#if defined(__clang__) || __GNUC__ >= 12
+typedef float RUN_NAME(half_vec) __attribute__((vector_size(2 * RUN)));
+static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
+    RUN_NAME(half_vec) lo, hi;
+    memcpy(&lo, p, sizeof lo);
+    memcpy(&hi, q, sizeof hi);
+#if RUN == 8
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+#else
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+}
+#else
 static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
     float f[RUN];
     memcpy(f, p, sizeof f / 2);
     memcpy(f + RUN / 2, q, sizeof f / 2);
     return RUN_NAME(load)(f);
 }
+#endif
 
 /* x[4 r + c] = (B^T d B)[r][c] for a 4x4 input patch d: additions only */
 static inline __attribute__((always_inline)) void RUN_NAME(wino_input_transform)(VEC d[4][4], VEC x[16]) {
