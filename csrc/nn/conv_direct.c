@@ -175,13 +175,18 @@ static void conv_wino(lade_maps out, lade_maps in, const float *weight, const fl
                       &job);
 }
 
-/* 8 floats, for the stride-2 column split (pairs of SSE registers at the baseline ISA) */
+/* 8 floats, for the stride-2 column split (pairs of SSE registers at the baseline ISA); 4 floats, for the
+ * channels-last copy */
 typedef float vec8 __attribute__((vector_size(32)));
 typedef int vec8_index __attribute__((vector_size(32)));
+typedef float vec4 __attribute__((vector_size(16)));
+typedef int vec4_index __attribute__((vector_size(16)));
 #if defined(__clang__)
 #define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define SHUFFLE4(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vec8_index){__VA_ARGS__})
+#define SHUFFLE4(a, b, ...) __builtin_shuffle(a, b, (vec4_index){__VA_ARGS__})
 #endif
 
 typedef struct {
@@ -362,9 +367,29 @@ static void pad_nhwc_rows(void *ctx, size_t begin, size_t end) {
         }
         memset(row, 0, sizeof(float) * C);
         memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * C);
-        for (int ci = 0; ci < C; ci++) {
-            const float *src = j->in.data + (size_t)b * j->in.stride_n + (size_t)ci * j->in.stride_c + (size_t)(y - 1) * W;
-            for (int x = 0; x < W; x++) row[(size_t)(x + 1) * C + ci] = src[x];
+        const float *src = j->in.data + (size_t)b * j->in.stride_n + (size_t)(y - 1) * W;
+        int ci = 0;
+        /* 4 channels x 4 pixels at a time: four loads, a 4x4 transpose in registers, four stores (instead of
+         * a scalar store per value); C and W are multiples of 8 on the Winograd weight gradient's shapes */
+        for (; ci + 4 <= C && W % 4 == 0; ci += 4) {
+            const float *s0 = src + (size_t)ci * j->in.stride_c, *s1 = s0 + j->in.stride_c;
+            const float *s2 = s1 + j->in.stride_c, *s3 = s2 + j->in.stride_c;
+            for (int x = 0; x < W; x += 4) {
+                vec4 a, b, c, d;
+                memcpy(&a, s0 + x, sizeof a), memcpy(&b, s1 + x, sizeof b);
+                memcpy(&c, s2 + x, sizeof c), memcpy(&d, s3 + x, sizeof d);
+                const vec4 ab_lo = SHUFFLE4(a, b, 0, 4, 1, 5), ab_hi = SHUFFLE4(a, b, 2, 6, 3, 7);
+                const vec4 cd_lo = SHUFFLE4(c, d, 0, 4, 1, 5), cd_hi = SHUFFLE4(c, d, 2, 6, 3, 7);
+                const vec4 p0 = SHUFFLE4(ab_lo, cd_lo, 0, 1, 4, 5), p1 = SHUFFLE4(ab_lo, cd_lo, 2, 3, 6, 7);
+                const vec4 p2 = SHUFFLE4(ab_hi, cd_hi, 0, 1, 4, 5), p3 = SHUFFLE4(ab_hi, cd_hi, 2, 3, 6, 7);
+                float *dst = row + (size_t)(x + 1) * C + ci;
+                memcpy(dst, &p0, sizeof p0), memcpy(dst + C, &p1, sizeof p1);
+                memcpy(dst + 2 * C, &p2, sizeof p2), memcpy(dst + 3 * C, &p3, sizeof p3);
+            }
+        }
+        for (; ci < C; ci++) {
+            const float *s = src + (size_t)ci * j->in.stride_c;
+            for (int x = 0; x < W; x++) row[(size_t)(x + 1) * C + ci] = s[x];
         }
     }
 }
