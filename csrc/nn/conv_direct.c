@@ -375,11 +375,11 @@ static void pad_nhwc_rows(void *ctx, size_t begin, size_t end) {
             const float *s0 = src + (size_t)ci * j->in.stride_c, *s1 = s0 + j->in.stride_c;
             const float *s2 = s1 + j->in.stride_c, *s3 = s2 + j->in.stride_c;
             for (int x = 0; x < W; x += 4) {
-                vec4 a, b, c, d;
-                memcpy(&a, s0 + x, sizeof a), memcpy(&b, s1 + x, sizeof b);
-                memcpy(&c, s2 + x, sizeof c), memcpy(&d, s3 + x, sizeof d);
-                const vec4 ab_lo = SHUFFLE4(a, b, 0, 4, 1, 5), ab_hi = SHUFFLE4(a, b, 2, 6, 3, 7);
-                const vec4 cd_lo = SHUFFLE4(c, d, 0, 4, 1, 5), cd_hi = SHUFFLE4(c, d, 2, 6, 3, 7);
+                vec4 r0, r1, r2, r3; /* channels ci .. ci + 3, pixels x .. x + 3 */
+                memcpy(&r0, s0 + x, sizeof r0), memcpy(&r1, s1 + x, sizeof r1);
+                memcpy(&r2, s2 + x, sizeof r2), memcpy(&r3, s3 + x, sizeof r3);
+                const vec4 ab_lo = SHUFFLE4(r0, r1, 0, 4, 1, 5), ab_hi = SHUFFLE4(r0, r1, 2, 6, 3, 7);
+                const vec4 cd_lo = SHUFFLE4(r2, r3, 0, 4, 1, 5), cd_hi = SHUFFLE4(r2, r3, 2, 6, 3, 7);
                 const vec4 p0 = SHUFFLE4(ab_lo, cd_lo, 0, 1, 4, 5), p1 = SHUFFLE4(ab_lo, cd_lo, 2, 3, 6, 7);
                 const vec4 p2 = SHUFFLE4(ab_hi, cd_hi, 0, 1, 4, 5), p3 = SHUFFLE4(ab_hi, cd_hi, 2, 3, 6, 7);
                 float *dst = row + (size_t)(x + 1) * C + ci;

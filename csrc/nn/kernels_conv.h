@@ -501,7 +501,8 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block_bf16)(cons
             VEC x0[16], x1[16] = {0};
             RUN_NAME(wino_input)(j, 2 * cp, offset[v], half, x0);
             if (2 * cp + 1 < cin) RUN_NAME(wino_input)(j, 2 * cp + 1, offset[v], half, x1);
-            for (int xi = 0; xi < 16; xi++) V[((size_t)xi * pairs + cp) * WINO_BLOCK + v] = RUN_NAME(pack)(x0[xi], x1[xi]);
+            for (int xi = 0; xi < 16; xi++)
+                V[((size_t)xi * pairs + cp) * WINO_BLOCK + v] = RUN_NAME(pack)(x0[xi], x1[xi]);
         }
     for (int ct = 0; ct < j->tiles_co; ct++) {
         VEC M[16][TILE_CO][WINO_BLOCK];
@@ -672,7 +673,8 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_transforms)(c
             VEC y0[16], y1[16];
             RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t, y0);
             RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t + RUN, y1);
-            for (int xi = 0; xi < 16; xi++) RUN_NAME(store_pairs)(o + xi * step + t / 2, RUN_NAME(pack_sequence)(y0[xi], y1[xi]));
+            for (int xi = 0; xi < 16; xi++)
+                RUN_NAME(store_pairs)(o + xi * step + t / 2, RUN_NAME(pack_sequence)(y0[xi], y1[xi]));
         }
     }
 #endif

@@ -550,9 +550,11 @@ TEST(bf16_kernels_match_the_naive_reference) {
             const lade_conv2d_geom g = {shapes[s].cin, shapes[s].cout, 3, 3, 1, 1, 1, 1};
             const int n = 2, h = shapes[s].h;
             size_t nin = (size_t)n * g.cin * h * h, nout = (size_t)n * g.cout * h * h, nw = (size_t)g.cout * g.cin * 9;
-            float *x = random_floats(&r, nin, 1.0), *wt = random_floats(&r, nw, 0.5), *dy = random_floats(&r, nout, 1.0);
+            float *x = random_floats(&r, nin, 1.0), *wt = random_floats(&r, nw, 0.5);
+            float *dy = random_floats(&r, nout, 1.0);
             float *ref = zeros(nout), *y = zeros(nout), *dx_ref = zeros(nin), *dw_ref = zeros(nw);
-            float *dx = zeros(nin), *dw = zeros(nw), *ws = malloc(lade_conv2d_workspace_size(&g, n, h, h) * sizeof(float));
+            float *dx = zeros(nin), *dw = zeros(nw);
+            float *ws = malloc(lade_conv2d_workspace_size(&g, n, h, h) * sizeof(float));
             lade_maps in = lade_maps_nchw(x, n, g.cin, h, h), out = lade_maps_nchw(y, n, g.cout, h, h);
             CHECK_OK(lade_conv2d_forward_naive(lade_maps_nchw(ref, n, g.cout, h, h), in, wt, NULL, &g));
             CHECK_OK(lade_conv2d_forward_precision(out, in, wt, NULL, &g, ws, LADE_BF16));

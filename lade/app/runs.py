@@ -410,7 +410,8 @@ def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, tr
     cpu = lade.cpu_info()
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
                              "lade_version": lade.__version__, "commit": source_commit(), "cpu": cpu["model"],
-                             "kernel_variant": cpu["variant"], "precision": precision, "threads": threads, "ranks": ranks,
+                             "kernel_variant": cpu["variant"], "precision": precision, "threads": threads,
+                             "ranks": ranks,
                              "data_root": str(data_root), "data_digest": data_digest,
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
     if not (run_dir / RUN_MARKER).is_file():
