@@ -24,8 +24,10 @@ The last line is `images_per_s lade=A torch=B ratio=R peak_fraction=F`, at batch
 128 with lade's default (widest) variant against PyTorch's faster float32 layout:
 R = A / B and F = A * 0.4416e9 / peak, 0.4416 GFLOP being one training step of
 this network per image. On a CPU with bfloat16 the line before it is
-`bf16 lade=A torch=B ratio=R`, PyTorch under autocast and channels_last at batch
-128 (lade has no bfloat16 path yet, so A is its float32 figure, and the line says so).
+`bf16 lade=A torch=B ratio=R lade_bf16_over_float32=S`, at batch 128: lade with
+precision="bf16" (its avx512_bf16 kernels) against PyTorch under autocast(bfloat16)
+in channels_last, and S = A / lade's float32 figure; where lade has no bfloat16
+kernels (AMX only) the line says so.
 """
 import argparse
 import os
@@ -56,14 +58,15 @@ def make_batch(batch, seed=0):
 
 
 class LadeRunner:
-    name = "lade"
+    """lade's training step in float32 ("lade") or with precision="bf16" ("lade_bf16")."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, precision="float32"):
         import lade
 
         lade.set_num_threads(threads)
         self.lade = lade
-        self.net = lade.ResNet32(num_classes=NUM_CLASSES, variant="lade", seed=0)
+        self.name = "lade" if precision == "float32" else f"lade_{precision}"
+        self.net = lade.ResNet32(num_classes=NUM_CLASSES, variant="lade", seed=0, precision=precision)
         self.opt = lade.SGD(self.net, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
     def step(self, images, labels):
@@ -209,14 +212,14 @@ def training_tasks(runners, batch, steps):
     return {f"{r.name}@{batch}": (repeat(r), steps * batch) for r in runners}
 
 
-def compare(runners, batches, rounds, steps, report, bf16_runner=None):
+def compare(runners, batches, rounds, steps, report, bf16_runners=()):
     """Medians of images/s: training at each batch size and eval (predict in batches of 256), every
-    runner interleaved; bf16_runner, if given, trains at batch 128 only."""
+    runner interleaved; bf16_runners train at batch 128 only."""
     tasks = {}
     for batch in batches:
         tasks.update(training_tasks(runners, batch, steps))
-    if bf16_runner is not None:
-        tasks.update(training_tasks([bf16_runner], 128, steps))
+    if bf16_runners:
+        tasks.update(training_tasks(list(bf16_runners), 128, steps))
     eval_images, _ = make_batch(EVAL_IMAGES, seed=1)
     for runner in runners:
         runner.predict(eval_images, 256)
@@ -289,20 +292,27 @@ def main():
     state = lade_runner.net.state_dict()  # the same starting weights everywhere
     runners = [lade_runner] + [TorchRunner(args.threads, state, channels_last=cl) for cl in (False, True)]
     has_bf16 = any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
-    bf16_runner = TorchRunner(args.threads, state, bf16=True) if has_bf16 else None
+    lade_bf16 = "avx512_bf16" in info["supported"].split()
+    bf16_runners = []
+    if has_bf16:
+        bf16_runners.append(TorchRunner(args.threads, state, bf16=True))
+        if lade_bf16:
+            bf16_runners.append(LadeRunner(args.threads, precision="bf16"))
     print(f"CPU: {info['model']} ({info['features']}); lade kernel variant {info['variant']} "
           f"(supported: {info['supported']}); torch {runners[1].torch.__version__}")
     print(f"FMA peak: {peak:.1f} GFLOP/s ({width}-float vectors, {args.threads} threads, best of 5) "
           f"= {peak * 1e9 / STEP_FLOP_PER_IMAGE:.0f} training images/s at {STEP_FLOP_PER_IMAGE / 1e9} GFLOP each")
     print(f"LADE ResNet-32 (spec §4), 32x32 images, {args.threads} threads, SGD momentum {MOMENTUM} wd "
           f"{WEIGHT_DECAY}; images/s per round (training at batch 128 and 256; eval = predict in batches of 256):")
-    median, rates = compare(runners, [128, 256], args.rounds, args.steps, report=True, bf16_runner=bf16_runner)
+    median, rates = compare(runners, [128, 256], args.rounds, args.steps, report=True, bf16_runners=bf16_runners)
 
-    lade_runner.net.profile_reset()
     images, labels = make_batch(128)
-    for _ in range(args.steps):
-        lade_runner.step(images, labels)
-    print_profile(lade_runner.net, args.steps, 128)
+    for runner in [lade_runner] + [r for r in bf16_runners if isinstance(r, LadeRunner)]:
+        runner.net.profile_reset()
+        for _ in range(args.steps):
+            runner.step(images, labels)
+        print(f"\n== {runner.name} (precision {runner.net.precision})")
+        print_profile(runner.net, args.steps, 128)
 
     print("\npeak memory at batch 128 (fresh process each; RSS after imports -> high-water mark after 3 steps):")
     for name in ("lade", "torch"):
@@ -327,10 +337,13 @@ def main():
             print(f"  AVX2-only (lade {variant}, torch ONEDNN_MAX_CPU_ISA=AVX2, child process): train batch 128 "
                   f"lade {a:.1f} torch {b:.1f} ratio {a / b:.3f}; eval lade {ea:.1f} torch {eb:.1f} ratio {ea / eb:.3f}")
     a, b = median["lade@128"], best_torch(median, "@128")[0]
-    if bf16_runner is not None:
+    if has_bf16 and lade_bf16:
+        c, d = median["torch_bf16@128"], median["lade_bf16@128"]
+        print(f"bf16 lade={d:.1f} torch={c:.1f} ratio={d / c:.3f} lade_bf16_over_float32={d / a:.3f} "
+              f"(lade: precision bf16; torch: autocast bfloat16, channels_last)")
+    elif has_bf16:
         c = median["torch_bf16@128"]
-        print(f"bf16 lade={a:.1f} torch={c:.1f} ratio={a / c:.3f} (lade: float32, it has no bfloat16 path yet; "
-              f"torch: autocast bfloat16, channels_last)")
+        print(f"bf16 lade=none torch={c:.1f} (lade's bfloat16 kernels need AVX512-BF16; this CPU has AMX only)")
     else:
         print("bf16: not measured (the CPU has neither AVX512-BF16 nor AMX)")
     print(f"images_per_s lade={a:.1f} torch={b:.1f} ratio={a / b:.3f} "

@@ -48,6 +48,8 @@ CLASSIFIERS = ("linear", "causal_norm")
 # the Causal Norm classifier's values (csrc/include/lade_nn.h, lade_causal_norm_config); no defaults here:
 # the CIFAR recipe's (spec §5.1) are lade.app.config's
 CAUSAL_NORM_OPTIONS = ("heads", "tau", "gamma", "alpha", "mean_momentum")
+# precision of the training-mode convolutions (lade_nn.h, lade_resnet_set_precision); the first is the default
+PRECISIONS = ("float32", "bf16")
 
 
 def _causal_norm_options(func, classifier, options):
@@ -114,8 +116,10 @@ class _ResNet:
     grads = _flat_property("grads", "All gradients, float32 (num_params,); assigning copies in.")
     buffers = _flat_property("buffers", "BN running statistics, float32; assigning copies in.")
 
-    def _create(self, code, num_classes, stem_stride, seed, classifier, causal_norm):
+    def _create(self, code, num_classes, stem_stride, seed, classifier, causal_norm, precision):
         func = f"lade.{type(self).__name__}"
+        if precision not in PRECISIONS:
+            raise ValueError(f"{func}: argument 'precision' must be one of {list(PRECISIONS)}, got {precision!r}")
         self.num_classes = _args.whole(num_classes, func, "num_classes", 1, _args.MAX_CLASSES)
         if stem_stride not in _STEMS:
             raise ValueError(f"{func}: argument 'stem_stride' must be one of {sorted(_STEMS)}, got {stem_stride!r}")
@@ -127,7 +131,26 @@ class _ResNet:
         self._flat = {"params": self._core.params, "grads": self._core.grads, "buffers": self._core.buffers}
         self._layout = self._core.tensors()  # [(name, is_buffer, offset, shape)]
         self.feature_dim = {name: shape for name, _, _, shape in self._layout}["fc.weight"][1]
+        self.precision = precision
         self.init(seed)
+
+    @property
+    def precision(self):
+        """Precision of the training-mode convolutions, forward and backward: "float32", or "bf16"
+        (bfloat16 products with float32 sums in the 3x3 stride-1 convolutions, the rest float32;
+        parameters, gradients, batch norm, the classifier, the loss, the optimiser and eval-mode
+        forwards stay float32). "bf16" needs a CPU with AVX512-BF16 (ValueError naming the CPU
+        otherwise; the kernel variant "bf16_emulated", ``lade.set_isa``, runs it anywhere, slowly,
+        for tests). Settable."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        if value not in PRECISIONS:
+            raise ValueError(f"lade.{type(self).__name__}.precision must be one of {list(PRECISIONS)}, "
+                             f"got {value!r}")
+        self._core.set_precision(value)
+        self._precision = value
 
     def init(self, seed):
         """(Re)initialise weights and BN statistics from ``seed`` (bit-identical for equal seeds)."""
@@ -256,15 +279,17 @@ class ResNet32(_ResNet):
     ``tau / heads`` times their sum, no bias; the running feature mean (buffer
     ``fc.feature_mean``) moves as ``mean_momentum * mean + batch mean`` at every
     training step; eval-mode logits are the TDE ones.
+
+    ``precision``: "float32" or "bf16", the training convolutions' (the ``precision`` property).
     """
 
     def __init__(self, num_classes=100, variant="lade", seed=0, stem_stride=1, classifier="linear", heads=None,
-                 tau=None, gamma=None, alpha=None, mean_momentum=None):
+                 tau=None, gamma=None, alpha=None, mean_momentum=None, precision="float32"):
         if variant not in _VARIANTS:
             raise ValueError(f"lade.ResNet32: argument 'variant' must be one of {sorted(_VARIANTS)}, got {variant!r}")
         self.variant = variant
         self._create(_VARIANTS[variant], num_classes, stem_stride, seed, classifier,
-                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum))
+                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum), precision)
 
 
 class ResNet18(_ResNet):
@@ -274,14 +299,14 @@ class ResNet18(_ResNet):
     shortcuts where the shape changes, 512-d feature. ``stem_stride`` 1: a 3x3
     stride-1 stem (32 px images); 2: 3x3 stride 2; 4: torchvision's ImageNet stem,
     7x7 stride 2 and a 3x3 stride-2 max pool (112 px and up). ``classifier`` and its
-    options as for ResNet32.
+    options and ``precision`` as for ResNet32.
     """
 
     def __init__(self, num_classes=100, seed=0, stem_stride=4, classifier="linear", heads=None, tau=None, gamma=None,
-                 alpha=None, mean_momentum=None):
+                 alpha=None, mean_momentum=None, precision="float32"):
         self.variant = "resnet18"
         self._create(_RESNET18, num_classes, stem_stride, seed, classifier,
-                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum))
+                     dict(heads=heads, tau=tau, gamma=gamma, alpha=alpha, mean_momentum=mean_momentum), precision)
 
 
 class SGD:

@@ -16,7 +16,7 @@ import lade
 import lade.nn as lnn
 
 VARIANTS = lade.cpu_info()["supported"].split()
-ALL_VARIANTS = ["avx512", "avx2", "generic", "w16_avx2"]
+ALL_VARIANTS = ["avx512_bf16", "avx512", "avx2", "generic", "w16_avx2", "bf16_emulated"]
 TOL = 5e-5  # max |lade - float64 reference| / max |reference|
 
 
@@ -155,7 +155,10 @@ def test_cpu_info_reports_the_variant_in_use():
     assert info["variant"] in info["supported"].split()
     assert "generic" in info["supported"].split()
     assert info["vector_floats"] in (8, 16)
-    if "avx512f" in info["features"].split() and "avx512" in info["supported"].split():
+    assert "bf16_emulated" in info["supported"].split() and VARIANTS[0] != "bf16_emulated"
+    if "avx512bf16" in info["features"].split() and "avx512_bf16" in info["supported"].split():
+        assert VARIANTS[0] == "avx512_bf16"
+    elif "avx512f" in info["features"].split() and "avx512" in info["supported"].split():
         assert VARIANTS[0] == "avx512"
 
 

@@ -84,9 +84,11 @@ typedef void (*lade_range_fn)(void *ctx, size_t begin, size_t end);
 LADE_API void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx);
 
 /* ---- kernel variants ----------------------------------------------------------
- * The vectorised kernels exist in several variants in one build: "avx512"
- * (16-float vectors), "avx2" (8-float, AVX2 + FMA), "generic" (no ISA
- * extensions), and for tests "w16_avx2" (the 16-float code on AVX2). The
+ * The vectorised kernels exist in several variants in one build:
+ * "avx512_bf16" (avx512 and the bfloat16 kernels), "avx512" (16-float
+ * vectors), "avx2" (8-float, AVX2 + FMA), "generic" (no ISA extensions), and
+ * for tests "w16_avx2" (the 16-float code on AVX2) and "bf16_emulated" (the
+ * 16-float code and the bfloat16 kernels in portable C, on any CPU). The
  * widest one the CPU supports is used unless one is chosen. A variant gives
  * the same bits on every CPU that supports it. */
 typedef struct {
@@ -103,6 +105,11 @@ LADE_API lade_status lade_set_isa(const char *name);
 LADE_API const char *lade_get_isa(void);
 /* Applies the environment variable LADE_ISA if set (same checks as lade_set_isa). */
 LADE_API lade_status lade_isa_from_env(void);
+/* LADE_OK when the variant in use has the bfloat16 kernels (precision
+ * LADE_BF16, lade_nn.h): "avx512_bf16" (AVX512-BF16 instructions, the default
+ * where the CPU has them) and "bf16_emulated" (portable C, for tests; never
+ * the default). Otherwise an error from func naming the CPU and what to do. */
+LADE_API lade_status lade_bf16_check(const char *func);
 
 /* ---- small helpers shared by the core -------------------------------------- */
 /* a*b*... with overflow check; returns false on overflow */

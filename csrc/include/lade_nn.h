@@ -47,6 +47,19 @@ LADE_API lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const floa
 LADE_API lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, lade_maps dout,
                                           lade_maps in, const float *weight, const lade_conv2d_geom *g,
                                           float *workspace);
+/* Mixed precision: with LADE_BF16 the 3x3 stride-1 pad-1 convolutions that
+ * take the Winograd path (the CIFAR ResNets' all but the strided ones) multiply
+ * bfloat16 values (the float transforms of input, weights and output gradient
+ * rounded to nearest even) and sum in float; the others run in float32.
+ * Needs the bfloat16 kernels (lade_bf16_check). Inputs, outputs and
+ * gradients stay float32. */
+typedef enum { LADE_FLOAT32 = 0, LADE_BF16 = 1 } lade_precision;
+LADE_API lade_status lade_conv2d_forward_precision(lade_maps out, lade_maps in, const float *weight,
+                                                   const float *bias, const lade_conv2d_geom *g, float *workspace,
+                                                   lade_precision precision);
+LADE_API lade_status lade_conv2d_backward_precision(lade_maps din, float *dweight, float *dbias, lade_maps dout,
+                                                    lade_maps in, const float *weight, const lade_conv2d_geom *g,
+                                                    float *workspace, lade_precision precision);
 LADE_API lade_status lade_conv2d_forward_naive(lade_maps out, lade_maps in, const float *weight,
                                                const float *bias, const lade_conv2d_geom *g);
 LADE_API lade_status lade_conv2d_backward_naive(lade_maps din, float *dweight, float *dbias, lade_maps dout,
@@ -226,6 +239,14 @@ LADE_API void lade_resnet_zero_grad(lade_resnet *net);
 LADE_API lade_status lade_resnet_forward(lade_resnet *net, const float *images, int n, int h, int w,
                                          lade_mode mode, int defer_running_stats, float *logits);
 LADE_API lade_status lade_resnet_commit_running_stats(lade_resnet *net);
+/* The precision of the training-mode convolutions, forward and backward
+ * (lade_conv2d_forward_precision); LADE_FLOAT32 unless set. Parameters,
+ * gradients, batch norm, the head and the loss stay float32, and eval-mode
+ * forwards run in float32. LADE_BF16 fails (lade_bf16_check) without the
+ * bfloat16 kernels, and so does a training step when the kernel variant has
+ * changed to one without them since. */
+LADE_API lade_status lade_resnet_set_precision(lade_resnet *net, lade_precision precision);
+LADE_API lade_precision lade_resnet_get_precision(const lade_resnet *net);
 /* The pooled feature of the last forward, (n, feature_dim). */
 LADE_API const float *lade_resnet_features(const lade_resnet *net);
 /* Backward of the last training forward: grads += d loss / d params.

@@ -204,24 +204,45 @@ static void conv_forward_gemm(lade_maps out, lade_maps in, const float *weight, 
     }
 }
 
-lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight, const float *bias,
-                                const lade_conv2d_geom *g, float *workspace) {
+/* LADE_FLOAT32, or LADE_BF16 where the variant in use has the bfloat16 kernels */
+static lade_status check_precision(const char *func, lade_precision precision) {
+    if (precision == LADE_FLOAT32) return LADE_OK;
+    if (precision == LADE_BF16) return lade_bf16_check(func);
+    return lade_fail(LADE_EINVAL, "%s: precision must be LADE_FLOAT32 (0) or LADE_BF16 (1), got %d", func,
+                     (int)precision);
+}
+
+lade_status lade_conv2d_forward_precision(lade_maps out, lade_maps in, const float *weight, const float *bias,
+                                          const lade_conv2d_geom *g, float *workspace, lade_precision precision) {
     lade_status st = check_maps(out, in, g);
+    if (!st) st = check_precision("conv2d", precision);
     if (st) return st;
-    if (lade_conv_direct_applies(g, out)) lade_conv_direct(out, in, weight, bias, g, workspace, 0);
+    if (lade_conv_direct_applies(g, out)) lade_conv_direct(out, in, weight, bias, g, workspace, 0, precision);
     else conv_forward_gemm(out, in, weight, bias, g, workspace, 0.0f);
     return LADE_OK;
 }
 
+lade_status lade_conv2d_forward(lade_maps out, lade_maps in, const float *weight, const float *bias,
+                                const lade_conv2d_geom *g, float *workspace) {
+    return lade_conv2d_forward_precision(out, in, weight, bias, g, workspace, LADE_FLOAT32);
+}
+
 lade_status lade_conv2d_backward(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
                                  const float *weight, const lade_conv2d_geom *g, float *workspace) {
-    return lade_conv2d_backward_ex(din, dweight, dbias, dout, in, weight, g, workspace, 1);
+    return lade_conv2d_backward_ex(din, dweight, dbias, dout, in, weight, g, workspace, 1, LADE_FLOAT32);
+}
+
+lade_status lade_conv2d_backward_precision(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
+                                           const float *weight, const lade_conv2d_geom *g, float *workspace,
+                                           lade_precision precision) {
+    return lade_conv2d_backward_ex(din, dweight, dbias, dout, in, weight, g, workspace, 1, precision);
 }
 
 lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
                                     const float *weight, const lade_conv2d_geom *g, float *workspace,
-                                    int din_accumulate) {
+                                    int din_accumulate, lade_precision precision) {
     lade_status st = check_maps(dout, in, g);
+    if (!st) st = check_precision("conv2d backward", precision);
     if (st) return st;
     if (din.data && (din.n != in.n || din.c != in.c || din.h != in.h || din.w != in.w))
         return lade_fail(LADE_EINVAL, "conv2d backward: input gradient (%d, %d, %d, %d) does not match input "
@@ -237,7 +258,7 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
                 memset(din.data + (size_t)b * din.stride_n + (size_t)c * din.stride_c, 0,
                        sizeof(float) * din.h * din.w);
     if (dweight && lade_conv_direct_dw_applies(g, dout)) {
-        lade_conv_direct_dw(dweight, dout, in, g, workspace);
+        lade_conv_direct_dw(dweight, dout, in, g, workspace, precision);
         dweight = NULL; /* done */
     }
     for (int b0 = 0; b0 < in.n; b0 += nb_max) {
@@ -275,7 +296,7 @@ lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias,
                 for (size_t k = 0; k < kernel; k++)
                     flipped[((size_t)ci * g->cout + co) * kernel + (kernel - 1 - k)] =
                         weight[((size_t)co * g->cin + ci) * kernel + k];
-        if (din_direct) lade_conv_direct(din, dout, flipped, NULL, &gt, workspace, din_accumulate);
+        if (din_direct) lade_conv_direct(din, dout, flipped, NULL, &gt, workspace, din_accumulate, precision);
         else conv_forward_gemm(din, dout, flipped, NULL, &gt, workspace, 1.0f);
     }
     return LADE_OK;

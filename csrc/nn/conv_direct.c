@@ -19,6 +19,7 @@
 #include "nn_internal.h"
 #include "kernels.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Output pixels per vector: 16 where the variant has 16-float vectors and the
@@ -102,52 +103,90 @@ static int wino_applies(const lade_kernel_table *k, const lade_conv2d_geom *g, l
            ((out.w % 16 == 0 && out.h % 2 == 0) || (out.w == 8 && out.h % 4 == 0));
 }
 
+/* u = G w G^T for the 3x3 kernel w, times f */
+static void wino_weight(float u[16], const float *w, float f) {
+    float gw[4][3];
+    for (int c = 0; c < 3; c++) { /* G w */
+        gw[0][c] = w[c];
+        gw[1][c] = 0.5f * (w[c] + w[3 + c] + w[6 + c]);
+        gw[2][c] = 0.5f * (w[c] - w[3 + c] + w[6 + c]);
+        gw[3][c] = w[6 + c];
+    }
+    for (int r = 0; r < 4; r++) { /* (G w) G^T */
+        u[4 * r] = f * gw[r][0];
+        u[4 * r + 1] = f * (0.5f * (gw[r][0] + gw[r][1] + gw[r][2]));
+        u[4 * r + 2] = f * (0.5f * (gw[r][0] - gw[r][1] + gw[r][2]));
+        u[4 * r + 3] = f * gw[r][2];
+    }
+}
+
 /* ut[xi][co / T][ci][co % T] = (G w G^T)[xi] for weight row co scaled by scale[co] */
 static void wino_weights(float *ut, const float *weight, const float *scale, int cin, int cout, int T) {
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++) {
-            const float *w = weight + ((size_t)co * cin + ci) * 9;
-            const float f = scale ? scale[co] : 1.0f;
-            float gw[4][3], u[4][4];
-            for (int c = 0; c < 3; c++) { /* G w */
-                gw[0][c] = w[c];
-                gw[1][c] = 0.5f * (w[c] + w[3 + c] + w[6 + c]);
-                gw[2][c] = 0.5f * (w[c] - w[3 + c] + w[6 + c]);
-                gw[3][c] = w[6 + c];
-            }
-            for (int r = 0; r < 4; r++) { /* (G w) G^T */
-                u[r][0] = gw[r][0];
-                u[r][1] = 0.5f * (gw[r][0] + gw[r][1] + gw[r][2]);
-                u[r][2] = 0.5f * (gw[r][0] - gw[r][1] + gw[r][2]);
-                u[r][3] = gw[r][2];
-            }
-            for (int xi = 0; xi < 16; xi++)
-                ut[(((size_t)xi * (cout / T) + co / T) * cin + ci) * T + co % T] = f * u[xi / 4][xi % 4];
+            float u[16];
+            wino_weight(u, weight + ((size_t)co * cin + ci) * 9, scale ? scale[co] : 1.0f);
+            for (int xi = 0; xi < 16; xi++) ut[(((size_t)xi * (cout / T) + co / T) * cin + ci) * T + co % T] = u[xi];
         }
 }
 
+/* x rounded to bfloat16, to nearest even (a NaN stays NaN), as the kernels round */
+static uint16_t bf16_bits(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if (x != x) return (uint16_t)((bits | 0x400000u) >> 16);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* The bfloat16 kernels' weights: ub[xi][co / T][ci / 2][co % T] holds (G w G^T)[xi] of input
+ * channels ci (low 16 bits) and ci + 1 (high; 0 past an odd last channel), rounded to bfloat16. */
+static void wino_weights_bf16(uint32_t *ub, const float *weight, int cin, int cout, int T) {
+    const int pairs = (cin + 1) / 2;
+    for (int co = 0; co < cout; co++)
+        for (int cp = 0; cp < pairs; cp++) {
+            float u0[16], u1[16] = {0};
+            wino_weight(u0, weight + ((size_t)co * cin + 2 * cp) * 9, 1.0f);
+            if (2 * cp + 1 < cin) wino_weight(u1, weight + ((size_t)co * cin + 2 * cp + 1) * 9, 1.0f);
+            for (int xi = 0; xi < 16; xi++)
+                ub[(((size_t)xi * (cout / T) + co / T) * pairs + cp) * T + co % T] =
+                    (uint32_t)bf16_bits(u0[xi]) | (uint32_t)bf16_bits(u1[xi]) << 16;
+        }
+}
+
+/* scale: not with LADE_BF16 (the eval-mode fold runs in float32) */
 static void conv_wino(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
-                      const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual, int relu) {
+                      const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual, int relu,
+                      lade_precision precision) {
     const lade_kernel_table *k = lade_kernels();
     const lade_conv2d_geom split = {g->cin, g->cout, 3, 3, 2, 2, 1, 1}; /* pads by one, splits the columns */
     const int phase_w = phase_width(&split, in.w), PW = pad_input(in, &split, workspace);
     float *ut = workspace + (size_t)g->cin * in.n * (in.h + 2) * PW;
-    wino_weights(ut, weight, scale, g->cin, g->cout, k->direct_tile_co);
+    const int bf16 = precision == LADE_BF16;
+    /* the packed pairs, 16 * cout * ceil(cin / 2) words, take the place of the float weights */
+    if (bf16) wino_weights_bf16((uint32_t *)(void *)ut, weight, g->cin, g->cout, k->direct_tile_co);
+    else wino_weights(ut, weight, scale, g->cin, g->cout, k->direct_tile_co);
     const int run = wino_run(k, out);
-    lade_wino_job job = {.out = out, .padded = workspace, .ut = ut, .bias = bias, .residual = residual, .cin = g->cin,
-                         .ph = in.h + 2, .pw = PW, .phase_w = phase_w, .run = run,
+    lade_wino_job job = {.out = out, .padded = workspace, .ut = bf16 ? NULL : ut,
+                         .ub = bf16 ? (const uint32_t *)(const void *)ut : NULL, .bias = bias, .residual = residual,
+                         .cin = g->cin, .ph = in.h + 2, .pw = PW, .phase_w = phase_w, .run = run,
                          .tiles_co = g->cout / k->direct_tile_co, .accumulate = accumulate, .relu = relu};
     size_t tile_vectors = (size_t)out.n * lade_wino_per_image(out, run);
-    lade_parallel_for((tile_vectors + WINO_BLOCK - 1) / WINO_BLOCK, k->wino_blocks, &job);
+    lade_parallel_for((tile_vectors + WINO_BLOCK - 1) / WINO_BLOCK, bf16 ? k->wino_blocks_bf16 : k->wino_blocks,
+                      &job);
 }
 
-/* 8 floats, for the stride-2 column split (pairs of SSE registers at the baseline ISA) */
+/* 8 floats, for the stride-2 column split (pairs of SSE registers at the baseline ISA); 4 floats, for the
+ * channels-last copy */
 typedef float vec8 __attribute__((vector_size(32)));
 typedef int vec8_index __attribute__((vector_size(32)));
+typedef float vec4 __attribute__((vector_size(16)));
+typedef int vec4_index __attribute__((vector_size(16)));
 #if defined(__clang__)
 #define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define SHUFFLE4(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vec8_index){__VA_ARGS__})
+#define SHUFFLE4(a, b, ...) __builtin_shuffle(a, b, (vec4_index){__VA_ARGS__})
 #endif
 
 typedef struct {
@@ -204,17 +243,12 @@ static int pad_input(lade_maps in, const lade_conv2d_geom *g, float *padded) {
  * output channels per tile, so that a tile reads its weights in one sequential
  * stream (cin*kh*kw*T floats) rather than a few floats from each of cin*kh*kw
  * cache lines. */
-void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
-                      float *workspace, int accumulate) {
-    lade_conv_direct_fused(out, in, weight, NULL, bias, g, workspace, accumulate, NULL, 0);
-}
-
-void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
-                            const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual,
-                            int relu) {
+static void conv_direct(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
+                        const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual, int relu,
+                        lade_precision precision) {
     const lade_kernel_table *k = lade_kernels();
     if (wino_applies(k, g, out)) {
-        conv_wino(out, in, weight, scale, bias, g, workspace, accumulate, residual, relu);
+        conv_wino(out, in, weight, scale, bias, g, workspace, accumulate, residual, relu, precision);
         return;
     }
     const int PH = in.h + 2 * g->pad_h, PW = g->stride_w * phase_width(g, in.w), kk = g->kh * g->kw;
@@ -233,6 +267,17 @@ void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, co
                            .residual = residual, .relu = relu};
     size_t runs = (size_t)out.n * out.h * (out.w / run), tiles_px = (runs + DIRECT_TILE_RUNS - 1) / DIRECT_TILE_RUNS;
     lade_parallel_for(tiles_px * job.tiles_co, k->direct_tiles, &job);
+}
+
+void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
+                      float *workspace, int accumulate, lade_precision precision) {
+    conv_direct(out, in, weight, NULL, bias, g, workspace, accumulate, NULL, 0, precision);
+}
+
+void lade_conv_direct_fused(lade_maps out, lade_maps in, const float *weight, const float *scale, const float *bias,
+                            const lade_conv2d_geom *g, float *workspace, int accumulate, const float *residual,
+                            int relu) {
+    conv_direct(out, in, weight, scale, bias, g, workspace, accumulate, residual, relu, LADE_FLOAT32);
 }
 
 /* ---- input gradient of a 3x3, stride-2, pad-1 convolution ------------------------
@@ -322,9 +367,29 @@ static void pad_nhwc_rows(void *ctx, size_t begin, size_t end) {
         }
         memset(row, 0, sizeof(float) * C);
         memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * C);
-        for (int ci = 0; ci < C; ci++) {
-            const float *src = j->in.data + (size_t)b * j->in.stride_n + (size_t)ci * j->in.stride_c + (size_t)(y - 1) * W;
-            for (int x = 0; x < W; x++) row[(size_t)(x + 1) * C + ci] = src[x];
+        const float *src = j->in.data + (size_t)b * j->in.stride_n + (size_t)(y - 1) * W;
+        int ci = 0;
+        /* 4 channels x 4 pixels at a time: four loads, a 4x4 transpose in registers, four stores (instead of
+         * a scalar store per value); C and W are multiples of 8 on the Winograd weight gradient's shapes */
+        for (; ci + 4 <= C && W % 4 == 0; ci += 4) {
+            const float *s0 = src + (size_t)ci * j->in.stride_c, *s1 = s0 + j->in.stride_c;
+            const float *s2 = s1 + j->in.stride_c, *s3 = s2 + j->in.stride_c;
+            for (int x = 0; x < W; x += 4) {
+                vec4 r0, r1, r2, r3; /* channels ci .. ci + 3, pixels x .. x + 3 */
+                memcpy(&r0, s0 + x, sizeof r0), memcpy(&r1, s1 + x, sizeof r1);
+                memcpy(&r2, s2 + x, sizeof r2), memcpy(&r3, s3 + x, sizeof r3);
+                const vec4 ab_lo = SHUFFLE4(r0, r1, 0, 4, 1, 5), ab_hi = SHUFFLE4(r0, r1, 2, 6, 3, 7);
+                const vec4 cd_lo = SHUFFLE4(r2, r3, 0, 4, 1, 5), cd_hi = SHUFFLE4(r2, r3, 2, 6, 3, 7);
+                const vec4 p0 = SHUFFLE4(ab_lo, cd_lo, 0, 1, 4, 5), p1 = SHUFFLE4(ab_lo, cd_lo, 2, 3, 6, 7);
+                const vec4 p2 = SHUFFLE4(ab_hi, cd_hi, 0, 1, 4, 5), p3 = SHUFFLE4(ab_hi, cd_hi, 2, 3, 6, 7);
+                float *dst = row + (size_t)(x + 1) * C + ci;
+                memcpy(dst, &p0, sizeof p0), memcpy(dst + C, &p1, sizeof p1);
+                memcpy(dst + 2 * C, &p2, sizeof p2), memcpy(dst + 3 * C, &p3, sizeof p3);
+            }
+        }
+        for (; ci < C; ci++) {
+            const float *s = src + (size_t)ci * j->in.stride_c;
+            for (int x = 0; x < W; x++) row[(size_t)(x + 1) * C + ci] = s[x];
         }
     }
 }
@@ -372,7 +437,8 @@ static void wino_dw_untransform(void *ctx, size_t begin, size_t end) {
         }
 }
 
-static void conv_wino_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
+static void conv_wino_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace,
+                         lade_precision precision) {
     const lade_kernel_table *k = lade_kernels();
     nhwc_job pad = {in, workspace};
     lade_parallel_for((size_t)in.n * (in.h + 2), pad_nhwc_rows, &pad);
@@ -382,7 +448,7 @@ static void conv_wino_dw(float *dweight, lade_maps dout, lade_maps in, const lad
     lade_wino_dw_job job = {.dout = dout, .padded = workspace, .partial = partial, .scratch = scratch,
                             .scratch_floats = wino_dw_scratch(g), .cin = g->cin, .cout = g->cout, .tasks = (int)tasks,
                             .run = k->vector_floats == 16 && g->cin % 16 == 0 ? 16 : 8};
-    lade_parallel_for(tasks, k->wino_dw_tasks, &job);
+    lade_parallel_for(tasks, precision == LADE_BF16 ? k->wino_dw_tasks_bf16 : k->wino_dw_tasks, &job);
     /* the double sums take the place of the padded input, no longer needed */
     wino_dw_sum_job sum = {dweight, partial, (double *)workspace, g->cin, g->cout, tasks};
     lade_parallel_for((size_t)16 * g->cout, wino_dw_add_tasks, &sum);
@@ -399,9 +465,10 @@ int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout) {
            g->kh * g->kw <= DW_MAX_TAPS && g->kw <= DW_MAX_KW;
 }
 
-void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace) {
+void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace,
+                         lade_precision precision) {
     if (wino_dw_applies(g, dout)) {
-        conv_wino_dw(dweight, dout, in, g, workspace);
+        conv_wino_dw(dweight, dout, in, g, workspace, precision);
         return;
     }
     const lade_kernel_table *k = lade_kernels();

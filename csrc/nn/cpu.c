@@ -30,13 +30,17 @@ static int has_avx512(void) {
     return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 }
+static int has_avx512_bf16(void) { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
 #endif
 static int always(void) { return 1; }
 
-/* Widest first: the first supported one is the default. w16_avx2 exists for
- * tests (the 16-float tiling on AVX2 hardware) and is never the default. */
+/* Widest first: the first supported one is the default. avx512_bf16 is
+ * avx512 with the bfloat16 kernels added (the same float32 code). w16_avx2
+ * (the 16-float tiling on AVX2 hardware) and bf16_emulated (the bfloat16
+ * kernels in portable C) exist for tests and are never the default. */
 static const variant variants[] = {
 #ifdef LADE_X86
+    {&lade_kernels_avx512_bf16, has_avx512_bf16},
     {&lade_kernels_avx512, has_avx512},
     {&lade_kernels_avx2, has_avx2},
 #endif
@@ -44,6 +48,7 @@ static const variant variants[] = {
 #ifdef LADE_X86
     {&lade_kernels_w16_avx2, has_avx2},
 #endif
+    {&lade_kernels_bf16_emulated, always},
 };
 #define NUM_VARIANTS (sizeof variants / sizeof variants[0])
 
@@ -96,6 +101,24 @@ lade_status lade_set_isa(const char *name) {
 }
 
 const char *lade_get_isa(void) { return lade_kernels()->name; }
+
+lade_status lade_bf16_check(const char *func) {
+    const lade_kernel_table *k = lade_kernels();
+    if (k->wino_blocks_bf16) return LADE_OK;
+    char model[64] = "unknown";
+#ifdef LADE_X86
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    snprintf(model, sizeof model, "%s", info.model);
+    if (has_avx512_bf16())
+        return lade_fail(LADE_EINVAL, "%s: precision 'bf16' needs bfloat16 kernels, and the kernel variant in use, "
+                         "'%s', has none; this CPU (%s) has avx512_bf16: select 'avx512_bf16' (lade.set_isa)",
+                         func, k->name, model);
+#endif
+    return lade_fail(LADE_EINVAL, "%s: precision 'bf16' needs a CPU with bfloat16 instructions (avx512_bf16), and "
+                     "this CPU (%s) has none; train in precision 'float32' (the variant 'bf16_emulated' runs the "
+                     "bfloat16 code in portable C, slowly, for tests only)", func, model);
+}
 
 lade_status lade_isa_from_env(void) {
     const char *name = getenv("LADE_ISA");

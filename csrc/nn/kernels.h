@@ -9,6 +9,8 @@
 #define LADE_KERNELS_H
 #include "lade_nn.h"
 
+#include <stdint.h>
+
 /* Register tile of the direct forward: a variant's direct_tile_co output
  * channels (as many as its registers hold) x DIRECT_TILE_RUNS runs of `run`
  * output pixels. The weight gradient works on DW_TILE_CO output channels with
@@ -57,6 +59,7 @@ typedef struct {
 typedef struct {
     lade_maps out;
     const float *padded, *ut, *bias, *residual; /* residual laid out as out, or NULL */
+    const uint32_t *ub; /* bfloat16 kernels: the transformed weights in pairs of input channels, [16][co / tile][ci / 2][co % tile] */
     int cin, ph, pw, phase_w, run, tiles_co, accumulate, relu;
 } lade_wino_job;
 
@@ -97,6 +100,11 @@ typedef struct {
     void (*wino_blocks)(void *ctx, size_t begin, size_t end);
     /* Winograd weight-gradient tasks; ctx: lade_wino_dw_job */
     void (*wino_dw_tasks)(void *ctx, size_t begin, size_t end);
+    /* The bfloat16 kernels (NULL in variants without them): wino_blocks and
+     * wino_dw_tasks with the multiplications on bfloat16 values, rounded to
+     * nearest even from the float transforms, and the sums in float. */
+    void (*wino_blocks_bf16)(void *ctx, size_t begin, size_t end);
+    void (*wino_dw_tasks_bf16)(void *ctx, size_t begin, size_t end);
     /* batch-norm plane passes */
     double (*plane_sum)(const float *x, size_t n);
     double (*plane_sq_dev)(const float *x, size_t n, float mean);
@@ -115,7 +123,8 @@ typedef struct {
                         float kx, float k0, int accumulate);
 } lade_kernel_table;
 
-extern const lade_kernel_table lade_kernels_generic, lade_kernels_avx2, lade_kernels_avx512, lade_kernels_w16_avx2;
+extern const lade_kernel_table lade_kernels_generic, lade_kernels_avx2, lade_kernels_avx512, lade_kernels_w16_avx2,
+    lade_kernels_avx512_bf16, lade_kernels_bf16_emulated;
 
 /* The table in use (chosen on first use when nothing chose one before). */
 const lade_kernel_table *lade_kernels(void);

@@ -197,6 +197,88 @@ static inline VEC RUN_NAME(odd)(VEC a, VEC b) {
 #endif
 }
 
+#if KERNEL_BF16
+/* ---- bfloat16 pairs (KERNEL_BF16, kernels_template.h) ------------------------------
+ * A PAIRS lane holds two bfloat16 values next to each other along a sum's
+ * reduction dimension: the first in its low 16 bits, the second in its high 16
+ * bits, the layout vdpbf16ps reads. */
+typedef uint32_t RUN_NAME(pairs) __attribute__((vector_size(4 * RUN)));
+#define PAIRS RUN_NAME(pairs)
+
+static inline PAIRS RUN_NAME(load_pairs)(const void *p) {
+    PAIRS v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void RUN_NAME(store_pairs)(void *p, PAIRS v) { memcpy(p, &v, sizeof v); }
+
+static inline PAIRS RUN_NAME(splat_pair)(uint32_t s) { return s + (PAIRS){0}; }
+
+#if KERNEL_BF16 == 2
+/* x rounded to bfloat16, to nearest even, in the high 16 bits (the low ones are garbage); a NaN stays NaN */
+static inline PAIRS RUN_NAME(round_bf16)(VEC x) {
+    PAIRS bits;
+    memcpy(&bits, &x, sizeof bits);
+    PAIRS rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+    PAIRS nan = (PAIRS)(x != x);
+    return (nan & (bits | 0x400000u)) | (~nan & rounded);
+}
+#endif
+
+/* lane i: (first[i], second[i]) rounded to bfloat16 (to nearest even) */
+static inline PAIRS RUN_NAME(pack)(VEC first, VEC second) {
+#if KERNEL_BF16 == 1
+#if RUN == 16
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return (PAIRS)_mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh((__m512)second, (__m512)first));
+#else
+    const __m256i order = _mm256_set_epi16(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    return (PAIRS)_mm256_permutexvar_epi16(order, (__m256i)_mm256_cvtne2ps_pbh((__m256)second, (__m256)first));
+#endif
+#else
+    return (RUN_NAME(round_bf16)(second) & 0xffff0000u) | (RUN_NAME(round_bf16)(first) >> 16);
+#endif
+}
+
+/* The 2 * RUN floats a then b, rounded to bfloat16 in the same order: lane i pairs values 2i and 2i + 1 */
+static inline PAIRS RUN_NAME(pack_sequence)(VEC a, VEC b) {
+#if KERNEL_BF16 == 1
+#if RUN == 16
+    return (PAIRS)_mm512_cvtne2ps_pbh((__m512)b, (__m512)a);
+#else
+    return (PAIRS)_mm256_cvtne2ps_pbh((__m256)b, (__m256)a);
+#endif
+#else
+    return RUN_NAME(pack)(RUN_NAME(even)(a, b), RUN_NAME(odd)(a, b));
+#endif
+}
+
+/* acc + (product of the high halves) + (product of the low halves), per lane and in
+ * that order, as vdpbf16ps does; a product of two bfloat16 values is exact in float, so
+ * the emulated form (KERNEL_BF16 2) gives the same sums with or without FMA (save for
+ * denormals, which the instruction flushes to zero) */
+static inline VEC RUN_NAME(dot)(VEC acc, PAIRS a, PAIRS b) {
+#if KERNEL_BF16 == 1
+#if RUN == 16
+    return (VEC)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
+#else
+    return (VEC)_mm256_dpbf16_ps((__m256)acc, (__m256bh)a, (__m256bh)b);
+#endif
+#else
+    VEC a_hi, b_hi, a_lo, b_lo;
+    PAIRS t;
+    t = a & 0xffff0000u, memcpy(&a_hi, &t, sizeof t);
+    t = b & 0xffff0000u, memcpy(&b_hi, &t, sizeof t);
+    t = a << 16, memcpy(&a_lo, &t, sizeof t);
+    t = b << 16, memcpy(&b_lo, &t, sizeof t);
+    acc += a_hi * b_hi;
+    return acc + a_lo * b_lo;
+#endif
+}
+#endif
+
 /* din row (W floats from p) = or += the 2*RUN values lo, hi; only `count` of them when the row ends early */
 static inline void RUN_NAME(store_pair)(float *p, VEC lo, VEC hi, int count, int accumulate) {
     if (count >= 2 * RUN) {
@@ -267,13 +349,29 @@ static void RUN_NAME(dgrad_s2_tasks)(const lade_dgrad_s2_job *j, size_t begin, s
  * (store_epilogue: bias, accumulate, residual, ReLU). 16 multiply-adds per 4 output pixels and
  * channel pair instead of 36; the transforms are additions. Inlined with the
  * block's tile-vector count and `half`. */
-/* RUN floats: the first half from p, the second from q */
+/* RUN floats: the first half from p, the second from q. Two half-width loads joined in registers
+ * (__builtin_shufflevector, GCC 12+ and Clang): a copy through memory would store two halves and
+ * load them as one vector, which store-to-load forwarding cannot serve (a stall per load). */
+#if defined(__clang__) || __GNUC__ >= 12
+typedef float RUN_NAME(half_vec) __attribute__((vector_size(2 * RUN)));
+static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
+    RUN_NAME(half_vec) lo, hi;
+    memcpy(&lo, p, sizeof lo);
+    memcpy(&hi, q, sizeof hi);
+#if RUN == 8
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+#else
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+}
+#else
 static inline VEC RUN_NAME(load_halves)(const float *p, const float *q) {
     float f[RUN];
     memcpy(f, p, sizeof f / 2);
     memcpy(f + RUN / 2, q, sizeof f / 2);
     return RUN_NAME(load)(f);
 }
+#endif
 
 /* x[4 r + c] = (B^T d B)[r][c] for a 4x4 input patch d: additions only */
 static inline __attribute__((always_inline)) void RUN_NAME(wino_input_transform)(VEC d[4][4], VEC x[16]) {
@@ -292,13 +390,15 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_input_transform)
     }
 }
 
-static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lade_wino_job *j, size_t blk,
-                                                                        const int tvs, const int half) {
-    const int cin = j->cin, PW = j->pw, PH = j->phase_w, W = j->out.w;
+/* Where tile vector v of block blk reads (offset[v], from a channel's first padded plane) and
+ * writes (dst[v], channel 0 of out). */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_place)(const lade_wino_job *j, size_t blk,
+                                                                        const int tvs, const int half,
+                                                                        size_t offset[WINO_BLOCK],
+                                                                        float *dst[WINO_BLOCK]) {
+    const int PW = j->pw, W = j->out.w;
     const int groups = half ? 1 : W / (2 * RUN), per_image = lade_wino_per_image(j->out, RUN);
-    const size_t plane = (size_t)j->ph * PW, channel = plane * j->out.n;
-    size_t offset[WINO_BLOCK];
-    float *dst[WINO_BLOCK];
+    const size_t plane = (size_t)j->ph * PW;
     for (int v = 0; v < tvs; v++) {
         size_t tv = blk * WINO_BLOCK + v;
         int b = (int)(tv / per_image), in_image = (int)(tv % per_image);
@@ -306,23 +406,64 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
         offset[v] = (size_t)b * plane + (size_t)(2 * ty) * PW + (size_t)gx * RUN;
         dst[v] = j->out.data + (size_t)b * j->out.stride_n + (size_t)(2 * ty) * W + (size_t)gx * 2 * RUN;
     }
-    /* V[xi][ci][v]: xi = 4 * row + column of the 4x4 transformed patch */
-    VEC V[16 * WINO_MAX_CIN * WINO_BLOCK];
-    for (int ci = 0; ci < cin; ci++) {
-        const float *src = j->padded + (size_t)ci * channel;
+}
+
+/* x = B^T d B for the 4x4 patches of one tile vector of input channel ci */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_input)(const lade_wino_job *j, int ci, size_t offset,
+                                                                        const int half, VEC x[16]) {
+    const int PW = j->pw, PH = j->phase_w;
+    const float *src = j->padded + (size_t)ci * j->ph * PW * j->out.n + offset;
+    VEC d[4][4];
+    for (int r = 0; r < 4; r++) {
+        const float *row = src + (size_t)r * PW, *next = row + 2 * (size_t)PW;
+        const int at[4] = {0, PH, 1, PH + 1}; /* even[t], odd[t], even[t + 1], odd[t + 1] */
+        for (int c = 0; c < 4; c++)
+            d[r][c] = half ? RUN_NAME(load_halves)(row + at[c], next + at[c]) : RUN_NAME(load)(row + at[c]);
+    }
+    RUN_NAME(wino_input_transform)(d, x);
+}
+
+/* Y = A^T M A for channel tile ct, stored with the forward's epilogue */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_output)(const lade_wino_job *j, int ct, const int tvs,
+                                                                         const int half,
+                                                                         VEC M[16][TILE_CO][WINO_BLOCK],
+                                                                         float *const dst[WINO_BLOCK]) {
+    const int W = j->out.w;
+    for (int r = 0; r < TILE_CO; r++) {
+        const int co = ct * TILE_CO + r;
+        const VEC bias = RUN_NAME(splat)(j->bias ? j->bias[co] : 0.0f);
         for (int v = 0; v < tvs; v++) {
-            VEC d[4][4];
-            for (int r = 0; r < 4; r++) {
-                const float *row = src + offset[v] + (size_t)r * PW, *next = row + 2 * (size_t)PW;
-                const int at[4] = {0, PH, 1, PH + 1}; /* even[t], odd[t], even[t + 1], odd[t + 1] */
-                for (int c = 0; c < 4; c++)
-                    d[r][c] = half ? RUN_NAME(load_halves)(row + at[c], next + at[c]) : RUN_NAME(load)(row + at[c]);
+            VEC s[2][4];
+            for (int c = 0; c < 4; c++) { /* A^T M */
+                s[0][c] = M[c][r][v] + M[4 + c][r][v] + M[8 + c][r][v];
+                s[1][c] = M[4 + c][r][v] - M[8 + c][r][v] - M[12 + c][r][v];
             }
-            VEC x[16];
-            RUN_NAME(wino_input_transform)(d, x);
-            for (int xi = 0; xi < 16; xi++) V[((size_t)xi * cin + ci) * WINO_BLOCK + v] = x[xi];
+            float *p = dst[v] + (size_t)co * j->out.stride_c;
+            for (int y = 0; y < 2; y++, p += W) { /* (A^T M) A: columns 2t and 2t+1, interleaved */
+                VEC even = s[y][0] + s[y][1] + s[y][2], odd = s[y][1] - s[y][2] - s[y][3];
+                RUN_NAME(store_epilogue)(p, RUN_NAME(interleave_lo)(even, odd) + bias, j->out.data, j->residual,
+                                         j->accumulate, j->relu);
+                RUN_NAME(store_epilogue)(half ? p + 2 * W : p + RUN, RUN_NAME(interleave_hi)(even, odd) + bias,
+                                         j->out.data, j->residual, j->accumulate, j->relu);
+            }
         }
     }
+}
+
+static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lade_wino_job *j, size_t blk,
+                                                                        const int tvs, const int half) {
+    const int cin = j->cin;
+    size_t offset[WINO_BLOCK];
+    float *dst[WINO_BLOCK];
+    RUN_NAME(wino_place)(j, blk, tvs, half, offset, dst);
+    /* V[xi][ci][v]: xi = 4 * row + column of the 4x4 transformed patch */
+    VEC V[16 * WINO_MAX_CIN * WINO_BLOCK];
+    for (int ci = 0; ci < cin; ci++)
+        for (int v = 0; v < tvs; v++) {
+            VEC x[16];
+            RUN_NAME(wino_input)(j, ci, offset[v], half, x);
+            for (int xi = 0; xi < 16; xi++) V[((size_t)xi * cin + ci) * WINO_BLOCK + v] = x[xi];
+        }
     for (int ct = 0; ct < j->tiles_co; ct++) {
         VEC M[16][TILE_CO][WINO_BLOCK];
         for (int xi = 0; xi < 16; xi++) {
@@ -339,43 +480,86 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_block)(const lad
             for (int r = 0; r < TILE_CO; r++)
                 for (int v = 0; v < tvs; v++) M[xi][r][v] = acc[r][v];
         }
-        for (int r = 0; r < TILE_CO; r++) {
-            const int co = ct * TILE_CO + r;
-            const VEC bias = RUN_NAME(splat)(j->bias ? j->bias[co] : 0.0f);
-            for (int v = 0; v < tvs; v++) {
-                VEC s[2][4];
-                for (int c = 0; c < 4; c++) { /* A^T M */
-                    s[0][c] = M[c][r][v] + M[4 + c][r][v] + M[8 + c][r][v];
-                    s[1][c] = M[4 + c][r][v] - M[8 + c][r][v] - M[12 + c][r][v];
-                }
-                float *p = dst[v] + (size_t)co * j->out.stride_c;
-                for (int y = 0; y < 2; y++, p += W) { /* (A^T M) A: columns 2t and 2t+1, interleaved */
-                    VEC even = s[y][0] + s[y][1] + s[y][2], odd = s[y][1] - s[y][2] - s[y][3];
-                    RUN_NAME(store_epilogue)(p, RUN_NAME(interleave_lo)(even, odd) + bias, j->out.data, j->residual,
-                                             j->accumulate, j->relu);
-                    RUN_NAME(store_epilogue)(half ? p + 2 * W : p + RUN, RUN_NAME(interleave_hi)(even, odd) + bias,
-                                             j->out.data, j->residual, j->accumulate, j->relu);
-                }
-            }
-        }
+        RUN_NAME(wino_output)(j, ct, tvs, half, M, dst);
     }
 }
 
+#if KERNEL_BF16
+/* The block of wino_block with bfloat16 multiplications: the transformed input
+ * of channels 2p and 2p + 1 rounded into PAIRS (a zero channel after an odd
+ * last one), the transformed weights packed the same way (j->ub, conv_direct.c),
+ * and the sums over channel pairs in float (dot); the transforms stay float. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_block_bf16)(const lade_wino_job *j, size_t blk,
+                                                                             const int tvs, const int half) {
+    const int cin = j->cin, pairs = (cin + 1) / 2;
+    size_t offset[WINO_BLOCK];
+    float *dst[WINO_BLOCK];
+    RUN_NAME(wino_place)(j, blk, tvs, half, offset, dst);
+    PAIRS V[16 * (WINO_MAX_CIN / 2) * WINO_BLOCK]; /* [xi][channel pair][v] */
+    for (int cp = 0; cp < pairs; cp++)
+        for (int v = 0; v < tvs; v++) {
+            VEC x0[16], x1[16] = {0};
+            RUN_NAME(wino_input)(j, 2 * cp, offset[v], half, x0);
+            if (2 * cp + 1 < cin) RUN_NAME(wino_input)(j, 2 * cp + 1, offset[v], half, x1);
+            for (int xi = 0; xi < 16; xi++)
+                V[((size_t)xi * pairs + cp) * WINO_BLOCK + v] = RUN_NAME(pack)(x0[xi], x1[xi]);
+        }
+    for (int ct = 0; ct < j->tiles_co; ct++) {
+        VEC M[16][TILE_CO][WINO_BLOCK];
+        for (int xi = 0; xi < 16; xi++) {
+            VEC acc[TILE_CO][WINO_BLOCK];
+            for (int r = 0; r < TILE_CO; r++)
+                for (int v = 0; v < tvs; v++) acc[r][v] = (VEC){0};
+            const PAIRS *x = V + (size_t)xi * pairs * WINO_BLOCK;
+            const uint32_t *w = j->ub + ((size_t)xi * j->tiles_co + ct) * pairs * TILE_CO;
+            for (int cp = 0; cp < pairs; cp++, x += WINO_BLOCK, w += TILE_CO)
+                for (int r = 0; r < TILE_CO; r++) {
+                    const PAIRS wv = RUN_NAME(splat_pair)(w[r]);
+                    for (int v = 0; v < tvs; v++) acc[r][v] = RUN_NAME(dot)(acc[r][v], x[v], wv);
+                }
+            for (int r = 0; r < TILE_CO; r++)
+                for (int v = 0; v < tvs; v++) M[xi][r][v] = acc[r][v];
+        }
+        RUN_NAME(wino_output)(j, ct, tvs, half, M, dst);
+    }
+}
+#endif
+
+/* bf16: wino_block_bf16 (a constant; 0 where the variant has no bfloat16 kernels) */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_tile_block)(const lade_wino_job *j, size_t t,
+                                                                             const int tvs, const int half,
+                                                                             const int bf16) {
+#if KERNEL_BF16
+    if (bf16) {
+        RUN_NAME(wino_block_bf16)(j, t, tvs, half);
+        return;
+    }
+#endif
+    RUN_NAME(wino_block)(j, t, tvs, half);
+}
+
 static inline __attribute__((always_inline)) void RUN_NAME(wino_range)(const lade_wino_job *j, size_t begin,
-                                                                        size_t end, const int half) {
+                                                                        size_t end, const int half, const int bf16) {
     const size_t tile_vectors = (size_t)j->out.n * lade_wino_per_image(j->out, RUN);
     for (size_t t = begin; t < end; t++) {
         size_t left = tile_vectors - t * WINO_BLOCK;
-        if (left >= WINO_BLOCK) RUN_NAME(wino_block)(j, t, WINO_BLOCK, half);
-        else if (left == 2) RUN_NAME(wino_block)(j, t, 2, half);
-        else RUN_NAME(wino_block)(j, t, 1, half);
+        if (left >= WINO_BLOCK) RUN_NAME(wino_tile_block)(j, t, WINO_BLOCK, half, bf16);
+        else if (left == 2) RUN_NAME(wino_tile_block)(j, t, 2, half, bf16);
+        else RUN_NAME(wino_tile_block)(j, t, 1, half, bf16);
     }
 }
 
 static void RUN_NAME(wino_blocks)(const lade_wino_job *j, size_t begin, size_t end) {
-    if (j->out.w == RUN) RUN_NAME(wino_range)(j, begin, end, 1);
-    else RUN_NAME(wino_range)(j, begin, end, 0);
+    if (j->out.w == RUN) RUN_NAME(wino_range)(j, begin, end, 1, 0);
+    else RUN_NAME(wino_range)(j, begin, end, 0, 0);
 }
+
+#if KERNEL_BF16
+static void RUN_NAME(wino_blocks_bf16)(const lade_wino_job *j, size_t begin, size_t end) {
+    if (j->out.w == RUN) RUN_NAME(wino_range)(j, begin, end, 1, 1);
+    else RUN_NAME(wino_range)(j, begin, end, 0, 1);
+}
+#endif
 
 /* The Winograd weight gradient's product for channel vector k alone (an odd number of
  * vectors, e.g. 16 channels in one 16-float vector): rows output channels co.. x that vector,
@@ -400,59 +584,107 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_odd_vector)(f
  * Y[xi] (cout x tiles) V[xi] (tiles x cin) added into the task's partial sums by
  * a register tile of DW_TILE_CO output channels x 2 channel vectors (an odd last vector:
  * 2 DW_TILE_CO output channels x 1). */
-static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const lade_wino_dw_job *j, float *partial,
-                                                                           float *vbuf, float *ybuf, size_t first,
-                                                                           int count) {
-    const int cin = j->cin, cout = j->cout, H = j->dout.h, W = j->dout.w, PW = W + 2, vectors = cin / RUN;
-    const int tiles_w = W / 2, per_image = H / 2 * tiles_w;
-    size_t dy_at[WINO_DW_CHUNK]; /* each tile's top-left output pixel in an output-gradient plane */
-    for (int t = 0; t < count; t++) {
-        const size_t tile = first + t;
-        const int b = (int)(tile / per_image), in_image = (int)(tile % per_image);
-        const int ty = in_image / tiles_w, tx = in_image % tiles_w;
-        dy_at[t] = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
-        const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
-        for (int k = 0; k < vectors; k++) {
-            VEC d[4][4], x[16];
-            for (int r = 0; r < 4; r++)
-                for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
-            RUN_NAME(wino_input_transform)(d, x);
-            for (int xi = 0; xi < 16; xi++)
-                RUN_NAME(store)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t) * cin + k * RUN, x[xi]);
+/* (A dY A^T)[xi] of the RUN tiles t .. t + RUN - 1 of the chunk (0 past count) for the output-gradient
+ * plane dy: rows y0, y0 + y1, y0 - y1, -y1 of the 2x2 tile, then the same on the columns */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_y)(const float *dy, const size_t *dy_at, int W,
+                                                                       int count, int t, VEC y[16]) {
+    VEC y00, y01, y10, y11; /* the four pixels of RUN tiles */
+    if (t + RUN <= count && dy_at[t + RUN - 1] == dy_at[t] + 2 * (RUN - 1)) { /* side by side in a row */
+        const float *p = dy + dy_at[t];
+        const VEC a = RUN_NAME(load)(p), b = RUN_NAME(load)(p + RUN);
+        const VEC c = RUN_NAME(load)(p + W), d = RUN_NAME(load)(p + W + RUN);
+        y00 = RUN_NAME(even)(a, b), y01 = RUN_NAME(odd)(a, b), y10 = RUN_NAME(even)(c, d);
+        y11 = RUN_NAME(odd)(c, d);
+    } else { /* rows of fewer than RUN tiles, or the chunk's end: 0 past its last tile */
+        float q[4][RUN] = {{0}};
+        for (int l = 0; l < RUN && t + l < count; l++) {
+            const float *r = dy + dy_at[t + l];
+            q[0][l] = r[0], q[1][l] = r[1], q[2][l] = r[W], q[3][l] = r[W + 1];
         }
+        y00 = RUN_NAME(load)(q[0]), y01 = RUN_NAME(load)(q[1]), y10 = RUN_NAME(load)(q[2]);
+        y11 = RUN_NAME(load)(q[3]);
     }
-    /* A dY A^T per output channel, the chunk's tiles side by side: rows y0, y0 + y1, y0 - y1, -y1 of
-     * the 2x2 tile, then the same on the columns */
+    const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
+    for (int r = 0; r < 4; r++) {
+        y[4 * r] = a[r][0];
+        y[4 * r + 1] = a[r][0] + a[r][1];
+        y[4 * r + 2] = a[r][0] - a[r][1];
+        y[4 * r + 3] = -a[r][1];
+    }
+}
+
+/* x = (B^T d B) of channel vector k of tile `tile`, whose top-left output pixel is *dy_at (set here) */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_x)(const lade_wino_dw_job *j, size_t tile, int k,
+                                                                       size_t *dy_at, VEC x[16]) {
+    const int cin = j->cin, H = j->dout.h, W = j->dout.w, PW = W + 2, tiles_w = W / 2, per_image = H / 2 * tiles_w;
+    const int b = (int)(tile / per_image), in_image = (int)(tile % per_image);
+    const int ty = in_image / tiles_w, tx = in_image % tiles_w;
+    *dy_at = (size_t)b * j->dout.stride_n + (size_t)(2 * ty) * W + 2 * tx;
+    const float *patch = j->padded + (((size_t)b * (H + 2) + 2 * ty) * PW + 2 * tx) * cin;
+    VEC d[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) d[r][c] = RUN_NAME(load)(patch + ((size_t)r * PW + c) * cin + k * RUN);
+    RUN_NAME(wino_input_transform)(d, x);
+}
+
+/* The chunk's transforms, float: vbuf[xi][t][ci] = (B^T d B)[xi] of tile t, ybuf[xi][co][t] = (A dY A^T)[xi]
+ * (0 past the chunk's last tile). bf16 (a constant): the same values rounded into PAIRS along the
+ * tiles, tiles 2p and 2p + 1 in pair p (a zero tile after an odd last one): vbuf[xi][p][ci] and
+ * ybuf[xi][co][p], in the first half of each float row. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_transforms)(const lade_wino_dw_job *j, float *vbuf,
+                                                                                float *ybuf, size_t first,
+                                                                                int count, const int bf16) {
+    const int cin = j->cin, cout = j->cout, W = j->dout.w, vectors = cin / RUN;
+    size_t dy_at[WINO_DW_CHUNK]; /* each tile's top-left output pixel in an output-gradient plane */
     const size_t step = (size_t)cout * WINO_DW_CHUNK;
+    if (!bf16) {
+        for (int t = 0; t < count; t++)
+            for (int k = 0; k < vectors; k++) {
+                VEC x[16];
+                RUN_NAME(wino_dw_x)(j, first + t, k, &dy_at[t], x);
+                for (int xi = 0; xi < 16; xi++)
+                    RUN_NAME(store)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t) * cin + k * RUN, x[xi]);
+            }
+        for (int co = 0; co < cout; co++) {
+            const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
+            float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
+            for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
+                VEC y[16];
+                RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t, y);
+                for (int xi = 0; xi < 16; xi++) RUN_NAME(store)(o + xi * step + t, y[xi]);
+            }
+        }
+        return;
+    }
+#if KERNEL_BF16
+    for (int t = 0; t < count; t += 2)
+        for (int k = 0; k < vectors; k++) {
+            VEC x0[16], x1[16] = {0};
+            RUN_NAME(wino_dw_x)(j, first + t, k, &dy_at[t], x0);
+            if (t + 1 < count) RUN_NAME(wino_dw_x)(j, first + t + 1, k, &dy_at[t + 1], x1);
+            for (int xi = 0; xi < 16; xi++)
+                RUN_NAME(store_pairs)(vbuf + ((size_t)xi * WINO_DW_CHUNK + t / 2) * cin + k * RUN,
+                                      RUN_NAME(pack)(x0[xi], x1[xi]));
+        }
     for (int co = 0; co < cout; co++) {
         const float *dy = j->dout.data + (size_t)co * j->dout.stride_c;
         float *o = ybuf + (size_t)co * WINO_DW_CHUNK;
-        for (int t = 0; t < WINO_DW_CHUNK; t += RUN) {
-            VEC y00, y01, y10, y11; /* the four pixels of RUN tiles */
-            if (t + RUN <= count && dy_at[t + RUN - 1] == dy_at[t] + 2 * (RUN - 1)) { /* side by side in a row */
-                const float *p = dy + dy_at[t];
-                const VEC a = RUN_NAME(load)(p), b = RUN_NAME(load)(p + RUN);
-                const VEC c = RUN_NAME(load)(p + W), d = RUN_NAME(load)(p + W + RUN);
-                y00 = RUN_NAME(even)(a, b), y01 = RUN_NAME(odd)(a, b), y10 = RUN_NAME(even)(c, d);
-                y11 = RUN_NAME(odd)(c, d);
-            } else { /* rows of fewer than RUN tiles, or the chunk's end: 0 past its last tile */
-                float q[4][RUN] = {{0}};
-                for (int l = 0; l < RUN && t + l < count; l++) {
-                    const float *r = dy + dy_at[t + l];
-                    q[0][l] = r[0], q[1][l] = r[1], q[2][l] = r[W], q[3][l] = r[W + 1];
-                }
-                y00 = RUN_NAME(load)(q[0]), y01 = RUN_NAME(load)(q[1]), y10 = RUN_NAME(load)(q[2]);
-                y11 = RUN_NAME(load)(q[3]);
-            }
-            const VEC a[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
-            for (int r = 0; r < 4; r++) {
-                RUN_NAME(store)(o + (4 * r) * step + t, a[r][0]);
-                RUN_NAME(store)(o + (4 * r + 1) * step + t, a[r][0] + a[r][1]);
-                RUN_NAME(store)(o + (4 * r + 2) * step + t, a[r][0] - a[r][1]);
-                RUN_NAME(store)(o + (4 * r + 3) * step + t, -a[r][1]);
-            }
+        for (int t = 0; t < WINO_DW_CHUNK; t += 2 * RUN) {
+            VEC y0[16], y1[16];
+            RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t, y0);
+            RUN_NAME(wino_dw_y)(dy, dy_at, W, count, t + RUN, y1);
+            for (int xi = 0; xi < 16; xi++)
+                RUN_NAME(store_pairs)(o + xi * step + t / 2, RUN_NAME(pack_sequence)(y0[xi], y1[xi]));
         }
     }
+#endif
+}
+
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const lade_wino_dw_job *j, float *partial,
+                                                                           float *vbuf, float *ybuf, size_t first,
+                                                                           int count) {
+    const int cin = j->cin, cout = j->cout, vectors = cin / RUN;
+    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count, 0);
     for (int xi = 0; xi < 16; xi++) {
         const float *v0 = vbuf + (size_t)xi * WINO_DW_CHUNK * cin, *y0 = ybuf + (size_t)xi * cout * WINO_DW_CHUNK;
         float *m0 = partial + (size_t)xi * cout * cin;
@@ -486,7 +718,55 @@ static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk)(const 
     }
 }
 
-static void RUN_NAME(wino_dw_tasks)(const lade_wino_dw_job *j, size_t begin, size_t end) {
+#if KERNEL_BF16
+/* The weight gradient's product for channel vectors k .. k + vecs - 1 and output channels co .. co + rows - 1
+ * over the chunk's tile pairs, from the packed buffers of wino_dw_chunk_bf16. Inlined with constant sizes. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_tile_bf16)(float *m0, const uint32_t *v0,
+                                                                               const uint32_t *y0, int cin, int k,
+                                                                               int co, int tile_pairs, const int rows,
+                                                                               const int vecs) {
+    VEC acc[2 * DW_TILE_CO][2];
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vecs; c++) acc[r][c] = RUN_NAME(load)(m0 + (size_t)(co + r) * cin + (k + c) * RUN);
+    for (int tp = 0; tp < tile_pairs; tp++) {
+        PAIRS x[2];
+        for (int c = 0; c < vecs; c++) x[c] = RUN_NAME(load_pairs)(v0 + (size_t)tp * cin + (k + c) * RUN);
+        for (int r = 0; r < rows; r++) {
+            const PAIRS y = RUN_NAME(splat_pair)(y0[(size_t)(co + r) * WINO_DW_CHUNK + tp]);
+            for (int c = 0; c < vecs; c++) acc[r][c] = RUN_NAME(dot)(acc[r][c], x[c], y);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vecs; c++) RUN_NAME(store)(m0 + (size_t)(co + r) * cin + (k + c) * RUN, acc[r][c]);
+}
+
+/* wino_dw_chunk with bfloat16 multiplications: the transforms rounded into PAIRS along the tiles
+ * (wino_dw_transforms), summed over tile pairs in float (dot) in the same register tiles. */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_chunk_bf16)(const lade_wino_dw_job *j,
+                                                                                float *partial, float *vbuf,
+                                                                                float *ybuf, size_t first, int count) {
+    const int cin = j->cin, cout = j->cout, vectors = cin / RUN, tile_pairs = (count + 1) / 2;
+    RUN_NAME(wino_dw_transforms)(j, vbuf, ybuf, first, count, 1);
+    for (int xi = 0; xi < 16; xi++) {
+        const uint32_t *vp = (const uint32_t *)(const void *)(vbuf + (size_t)xi * WINO_DW_CHUNK * cin);
+        const uint32_t *yp = (const uint32_t *)(const void *)(ybuf + (size_t)xi * cout * WINO_DW_CHUNK);
+        float *m0 = partial + (size_t)xi * cout * cin;
+        for (int co = 0; co < cout; co += DW_TILE_CO)
+            for (int k = 0; k + 1 < vectors; k += 2)
+                RUN_NAME(wino_dw_tile_bf16)(m0, vp, yp, cin, k, co, tile_pairs, DW_TILE_CO, 2);
+        if (vectors % 2) { /* the last channel vector alone: twice the output channels per tile instead */
+            int co = 0;
+            for (; co + 2 * DW_TILE_CO <= cout; co += 2 * DW_TILE_CO)
+                RUN_NAME(wino_dw_tile_bf16)(m0, vp, yp, cin, vectors - 1, co, tile_pairs, 2 * DW_TILE_CO, 1);
+            if (co < cout) RUN_NAME(wino_dw_tile_bf16)(m0, vp, yp, cin, vectors - 1, co, tile_pairs, DW_TILE_CO, 1);
+        }
+    }
+}
+#endif
+
+/* bf16: wino_dw_chunk_bf16 (a constant; 0 where the variant has no bfloat16 kernels) */
+static inline __attribute__((always_inline)) void RUN_NAME(wino_dw_range)(const lade_wino_dw_job *j, size_t begin,
+                                                                           size_t end, const int bf16) {
     const size_t tiles = (size_t)j->dout.n * (j->dout.h / 2) * (j->dout.w / 2);
     const size_t chunks = (tiles + WINO_DW_CHUNK - 1) / WINO_DW_CHUNK, sums = (size_t)16 * j->cout * j->cin;
     for (size_t task = begin; task < end; task++) {
@@ -497,7 +777,23 @@ static void RUN_NAME(wino_dw_tasks)(const lade_wino_dw_job *j, size_t begin, siz
         for (size_t c = task * chunks / j->tasks; c < (task + 1) * chunks / j->tasks; c++) {
             const size_t first = c * WINO_DW_CHUNK;
             const int count = (int)(tiles - first < WINO_DW_CHUNK ? tiles - first : WINO_DW_CHUNK);
+#if KERNEL_BF16
+            if (bf16) {
+                RUN_NAME(wino_dw_chunk_bf16)(j, partial, vbuf, ybuf, first, count);
+                continue;
+            }
+#endif
             RUN_NAME(wino_dw_chunk)(j, partial, vbuf, ybuf, first, count);
         }
     }
 }
+
+static void RUN_NAME(wino_dw_tasks)(const lade_wino_dw_job *j, size_t begin, size_t end) {
+    RUN_NAME(wino_dw_range)(j, begin, end, 0);
+}
+
+#if KERNEL_BF16
+static void RUN_NAME(wino_dw_tasks_bf16)(const lade_wino_dw_job *j, size_t begin, size_t end) {
+    RUN_NAME(wino_dw_range)(j, begin, end, 1);
+}
+#endif

@@ -14,6 +14,16 @@
 #include <stdint.h>
 #include <string.h>
 
+/* KERNEL_BF16 (optional): the variant also has the bfloat16 kernels
+ * (kernels.h), 1 with the AVX512-BF16 instructions, 2 emulated in portable C
+ * on the same packed data (for tests on any CPU). */
+#ifndef KERNEL_BF16
+#define KERNEL_BF16 0
+#endif
+#if KERNEL_BF16 == 1
+#include <immintrin.h>
+#endif
+
 /* Fuse a*b + c into FMA instructions where the target has them (ISO C mode
  * turns contraction off); the inner loops are nothing but multiply-adds. */
 #if defined(__clang__)
@@ -117,6 +127,30 @@ static void KERNEL_NAME(wino_dw_tasks)(void *ctx, size_t begin, size_t end) {
 #endif
     wino_dw_tasks_run8(j, begin, end);
 }
+
+#if KERNEL_BF16
+static void KERNEL_NAME(wino_blocks_bf16)(void *ctx, size_t begin, size_t end) {
+    const lade_wino_job *j = ctx;
+#if KERNEL_FLOATS == 16
+    if (j->run == 16) {
+        wino_blocks_bf16_run16(j, begin, end);
+        return;
+    }
+#endif
+    wino_blocks_bf16_run8(j, begin, end);
+}
+
+static void KERNEL_NAME(wino_dw_tasks_bf16)(void *ctx, size_t begin, size_t end) {
+    const lade_wino_dw_job *j = ctx;
+#if KERNEL_FLOATS == 16
+    if (j->run == 16) {
+        wino_dw_tasks_bf16_run16(j, begin, end);
+        return;
+    }
+#endif
+    wino_dw_tasks_bf16_run8(j, begin, end);
+}
+#endif
 
 static void KERNEL_NAME(dw_tasks)(void *ctx, size_t begin, size_t end) {
     const lade_dw_job *j = ctx;
@@ -252,6 +286,10 @@ const lade_kernel_table KERNEL_NAME(lade_kernels) = {
     .dgrad_s2_tasks = KERNEL_NAME(dgrad_s2_tasks),
     .wino_blocks = KERNEL_NAME(wino_blocks),
     .wino_dw_tasks = KERNEL_NAME(wino_dw_tasks),
+#if KERNEL_BF16
+    .wino_blocks_bf16 = KERNEL_NAME(wino_blocks_bf16),
+    .wino_dw_tasks_bf16 = KERNEL_NAME(wino_dw_tasks_bf16),
+#endif
     .plane_sum = KERNEL_NAME(plane_sum),
     .plane_sq_dev = KERNEL_NAME(plane_sq_dev),
     .plane_dy_sums = KERNEL_NAME(plane_dy_sums),

@@ -45,16 +45,17 @@ lade_status lade_shortcut_a_accumulate(lade_maps out, lade_maps in, int stride);
 /* lade_conv2d_backward, with din overwritten (din_accumulate 0) or accumulated into (1, the public form). */
 lade_status lade_conv2d_backward_ex(lade_maps din, float *dweight, float *dbias, lade_maps dout, lade_maps in,
                                     const float *weight, const lade_conv2d_geom *g, float *workspace,
-                                    int din_accumulate);
+                                    int din_accumulate, lade_precision precision);
 
 /* Direct stride-1 or stride-2 convolution (conv_direct.c; Winograd F(2x2, 3x3)
  * for the 3x3 stride-1 pad-1 shapes it covers): applies when the output width
  * is a multiple of 8 and cout of the variant's channel tile; workspace in
- * floats; out = or += conv(in). */
+ * floats; out = or += conv(in). With LADE_BF16 (the caller has checked
+ * lade_bf16_check) the Winograd path multiplies in bfloat16. */
 int lade_conv_direct_applies(const lade_conv2d_geom *g, lade_maps out);
 size_t lade_conv_direct_workspace(const lade_conv2d_geom *g, int n, int h, int w);
 void lade_conv_direct(lade_maps out, lade_maps in, const float *weight, const float *bias, const lade_conv2d_geom *g,
-                      float *workspace, int accumulate);
+                      float *workspace, int accumulate, lade_precision precision);
 /* din = (accumulate 0) or += (1) the input gradient of a 3x3, stride-2, pad-1
  * convolution, without col2im: applies when dout's width is a multiple of 8
  * and cin of the variant's channel tile; workspace in floats. */
@@ -75,5 +76,6 @@ lade_status lade_bn_eval_fold(float *scale, float *shift, const float *gamma, co
 /* dweight += the weight gradient of a direct stride-1 convolution (kernels of
  * up to 9 taps, output width a multiple of 8); workspace as for lade_conv_direct. */
 int lade_conv_direct_dw_applies(const lade_conv2d_geom *g, lade_maps dout);
-void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace);
+void lade_conv_direct_dw(float *dweight, lade_maps dout, lade_maps in, const lade_conv2d_geom *g, float *workspace,
+                         lade_precision precision);
 #endif

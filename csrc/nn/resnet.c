@@ -83,6 +83,7 @@ struct lade_resnet {
     /* state of the last forward */
     int last_n, last_h, last_w, last_train, stats_pending;
     double prof[LADE_PROF_COUNT];
+    lade_precision precision; /* of the training convolutions (eval forwards run in float32) */
 };
 
 /* ---- construction ------------------------------------------------------------------- */
@@ -484,7 +485,8 @@ static lade_status conv_bn_forward(lade_resnet *net, conv_bn *u, lade_maps conv_
         return LADE_OK;
     }
     TIMED_CONV(net, LADE_PROF_CONV_FWD, u,
-               lade_conv2d_forward(conv_out, in, net->params + u->weight, NULL, &u->geom, net->workspace));
+               lade_conv2d_forward_precision(conv_out, in, net->params + u->weight, NULL, &u->geom, net->workspace,
+                                             train ? net->precision : LADE_FLOAT32));
     TIMED(net, LADE_PROF_BN_FWD, bn_forward(net, u, out, conv_out, train, residual, relu));
     return LADE_OK;
 }
@@ -550,6 +552,20 @@ lade_status lade_resnet_commit_running_stats(lade_resnet *net) {
     net->stats_pending = 0;
     return LADE_OK;
 }
+
+lade_status lade_resnet_set_precision(lade_resnet *net, lade_precision precision) {
+    if (precision != LADE_FLOAT32 && precision != LADE_BF16)
+        return lade_fail(LADE_EINVAL, "resnet precision: expected LADE_FLOAT32 (0) or LADE_BF16 (1), got %d",
+                         (int)precision);
+    if (precision == LADE_BF16) {
+        lade_status st = lade_bf16_check("resnet precision");
+        if (st) return st;
+    }
+    net->precision = precision;
+    return LADE_OK;
+}
+
+lade_precision lade_resnet_get_precision(const lade_resnet *net) { return net->precision; }
 
 void lade_resnet_set_bn_reducer(lade_resnet *net, lade_reduce_fn reduce, void *ctx) {
     net->bn_sync = (lade_bn_sync){reduce, reduce ? ctx : NULL, net->bn_sync_buf};
@@ -665,7 +681,8 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
         lade_maps pc = lade_maps_cnhw(b->pc, n, b->out_c, oh, ow);
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->proj, ta, dy, out, pc));
         TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->proj, lade_conv2d_backward_ex(dx, g + b->proj.weight, NULL, ta, x,
-                                                           p + b->proj.weight, &b->proj.geom, net->workspace, !dx_fresh));
+                                                           p + b->proj.weight, &b->proj.geom, net->workspace, !dx_fresh,
+                                                           net->precision));
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, dy, out, c2));
     } else if (b->stride == 1 && x.c == dy.c) { /* identity shortcut: the BN's pass over relu'(dy) also gives dx (+)= it */
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_pass_on(net, &b->unit2, tb, dy, out, dx, !dx_fresh, c2));
@@ -676,10 +693,12 @@ static lade_status block_backward(lade_resnet *net, block *b, lade_maps dx, lade
         TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit2, tb, ta, none, c2));
     }
     TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit2, lade_conv2d_backward_ex(ta, g + b->unit2.weight, NULL, tb, a1,
-                                                        p + b->unit2.weight, &b->unit2.geom, net->workspace, 0));
+                                                        p + b->unit2.weight, &b->unit2.geom, net->workspace, 0,
+                                                        net->precision));
     TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &b->unit1, tb, ta, a1, c1));
-    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit1, lade_conv2d_backward(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
-                                                        &b->unit1.geom, net->workspace));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &b->unit1,
+               lade_conv2d_backward_precision(dx, g + b->unit1.weight, NULL, tb, x, p + b->unit1.weight,
+                                              &b->unit1.geom, net->workspace, net->precision));
     return LADE_OK;
 }
 
@@ -754,8 +773,9 @@ lade_status lade_resnet_backward(lade_resnet *net, const float *dlogits, int bat
     lade_maps none = {0};
     lade_maps sa = lade_maps_cnhw(net->stem_a, n, c0, sh, sw);
     TIMED(net, LADE_PROF_BN_BWD, bn_backward_set(net, &net->stem, ta, ds, sa, sc));
-    TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem, lade_conv2d_backward(none, net->grads + net->stem.weight, NULL, ta,
-                                                        lade_maps_nchw(net->images, n, 3, h, w),
-                                                        net->params + net->stem.weight, &net->stem.geom, net->workspace));
+    TIMED_CONV(net, LADE_PROF_CONV_BWD, &net->stem,
+               lade_conv2d_backward_precision(none, net->grads + net->stem.weight, NULL, ta,
+                                              lade_maps_nchw(net->images, n, 3, h, w), net->params + net->stem.weight,
+                                              &net->stem.geom, net->workspace, net->precision));
     return LADE_OK;
 }

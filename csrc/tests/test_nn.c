@@ -520,6 +520,85 @@ TEST(an_unsupported_or_unknown_variant_is_refused) {
     CHECK(strcmp(lade_get_isa(), before) == 0); /* a refused switch changes nothing */
 }
 
+/* rms(a - ref) / rms(ref) */
+static double rms_rel(const float *a, const float *ref, size_t n) {
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) e += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), r += (double)ref[i] * ref[i];
+    return sqrt(e / r);
+}
+
+/* The bfloat16 kernels (the Winograd blocks and weight-gradient chunks) of every variant that has
+ * them against the naive reference (double sums). Tolerance, as derived in tests/test_bf16.py: one
+ * bfloat16 rounding per factor is 0.0016 rms relative, 0.0023 per product, times Winograd's rms gain
+ * of 5/3 (the energy of the transformed terms against the direct sum): ~0.004, independent of the
+ * reduction length for random signs; allowed: 2^-7. Shapes: 16-pixel runs (32 x 32), 8-pixel runs
+ * (16 x 16), two tile rows per vector (8 x 8), an odd cin (3, a zero partner channel), and weight
+ * gradients of 16, 32 and 64 input channels. */
+TEST(bf16_kernels_match_the_naive_reference) {
+    const char *before = lade_get_isa();
+    lade_cpu_info info;
+    lade_cpu_info_get(&info);
+    const char *bf16_variants[] = {"avx512_bf16", "bf16_emulated"};
+    const struct { int cin, cout, h; } shapes[] = {{16, 16, 32}, {32, 16, 16}, {64, 64, 8}, {3, 16, 32}};
+    lade_rng r;
+    lade_rng_seed(&r, 5, 0);
+    for (int v = 0; v < 2; v++) {
+        if (!strstr(info.supported, bf16_variants[v])) continue;
+        CHECK_OK(lade_set_isa(bf16_variants[v]));
+        CHECK_OK(lade_bf16_check("test"));
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const lade_conv2d_geom g = {shapes[s].cin, shapes[s].cout, 3, 3, 1, 1, 1, 1};
+            const int n = 2, h = shapes[s].h;
+            size_t nin = (size_t)n * g.cin * h * h, nout = (size_t)n * g.cout * h * h, nw = (size_t)g.cout * g.cin * 9;
+            float *x = random_floats(&r, nin, 1.0), *wt = random_floats(&r, nw, 0.5);
+            float *dy = random_floats(&r, nout, 1.0);
+            float *ref = zeros(nout), *y = zeros(nout), *dx_ref = zeros(nin), *dw_ref = zeros(nw);
+            float *dx = zeros(nin), *dw = zeros(nw);
+            float *ws = malloc(lade_conv2d_workspace_size(&g, n, h, h) * sizeof(float));
+            lade_maps in = lade_maps_nchw(x, n, g.cin, h, h), out = lade_maps_nchw(y, n, g.cout, h, h);
+            CHECK_OK(lade_conv2d_forward_naive(lade_maps_nchw(ref, n, g.cout, h, h), in, wt, NULL, &g));
+            CHECK_OK(lade_conv2d_forward_precision(out, in, wt, NULL, &g, ws, LADE_BF16));
+            double e = rms_rel(y, ref, nout);
+            CHECK(e < 1.0 / 128 && e > 1e-4); /* within the tolerance, and bfloat16 did run */
+            CHECK_OK(lade_conv2d_backward_naive(lade_maps_nchw(dx_ref, n, g.cin, h, h), dw_ref, NULL,
+                                                lade_maps_nchw(dy, n, g.cout, h, h), in, wt, &g));
+            CHECK_OK(lade_conv2d_backward_precision(lade_maps_nchw(dx, n, g.cin, h, h), dw, NULL,
+                                                    lade_maps_nchw(dy, n, g.cout, h, h), in, wt, &g, ws, LADE_BF16));
+            CHECK(rms_rel(dx, dx_ref, nin) < 1.0 / 128);
+            CHECK(rms_rel(dw, dw_ref, nw) < 1.0 / 128);
+            free(x), free(wt), free(dy), free(ref), free(y), free(dx_ref), free(dw_ref), free(dx), free(dw), free(ws);
+        }
+        if (*failures) fprintf(stderr, "  (kernel variant %s)\n", bf16_variants[v]);
+    }
+    CHECK_OK(lade_set_isa(before));
+}
+
+/* bf16 where the variant in use has no bfloat16 kernels is refused with a status naming it, and so
+ * is a precision that does not exist; nothing is computed. */
+TEST(bf16_without_the_kernels_is_refused) {
+    const char *before = lade_get_isa();
+    CHECK_OK(lade_set_isa("generic"));
+    const lade_conv2d_geom g = {8, 8, 3, 3, 1, 1, 1, 1};
+    float x[8 * 8 * 8] = {0}, y[8 * 8 * 8], w[8 * 8 * 9] = {0};
+    float *ws = malloc(lade_conv2d_workspace_size(&g, 1, 8, 8) * sizeof(float));
+    lade_maps in = lade_maps_nchw(x, 1, 8, 8, 8), out = lade_maps_nchw(y, 1, 8, 8, 8);
+    CHECK(lade_conv2d_forward_precision(out, in, w, NULL, &g, ws, LADE_BF16) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "bf16") != NULL && strstr(lade_error_detail(), "generic") != NULL);
+    CHECK(lade_conv2d_forward_precision(out, in, w, NULL, &g, ws, (lade_precision)7) == LADE_EINVAL);
+    CHECK(strstr(lade_error_detail(), "precision") != NULL);
+    lade_resnet *net;
+    CHECK_OK(lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 10, NULL));
+    CHECK(lade_resnet_set_precision(net, LADE_BF16) == LADE_EINVAL);
+    CHECK(lade_resnet_get_precision(net) == LADE_FLOAT32);
+    CHECK(lade_resnet_set_precision(net, (lade_precision)-1) == LADE_EINVAL);
+    CHECK_OK(lade_set_isa("bf16_emulated"));
+    CHECK_OK(lade_resnet_set_precision(net, LADE_BF16));
+    CHECK(lade_resnet_get_precision(net) == LADE_BF16);
+    lade_resnet_destroy(net);
+    free(ws);
+    CHECK_OK(lade_set_isa(before));
+}
+
 /* ---- synchronised batch norm ------------------------------------------------------------
  * Two replicas on two threads, each with its own model and half of a batch; the fake
  * all-reduce between them replaces each caller's buffer by the sum of both. */

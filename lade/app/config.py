@@ -9,7 +9,7 @@ A config has five sections (see lade/app/configs/*.yaml for complete examples)::
     loss:   {name, <options of that loss>}
     optim:  {epochs, batch_size, lr, momentum, weight_decay, nesterov, schedule, warmup_epochs,
              warmup_start, milestones, lr_factor}
-    run:    {seed, threads, num_workers, eval_every, eval_batch_size, distributed, sync_bn}
+    run:    {seed, threads, num_workers, eval_every, eval_batch_size, distributed, sync_bn, precision}
 
 Every key is checked before anything runs: an unknown key or a value of the wrong type
 raises ConfigError naming the key (``optim.lr``). Missing keys take the defaults below, so a
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from lade.losses import LADE_DEFAULTS
-from lade.nn import CLASSIFIERS
+from lade.nn import CLASSIFIERS, PRECISIONS
 
 __all__ = ["ConfigError", "DEFAULTS", "LOSS_OPTIONS", "CLASSIFIER_OPTIONS", "load", "validate", "apply_overrides",
            "resolve_path", "dump", "flatten", "builtin_names", "CONFIG_DIR", "default_data_root",
@@ -227,6 +227,10 @@ DEFAULTS = {
         # with run.distributed=mpi: batch norm over the global batch (one small all-reduce per BN layer
         # forward and backward) instead of per rank, the official code's way
         "sync_bn": (_bool, False),
+        # the training convolutions': float32, or bf16 (bfloat16 products, float32 sums; parameters, batch
+        # norm, loss and SGD stay float32; lade.ResNet32's precision). bf16 on a CPU without AVX512-BF16
+        # stops the run with an error naming this key, never a silent float32 run
+        "precision": (_choice(*PRECISIONS), PRECISIONS[0]),
     },
 }
 

@@ -4,8 +4,8 @@ A run folder holds::
 
     config.yaml          the complete, validated config (what the run depends on)
     run.json             per session: start time, overrides, data root, a digest of the data (what
-                         `lade features` checks), thread count, lade version, git commit, CPU and kernel
-                         variant (what decides the bits)
+                         `lade features` checks), thread count, lade version, git commit, CPU, kernel
+                         variant and precision (what decides the bits)
     metrics.jsonl        one line per finished epoch (loss, accuracy, lr, images/s, seconds)
     checkpoint.npz       written atomically at the start (epoch 0) and after every epoch: weights, BN
                          statistics, SGD velocity and step count, the number of finished epochs (the
@@ -394,7 +394,7 @@ def source_commit():
 
 
 def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, train_counts, ranks=1,
-                  data_digest=None):
+                  data_digest=None, *, precision):
     """Records a training session in run.json (appended on resume; data_digest: Dataset.digest() of the
     data it trains on) and, for a new run, writes the marker, config.yaml and train_counts.npy. Returns
     run.json's content."""
@@ -410,7 +410,8 @@ def begin_session(run_dir, cfg_text, resuming, overrides, threads, data_root, tr
     cpu = lade.cpu_info()
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resuming,
                              "lade_version": lade.__version__, "commit": source_commit(), "cpu": cpu["model"],
-                             "kernel_variant": cpu["variant"], "threads": threads, "ranks": ranks,
+                             "kernel_variant": cpu["variant"], "precision": precision, "threads": threads,
+                             "ranks": ranks,
                              "data_root": str(data_root), "data_digest": data_digest,
                              "overrides": [{"key": k, "old": old, "new": new} for k, old, new in overrides]})
     if not (run_dir / RUN_MARKER).is_file():

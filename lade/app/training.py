@@ -161,6 +161,11 @@ def train(cfg, run_dir, resume=False, overwrite=False, overrides=(), data_root=N
                                      "process's batch norm already uses its whole batch")
     set_num_threads(r["threads"])
     net = build_model(cfg, data.classes)
+    try:
+        net.precision = r["precision"]
+    except ValueError as e:  # no bfloat16 kernels on this CPU: stop, never train in float32 instead
+        raise config_mod.ConfigError(f"lade config: key 'run.precision' ({r['precision']}) cannot run here: {e}") \
+            from e
     if r["sync_bn"]:
         net.set_bn_reducer(distributed.BatchNormSum(comm))
     opt = nn.SGD(net, o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], nesterov=o["nesterov"])
@@ -208,7 +213,7 @@ def _begin(cfg, run_dir, resume, overwrite, overrides, data, net, opt, ranks):
     elif resuming:
         log(f"'{run_dir}' has no finished epoch yet; starting at epoch 1")
     info = begin_session(run_dir, config_mod.dump(cfg), resuming, overrides, cfg["run"]["threads"],
-                         data.root, data.counts, ranks, data.digest())
+                         data.root, data.counts, ranks, data.digest(), precision=net.precision)
     if not (run_dir / CHECKPOINT).is_file():
         # epoch 0, before any metrics row: a kill or a full disk during the first epoch's checkpoint
         # leaves this one to resume from (logged epochs without a checkpoint are refused)
