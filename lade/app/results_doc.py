@@ -159,8 +159,8 @@ def _sade_lines(entries):
             "gated) finds in the unlabelled test set, and to the true prior for reference. SADE: the numbers of its "
             "README, not run here.", "",
             report_text.table(["model"] + list(SADE), rows), "",
-            "Protocol differences: SADE trains three experts (that share the early stages of one network) and learns their "
-            "aggregation weights at test time by self-supervision on the unlabelled test set; lade trains one "
+            "Protocol differences: SADE trains three experts (that share the early stages of one network) and learns "
+            "their aggregation weights at test time by self-supervision on the unlabelled test set; lade trains one "
             "network and estimates only the test set's label prior, from the same unlabelled test set. Both see the "
             "test images without labels, neither their labels. The shifted test sets are built the same way (a "
             "long-tailed or reversed profile of ratio 50 or 10 over the classes ranked by training frequency), but "
