@@ -4,8 +4,10 @@ gradients; 8- and 16-pixel runs, odd heights and widths that fall back to
 im2col) and batch norm. Plus: a variant the CPU lacks is refused, through
 lade.set_isa and through LADE_ISA at import, and never runs."""
 import os
+import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +162,18 @@ def test_cpu_info_reports_the_variant_in_use():
         assert VARIANTS[0] == "avx512_bf16"
     elif "avx512f" in info["features"].split() and "avx512" in info["supported"].split():
         assert VARIANTS[0] == "avx512"
+
+
+def test_cpu_info_names_the_family_and_model_numbers():
+    """run.json and the zoo name the CPU by this string: a brand like "AMD EPYC" names no generation, so the
+    family and model numbers follow it, as lscpu prints them (decimal)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() not in ("x86_64", "AMD64") or not cpuinfo.is_file():
+        pytest.skip("cpuid family and model numbers are x86's; /proc/cpuinfo is Linux's")
+    lines = cpuinfo.read_text().splitlines()[:30]
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    family, model = int(fields["cpu family"]), int(fields["model"])
+    assert lade.cpu_info()["model"].endswith(f" (family {family} model {model})"), lade.cpu_info()["model"]
 
 
 def test_an_unsupported_or_unknown_variant_is_refused():

@@ -92,7 +92,9 @@ LADE_API void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx);
  * widest one the CPU supports is used unless one is chosen. A variant gives
  * the same bits on every CPU that supports it. */
 typedef struct {
-    char model[64];      /* CPU brand string, "unknown" when the CPU does not say */
+    char model[96];      /* CPU brand string with its family and model numbers (cpuid leaf 1, as lscpu prints
+                          * them: brand strings like "AMD EPYC" name no generation), "unknown" when the CPU
+                          * does not say */
     char features[160];  /* the ISA extensions lade looks for that the CPU has, space-separated */
     char supported[96];  /* variants this CPU can run, widest first, space-separated */
     const char *active;  /* the variant in use */

@@ -105,7 +105,7 @@ const char *lade_get_isa(void) { return lade_kernels()->name; }
 lade_status lade_bf16_check(const char *func) {
     const lade_kernel_table *k = lade_kernels();
     if (k->wino_blocks_bf16) return LADE_OK;
-    char model[64] = "unknown";
+    char model[sizeof ((lade_cpu_info *)0)->model] = "unknown";
 #ifdef LADE_X86
     lade_cpu_info info;
     lade_cpu_info_get(&info);
@@ -143,6 +143,15 @@ void lade_cpu_info_get(lade_cpu_info *info) {
         size_t len = strlen(start);
         while (len && start[len - 1] == ' ') len--;
         snprintf(info->model, sizeof info->model, "%.*s", (int)len, start);
+    }
+    unsigned int eax, ebx, ecx, edx;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        unsigned int base_family = (eax >> 8) & 0xf, base_model = (eax >> 4) & 0xf;
+        unsigned int family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;
+        unsigned int model = base_family == 0x6 || base_family == 0xf ? (((eax >> 16) & 0xf) << 4) + base_model
+                                                                       : base_model;
+        size_t used = strlen(info->model);
+        snprintf(info->model + used, sizeof info->model - used, " (family %u model %u)", family, model);
     }
     __builtin_cpu_init();
     static const char *const features[] = {"sse2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw",
