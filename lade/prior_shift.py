@@ -286,6 +286,15 @@ class _Fit:
     calibration: object = None   # posthoc.TemperatureScaling, or None
     calib_probs: np.ndarray = None
     reference_prior: np.ndarray = None
+    absent: np.ndarray = None    # the classes without a held-out sample
+    _conditions: dict = field(default_factory=dict)
+
+    def condition_number(self, soft):
+        """The 1-norm condition number of the calibration confusion matrix (soft: mean calibrated probabilities,
+        else argmax counts), computed once per fit: it depends on the held-out data alone."""
+        if soft not in self._conditions:
+            self._conditions[soft] = _C.confusion_condition(self.calib_probs, self.calib_labels, soft)
+        return self._conditions[soft]
 
     def noise(self, n):
         """The calibration-noise factor of the likelihood-ratio tests for n test rows: the reference prior is
@@ -354,6 +363,7 @@ class Estimator:
             if self.calibration != "none":
                 fit.calibration = posthoc.fit_temperature(calib_logits, calib_labels, bias=self.calibration == "bcts")
             fit.calib_labels = calib_labels
+            fit.absent = np.flatnonzero(np.bincount(calib_labels, minlength=source.shape[0]) == 0)
             fit.calib_probs = fit.probs(calib_logits)
             fit.reference_prior = mean_posterior(fit.calib_probs)
         self._fitted = fit
@@ -431,9 +441,8 @@ class _EMEstimator(Estimator):
         checked against it or it is ill-conditioned (needs calibration data)."""
         if fit.calib_probs is None:
             return
-        classes = fit.source_prior.shape[0]
-        res.condition_number = _C.confusion_condition(fit.calib_probs, fit.calib_labels, self.soft)
-        absent = np.flatnonzero(np.bincount(fit.calib_labels, minlength=classes) == 0)
+        res.condition_number = fit.condition_number(self.soft)
+        absent = fit.absent
         if absent.size:
             warnings.warn(f"{self._func()}: the held-out set has no sample of class(es) "
                           f"{', '.join(map(str, absent[:5]))}{' ...' if absent.size > 5 else ''}, so the "
@@ -670,7 +679,7 @@ class BBSE(Estimator):
                           f"{res.condition_number:.3g} > cond_limit {self.cond_limit:.3g}); falling back to no "
                           "shift (the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=4)
             res.prior = fit.reference_prior.copy()
-        if np.bincount(fit.calib_labels, minlength=fit.source_prior.shape[0]).min() == 0:
+        if fit.absent.size:
             # a class without held-out samples: no confusion matrix to test against (and BBSE fell back)
             res.shift_test = {"statistic": float("nan"), "dof": 0, "p_value": 1.0,
                               "test": "none: the held-out set lacks a class"}
