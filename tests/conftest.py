@@ -1,8 +1,9 @@
-"""Shared pytest fixtures: repository and data paths, seeding, thread counts.
+"""Shared pytest fixtures: repository and data paths, seeding, thread counts, the kernel variant.
 
 The data folder is `../shared/data` relative to the repository root (in CI the
 repository is cloned next to `shared/`), never an absolute path.
 """
+import contextlib
 import random
 import tarfile
 from pathlib import Path
@@ -24,6 +25,19 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(TEST_THREADS)
+
+
+@contextlib.contextmanager
+def kernel_variant(name):
+    """lade's kernel variant switched to `name` for the block, and back to the one in use before."""
+    import lade
+
+    before = lade.cpu_info()["variant"]
+    lade.set_isa(name)
+    try:
+        yield name
+    finally:
+        lade.set_isa(before)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import lade
 import lade.nn as lnn
+from conftest import kernel_variant
 from lade.app import config as config_mod
 
 TOL_RMS = 2.0**-7
@@ -44,18 +45,14 @@ NATIVE = "avx512_bf16" in lade.cpu_info()["supported"].split()
 
 @pytest.fixture(params=BF16_VARIANTS)
 def bf16_variant(request):
-    before = lade.cpu_info()["variant"]
-    lade.set_isa(request.param)
-    yield request.param
-    lade.set_isa(before)
+    with kernel_variant(request.param):
+        yield request.param
 
 
 @pytest.fixture
 def variant_without_bf16():
-    before = lade.cpu_info()["variant"]
-    lade.set_isa("generic")
-    yield "generic"
-    lade.set_isa(before)
+    with kernel_variant("generic"):
+        yield "generic"
 
 
 def errors(actual, expected):
@@ -122,15 +119,11 @@ def test_the_emulated_kernels_give_the_instructions_bits(case):
     x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
     weight = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)
     dout = rng.standard_normal((n, cout, h, w)).astype(np.float32)
-    before = lade.cpu_info()["variant"]
     results = []
-    try:
-        for name in ("avx512_bf16", "bf16_emulated"):
-            lade.set_isa(name)
+    for name in ("avx512_bf16", "bf16_emulated"):
+        with kernel_variant(name):
             results.append([lnn.conv2d_forward(x, weight, padding=1, precision="bf16"),
                             *lnn.conv2d_backward(dout, x, weight, padding=1, precision="bf16")[:2]])
-    finally:
-        lade.set_isa(before)
     for native, emulated, what in zip(*results, ("forward", "input gradient", "weight gradient")):
         if what == "weight gradient" and cin < 16:
             continue  # float32 (direct) weight gradient: the two variants' float code differs

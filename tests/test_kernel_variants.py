@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import lade
 import lade.nn as lnn
+from conftest import kernel_variant
 
 VARIANTS = lade.cpu_info()["supported"].split()
 ALL_VARIANTS = ["avx512_bf16", "avx512", "avx2", "generic", "w16_avx2", "bf16_emulated"]
@@ -24,10 +25,8 @@ TOL = 5e-5  # max |lade - float64 reference| / max |reference|
 
 @pytest.fixture(params=VARIANTS)
 def variant(request):
-    before = lade.cpu_info()["variant"]
-    lade.set_isa(request.param)
-    yield request.param
-    lade.set_isa(before)
+    with kernel_variant(request.param):
+        yield request.param
 
 
 def rel_err(actual, expected):
