@@ -55,14 +55,27 @@ def test_estimated_prior_protocol_and_reference_numbers(runs):
         none = np.mean(np.argmax(f[rows] - LOG_PS, 1) == labels[rows])
         assert e["accuracy"]["oracle"][i] == pytest.approx(oracle, abs=1e-9)
         assert e["accuracy"]["none"][i] == pytest.approx(none, abs=1e-9)
-    # then the Dirichlet targets, off the tilted family, each a prior_test_subset of the pool
-    assert e["settings"] == evaluation.SETTING_NAMES + list(evaluation.DIRICHLET_TARGETS)
-    for j, (name, alpha) in enumerate(evaluation.DIRICHLET_TARGETS.items()):
-        p = lade.sampling.dirichlet_priors(1, 10, alpha, seed=j)[0].astype(np.float64)
-        n = np.maximum(1, (200 * p / p.max()).astype(int))
-        rows = pool[np.concatenate([np.flatnonzero(labels[pool] == c)[:n[c]] for c in range(10)])]
-        oracle = np.mean(np.argmax(f[rows] - LOG_PS + np.log(n / n.sum()), 1) == labels[rows])
-        assert e["accuracy"]["oracle"][len(evaluation.SETTING_NAMES) + j] == pytest.approx(oracle, abs=1e-9), name
+    assert e["settings"] == evaluation.SETTING_NAMES
+    # then the suite of shifts off the long tail: every target but k20 (10 classes), the oracle and no
+    # adjustment of each draw recomputed by hand from lade.sampling.shift_suite on the pool
+    suite = e["suite"]
+    assert suite["targets"] == [t for t in lade.sampling.SUITE_TARGETS if t != "k20"]
+    assert set(suite["estimators"]) == set(evaluation.SUITE_ROWS)
+    by_target = {}
+    for t in lade.sampling.shift_suite(labels[pool], 10):
+        rows = pool[t.indices]
+        oracle = np.argmax(f[rows] - LOG_PS + np.log(np.maximum(t.prior, 1e-8)), 1) == labels[rows]
+        none = np.argmax(f[rows] - LOG_PS, 1) == labels[rows]  # the held-out prior is uniform
+        by_target.setdefault(t.name, []).append((np.mean(oracle), np.mean(none),
+                                                 rows.size))
+    for name, draws in by_target.items():
+        s = suite["summary"][name]
+        assert s["oracle"]["mean"] == pytest.approx(np.mean([d[0] for d in draws]), abs=1e-9), name
+        assert s["oracle"]["worst"] == pytest.approx(min(d[0] for d in draws), abs=1e-9), name
+        assert s["none"]["mean"] == pytest.approx(np.mean([d[1] for d in draws]), abs=1e-9), name
+        assert suite["images"][name] == [min(d[2] for d in draws), max(d[2] for d in draws), len(draws)]
+        assert s["em_family_gated"]["gap_mean"] == pytest.approx(
+            s["em_family_gated"]["mean"] - max(s["mlls"]["mean"], s["bbse"]["mean"]), abs=1e-12)
     # LADE's raw logits are PC Softmax's adjusted ones: the same table
     assert results["lade"]["estimated_prior"]["accuracy"] == pytest.approx(e["accuracy"], abs=1e-9)
 
@@ -87,6 +100,7 @@ def test_markdown_has_the_table(runs, tmp_path):
     text = report_text.markdown([runs[0]["ce"]], "t", [])
     assert "## Estimated target prior" in text and "| PC Softmax | EM + 5 labels per class |" in text
     assert "half of each test class held out" in text
+    assert "### Shifts off the long tail" in text and "| MLLS + BCTS (EM without smoothing) | " in text
     json.dumps(runs[0]["ce"])  # JSON-able
 
 

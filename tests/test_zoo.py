@@ -207,6 +207,28 @@ def test_zoo_add_refuses_an_unfinished_run(tiny_root, tmp_path, capsys):  # noqa
     assert code == 2 and "not a finished run" in err and not (tmp_path / "zoo").exists()
 
 
+def test_zoo_refresh_computes_the_stored_results_again(tiny_zoo, tiny_root, tmp_path, capsys):  # noqa: F811
+    """An entry stored before the report gained a table (here: its suite columns taken out of results.json,
+    the index updated to match) gets today's full results back from its weights, and a consistent index."""
+    root, name = _copy_zoo(tiny_zoo, tmp_path)
+    full = zoo.load(name, root).results
+    assert full["estimated_prior"]["suite"]["targets"]
+    old = json.loads(json.dumps(full))
+    del old["estimated_prior"]["suite"]
+    (root / name / "results.json").write_text(json.dumps(old))
+    index = json.loads((root / zoo.INDEX).read_text())
+    index["entries"][0]["files"]["results.json"] = {"sha256": zoo.file_digest(root / name / "results.json"),
+                                                    "bytes": (root / name / "results.json").stat().st_size}
+    (root / zoo.INDEX).write_text(json.dumps(index))
+    assert "suite" not in zoo.load(name, root).results["estimated_prior"]
+    code, _, err = run_main(["zoo", "refresh", name, "--root", root, "--data-root", tiny_root], capsys)
+    assert code == 0 and f"computed the results of {name} again" in err
+    again = zoo.load(name, root).results  # checks every file against the index
+    assert again["estimated_prior"] == full["estimated_prior"] and again["methods"] == full["methods"]
+    assert zoo.list(root)[0]["headline"] == zoo.list(tiny_zoo[0])[0]["headline"]
+    assert run_main(["zoo", "refresh", "--root", root], capsys)[0] == 2
+
+
 def test_the_entry_config_is_the_runs(tiny_zoo):
     root, run, entry = tiny_zoo
     assert config.load(root / entry["name"] / "config.yaml") == config.load(run / "config.yaml")

@@ -15,6 +15,7 @@
     mpirun -np N python -m lade train --config ... run.distributed=mpi   data-parallel over N MPI ranks
     python -m lade configs                      list the shipped configs
     python -m lade zoo list | add RUN_DIR       the model zoo (zoo/): its entries; add a finished run
+    python -m lade zoo refresh NAME             an entry's stored results computed again from its weights
     python -m lade results                      docs/results.md and the README's table, from the zoo
 
 Overrides are 'section.key=value' and are printed as they are applied; nothing else changes a
@@ -133,6 +134,12 @@ def cmd_zoo(args):
             raise config_mod.ConfigError("lade zoo add: give the finished run folder to add")
         entry = zoo_entries.add_run(args.run_dir, args.root, args.name, args.data_root)
         _err(f"lade: added {args.run_dir} to the zoo as {entry['name']} ({entry['bytes']} bytes)")
+        return 0
+    if args.action == "refresh":
+        if not args.run_dir:
+            raise config_mod.ConfigError("lade zoo refresh: give the name of the entry whose results to compute again")
+        entry = zoo_entries.refresh_results(args.run_dir, args.root, args.data_root)
+        _err(f"lade: computed the results of {entry['name']} again from its weights ({entry['bytes']} bytes)")
         return 0
     if args.run_dir:
         raise config_mod.ConfigError(f"lade zoo list: takes no run folder, got {args.run_dir!r}")
@@ -334,12 +341,14 @@ def build_parser():
 
     sub.add_parser("configs", parents=[common], help="list the shipped configs").set_defaults(func=cmd_configs)
 
-    z = sub.add_parser("zoo", parents=[common], help="the model zoo: list its entries, or add a finished run")
-    z.add_argument("action", choices=("list", "add"))
-    z.add_argument("run_dir", nargs="?", help="with add: the finished run folder")
+    z = sub.add_parser("zoo", parents=[common], help="the model zoo: list its entries, add a finished run, or "
+                                                     "compute an entry's stored results again")
+    z.add_argument("action", choices=("list", "add", "refresh"))
+    z.add_argument("run_dir", nargs="?", help="with add: the finished run folder; with refresh: the entry's name")
     z.add_argument("--name", help="with add: the entry's name (default CONFIG_seedN)")
     z.add_argument("--root", help="the zoo folder (default $LADE_ZOO, else the checkout's zoo/)")
-    z.add_argument("--data-root", help="with add: the data root the run used (to record a digest of its data)")
+    z.add_argument("--data-root", help="with add and refresh: the data root the run used (add records a digest of "
+                                       "its data, refresh checks it)")
     z.set_defaults(func=cmd_zoo)
 
     r = sub.add_parser("results", parents=[common],

@@ -14,6 +14,7 @@ first part (report_text renders them as markdown, report_plots draws them, repor
   described there (half of each test class held out).
 ``evaluate_logits`` does the same for anyone's saved logits; ``seed_statistics`` pairs the seeds of runs.
 """
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -24,10 +25,11 @@ from lade.app import config as config_mod
 from lade import losses, metrics, posthoc, prior_shift
 from lade.app.runs import RunError, check_array_file, load_arrays, run_status
 from lade.priors import prior_from_counts, prior_from_labels
-from lade.sampling import SHIFT_SETTINGS, dirichlet_priors, prior_test_subset, shifted_test_subset
+from lade.sampling import SHIFT_SETTINGS, SUITE_DRAWS, shift_suite, shifted_test_subset
 
 __all__ = ["evaluate_run", "evaluate_logits", "evaluate_logit_files", "estimated_prior_results", "held_out_halves",
-           "seed_statistics", "adjust", "source_logits", "load_array", "SETTING_NAMES", "MODES", "ESTIMATORS"]
+           "suite_results", "suite_summary", "suite_digest", "seed_statistics", "adjust", "source_logits",
+           "load_array", "SETTING_NAMES", "MODES", "ESTIMATORS", "SUITE_ROWS", "BASELINES"]
 
 
 SETTING_NAMES = [{"forward": "F", "backward": "B", "uniform": ""}[d] + (str(r) if d != "uniform" else "uniform")
@@ -148,6 +150,7 @@ _PS = prior_shift
 
 ESTIMATORS = {
     "em": ("EM", lambda p_s: _PS.EM(), 0),
+    "mlls": ("MLLS + BCTS (EM without smoothing)", lambda p_s: _PS.EM(pseudo_count=0.0), 0),
     "em_gated": (f"EM, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.EM()), 0),
     "em_shrunk": ("EM, shrunk (Fisher width)", lambda p_s: _PS.Shrunk(_PS.EM()), 0),
     "em_gated_shrunk": ("EM, gated + shrunk", lambda p_s: _PS.Shrunk(_PS.Gated(_PS.EM())), 0),
@@ -171,21 +174,14 @@ def _wrapped_in(estimator, wrapper):
     return False
 
 
-# Target priors off the tilted family of prior_shift's family='auto' (spec §2.3's shifted tests lie on
-# it): one seeded Dirichlet(a) draw per concentration a, shaped by sampling.prior_test_subset.
-DIRICHLET_TARGETS = {"D0.3": 0.3, "D1": 1.0, "D3": 3.0}
-
-
 def _target_subsets(labels, p_s):
     """(name, subset or None) of every column of the estimated-prior table: the shifted tests of
-    spec §2.3, then DIRICHLET_TARGETS. None: the pool has too few images per class."""
+    spec §2.3. None: the pool has too few images per class."""
     for (direction, ratio), name in zip(SHIFT_SETTINGS, SETTING_NAMES):
         try:
             yield name, shifted_test_subset(labels, p_s, ratio, direction)
         except ValueError:
             yield name, None
-    for k, (name, alpha) in enumerate(DIRICHLET_TARGETS.items()):
-        yield name, prior_test_subset(labels, dirichlet_priors(1, p_s.shape[0], alpha, seed=k)[0])
 
 
 def held_out_halves(labels, classes):
@@ -209,8 +205,10 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
     has fewer) and estimate the prior of the whole subset. Accuracy is on the whole subset with the
     method's test-time adjustment to that p_t, against the oracle p_t and against no adjustment
     (the prior of the held-out half, uniform: what the model assumes without an estimate).
-    Columns: the eleven shifted tests, then the Dirichlet targets (DIRICHLET_TARGETS), whose
-    priors lie off the tilted family that family='auto' tries first (result['settings'])."""
+    Columns: the eleven shifted tests (result['settings']), which lie on the tilted family that
+    family='auto' tries first. result['suite'] adds the targets off it, lade.sampling's suite (long-tail
+    profiles over random class orders, Dirichlet priors, k classes present, small random sets; several
+    draws each), for the default estimator and the two baselines of its goals (SUITE_ROWS): suite_digest."""
     estimators = ESTIMATORS if estimators is None else estimators
     classes = p_s.shape[0]
     held, pool = held_out_halves(y, classes)
@@ -259,10 +257,108 @@ def estimated_prior_results(f, y, p_s, form, estimators=None):
                 gated[m].append(bool(res.gated))
             if m in shrink:
                 shrink[m].append(None if res.gated else float(res.shrink_weight))
+    suite = suite_results(f, y, p_s, form, {m: estimators[m][:2] for m in SUITE_ROWS if m in estimators})
     return {"protocol": "half of each test class held out (labelled), shifted tests from the other half",
             "held_out_images": int(held.size), "pool_images": int(pool.size), "settings": settings,
             "estimators": {m: label for m, (label, _, _) in estimators.items()},
-            "accuracy": acc, "prior_l1_error": err, "gated": gated, "shrink_weight": shrink, "notes": notes}
+            "accuracy": acc, "prior_l1_error": err, "gated": gated, "shrink_weight": shrink, "notes": notes,
+            "suite": suite_digest(suite)}
+
+
+# The suite's rows in the estimated-prior table: the default estimator and the baselines of its goals
+# (issue 26 §2: the default, averaged over a target's draws, is never more than 0.5 points below the better
+# of MLLS + BCTS and BBSE, suite_summary's gap_mean, nor more than 2 points below on a draw, gap_worst).
+BASELINES = ("mlls", "bbse")
+SUITE_ROWS = ("em_family_gated", *BASELINES)
+
+
+def _kl(p, q, n):
+    eps = 1.0 / (2.0 * n)
+    p, q = (np.asarray(v, np.float64) + eps for v in (p, q))
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def suite_results(f, y, p_s, form, estimators, draws=SUITE_DRAWS, targets=None):
+    """Every estimator on every draw of lade.sampling's suite of shifts (shift_suite), under the
+    estimated-prior table's protocol: the held-out half (held_out_halves) fits bias-corrected temperature
+    scaling and gives the reference prior, the targets are drawn from the pool half without replacement
+    (the first m images of each class of it, m its smallest class count).
+    f, y: the model's test logits and labels; p_s the training prior; form the test-time adjustment ('pc'
+    or 'add_target', lade.losses.test_time_form); estimators {name: (label, make)}, make(p_s) the
+    estimator (fitted once) or make(p_s, n) for one that depends on the target set's size n. Beside
+    accuracy, the prior's own error: absolute error (the mean over classes of |p_hat - p|) and
+    KL(p || p_hat), both smoothed by eps = 1 / (2 n), QuaPy's measures.
+    Returns {"estimators": {name: label}, "targets": [names], "draws": [one dict a draw: target, draw,
+    images, classes present, and per method ('none', 'oracle', the estimators) its accuracy, per
+    estimator the prior's absolute error and KL]}."""
+    classes = p_s.shape[0]
+    held, pool = held_out_halves(y, classes)
+    if np.bincount(y[held], minlength=classes).min() == 0:
+        raise ValueError("lade.app.evaluation.suite_results: some class has fewer than 2 test images: no held-out "
+                         "half with every class")
+    calib = (source_logits(np.ascontiguousarray(f[held]), form, p_s), np.ascontiguousarray(y[held]))
+    no_shift = prior_from_labels(calib[1], classes)
+    per_class = np.bincount(y[pool], minlength=classes).min()  # the suite draws from a pool with as many of each
+    pool = np.sort(np.concatenate([pool[y[pool] == c][:per_class] for c in range(classes)]))
+    fitted = {m: make(p_s).fit(calib[0], calib[1], no_shift) for m, (_, make) in estimators.items()
+              if len(inspect.signature(make).parameters) == 1}
+    rows_out, names = [], []
+    for target in shift_suite(y[pool], classes, draws, targets):
+        if target.name not in names:
+            names.append(target.name)
+        rows = pool[target.indices]
+        f_sub, y_sub = np.ascontiguousarray(f[rows]), y[rows]
+        n = y_sub.shape[0]
+        row = {"target": target.name, "draw": target.draw, "images": int(n),
+               "classes_present": int(np.count_nonzero(target.counts)),
+               "accuracy": {"none": metrics.accuracy(adjust(f_sub, form, p_s, no_shift), y_sub),
+                            "oracle": metrics.accuracy(adjust(f_sub, form, p_s, np.maximum(target.prior, 1e-8)),
+                                                       y_sub)},
+               "abs_error": {}, "kl": {}, "notes": []}
+        z = source_logits(f_sub, form, p_s)
+        for m, (_, make) in estimators.items():
+            est = fitted.get(m) or make(p_s, n).fit(calib[0], calib[1], no_shift)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = est.estimate(z)
+            row["notes"] += [f"{m}: {w.message}" for w in caught]
+            row["accuracy"][m] = metrics.accuracy(adjust(f_sub, form, p_s, res.prior), y_sub)
+            row["abs_error"][m] = float(np.mean(np.abs(res.prior.astype(np.float64) - target.prior)))
+            row["kl"][m] = _kl(target.prior, res.prior, n)
+        rows_out.append(row)
+    return {"estimators": {m: label for m, (label, _) in estimators.items()}, "targets": names, "draws": rows_out}
+
+
+def suite_summary(results):
+    """Per target and method of suite_results: mean and worst (lowest) accuracy over the draws; per
+    estimator the mean absolute error and KL, and its gap to the better baseline (BASELINES, when both
+    are among the estimators): gap_mean against the better mean of the two, gap_worst the lowest over the
+    draws against the better of the two on that draw. {target: {method: {...}}}."""
+    out = {}
+    for name in results["targets"]:
+        draws = [r for r in results["draws"] if r["target"] == name]
+        entry = {}
+        for m in draws[0]["accuracy"]:
+            acc = np.array([r["accuracy"][m] for r in draws])
+            entry[m] = {"mean": float(acc.mean()), "worst": float(acc.min()), "draws": len(draws)}
+            if m in draws[0]["abs_error"]:
+                entry[m]["abs_error"] = float(np.mean([r["abs_error"][m] for r in draws]))
+                entry[m]["kl"] = float(np.mean([r["kl"][m] for r in draws]))
+                if all(b in draws[0]["accuracy"] for b in BASELINES):
+                    best_mean = max(np.mean([r["accuracy"][b] for r in draws]) for b in BASELINES)
+                    per_draw = acc - np.array([max(r["accuracy"][b] for b in BASELINES) for r in draws])
+                    entry[m]["gap_mean"], entry[m]["gap_worst"] = float(acc.mean() - best_mean), float(per_draw.min())
+        out[name] = entry
+    return out
+
+
+def suite_digest(results):
+    """What the report keeps of suite_results (the draws summarised): {"estimators": {name: label},
+    "targets": [names], "summary": suite_summary(results), "images": {target: [fewest, most images, draws]}}."""
+    sizes = {t: [r["images"] for r in results["draws"] if r["target"] == t] for t in results["targets"]}
+    return {"estimators": results["estimators"], "targets": results["targets"], "summary": suite_summary(results),
+            "images": {t: [min(v), max(v), len(v)] for t, v in sizes.items()}}
 
 
 def evaluate_run(run_dir, estimated_prior=True):

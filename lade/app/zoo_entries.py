@@ -4,12 +4,15 @@
                                 its row in zoo/index.json
     materialize(name, out_dir)  a zoo entry -> a finished run folder whose logits are recomputed from
                                 the weights, so every report of lade.app.report works on it unchanged
+    refresh_results(name)       an entry's results.json computed again from its weights, when the report
+                                has gained a table since the entry was added
 
 An entry's name is the config's name and seed (``cifar100_lt_100_lade_seed1``). Its results.json is
 the run's full report (every table, the estimated-prior one included), computed once from the run's
 logits on the machine that trained it and stamped with that machine's CPU and kernel variant.
 """
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from lade.app.datasets import load_dataset
 from lade.app.runs import (RUN_MARKER, RunError, check_output_dir, load_checkpoint, run_status, save_atomic, save_npy,
                            source_commit)
 
-__all__ = ["entry_name", "add_run", "materialize", "ZOO_PREFIX"]
+__all__ = ["entry_name", "add_run", "materialize", "refresh_results", "ZOO_PREFIX"]
 
 ZOO_PREFIX = "zoo:"  # `lade evaluate zoo:NAME`
 # final.json last: a folder is a finished run once it is there
@@ -52,6 +55,36 @@ def _write_index(zoo_root, entries):
     save_atomic(zoo_root / zoo.INDEX, lambda f: f.write((json.dumps(index, indent=1) + "\n").encode()))
 
 
+def _stamped(results, name):
+    """The results of entry `name` with the CPU, kernel variant and commit they were computed on."""
+    cpu = lade.cpu_info()
+    results["run_dir"] = f"{ZOO_PREFIX}{name}"
+    results["evaluated_on"] = {"cpu": cpu["model"], "kernel_variant": cpu["variant"], "commit": source_commit(),
+                               "lade_version": lade.__version__}
+    return results
+
+
+def _headline(results):
+    return {m["label"]: round(100 * m["uniform"]["top1"], 2) for m in results["methods"]}
+
+
+def _save_results(folder, results, func):
+    """Writes results.json into the entry folder; returns the index row's files (sha256, bytes) and total
+    size, checked against the entry budget."""
+    save_atomic(folder / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    files = {f: {"sha256": zoo.file_digest(folder / f), "bytes": (folder / f).stat().st_size}
+             for f in zoo.ENTRY_FILES}
+    size = sum(meta["bytes"] for meta in files.values())
+    if size > _ENTRY_BUDGET:
+        raise RunError(f"{func}: the entry '{folder}' takes {size} bytes, over the budget of {_ENTRY_BUDGET}")
+    return files, size
+
+
+def _replace_row(zoo_root, entry):
+    entries = [e for e in zoo.list(zoo_root) if e["name"] != entry["name"]] if (zoo_root / zoo.INDEX).is_file() else []
+    _write_index(zoo_root, entries + [entry])
+
+
 def add_run(run_dir, zoo_root=None, name=None, data_root=None):
     """Adds the finished run in `run_dir` to the zoo (replacing an entry of the same name) and returns
     the index entry. The weights are the last checkpoint's parameters and BN statistics (float32,
@@ -72,34 +105,39 @@ def add_run(run_dir, zoo_root=None, name=None, data_root=None):
     if not np.array_equal(data.counts, counts):
         raise RunError(f"lade zoo add: the data under '{data.root}' gives other training counts than the run in "
                        f"'{run_dir}' was trained with; pass the data root it used (--data-root)")
-    results = evaluation.evaluate_run(run_dir)
-    cpu = lade.cpu_info()
-    results["run_dir"] = f"{ZOO_PREFIX}{name}"
-    results["evaluated_on"] = {"cpu": cpu["model"], "kernel_variant": cpu["variant"], "commit": source_commit(),
-                               "lade_version": lade.__version__}
+    results = _stamped(evaluation.evaluate_run(run_dir), name)
     folder = zoo_root / name
     folder.mkdir(parents=True, exist_ok=True)
     save_atomic(folder / zoo.WEIGHTS, lambda f: np.savez_compressed(f, **net.state_dict()))
     for file in _COPIED:
         _copy(run_dir / file, folder / file)
-    save_atomic(folder / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
-    files = {f: {"sha256": zoo.file_digest(folder / f), "bytes": (folder / f).stat().st_size}
-             for f in zoo.ENTRY_FILES}
-    size = sum(meta["bytes"] for meta in files.values())
-    if size > _ENTRY_BUDGET:
-        raise RunError(f"lade zoo add: the entry '{folder}' takes {size} bytes, over the budget of {_ENTRY_BUDGET}")
+    files, size = _save_results(folder, results, "lade zoo add")
     sessions = json.loads((run_dir / "run.json").read_text())["sessions"]
     final = json.loads((run_dir / "final.json").read_text())
     entry = {"name": name, "config": cfg["name"], "dataset": cfg["data"]["dataset"],
              "imbalance": cfg["data"]["imbalance"], "loss": cfg["loss"]["name"], "seed": cfg["run"]["seed"],
              "model_seed": cfg["model"]["seed"], "epochs": cfg["optim"]["epochs"],
              "model": _model_spec(cfg, counts.shape[0]), "data_sha256": data.digest(),
-             "headline": {m["label"]: round(100 * m["uniform"]["top1"], 2) for m in results["methods"]},
+             "headline": _headline(results),
              "train_hours": round(final["train_seconds"] / 3600, 2),
              "trained_on": sorted({f"{s['cpu']} ({s['kernel_variant']})" for s in sessions}),
              "commits": sorted({str(s["commit"]) for s in sessions}), "bytes": size, "files": files}
-    entries = [e for e in zoo.list(zoo_root) if e["name"] != name] if (zoo_root / zoo.INDEX).is_file() else []
-    _write_index(zoo_root, entries + [entry])
+    _replace_row(zoo_root, entry)
+    return entry
+
+
+def refresh_results(name, zoo_root=None, data_root=None):
+    """Computes the stored results.json of the zoo entry `name` again from its weights on this CPU (the
+    logits by materialize, then every table of today's evaluate_run), for a report that has gained a table
+    since the entry was added; updates its index row (file digests, size, headline). Returns the row."""
+    zoo_root = zoo.resolve_root(zoo_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, model = materialize(name, Path(tmp) / name, data_root, zoo_root)
+        results = _stamped(evaluation.evaluate_run(run_dir), name)
+    entry = dict(model.entry)
+    entry["files"], entry["bytes"] = _save_results(zoo_root / name, results, "lade zoo refresh")
+    entry["headline"] = _headline(results)
+    _replace_row(zoo_root, entry)
     return entry
 
 
