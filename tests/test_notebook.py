@@ -20,7 +20,7 @@ def test_notebook_runs_top_to_bottom(data_dir, tmp_path, monkeypatch):
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "| PC Softmax | oracle |" in outputs and "| LADE | em |" in outputs
     assert "L1 error of the EM prior" in outputs
-    assert "| EM, tilted or free, gated at" in outputs and "| LADE: p_t | F50 |" in outputs
+    assert "| EM, tilted, sparse or free, gated at" in outputs and "| LADE: p_t | F50 |" in outputs
     assert "| MLLS + BCTS (EM without smoothing) | " in outputs and "top-1 %: mean / worst draw | LT10 |" in outputs
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 5

@@ -95,11 +95,11 @@ def test_goal_misses_compare_with_the_better_baseline():
 
 
 # -------------------------------------------------------------------------------------- estimators
-def _sparse_task(n, present, seed):
+def _sparse_task(n, present, seed, radius=3.0):
     """20 classes, 2-D Gaussians on a circle, logits exact for a uniform source prior; the target has
     only the classes in `present`."""
     classes, rng = 20, np.random.default_rng(seed)
-    means = 3.0 * np.stack([np.cos(2 * np.pi * np.arange(classes) / classes),
+    means = radius * np.stack([np.cos(2 * np.pi * np.arange(classes) / classes),
                             np.sin(2 * np.pi * np.arange(classes) / classes)], 1)
     y = rng.choice(present, size=n)
     x = means[y] + rng.normal(size=(n, 2))
@@ -121,6 +121,30 @@ def test_selection_finds_a_sparse_target_that_smoothing_blurs():
     prior, strength, _, converged, _ = prior_shift.em_prior_eb(posthoc.softmax(z), uniform)  # the same, by hand
     assert converged and strength == eb.smoothing_strength
     np.testing.assert_array_equal(prior, eb.prior)
+
+
+def test_the_default_takes_a_sparse_estimate_where_a_few_classes_are_present():
+    """family='auto' (the default): the tilted family is rejected, then the sparse prior on the free estimate's
+    top classes is kept (BIC picks it and its test within the free prior does not reject it); it removes the
+    mass the free estimate and its add-one smoothing leave on the 16 absent classes. Without calibration data
+    to check the classifier on, or with a classifier whose confusion matrix is ill-conditioned, it stays free."""
+    uniform = np.full(20, 0.05, np.float32)
+    calib_z, calib_y = _sparse_task(2000, np.arange(20), 7, radius=5.0)  # neighbours 1.6 standard deviations apart
+    z, y = _sparse_task(300, [0, 5, 10, 15], 1, radius=5.0)
+    truth = np.bincount(y, minlength=20) / y.size
+    res = prior_shift.adapt(z, uniform, calib_z, calib_y)
+    assert res.family == "sparse" and res.support == 4 and not res.gated
+    assert res.family_test["p_value"] < 0.05 and res.family_test["sparse"]["p_value"] >= 0.05
+    assert res.family_test["sparse"]["dof"] == 16 and res.condition_number <= prior_shift.COND_LIMIT
+    dense = prior_shift.Gated(prior_shift.AutoFamilyEM(sparse=False)).fit(calib_z, calib_y, uniform).adapt(z)
+    assert dense.family == "free" and "sparse" not in dense.family_test
+    assert np.abs(res.prior - truth).sum() < 0.5 * np.abs(dense.prior - truth).sum()
+    assert np.mean(res.probs.argmax(1) == y) > np.mean(dense.probs.argmax(1) == y)
+    assert prior_shift.adapt(z, uniform, calibration="none").family == "free"  # nothing to check the ranking on
+    weak_calib = _sparse_task(2000, np.arange(20), 7)  # neighbours 0.9 standard deviations apart: confused
+    with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        weak = prior_shift.adapt(_sparse_task(300, [0, 5, 10, 15], 1)[0], uniform, *weak_calib)
+    assert weak.family == "free" and weak.condition_number > prior_shift.COND_LIMIT
 
 
 def test_selection_of_one_class_is_not_gated():

@@ -7,7 +7,7 @@ first part (report_text renders them as markdown, report_plots draws them, repor
   PC f - log p_s + log p_t for softmax-trained models, f + log p_t for LADE, Balanced Softmax and
   the other prior-aware losses);
 - the shifted tests of spec §2.3 (forward 50..2, uniform, backward 2..50), with the adjustment
-  using the oracle p_t, p_t estimated by lade's default estimator (EM, tilted or free, gated) or by
+  using the oracle p_t, p_t estimated by lade's default estimator (EM, tilted, sparse or free, gated) or by
   BBSE (lade.prior_shift, calibrated on the held-out source set), and no adjustment.
 - the estimated-prior table (``estimated_prior_results``): every estimator of lade.prior_shift
   against the oracle p_t and against no adjustment, on every shifted test, under the protocol
@@ -91,7 +91,7 @@ def _uniform_metrics(probs, labels, counts):
 
 def _shift_estimators(calib, form, p_s, methods, fast=False):
     """{method: (fitted estimator or None, note)} for the estimated-p_t rows of the shifted tests: 'em' is
-    lade's default (prior_shift.estimator(): EM, tilted or free, gated), 'bbse' plain BBSE, ungated. Each is
+    lade's default (prior_shift.estimator(): EM, tilted, sparse or free, gated), 'bbse' plain BBSE, ungated. Each is
     fitted once and estimates every shifted test.
 
     Calibration is bias-corrected temperature scaling on the held-out set when it holds every class;
@@ -154,8 +154,8 @@ ESTIMATORS = {
     "em_gated": (f"EM, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.EM()), 0),
     "em_shrunk": ("EM, shrunk (Fisher width)", lambda p_s: _PS.Shrunk(_PS.EM()), 0),
     "em_gated_shrunk": ("EM, gated + shrunk", lambda p_s: _PS.Shrunk(_PS.Gated(_PS.EM())), 0),
-    "em_family": ("EM, tilted or free by LR test", lambda p_s: _PS.AutoFamilyEM(tilt_prior=p_s), 0),
-    "em_family_gated": (f"EM, tilted or free, gated at {_PS.GATE_LEVEL:g} (the default)",
+    "em_family": ("EM, tilted, sparse or free by LR tests", lambda p_s: _PS.AutoFamilyEM(tilt_prior=p_s), 0),
+    "em_family_gated": (f"EM, tilted, sparse or free, gated at {_PS.GATE_LEVEL:g} (the default)",
                         lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s)), 0),
     "em_k1": ("EM + 1 label per class", lambda p_s: _PS.LabelledEM(), 1),
     "em_k5": ("EM + 5 labels per class", lambda p_s: _PS.LabelledEM(), 5),

@@ -155,7 +155,7 @@ def _sade_lines(entries):
     return ["## Beside the test-agnostic state of the art: SADE", "",
             "CIFAR-100-LT imbalance 100, ResNet-32, top-1 % on shifted test sets (forward = head-heavy, backward = "
             "tail-heavy; spec §2.3). lade: its best single model in the zoo at this imbalance, adjusted at test time "
-            "to the prior that lade's default estimator (EM after calibration on the held-out set, tilted or free, "
+            "to the prior that lade's default estimator (EM after calibration on the held-out set, tilted, sparse or free, "
             "gated) finds in the unlabelled test set, and to the true prior for reference. SADE: the numbers of its "
             "README, not run here.", "",
             report_text.table(["model"] + list(SADE), rows), "",
