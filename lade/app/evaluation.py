@@ -276,7 +276,7 @@ def _kl(p, q, n):
     eps = 1.0 / (2.0 * n)
     p, q = (np.asarray(v, np.float64) + eps for v in (p, q))
     p, q = p / p.sum(), q / q.sum()
-    return float(np.sum(p * np.log(p / q)))
+    return max(float(np.sum(p * np.log(p / q))), 0.0)  # >= 0; rounding gives -1e-17 when p == q
 
 
 def suite_results(f, y, p_s, form, estimators, draws=SUITE_DRAWS, targets=None):
