@@ -37,7 +37,8 @@ def main():
             run_dir = zoo_entries.materialize(name, Path(tmp) / name, args.data_root)[0]
         f, y, p_s, form, loss = shift_suite.run_logits(run_dir)
         start = time.time()
-        results = shift_suite.suite_results(f, y, p_s, form, draws=args.draws, targets=args.targets)
+        results = shift_suite.suite_results(f, y, p_s, form, shift_suite.SUITE_ESTIMATORS, draws=args.draws,
+                                            targets=args.targets)
     print(f"run {args.run}: loss {loss}, {p_s.shape[0]} classes, {f.shape[0]} test images (half held out), "
           f"{len(results['draws'])} target sets in {time.time() - start:.0f} s\n")
     print(shift_suite.suite_table(results))

@@ -5,13 +5,18 @@ The real model: CIFAR-10-LT (imbalance 100, the JPEG list files at 16x16), LADE,
 with the CLI (SHORT_MODEL_COMMAND); its test logits, labels and training counts are stored in
 tests/data/cifar10_lt_lade_e4_logits.npz (logits as float16), so the suite runs on it in CI in seconds.
 """
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
 from lade import posthoc, prior_shift, sampling
 from lade.app import shift_suite
+from test_cli import fake_run
 
 DATA = Path(__file__).resolve().parent / "data"
 SHORT_MODEL = DATA / "cifar10_lt_lade_e4_logits.npz"
@@ -215,3 +220,18 @@ def test_short_model_suite_goals_where_they_are_met(short_model_suite):
         assert e["oracle"]["mean"] >= max(e[m]["mean"] for m in ("default", "mlls", "bbse")) - 0.01, t
     bbse_fell_back = all(r["accuracy"]["bbse"] == r["accuracy"]["none"] for r in short_model_suite["draws"])
     assert bbse_fell_back
+
+
+def test_the_benchmark_runs_on_a_run_folder(tmp_path):
+    """benchmarks/prior_shift_suite.py end to end on the short model's logits (one draw of two targets)."""
+    d = np.load(SHORT_MODEL)
+    fake_run(tmp_path / "run", "lade", np.ascontiguousarray(d["test_logits"], dtype=np.float32),
+             d["test_labels"].astype(np.int64), d["train_counts"])
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "prior_shift_suite.py"), str(tmp_path / "run"),
+                          "--targets", "k2", "pool", "--draws", "1", "--json", str(tmp_path / "suite.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "| top-1 %: mean / worst draw | k2 | pool |" in out.stdout and "goals of issue 26" in out.stdout
+    for label in (label for label, _ in shift_suite.SUITE_ESTIMATORS.values()):
+        assert f"| {label} | " in out.stdout
+    assert len(json.loads((tmp_path / "suite.json").read_text())["draws"]) == 2
