@@ -12,7 +12,11 @@
  * current tree and any older commit, and runs them interleaved):
  *   cc -O3 -std=c11 -D_GNU_SOURCE -Icsrc/include -Icsrc benchmarks/kernels_cpu_time.c \
  *      csrc/base/*.c csrc/nn/*.c -lopenblas -lm -pthread -o kernels_cpu_time
- * Usage: kernels_cpu_time [reps] [isa|-] [conv|model|all] */
+ * Usage: kernels_cpu_time [reps] [isa|-] [conv|model|all|step]
+ * "step" times only the training step at batch 128, in float32 and (where the
+ * variant has the bfloat16 kernels) in bf16, alternately, and prints the
+ * CPU-time share of each layer kind (the model's profile, wall time of the one
+ * thread, taken over the best repetition's pass). */
 #include <string.h>
 #include "lade.h"
 
@@ -89,6 +93,46 @@ static void model(int reps, lade_rng *rng) {
     lade_resnet_destroy(net);
 }
 
+/* float32 and bf16 training steps at batch 128, alternately, best of reps each */
+static void step(int reps, lade_rng *rng) {
+    lade_resnet *net;
+    if (lade_resnet_create(&net, LADE_RESNET32_LADE, LADE_STEM_3X3, 100, NULL)) return;
+    lade_resnet_init(net, rng);
+    const int n = 128;
+    float *images = random_floats((size_t)n * 3 * 32 * 32, rng), *logits = malloc(n * 100 * sizeof(float));
+    float *dlogits = random_floats(n * 100, rng);
+    for (int i = 0; i < n * 100; i++) dlogits[i] *= 1e-3f;
+    const int has_bf16 = lade_bf16_check("step") == LADE_OK;
+    lade_clear_error();
+    double best[2] = {1e30, 1e30}, prof[2][LADE_PROF_COUNT];
+    for (int r = 0; r < reps; r++)
+        for (int p = 0; p < 1 + has_bf16; p++) {
+            lade_resnet_set_precision(net, p ? LADE_BF16 : LADE_FLOAT32);
+            lade_resnet_forward(net, images, n, 32, 32, LADE_TRAIN, 0, logits); /* sizes the arena */
+            lade_resnet_backward(net, dlogits, n);
+            lade_resnet_profile_reset(net);
+            double t0 = cpu_seconds();
+            lade_resnet_forward(net, images, n, 32, 32, LADE_TRAIN, 0, logits);
+            lade_resnet_backward(net, dlogits, n);
+            double dt = cpu_seconds() - t0;
+            if (dt < best[p]) {
+                best[p] = dt;
+                lade_resnet_profile(net, prof[p]);
+            }
+        }
+    for (int p = 0; p < 1 + has_bf16; p++) {
+        double total = 0.0;
+        for (int k = 0; k < LADE_PROF_COUNT; k++) total += prof[p][k];
+        printf("step batch %d %s: %.1f ms  (", n, p ? "bf16" : "float32", 1e3 * best[p]);
+        for (int k = 0; k < LADE_PROF_COUNT; k++)
+            printf("%s%s %.1f%%", k ? ", " : "", lade_prof_name((lade_prof_kind)k), 100.0 * prof[p][k] / total);
+        printf(")\n");
+    }
+    if (has_bf16) printf("step bf16/float32 speed-up: %.3f\n", best[0] / best[1]);
+    free(images), free(logits), free(dlogits);
+    lade_resnet_destroy(net);
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
     const char *what = argc > 3 ? argv[3] : "all";
@@ -100,6 +144,10 @@ int main(int argc, char **argv) {
     lade_rng rng;
     lade_rng_seed(&rng, 1, 0);
     const int n = 128;
+    if (strcmp(what, "step") == 0) {
+        step(reps, &rng);
+        return 0;
+    }
     if (strcmp(what, "model") == 0) {
         model(reps, &rng);
         return 0;
