@@ -152,13 +152,7 @@ static int check_array(lade_call *c, int k) {
 static int convert_scalar(lade_call *c, int k) {
     const lade_arg *a = &c->spec[k];
     PyObject *o = c->given[k];
-    if (!o) {
-        if (a->dtype == 'K') c->value[k].u = (unsigned long long)a->def;
-        else if (a->dtype == 'O' || a->dtype == 's') c->value[k].o = NULL;
-        else if (a->dtype == 'f') c->value[k].f = a->def;
-        else c->value[k].i = (long long)a->def;
-        return 0;
-    }
+    if (!o) return 0; /* its value stays 0 */
     switch (a->dtype) {
     case 'f':
         c->value[k].f = PyFloat_AsDouble(o);
@@ -365,33 +359,20 @@ PyObject *lade_call_end(lade_call *c, PyObject *result) {
 }
 
 /* ---- module-level functions ---------------------------------------------------------------- */
-static PyObject *returns(lade_call *c, const char *format) {
-    int next_out = 0, next_ret = 0, count = 0;
-    PyObject *items[LADE_MAX_ARGS]; /* owned */
-    for (int k = 0; !format && k < c->n; k++) /* NULL: every output */
-        if (is_output(&c->spec[k])) items[count++] = Py_NewRef(c->array[k] ? (PyObject *)c->array[k] : Py_None);
-    for (; format && format[count]; count++) {
-        char f = format[count];
-        if (f == 'A') {
-            while (!is_output(&c->spec[next_out])) next_out++;
-            PyArrayObject *a = c->array[next_out++];
-            items[count] = Py_NewRef(a ? (PyObject *)a : Py_None);
-            continue;
+PyObject *lade_tuple(int n, ...) {
+    PyObject *t = PyTuple_New(n);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        PyObject *item = va_arg(ap, PyObject *);
+        if (t && item) {
+            PyTuple_SET_ITEM(t, i, item);
+        } else {
+            Py_XDECREF(item);
+            Py_CLEAR(t);
         }
-        double v = c->ret[next_ret++];
-        items[count] = f == 'd' ? PyFloat_FromDouble(v) : f == 'i' ? PyLong_FromLongLong((long long)v)
-                                                                    : PyBool_FromLong(v != 0);
     }
-    if (count == 1) return items[0];
-    PyObject *t = PyTuple_New(count);
-    for (int i = 0; i < count; i++) {
-        if (t) PyTuple_SET_ITEM(t, i, items[i]);
-        else Py_XDECREF(items[i]);
-    }
-    if (t && count == 0) {
-        Py_DECREF(t);
-        Py_RETURN_NONE;
-    }
+    va_end(ap);
     return t;
 }
 
@@ -423,8 +404,7 @@ static PyObject *raise_from_cause(lade_status st, const char *func, lade_object 
     return NULL;
 }
 
-static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
-    const lade_binding *b = PyCapsule_GetPointer(capsule, "lade.binding");
+PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw) {
     lade_call c;
     PyObject *result = NULL;
     int ok = !lade_parse(&c, b->func, b->spec, args, kw);
@@ -437,40 +417,21 @@ static PyObject *dispatch(PyObject *capsule, PyObject *args, PyObject *kw) {
         LADE_NOGIL_BEGIN
         st = b->run(&c);
         LADE_NOGIL_END
-        result = st ? raise_from_cause(st, b->func, c.self) : returns(&c, b->returns);
+        result = st ? raise_from_cause(st, b->func, c.self) : b->result(&c);
     }
     if (c.self) c.self->busy = 0;
     return lade_call_end(&c, result);
 }
 
-/* The callable of a binding; a method is that callable as an instancemethod (it gets the object first). */
-static PyObject *binding_function(const lade_binding *b) {
-    PyMethodDef *def = PyMem_Calloc(1, sizeof *def); /* lives as long as the module */
-    if (!def) return PyErr_NoMemory();
-    *def = (PyMethodDef){b->name, (PyCFunction)(void (*)(void))dispatch, METH_VARARGS | METH_KEYWORDS, b->doc};
-    PyObject *capsule = PyCapsule_New((void *)b, "lade.binding", NULL);
-    PyObject *fn = capsule ? PyCFunction_NewEx(def, capsule, NULL) : NULL;
-    Py_XDECREF(capsule);
-    if (!fn || !(b->spec[0].role & LADE_SELF)) return fn;
-    PyObject *method = PyInstanceMethod_New(fn);
-    Py_DECREF(fn);
-    return method;
-}
-
-static int add_all(PyObject *dict, const lade_binding *list) {
-    for (const lade_binding *b = list; b->name; b++) {
-        PyObject *fn = binding_function(b);
-        int st = fn ? PyDict_SetItemString(dict, b->name, fn) : -1;
+/* A method is its function as an instancemethod: it gets the object first, as the SELF slot. */
+int lade_add_methods(PyTypeObject *type, PyMethodDef *list) {
+    int st = 0;
+    for (PyMethodDef *def = list; !st && def->ml_name; def++) {
+        PyObject *fn = PyCFunction_New(def, NULL), *method = fn ? PyInstanceMethod_New(fn) : NULL;
+        st = method ? PyDict_SetItemString(type->tp_dict, def->ml_name, method) : -1;
         Py_XDECREF(fn);
-        if (st < 0) return -1;
+        Py_XDECREF(method);
     }
-    return 0;
-}
-
-int lade_add_bindings(PyObject *module, const lade_binding *list) { return add_all(PyModule_GetDict(module), list); }
-
-int lade_add_methods(PyTypeObject *type, const lade_binding *list) {
-    int st = add_all(type->tp_dict, list);
     PyType_Modified(type);
     return st;
 }

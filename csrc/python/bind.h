@@ -10,15 +10,13 @@
  * what the call holds. Errors name the public function (fixed in C), the
  * argument, what was expected and what came.
  *
- * The tables are not written by hand: bindings.def declares each function
- * once, and gen_bindings.py (run by setup.py) makes from it, in gen/, a typed
- * struct of its arguments filled from the call by index (NAME_fill), its table
- * (NAME_spec), the shims that the dispatcher calls (shape inference, then the
- * core call without the GIL) and the lade_binding tables. To add a function:
- * declare it in bindings.def (a longer core call or inference goes in the
- * section's bind_<section>.c, taking the struct), then wrap it in lade/. A
- * type that wraps a C object starts with LADE_OBJECT_HEAD; its methods are
- * declared as Type.name and added with lade_add_methods. */
+ * bindings.def declares each function and type once, and gen_bindings.py (run
+ * by setup.py; its docstring gives the syntax and what each role, shape and
+ * scalar kind means) makes from it, in gen/, the tables, the typed argument
+ * structs (NAME_fill), the shims, the type objects and lade_register_<section>.
+ * To add a function: declare it in bindings.def (a longer core call or
+ * inference goes in the section's bind_<section>.c, taking the struct), then
+ * wrap it in lade/. */
 #ifndef LADE_BIND_H
 #define LADE_BIND_H
 
@@ -37,39 +35,27 @@
 #define LADE_NOGIL_BEGIN Py_BEGIN_ALLOW_THREADS
 #define LADE_NOGIL_END Py_END_ALLOW_THREADS
 
-/* Roles. Arrays: IN is read; OUT is written (allocated, uninitialised, when not
- * passed); GRAD is accumulated into (allocated zero-filled when not passed);
- * INOUT is updated in place and never allocated. Flags: OPT, the argument may
- * be omitted or None; LATE, an input checked after the shape inference (its
- * shape uses dimensions only inference binds); HIDDEN, an output that is not
- * an argument; INPLACE, an output that may be exactly an input (an elementwise
- * kernel that reads each element before writing it); SELF, the object a method
- * is called on (first entry of a method's table, see SELF below). */
+/* Roles and flags (the roles and '?' of bindings.def; SELF: the object a method
+ * is called on, the first entry of its table). */
 enum {
     LADE_IN = 1, LADE_OUT = 2, LADE_GRAD = 3, LADE_INOUT = 4, LADE_SCALAR = 5, LADE_ROLE = 7,
     LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64, LADE_SELF = 128,
 };
 
-/* One argument. Arrays: dtype is an NPY_ type and shape has one character per
- * dimension: a letter names a dimension (the same letter must have the same
- * size in every argument of the call), a digit is that size, '*' any size;
- * "..." is any shape, the same for every argument that says "...". Scalars:
- * dtype is 'f' (a number, kept as double), 'i' (int), 'n' (a non-negative
- * size), 'K' (an unsigned 64-bit seed or epoch), 'p' (bool), 's' (str), 'I'
- * (an int or a sequence of ints, each 32-bit: read with lade_ints), 'O' (any
- * object; of `type` when set); def is the default when OPT. */
+/* One argument. Arrays: dtype is an NPY_ type and shape the declared one.
+ * Scalars: dtype is the kind letter (an argument not given reads as 0: the
+ * generated NAME_fill puts in the defaults); type, the class an 'O' must be. */
 typedef struct {
     const char *name;
     int role;
     int dtype;
     const char *shape;
-    double def;
     PyTypeObject *type;
 } lade_arg;
 
 /* The generated tables start a method's entries with SELF and end with END. */
-#define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, 0, type}
-#define END {NULL, 0, 0, NULL, 0, NULL}
+#define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, type}
+#define END {NULL, 0, 0, NULL, NULL}
 #define LADE_MAX_ARGS 16
 
 /* The head of every lade._C type that wraps a C object: core is NULL before
@@ -102,7 +88,7 @@ typedef struct {
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
     signed char bound_by[128];             /* the argument that bound it, -1 for inference */
     int group_by;                          /* the argument that fixed the "..." shape, or -1 */
-    double ret[4];                         /* scalar results for lade_binding.returns */
+    double ret[4];                         /* the numbers a binding's result gives */
     int ints[64], n_ints;                  /* the ints of the 'I' arguments */
     char func_buf[256];                    /* for a func built at run time */
 } lade_call;
@@ -135,29 +121,32 @@ static inline int lade_group_ndim(const lade_call *c) { return c->group_by < 0 ?
 #define LADE_BIND(c, letter, size) \
     ((c)->bound_by[(unsigned char)(letter)] = -1, (c)->dim[(unsigned char)(letter)] = (size))
 
-/* A module-level function: its table, an optional shape inference (binds the
- * letters the outputs need, or refuses the arguments), and the core call, run
- * without the GIL (both generated shims). returns: NULL gives the outputs (None, one array, or a
- * tuple); otherwise one character per returned item: 'A' the next output in
- * table order (None when skipped), 'd' the next of c->ret as a float, 'i' as
- * an int, 'b' as a bool; "" gives None. */
+/* A generated binding: the public name, its table, an optional shape inference
+ * (binds the letters the outputs need, or refuses the arguments), the core
+ * call, run without the GIL, and what the call gives once it succeeded. */
 typedef struct {
-    const char *name; /* lade._C.<name> */
-    const char *func; /* public name */
+    const char *func;
     const lade_arg *spec;
     int (*infer)(lade_call *c);
     lade_status (*run)(lade_call *c);
-    const char *returns;
-    const char *doc; /* the signature, then what it gives */
+    PyObject *(*result)(lade_call *c);
 } lade_binding;
 
-/* Adds every binding of a list ending in {NULL} to the module. */
-int lade_add_bindings(PyObject *module, const lade_binding *list);
-/* Adds every binding of a list ending in {NULL} as a method of a type that
- * starts with LADE_OBJECT_HEAD (after PyType_Ready). Each table starts with
+/* Parses, infers, allocates, runs and gives the result: the function of each binding. */
+PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw);
+
+/* What a result gives: output k (None when skipped), a tuple of n new references
+ * (stolen; NULL when one is NULL). */
+static inline PyObject *lade_output(const lade_call *c, int k) {
+    return Py_NewRef(c->array[k] ? (PyObject *)c->array[k] : Py_None);
+}
+PyObject *lade_tuple(int n, ...);
+
+/* Adds the functions of a list ending in {NULL} as methods of a type that starts
+ * with LADE_OBJECT_HEAD (after PyType_Ready). Each binding's table starts with
  * SELF(&Type): the parser checks the object is initialised and idle and holds it
  * busy through infer and run (c->self; c->self->core is the C object). */
-int lade_add_methods(PyTypeObject *type, const lade_binding *list);
+int lade_add_methods(PyTypeObject *type, PyMethodDef *list);
 
 /* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);
@@ -171,7 +160,8 @@ PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt
 /* The exception class for LADE_EDECODE (lade.DecodeError, a ValueError). */
 extern PyObject *lade_DecodeError;
 
-/* Each binding file adds its functions and types to the module. */
+/* Each binding file adds its functions and types to the module (generated). */
+int lade_register_base(PyObject *module);
 int lade_register_nn(PyObject *module);
 int lade_register_ltmath(PyObject *module);
 int lade_register_data(PyObject *module);

@@ -1,26 +1,23 @@
 /* bind_data.c - Python bindings for lade_data.h: CIFAR, JPEG, file lists,
  * transforms and the loader (used by lade/data.py). FileList, Transform and
  * Loader wrap their C objects as every lade._C type does (LADE_OBJECT_HEAD, core
- * NULL until __init__ succeeds); the arguments of every call are declared in
- * bindings.def (section data). */
+ * NULL until __init__ succeeds); every call and type is declared in
+ * bindings.def (section data), and here are the bodies it names. */
 #include "bind.h"
 
 #include <stddef.h>
 #include <string.h>
 #include <structmember.h>
 
-static PyTypeObject FileListType, TransformType, LoaderType;
 #include "python/gen/data_args.h"
 
 /* ---- CIFAR ---------------------------------------------------------------- */
 /* load_cifar_binary(batches, kind, coarse) -> (images, labels): batches is a list
  * of (name, nbytes, read) with read() giving the bytes, parsed one at a time into
  * one pair of arrays. */
-static PyObject *py_load_cifar_binary(PyObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
+static PyObject *load_cifar_binary(lade_call *c) {
     PyObject *images = NULL, *labels = NULL;
-    if (lade_parse(&c, "lade.data.load_cifar", load_cifar_spec, args, kw)) return lade_call_end(&c, NULL);
-    load_cifar_args a = load_cifar_fill(&c);
+    load_cifar_binary_args a = load_cifar_binary_fill(c);
     Py_ssize_t nb = PyList_GET_SIZE(a.batches);
     size_t total = 0, counts[64];
     const char *name;
@@ -28,10 +25,10 @@ static PyObject *py_load_cifar_binary(PyObject *self, PyObject *args, PyObject *
     PyObject *read;
     for (Py_ssize_t i = 0; i < nb; i++) {
         if (i == 64 || !PyArg_ParseTuple(PyList_GET_ITEM(a.batches, i), "snO", &name, &size, &read)) goto fail;
-        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", name);
+        snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", name);
         lade_status st = lade_cifar_count((size_t)(size < 0 ? 0 : size), a.kind, &counts[i]);
         if (st) {
-            lade_py_raise(st, c.func_buf);
+            lade_py_raise(st, c->func_buf);
             goto fail;
         }
         total += counts[i];
@@ -41,7 +38,7 @@ static PyObject *py_load_cifar_binary(PyObject *self, PyObject *args, PyObject *
         goto fail;
     for (Py_ssize_t i = 0, start = 0; i < nb; start += (Py_ssize_t)counts[i++]) {
         PyArg_ParseTuple(PyList_GET_ITEM(a.batches, i), "snO", &name, &size, &read);
-        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", name);
+        snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", name);
         PyObject *data = PyObject_CallNoArgs(read);
         Py_buffer buf;
         if (!data || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)) {
@@ -57,28 +54,23 @@ static PyObject *py_load_cifar_binary(PyObject *self, PyObject *args, PyObject *
         PyBuffer_Release(&buf);
         Py_DECREF(data);
         if (st) {
-            lade_py_raise(st, c.func_buf);
+            lade_py_raise(st, c->func_buf);
             goto fail;
         }
     }
-    return lade_call_end(&c, Py_BuildValue("NN", images, labels));
+    return Py_BuildValue("NN", images, labels);
 fail:
     Py_XDECREF(images);
     Py_XDECREF(labels);
-    return lade_call_end(&c, NULL);
+    return NULL;
 }
 
 /* check_labels(labels, num_classes, source): the labels of a pickled CIFAR batch */
-static PyObject *py_check_labels(PyObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    PyObject *result = NULL;
-    if (!lade_parse(&c, "lade.data.load_cifar", check_labels_spec, args, kw)) {
-        check_labels_args a = check_labels_fill(&c);
-        snprintf(c.func_buf, sizeof c.func_buf, "lade.data.load_cifar: '%s'", a.source);
-        lade_status st = lade_labels_check(a.labels, (size_t)a.n, a.num_classes);
-        result = st ? lade_py_raise(st, c.func_buf) : Py_NewRef(Py_None);
-    }
-    return lade_call_end(&c, result);
+static PyObject *check_labels(lade_call *c) {
+    check_labels_args a = check_labels_fill(c);
+    snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", a.source);
+    lade_status st = lade_labels_check(a.labels, (size_t)a.n, a.num_classes);
+    return st ? lade_py_raise(st, c->func_buf) : Py_NewRef(Py_None);
 }
 
 /* ---- file lists -------------------------------------------------------------- */
@@ -86,12 +78,8 @@ static PyObject *py_check_labels(PyObject *self, PyObject *args, PyObject *kw) {
 #define FILELIST(obj) ((lade_filelist *)((lade_object *)(obj))->core)
 
 /* FileList(root, text=None, source=None, num_classes=0, paths=None, labels=None) */
-static int filelist_init(lade_object *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    int from_paths = kw && PyDict_GetItemString(kw, "paths");
-    if (lade_parse(&c, from_paths ? "lade.data.ImageFolder" : "lade.data.ListFile", filelist_new_spec, args, kw))
-        return lade_call_end(&c, NULL), -1;
-    filelist_new_args a = filelist_new_fill(&c);
+static int FileListType_constructor(lade_object *self, lade_call *c) {
+    FileListType_constructor_args a = FileListType_constructor_fill(c);
     lade_filelist_destroy(self->core);
     self->core = NULL;
     lade_filelist *list = NULL;
@@ -99,33 +87,25 @@ static int filelist_init(lade_object *self, PyObject *args, PyObject *kw) {
     self->core = list;
     if (!st && a.paths) {
         Py_ssize_t n = PyList_GET_SIZE(a.paths);
-        if (!a.labels || a.n != n) {
-            lade_py_value_error(c.func, "labels", "must have one entry per path (%zd)", n);
-            return lade_call_end(&c, NULL), -1;
-        }
+        if (!a.labels || a.n != n)
+            return lade_py_value_error(c->func, "labels", "must have one entry per path (%zd)", n), -1;
         for (Py_ssize_t i = 0; !st && i < n; i++) {
             const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(a.paths, i));
-            if (!path) return lade_call_end(&c, NULL), -1;
+            if (!path) return -1;
             st = lade_filelist_add(list, path, a.labels[i], 0);
         }
     } else if (!st) {
         Py_buffer buf;
         if (!a.text || PyObject_GetBuffer(a.text, &buf, PyBUF_SIMPLE)) {
-            if (!a.text) PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c.func);
-            return lade_call_end(&c, NULL), -1;
+            if (!a.text) PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c->func);
+            return -1;
         }
         LADE_NOGIL_BEGIN
         st = lade_filelist_parse(list, buf.buf, (size_t)buf.len, a.num_classes);
         LADE_NOGIL_END
         PyBuffer_Release(&buf);
     }
-    if (st) lade_py_raise(st, c.func);
-    return lade_call_end(&c, NULL), st ? -1 : 0;
-}
-
-static void filelist_dealloc(lade_object *self) {
-    lade_filelist_destroy(self->core);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    return st ? (lade_py_raise(st, c->func), -1) : 0;
 }
 
 static Py_ssize_t filelist_len(lade_object *self) {
@@ -143,7 +123,7 @@ static PyObject *filelist_entry(lade_object *self, PyObject *arg) {
                          (long long)lade_filelist_line(self->core, (size_t)i));
 }
 
-static PyObject *filelist_labels(lade_object *self, void *unused) {
+static PyObject *filelist_labels(lade_object *self) {
     npy_intp n = filelist_len(self);
     PyObject *a = PyArray_EMPTY(1, &n, NPY_INT64, 0);
     for (npy_intp i = 0; a && i < n; i++)
@@ -151,43 +131,16 @@ static PyObject *filelist_labels(lade_object *self, void *unused) {
     return a;
 }
 
-static PyMethodDef filelist_methods[] = {
-    {"entry", (PyCFunction)filelist_entry, METH_O, "entry(i) -> (path relative to root, label, line)"},
-    {NULL, NULL, 0, NULL},
-};
-static PyGetSetDef filelist_getset[] = {
-    {"labels", (getter)filelist_labels, NULL, "int64 (N,), a fresh array", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-static PySequenceMethods filelist_sequence = {.sq_length = (lenfunc)filelist_len};
-static PyTypeObject FileListType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.FileList",
-    .tp_basicsize = sizeof(lade_object),
-    .tp_dealloc = (destructor)filelist_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "FileList(root, text=None, source=None, num_classes=0, paths=None, labels=None): (path, label) entries",
-    .tp_methods = filelist_methods,
-    .tp_getset = filelist_getset,
-    .tp_as_sequence = &filelist_sequence,
-    .tp_init = (initproc)filelist_init,
-    .tp_new = PyType_GenericNew,
-};
-
 /* ---- JPEG -------------------------------------------------------------------- */
 
 /* decode_jpeg(data: bytes-like) or read_jpeg(path: str) -> uint8 (H, W, 3) */
-static PyObject *jpeg(PyObject *args, PyObject *kw, int from_file) {
-    lade_call c;
+static PyObject *jpeg(lade_call *c, PyObject *given, int from_file) {
     Py_buffer data = {0};
     PyObject *path = NULL, *out = NULL;
-    if (lade_parse(&c, from_file ? "lade.data.read_jpeg" : "lade.data.decode_jpeg",
-                   from_file ? jpeg_path_spec : jpeg_data_spec, args, kw))
-        return lade_call_end(&c, NULL);
-    PyObject *given = from_file ? jpeg_path_fill(&c).path : jpeg_data_fill(&c).data;
     if (from_file ? !(path = PyUnicode_EncodeFSDefault(given)) : PyObject_GetBuffer(given, &data, PyBUF_SIMPLE) < 0) {
-        if (!from_file) PyErr_Format(PyExc_TypeError, "%s: argument 'data' must be bytes-like, got %s", c.func,
+        if (!from_file) PyErr_Format(PyExc_TypeError, "%s: argument 'data' must be bytes-like, got %s", c->func,
                                      Py_TYPE(given)->tp_name);
-        return lade_call_end(&c, NULL);
+        return NULL;
     }
     lade_jpeg *j = NULL;
     lade_status st = lade_jpeg_create(&j);
@@ -202,14 +155,14 @@ static PyObject *jpeg(PyObject *args, PyObject *kw, int from_file) {
     if (from_file) Py_DECREF(path);
     else PyBuffer_Release(&data);
     npy_intp dims[3] = {h, w, 3};
-    if (st) lade_py_raise(st, c.func);
+    if (st) lade_py_raise(st, c->func);
     else if ((out = PyArray_SimpleNew(3, dims, NPY_UINT8)))
         memcpy(PyArray_DATA((PyArrayObject *)out), rgb, (size_t)w * h * 3);
     lade_jpeg_destroy(j);
-    return lade_call_end(&c, out);
+    return out;
 }
-static PyObject *py_decode_jpeg(PyObject *self, PyObject *args, PyObject *kw) { return jpeg(args, kw, 0); }
-static PyObject *py_read_jpeg(PyObject *self, PyObject *args, PyObject *kw) { return jpeg(args, kw, 1); }
+static PyObject *decode_jpeg(lade_call *c) { return jpeg(c, decode_jpeg_fill(c).data, 0); }
+static PyObject *read_jpeg(lade_call *c) { return jpeg(c, read_jpeg_fill(c).path, 1); }
 
 static lade_status jpeg_max_pixels(int given, long long n, double *ret) {
     lade_status st = given ? lade_jpeg_set_max_pixels((size_t)n) : LADE_OK;
@@ -235,16 +188,12 @@ static int read_numbers(const lade_call *c, PyObject *o, const char *arg, int n,
 
 /* Transform(preset, size=0, resize=0, pad=None, flip=None, scale=None, ratio=None, brightness=None,
  *           contrast=None, saturation=None, mean=None, std=None): a preset with the fields given changed */
-static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
-    char func[128]; /* the class called: lade.data.CifarTrain, ... */
-    snprintf(func, sizeof func, "lade.data.%s", _PyType_Name(Py_TYPE(self)));
-    lade_call c;
-    if (lade_parse(&c, func, transform_new_spec, args, kw)) return lade_call_end(&c, NULL), -1;
-    transform_new_args a = transform_new_fill(&c);
+static int TransformType_constructor(TransformObject *self, lade_call *c) {
+    TransformType_constructor_args a = TransformType_constructor_fill(c);
     lade_transform *t = &self->t;
     self->core = NULL;
     lade_status st = lade_transform_preset(t, a.preset, a.size, a.resize);
-    if (st) return lade_py_raise(st, c.func), lade_call_end(&c, NULL), -1;
+    if (st) return lade_py_raise(st, c->func), -1;
     if (a.has_pad) t->pad = a.pad;
     if (a.has_flip) t->flip = a.flip;
     if (a.has_brightness) t->brightness = a.brightness;
@@ -252,70 +201,31 @@ static int transform_init(TransformObject *self, PyObject *args, PyObject *kw) {
     if (a.has_saturation) t->saturation = a.saturation;
     double scale[3] = {t->scale_min, t->scale_max}, ratio[3] = {t->ratio_min, t->ratio_max};
     double mean[3] = {t->mean[0], t->mean[1], t->mean[2]}, std[3] = {t->std[0], t->std[1], t->std[2]};
-    if (read_numbers(&c, a.scale, "scale", 2, scale) || read_numbers(&c, a.ratio, "ratio", 2, ratio) ||
-        read_numbers(&c, a.mean, "mean", 3, mean) || read_numbers(&c, a.std, "std", 3, std))
-        return lade_call_end(&c, NULL), -1;
+    if (read_numbers(c, a.scale, "scale", 2, scale) || read_numbers(c, a.ratio, "ratio", 2, ratio) ||
+        read_numbers(c, a.mean, "mean", 3, mean) || read_numbers(c, a.std, "std", 3, std))
+        return -1;
     t->scale_min = scale[0], t->scale_max = scale[1], t->ratio_min = ratio[0], t->ratio_max = ratio[1];
     for (int i = 0; i < 3; i++) t->mean[i] = (float)mean[i], t->std[i] = (float)std[i];
-    if ((st = lade_transform_check(t))) lade_py_raise(st, c.func);
-    else self->core = t;
-    return lade_call_end(&c, NULL), st ? -1 : 0;
+    if ((st = lade_transform_check(t))) return lade_py_raise(st, c->func), -1;
+    self->core = t;
+    return 0;
 }
 
 static PyObject *triple(const float v[3]) { return Py_BuildValue("(fff)", v[0], v[1], v[2]); }
-static PyObject *transform_mean(TransformObject *self, void *unused) { return triple(self->t.mean); }
-static PyObject *transform_std(TransformObject *self, void *unused) { return triple(self->t.std); }
-static PyObject *transform_output_shape(TransformObject *self, void *unused) {
-    return Py_BuildValue("(iii)", 3, self->t.out_h, self->t.out_w);
-}
-
 /* params(height, width, seed=0, stream=0) -> dict of the random choices */
-static PyObject *transform_params(TransformObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    if (lade_parse(&c, "lade.data.Transform.params", transform_params_spec, args, kw))
-        return lade_call_end(&c, NULL);
-    transform_params_args a = transform_params_fill(&c);
+static PyObject *TransformType_params(TransformObject *self, lade_call *c) {
+    TransformType_params_args a = TransformType_params_fill(c);
     lade_rng rng;
     lade_rng_seed(&rng, a.seed, a.stream);
     lade_aug_params p;
     lade_status st = lade_transform_params(&self->t, a.height, a.width, &rng, &p);
-    if (st) return lade_call_end(&c, lade_py_raise(st, c.func));
-    return lade_call_end(&c, Py_BuildValue("{s:(iiii),s:(ii),s:O,s:d,s:d,s:d,s:(iii)}", "box", p.top, p.left,
-                                           p.height, p.width, "resized", p.resized_h, p.resized_w, "flip",
-                                           p.flip ? Py_True : Py_False, "brightness", p.brightness, "contrast",
-                                           p.contrast, "saturation", p.saturation, "jitter_order", p.jitter_order[0],
-                                           p.jitter_order[1], p.jitter_order[2]));
+    if (st) return lade_py_raise(st, c->func);
+    return Py_BuildValue("{s:(iiii),s:(ii),s:O,s:d,s:d,s:d,s:(iii)}", "box", p.top, p.left, p.height, p.width,
+                         "resized", p.resized_h, p.resized_w, "flip", p.flip ? Py_True : Py_False, "brightness",
+                         p.brightness, "contrast", p.contrast, "saturation", p.saturation, "jitter_order",
+                         p.jitter_order[0], p.jitter_order[1], p.jitter_order[2]);
 }
 
-#define FIELD(name, type) {#name, type, offsetof(TransformObject, t.name), READONLY, NULL}
-static PyMemberDef transform_members[] = {
-    FIELD(kind, T_INT), FIELD(out_h, T_INT), FIELD(out_w, T_INT), FIELD(pad, T_INT), FIELD(resize, T_INT),
-    FIELD(scale_min, T_DOUBLE), FIELD(scale_max, T_DOUBLE), FIELD(ratio_min, T_DOUBLE), FIELD(ratio_max, T_DOUBLE),
-    FIELD(brightness, T_DOUBLE), FIELD(contrast, T_DOUBLE), FIELD(saturation, T_DOUBLE), FIELD(flip, T_INT),
-    {NULL, 0, 0, 0, NULL},
-};
-static PyGetSetDef transform_getset[] = {
-    {"mean", (getter)transform_mean, NULL, "per-channel mean (r, g, b)", NULL},
-    {"std", (getter)transform_std, NULL, "per-channel std (r, g, b)", NULL},
-    {"output_shape", (getter)transform_output_shape, NULL, "(3, out_h, out_w)", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-static PyMethodDef transform_methods[] = {
-    {"params", (PyCFunction)(void (*)(void))transform_params, METH_VARARGS | METH_KEYWORDS,
-     "params(height, width, seed=0, stream=0) -> the random choices for a height x width image"},
-    {NULL, NULL, 0, NULL},
-};
-static PyTypeObject TransformType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade.data.Transform",
-    .tp_basicsize = sizeof(TransformObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Transform(preset, ...): per-sample augmentation to normalised float32 (3, out_h, out_w)",
-    .tp_members = transform_members,
-    .tp_getset = transform_getset,
-    .tp_methods = transform_methods,
-    .tp_init = (initproc)transform_init,
-    .tp_new = PyType_GenericNew,
-};
 static lade_status augment_image(const lade_transform *t, const uint8_t *image, npy_intp h, npy_intp w, uint64_t seed,
                                  uint64_t stream, float *out) {
     lade_image img = {image, (int)h, (int)w, 1, (ptrdiff_t)w * 3, 3};
@@ -341,14 +251,10 @@ typedef struct {
 } LoaderObject;
 #define LOADER(obj) ((lade_loader *)(obj)->core)
 
-static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    if (lade_parse(&c, "lade.data.Loader", loader_new_spec, args, kw)) return lade_call_end(&c, NULL), -1;
-    loader_new_args a = loader_new_fill(&c);
-    if (!a.files && !(a.images && a.labels)) {
-        PyErr_Format(PyExc_TypeError, "%s: give images and labels, or files", c.func);
-        return lade_call_end(&c, NULL), -1;
-    }
+static int LoaderType_constructor(LoaderObject *self, lade_call *c) {
+    LoaderType_constructor_args a = LoaderType_constructor_fill(c);
+    if (!a.files && !(a.images && a.labels))
+        return PyErr_Format(PyExc_TypeError, "%s: give images and labels, or files", c->func), -1;
     lade_loader_config cfg = {.transform = *TRANSFORM(a.transform), .batch_size = (size_t)a.batch_size,
                               .drop_last = a.drop_last, .skip_bad = a.skip_bad, .num_workers = a.num_workers,
                               .prefetch = a.prefetch, .seed = a.seed};
@@ -366,13 +272,13 @@ static int loader_init(LoaderObject *self, PyObject *args, PyObject *kw) {
         st = lade_loader_create(&loader, &cfg);
         LADE_NOGIL_END
     }
-    if (st) return lade_py_raise(st, c.func), lade_call_end(&c, NULL), -1;
+    if (st) return lade_py_raise(st, c->func), -1;
     self->core = loader;
-    self->source[0] = Py_XNewRef((PyObject *)c.array[loader_new_arg_images]);
-    self->source[1] = Py_XNewRef((PyObject *)c.array[loader_new_arg_labels]);
+    self->source[0] = Py_XNewRef((PyObject *)c->array[LoaderType_constructor_arg_images]);
+    self->source[1] = Py_XNewRef((PyObject *)c->array[LoaderType_constructor_arg_labels]);
     self->source[2] = Py_XNewRef(a.files);
     self->batch_size = cfg.batch_size, self->out_h = cfg.transform.out_h, self->out_w = cfg.transform.out_w;
-    return lade_call_end(&c, NULL), 0;
+    return 0;
 }
 
 /* Stops and joins the workers (they never take the GIL), then lets go of the sources. */
@@ -386,11 +292,6 @@ static void loader_release(LoaderObject *self) {
     for (int i = 0; i < 3; i++) Py_CLEAR(self->source[i]);
 }
 
-static void loader_dealloc(LoaderObject *self) {
-    loader_release(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 /* begin(epoch, indices=None) -> number of batches */
 static lade_status loader_begin(lade_loader *loader, uint64_t epoch, const int64_t *indices, npy_intp n, double *ret) {
     lade_status st = lade_loader_begin_epoch(loader, (int64_t)epoch, indices, indices ? (size_t)n : 0);
@@ -401,14 +302,12 @@ static lade_status loader_begin(lade_loader *loader, uint64_t epoch, const int64
 /* next(images=None, labels=None) -> (images, labels) cut to the batch's size, or None at the end of
  * the epoch. The outputs must hold a whole batch. Waits in short slices so that Ctrl-C
  * (KeyboardInterrupt) gets through. */
-static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    if (lade_parse(&c, "lade.data.Loader", loader_next_spec, args, kw)) return lade_call_end(&c, NULL);
-    LADE_BIND(&c, 'b', (npy_intp)self->batch_size);
-    LADE_BIND(&c, 'h', self->out_h);
-    LADE_BIND(&c, 'w', self->out_w);
-    if (lade_outputs(&c) || lade_object_ready((lade_object *)self, c.func)) return lade_call_end(&c, NULL);
-    loader_next_args a = loader_next_fill(&c);
+static PyObject *LoaderType_next(LoaderObject *self, lade_call *c) {
+    LADE_BIND(c, 'b', (npy_intp)self->batch_size);
+    LADE_BIND(c, 'h', self->out_h);
+    LADE_BIND(c, 'w', self->out_w);
+    if (lade_outputs(c) || lade_object_ready((lade_object *)self, c->func)) return NULL;
+    LoaderType_next_args a = LoaderType_next_fill(c);
     lade_batch_info info;
     lade_status st;
     self->busy = 1;
@@ -419,19 +318,20 @@ static PyObject *loader_next(LoaderObject *self, PyObject *args, PyObject *kw) {
         if (st || info.ready || PyErr_CheckSignals()) break;
     }
     self->busy = 0;
-    if (PyErr_Occurred()) return lade_call_end(&c, NULL);
-    if (st) return lade_call_end(&c, lade_py_raise(st, c.func));
-    if (info.end_of_epoch) return lade_call_end(&c, Py_NewRef(Py_None));
+    if (PyErr_Occurred()) return NULL;
+    if (st) return lade_py_raise(st, c->func);
+    if (info.end_of_epoch) return Py_NewRef(Py_None);
     PyObject *count = PyLong_FromSize_t(info.count), *slice = count ? PySlice_New(NULL, count, NULL) : NULL;
-    PyObject *result = slice ? Py_BuildValue("NN", PyObject_GetItem((PyObject *)c.array[loader_next_arg_images], slice),
-                                             PyObject_GetItem((PyObject *)c.array[loader_next_arg_labels], slice))
+    PyObject *images = (PyObject *)c->array[LoaderType_next_arg_images];
+    PyObject *labels = (PyObject *)c->array[LoaderType_next_arg_labels];
+    PyObject *result = slice ? Py_BuildValue("NN", PyObject_GetItem(images, slice), PyObject_GetItem(labels, slice))
                              : NULL;
     Py_XDECREF(count);
     Py_XDECREF(slice);
-    return lade_call_end(&c, result);
+    return result;
 }
 
-static PyObject *loader_skipped(LoaderObject *self, void *unused) {
+static PyObject *loader_skipped(LoaderObject *self) {
     if (self->core) self->skipped = lade_loader_skipped(LOADER(self), self->skip_reason, sizeof self->skip_reason);
     return Py_BuildValue("(ns)", (Py_ssize_t)self->skipped, self->skip_reason);
 }
@@ -442,50 +342,4 @@ static PyObject *loader_close(LoaderObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *loader_sample_count(LoaderObject *self, void *unused) {
-    return PyLong_FromSize_t(self->core ? lade_loader_sample_count(LOADER(self)) : 0);
-}
-
-static PyMethodDef loader_methods[] = {
-    {"next", (PyCFunction)(void (*)(void))loader_next, METH_VARARGS | METH_KEYWORDS,
-     "next(images=None, labels=None) -> (images, labels), or None at the end of the epoch"},
-    {"close", (PyCFunction)loader_close, METH_NOARGS, "stop and join the workers; idempotent"},
-    {NULL, NULL, 0, NULL},
-};
-static PyGetSetDef loader_getset[] = {
-    {"skipped", (getter)loader_skipped, NULL, "(samples skipped, the last reason)", NULL},
-    {"sample_count", (getter)loader_sample_count, NULL, "samples in the source", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-static PyTypeObject LoaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.Loader",
-    .tp_basicsize = sizeof(LoaderObject),
-    .tp_dealloc = (destructor)loader_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Loader(transform, batch_size, images=None, labels=None, files=None, drop_last=True, skip_bad=False,"
-              " num_workers, prefetch, seed=0): the C batch loader",
-    .tp_methods = loader_methods,
-    .tp_getset = loader_getset,
-    .tp_init = (initproc)loader_init,
-    .tp_new = PyType_GenericNew,
-};
-
 #include "python/gen/data_table.h"
-
-#define KW(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_VARARGS | METH_KEYWORDS, doc}
-static PyMethodDef methods[] = {
-    KW("load_cifar_binary", py_load_cifar_binary, "load_cifar_binary(batches, kind, coarse) -> (images, labels)"),
-    KW("check_labels", py_check_labels, "check_labels(labels, num_classes, source)"),
-    KW("decode_jpeg", py_decode_jpeg, "decode_jpeg(data) -> uint8 (H, W, 3)"),
-    KW("read_jpeg", py_read_jpeg, "read_jpeg(path) -> uint8 (H, W, 3)"),
-    {NULL, NULL, 0, NULL},
-};
-
-int lade_register_data(PyObject *module) {
-    PyTypeObject *types[] = {&FileListType, &TransformType, &LoaderType};
-    const char *names[] = {"FileList", "Transform", "Loader"};
-    for (int i = 0; i < 3; i++)
-        if (PyType_Ready(types[i]) < 0 || PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0) return -1;
-    if (lade_add_methods(&LoaderType, LoaderType_methods) < 0) return -1;
-    return PyModule_AddFunctions(module, methods) < 0 ? -1 : lade_add_bindings(module, data_bindings);
-}

@@ -1,6 +1,6 @@
 /* bind_nn.c - Python bindings for lade_nn.h: layers, Causal Norm, ResNet-32, SGD, schedules. Each
  * function is declared in bindings.def (section nn); here are the shape inferences and core calls
- * longer than an expression, and the ResNetCore type.
+ * longer than an expression, and the bodies the ResNetCore type names.
  *
  * Outputs given by the caller are written in place (forward: overwritten,
  * backward: accumulated into). Outputs not given are allocated: forward
@@ -9,7 +9,6 @@
 
 #include <string.h>
 
-static PyTypeObject ResNetType;
 #include "python/gen/nn_args.h"
 
 #define MAPS lade_maps_nchw
@@ -166,18 +165,15 @@ typedef struct {
 } resnet_object;
 
 /* heads = 0: the linear classifier (fc with bias); otherwise the Causal Norm classifier with these values */
-static int resnet_init(lade_object *self, PyObject *args, PyObject *kw) {
-    lade_call c;
-    if (lade_parse(&c, "lade.ResNet32", resnet_new_spec, args, kw)) return lade_call_end(&c, NULL), -1;
-    resnet_new_args a = resnet_new_fill(&c);
+static int ResNetType_constructor(resnet_object *self, lade_call *c) {
+    ResNetType_constructor_args a = ResNetType_constructor_fill(c);
     lade_resnet *net = NULL;
     lade_causal_norm_config cn = {a.heads, (float)a.tau, (float)a.gamma, (float)a.alpha, (float)a.mean_momentum};
     lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised")
                                 : lade_resnet_create(&net, (lade_resnet_variant)a.variant, (lade_stem)a.stem,
                                                      a.num_classes, cn.heads ? &cn : NULL);
     self->core = self->core ? self->core : net;
-    if (st) lade_py_raise(st, c.func);
-    return lade_call_end(&c, NULL), st ? -1 : 0;
+    return st ? (lade_py_raise(st, c->func), -1) : 0;
 }
 
 static int resnet_traverse(resnet_object *self, visitproc visit, void *arg) {
@@ -193,37 +189,26 @@ static int resnet_clear(resnet_object *self) {
     return 0;
 }
 
-static void resnet_dealloc(resnet_object *self) {
-    PyObject_GC_UnTrack(self);
-    resnet_clear(self);
-    lade_resnet_destroy(self->core);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* A 1-D view of n floats owned by the model; the view keeps the model alive. */
-static PyObject *model_view(lade_object *self, float *data, size_t n) {
+/* A 1-D view of n numbers owned by the model; the view keeps the model alive. */
+static PyObject *model_view(resnet_object *self, void *data, size_t n, int typenum) {
     npy_intp dims[1] = {(npy_intp)n};
-    PyObject *a = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
-    if (!a) return NULL;
-    Py_INCREF(self);
-    if (PyArray_SetBaseObject((PyArrayObject *)a, (PyObject *)self) < 0) {
-        Py_DECREF(a);
-        return NULL;
-    }
+    PyObject *a = PyArray_SimpleNewFromData(1, dims, typenum, data);
+    if (a && PyArray_SetBaseObject((PyArrayObject *)a, Py_NewRef(self)) < 0) Py_CLEAR(a);
     return a;
 }
 
-/* params, grads or buffers: a flat view (the getter's closure names which) */
-static PyObject *resnet_flat(lade_object *self, void *which) {
-    if (lade_object_ready(self, "lade.ResNet32")) return NULL;
+/* params, grads or buffers: a flat view */
+static PyObject *resnet_flat(resnet_object *self, const char *which) {
+    if (lade_object_ready((lade_object *)self, "lade.ResNet32")) return NULL;
     lade_resnet *net = NET(self);
-    if (!strcmp(which, "params")) return model_view(self, lade_resnet_params(net), lade_resnet_num_params(net));
-    if (!strcmp(which, "grads")) return model_view(self, lade_resnet_grads(net), lade_resnet_num_params(net));
-    return model_view(self, lade_resnet_buffers(net), lade_resnet_num_buffers(net));
+    float *data = !strcmp(which, "params") ? lade_resnet_params(net)
+                  : !strcmp(which, "grads") ? lade_resnet_grads(net) : lade_resnet_buffers(net);
+    size_t n = strcmp(which, "buffers") ? lade_resnet_num_params(net) : lade_resnet_num_buffers(net);
+    return model_view(self, data, n, NPY_FLOAT32);
 }
 
-static PyObject *resnet_tensors(lade_object *self, PyObject *unused) {
-    if (lade_object_ready(self, "lade.ResNet32.tensors")) return NULL;
+static PyObject *resnet_tensors(resnet_object *self, PyObject *unused) {
+    if (lade_object_ready((lade_object *)self, "lade.ResNet32.tensors")) return NULL;
     int n = lade_resnet_num_tensors(NET(self));
     PyObject *list = PyList_New(n);
     for (int i = 0; list && i < n; i++) {
@@ -245,12 +230,7 @@ static PyObject *resnet_tensors(lade_object *self, PyObject *unused) {
 static lade_status python_reduce(double *buf, size_t n, void *ctx) {
     resnet_object *self = ctx;
     PyGILState_STATE gil = PyGILState_Ensure();
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *result = NULL, *view = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT64, buf);
-    if (view) { /* a view kept past the call stays valid: it keeps the model alive */
-        Py_INCREF(self);
-        if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) Py_CLEAR(view);
-    }
+    PyObject *result = NULL, *view = model_view(self, buf, n, NPY_FLOAT64); /* valid when kept past the call */
     if (view) result = PyObject_CallOneArg(self->bn_reducer, view);
     if (result && result != Py_None)
         PyErr_Format(PyExc_TypeError, "the batch-norm reducer must sum its argument over the replicas in place and "
@@ -278,8 +258,8 @@ static lade_status python_reduce(double *buf, size_t n, void *ctx) {
     return st;
 }
 
-static PyObject *resnet_profile(lade_object *self, PyObject *unused) {
-    if (lade_object_ready(self, "lade.ResNet32.profile")) return NULL;
+static PyObject *resnet_profile(resnet_object *self, PyObject *unused) {
+    if (lade_object_ready((lade_object *)self, "lade.ResNet32.profile")) return NULL;
     double s[LADE_PROF_COUNT];
     lade_resnet_profile(NET(self), s);
     PyObject *d = PyDict_New();
@@ -291,8 +271,8 @@ static PyObject *resnet_profile(lade_object *self, PyObject *unused) {
     return d;
 }
 
-static PyObject *resnet_conv_profile(lade_object *self, PyObject *unused) {
-    if (lade_object_ready(self, "lade.ResNet32.conv_profile")) return NULL;
+static PyObject *resnet_conv_profile(resnet_object *self, PyObject *unused) {
+    if (lade_object_ready((lade_object *)self, "lade.ResNet32.conv_profile")) return NULL;
     int count = lade_resnet_num_convs(NET(self));
     PyObject *list = PyList_New(count);
     for (int i = 0; list && i < count; i++) {
@@ -341,42 +321,4 @@ static lade_status set_reducer(lade_call *c) {
     return LADE_OK;
 }
 
-static PyMethodDef resnet_methods[] = {
-    {"tensors", (PyCFunction)resnet_tensors, METH_NOARGS, "[(name, is_buffer, offset, shape)] in flat-buffer order"},
-    {"profile", (PyCFunction)resnet_profile, METH_NOARGS, "seconds per layer kind since the last reset"},
-    {"conv_profile", (PyCFunction)resnet_conv_profile, METH_NOARGS,
-     "per convolution: name, shape, seconds forward/backward since the last reset, flops per image"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef resnet_getset[] = {
-    {"params", (getter)resnet_flat, NULL, "flat float32 view of all parameters", "params"},
-    {"grads", (getter)resnet_flat, NULL, "flat float32 view of all gradients", "grads"},
-    {"buffers", (getter)resnet_flat, NULL, "flat float32 view of the running statistics (BN, Causal Norm's mean)",
-     "buffers"},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject ResNetType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lade._C.ResNetCore",
-    .tp_basicsize = sizeof(resnet_object),
-    .tp_dealloc = (destructor)resnet_dealloc,
-    .tp_traverse = (traverseproc)resnet_traverse,
-    .tp_clear = (inquiry)resnet_clear,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "ResNetCore(variant, stem, num_classes, heads=0, tau, gamma, alpha, mean_momentum): the C model behind "
-               "lade.ResNet32 and lade.ResNet18 (heads > 0: the Causal Norm classifier)",
-    .tp_methods = resnet_methods,
-    .tp_getset = resnet_getset,
-    .tp_init = (initproc)resnet_init,
-    .tp_new = PyType_GenericNew,
-};
-
 #include "python/gen/nn_table.h"
-
-int lade_register_nn(PyObject *module) {
-    if (PyType_Ready(&ResNetType) < 0) return -1;
-    if (lade_add_methods(&ResNetType, ResNetType_methods) < 0) return -1;
-    if (PyModule_AddObjectRef(module, "ResNetCore", (PyObject *)&ResNetType) < 0) return -1;
-    return lade_add_bindings(module, nn_bindings);
-}

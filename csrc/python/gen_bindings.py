@@ -1,9 +1,10 @@
 """Generates lade._C's binding code from csrc/python/bindings.def (run by setup.py before the build;
 pure stdlib). One declaration per entry point gives its arguments (name, dtype, shape, role) and the
-core call; this script writes, per section of the file, csrc/python/gen/<section>_args.h (one typed
-struct of arguments per entry, the function that fills it from a parsed call by index, the lade_arg
-table) and csrc/python/gen/<section>_table.h (the inference and run shims, the lade_binding tables
-with each function's signature as its docstring). bind.h describes the parser that reads the tables.
+core call, and one per C-backed type its slots; this script writes, per section of the file,
+csrc/python/gen/<section>_args.h (one typed struct of arguments per entry, the function that fills it
+from a parsed call by index, the lade_arg table) and csrc/python/gen/<section>_table.h (the inference,
+run and result shims, the functions Python calls with each one's signature as its docstring, the type
+objects and lade_register_<section>). bind.h describes the parser that reads the tables.
 
     python3 csrc/python/gen_bindings.py [--check]
 
@@ -13,11 +14,15 @@ bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for b
     NAMES PUBLIC(ARGUMENTS) [-> RETURNS] ["doc"]
         [bind: LETTER = EXPR; ...]   shape inference: sizes that argument values fix
         [infer: EXPR]                shape inference or checks: an int, 0 or -1 with an exception set
+        [ret: [CTYPE] NAME, ...]     locals the core call fills (&NAME), kept as the numbers of RETURNS
         [= EXPR]                     the core call: a lade_status, run without the GIL
+        [name: EXPR]                 (no core call) the public name, built from self, kw and char name[]
 NAMES: the lade._C names sharing the declaration; Type.name is a method of the C type object Type
-(its object is implied). PUBLIC: the name errors give; '*' stands for the lade._C name, '|' gives one
-per name. An entry without '= EXPR' binds nothing: hand-written code parses with NAME_spec and reads
-NAME_fill (and c->array[NAME_arg_ARGUMENT]).
+(its object is implied), Type.__init__ its constructor. PUBLIC: the name errors give; '*' stands for
+the lade._C name, '|' gives one per name. An entry without '= EXPR' has a hand-written body that the
+generated function calls once the arguments are parsed: PyObject *NAME(lade_call *c), for a method
+PyObject *Type_NAME(STRUCT *self, lade_call *c), for a constructor int Type_constructor(STRUCT *self,
+lade_call *c) (0 or -1); it reads NAME_fill(c) (and c->array[NAME_arg_ARGUMENT]).
 An argument: [ROLE] NAME TYPE. Arrays: DTYPE[SHAPE] (f32 f64 i64 i32 u8; a shape letter is a
 dimension that must agree across the arguments, a digit a size, '*' any, "..." any shape shared);
 ROLE: in (default), late (checked after inference), inout, out, grad (allocated zero-filled),
@@ -30,6 +35,15 @@ In the expressions, an argument or a dimension letter is its field of the struct
 gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
 gives, c->func: the public name). RETURNS: one character per item (A: the next output, d: the next
 of c->ret as a float, i: as an int, b: as a bool), _ for None; without it, the outputs.
+A type (its object a STRUCT that starts with LADE_OBJECT_HEAD; subclass: Python may subclass it):
+    type CTYPE PYNAME(STRUCT[, subclass]) "doc"
+        [free: EXPR]                 dealloc: EXPR (self is the object), then the memory
+        [gc: TRAVERSE CLEAR]         the object holds Python references
+        [len: FUNC]                  len(object)
+        [member i|f FIELD ...]       read-only int or double fields of STRUCT, named by their last part
+        [get NAME = EXPR "doc"]      a property (self is the object)
+        [method NAME[(o)] = FUNC "doc"]  a hand-written method without arguments (with one: (o))
+It is added to lade._C as the last part of PYNAME, with its constructor and methods.
 
 A file is rewritten only when its text changes (an unchanged build recompiles nothing); --check
 writes nothing and exits 1 when a generated file is missing or stale."""
@@ -81,9 +95,9 @@ class Arg:
     def spec(self):
         if self.role == "scalar":
             flags = "LADE_SCALAR" + (" | LADE_OPT" if self.optional else "")
-            return f'{{"{self.name}", {flags}, \'{self.kind}\', NULL, {self.default or 0}, {self.type or "NULL"}}}'
+            return f'{{"{self.name}", {flags}, \'{self.kind}\', NULL, {self.type or "NULL"}}}'
         flags = ROLES[self.role] + (" | LADE_OPT" if self.optional else "")
-        return f'{{"{self.name}", {flags}, {self.dtype}, "{self.shape}", 0, NULL}}'
+        return f'{{"{self.name}", {flags}, {self.dtype}, "{self.shape}", NULL}}'
 
     def fields(self):
         """(C type, field, value read from the call c) of the struct's fields for this argument."""
@@ -93,7 +107,9 @@ class Arg:
         if self.kind == "I":
             return [("lade_ints", self.name, f"lade_arg_ints(c, {k})")]
         ctype, slot = SCALARS[self.kind]
-        value = f"({ctype})c->value[{k}].{slot}"
+        value = f"({ctype})c->value[{k}].{slot}"  # 0 when not given
+        if self.default not in (None, "0"):
+            value = f"c->given[{k}] ? {value} : ({ctype})({self.default})"
         out = [(ctype, self.name, value)]
         if self.optional and self.default is None and self.kind not in "sO":
             out.append(("int", "has_" + self.name, f"c->given[{k}] != NULL"))
@@ -104,13 +120,19 @@ class Entry:
     def __init__(self, section, ids, funcs, args, returns, doc, line):
         self.section, self.ids, self.funcs, self.line = section, ids, funcs, line
         self.returns, self.doc = returns, doc
-        self.method = "." in ids[0]
-        self.type = ids[0].split(".")[0] if self.method else None
-        self.c_name = ids[0].replace(".", "_")
+        self.type = ids[0].split(".")[0] if "." in ids[0] else None
+        self.init = ids[0].endswith(".__init__")
+        self.c_name = ids[0].replace(".__init__", "_constructor").replace(".", "_")
         self.args = args
-        self.run = self.infer = None
+        self.run = self.infer = self.name = None
         self.run_line = self.infer_line = line
         self.binds = []  # (letter, expression, line)
+        self.rets = []  # (C type, name) of the c->ret slots the core call fills through locals
+
+    @property
+    def method(self):
+        """A method whose core call the generated shim makes (its object is the SELF slot)."""
+        return self.type is not None and self.run is not None
 
     def letters(self):
         seen = []
@@ -135,8 +157,43 @@ class Entry:
         return out
 
 
+class Type:
+    """A C-backed type: 'type CTYPE PYNAME(STRUCT[, subclass]) "doc"' and its clauses."""
+    CLAUSE = re.compile(r'(?:(?P<what>get|method)\s+(?P<name>\w+)(?P<o>\(o\))?\s*=\s*(?P<expr>.+)\s+'
+                        r'"(?P<doc>[^"]*)"|member\s+(?P<kind>[if])\s+(?P<fields>.+)|'
+                        r'(?P<slot>free|gc|len):\s*(?P<value>.+))$')
+
+    def __init__(self, section, head, lines, line):
+        while lines and lines[0][1].startswith('"'):  # the doc goes on in quotes on the next lines
+            head += " " + lines.pop(0)[1][1:]
+        m = re.match(r'type\s+(\w+)\s+([\w.]+)\((\w+)(,\s*subclass)?\)\s+"(.*)"$', head)
+        if not m:
+            raise DefError(f"line {line}: cannot read the type {head!r}")
+        self.section, self.c_name, self.py_name, self.struct, self.doc = section, m[1], m[2], m[3], m[5]
+        self.subclass = bool(m[4])
+        self.getters, self.methods, self.members, self.slots = [], [], [], {}
+        clauses = []
+        for n, t in lines:  # a doc string may go on the next line
+            if t.startswith('"') and clauses:
+                clauses[-1] = (clauses[-1][0], clauses[-1][1] + " " + t)
+            else:
+                clauses.append((n, t))
+        for n, t in clauses:
+            c = self.CLAUSE.match(t)
+            if not c:
+                raise DefError(f"line {n}: {t!r} is not a clause of a type")
+            if c["what"] == "get":
+                self.getters.append((c["name"], c["expr"], c["doc"]))
+            elif c["what"]:
+                self.methods.append((c["name"], c["expr"], "METH_O" if c["o"] else "METH_NOARGS", c["doc"]))
+            elif c["kind"]:
+                self.members += [(f, "T_INT" if c["kind"] == "i" else "T_DOUBLE") for f in c["fields"].split()]
+            else:
+                self.slots[c["slot"]] = c["value"]
+
+
 def substitute_defines(text, defines):
-    for name, value in defines.items():
+    for name, value in sorted(defines.items(), key=lambda d: -len(d[0])):  # $AB before $A
         text = text.replace("$" + name, value)
     return text
 
@@ -164,8 +221,8 @@ def split_args(text):
 
 
 def parse(text):
-    """The entries of a bindings.def text, in order."""
-    entries, section, defines = [], None, {}
+    """The entries and the types of a bindings.def text, in order."""
+    entries, types, section, defines = [], [], None, {}
     blocks, cur = [], None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip()
@@ -189,6 +246,9 @@ def parse(text):
             continue
         if section is None:
             raise DefError(f"line {start}: an entry before the first section")
+        if head.startswith("type "):
+            types.append(Type(section, head, lines[1:], start))
+            continue
         lines = [(n, substitute_defines(t, defines)) for n, t in lines]
         # the header runs until its argument list's parenthesis closes, and takes the lines of its
         # returns and doc that follow
@@ -210,16 +270,20 @@ def parse(text):
         args = [Arg(t, i, start) for i, t in enumerate(split_args(header[m.end():close]))]
         returns = None if rest[1] is None else ("" if rest[1] == "_" else rest[1])
         e = Entry(section, ids, funcs, args, returns, rest[2], start)
-        if e.method and not any(t.startswith("= ") for _, t in lines[k:]):
-            raise DefError(f"line {start}: a method needs its core call (= EXPR)")
-        if e.method:
-            e.args.insert(0, None)  # the SELF slot
-            for i, a in enumerate(e.args[1:], 1):
-                a.index = i
         clause = None
         for n, t in lines[k:]:
             if t.startswith("= "):
                 e.run, e.run_line, clause = t[2:], n, "run"
+            elif t.startswith("name: "):
+                e.name, clause = t[6:], None
+            elif t.startswith("ret: "):
+                kinds = [ch for ch in e.returns or "" if ch in "dib"]
+                names = [r.split() for r in t[5:].split(",")]
+                if len(names) > len(kinds) or any(len(r) not in (1, 2) for r in names):
+                    raise DefError(f"line {n}: 'ret:' names more results than RETURNS has numbers")
+                e.rets = [(r[0] if len(r) == 2 else "double" if ch == "d" else "int", r[-1])
+                          for r, ch in zip(names, kinds)]
+                clause = None
             elif t.startswith("infer: "):
                 e.infer, e.infer_line, clause = t[7:], n, "infer"
             elif t.startswith("bind: "):
@@ -232,11 +296,17 @@ def parse(text):
             elif clause == "infer":
                 e.infer += "\n        " + t
             else:
-                raise DefError(f"line {n}: {t!r} is neither '= call', 'infer: ...' nor 'bind: ...'")
+                raise DefError(f"line {n}: {t!r} is not a clause of an entry")
+        if e.init and e.run:
+            raise DefError(f"line {start}: a constructor is hand-written (no '= EXPR')")
+        if e.method:
+            e.args.insert(0, None)  # the SELF slot
+            for i, a in enumerate(e.args[1:], 1):
+                a.index = i
         if len(e.args) > 16:
             raise DefError(f"line {start}: more than LADE_MAX_ARGS (16) arguments")
         entries.append(e)
-    return entries
+    return entries, types
 
 
 def substitute(expr, names, var):
@@ -251,8 +321,9 @@ def real_args(e):
     return [a for a in e.args if a is not None]
 
 
-def args_header(section, entries):
+def args_header(section, entries, types):
     out = [HEADER, f"/* the argument structs of section {section}, and their fill from a parsed call */\n"]
+    out += [f"static PyTypeObject {t.c_name};\n" for t in types]
     for e in entries:
         fields = e.fields()
         out.append(f"\n/* {', '.join(e.ids)}: {', '.join(e.funcs)} */\n")
@@ -263,7 +334,7 @@ def args_header(section, entries):
             init = ", ".join(f".{n} = {v}" for _, n, v in fields)
             out.append(f"static inline {e.c_name}_args {e.c_name}_fill(const lade_call *c) {{\n"
                        f"    return ({e.c_name}_args){{{init}}};\n}}\n")
-        if not e.run:  # hand-written code parses: the slots of its arguments, for c->array and c->given
+        if not e.run:  # a hand-written body: the slots of its arguments, for c->array and c->given
             out.append("enum { " + ", ".join(f"{e.c_name}_arg_{a.name} = {a.index}" for a in real_args(e)) + " };\n")
         spec = [f"SELF(&{e.type})"] if e.method else []
         spec += [a.spec() for a in real_args(e)]
@@ -271,7 +342,7 @@ def args_header(section, entries):
     return "".join(out)
 
 
-def table_header(section, entries, constants):
+def table_header(section, entries, types, constants):
     rel = "csrc/python/bindings.def"
     out = [HEADER, f"/* the shims and binding tables of section {section} */\n"]
     tables = {}
@@ -279,7 +350,8 @@ def table_header(section, entries, constants):
         names = {f[1] for f in e.fields()}
         infer = e.infer or e.binds or any(a.cond for a in real_args(e))
         if infer:
-            out.append(f"\nstatic int {e.c_name}_infer(lade_call *c) {{\n    {e.c_name}_args A = {e.c_name}_fill(c);\n")  # binds use A
+            out.append(f"\nstatic int {e.c_name}_infer(lade_call *c) {{\n"  # binds use A
+                       f"    {e.c_name}_args A = {e.c_name}_fill(c);\n")
             for letter, expr, n in e.binds:
                 out.append(f'#line {n} "{rel}"\n    A.{letter} = {substitute(expr, names, "A")};{RESET}\n')
             for arg in real_args(e):
@@ -294,16 +366,134 @@ def table_header(section, entries, constants):
             out.append("    return st;\n}\n")
         run = substitute(e.run, names, "A")
         fill = f"    {e.c_name}_args A = {e.c_name}_fill(c);\n" if run != e.run or re.search(r"\bA\b", run) else ""
-        out.append(f"static lade_status {e.c_name}_run(lade_call *c) {{\n{fill}"
-                   f'#line {e.run_line} "{rel}"\n    return {run};{RESET}}}\n')
-        table = f"{e.type}_methods" if e.method else f"{section}_bindings"
-        for i, f in zip(e.ids, e.funcs):
-            row = (f'{{"{i.split(".")[-1]}", "{f}", {e.c_name}_spec, {e.c_name + "_infer" if infer else "NULL"}, '
-                   f'{e.c_name}_run, {c_str(e.returns)}, {c_str(signature(e, i.split(".")[-1], constants))}}}')
-            tables.setdefault(table, []).append(row)
+        out.append(f"static lade_status {e.c_name}_run(lade_call *c) {{\n{fill}")
+        if e.rets:  # the core gives these through pointers to locals; c->ret keeps them as numbers
+            clash = {n for _, n in e.rets} & names
+            if clash:
+                raise DefError(f"line {e.line}: ret name(s) {sorted(clash)} are fields too")
+            out += [f"    {t} {n} = 0;\n" for t, n in e.rets]
+            out.append(f'#line {e.run_line} "{rel}"\n    lade_status st = {run};{RESET}    ')
+            out.append(", ".join(f"c->ret[{i}] = (double){n}" for i, (_, n) in enumerate(e.rets)) + ";\n")
+            out.append("    return st;\n}\n")
+        else:
+            out.append(f'#line {e.run_line} "{rel}"\n    return {run};{RESET}}}\n')
+        out.append(result(e))
+        for i, f in zip(e.ids, e.funcs):  # the binding and the function Python calls, per name
+            name = i.replace(".", "_")
+            out.append(f"static const lade_binding {name}_binding = {{{c_str(f)}, {e.c_name}_spec, "
+                       f"{e.c_name + '_infer' if infer else 'NULL'}, {e.c_name}_run, {e.c_name}_result}};\n"
+                       f"static PyObject *{name}_py(PyObject *self, PyObject *args, PyObject *kw) {{\n"
+                       f"    return lade_dispatch(&{name}_binding, args, kw);\n}}\n")
+            tables.setdefault(f"{e.type}_methods" if e.method else "functions", []).append(
+                method_def(i.split(".")[-1], f"{name}_py", signature(e, i.split(".")[-1], constants)))
+    out += hand_written([e for e in entries if not e.run], types, tables, constants)
     for table, rows in tables.items():
-        out.append(f"\nstatic const lade_binding {table}[] = {{\n    " + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
+        out.append(f"\nstatic PyMethodDef {section + '_' if table == 'functions' else ''}{table}[] = {{\n    "
+                   + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
+    out += [type_object(t) for t in types]
+    out.append(register(section, types, tables))
     return reset_lines("".join(out), section)
+
+
+def method_def(name, function, doc):
+    return f'{{"{name}", (PyCFunction)(void (*)(void)){function}, METH_VARARGS | METH_KEYWORDS, {c_str(doc)}}}'
+
+
+def result(e):
+    """NAME_result: what the call gives (RETURNS, or every output), built once the core call is done."""
+    outputs = [a.index for a in real_args(e) if a.role in ("out", "grad", "hidden", "inplace")]
+    if e.returns is None:
+        items = [f"lade_output(c, {k})" for k in outputs]
+    else:
+        items, rets = [], iter(range(len(e.returns)))
+        outs = iter(outputs)
+        for ch in e.returns:
+            if ch == "A":
+                items.append(f"lade_output(c, {next(outs)})")
+            else:
+                items.append({"d": "PyFloat_FromDouble(c->ret[%d])", "i": "PyLong_FromLongLong((long long)c->ret[%d])",
+                              "b": "PyBool_FromLong(c->ret[%d] != 0)"}[ch] % next(rets))
+    value = (items[0] if len(items) == 1 else "Py_NewRef(Py_None)" if not items
+             else f"lade_tuple({len(items)}, " + ", ".join(items) + ")")
+    return f"static PyObject *{e.c_name}_result(lade_call *c) {{ return {value}; }}\n"
+
+
+def hand_written(entries, types, tables, constants):
+    """The Python-callable wrappers of the entries without a core call: each parses its arguments, then
+    calls the hand-written body of its C name (NAME(c), TYPE_NAME(self, c), TYPE_constructor(self, c) -> 0 or -1),
+    which reads NAME_fill(c) when it is ready to."""
+    out, struct = [], {t.c_name: t.struct for t in types}
+    for e in entries:
+        func = e.name or c_str(e.funcs[0])
+        parse = f"lade_parse(&c, {func}, {e.c_name}_spec, args, kw)"
+        name = "    char name[128];\n" if e.name and re.search(r"\bname\b", e.name) else ""  # for a built name
+        if e.init:
+            out.append(f"\nstatic int {e.c_name}_py(PyObject *self, PyObject *args, PyObject *kw) {{\n{name}"
+                       f"    lade_call c;\n    int st = {parse} ? -1 : {e.c_name}(({struct[e.type]} *)self, &c);\n"
+                       "    return lade_call_end(&c, NULL), st;\n}\n")
+            continue
+        body = f"{e.c_name}(({struct[e.type]} *)self, &c)" if e.type else f"{e.c_name}(&c)"
+        out.append(f"\nstatic PyObject *{e.c_name}_py(PyObject *self, PyObject *args, PyObject *kw) {{\n{name}"
+                   f"    lade_call c;\n    return lade_call_end(&c, {parse} ? NULL : {body});\n}}\n")
+        name = e.ids[0].split(".")[-1]
+        row = method_def(name, f"{e.c_name}_py", signature(e, name, constants))
+        (types[[t.c_name for t in types].index(e.type)].methods if e.type else tables.setdefault("functions", [])
+         ).append(row)
+    return out
+
+
+def type_object(t):
+    """The PyTypeObject of a type, its tables and its dealloc."""
+    out, n = [], t.c_name
+    slots = {"tp_name": c_str(t.py_name), "tp_basicsize": f"sizeof({t.struct})",
+             "tp_flags": "Py_TPFLAGS_DEFAULT" + " | Py_TPFLAGS_BASETYPE" * t.subclass}
+    if any(e.init for e in t.entries):
+        slots["tp_init"] = f"{n}_constructor_py"
+    if "free" in t.slots or "gc" in t.slots:  # dealloc: the clause's C, then the memory
+        gc = "    PyObject_GC_UnTrack(o);\n" if "gc" in t.slots else ""
+        out.append(f"\nstatic void {n}_dealloc(PyObject *o) {{\n    {t.struct} *self = ({t.struct} *)o;\n{gc}"
+                   f"    {t.slots.get('free', '(void)self')};\n    Py_TYPE(o)->tp_free(o);\n}}\n")
+        slots["tp_dealloc"] = f"{n}_dealloc"
+    if "gc" in t.slots:
+        traverse, clear = t.slots["gc"].split()
+        slots["tp_flags"] += " | Py_TPFLAGS_HAVE_GC"
+        slots["tp_traverse"], slots["tp_clear"] = f"(traverseproc){traverse}", f"(inquiry){clear}"
+    if "len" in t.slots:
+        out.append(f"static PySequenceMethods {n}_sequence = {{.sq_length = (lenfunc){t.slots['len']}}};\n")
+        slots["tp_as_sequence"] = f"&{n}_sequence"
+    for name, expr, doc_ in t.getters:
+        out.append(f"static PyObject *{n}_get_{name}(PyObject *o, void *unused) {{\n"
+                   f"    {t.struct} *self = ({t.struct} *)o;\n    return {expr};\n}}\n")
+    if t.getters:
+        rows = [f'{{"{g}", {n}_get_{g}, NULL, {c_str(d)}, NULL}}' for g, _, d in t.getters]
+        out.append(f"static PyGetSetDef {n}_getset[] = {{\n    " + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
+        slots["tp_getset"] = f"{n}_getset"
+    if t.members:
+        rows = [f'{{"{f.split(".")[-1]}", {k}, offsetof({t.struct}, {f}), READONLY, NULL}}' for f, k in t.members]
+        out.append(f"static PyMemberDef {n}_members[] = {{\n    " + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
+        slots["tp_members"] = f"{n}_members"
+    methods = [m if isinstance(m, str) else f'{{"{m[0]}", (PyCFunction)(void (*)(void)){m[1]}, {m[2]}, {c_str(m[3])}}}'
+               for m in t.methods]
+    if methods:
+        out.append(f"static PyMethodDef {n}_pymethods[] = {{\n    " + ",\n    ".join(methods + ["{NULL}"])
+                   + ",\n};\n")
+        slots["tp_methods"] = f"{n}_pymethods"
+    slots.update(tp_doc=c_str(t.doc), tp_new="PyType_GenericNew")
+    out.append(f"static PyTypeObject {n} = {{\n    PyVarObject_HEAD_INIT(NULL, 0)\n"
+               + "".join(f"    .{k} = {v},\n" for k, v in slots.items()) + "};\n")
+    return "".join(out)
+
+
+def register(section, types, tables):
+    """lade_register_SECTION: the section's types, their methods, its functions."""
+    out = [f"\nint lade_register_{section}(PyObject *module) {{\n"]
+    for t in types:
+        methods = f" || lade_add_methods(&{t.c_name}, {t.c_name}_methods) < 0" * (f"{t.c_name}_methods" in tables)
+        out.append(f"    if (PyType_Ready(&{t.c_name}) < 0{methods} ||\n        PyModule_AddObjectRef(module, "
+                   f'"{t.py_name.split(".")[-1]}", (PyObject *)&{t.c_name}) < 0)\n        return -1;\n')
+    functions = f"PyModule_AddFunctions(module, {section}_functions)" if "functions" in tables else "0"
+    out.append(f"    return {functions};\n}}\n")
+    return "".join(out)
 
 
 def reset_lines(text, section):
@@ -345,12 +535,17 @@ def c_str(s):
 def generate():
     """{path: text} of every generated file."""
     with open(DEF) as f:
-        entries = parse(f.read())
+        entries, types = parse(f.read())
     files, constants = {}, c_constants()
+    for t in types:
+        t.entries = [e for e in entries if e.type == t.c_name]
+    for e in entries:
+        if e.type and e.type not in {t.c_name for t in types if t.section == e.section}:
+            sys.exit(f"{DEF}: line {e.line}: {e.ids[0]}: no type {e.type} in section {e.section}")
     for section in dict.fromkeys(e.section for e in entries):
-        mine = [e for e in entries if e.section == section]
-        files[os.path.join(OUT, f"{section}_args.h")] = args_header(section, mine)
-        files[os.path.join(OUT, f"{section}_table.h")] = table_header(section, mine, constants)
+        mine, theirs = [e for e in entries if e.section == section], [t for t in types if t.section == section]
+        files[os.path.join(OUT, f"{section}_args.h")] = args_header(section, mine, theirs)
+        files[os.path.join(OUT, f"{section}_table.h")] = table_header(section, mine, theirs, constants)
     return files
 
 

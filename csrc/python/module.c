@@ -1,6 +1,6 @@
 /* module.c - the lade._C extension: the module, its base functions (threads, kernel variant,
- * CPU; declared in bindings.def) and the registration of the subsystems' binding tables
- * (bind_nn.c, bind_ltmath.c, bind_data.c), all read by the parser in bind.c. */
+ * CPU; declared in bindings.def) and the registration of the subsystems' functions and types
+ * (lade_register_<section>, generated into the gen/<section>_table.h that each file includes). */
 #define LADE_BIND_MAIN
 #include "bind.h"
 
@@ -35,7 +35,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         "lade.DecodeError", "A file's content is malformed (JPEG, CIFAR batch, list file).",
         PyExc_ValueError, NULL);
     if (!lade_DecodeError || PyModule_AddObjectRef(m, "DecodeError", lade_DecodeError) < 0 ||
-        lade_add_bindings(m, base_bindings) < 0 || lade_register_nn(m) < 0 || lade_register_ltmath(m) < 0 ||
+        lade_register_base(m) < 0 || lade_register_nn(m) < 0 || lade_register_ltmath(m) < 0 ||
         lade_register_data(m) < 0) {
         Py_DECREF(m);
         return NULL;
