@@ -56,6 +56,8 @@ def _by_method(entries):
     table = {}
     for e, r in entries:
         for m in r["methods"]:
+            if r["test_time_form"] == "add_target" and m["label"] == r["raw_method"]:
+                continue  # f + log p_t with a uniform p_t ranks as f: the raw row would repeat the adjusted one
             key = (e["dataset"], int(e["imbalance"]))
             table.setdefault(key, {}).setdefault(m["label"], []).append(100 * m["uniform"]["top1"])
     return table
