@@ -9,7 +9,7 @@ unlabelled target sets::
     res = est.adapt(test_logits)      # and res.probs (n, C): the test posteriors adapted to res.prior
 
 EM, EmpiricalBayesEM, TiltedEM, AutoFamilyEM, SelectEM and LabelledEM estimate by EM on calibrated
-posteriors, BBSE from the confusion matrix; Gated(est) keeps "no shift" unless the shift test rejects it,
+posteriors, BBSE and RLLS from the confusion matrix; Gated(est) keeps "no shift" unless the shift test rejects it,
 Shrunk(est) shrinks the estimate by its uncertainty (only estimators with an uncertainty model). A
 combination that cannot work is refused when it is built.
 
@@ -157,14 +157,15 @@ from lade import _C, _args, posthoc
 from lade.priors import as_float32, prior_from_labels
 
 __all__ = ["adapt", "estimator", "Estimator", "EM", "EmpiricalBayesEM", "TiltedEM", "AutoFamilyEM", "SelectEM",
-           "LabelledEM", "BBSE", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb",
+           "LabelledEM", "BBSE", "RLLS", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb",
            "tilted_prior", "select_prior",
-           "bbse_prior", "mean_posterior", "reweight", "shifted_test_indices"]
+           "bbse_prior", "rlls_prior", "mean_posterior", "reweight", "shifted_test_indices"]
 
 _FUNC = "lade.prior_shift.adapt"
 _REWEIGHT, _TILTED = "lade.prior_shift.reweight", "lade.prior_shift.tilted_prior"
 COND_LIMIT = 1e4
 GATE_LEVEL = 0.05  # the default significance level of adapt's gate
+RLLS_REG = 0.01  # RLLS's scale of its regulariser bound (rlls_prior), as in the public implementations
 _TILT_MAX_ITER = 200  # Newton steps of tilted_prior (it converges in under 20 on real models)
 
 
@@ -196,6 +197,7 @@ class PriorShiftResult:
                                                      # (and under 'sparse', the sparse prior's)
     support: int = None          # a sparse estimate: the number of classes it keeps
     smoothing_strength: float = float("nan")  # pseudo_count='auto': the Dirichlet strength A chosen from the data
+    rho: float = float("nan")    # RLLS: the weight of its penalty |w - 1|
 
 
 def reweight(probs, from_prior, to_prior, out=None):
@@ -231,6 +233,14 @@ def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, r
                       f"{cond:.3g} > cond_limit {cond_limit:.3g}); falling back to no shift (the source prior)",
                       RuntimeWarning, stacklevel=2)
     return out, cond, fell_back
+
+
+def rlls_prior(calib_scores, calib_labels, target_scores, soft=True, reg=RLLS_REG, delta=0.05):
+    """RLLS (Azizzadenesheli et al. 2019): the importance weights w >= 0 minimising |A w - mu| + rho |w - 1|
+    (A the joint confusion of the labelled calibration data, mu the test's mean prediction; soft: mean
+    probabilities, else argmax counts), rho = reg * the paper's bound on A's error at confidence 1 - delta.
+    Returns (prior, rho): prior = w * the calibration label frequencies, renormalised."""
+    return _C.rlls_prior(calib_scores, calib_labels, target_scores, soft=soft, reg=reg, delta=delta)
 
 
 def tilted_prior(probs, reference_prior, tilt_prior, tol=1e-10, max_iter=_TILT_MAX_ITER):
@@ -713,22 +723,54 @@ class BBSE(Estimator):
                           f"{res.condition_number:.3g} > cond_limit {self.cond_limit:.3g}); falling back to no "
                           "shift (the reference prior: posteriors unchanged)", RuntimeWarning, stacklevel=4)
             res.prior = fit.reference_prior.copy()
-        if fit.absent.size:
-            # a class without held-out samples: no confusion matrix to test against (and BBSE fell back)
-            res.shift_test = {"statistic": float("nan"), "dof": 0, "p_value": 1.0,
-                              "test": "none: the held-out set lacks a class"}
-        else:
-            stat, dof = _C.prediction_shift_chi2(fit.calib_probs, fit.calib_labels, probs, fit.source_prior)
-            res.shift_test = {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
-                              "test": "Pearson chi-square on predicted-class counts"}
+        res.shift_test = self._shift_test(probs, fit)
         if self.bootstrap:
             _add_interval(res, _C.bbse_bootstrap(fit.calib_probs, fit.calib_labels, probs, fit.source_prior,
                                                  self.bootstrap, soft=self.soft, ridge=self.ridge, seed=self.seed),
                           self.level)
         return res
 
+    @staticmethod
+    def _shift_test(probs, fit):
+        if fit.absent.size:
+            # a class without held-out samples: no confusion matrix to test against (and BBSE fell back)
+            return {"statistic": float("nan"), "dof": 0, "p_value": 1.0, "test": "none: the held-out set lacks a class"}
+        stat, dof = _C.prediction_shift_chi2(fit.calib_probs, fit.calib_labels, probs, fit.source_prior)
+        return {"statistic": stat, "dof": dof, "p_value": _C.chi2_sf(stat, dof),
+                "test": "Pearson chi-square on predicted-class counts"}
+
     def _covariance_trace(self, probs, fit, prior):
         return _C.bbse_covariance_trace(fit.calib_probs, fit.calib_labels, probs, prior, self.soft)
+
+
+class RLLS(Estimator):
+    """Regularised BBSE (Azizzadenesheli et al. 2019; rlls_prior): the importance weights relative to the
+    calibration label frequencies, pulled towards 1 (no shift) by a penalty scaled to the confusion matrix's
+    estimation error (reg, delta). Needs calibration data. res.rho is the penalty's weight. Shift test: as
+    BBSE's (Pearson chi-square of the predicted-class counts)."""
+
+    method = "rlls"
+
+    def __init__(self, soft=True, reg=RLLS_REG, delta=0.05, calibration="bcts"):
+        super().__init__(calibration)
+        func = self._func()
+        self.soft, self.reg = bool(soft), _args.real(reg, func, "reg", 0.0)
+        self.delta = _args.real(delta, func, "delta", 0.0, 1.0, lo_open=True)
+        if self.delta == 1.0:
+            raise ValueError(f"{func}: argument 'delta' must be in (0, 1), got 1.0")
+
+    def fit(self, calib_logits, calib_labels, source_prior):
+        if calib_logits is None:
+            raise ValueError(f"{self._func('fit')}: argument 'calib_logits' is required: RLLS needs labelled "
+                             "source data")
+        return super().fit(calib_logits, calib_labels, source_prior)
+
+    def _estimate(self, probs, fit):
+        res = self._result(fit)
+        res.prior, res.rho = _C.rlls_prior(fit.calib_probs, fit.calib_labels, probs, soft=self.soft, reg=self.reg,
+                                           delta=self.delta)
+        res.shift_test = BBSE._shift_test(probs, fit)
+        return res
 
 
 class _Wrapper(Estimator):

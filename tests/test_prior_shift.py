@@ -177,6 +177,106 @@ def test_bbse_ridge_shrinks_towards_no_shift():
     assert dist[0] > dist[1] > dist[2] and dist[2] < 0.01
 
 
+def _rlls_problem(calib_probs, calib_y, test_probs):
+    """A (the joint soft confusion, [i, j] = P(pred i, y j)), mu and p_cal of RLLS, in float64 from the
+    definitions."""
+    classes = calib_probs.shape[1]
+    joint = np.zeros((classes, classes))
+    np.add.at(joint.T, calib_y, calib_probs.astype(np.float64))
+    joint /= len(calib_y)
+    return joint, test_probs.astype(np.float64).mean(0), np.bincount(calib_y, minlength=classes) / len(calib_y)
+
+
+def _rlls_bound(classes, m, delta=0.05):
+    log_term = np.log(2 * classes / delta)
+    return 3 * (2 * log_term / (3 * m) + np.sqrt(2 * log_term / m))
+
+
+def _weak_classifier_draw(seed, classes=8):
+    r = np.random.default_rng(seed)
+    calib_y = np.repeat(np.arange(classes), 40).astype(np.int64)
+    target = r.dirichlet(np.full(classes, 0.5))
+    test_y = r.choice(classes, 400, p=target)
+    probs = []
+    for y in (calib_y, test_y):
+        logits = r.normal(size=(len(y), classes))
+        logits[np.arange(len(y)), y] += 1.0
+        probs.append(posthoc.softmax(logits.astype(np.float32)))
+    return probs[0], calib_y, probs[1]
+
+
+@pytest.mark.parametrize("reg", [0.003, 0.01, 0.03])
+@pytest.mark.parametrize("seed", range(6))
+def test_rlls_solves_its_norm_problem(seed, reg):
+    """The weights minimise |A w - mu| + rho |w - 1| over w >= 0: against scipy's SLSQP on the same
+    objective, from the definitions in float64, and never a worse objective than the reference."""
+    optimize = pytest.importorskip("scipy.optimize")
+    calib, calib_y, test = _weak_classifier_draw(seed)
+    A, mu, p_cal = _rlls_problem(calib, calib_y, test)
+    est, rho = prior_shift.rlls_prior(calib, calib_y, test, reg=reg)
+    assert rho == pytest.approx(reg * _rlls_bound(8, len(calib_y)), rel=1e-12)
+
+    def objective(w):
+        return np.linalg.norm(A @ w - mu) + rho * np.linalg.norm(w - 1)
+
+    def gradient(w):
+        r, d = A @ w - mu, w - 1
+        return A.T @ r / max(np.linalg.norm(r), 1e-300) + rho * d / max(np.linalg.norm(d), 1e-300)
+
+    ref = optimize.minimize(objective, np.ones(8), jac=gradient, bounds=[(0, None)] * 8, method="SLSQP",
+                            options={"ftol": 1e-14, "maxiter": 2000})
+    assert ref.success, ref.message
+    expected = ref.x * p_cal / (ref.x * p_cal).sum()
+    np.testing.assert_allclose(est, expected, atol=2e-4)
+    # lade's weights, up to the scale its normalisation removed, are as good to float32 precision: the best scale of
+    # est / p_cal is found by a 1-D search
+    w = est / p_cal
+    scale = optimize.minimize_scalar(lambda t: objective(t * w), bounds=(0.1, 10), method="bounded",
+                                     options={"xatol": 1e-12}).x
+    assert objective(scale * w) <= ref.fun * (1 + 1e-6)  # the prior is float32
+
+
+def test_rlls_ends_between_least_squares_and_no_shift():
+    """reg = 0 is non-negative least squares on the weights (scipy's nnls); a penalty beyond
+    |A^T b| / |b| (b = mu - A 1) leaves no shift, the calibration label frequencies; between, the estimate
+    moves monotonically from one to the other."""
+    optimize = pytest.importorskip("scipy.optimize")
+    calib, calib_y, test = _weak_classifier_draw(3)
+    A, mu, p_cal = _rlls_problem(calib, calib_y, test)
+    w = optimize.nnls(A, mu)[0]
+    np.testing.assert_allclose(prior_shift.rlls_prior(calib, calib_y, test, reg=0.0)[0],
+                               np.maximum(w * p_cal / (w * p_cal).sum(), 1e-8), atol=1e-6)
+    b = mu - A.sum(1)
+    no_shift = np.linalg.norm(A.T @ b) / np.linalg.norm(b) / _rlls_bound(8, len(calib_y))
+    np.testing.assert_allclose(prior_shift.rlls_prior(calib, calib_y, test, reg=1.001 * no_shift)[0], p_cal,
+                               atol=1e-7)
+    distances = [np.abs(prior_shift.rlls_prior(calib, calib_y, test, reg=f * no_shift)[0] - p_cal).sum()
+                 for f in (0.0, 0.1, 0.3, 0.6, 0.9, 0.999)]
+    assert all(a > b for a, b in zip(distances, distances[1:])), distances
+    assert distances[-1] > 0  # just below the threshold, still a shift
+
+
+def test_rlls_estimator_and_its_errors():
+    res = prior_shift.RLLS().fit(CAL_LOGITS, CAL_Y, PS).adapt(TEST_LOGITS)
+    assert np.abs(res.prior - PT).max() <= 0.03 and res.method == "rlls"
+    assert res.rho == pytest.approx(0.01 * _rlls_bound(C, len(CAL_Y)))
+    assert res.shift_test["p_value"] < 1e-10
+    np.testing.assert_allclose(res.probs.sum(1), 1, atol=1e-5)
+    hard = prior_shift.RLLS(soft=False).fit(CAL_LOGITS, CAL_Y, PS).estimate(TEST_LOGITS)
+    assert np.abs(hard.prior - PT).max() <= 0.03
+    with pytest.raises(ValueError, match=r"lade.prior_shift.RLLS: argument 'reg' must be .*got -1"):
+        prior_shift.RLLS(reg=-1)
+    with pytest.raises(ValueError, match=r"lade.prior_shift.RLLS: argument 'delta' must be .*got 1.5"):
+        prior_shift.RLLS(delta=1.5)
+    with pytest.raises(ValueError, match=r"lade.prior_shift.RLLS.fit: argument 'calib_logits' is required"):
+        prior_shift.RLLS().fit(None, None, PS)
+    calib, calib_y, test = _weak_classifier_draw(0)
+    with pytest.raises(ValueError, match=r"lade.prior_shift.rlls_prior: argument 'delta' must be in \(0, 1\)"):
+        prior_shift.rlls_prior(calib, calib_y, test, delta=0.0)
+    with pytest.raises(ValueError, match=r"lade.prior_shift.rlls_prior: argument 'calib_labels': .* outside \[0, 8\)"):
+        prior_shift.rlls_prior(calib, calib_y + 8, test)
+
+
 def test_em_reference_is_the_mean_calibrated_posterior():
     # logits with a class offset that temperature scaling cannot remove: the posteriors do not embody
     # PS, but their mean over the calibration rows is the prior they do embody, so on data without
@@ -337,6 +437,8 @@ ESTIMATORS = {  # name -> the estimator (fitted on the calibration data in every
     "bbse_shrunk": lambda: prior_shift.Shrunk(prior_shift.BBSE()),
     "em_family": lambda: prior_shift.AutoFamilyEM(),
     "em_family_gated": lambda: prior_shift.Gated(prior_shift.AutoFamilyEM()),
+    "rlls": lambda: prior_shift.RLLS(),
+    "rlls_gated": lambda: prior_shift.Gated(prior_shift.RLLS()),
 }
 
 

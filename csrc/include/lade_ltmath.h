@@ -330,6 +330,17 @@ LADE_API lade_status lade_bbse_prior(float *target_prior, double *cond, int *fel
                                      const int64_t *calib_labels, int m, const float *target_scores, int n,
                                      int classes, const float *source_prior, int soft, double ridge,
                                      double cond_limit);
+/* RLLS (Azizzadenesheli et al. 2019), regularised BBSE: with A[i][j] = P(pred = i, y = j) the joint
+ * confusion on the labelled calibration data (soft or hard as in lade_bbse_prior) and mu the target's
+ * mean prediction, the importance weights w = argmin over w >= 0 of |A w - mu|_2 + rho |w - 1|_2, and
+ * target_prior = w * p_cal renormalised (p_cal the calibration label frequencies; floored at 1e-8).
+ * rho = reg * 3 (2 L / (3 m) + sqrt(2 L / m)), L = log(2 classes / delta): the paper's bound on the
+ * confusion matrix's estimation error, scaled by reg; *rho returns it. reg = 0 is non-negative least
+ * squares on the weights; a large reg gives w = 1 (target_prior = p_cal, no shift). Exact up to
+ * the bisection's 1e-9 relative tolerance on the ridge parameter. */
+LADE_API lade_status lade_rlls_prior(float *target_prior, double *rho, const float *calib_scores,
+                                     const int64_t *calib_labels, int m, const float *target_scores, int n,
+                                     int classes, int soft, double reg, double delta);
 /* *cond = the 1-norm condition number of the conditional confusion M of lade_bbse_prior
  * (INFINITY if singular): how well the classifier separates the classes on the labelled
  * calibration data, hence how well any target prior is identifiable from its predictions. */

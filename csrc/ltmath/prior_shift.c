@@ -1,5 +1,6 @@
 /* prior_shift.c - estimating an unknown target prior from unlabelled predictions:
- * EM (Saerens et al. 2002), BBSE (Lipton et al. 2018), bootstrap intervals and shift tests. */
+ * EM (Saerens et al. 2002), BBSE (Lipton et al. 2018), RLLS (Azizzadenesheli et al. 2019), bootstrap
+ * intervals and shift tests. */
 #include "checks.h"
 #include "linalg.h"
 #include "ltmath_internal.h"
@@ -441,16 +442,8 @@ static void bbse_moments(bbse_scratch *s, const float *calib, const int64_t *cal
  * v_i = (M p_cal)_i is how often class i is predicted on the calibration data, i.e. (up to a
  * constant) the variance of mu_i without shift: a Pearson chi-square distance, so rarely predicted
  * classes are not drowned by the frequent ones (floored at 1% of uniform so that no row dominates).
- * As a quadratic program: 0.5 q'Gq - h'q with G = M^T W M + ridge I, h = M^T W mu + ridge ref.
- * It is solved exactly by the primal active-set method (Nocedal and Wright, Numerical
- * Optimization, algorithm 16.3), from q = ref: on the set F of coordinates free to move, the
- * minimiser with sum 1 is x = z + t u, where G_FF z = h_F, G_FF u = 1 and t = (1 - sum z) / sum u
- * (t is then the common gradient on F). Step from q towards x until a coordinate reaches 0 (it
- * leaves F); at x, free the fixed coordinate c whose multiplier (G q - h)_c - t is most negative,
- * or stop when none is. A term eps |q - ref|^2 (eps = 1e-9 of G's mean diagonal) makes G positive
- * definite: the minimiser is unique (with M singular, the one nearest ref) and the Cholesky
- * factor of G_FF exists; it is updated as coordinates join or leave F (O(C^2) a step, not a new
- * O(C^3) factorisation). The iteration cap is a guard against cycling on degenerate ties. */
+ * As a quadratic program: 0.5 q'Gq - h'q with G = M^T W M + ridge I, h = M^T W mu + ridge ref,
+ * solved exactly by qp_active_set from q = ref. */
 #define BBSE_MAX_STEPS(C) (10 * (C) + 10)
 
 /* Lets coordinate c move: appends it to F (position k) and grows the factor of G_FF. Returns 0 if
@@ -464,37 +457,34 @@ static int bbse_free(bbse_scratch *s, int C, int k, int c) {
     return 1;
 }
 
-static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
-    double *G = s->gram, *h = s->lin, *q = s->q, *w = s->weight, *L = s->work, *z = s->z, *u = s->u;
-    int *F = s->free_set;
-    for (int i = 0; i < C; i++) {
-        double v = 0;
-        for (int j = 0; j < C; j++) v += s->confusion[(size_t)i * C + j] * s->p_cal[j];
-        w[i] = 1.0 / (v > 0.01 / C ? v : 0.01 / C);
-    }
-    double trace = 0;
-    for (int a = 0; a < C; a++) {
-        for (int b = 0; b <= a; b++) {
-            double g = 0;
-            for (int i = 0; i < C; i++) g += s->confusion[(size_t)i * C + a] * w[i] * s->confusion[(size_t)i * C + b];
-            G[(size_t)a * C + b] = G[(size_t)b * C + a] = g;
-        }
-        double v = 0;
-        for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * w[i] * s->mu[i];
-        G[(size_t)a * C + a] += ridge;
-        h[a] = v + ridge * ref[a];
-        trace += G[(size_t)a * C + a];
-    }
+/* Adds eps |q - ref|^2 (eps = 1e-9 of G's mean diagonal) to the program in s->gram, s->lin, which
+ * makes G positive definite: the minimiser is unique (with M singular, the one nearest ref) and
+ * the Cholesky factor of G_FF exists. Returns the tolerance below which a multiplier is rounding. */
+static double qp_regularise(bbse_scratch *s, int C, const double *ref) {
+    double *G = s->gram, *h = s->lin, trace = 0, scale = 0;
+    for (int a = 0; a < C; a++) trace += G[(size_t)a * C + a];
     const double eps = 1e-9 * (trace > 0 ? trace / C : 1.0);
-    double scale = 0;
     for (int a = 0; a < C; a++) {
         G[(size_t)a * C + a] += eps;
         h[a] += eps * ref[a];
         scale = fmax(scale, fabs(h[a]) + G[(size_t)a * C + a]);
     }
-    const double tol = 1e-12 * scale; /* multipliers below -tol are negative, not rounding */
-    memcpy(q, ref, (size_t)C * sizeof(double));
-    int k = 0; /* L (stride C) is the Cholesky factor of G_FF, F[0..k) in the factor's order */
+    return 1e-12 * scale;
+}
+
+/* argmin of 0.5 q'Gq - h'q (s->gram, s->lin) over q >= 0, and with simplex also sum q = 1, from the
+ * feasible start s->q, into s->q: the primal active-set method (Nocedal and Wright, Numerical
+ * Optimization, algorithm 16.3). On the set F of coordinates free to move, the minimiser is x = z + t u,
+ * where G_FF z = h_F, G_FF u = 1 and t = (1 - sum z) / sum u with the sum constraint (t is then the
+ * common gradient on F), else t = 0. Step from q towards x until a coordinate reaches 0 (it leaves F);
+ * at x, free the fixed coordinate c whose multiplier (G q - h)_c - t is most negative, or stop when
+ * none is below -tol. The Cholesky factor of G_FF is updated as coordinates join or leave F (O(C^2)
+ * a step, not a new O(C^3) factorisation). The iteration cap is a guard against cycling on
+ * degenerate ties. */
+static void qp_active_set(bbse_scratch *s, int C, int simplex, double tol) {
+    double *G = s->gram, *h = s->lin, *q = s->q, *z = s->z, *u = s->u;
+    int *F = s->free_set;
+    int k = 0; /* L (s->work, stride C) is the Cholesky factor of G_FF, F[0..k) in the factor's order */
     for (int c = 0; c < C; c++) {
         s->is_free[c] = 0;
         if (!(q[c] > 0)) continue;
@@ -503,15 +493,18 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
     }
     for (int step = 0; step < BBSE_MAX_STEPS(C) && k > 0; step++) {
         for (int i = 0; i < k; i++) z[i] = h[F[i]], u[i] = 1;
-        lt_cholesky_apply(L, C, z, k);
-        lt_cholesky_apply(L, C, u, k);
-        double sum_z = 0, sum_u = 0;
-        for (int i = 0; i < k; i++) sum_z += z[i], sum_u += u[i];
-        const double t = (1 - sum_z) / sum_u;
+        lt_cholesky_apply(s->work, C, z, k);
+        double t = 0;
+        if (simplex) {
+            lt_cholesky_apply(s->work, C, u, k);
+            double sum_z = 0, sum_u = 0;
+            for (int i = 0; i < k; i++) sum_z += z[i], sum_u += u[i];
+            t = (1 - sum_z) / sum_u;
+        }
         double alpha = 1; /* the step towards x, cut where the first coordinate reaches 0 */
         int block = -1;
         for (int i = 0; i < k; i++) {
-            z[i] += t * u[i]; /* z is now x */
+            if (simplex) z[i] += t * u[i]; /* z is now x */
             double p = z[i] - q[F[i]];
             if (p < 0 && q[F[i]] + alpha * p < 0) alpha = -q[F[i]] / p, block = i;
         }
@@ -519,7 +512,7 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
         if (block >= 0) {
             q[F[block]] = 0;
             s->is_free[F[block]] = 0;
-            lt_cholesky_remove(L, C, k, block);
+            lt_cholesky_remove(s->work, C, k, block);
             memmove(F + block, F + block + 1, (size_t)(k - block - 1) * sizeof(int));
             k--;
             continue;
@@ -535,6 +528,29 @@ static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, doub
         if (release < 0 || !bbse_free(s, C, k, release)) return; /* optimal (or G_FF lost definiteness) */
         k++;
     }
+}
+
+static void bbse_constrained_lsq(bbse_scratch *s, int C, const double *ref, double ridge) {
+    double *G = s->gram, *h = s->lin, *w = s->weight;
+    for (int i = 0; i < C; i++) {
+        double v = 0;
+        for (int j = 0; j < C; j++) v += s->confusion[(size_t)i * C + j] * s->p_cal[j];
+        w[i] = 1.0 / (v > 0.01 / C ? v : 0.01 / C);
+    }
+    for (int a = 0; a < C; a++) {
+        for (int b = 0; b <= a; b++) {
+            double g = 0;
+            for (int i = 0; i < C; i++) g += s->confusion[(size_t)i * C + a] * w[i] * s->confusion[(size_t)i * C + b];
+            G[(size_t)a * C + b] = G[(size_t)b * C + a] = g;
+        }
+        double v = 0;
+        for (int i = 0; i < C; i++) v += s->confusion[(size_t)i * C + a] * w[i] * s->mu[i];
+        G[(size_t)a * C + a] += ridge;
+        h[a] = v + ridge * ref[a];
+    }
+    const double tol = qp_regularise(s, C, ref);
+    memcpy(s->q, ref, (size_t)C * sizeof(double));
+    qp_active_set(s, C, 1, tol);
 }
 
 /* Solves for the target prior from the moments. *cond is the 1-norm condition number of the
@@ -586,6 +602,109 @@ lade_status lade_bbse_prior(float *target_prior, double *cond, int *fell_back, c
     } else {
         bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
         bbse_solve(out, cond, fell_back, &s, classes, source_prior, ridge, cond_limit);
+        for (int c = 0; c < classes; c++) target_prior[c] = (float)out[c];
+    }
+    lade_free(out);
+    lade_free(cp);
+    lade_free(tp);
+    lade_free(s.confusion);
+    return st;
+}
+
+/* ---- RLLS ---------------------------------------------------------------------------- */
+/* One ridge problem of RLLS: w = argmin over w >= 0 of 0.5 |A w - mu|^2 + 0.5 lambda |w - 1|^2, with
+ * AtA = A^T A and s->weight = A^T mu; A (the joint confusion) is s->confusion. Returns
+ * lambda |w - 1| / |A w - mu| (INFINITY for an exact fit); w in s->q. */
+static double rlls_ridge(bbse_scratch *s, int C, const double *AtA, double lambda, const double *ones) {
+    memcpy(s->gram, AtA, (size_t)C * C * sizeof(double));
+    for (int a = 0; a < C; a++) {
+        s->gram[(size_t)a * C + a] += lambda;
+        s->lin[a] = s->weight[a] + lambda;
+    }
+    const double tol = qp_regularise(s, C, ones);
+    memcpy(s->q, ones, (size_t)C * sizeof(double));
+    qp_active_set(s, C, 0, tol);
+    double shift = 0, resid = 0;
+    for (int i = 0; i < C; i++) {
+        double r = -s->mu[i];
+        for (int j = 0; j < C; j++) r += s->confusion[(size_t)i * C + j] * s->q[j];
+        resid += r * r;
+        shift += (s->q[i] - 1) * (s->q[i] - 1);
+    }
+    return resid > 0 ? lambda * sqrt(shift / resid) : INFINITY;
+}
+
+/* The weights w = argmin over w >= 0 of |A w - mu| + rho |w - 1| (both 2-norms). Each ridge problem
+ * of rlls_ridge is solved exactly; at a lambda where lambda |w - 1| = rho |A w - mu| its optimality
+ * conditions, divided by |A w - mu|, are the norm problem's, so that w is the answer. The ratio
+ * grows with lambda (from the exact fit's towards |A^T b| / |b|, b = mu - A 1), and bisection on
+ * log lambda finds the crossing. w = 1 (no shift) when |A^T b| <= rho |b|: then 0 is a subgradient
+ * at w = 1. w in s->q. */
+static void rlls_solve(bbse_scratch *s, int C, double rho, double *AtA, double *ones) {
+    double *A = s->confusion, *Atmu = s->weight, *b = s->z;
+    double trace = 0, nb = 0, nAtb = 0;
+    for (int i = 0; i < C; i++) {
+        ones[i] = 1;
+        b[i] = s->mu[i];
+        for (int j = 0; j < C; j++) b[i] -= A[(size_t)i * C + j];
+        nb += b[i] * b[i];
+    }
+    for (int a = 0; a < C; a++) {
+        double atb = 0, atmu = 0;
+        for (int i = 0; i < C; i++) atb += A[(size_t)i * C + a] * b[i], atmu += A[(size_t)i * C + a] * s->mu[i];
+        nAtb += atb * atb;
+        Atmu[a] = atmu;
+        for (int c = 0; c <= a; c++) {
+            double g = 0;
+            for (int i = 0; i < C; i++) g += A[(size_t)i * C + a] * A[(size_t)i * C + c];
+            AtA[(size_t)a * C + c] = AtA[(size_t)c * C + a] = g;
+        }
+        trace += AtA[(size_t)a * C + a];
+    }
+    if (!(sqrt(nAtb) > rho * sqrt(nb)) || !(trace > 0)) {
+        memcpy(s->q, ones, (size_t)C * sizeof(double));
+        return;
+    }
+    /* bracket the crossing: the ratio tends to |A^T b| / |b| > rho as lambda grows */
+    double lo = trace / C, hi = lo;
+    while (rlls_ridge(s, C, AtA, hi, ones) < rho && hi < 1e12 * trace) hi *= 16;
+    while (rlls_ridge(s, C, AtA, lo, ones) >= rho) {
+        if (lo < 1e-14 * trace) return; /* the exact fit (residual ~0) is the answer */
+        lo /= 16;
+    }
+    while (hi > lo * (1 + 1e-9)) {
+        double mid = sqrt(lo * hi);
+        if (rlls_ridge(s, C, AtA, mid, ones) < rho) lo = mid;
+        else hi = mid;
+    }
+    rlls_ridge(s, C, AtA, hi, ones);
+}
+
+lade_status lade_rlls_prior(float *target_prior, double *rho, const float *calib_scores, const int64_t *calib_labels,
+                            int m, const float *target_scores, int n, int classes, int soft, double reg,
+                            double delta) {
+    lade_status st = lt_check_probs(calib_scores, (size_t)m, classes, "calib_scores");
+    if (st || (st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels")) ||
+        (st = lt_check_probs(target_scores, (size_t)n, classes, "target_scores")))
+        return st;
+    if (!(reg >= 0) || !isfinite(reg)) return lade_fail(LADE_EINVAL, "argument 'reg' must be finite and >= 0, got %g", reg);
+    if (!(delta > 0 && delta < 1)) return lade_fail(LADE_EINVAL, "argument 'delta' must be in (0, 1), got %g", delta);
+    bbse_scratch s = {0};
+    if ((st = bbse_scratch_alloc(&s, classes))) return st;
+    int64_t *cp = soft ? NULL : argmax_rows(calib_scores, m, classes);
+    int64_t *tp = soft ? NULL : argmax_rows(target_scores, n, classes);
+    double *out = lade_alloc((size_t)classes * (classes + 1) * sizeof(double)); /* and A^T A */
+    if (!out || (!soft && (!cp || !tp))) {
+        st = lade_fail(LADE_ENOMEM, "no memory for RLLS");
+    } else {
+        bbse_moments(&s, calib_scores, cp, calib_labels, NULL, m, target_scores, tp, NULL, n, classes, soft);
+        for (int i = 0; i < classes; i++) /* the joint confusion P(pred i, y j) */
+            for (int j = 0; j < classes; j++) s.confusion[(size_t)i * classes + j] *= s.p_cal[j];
+        const double l = log(2.0 * classes / delta);
+        *rho = reg * 3 * (2 * l / (3.0 * m) + sqrt(2 * l / m));
+        rlls_solve(&s, classes, *rho, out + classes, out);
+        for (int c = 0; c < classes; c++) out[c] = s.q[c] * s.p_cal[c];
+        floor_and_normalize(out, classes);
         for (int c = 0; c < classes; c++) target_prior[c] = (float)out[c];
     }
     lade_free(out);

@@ -1,4 +1,4 @@
-/* test_prior_shift.c - BBSE as least squares over the simplex, against hand-computed cases. */
+/* test_prior_shift.c - BBSE as least squares over the simplex and RLLS, against hand-computed cases. */
 #include <math.h>
 #include <stdint.h>
 
@@ -31,6 +31,46 @@ TEST(bbse_soft_recovers_prior_exactly) {
     CHECK_OK(lade_bbse_prior(out, &cond, &fell_back, cal, labels, 10, test, 10, C, source, 1, 0.0, 1e4));
     CHECK(!fell_back && cond > 1 && cond < 10);
     for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], test_count[c] / 10.0, 1e-6);
+}
+
+TEST(rlls_fits_exactly_without_penalty_and_keeps_no_shift_under_a_large_one) {
+    enum { C = 3 };
+    const double M[C * C] = {0.7, 0.2, 0.1, 0.2, 0.6, 0.3, 0.1, 0.2, 0.6};
+    const int cal_count[C] = {5, 3, 2}, test_count[C] = {1, 3, 6};
+    float cal[10 * C], test[10 * C], out[C];
+    int64_t labels[10];
+    rows_from_columns(cal, labels, M, cal_count, C);
+    rows_from_columns(test, NULL, M, test_count, C);
+    double rho;
+    CHECK_OK(lade_rlls_prior(out, &rho, cal, labels, 10, test, 10, C, 1, 0.0, 0.05));
+    CHECK(rho == 0);
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], test_count[c] / 10.0, 1e-6);
+    CHECK_OK(lade_rlls_prior(out, &rho, cal, labels, 10, test, 10, C, 1, 1e6, 0.05));
+    for (int c = 0; c < C; c++) CHECK_CLOSE(out[c], cal_count[c] / 10.0, 1e-6); /* w = 1: p_cal */
+    CHECK(lade_rlls_prior(out, &rho, cal, labels, 10, test, 10, C, 1, -1.0, 0.05) == LADE_EINVAL);
+    CHECK(lade_rlls_prior(out, &rho, cal, labels, 10, test, 10, C, 1, 0.01, 1.0) == LADE_EINVAL);
+}
+
+TEST(rlls_with_a_perfect_classifier_is_all_or_nothing) {
+    /* M = I, p_cal = (0.5, 0.5): A = I / 2, mu = (0.9, 0.1). From w = 1 towards the exact fit
+     * w = (1.8, 0.2), w = 1 + t (0.8, -0.8) has |A w - mu| = 0.4 sqrt2 (1 - t) and |w - 1| =
+     * 0.8 sqrt2 t: the objective is linear in t, so the answer is the exact fit for rho < 0.5
+     * (= |A^T b| / |b|) and no shift above. rho = reg * bound, the bound at m = 2, delta = 0.05. */
+    enum { C = 2 };
+    const double M[C * C] = {1, 0, 0, 1};
+    const int cal_count[C] = {1, 1};
+    float cal[2 * C], test[2 * C] = {0.9f, 0.1f, 0.9f, 0.1f}, out[C];
+    int64_t labels[2];
+    rows_from_columns(cal, labels, M, cal_count, C);
+    const double L = log(2.0 * C / 0.05), bound = 3 * (2 * L / 6 + sqrt(L));
+    double rho;
+    CHECK_OK(lade_rlls_prior(out, &rho, cal, labels, 2, test, 2, C, 1, 0.4 / bound, 0.05));
+    CHECK_CLOSE(rho, 0.4, 1e-12);
+    CHECK_CLOSE(out[0], 0.9, 1e-6);
+    CHECK_CLOSE(out[1], 0.1, 1e-6);
+    CHECK_OK(lade_rlls_prior(out, &rho, cal, labels, 2, test, 2, C, 1, 0.6 / bound, 0.05));
+    CHECK_CLOSE(out[0], 0.5, 1e-6);
+    CHECK_CLOSE(out[1], 0.5, 1e-6);
 }
 
 TEST(bbse_projects_an_infeasible_solution_onto_the_simplex) {

@@ -39,6 +39,8 @@ SUITE_ESTIMATORS = {
     "mlls_gated": (f"MLLS + BCTS, gated at {_PS.GATE_LEVEL:g}", lambda p_s: _PS.Gated(_PS.EM(pseudo_count=0.0))),
     "em_eb_gated": (f"EM, Dirichlet strength by its evidence, gated at {_PS.GATE_LEVEL:g}",
                     lambda p_s: _PS.Gated(_PS.EmpiricalBayesEM())),
+    "rlls": (f"RLLS, penalty scale {_PS.RLLS_REG:g} (no gate)", lambda p_s: _PS.RLLS()),
+    "rlls_0.1": ("RLLS, penalty scale 0.1 (no gate)", lambda p_s: _PS.RLLS(reg=0.1)),
 }
 
 
