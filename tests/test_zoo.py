@@ -229,6 +229,20 @@ def test_zoo_refresh_computes_the_stored_results_again(tiny_zoo, tiny_root, tmp_
     assert run_main(["zoo", "refresh", "--root", root], capsys)[0] == 2
 
 
+def test_a_bf16_run_is_its_own_entry_and_its_own_row(tiny_zoo):
+    """A bf16 run of a config must not replace (or be averaged with) the float32 run of the same config
+    and seed: its name and its headline label carry the precision."""
+    root, run, entry = tiny_zoo
+    cfg = config.load(run / "config.yaml")
+    assert entry["precision"] == "float32" and zoo_entries.entry_name(cfg) == entry["name"]
+    cfg["run"]["precision"] = "bf16"
+    assert zoo_entries.entry_name(cfg) == entry["name"].replace("_seed", "_bf16_seed")
+    stored = zoo.load(entry["name"], root).results
+    rows = results_doc._by_method([(entry, stored), (dict(entry, precision="bf16"), stored)])
+    labels = rows[(entry["dataset"], int(entry["imbalance"]))]
+    assert len(labels["LADE"]) == 1 and len(labels["LADE (bf16)"]) == 1
+
+
 def test_the_entry_config_is_the_runs(tiny_zoo):
     root, run, entry = tiny_zoo
     assert config.load(root / entry["name"] / "config.yaml") == config.load(run / "config.yaml")

@@ -52,14 +52,17 @@ def _entries(zoo_root):
 
 
 def _by_method(entries):
-    """{(dataset, imbalance): {method label: [uniform top-1 % per seed]}}, adjusted and raw methods."""
+    """{(dataset, imbalance): {method label: [uniform top-1 % per seed]}}, adjusted and raw methods; a
+    precision other than float32 is a method of its own ("LADE (bf16)"), not another seed."""
     table = {}
     for e, r in entries:
+        precision = e.get("precision", "float32")  # entries added before the field are float32
         for m in r["methods"]:
             if r["test_time_form"] == "add_target" and m["label"] == r["raw_method"]:
                 continue  # f + log p_t with a uniform p_t ranks as f: the raw row would repeat the adjusted one
-            key = (e["dataset"], int(e["imbalance"]))
-            table.setdefault(key, {}).setdefault(m["label"], []).append(100 * m["uniform"]["top1"])
+            key, label = (e["dataset"], int(e["imbalance"])), m["label"]
+            label += "" if precision == "float32" else f" ({precision})"
+            table.setdefault(key, {}).setdefault(label, []).append(100 * m["uniform"]["top1"])
     return table
 
 

@@ -34,8 +34,10 @@ _ENTRY_BUDGET = 2_500_000  # bytes an entry may take (issue 24): the whole zoo s
 
 
 def entry_name(cfg):
-    """The zoo name of a run of `cfg`: its config name and seed."""
-    return f"{cfg['name']}_seed{cfg['run']['seed']}"
+    """The zoo name of a run of `cfg`: its config name, its precision unless float32 (a bf16 run is its own
+    entry, never a replacement of the float32 one), and its seed."""
+    precision = cfg["run"]["precision"]
+    return f"{cfg['name']}{'' if precision == 'float32' else '_' + precision}_seed{cfg['run']['seed']}"
 
 
 def _model_spec(cfg, classes):
@@ -116,7 +118,7 @@ def add_run(run_dir, zoo_root=None, name=None, data_root=None):
     final = json.loads((run_dir / "final.json").read_text())
     entry = {"name": name, "config": cfg["name"], "dataset": cfg["data"]["dataset"],
              "imbalance": cfg["data"]["imbalance"], "loss": cfg["loss"]["name"], "seed": cfg["run"]["seed"],
-             "model_seed": cfg["model"]["seed"], "epochs": cfg["optim"]["epochs"],
+             "model_seed": cfg["model"]["seed"], "epochs": cfg["optim"]["epochs"], "precision": cfg["run"]["precision"],
              "model": _model_spec(cfg, counts.shape[0]), "data_sha256": data.digest(),
              "headline": _headline(results),
              "train_hours": round(final["train_seconds"] / 3600, 2),
