@@ -194,7 +194,15 @@ def load_cifar(path, split="train", label="fine"):
             return parts[0]
         # several batches (CIFAR-10 train): one copy into the joined arrays
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    return _C.load_cifar_binary(files, kind, label == "coarse")
+    # binary batches: read one at a time, each parsed in C into its rows of the joined arrays
+    counts = [_C.cifar_count(nbytes, kind, name) for name, nbytes, _ in files]
+    images, labels = np.empty((sum(counts), 3, 32, 32), np.uint8), np.empty(sum(counts), np.int64)
+    start = 0
+    for (name, _, read), count in zip(files, counts):
+        rows = slice(start, start + count)
+        _C.cifar_parse(np.frombuffer(read(), np.uint8), kind, label == "coarse", name, images[rows], labels[rows])
+        start += count
+    return images, labels
 
 
 # ------------------------------------------------------------------------ transforms

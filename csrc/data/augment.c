@@ -422,6 +422,16 @@ typedef struct {
     lade_status status; /* the first failure; written under no lock, any one wins */
 } batch_ctx;
 
+/* Draws one image's parameters from lade_rng_seed(seed, stream), then applies them. */
+static lade_status transform_one(const lade_transform *t, const lade_image *img, uint64_t seed, uint64_t stream,
+                                 float *out, void **scratch, size_t *scratch_size) {
+    lade_rng rng;
+    lade_rng_seed(&rng, seed, stream);
+    lade_aug_params p;
+    lade_status st = lade_transform_params(t, img->height, img->width, &rng, &p);
+    return st ? st : lade_transform_apply(t, img, &p, out, scratch, scratch_size);
+}
+
 static void batch_range(void *arg, size_t begin, size_t end) {
     batch_ctx *ctx = arg;
     size_t in_size = (size_t)3 * ctx->height * ctx->width;
@@ -431,11 +441,8 @@ static void batch_range(void *arg, size_t begin, size_t end) {
     for (size_t i = begin; i < end; i++) {
         lade_image img = {ctx->images + i * in_size, ctx->height, ctx->width, (ptrdiff_t)ctx->height * ctx->width,
                           ctx->width, 1};
-        lade_rng rng;
-        lade_rng_seed(&rng, ctx->seed, ctx->stream + i);
-        lade_aug_params p;
-        lade_status st = lade_transform_params(ctx->t, ctx->height, ctx->width, &rng, &p);
-        if (!st) st = lade_transform_apply(ctx->t, &img, &p, ctx->out + i * out_size, &scratch, &scratch_size);
+        lade_status st = transform_one(ctx->t, &img, ctx->seed, ctx->stream + i, ctx->out + i * out_size, &scratch,
+                                       &scratch_size);
         if (st) {
             __atomic_store_n(&ctx->status, st, __ATOMIC_RELAXED);
             break;
@@ -458,4 +465,14 @@ lade_status lade_transform_batch(const lade_transform *t, const uint8_t *images,
     lade_parallel_for(n, batch_range, &ctx);
     if (ctx.status) return lade_fail(ctx.status, "augmenting a %d x %d image failed", height, width);
     return LADE_OK;
+}
+
+lade_status lade_transform_image(const lade_transform *t, const uint8_t *image, int height, int width, uint64_t seed,
+                                 uint64_t stream, float *out) {
+    lade_image img = {image, height, width, 1, (ptrdiff_t)width * 3, 3};
+    void *scratch = NULL;
+    size_t scratch_size = 0;
+    lade_status st = transform_one(t, &img, seed, stream, out, &scratch, &scratch_size);
+    lade_free(scratch);
+    return st;
 }

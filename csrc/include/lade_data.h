@@ -175,6 +175,10 @@ LADE_API lade_status lade_transform_apply(const lade_transform *t, const lade_im
 LADE_API lade_status lade_transform_batch(const lade_transform *t, const uint8_t *images, size_t n,
                                           int height, int width, uint64_t seed, uint64_t stream,
                                           float *out);
+/* One image laid out (height, width, 3) into out (3, out_h, out_w), drawing
+ * from lade_rng_seed(&r, seed, stream). */
+LADE_API lade_status lade_transform_image(const lade_transform *t, const uint8_t *image, int height, int width,
+                                          uint64_t seed, uint64_t stream, float *out);
 
 /* ---- the batch loader ---------------------------------------------------- */
 /* (lade/app/config.py MAX_WORKERS: held to it by a test) */

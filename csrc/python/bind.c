@@ -11,18 +11,6 @@ PyObject *lade_DecodeError;
 
 #define LADE_ANY (-1) /* an unbound dimension, shown as * */
 
-static const char *dtype_name(int typenum) {
-    switch (typenum) {
-    case NPY_FLOAT32: return "float32";
-    case NPY_FLOAT64: return "float64";
-    case NPY_INT64: return "int64";
-    case NPY_INT32: return "int32";
-    case NPY_UINT8: return "uint8";
-    case NPY_BOOL: return "bool";
-    default: return "?";
-    }
-}
-
 static void format_shape(char *buf, size_t size, int ndim, const npy_intp *dims) {
     size_t used = 0;
     used += (size_t)snprintf(buf + used, size - used, "(");
@@ -35,19 +23,19 @@ static void format_shape(char *buf, size_t size, int ndim, const npy_intp *dims)
     if (used < size) snprintf(buf + used, size - used, ndim == 1 ? ",)" : ")");
 }
 
-/* An ndarray of the dtype (or an equivalent one in native byte order). */
-static PyArrayObject *check_type(PyObject *obj, const char *func, const char *arg, int typenum) {
+/* An ndarray of the argument's dtype (or an equivalent one in native byte order). */
+static PyArrayObject *check_type(PyObject *obj, const char *func, const lade_arg *arg) {
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be a numpy.ndarray of %s, got %s",
-                     func, arg, dtype_name(typenum), Py_TYPE(obj)->tp_name);
+                     func, arg->name, arg->what, Py_TYPE(obj)->tp_name);
         return NULL;
     }
     PyArrayObject *a = (PyArrayObject *)obj;
     PyArray_Descr *d = PyArray_DESCR(a);
-    if (d->type_num != typenum && !(PyArray_EquivTypenums(d->type_num, typenum) && PyArray_ISNBO(d->byteorder))) {
+    if (d->type_num != arg->dtype && !(PyArray_EquivTypenums(d->type_num, arg->dtype) && PyArray_ISNBO(d->byteorder))) {
         PyObject *got = PyObject_Str((PyObject *)d);
-        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must have dtype %s, got %s%s", func, arg,
-                     dtype_name(typenum), got ? PyUnicode_AsUTF8(got) : "?",
+        PyErr_Format(PyExc_TypeError, "%s: argument '%s' must have dtype %s, got %s%s", func, arg->name,
+                     arg->what, got ? PyUnicode_AsUTF8(got) : "?",
                      PyArray_ISNBO(d->byteorder) ? "" : " (non-native byte order)");
         Py_XDECREF(got);
         return NULL;
@@ -143,7 +131,7 @@ static int check_shape(lade_call *c, int k) {
 /* dtype, then shape (a shape names the argument's role), then layout */
 static int check_array(lade_call *c, int k) {
     const lade_arg *a = &c->spec[k];
-    PyArrayObject *arr = check_type(c->given[k], c->func, a->name, a->dtype);
+    PyArrayObject *arr = check_type(c->given[k], c->func, a);
     if (!arr) return -1;
     c->array[k] = (PyArrayObject *)Py_NewRef(arr);
     return check_shape(c, k) || check_layout(arr, c->func, a->name, role(a) != LADE_IN) ? -1 : 0;
@@ -224,10 +212,8 @@ static int convert_scalar(lade_call *c, int k) {
     }
 type_error:
     PyErr_Clear();
-    const char *want = a->dtype == 'f' ? "a number" : a->dtype == 's' ? "a str"
-                       : a->dtype == 'I' ? "an int or a sequence of ints" : "an int";
     PyErr_Format(PyExc_TypeError, "%s: argument '%s' must be %s%s, got %s", c->func, a->name, a->type ? "a " : "",
-                 a->type ? a->type->tp_name : want, Py_TYPE(o)->tp_name);
+                 a->type ? a->type->tp_name : a->what, Py_TYPE(o)->tp_name);
     return -1;
 }
 
@@ -408,16 +394,17 @@ PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw) {
     lade_call c;
     PyObject *result = NULL;
     int ok = !lade_parse(&c, b->func, b->spec, args, kw);
+    if (ok && b->name) b->name(&c);
     if (ok && (b->spec[0].role & LADE_SELF)) { /* a method: hold the object */
-        ok = !lade_object_ready((lade_object *)c.value[0].o, b->func);
+        ok = !lade_object_ready((lade_object *)c.value[0].o, c.func);
         if (ok) c.self = (lade_object *)c.value[0].o, c.self->busy = 1;
     }
     if (ok && !(b->infer && b->infer(&c)) && !lade_outputs(&c)) {
         lade_status st;
-        LADE_NOGIL_BEGIN
+        Py_BEGIN_ALLOW_THREADS
         st = b->run(&c);
-        LADE_NOGIL_END
-        result = st ? raise_from_cause(st, b->func, c.self) : b->result(&c);
+        Py_END_ALLOW_THREADS
+        result = st ? raise_from_cause(st, c.func, c.self) : b->result(&c);
     }
     if (c.self) c.self->busy = 0;
     return lade_call_end(&c, result);

@@ -31,10 +31,6 @@
 
 #include "lade.h"
 
-/* Release the GIL around pure C work. */
-#define LADE_NOGIL_BEGIN Py_BEGIN_ALLOW_THREADS
-#define LADE_NOGIL_END Py_END_ALLOW_THREADS
-
 /* Roles and flags (the roles and '?' of bindings.def; SELF: the object a method
  * is called on, the first entry of its table). */
 enum {
@@ -44,18 +40,20 @@ enum {
 
 /* One argument. Arrays: dtype is an NPY_ type and shape the declared one.
  * Scalars: dtype is the kind letter (an argument not given reads as 0: the
- * generated NAME_fill puts in the defaults); type, the class an 'O' must be. */
+ * generated NAME_fill puts in the defaults); type, the class an 'O' must be.
+ * what: the dtype's name, or what a scalar must be, for the errors. */
 typedef struct {
     const char *name;
     int role;
     int dtype;
     const char *shape;
     PyTypeObject *type;
+    const char *what;
 } lade_arg;
 
 /* The generated tables start a method's entries with SELF and end with END. */
-#define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, type}
-#define END {NULL, 0, 0, NULL, NULL}
+#define SELF(type) {"self", LADE_SCALAR | LADE_SELF, 'O', NULL, type, "an object"}
+#define END {NULL, 0, 0, NULL, NULL, NULL}
 #define LADE_MAX_ARGS 16
 
 /* The head of every lade._C type that wraps a C object: core is NULL before
@@ -103,33 +101,26 @@ int lade_outputs(lade_call *c);
 /* Releases what the call holds and returns result. */
 PyObject *lade_call_end(lade_call *c, PyObject *result);
 
-/* What the generated NAME_fill reads, by argument index. */
+/* The field of an 'I' argument in the generated NAME_fill's struct. */
 typedef struct {
     const int *v;
     int count, given; /* count 0 when absent */
 } lade_ints;
-static inline void *lade_arg_data(const lade_call *c, int k) { return c->array[k] ? PyArray_DATA(c->array[k]) : NULL; }
-static inline lade_ints lade_arg_ints(const lade_call *c, int k) {
-    return (lade_ints){c->ints + c->value[k].ints.start, c->given[k] ? c->value[k].ints.count : 0, c->given[k] != NULL};
-}
-/* the element count and dimensions of the "..." shape */
-static inline size_t lade_group_size(const lade_call *c) {
-    return c->group_by < 0 ? 0 : (size_t)PyArray_SIZE(c->array[c->group_by]);
-}
-static inline int lade_group_ndim(const lade_call *c) { return c->group_by < 0 ? 0 : PyArray_NDIM(c->array[c->group_by]); }
 /* Binds a dimension letter (shape inference). */
 #define LADE_BIND(c, letter, size) \
     ((c)->bound_by[(unsigned char)(letter)] = -1, (c)->dim[(unsigned char)(letter)] = (size))
 
 /* A generated binding: the public name, its table, an optional shape inference
  * (binds the letters the outputs need, or refuses the arguments), the core
- * call, run without the GIL, and what the call gives once it succeeded. */
+ * call, run without the GIL, what the call gives once it succeeded, and an
+ * optional public name built from the parsed arguments (c->func). */
 typedef struct {
     const char *func;
     const lade_arg *spec;
     int (*infer)(lade_call *c);
     lade_status (*run)(lade_call *c);
     PyObject *(*result)(lade_call *c);
+    void (*name)(lade_call *c);
 } lade_binding;
 
 /* Parses, infers, allocates, runs and gives the result: the function of each binding. */

@@ -11,68 +11,6 @@
 
 #include "python/gen/data_args.h"
 
-/* ---- CIFAR ---------------------------------------------------------------- */
-/* load_cifar_binary(batches, kind, coarse) -> (images, labels): batches is a list
- * of (name, nbytes, read) with read() giving the bytes, parsed one at a time into
- * one pair of arrays. */
-static PyObject *load_cifar_binary(lade_call *c) {
-    PyObject *images = NULL, *labels = NULL;
-    load_cifar_binary_args a = load_cifar_binary_fill(c);
-    Py_ssize_t nb = PyList_GET_SIZE(a.batches);
-    size_t total = 0, counts[64];
-    const char *name;
-    Py_ssize_t size;
-    PyObject *read;
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        if (i == 64 || !PyArg_ParseTuple(PyList_GET_ITEM(a.batches, i), "snO", &name, &size, &read)) goto fail;
-        snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", name);
-        lade_status st = lade_cifar_count((size_t)(size < 0 ? 0 : size), a.kind, &counts[i]);
-        if (st) {
-            lade_py_raise(st, c->func_buf);
-            goto fail;
-        }
-        total += counts[i];
-    }
-    npy_intp idims[4] = {(npy_intp)total, 3, 32, 32}, ldims[1] = {(npy_intp)total};
-    if (!(images = PyArray_EMPTY(4, idims, NPY_UINT8, 0)) || !(labels = PyArray_EMPTY(1, ldims, NPY_INT64, 0)))
-        goto fail;
-    for (Py_ssize_t i = 0, start = 0; i < nb; start += (Py_ssize_t)counts[i++]) {
-        PyArg_ParseTuple(PyList_GET_ITEM(a.batches, i), "snO", &name, &size, &read);
-        snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", name);
-        PyObject *data = PyObject_CallNoArgs(read);
-        Py_buffer buf;
-        if (!data || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)) {
-            Py_XDECREF(data);
-            goto fail;
-        }
-        lade_status st;
-        uint8_t *img = (uint8_t *)PyArray_DATA((PyArrayObject *)images) + (size_t)start * 3 * 32 * 32;
-        int64_t *lab = (int64_t *)PyArray_DATA((PyArrayObject *)labels) + start;
-        LADE_NOGIL_BEGIN
-        st = lade_cifar_parse(buf.buf, (size_t)buf.len, a.kind, a.coarse, img, lab, counts[i]);
-        LADE_NOGIL_END
-        PyBuffer_Release(&buf);
-        Py_DECREF(data);
-        if (st) {
-            lade_py_raise(st, c->func_buf);
-            goto fail;
-        }
-    }
-    return Py_BuildValue("NN", images, labels);
-fail:
-    Py_XDECREF(images);
-    Py_XDECREF(labels);
-    return NULL;
-}
-
-/* check_labels(labels, num_classes, source): the labels of a pickled CIFAR batch */
-static PyObject *check_labels(lade_call *c) {
-    check_labels_args a = check_labels_fill(c);
-    snprintf(c->func_buf, sizeof c->func_buf, "lade.data.load_cifar: '%s'", a.source);
-    lade_status st = lade_labels_check(a.labels, (size_t)a.n, a.num_classes);
-    return st ? lade_py_raise(st, c->func_buf) : Py_NewRef(Py_None);
-}
-
 /* ---- file lists -------------------------------------------------------------- */
 /* core: the lade_filelist */
 #define FILELIST(obj) ((lade_filelist *)((lade_object *)(obj))->core)
@@ -100,9 +38,9 @@ static int FileListType_constructor(lade_object *self, lade_call *c) {
             if (!a.text) PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c->func);
             return -1;
         }
-        LADE_NOGIL_BEGIN
+        Py_BEGIN_ALLOW_THREADS
         st = lade_filelist_parse(list, buf.buf, (size_t)buf.len, a.num_classes);
-        LADE_NOGIL_END
+        Py_END_ALLOW_THREADS
         PyBuffer_Release(&buf);
     }
     return st ? (lade_py_raise(st, c->func), -1) : 0;
@@ -147,10 +85,10 @@ static PyObject *jpeg(lade_call *c, PyObject *given, int from_file) {
     const uint8_t *rgb = NULL;
     int w = 0, h = 0;
     if (!st) {
-        LADE_NOGIL_BEGIN
+        Py_BEGIN_ALLOW_THREADS
         st = from_file ? lade_jpeg_read(j, PyBytes_AS_STRING(path), &rgb, &w, &h)
                        : lade_jpeg_decode(j, data.buf, (size_t)data.len, &rgb, &w, &h);
-        LADE_NOGIL_END
+        Py_END_ALLOW_THREADS
     }
     if (from_file) Py_DECREF(path);
     else PyBuffer_Release(&data);
@@ -226,20 +164,6 @@ static PyObject *TransformType_params(TransformObject *self, lade_call *c) {
                          p.jitter_order[0], p.jitter_order[1], p.jitter_order[2]);
 }
 
-static lade_status augment_image(const lade_transform *t, const uint8_t *image, npy_intp h, npy_intp w, uint64_t seed,
-                                 uint64_t stream, float *out) {
-    lade_image img = {image, (int)h, (int)w, 1, (ptrdiff_t)w * 3, 3};
-    lade_rng rng;
-    lade_rng_seed(&rng, seed, stream);
-    lade_aug_params p;
-    void *scratch = NULL;
-    size_t scratch_size = 0;
-    lade_status st = lade_transform_params(t, (int)h, (int)w, &rng, &p);
-    if (!st) st = lade_transform_apply(t, &img, &p, out, &scratch, &scratch_size);
-    lade_free(scratch);
-    return st;
-}
-
 /* ---- the loader ---------------------------------------------------------------- */
 typedef struct {
     LADE_OBJECT_HEAD     /* core: the lade_loader */
@@ -268,9 +192,9 @@ static int LoaderType_constructor(LoaderObject *self, lade_call *c) {
     }
     lade_loader *loader = NULL;
     if (!st) {
-        LADE_NOGIL_BEGIN
+        Py_BEGIN_ALLOW_THREADS
         st = lade_loader_create(&loader, &cfg);
-        LADE_NOGIL_END
+        Py_END_ALLOW_THREADS
     }
     if (st) return lade_py_raise(st, c->func), -1;
     self->core = loader;
@@ -286,9 +210,9 @@ static void loader_release(LoaderObject *self) {
     lade_loader *l = LOADER(self);
     if (l) self->skipped = lade_loader_skipped(l, self->skip_reason, sizeof self->skip_reason);
     self->core = NULL;
-    LADE_NOGIL_BEGIN
+    Py_BEGIN_ALLOW_THREADS
     lade_loader_destroy(l);
-    LADE_NOGIL_END
+    Py_END_ALLOW_THREADS
     for (int i = 0; i < 3; i++) Py_CLEAR(self->source[i]);
 }
 
@@ -312,9 +236,9 @@ static PyObject *LoaderType_next(LoaderObject *self, lade_call *c) {
     lade_status st;
     self->busy = 1;
     for (;;) {
-        LADE_NOGIL_BEGIN
+        Py_BEGIN_ALLOW_THREADS
         st = lade_loader_next(LOADER(self), a.images, a.labels, 100, &info);
-        LADE_NOGIL_END
+        Py_END_ALLOW_THREADS
         if (st || info.ready || PyErr_CheckSignals()) break;
     }
     self->busy = 0;

@@ -34,13 +34,6 @@ static int count_sum(lade_call *c, const int64_t *counts, npy_intp classes, npy_
     return 0;
 }
 
-static int calib_pair(lade_call *c, int one_missing) {
-    if (one_missing)
-        PyErr_Format(PyExc_ValueError, "%s: arguments 'calib_logits' and 'calib_labels' must be given together",
-                     c->func);
-    return one_missing ? -1 : 0;
-}
-
 /* ---- decoupled second stage: the SGD arguments (FIT_ARGS) over cRT's recipe ---------------------- */
 #define FIT_CONFIG(a) fit_config((a)->epochs, (a)->batch_size, (a)->lr, (a)->momentum, (a)->weight_decay, \
                                  (a)->sampling, (a)->seed)

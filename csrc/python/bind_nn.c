@@ -13,13 +13,6 @@
 
 #define MAPS lade_maps_nchw
 
-/* A workspace of `floats` floats (none for 0), or NULL with the error in *st. */
-static float *workspace(size_t floats, lade_status *st) {
-    float *ws = floats ? lade_alloc(floats * sizeof(float)) : NULL;
-    *st = floats && !ws ? lade_fail(LADE_ENOMEM, "could not allocate a %zu-float workspace", floats) : LADE_OK;
-    return ws;
-}
-
 /* ---- conv2d ------------------------------------------------------------------------ */
 /* stride and padding: an int or a pair (height, width); the core checks their ranges */
 static lade_conv2d_geom conv_geom(npy_intp cout, npy_intp cin, npy_intp kh, npy_intp kw, lade_ints s, lade_ints p) {
@@ -28,13 +21,7 @@ static lade_conv2d_geom conv_geom(npy_intp cout, npy_intp cin, npy_intp kh, npy_
                               .pad_h = p.count ? p.v[0] : 0, .pad_w = p.count ? p.v[p.count - 1] : 0};
 }
 
-static int conv_infer(lade_call *c, lade_ints stride, lade_ints padding, lade_conv2d_geom g, npy_intp h, npy_intp w,
-                      npy_intp *p, npy_intp *q) {
-    const lade_ints *given[2] = {&stride, &padding};
-    for (int k = 0; k < 2; k++)
-        if (given[k]->given && given[k]->count != 1 && given[k]->count != 2)
-            return lade_py_value_error(c->func, k ? "padding" : "stride", "must be an int or a pair of ints, got %d ints",
-                                       given[k]->count), -1;
+static int conv_out(lade_call *c, lade_conv2d_geom g, npy_intp h, npy_intp w, npy_intp *p, npy_intp *q) {
     int oh = -1, ow = -1;
     lade_status st = lade_conv2d_out_size(&g, (int)h, (int)w, &oh, &ow);
     *p = oh, *q = ow;
@@ -52,108 +39,37 @@ static lade_status precision_of(const char *name, int naive, lade_precision *pre
     return LADE_OK;
 }
 
-/* The workspace of the fast path; naive: the reference loops. */
-static lade_status conv_forward(const conv2d_forward_args *a) {
-    lade_conv2d_geom g = conv_geom(a->o, a->i, a->k, a->l, a->stride, a->padding);
-    lade_precision precision;
-    lade_status st = precision_of(a->precision, a->naive, &precision);
-    float *ws = st ? NULL : workspace(a->naive ? 0 : lade_conv2d_workspace_size(&g, a->n, a->h, a->w), &st);
-    lade_maps out = MAPS(a->out, a->n, a->o, a->p, a->q), x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    if (!st) st = a->naive ? lade_conv2d_forward_naive(out, x, a->weight, a->bias, &g)
-                           : lade_conv2d_forward_precision(out, x, a->weight, a->bias, &g, ws, precision);
-    lade_free(ws);
-    return st;
+static size_t conv_workspace(lade_conv2d_geom g, int naive, npy_intp n, npy_intp h, npy_intp w) {
+    return naive ? 0 : lade_conv2d_workspace_size(&g, (int)n, (int)h, (int)w);
 }
 
-static lade_status conv_backward(const conv2d_backward_args *a) {
+/* ws: the fast path's workspace; naive: the reference loops */
+static lade_status conv_forward(const conv2d_forward_args *a, float *ws) {
     lade_conv2d_geom g = conv_geom(a->o, a->i, a->k, a->l, a->stride, a->padding);
     lade_precision precision;
     lade_status st = precision_of(a->precision, a->naive, &precision);
-    float *ws = st ? NULL : workspace(a->naive ? 0 : lade_conv2d_workspace_size(&g, a->n, a->h, a->w), &st);
+    lade_maps out = MAPS(a->out, a->n, a->o, a->p, a->q), x = MAPS(a->x, a->n, a->i, a->h, a->w);
+    return st ? st : a->naive ? lade_conv2d_forward_naive(out, x, a->weight, a->bias, &g)
+                              : lade_conv2d_forward_precision(out, x, a->weight, a->bias, &g, ws, precision);
+}
+
+static lade_status conv_backward(const conv2d_backward_args *a, float *ws) {
+    lade_conv2d_geom g = conv_geom(a->o, a->i, a->k, a->l, a->stride, a->padding);
+    lade_precision precision;
+    lade_status st = precision_of(a->precision, a->naive, &precision);
     lade_maps dx = MAPS(a->dx, a->n, a->i, a->h, a->w), dout = MAPS(a->dout, a->n, a->o, a->p, a->q);
     lade_maps x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    if (!st) st = a->naive ? lade_conv2d_backward_naive(dx, a->dweight, a->dbias, dout, x, a->weight, &g)
-                           : lade_conv2d_backward_precision(dx, a->dweight, a->dbias, dout, x, a->weight, &g, ws,
-                                                            precision);
-    lade_free(ws);
-    return st;
+    return st ? st : a->naive ? lade_conv2d_backward_naive(dx, a->dweight, a->dbias, dout, x, a->weight, &g)
+                              : lade_conv2d_backward_precision(dx, a->dweight, a->dbias, dout, x, a->weight, &g, ws,
+                                                               precision);
 }
 
-/* ---- batch norm, concat, pooling, shortcut --------------------------------------------- */
-static int bn_train_infer(lade_call *c, int one_running_stat, npy_intp size) {
-    if (one_running_stat) {
-        PyErr_Format(PyExc_ValueError, "%s: give both running_mean and running_var, or neither", c->func);
-        return -1;
-    }
-    return size == 0 ? (lade_py_value_error(c->func, "x", "must not be empty"), -1) : 0;
-}
-
-static int concat_split(lade_call *c, int split, npy_intp channels, npy_intp *first, npy_intp *second) {
-    if (split < 0 || split > channels)
-        return lade_py_value_error(c->func, "split", "must be in [0, %d], got %d", (int)channels, split), -1;
-    *first = split, *second = channels - split;
-    return 0;
-}
-
-/* height and width of the forward input, for the backwards that cannot infer them */
-static int height_width(lade_call *c, int height, int width, npy_intp *h, npy_intp *w) {
-    if (height < 1 || width < 1)
-        return lade_py_value_error(c->func, "height/width", "must be >= 1, got %d and %d", height, width), -1;
-    *h = height, *w = width;
-    return 0;
-}
-
+/* ---- pooling ---------------------------------------------------------------------------- */
 static int pool_out(lade_call *c, lade_pool_geom g, npy_intp h, npy_intp w, npy_intp *p, npy_intp *q) {
     int oh = -1, ow = -1;
     lade_status st = lade_pool_out_size(&g, (int)h, (int)w, &oh, &ow);
     *p = oh, *q = ow;
     return lade_py_check(c, st);
-}
-
-static int check_stride(lade_call *c, int s) {
-    return s == 1 || s == 2 ? 0 : (lade_py_value_error(c->func, "stride", "must be 1 or 2, got %d", s), -1);
-}
-
-static int shortcut_forward_infer(lade_call *c, shortcut_a_forward_args *a) {
-    int cout = a->out_channels, s = a->stride;
-    if (check_stride(c, s)) return -1;
-    if (cout < a->i || (cout - a->i) % 2)
-        return lade_py_value_error(c->func, "out_channels",
-                                   "must be >= the %d input channels with an even difference, got %d", (int)a->i,
-                                   cout), -1;
-    a->o = cout, a->p = (a->h + s - 1) / s, a->q = (a->w + s - 1) / s;
-    return 0;
-}
-
-static int shortcut_backward_infer(lade_call *c, shortcut_a_backward_args *a) {
-    int cin = a->in_channels, s = a->stride;
-    if (cin < 1) return lade_py_value_error(c->func, "in_channels", "must be >= 1, got %d", cin), -1;
-    if (check_stride(c, s) || height_width(c, a->height, a->width, &a->h, &a->w)) return -1;
-    int oh = (int)((a->h + s - 1) / s), ow = (int)((a->w + s - 1) / s);
-    if (a->p != oh || a->q != ow || a->o < cin || (a->o - cin) % 2)
-        return lade_py_value_error(c->func, "dout", "must have shape (n, C, %d, %d) with C >= %d and C - %d even, "
-                                   "got (%d, %d, %d, %d)", oh, ow, cin, cin, (int)a->n, (int)a->o, (int)a->p,
-                                   (int)a->q), -1;
-    return a->i = cin, 0;
-}
-
-/* ---- Causal Norm classifier ------------------------------------------------------------ */
-static lade_status causal_norm_forward(const causal_norm_forward_args *a) {
-    lade_causal_norm_config cfg = {a->heads, (float)a->tau, (float)a->gamma, (float)a->alpha, 0};
-    lade_status st;
-    float *ws = workspace(lade_causal_norm_workspace_size(a->n, a->k, a->o), &st);
-    if (!st) st = lade_causal_norm_forward(a->out, a->x, a->weight, a->mean, &cfg, a->n, a->k, a->o, ws);
-    lade_free(ws);
-    return st;
-}
-
-static lade_status causal_norm_backward(const causal_norm_backward_args *a) {
-    lade_causal_norm_config cfg = {a->heads, (float)a->tau, (float)a->gamma, 0, 0};
-    lade_status st;
-    float *ws = workspace(lade_causal_norm_workspace_size(a->n, a->k, a->o), &st);
-    if (!st) st = lade_causal_norm_backward(a->dx, a->dweight, a->dout, a->x, a->weight, &cfg, a->n, a->k, a->o, ws);
-    lade_free(ws);
-    return st;
 }
 
 /* ---- the ResNet object (ResNet-32s and ResNet-18) ------------------------------------------------------------------ */

@@ -5,23 +5,18 @@
 #include "bind.h"
 
 #include "python/gen/base_args.h"
-#include "python/gen/base_table.h"
 
-static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
+static PyObject *cpu_info(lade_call *c) {
     lade_cpu_info info;
     lade_cpu_info_get(&info);
     return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i}", "model", info.model, "features", info.features, "supported",
                          info.supported, "variant", info.active, "vector_floats", info.vector_floats);
 }
 
-static PyMethodDef base_methods[] = {
-    {"cpu_info", py_cpu_info, METH_NOARGS,
-     "cpu_info() -> dict: the CPU model, the ISA features found, the kernel variants it supports and the one in use"},
-    {NULL, NULL, 0, NULL},
-};
+#include "python/gen/base_table.h"
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, base_methods,
+    PyModuleDef_HEAD_INIT, "lade._C", "The C core of lade (see csrc/lade.h).", -1, NULL,
     NULL, NULL, NULL, NULL,
 };
 
