@@ -702,7 +702,8 @@ def test_family_auto_takes_the_tilt_on_the_family(g):
 def test_family_auto_falls_back_to_the_free_estimate_off_the_family():
     pt = np.array([0.1, 0.4, 0.05, 0.3, 0.15], np.float32)  # not monotone in PS
     z, _ = draw(pt, 5000, 41)
-    free = prior_shift.adapt(z, PS, calibration="none", gate=None, family="free")
+    free = prior_shift.adapt(z, PS, calibration="none", gate=None, family="free",
+                             pseudo_count=prior_shift.AUTO_PSEUDO_COUNT)
     auto = prior_shift.adapt(z, PS, calibration="none", gate=None, family="auto")
     assert auto.family == "free" and auto.family_test["p_value"] < 1e-6
     np.testing.assert_array_equal(auto.prior, free.prior)
@@ -773,7 +774,11 @@ def test_an_estimator_fitted_once_gives_what_adapt_gives():
 def test_adapt_without_keywords_is_the_recommended_estimator():
     est = prior_shift.estimator()
     assert isinstance(est, prior_shift.Gated) and isinstance(est.estimator, prior_shift.AutoFamilyEM)
-    assert est.level == prior_shift.GATE_LEVEL and est.estimator.pseudo_count == 1.0
+    assert est.level == prior_shift.GATE_LEVEL and est.estimator.pseudo_count == prior_shift.AUTO_PSEUDO_COUNT
+    # pseudo_count=None: each estimator's own default, so the one-call form and the objects agree
+    assert prior_shift.estimator(family="free", gate=None).pseudo_count == prior_shift.EM().pseudo_count == 1.0
+    assert prior_shift.estimator(family="auto", gate=None).pseudo_count == prior_shift.AutoFamilyEM().pseudo_count
+    assert prior_shift.estimator(family="free", pseudo_count=0.5).estimator.pseudo_count == 0.5
     res = prior_shift.adapt(TEST_LOGITS[:4000], PS, CAL_LOGITS[:4000], CAL_Y[:4000])
     assert np.abs(res.prior - PT).max() <= 0.03 and not res.gated and res.family in ("tilt", "free")
 

@@ -437,6 +437,16 @@ LADE_API lade_status lade_select_prior(float *target_prior, int *kind, int *supp
                                        const float *source_probs, int n, int classes, const float *source_prior,
                                        const float *tilt_prior, double penalty, double noise, double tol,
                                        int max_iter);
+/* Does the sparse estimate of lade_select_prior predict unseen target rows? K-fold cross-validation on
+ * the target rows themselves: the rows are split into `folds` folds by a permutation seeded with
+ * `seed`; on each fold's complement the sparse estimate (lade_select_prior without the tilted family,
+ * penalty log of the complement's rows, `noise` as there) and the free estimate (lade_em_prior_map with
+ * pseudo_count) are fitted, and each scores the fold's rows by their log-likelihood
+ * sum_i log sum_c (p_c / source_prior_c) probs[i][c]. scores[0]: the sparse estimate's sum over the folds
+ * (-INFINITY when the criterion does not pick a sparse prior on some fold), scores[1]: the free one's. */
+LADE_API lade_status lade_sparse_cv(double *scores, const float *source_probs, int n, int classes,
+                                    const float *source_prior, double pseudo_count, double noise, int folds,
+                                    uint64_t seed, double tol, int max_iter);
 /* Upper tail of the chi-square distribution with dof degrees of freedom at x. */
 LADE_API lade_status lade_chi2_sf(double *p_value, double x, double dof);
 

@@ -1331,3 +1331,64 @@ done:
     lade_free(tilted);
     return st;
 }
+
+/* sum over rows i in idx of log sum_c (prior_c / source_prior_c) probs[i][c] */
+static double rows_loglik(const float *probs, const int64_t *idx, int count, int classes, const float *prior,
+                          const float *source_prior, double *ratio) {
+    for (int c = 0; c < classes; c++) ratio[c] = (double)prior[c] / source_prior[c];
+    double ll = 0;
+    for (int k = 0; k < count; k++) {
+        double norm = row_dot(probs + (size_t)idx[k] * classes, ratio, classes);
+        ll += log(norm > DBL_MIN ? norm : DBL_MIN);
+    }
+    return ll;
+}
+
+lade_status lade_sparse_cv(double *scores, const float *source_probs, int n, int classes, const float *source_prior,
+                           double pseudo_count, double noise, int folds, uint64_t seed, double tol, int max_iter) {
+    lade_status st = check_em_args(source_probs, n, classes, source_prior, pseudo_count, tol, max_iter);
+    if (st) return st;
+    if (folds < 2 || folds > n)
+        return lade_fail(LADE_EINVAL, "argument 'folds' must be in [2, rows = %d], got %d", n, folds);
+    if (!(noise >= 1) || !isfinite(noise))
+        return lade_fail(LADE_EINVAL, "argument 'noise' must be finite and >= 1, got %g", noise);
+    int64_t *order = lade_alloc((size_t)n * sizeof(int64_t));
+    float *train = lade_alloc((size_t)n * classes * sizeof(float));
+    float *fit = lade_alloc((size_t)classes * sizeof(float));
+    double *ratio = lade_alloc((size_t)classes * sizeof(double));
+    if (!order || !train || !fit || !ratio) {
+        st = lade_fail(LADE_ENOMEM, "no memory for %d rows of %d classes", n, classes);
+        goto done;
+    }
+    lade_rng r;
+    lade_rng_seed(&r, seed, 0);
+    for (int i = 0; i < n; i++) order[i] = i;
+    lade_rng_shuffle_i64(&r, order, (size_t)n);
+    scores[0] = scores[1] = 0;
+    /* fold f holds the rows order[lo .. hi): the training rows are the others, kept in order */
+    for (int f = 0; f < folds; f++) {
+        int lo = (int)((int64_t)n * f / folds), hi = (int)((int64_t)n * (f + 1) / folds), m = 0;
+        for (int k = 0; k < n; k++)
+            if (k < lo || k >= hi)
+                memcpy(train + (size_t)m++ * classes, source_probs + (size_t)order[k] * classes,
+                       (size_t)classes * sizeof(float));
+        int kind, support, it, conv;
+        double ll, crit;
+        st = lade_select_prior(fit, &kind, &support, &ll, &crit, train, m, classes, source_prior, NULL, log((double)m),
+                               noise, tol, max_iter);
+        if (st) goto done;
+        /* no sparse prior on this fold's training rows: the sparse estimate does not generalise */
+        scores[0] = kind == 2 && isfinite(scores[0])
+                        ? scores[0] + rows_loglik(source_probs, order + lo, hi - lo, classes, fit, source_prior, ratio)
+                        : -INFINITY;
+        st = em_prior_map(fit, &it, &conv, &ll, train, NULL, m, classes, source_prior, pseudo_count, tol, max_iter, 1);
+        if (st) goto done;
+        scores[1] += rows_loglik(source_probs, order + lo, hi - lo, classes, fit, source_prior, ratio);
+    }
+done:
+    lade_free(order);
+    lade_free(train);
+    lade_free(fit);
+    lade_free(ratio);
+    return st;
+}

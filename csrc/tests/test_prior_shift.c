@@ -344,3 +344,32 @@ TEST(select_prior_picks_the_family_by_its_criterion) {
     CHECK(lade_select_prior(out, &kind, &support, &ll, &crit, probs, N, C, r, t, 1.0, 0.5, 1e-12, 5000) ==
           LADE_EINVAL);
 }
+
+TEST(sparse_cv_scores_unseen_rows) {
+    enum { C = 4, N = 20 };
+    const float r[C] = {0.25f, 0.25f, 0.25f, 0.25f};
+    float probs[N * C];
+    double scores[2];
+    /* two classes present (12 and 8 rows). Leave-one-out does not depend on the permutation: without row
+     * i of class c the sparse fit is count / (N - 1) on the two classes, so row i scores
+     * log((count_c - 1) / (N - 1) / 0.25) */
+    int cls[N];
+    for (int i = 0; i < N; i++) cls[i] = i < 12 ? 0 : 1;
+    one_hot(probs, cls, N, C);
+    CHECK_OK(lade_sparse_cv(scores, probs, N, C, r, 1.0, 1.0, N, 7, 1e-12, 5000));
+    CHECK_CLOSE(scores[0], 12 * log(11.0 / 19 / 0.25) + 8 * log(7.0 / 19 / 0.25), 1e-5);
+    /* the free estimate's pseudo count leaves mass on the absent classes: it predicts the rows worse */
+    CHECK(scores[1] < scores[0] - 1);
+    /* without smoothing the free fit is the sparse one up to the estimate's floor, on any folds */
+    CHECK_OK(lade_sparse_cv(scores, probs, N, C, r, 0.0, 1.0, 5, 7, 1e-12, 5000));
+    CHECK_CLOSE(scores[1], scores[0], 1e-4);
+    /* every class as common as the reference: no sparse prior is picked, so it scores -inf */
+    for (int i = 0; i < N; i++) cls[i] = i % C;
+    one_hot(probs, cls, N, C);
+    CHECK_OK(lade_sparse_cv(scores, probs, N, C, r, 1.0, 1.0, 5, 7, 1e-12, 5000));
+    CHECK(isinf(scores[0]) && scores[0] < 0 && isfinite(scores[1]));
+    CHECK(lade_sparse_cv(scores, probs, N, C, r, 1.0, 1.0, 1, 7, 1e-12, 5000) == LADE_EINVAL);
+    CHECK(lade_sparse_cv(scores, probs, N, C, r, 1.0, 1.0, N + 1, 7, 1e-12, 5000) == LADE_EINVAL);
+    CHECK(lade_sparse_cv(scores, probs, N, C, r, 1.0, 0.5, 5, 7, 1e-12, 5000) == LADE_EINVAL);
+    CHECK(lade_sparse_cv(scores, probs, N, C, r, -1.0, 1.0, 5, 7, 1e-12, 5000) == LADE_EINVAL);
+}

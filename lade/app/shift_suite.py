@@ -27,10 +27,13 @@ __all__ = ["SUITE_ESTIMATORS", "BASELINES", "run_logits", "suite_results", "suit
 # the training prior as the tilt direction.
 _PS = prior_shift
 SUITE_ESTIMATORS = {
-    "default": (f"EM, tilted, sparse or free, gated at {_PS.GATE_LEVEL:g}, pseudo count 1 (the default)",
-                lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s))),
+    "default": (f"EM, tilted, sparse (cross-validated) or free, gated at {_PS.GATE_LEVEL:g}, pseudo count "
+                f"{_PS.AUTO_PSEUDO_COUNT:g} (the default)", lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s))),
+    "no_cv": (f"EM, tilted, sparse or free, gated at {_PS.GATE_LEVEL:g}, pseudo count 1 (the default before the "
+              "cross-validation)", lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s, pseudo_count=1.0,
+                                                                          sparse_cv=False))),
     "dense": (f"EM, tilted or free, gated at {_PS.GATE_LEVEL:g}, pseudo count 1 (the default before the sparse step)",
-              lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s, sparse=False))),
+              lambda p_s: _PS.Gated(_PS.AutoFamilyEM(tilt_prior=p_s, pseudo_count=1.0, sparse=False))),
     "mlls": ("MLLS + BCTS (no smoothing, no gate)", lambda p_s: _PS.EM(pseudo_count=0.0)),
     "bbse": ("BBSE (no gate)", lambda p_s: _PS.BBSE()),
     "em_size": ("EM, pseudo count C / n (no gate)", lambda p_s, n: _PS.EM(pseudo_count=p_s.shape[0] / n)),
