@@ -192,3 +192,16 @@ lade_status lade_jpeg_read(lade_jpeg *j, const char *path, const uint8_t **rgb, 
     }
     return st;
 }
+
+lade_status lade_jpeg_decode_new(const char *path, const uint8_t *data, size_t len, uint8_t **rgb, int *width,
+                                 int *height) {
+    *rgb = NULL;
+    lade_jpeg *j = NULL;
+    const uint8_t *pixels = NULL;
+    lade_status st = lade_jpeg_create(&j);
+    if (!st) st = path ? lade_jpeg_read(j, path, &pixels, width, height)
+                       : lade_jpeg_decode(j, data, len, &pixels, width, height);
+    if (!st) *rgb = j->rgb, j->rgb = NULL; /* the decoder's buffer (malloc'd, as lade_alloc's) is the caller's */
+    lade_jpeg_destroy(j);
+    return st;
+}
