@@ -201,7 +201,10 @@ lade_status lade_jpeg_decode_new(const char *path, const uint8_t *data, size_t l
     lade_status st = lade_jpeg_create(&j);
     if (!st) st = path ? lade_jpeg_read(j, path, &pixels, width, height)
                        : lade_jpeg_decode(j, data, len, &pixels, width, height);
-    if (!st) *rgb = j->rgb, j->rgb = NULL; /* the decoder's buffer (malloc'd, as lade_alloc's) is the caller's */
+    if (!st) { /* the decoder's buffer, cut to the image (malloc'd, as lade_alloc's), is the caller's */
+        uint8_t *fit = realloc(j->rgb, (size_t)*width * (size_t)*height * 3);
+        *rgb = fit ? fit : j->rgb, j->rgb = NULL;
+    }
     lade_jpeg_destroy(j);
     return st;
 }
