@@ -353,9 +353,10 @@ int lade_outputs(lade_call *c) {
 
 PyObject *lade_call_end(lade_call *c, PyObject *result) {
     for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
         Py_CLEAR(c->array[k]);
-        if (c->spec[k].role & LADE_NEW) lade_free(c->value[k].p);
-        else if (!is_array(&c->spec[k]) && strchr("yP", c->spec[k].dtype)) Py_CLEAR(c->value[k].o);
+        if (a->role & LADE_NEW) lade_free(c->value[k].p);
+        else if (!is_array(a) && (a->dtype == 'y' || a->dtype == 'P')) Py_CLEAR(c->value[k].o);
     }
     return result;
 }

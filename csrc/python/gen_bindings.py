@@ -490,10 +490,15 @@ def result(e):
             else:
                 items.append({"d": "PyFloat_FromDouble(c->ret[%d])", "i": "PyLong_FromLongLong((long long)c->ret[%d])",
                               "b": "PyBool_FromLong(c->ret[%d] != 0)"}[ch] % next(rets))
-    # "N" steals each new reference; Py_BuildValue fails (releasing the others) when one is NULL
-    value = (items[0] if len(items) == 1 else "Py_NewRef(Py_None)" if not items
-             else f'Py_BuildValue("({"N" * len(items)})", ' + ", ".join(items) + ")")
-    return f"static PyObject *{e.c_name}_result(lade_call *c) {{ return {value}; }}\n"
+    if len(items) < 2:
+        value = items[0] if items else "Py_NewRef(Py_None)"
+        return f"static PyObject *{e.c_name}_result(lade_call *c) {{ return {value}; }}\n"
+    # a tuple of the items (new references, each NULL when it failed); NULL when one is
+    v = [f"v{i}" for i in range(len(items))]
+    return (f"static PyObject *{e.c_name}_result(lade_call *c) {{\n"
+            "    PyObject " + ", ".join(f"*{n} = {item}" for n, item in zip(v, items)) + ";\n"
+            f"    PyObject *tuple = {' && '.join(v)} ? PyTuple_Pack({len(v)}, {', '.join(v)}) : NULL;\n"
+            + "".join(f"    Py_XDECREF({n});\n" for n in v) + "    return tuple;\n}\n")
 
 
 def constructor(e, types):
