@@ -192,3 +192,19 @@ lade_status lade_jpeg_read(lade_jpeg *j, const char *path, const uint8_t **rgb, 
     }
     return st;
 }
+
+lade_status lade_jpeg_decode_new(const char *path, const uint8_t *data, size_t len, uint8_t **rgb, int *width,
+                                 int *height) {
+    *rgb = NULL;
+    lade_jpeg *j = NULL;
+    const uint8_t *pixels = NULL;
+    lade_status st = lade_jpeg_create(&j);
+    if (!st) st = path ? lade_jpeg_read(j, path, &pixels, width, height)
+                       : lade_jpeg_decode(j, data, len, &pixels, width, height);
+    if (!st) { /* the decoder's buffer, cut to the image (malloc'd, as lade_alloc's), is the caller's */
+        uint8_t *fit = realloc(j->rgb, (size_t)*width * (size_t)*height * 3);
+        *rgb = fit ? fit : j->rgb, j->rgb = NULL;
+    }
+    lade_jpeg_destroy(j);
+    return st;
+}

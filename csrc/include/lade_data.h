@@ -108,6 +108,11 @@ LADE_API lade_status lade_jpeg_decode(lade_jpeg *j, const uint8_t *data, size_t 
 /* Reads a file into j's buffer and decodes it. Messages name the file. */
 LADE_API lade_status lade_jpeg_read(lade_jpeg *j, const char *path, const uint8_t **rgb,
                                     int *width, int *height);
+/* One image with a decoder of its own: the file at path (when not NULL) or the len bytes at data,
+ * decoded to RGB (height, width, 3) row-major in a new buffer *rgb that the caller frees with lade_free
+ * (NULL on failure). */
+LADE_API lade_status lade_jpeg_decode_new(const char *path, const uint8_t *data, size_t len, uint8_t **rgb,
+                                          int *width, int *height);
 
 /* ---- augmentation -------------------------------------------------------- */
 /* A uint8 RGB image of any layout: pixel (c, y, x) sits at

@@ -3,7 +3,6 @@
 #include "bind.h"
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -201,10 +200,20 @@ static int convert_scalar(lade_call *c, int k) {
         if (bad < 0)
             PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be 32-bit ints (at most %d), got %R", c->func,
                          a->name, 64 - c->value[k].ints.start, o);
+        else if (!bad && a->shape && (n < 1 || n > 2)) /* I2 */
+            bad = -1, PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be an int or a pair of ints, got %zd ints",
+                                   c->func, a->name, n);
         Py_DECREF(seq);
         if (bad > 0) goto type_error;
         return bad;
     }
+    case 'y': /* a C-contiguous buffer, held by a memoryview */
+        if (!PyObject_CheckBuffer(o) || !(c->value[k].o = PyMemoryView_FromObject(o))) goto type_error;
+        if (PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(c->value[k].o), 'C')) return 0;
+        goto type_error;
+    case 'P': /* a path: a str in the file system's encoding */
+        if (!PyUnicode_Check(o)) goto type_error;
+        return (c->value[k].o = PyUnicode_EncodeFSDefault(o)) ? 0 : -1;
     default: /* 'O' */
         if (a->type && !PyObject_TypeCheck(o, a->type)) goto type_error;
         c->value[k].o = o;
@@ -224,13 +233,15 @@ static int find_arg(const lade_call *c, const char *name) {
     return -1;
 }
 
-/* Puts positional and keyword arguments in their table slots. */
-static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
-    Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0, used = 0;
-    for (int k = 0; k < c->n && used < nargs; k++)
+/* Puts a method's object (SELF), the positional and the keyword arguments in their table slots. */
+static int place_arguments(lade_call *c, PyObject *self, PyObject *args, PyObject *kw) {
+    Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0, used = 0, is_method = (c->spec[0].role & LADE_SELF) != 0;
+    if (is_method) c->given[0] = self;
+    for (int k = (int)is_method; k < c->n && used < nargs; k++)
         if (!(c->spec[k].role & LADE_HIDDEN)) c->given[k] = PyTuple_GET_ITEM(args, used++);
-    if (used < nargs) {
-        PyErr_Format(PyExc_TypeError, "%s: takes at most %zd positional arguments, got %zd", c->func, used, nargs);
+    if (used < nargs) { /* a method counts its object, as Python does */
+        PyErr_Format(PyExc_TypeError, "%s: takes at most %zd positional arguments, got %zd", c->func,
+                     used + is_method, nargs + is_method);
         return -1;
     }
     PyObject *key, *value;
@@ -259,14 +270,14 @@ static int place_arguments(lade_call *c, PyObject *args, PyObject *kw) {
     return 0;
 }
 
-int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *args, PyObject *kw) {
+int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *self, PyObject *args, PyObject *kw) {
     memset(c, 0, sizeof *c);
     c->func = func;
     c->spec = spec;
     c->group_by = -1;
     for (int i = 0; i < 128; i++) c->dim[i] = -1, c->bound_by[i] = -1;
     while (spec[c->n].name) c->n++; /* at most LADE_MAX_ARGS (gen_bindings.py checks) */
-    if (place_arguments(c, args, kw)) return -1;
+    if (place_arguments(c, self, args, kw)) return -1;
     for (int k = 0; k < c->n; k++) {
         const lade_arg *a = &spec[k];
         if (!is_array(a)) {
@@ -292,7 +303,8 @@ static int same_range(PyArrayObject *a, PyArrayObject *b) {
 int lade_outputs(lade_call *c) {
     for (int k = 0; k < c->n; k++) {
         const lade_arg *a = &c->spec[k];
-        if (!is_array(a) || c->array[k] || c->skip[k] || !(is_output(a) || c->given[k])) continue;
+        if (!is_array(a) || c->array[k] || c->skip[k] || (a->role & LADE_NEW) || !(is_output(a) || c->given[k]))
+            continue;
         if (c->given[k]) {
             if (check_array(c, k)) return -1;
             continue;
@@ -340,28 +352,30 @@ int lade_outputs(lade_call *c) {
 }
 
 PyObject *lade_call_end(lade_call *c, PyObject *result) {
-    for (int k = 0; k < c->n; k++) Py_CLEAR(c->array[k]);
+    for (int k = 0; k < c->n; k++) {
+        const lade_arg *a = &c->spec[k];
+        Py_CLEAR(c->array[k]);
+        if (a->role & LADE_NEW) lade_free(c->value[k].p);
+        else if (!is_array(a) && (a->dtype == 'y' || a->dtype == 'P')) Py_CLEAR(c->value[k].o);
+    }
     return result;
 }
 
-/* ---- module-level functions ---------------------------------------------------------------- */
-PyObject *lade_tuple(int n, ...) {
-    PyObject *t = PyTuple_New(n);
-    va_list ap;
-    va_start(ap, n);
-    for (int i = 0; i < n; i++) {
-        PyObject *item = va_arg(ap, PyObject *);
-        if (t && item) {
-            PyTuple_SET_ITEM(t, i, item);
-        } else {
-            Py_XDECREF(item);
-            Py_CLEAR(t);
-        }
-    }
-    va_end(ap);
-    return t;
+static void free_buffer(PyObject *capsule) { lade_free(PyCapsule_GetPointer(capsule, NULL)); }
+
+PyObject *lade_adopt(lade_call *c, int k) {
+    int nd;
+    npy_intp dims[NPY_MAXDIMS];
+    wanted_shape(c, &c->spec[k], NULL, 0, &nd, dims);
+    PyObject *a = PyArray_SimpleNewFromData(nd, dims, c->spec[k].dtype, c->value[k].p);
+    PyObject *owner = a ? PyCapsule_New(c->value[k].p, NULL, free_buffer) : NULL;
+    if (owner) c->value[k].p = NULL; /* the capsule frees it now, and the array holds the capsule */
+    if (owner && PyArray_SetBaseObject((PyArrayObject *)a, owner) == 0) return a;
+    Py_XDECREF(a); /* PyArray_SetBaseObject released the capsule */
+    return NULL;
 }
 
+/* ---- dispatch ---------------------------------------------------------------------------- */
 int lade_object_ready(const lade_object *obj, const char *func) {
     const char *problem = !obj->core ? "is not initialised (or closed)" : obj->busy ? "is in use by another thread" : 0;
     if (problem) PyErr_Format(PyExc_RuntimeError, "%s: the %s %s", func, Py_TYPE(obj)->tp_name, problem);
@@ -390,10 +404,10 @@ static PyObject *raise_from_cause(lade_status st, const char *func, lade_object 
     return NULL;
 }
 
-PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw) {
+PyObject *lade_dispatch(const lade_binding *b, PyObject *self, PyObject *args, PyObject *kw) {
     lade_call c;
     PyObject *result = NULL;
-    int ok = !lade_parse(&c, b->func, b->spec, args, kw);
+    int ok = !lade_parse(&c, b->func, b->spec, self, args, kw);
     if (ok && b->name) b->name(&c);
     if (ok && (b->spec[0].role & LADE_SELF)) { /* a method: hold the object */
         ok = !lade_object_ready((lade_object *)c.value[0].o, c.func);
@@ -408,19 +422,6 @@ PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw) {
     }
     if (c.self) c.self->busy = 0;
     return lade_call_end(&c, result);
-}
-
-/* A method is its function as an instancemethod: it gets the object first, as the SELF slot. */
-int lade_add_methods(PyTypeObject *type, PyMethodDef *list) {
-    int st = 0;
-    for (PyMethodDef *def = list; !st && def->ml_name; def++) {
-        PyObject *fn = PyCFunction_New(def, NULL), *method = fn ? PyInstanceMethod_New(fn) : NULL;
-        st = method ? PyDict_SetItemString(type->tp_dict, def->ml_name, method) : -1;
-        Py_XDECREF(fn);
-        Py_XDECREF(method);
-    }
-    PyType_Modified(type);
-    return st;
 }
 
 PyObject *lade_py_raise(lade_status st, const char *func) {
@@ -438,15 +439,5 @@ PyObject *lade_py_raise(lade_status st, const char *func) {
     }
     PyErr_Format(type, "%s: %s", func, detail);
     lade_clear_error();
-    return NULL;
-}
-
-PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt, ...) {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    PyErr_Format(PyExc_ValueError, "%s: argument '%s' %s", func, arg, msg);
     return NULL;
 }

@@ -32,16 +32,16 @@
 #include "lade.h"
 
 /* Roles and flags (the roles and '?' of bindings.def; SELF: the object a method
- * is called on, the first entry of its table). */
+ * is called on, the first entry of its table; NEW: an output the core call allocates). */
 enum {
     LADE_IN = 1, LADE_OUT = 2, LADE_GRAD = 3, LADE_INOUT = 4, LADE_SCALAR = 5, LADE_ROLE = 7,
-    LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64, LADE_SELF = 128,
+    LADE_OPT = 8, LADE_LATE = 16, LADE_HIDDEN = 32, LADE_INPLACE = 64, LADE_SELF = 128, LADE_NEW = 256,
 };
 
 /* One argument. Arrays: dtype is an NPY_ type and shape the declared one.
  * Scalars: dtype is the kind letter (an argument not given reads as 0: the
- * generated NAME_fill puts in the defaults); type, the class an 'O' must be.
- * what: the dtype's name, or what a scalar must be, for the errors. */
+ * generated NAME_fill puts in the defaults), shape "2" for I2; type, the class
+ * an 'O' must be. what: the dtype's name, or what a scalar must be, for the errors. */
 typedef struct {
     const char *name;
     int role;
@@ -79,8 +79,10 @@ typedef struct {
     PyObject *given[LADE_MAX_ARGS];      /* borrowed; NULL when absent */
     PyArrayObject *array[LADE_MAX_ARGS]; /* owned; NULL when absent or skipped */
     union {
-        double f; long long i; unsigned long long u; PyObject *o; const char *s;
+        double f; long long i; unsigned long long u; const char *s;
+        PyObject *o;                       /* 'y' and 'P': owned (a memoryview, the encoded path) */
         struct { int start, count; } ints; /* 'I': its entries of ints[] */
+        void *p;                           /* a NEW output, until its array owns it (else freed at the end) */
     } value[LADE_MAX_ARGS];
     char skip[LADE_MAX_ARGS];              /* set by inference: do not allocate this output */
     npy_intp dim[128];                     /* size of each dimension letter, -1 while unbound */
@@ -91,9 +93,10 @@ typedef struct {
     char func_buf[256];                    /* for a func built at run time */
 } lade_call;
 
-/* Parses args/kw against spec into c and checks the inputs (not the LATE
- * ones). Always pair with lade_call_end. Returns 0, or -1 with an exception. */
-int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *args, PyObject *kw);
+/* Parses self (a method's object, the SELF slot; NULL for a function) and args/kw against spec into c
+ * and checks the inputs (not the LATE ones). Always pair with lade_call_end. Returns 0, or -1 with an
+ * exception. */
+int lade_parse(lade_call *c, const char *func, const lade_arg *spec, PyObject *self, PyObject *args, PyObject *kw);
 /* Checks the LATE inputs and the outputs passed in, allocates the others
  * (every letter of their shapes must be bound), and checks that no output
  * shares memory with another argument. Returns 0 or -1. */
@@ -106,6 +109,11 @@ typedef struct {
     const int *v;
     int count, given; /* count 0 when absent */
 } lade_ints;
+/* The field of a 'y' argument (a bytes-like object's bytes; v NULL when absent). */
+typedef struct {
+    const uint8_t *v;
+    size_t len;
+} lade_bytes;
 /* Binds a dimension letter (shape inference). */
 #define LADE_BIND(c, letter, size) \
     ((c)->bound_by[(unsigned char)(letter)] = -1, (c)->dim[(unsigned char)(letter)] = (size))
@@ -123,30 +131,22 @@ typedef struct {
     void (*name)(lade_call *c);
 } lade_binding;
 
-/* Parses, infers, allocates, runs and gives the result: the function of each binding. */
-PyObject *lade_dispatch(const lade_binding *b, PyObject *args, PyObject *kw);
+/* Parses, infers, allocates, runs and gives the result: the function of each binding (self: as
+ * lade_parse). A method's table starts with SELF(&Type): the parser checks the object is initialised
+ * and idle and holds it busy through infer and run (c->self; c->self->core is the C object). */
+PyObject *lade_dispatch(const lade_binding *b, PyObject *self, PyObject *args, PyObject *kw);
 
-/* What a result gives: output k (None when skipped), a tuple of n new references
- * (stolen; NULL when one is NULL). */
+/* What a result gives: output k (None when skipped); NEW output k as an array that owns its buffer. */
 static inline PyObject *lade_output(const lade_call *c, int k) {
     return Py_NewRef(c->array[k] ? (PyObject *)c->array[k] : Py_None);
 }
-PyObject *lade_tuple(int n, ...);
-
-/* Adds the functions of a list ending in {NULL} as methods of a type that starts
- * with LADE_OBJECT_HEAD (after PyType_Ready). Each binding's table starts with
- * SELF(&Type): the parser checks the object is initialised and idle and holds it
- * busy through infer and run (c->self; c->self->core is the C object). */
-int lade_add_methods(PyTypeObject *type, PyMethodDef *list);
+PyObject *lade_adopt(lade_call *c, int k);
 
 /* Raises the exception for a failed status: "func: detail". Returns NULL. */
 PyObject *lade_py_raise(lade_status st, const char *func);
 
 /* 0, or -1 with the exception of a failed status (for shape inference). */
 static inline int lade_py_check(const lade_call *c, lade_status st) { return st ? (lade_py_raise(st, c->func), -1) : 0; }
-
-/* Raises ValueError "func: argument 'arg' ..." from a printf format. Returns NULL. */
-PyObject *lade_py_value_error(const char *func, const char *arg, const char *fmt, ...);
 
 /* The exception class for LADE_EDECODE (lade.DecodeError, a ValueError). */
 extern PyObject *lade_DecodeError;

@@ -26,22 +26,18 @@ static int FileListType_constructor(lade_object *self, lade_call *c) {
     if (!st && a.paths) {
         Py_ssize_t n = PyList_GET_SIZE(a.paths);
         if (!a.labels || a.n != n)
-            return lade_py_value_error(c->func, "labels", "must have one entry per path (%zd)", n), -1;
+            return PyErr_Format(PyExc_ValueError, "%s: argument 'labels' must have one entry per path (%zd)", c->func,
+                                n), -1;
         for (Py_ssize_t i = 0; !st && i < n; i++) {
             const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(a.paths, i));
             if (!path) return -1;
             st = lade_filelist_add(list, path, a.labels[i], 0);
         }
     } else if (!st) {
-        Py_buffer buf;
-        if (!a.text || PyObject_GetBuffer(a.text, &buf, PyBUF_SIMPLE)) {
-            if (!a.text) PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c->func);
-            return -1;
-        }
+        if (!a.text.v) return PyErr_Format(PyExc_TypeError, "%s: argument 'text' (bytes) is required", c->func), -1;
         Py_BEGIN_ALLOW_THREADS
-        st = lade_filelist_parse(list, buf.buf, (size_t)buf.len, a.num_classes);
+        st = lade_filelist_parse(list, (const char *)a.text.v, a.text.len, a.num_classes);
         Py_END_ALLOW_THREADS
-        PyBuffer_Release(&buf);
     }
     return st ? (lade_py_raise(st, c->func), -1) : 0;
 }
@@ -71,37 +67,6 @@ static PyObject *filelist_labels(lade_object *self) {
 
 /* ---- JPEG -------------------------------------------------------------------- */
 
-/* decode_jpeg(data: bytes-like) or read_jpeg(path: str) -> uint8 (H, W, 3) */
-static PyObject *jpeg(lade_call *c, PyObject *given, int from_file) {
-    Py_buffer data = {0};
-    PyObject *path = NULL, *out = NULL;
-    if (from_file ? !(path = PyUnicode_EncodeFSDefault(given)) : PyObject_GetBuffer(given, &data, PyBUF_SIMPLE) < 0) {
-        if (!from_file) PyErr_Format(PyExc_TypeError, "%s: argument 'data' must be bytes-like, got %s", c->func,
-                                     Py_TYPE(given)->tp_name);
-        return NULL;
-    }
-    lade_jpeg *j = NULL;
-    lade_status st = lade_jpeg_create(&j);
-    const uint8_t *rgb = NULL;
-    int w = 0, h = 0;
-    if (!st) {
-        Py_BEGIN_ALLOW_THREADS
-        st = from_file ? lade_jpeg_read(j, PyBytes_AS_STRING(path), &rgb, &w, &h)
-                       : lade_jpeg_decode(j, data.buf, (size_t)data.len, &rgb, &w, &h);
-        Py_END_ALLOW_THREADS
-    }
-    if (from_file) Py_DECREF(path);
-    else PyBuffer_Release(&data);
-    npy_intp dims[3] = {h, w, 3};
-    if (st) lade_py_raise(st, c->func);
-    else if ((out = PyArray_SimpleNew(3, dims, NPY_UINT8)))
-        memcpy(PyArray_DATA((PyArrayObject *)out), rgb, (size_t)w * h * 3);
-    lade_jpeg_destroy(j);
-    return out;
-}
-static PyObject *decode_jpeg(lade_call *c) { return jpeg(c, decode_jpeg_fill(c).data, 0); }
-static PyObject *read_jpeg(lade_call *c) { return jpeg(c, read_jpeg_fill(c).path, 1); }
-
 static lade_status jpeg_max_pixels(int given, long long n, double *ret) {
     lade_status st = given ? lade_jpeg_set_max_pixels((size_t)n) : LADE_OK;
     ret[0] = (double)lade_jpeg_max_pixels();
@@ -119,7 +84,7 @@ typedef struct {
 static int read_numbers(const lade_call *c, PyObject *o, const char *arg, int n, double *v) {
     if (o && !PyArg_ParseTuple(o, n == 2 ? "dd" : "ddd", &v[0], &v[1], &v[2])) {
         PyErr_Clear();
-        return lade_py_value_error(c->func, arg, "must be %d numbers, got %R", n, o), -1;
+        return PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %d numbers, got %R", c->func, arg, n, o), -1;
     }
     return 0;
 }

@@ -27,8 +27,8 @@ static int count_sum(lade_call *c, const int64_t *counts, npy_intp classes, npy_
     *k = 0;
     for (int i = 0; i < classes; i++) {
         if (counts[i] < 0)
-            return lade_py_value_error(c->func, "counts", "must be >= 0, got counts[%d] = %lld", i,
-                                       (long long)counts[i]), -1;
+            return PyErr_Format(PyExc_ValueError, "%s: argument 'counts' must be >= 0, got counts[%d] = %lld", c->func,
+                                i, (long long)counts[i]), -1;
         *k += counts[i];
     }
     return 0;

@@ -14,20 +14,6 @@
 #define MAPS lade_maps_nchw
 
 /* ---- conv2d ------------------------------------------------------------------------ */
-/* stride and padding: an int or a pair (height, width); the core checks their ranges */
-static lade_conv2d_geom conv_geom(npy_intp cout, npy_intp cin, npy_intp kh, npy_intp kw, lade_ints s, lade_ints p) {
-    return (lade_conv2d_geom){.cout = (int)cout, .cin = (int)cin, .kh = (int)kh, .kw = (int)kw,
-                              .stride_h = s.count ? s.v[0] : 1, .stride_w = s.count ? s.v[s.count - 1] : 1,
-                              .pad_h = p.count ? p.v[0] : 0, .pad_w = p.count ? p.v[p.count - 1] : 0};
-}
-
-static int conv_out(lade_call *c, lade_conv2d_geom g, npy_intp h, npy_intp w, npy_intp *p, npy_intp *q) {
-    int oh = -1, ow = -1;
-    lade_status st = lade_conv2d_out_size(&g, (int)h, (int)w, &oh, &ow);
-    *p = oh, *q = ow;
-    return lade_py_check(c, st);
-}
-
 /* precision: "float32" (also when not given: NULL) or "bf16"; the naive reference runs in float32 only */
 static lade_status precision_of(const char *name, int naive, lade_precision *precision) {
     *precision = LADE_FLOAT32;
@@ -39,37 +25,23 @@ static lade_status precision_of(const char *name, int naive, lade_precision *pre
     return LADE_OK;
 }
 
-static size_t conv_workspace(lade_conv2d_geom g, int naive, npy_intp n, npy_intp h, npy_intp w) {
-    return naive ? 0 : lade_conv2d_workspace_size(&g, (int)n, (int)h, (int)w);
-}
-
 /* ws: the fast path's workspace; naive: the reference loops */
-static lade_status conv_forward(const conv2d_forward_args *a, float *ws) {
-    lade_conv2d_geom g = conv_geom(a->o, a->i, a->k, a->l, a->stride, a->padding);
+static lade_status conv_forward(const conv2d_forward_args *a, const lade_conv2d_geom *g, float *ws) {
     lade_precision precision;
     lade_status st = precision_of(a->precision, a->naive, &precision);
     lade_maps out = MAPS(a->out, a->n, a->o, a->p, a->q), x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    return st ? st : a->naive ? lade_conv2d_forward_naive(out, x, a->weight, a->bias, &g)
-                              : lade_conv2d_forward_precision(out, x, a->weight, a->bias, &g, ws, precision);
+    return st ? st : a->naive ? lade_conv2d_forward_naive(out, x, a->weight, a->bias, g)
+                              : lade_conv2d_forward_precision(out, x, a->weight, a->bias, g, ws, precision);
 }
 
-static lade_status conv_backward(const conv2d_backward_args *a, float *ws) {
-    lade_conv2d_geom g = conv_geom(a->o, a->i, a->k, a->l, a->stride, a->padding);
+static lade_status conv_backward(const conv2d_backward_args *a, const lade_conv2d_geom *g, float *ws) {
     lade_precision precision;
     lade_status st = precision_of(a->precision, a->naive, &precision);
     lade_maps dx = MAPS(a->dx, a->n, a->i, a->h, a->w), dout = MAPS(a->dout, a->n, a->o, a->p, a->q);
     lade_maps x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    return st ? st : a->naive ? lade_conv2d_backward_naive(dx, a->dweight, a->dbias, dout, x, a->weight, &g)
-                              : lade_conv2d_backward_precision(dx, a->dweight, a->dbias, dout, x, a->weight, &g, ws,
+    return st ? st : a->naive ? lade_conv2d_backward_naive(dx, a->dweight, a->dbias, dout, x, a->weight, g)
+                              : lade_conv2d_backward_precision(dx, a->dweight, a->dbias, dout, x, a->weight, g, ws,
                                                                precision);
-}
-
-/* ---- pooling ---------------------------------------------------------------------------- */
-static int pool_out(lade_call *c, lade_pool_geom g, npy_intp h, npy_intp w, npy_intp *p, npy_intp *q) {
-    int oh = -1, ow = -1;
-    lade_status st = lade_pool_out_size(&g, (int)h, (int)w, &oh, &ow);
-    *p = oh, *q = ow;
-    return lade_py_check(c, st);
 }
 
 /* ---- the ResNet object (ResNet-32s and ResNet-18) ------------------------------------------------------------------ */
@@ -79,18 +51,6 @@ typedef struct {
     LADE_OBJECT_HEAD
     PyObject *bn_reducer; /* synchronised batch norm: the Python callable, or NULL (per replica) */
 } resnet_object;
-
-/* heads = 0: the linear classifier (fc with bias); otherwise the Causal Norm classifier with these values */
-static int ResNetType_constructor(resnet_object *self, lade_call *c) {
-    ResNetType_constructor_args a = ResNetType_constructor_fill(c);
-    lade_resnet *net = NULL;
-    lade_causal_norm_config cn = {a.heads, (float)a.tau, (float)a.gamma, (float)a.alpha, (float)a.mean_momentum};
-    lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised")
-                                : lade_resnet_create(&net, (lade_resnet_variant)a.variant, (lade_stem)a.stem,
-                                                     a.num_classes, cn.heads ? &cn : NULL);
-    self->core = self->core ? self->core : net;
-    return st ? (lade_py_raise(st, c->func), -1) : 0;
-}
 
 static int resnet_traverse(resnet_object *self, visitproc visit, void *arg) {
     Py_VISIT(self->bn_reducer);

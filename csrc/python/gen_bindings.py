@@ -14,27 +14,34 @@ bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for b
     NAMES PUBLIC(ARGUMENTS) [-> RETURNS] ["doc"]
         [bind: LETTER = EXPR; ...]   shape inference: sizes that argument values fix
         [infer: EXPR]                shape inference or checks: an int, 0 or -1 with an exception set
+        [size: EXPR]                 in inference, a core call (a lade_status) that reports the letters
+                                     it takes the address of (&LETTER, ints): an output's computed sizes
         [ret: [CTYPE] NAME, ...]     locals the core call fills (&NAME), kept as the numbers of RETURNS
         [check: COND "MESSAGE"[, ARGS]]  in inference, before its binds: unless COND, ValueError
                                      "PUBLIC: MESSAGE" (a printf format of ARGS); one clause per check
         [workspace: EXPR]            the core call's scratch: ws, EXPR floats (NULL for 0), freed after it
-        [= EXPR]                     the core call: a lade_status, run without the GIL
+        [= EXPR]                     the core call: a lade_status, run without the GIL (a constructor's:
+                                     with it, on an object not yet initialised; it sets self->core)
         [name: EXPR]                 the public name, built in char name[]: from self and kw before the
                                      arguments are parsed (no core call), else from the arguments after
 NAMES: the lade._C names sharing the declaration; Type.name is a method of the C type object Type
 (its object is implied), Type.__init__ its constructor. PUBLIC: the name errors give; '*' stands for
-the lade._C name, '|' gives one per name. An entry without '= EXPR' has a hand-written body that the
+the lade._C name, '|' gives one per name. A constructor takes no clause but '= EXPR' and 'name:'.
+An entry without '= EXPR' has a hand-written body that the
 generated function calls once the arguments are parsed: PyObject *NAME(lade_call *c), for a method
 PyObject *Type_NAME(STRUCT *self, lade_call *c), for a constructor int Type_constructor(STRUCT *self,
 lade_call *c) (0 or -1); it reads NAME_fill(c) (and c->array[NAME_arg_ARGUMENT]).
 An argument: [ROLE] NAME TYPE. Arrays: DTYPE[SHAPE] (f32 f64 i64 i32 u8; a shape letter is a
 dimension that must agree across the arguments, a digit a size, '*' any, "..." any shape shared);
 ROLE: in (default), late (checked after inference), inout, out, grad (allocated zero-filled),
-hidden (an output that is not an argument), inplace (an output that may be its input); '?' makes it
-optional; "if EXPR" after a hidden output allocates it only when EXPR holds. Scalars: f (double), i
-(32-bit int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str), I (an int or a sequence of
-ints), O (an object; O(&Type) of that type); =DEFAULT (a number or a constant of csrc/include) or ?
-(optional, and the field has_NAME says whether it was given).
+hidden (an output that is not an argument), inplace (an output that may be its input), new (a hidden
+output that the core call allocates with lade_alloc, through &NAME, reporting the letters that only
+its shape has through &LETTER, as ints; the array then owns the buffer); '?' makes it optional;
+"if EXPR" after a hidden output allocates it only when EXPR holds. Scalars: f (double), i (32-bit
+int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str), P (a str path, in the file system's
+encoding), y (a bytes-like object, C-contiguous: a lade_bytes, .v and .len), I (an int or a sequence
+of ints), I2 (one or two ints), O (an object; O(&Type) of that type); =DEFAULT (a number or a
+constant of csrc/include) or ? (optional, and the field has_NAME says whether it was given).
 In the expressions, an argument or a dimension letter is its field of the struct A (the "..." shape
 gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
 gives, c->func: the public name). RETURNS: one character per item (A: the next output, d: the next
@@ -68,11 +75,13 @@ ARRAYS = {"f32": ("NPY_FLOAT32", "float", "float32"), "f64": ("NPY_FLOAT64", "do
 # scalar kind -> (C type of its field, the lade_call value it reads, what the errors say it must be)
 SCALARS = {"f": ("double", "f", "a number"), "i": ("int", "i", "an int"), "n": ("long long", "i", "an int"),
            "K": ("uint64_t", "u", "an int"), "p": ("int", "i", "a bool"), "s": ("const char *", "s", "a str"),
-           "O": ("PyObject *", "o", "an object"), "I": ("lade_ints", None, "an int or a sequence of ints")}
+           "O": ("PyObject *", "o", "an object"), "I": ("lade_ints", None, "an int or a sequence of ints"),
+           "y": ("lade_bytes", None, "bytes-like"), "P": ("const char *", None, "a str")}
 ROLES = {"in": "LADE_IN", "out": "LADE_OUT", "grad": "LADE_GRAD", "inout": "LADE_INOUT", "late": "LADE_IN | LADE_LATE",
-         "hidden": "LADE_OUT | LADE_HIDDEN", "inplace": "LADE_OUT | LADE_INPLACE"}
+         "hidden": "LADE_OUT | LADE_HIDDEN", "inplace": "LADE_OUT | LADE_INPLACE",
+         "new": "LADE_OUT | LADE_HIDDEN | LADE_NEW"}
 ARG = re.compile(r"(?:(?P<role>[a-z]+)\s+)?(?P<name>\w+)\s+(?:(?P<array>[a-z0-9]+)\[(?P<shape>[^\]]*)\]|"
-                 r"(?P<kind>[finKpsOI])(?:\((?P<type>[^)]*)\))?)(?P<opt>\?|=(?P<default>[^\s]+))?"
+                 r"(?P<kind>[finKpsOIyP])(?P<pair>(?<=I)2)?(?:\((?P<type>[^)]*)\))?)(?P<opt>\?|=(?P<default>[^\s]+))?"
                  r"(?:\s+if\s+(?P<cond>.+))?$")
 CHECK = re.compile(r'(?P<cond>[^"]+?)\s+"(?P<message>(?:[^"\\]|\\.)*)"(?:\s*,\s*(?P<args>.+))?$')
 TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|(?:\.|->)\s*\w+|\w+|.', re.S)
@@ -88,6 +97,7 @@ class Arg:
         if not m or (m["role"] and m["role"] not in ROLES):
             raise DefError(f"line {line}: cannot read argument {text.strip()!r}")
         self.name, self.index, self.kind = m["name"], index, m["kind"]
+        self.pair = bool(m["pair"])  # I2: one or two ints
         self.shape, self.cond, self.type = m["shape"], m["cond"], m["type"]
         self.optional, self.default = bool(m["opt"]), m["default"]
         if self.shape is not None:
@@ -104,7 +114,8 @@ class Arg:
         if self.role == "scalar":
             flags = "LADE_SCALAR" + (" | LADE_OPT" if self.optional else "")
             what = SCALARS[self.kind][2]
-            return f'{{"{self.name}", {flags}, \'{self.kind}\', NULL, {self.type or "NULL"}, "{what}"}}'
+            shape = '"2"' if self.pair else "NULL"
+            return f'{{"{self.name}", {flags}, \'{self.kind}\', {shape}, {self.type or "NULL"}, "{what}"}}'
         flags = ROLES[self.role] + (" | LADE_OPT" if self.optional else "")
         return f'{{"{self.name}", {flags}, {self.dtype}, "{self.shape}", NULL, "{self.what}"}}'
 
@@ -116,6 +127,11 @@ class Arg:
         if self.kind == "I":
             return [("lade_ints", self.name, f"(lade_ints){{c->ints + c->value[{k}].ints.start, "
                      f"c->given[{k}] ? c->value[{k}].ints.count : 0, c->given[{k}] != NULL}}")]
+        if self.kind in "yP":  # c->value holds a memoryview of the buffer, or the encoded path
+            view = f"PyMemoryView_GET_BUFFER(c->value[{k}].o)"
+            return [("lade_bytes", self.name, f"c->value[{k}].o ? (lade_bytes){{{view}->buf, (size_t){view}->len}} "
+                     ": (lade_bytes){NULL, 0}") if self.kind == "y" else
+                    ("const char *", self.name, f"c->value[{k}].o ? PyBytes_AS_STRING(c->value[{k}].o) : NULL")]
         ctype, slot, _ = SCALARS[self.kind]
         value = f"({ctype})c->value[{k}].{slot}"  # 0 when not given
         if self.default not in (None, "0"):
@@ -134,8 +150,8 @@ class Entry:
         self.init = ids[0].endswith(".__init__")
         self.c_name = ids[0].replace(".__init__", "_constructor").replace(".", "_")
         self.args = args
-        self.run = self.infer = self.name = self.workspace = None
-        self.run_line = self.infer_line = self.workspace_line = line
+        self.run = self.infer = self.name = self.workspace = self.size = None
+        self.run_line = self.infer_line = self.workspace_line = self.size_line = line
         self.binds = []  # (letter, expression, line)
         self.checks = []  # [text, line]
         self.rets = []  # (C type, name) of the c->ret slots the core call fills through locals
@@ -143,7 +159,7 @@ class Entry:
     @property
     def method(self):
         """A method whose core call the generated shim makes (its object is the SELF slot)."""
-        return self.type is not None and self.run is not None
+        return self.type is not None and self.run is not None and not self.init
 
     def letters(self):
         seen = []
@@ -153,9 +169,16 @@ class Entry:
                     seen.append(ch)
         return seen
 
+    def sized_by_core(self):
+        """The letters that only the shapes of 'new' outputs have: the core call reports them."""
+        new = {ch for a in real_args(self) if a.role == "new" for ch in a.shape}
+        return [ch for ch in self.letters() if ch in new
+                and not any(ch in (a.shape or "") for a in real_args(self) if a.role != "new")]
+
     def fields(self):
         out = [f for a in real_args(self) for f in a.fields()]
-        out += [("npy_intp", ch, f"c->dim['{ch}']") for ch in self.letters()]
+        late = self.sized_by_core()  # ints, for the core call to report
+        out += [("int" if ch in late else "npy_intp", ch, f"c->dim['{ch}']") for ch in self.letters()]
         if any(a.shape == "..." for a in real_args(self)):
             group = "c->array[c->group_by]"  # the argument that fixed the shape
             out += [("size_t", "size", f"c->group_by < 0 ? 0 : (size_t)PyArray_SIZE({group})"),
@@ -299,6 +322,8 @@ def parse(text):
                 clause = None
             elif t.startswith("infer: "):
                 e.infer, e.infer_line, clause = t[7:], n, "infer"
+            elif t.startswith("size: "):
+                e.size, e.size_line, clause = t[6:], n, "size"
             elif t.startswith("check: "):
                 e.checks.append([t[7:], n])
                 clause = "check"
@@ -311,14 +336,14 @@ def parse(text):
                 clause = None
             elif clause == "run":
                 e.run += "\n        " + t
-            elif clause == "infer":
-                e.infer += "\n        " + t
+            elif clause in ("infer", "size"):
+                setattr(e, clause, getattr(e, clause) + "\n        " + t)
             elif clause == "check":
                 e.checks[-1][0] += " " + t
             else:
                 raise DefError(f"line {n}: {t!r} is not a clause of an entry")
-        if e.init and e.run:
-            raise DefError(f"line {start}: a constructor is hand-written (no '= EXPR')")
+        if e.init and (e.infer or e.size or e.binds or e.checks or e.rets or e.workspace):
+            raise DefError(f"line {start}: a constructor takes no clause but '= EXPR' and 'name:'")
         if e.method:
             e.args.insert(0, None)  # the SELF slot
             for i, a in enumerate(e.args[1:], 1):
@@ -366,9 +391,9 @@ def table_header(section, entries, types, constants):
     rel = "csrc/python/bindings.def"
     out = [HEADER, f"/* the shims and binding tables of section {section} */\n"]
     tables = {}
-    for e in (e for e in entries if e.run):
+    for e in (e for e in entries if e.run and not e.init):
         names = {f[1] for f in e.fields()}
-        infer = e.infer or e.binds or e.checks or any(a.cond for a in real_args(e))
+        infer = e.infer or e.size or e.binds or e.checks or any(a.cond for a in real_args(e))
         if infer:
             out.append(f"\nstatic int {e.c_name}_infer(lade_call *c) {{\n"  # binds use A
                        f"    {e.c_name}_args A = {e.c_name}_fill(c);\n")
@@ -384,6 +409,11 @@ def table_header(section, entries, types, constants):
             for arg in real_args(e):
                 if arg.cond:
                     out.append(f"    c->skip[{arg.index}] = !({substitute(arg.cond, names, 'A')});\n")
+            if e.size:  # a core call that reports the sizes of the letters it takes the address of, as ints
+                reported = [ch for ch in e.letters() if re.search(rf"(?<!&)&\s*{ch}\b", e.size)]
+                out.append(f"    int {', '.join(ch + ' = -1' for ch in reported)};\n#line {e.size_line} \"{rel}\"\n"
+                           f"    if (lade_py_check(c, {substitute(e.size, names - set(reported), 'A')})) return -1;{RESET}")
+                out += [f"    A.{ch} = {ch};\n" for ch in reported]
             body = substitute(e.infer, names, "A") if e.infer else "0"
             out.append(f'#line {e.infer_line} "{rel}"\n    int st = {body};{RESET}')
             bound = {ch for a in real_args(e) if a.role in ("in", "inout") and not a.optional and a.shape != "..."
@@ -394,7 +424,8 @@ def table_header(section, entries, types, constants):
         run = substitute(e.run, names, "A")
         fill = f"    {e.c_name}_args A = {e.c_name}_fill(c);\n" if run != e.run or re.search(r"\bA\b", run) else ""
         out.append(f"static lade_status {e.c_name}_run(lade_call *c) {{\n{fill}")
-        if not e.rets and not e.workspace:
+        news = [a for a in real_args(e) if a.role == "new"]
+        if not e.rets and not e.workspace and not news:
             out.append(f'#line {e.run_line} "{rel}"\n    return {run};{RESET}}}\n')
         else:
             clash = ({n for _, n in e.rets} | {"st", "ws", "ws_floats"}) & names
@@ -411,6 +442,9 @@ def table_header(section, entries, types, constants):
             out.append(f'#line {e.run_line} "{rel}"\n    lade_status st = {run};{RESET}')
             out.append("    lade_free(ws);\n" if e.workspace else "")
             out += [f"    c->ret[{i}] = (double){n};\n" for i, (_, n) in enumerate(e.rets)]
+            # a 'new' output: the core call allocated it and reported its sizes; the result adopts it
+            out += [f"    c->value[{a.index}].p = A.{a.name};\n" for a in news]
+            out += [f"    c->dim['{ch}'] = A.{ch};\n" for ch in e.sized_by_core()]
             out.append("    return st;\n}\n")
         out.append(result(e))
         if e.name:  # the public name, built from the parsed arguments
@@ -424,10 +458,11 @@ def table_header(section, entries, types, constants):
                        f"{e.c_name + '_infer' if infer else 'NULL'}, {e.c_name}_run, {e.c_name}_result"
                        f"{', ' + e.c_name + '_name' if e.name else ''}}};\n"
                        f"static PyObject *{name}_py(PyObject *self, PyObject *args, PyObject *kw) {{\n"
-                       f"    return lade_dispatch(&{name}_binding, args, kw);\n}}\n")
-            tables.setdefault(f"{e.type}_methods" if e.method else "functions", []).append(
-                method_def(i.split(".")[-1], f"{name}_py", signature(e, i.split(".")[-1], constants)))
-    out += hand_written([e for e in entries if not e.run], types, tables, constants)
+                       f"    return lade_dispatch(&{name}_binding, {'self' if e.method else 'NULL'}, args, kw);\n}}\n")
+            row = method_def(i.split(".")[-1], f"{name}_py", signature(e, i.split(".")[-1], constants))
+            (type_of(types, e).methods if e.method else tables.setdefault("functions", [])).append(row)
+    out += [constructor(e, types) for e in entries if e.init and e.run]
+    out += hand_written([e for e in entries if not e.run or e.init], types, tables, constants)
     for table, rows in tables.items():
         out.append(f"\nstatic PyMethodDef {section + '_' if table == 'functions' else ''}{table}[] = {{\n    "
                    + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
@@ -442,21 +477,40 @@ def method_def(name, function, doc):
 
 def result(e):
     """NAME_result: what the call gives (RETURNS, or every output), built once the core call is done."""
-    outputs = [a.index for a in real_args(e) if a.role in ("out", "grad", "hidden", "inplace")]
+    outputs = [a for a in real_args(e) if a.role in ("out", "grad", "hidden", "inplace", "new")]
+    outputs = [f"lade_{'adopt' if a.role == 'new' else 'output'}(c, {a.index})" for a in outputs]
     if e.returns is None:
-        items = [f"lade_output(c, {k})" for k in outputs]
+        items = outputs
     else:
         items, rets = [], iter(range(len(e.returns)))
         outs = iter(outputs)
         for ch in e.returns:
             if ch == "A":
-                items.append(f"lade_output(c, {next(outs)})")
+                items.append(next(outs))
             else:
                 items.append({"d": "PyFloat_FromDouble(c->ret[%d])", "i": "PyLong_FromLongLong((long long)c->ret[%d])",
                               "b": "PyBool_FromLong(c->ret[%d] != 0)"}[ch] % next(rets))
-    value = (items[0] if len(items) == 1 else "Py_NewRef(Py_None)" if not items
-             else f"lade_tuple({len(items)}, " + ", ".join(items) + ")")
-    return f"static PyObject *{e.c_name}_result(lade_call *c) {{ return {value}; }}\n"
+    if len(items) < 2:
+        value = items[0] if items else "Py_NewRef(Py_None)"
+        return f"static PyObject *{e.c_name}_result(lade_call *c) {{ return {value}; }}\n"
+    # a tuple of the items (new references, each NULL when it failed); NULL when one is
+    v = [f"v{i}" for i in range(len(items))]
+    return (f"static PyObject *{e.c_name}_result(lade_call *c) {{\n"
+            "    PyObject " + ", ".join(f"*{n} = {item}" for n, item in zip(v, items)) + ";\n"
+            f"    PyObject *tuple = {' && '.join(v)} ? PyTuple_Pack({len(v)}, {', '.join(v)}) : NULL;\n"
+            + "".join(f"    Py_XDECREF({n});\n" for n in v) + "    return tuple;\n}\n")
+
+
+def constructor(e, types):
+    """TYPE_constructor of a declared constructor: it refuses an object already initialised, and its core
+    call, run with the GIL held, sets self->core (self is the object)."""
+    struct, names = type_of(types, e).struct, {f[1] for f in e.fields()}
+    return (f"\nstatic int {e.c_name}({struct} *self, lade_call *c) {{\n"
+            f"    {e.c_name}_args A = {e.c_name}_fill(c);\n"
+            '    lade_status st = self->core ? lade_fail(LADE_ESTATE, "already initialised") : LADE_OK;\n'
+            f'#line {e.run_line} "csrc/python/bindings.def"\n'
+            f"    st = st ? st : {substitute(e.run, names, 'A')};{RESET}"
+            "    return st ? (lade_py_raise(st, c->func), -1) : 0;\n}\n")
 
 
 def hand_written(entries, types, tables, constants):
@@ -466,7 +520,7 @@ def hand_written(entries, types, tables, constants):
     out, struct = [], {t.c_name: t.struct for t in types}
     for e in entries:
         func = e.name or c_str(e.funcs[0])
-        parse = f"lade_parse(&c, {func}, {e.c_name}_spec, args, kw)"
+        parse = f"lade_parse(&c, {func}, {e.c_name}_spec, NULL, args, kw)"
         name = "    char name[128];\n" if e.name and re.search(r"\bname\b", e.name) else ""  # for a built name
         if e.init:
             out.append(f"\nstatic int {e.c_name}_py(PyObject *self, PyObject *args, PyObject *kw) {{\n{name}"
@@ -478,9 +532,12 @@ def hand_written(entries, types, tables, constants):
                    f"    lade_call c;\n    return lade_call_end(&c, {parse} ? NULL : {body});\n}}\n")
         name = e.ids[0].split(".")[-1]
         row = method_def(name, f"{e.c_name}_py", signature(e, name, constants))
-        (types[[t.c_name for t in types].index(e.type)].methods if e.type else tables.setdefault("functions", [])
-         ).append(row)
+        (type_of(types, e).methods if e.type else tables.setdefault("functions", [])).append(row)
     return out
+
+
+def type_of(types, e):
+    return next(t for t in types if t.c_name == e.type)
 
 
 def type_object(t):
@@ -529,8 +586,7 @@ def register(section, types, tables):
     """lade_register_SECTION: the section's types, their methods, its functions."""
     out = [f"\nint lade_register_{section}(PyObject *module) {{\n"]
     for t in types:
-        methods = f" || lade_add_methods(&{t.c_name}, {t.c_name}_methods) < 0" * (f"{t.c_name}_methods" in tables)
-        out.append(f"    if (PyType_Ready(&{t.c_name}) < 0{methods} ||\n        PyModule_AddObjectRef(module, "
+        out.append(f"    if (PyType_Ready(&{t.c_name}) < 0 ||\n        PyModule_AddObjectRef(module, "
                    f'"{t.py_name.split(".")[-1]}", (PyObject *)&{t.c_name}) < 0)\n        return -1;\n')
     functions = f"PyModule_AddFunctions(module, {section}_functions)" if "functions" in tables else "0"
     out.append(f"    return {functions};\n}}\n")
@@ -557,11 +613,11 @@ def signature(e, name, constants):
     """The docstring: "name(x, weight, bias=None, ...) doc", as Python sees the arguments."""
     shown = []
     for a in real_args(e):
-        if a.role == "hidden":
+        if a.role in ("hidden", "new"):
             continue
         optional = a.optional or a.role in ("out", "grad", "inplace")
         default = "=None"
-        if a.role == "scalar" and optional and a.kind not in "OsI":
+        if a.role == "scalar" and optional and a.kind not in "OsIyP":
             d = a.default or "0"
             value = constants[d] if d in constants else float(d)
             default = f"={value != 0}" if a.kind == "p" else "=%g" % value

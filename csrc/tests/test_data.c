@@ -121,6 +121,28 @@ TEST(jpeg_decode_rgb_gray_and_bad_data) {
     lade_jpeg_destroy(j);
 }
 
+/* lade_jpeg_decode_new: the same pixels in a buffer of the caller's; NULL on failure */
+TEST(jpeg_decode_new_gives_a_buffer_of_the_callers) {
+    unsigned long size;
+    uint8_t *jpeg = make_jpeg(37, 21, 0, &size);
+    CHECK(jpeg != NULL);
+    if (!jpeg) return;
+    lade_jpeg *j;
+    CHECK_OK(lade_jpeg_create(&j));
+    const uint8_t *rgb;
+    uint8_t *mine = NULL;
+    int w, h, w2 = 0, h2 = 0;
+    CHECK_OK(lade_jpeg_decode(j, jpeg, size, &rgb, &w, &h));
+    CHECK_OK(lade_jpeg_decode_new(NULL, jpeg, size, &mine, &w2, &h2));
+    CHECK(mine != NULL && w2 == w && h2 == h && !memcmp(mine, rgb, (size_t)w * h * 3));
+    lade_free(mine);
+    CHECK(lade_jpeg_decode_new(NULL, jpeg, size / 2, &mine, &w2, &h2) == LADE_EDECODE && mine == NULL);
+    CHECK(lade_jpeg_decode_new("/nonexistent/file.jpg", NULL, 0, &mine, &w2, &h2) == LADE_EIO && mine == NULL);
+    lade_clear_error();
+    lade_jpeg_destroy(j);
+    tjFree(jpeg);
+}
+
 /* A FIFO without a writer, a directory and a device are refused by name, at once;
  * alarm() ends the test run if the read blocks, as fopen on the FIFO did. */
 TEST(jpeg_read_refuses_fifo_directory_and_device_without_blocking) {
