@@ -614,9 +614,8 @@ class AutoFamilyEM(_FamilyEM):
     calibration confusion matrix is well-conditioned (the ranking needs a classifier that separates the
     classes), and (sparse_cv=True) it predicts unseen target rows at least as well as the dense alternative,
     the add-one smoothed free estimate (SPARSE_FOLDS-fold cross-validated likelihood on the target rows,
-    sparse_cv); else
-    the free EM estimate (pseudo_count, AUTO_PSEUDO_COUNT: light, so that it does not pull a sparse or
-    strongly shifted prior back to a dense one). res.family says which ('tilt', 'sparse', 'free'),
+    sparse_cv); else the free EM estimate (pseudo_count, AUTO_PSEUDO_COUNT: light, so that it does not pull a
+    sparse or strongly shifted prior back to a dense one). res.family says which ('tilt', 'sparse', 'free'),
     res.support the classes kept, res.family_test the tests.
 
     Why the sparse step: with a few hundred images of a few classes, the free estimate leaves mass on the
@@ -977,9 +976,9 @@ def adapt(test_logits, source_prior, calib_logits=None, calib_labels=None, metho
     """Estimates the target prior of unlabelled `test_logits` and adapts the posteriors to it, in one call:
     estimator(...) with these keywords, fitted on (calib_logits, calib_labels, source_prior), then its
     adapt(test_logits). With no keyword this is the recommended default: EM in the tilted family or free by
-    the likelihood-ratio test, or sparse when cross-validation supports it, gated at GATE_LEVEL. A keyword is passed on only when it
-    differs from its default here, so one that does not apply to the chosen estimator is refused by that
-    estimator's constructor. See the module docstring."""
+    the likelihood-ratio test, or sparse when cross-validation supports it, gated at GATE_LEVEL. A keyword
+    is passed on only when it differs from its default here, so one that does not apply to the chosen
+    estimator is refused by that estimator's constructor. See the module docstring."""
     given = {k: v for k, v in (("calibration", calibration), ("bootstrap", bootstrap), ("level", level),
                                ("seed", seed), ("tol", tol), ("max_iter", max_iter), ("soft", soft), ("ridge", ridge),
                                ("cond_limit", cond_limit), ("labelled_design", labelled_design),

@@ -190,6 +190,8 @@ def test_the_default_keeps_the_sparse_estimate_only_where_it_predicts_unseen_row
     rng = np.random.default_rng(11)
     target = np.full(20, 0.2 / 16)
     target[[0, 5, 10, 15]] = 0.2
+    # _sparse_task draws its labels uniformly from `present`: a list of labels drawn from `target` makes them
+    # follow that prior
     z, y = _sparse_task(400, rng.choice(20, size=4000, p=target)[:400], 1, radius=5.0)
     checked = prior_shift.Gated(prior_shift.AutoFamilyEM()).fit(calib_z, calib_y, uniform).adapt(z)
     unchecked = prior_shift.Gated(prior_shift.AutoFamilyEM(sparse_cv=False)).fit(calib_z, calib_y, uniform).adapt(z)
