@@ -18,7 +18,10 @@ frameworks. Printed, in order:
 - an AVX2-only like-for-like row from a child process: lade with LADE_ISA=avx2,
   PyTorch with ONEDNN_MAX_CPU_ISA=AVX2.
 
-    python benchmarks/train_step.py [--threads 2] [--rounds 7] [--steps 3]
+    python benchmarks/train_step.py [--threads 2] [--rounds 7] [--steps 3] [--busy N]
+
+--busy N runs N processes that spin at nice 19 beside the measurement, as on a
+machine shared with background jobs (builds, a data loader, another user).
 
 The last line is `images_per_s lade=A torch=B ratio=R peak_fraction=F`, at batch
 128 with lade's default (widest) variant against PyTorch's faster float32 layout:
@@ -30,6 +33,7 @@ in channels_last, and S = A / lade's float32 figure; where lade has no bfloat16
 kernels (AMX only) the line says so.
 """
 import argparse
+import atexit
 import os
 import statistics
 import subprocess
@@ -267,6 +271,13 @@ def print_profile(net, steps, batch):
           f"{flop / conv_seconds / 1e9:.1f} GFLOP/s")
 
 
+def start_busy(n):
+    """n processes spinning at nice 19 for the whole run: a machine shared with background jobs."""
+    code = "import os\nos.nice(19)\nwhile True:\n    pass"
+    busy = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    atexit.register(lambda: [p.kill() for p in busy])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)  # memory child only
@@ -274,6 +285,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
     parser.add_argument("--steps", type=int, default=3, help="training steps per round, framework and batch size")
     parser.add_argument("--no-avx2-row", action="store_true", help="skip the AVX2-only child process")
+    parser.add_argument("--busy", type=int, default=0, help="nice-19 busy-loop processes to run beside the measurement")
     parser.add_argument("--memory-child", choices=["lade", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--avx2-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -286,6 +298,7 @@ def main():
 
     import lade
 
+    start_busy(args.busy)
     info = lade.cpu_info()
     peak, width = fma_peak(info["supported"].split(), args.threads)
     lade_runner = LadeRunner(args.threads)
@@ -299,7 +312,8 @@ def main():
         if lade_bf16:
             bf16_runners.append(LadeRunner(args.threads, precision="bf16"))
     print(f"CPU: {info['model']} ({info['features']}); lade kernel variant {info['variant']} "
-          f"(supported: {info['supported']}); torch {runners[1].torch.__version__}")
+          f"(supported: {info['supported']}); torch {runners[1].torch.__version__}"
+          + (f"; beside {args.busy} nice-19 busy loop(s)" if args.busy else ""))
     print(f"FMA peak: {peak:.1f} GFLOP/s ({width}-float vectors, {args.threads} threads, best of 5) "
           f"= {peak * 1e9 / STEP_FLOP_PER_IMAGE:.0f} training images/s at {STEP_FLOP_PER_IMAGE / 1e9} GFLOP each")
     print(f"LADE ResNet-32 (spec §4), 32x32 images, {args.threads} threads, SGD momentum {MOMENTUM} wd "
