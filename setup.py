@@ -43,7 +43,8 @@ libs = pkg_config("--libs", *NATIVE)
 SUBSYSTEMS = ["base", "nn", "ltmath", "data", "python"]
 sources = [f for sub in SUBSYSTEMS for f in sorted(glob.glob(f"csrc/{sub}/*.c"))]
 extra = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra",
-         "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Werror=implicit-function-declaration", "-pthread"]
+         "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Wno-psabi",
+         "-Werror=implicit-function-declaration", "-pthread"]
 if os.environ.get("LADE_NATIVE", "0") == "1":
     # Opt-in: the code outside the kernels tuned for the build machine (the
     # wheel is then not portable). The hot kernels need no flag: every variant
