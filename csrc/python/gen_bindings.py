@@ -16,7 +16,6 @@ bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for b
         [infer: EXPR]                shape inference or checks: an int, 0 or -1 with an exception set
         [size: EXPR]                 in inference, a core call (a lade_status) that reports the letters
                                      it takes the address of (&LETTER, ints): an output's computed sizes
-        [ret: [CTYPE] NAME, ...]     locals the core call fills (&NAME), kept as the numbers of RETURNS
         [check: COND "MESSAGE"[, ARGS]]  in inference, before its binds: unless COND, ValueError
                                      "PUBLIC: MESSAGE" (a printf format of ARGS); one clause per check
         [workspace: EXPR]            the core call's scratch: ws, EXPR floats (NULL for 0), freed after it
@@ -45,7 +44,10 @@ constant of csrc/include) or ? (optional, and the field has_NAME says whether it
 In the expressions, an argument or a dimension letter is its field of the struct A (the "..." shape
 gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
 gives, c->func: the public name). RETURNS: one character per item (A: the next output, d: the next
-of c->ret as a float, i: as an int, b: as a bool), _ for None; without it, the outputs.
+of c->ret as a float, i: as an int, b: as a bool, z: as an int, from a size_t), _ for None; without
+it, the outputs. A name that the core call takes the address of (&NAME) and that is neither an
+argument nor a letter is a local the call fills: the next number of RETURNS, of its C type (d:
+double, i and b: int, z: size_t).
 A type (its object a STRUCT that starts with LADE_OBJECT_HEAD; subclass: Python may subclass it):
     type CTYPE PYNAME(STRUCT[, subclass]) "doc"
         [free: EXPR]                 dealloc: EXPR (self is the object), then the memory
@@ -312,14 +314,6 @@ def parse(text):
                 e.run, e.run_line, clause = t[2:], n, "run"
             elif t.startswith("name: "):
                 e.name, clause = t[6:], None
-            elif t.startswith("ret: "):
-                kinds = [ch for ch in e.returns or "" if ch in "dib"]
-                names = [r.split() for r in t[5:].split(",")]
-                if len(names) > len(kinds) or any(len(r) not in (1, 2) for r in names):
-                    raise DefError(f"line {n}: 'ret:' names more results than RETURNS has numbers")
-                e.rets = [(r[0] if len(r) == 2 else "double" if ch == "d" else "int", r[-1])
-                          for r, ch in zip(names, kinds)]
-                clause = None
             elif t.startswith("infer: "):
                 e.infer, e.infer_line, clause = t[7:], n, "infer"
             elif t.startswith("size: "):
@@ -342,7 +336,14 @@ def parse(text):
                 e.checks[-1][0] += " " + t
             else:
                 raise DefError(f"line {n}: {t!r} is not a clause of an entry")
-        if e.init and (e.infer or e.size or e.binds or e.checks or e.rets or e.workspace):
+        if e.run and not e.init:  # the locals the core call fills: the numbers of RETURNS, in order
+            fields = {f[1] for f in e.fields()} | {"c", "A"}
+            taken = [t for t in re.findall(r"&\s*(\w+)", e.run) if t not in fields]
+            kinds = [ch for ch in e.returns or "" if ch in "dibz"]
+            if taken and len(taken) != len(kinds):
+                raise DefError(f"line {start}: the core call fills {taken}, but RETURNS has {len(kinds)} numbers")
+            e.rets = [({"d": "double", "z": "size_t"}.get(ch, "int"), t) for t, ch in zip(taken, kinds)]
+        if e.init and (e.infer or e.size or e.binds or e.checks or e.workspace):
             raise DefError(f"line {start}: a constructor takes no clause but '= EXPR' and 'name:'")
         if e.method:
             e.args.insert(0, None)  # the SELF slot
@@ -489,6 +490,7 @@ def result(e):
                 items.append(next(outs))
             else:
                 items.append({"d": "PyFloat_FromDouble(c->ret[%d])", "i": "PyLong_FromLongLong((long long)c->ret[%d])",
+                              "z": "PyLong_FromLongLong((long long)c->ret[%d])",
                               "b": "PyBool_FromLong(c->ret[%d] != 0)"}[ch] % next(rets))
     if len(items) < 2:
         value = items[0] if items else "Py_NewRef(Py_None)"
