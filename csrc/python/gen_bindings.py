@@ -54,9 +54,12 @@ A type (its object a STRUCT that starts with LADE_OBJECT_HEAD; subclass: Python 
         [gc: TRAVERSE CLEAR]         the object holds Python references
         [len: FUNC]                  len(object)
         [member i|f FIELD ...]       read-only int or double fields of STRUCT, named by their last part
-        [get NAME = EXPR "doc"]      a property (self is the object)
-        [method NAME[(o)] = FUNC "doc"]  a hand-written method without arguments (with one: (o))
-It is added to lade._C as the last part of PYNAME, with its constructor and methods.
+        [get NAME = EXPR ["doc"]]    a property (self is the object)
+        [method NAME[(o)] = FUNC ["doc"]]  a hand-written method without arguments (with one: (o))
+A doc that would only repeat the docstring of the Python wrapper in lade/ (the one help() shows) is
+left out, here and on the entries.
+It is added to lade._C as the last part of PYNAME, with its constructor and methods; its doc follows
+the constructor's signature.
 
 A file is rewritten only when its text changes (an unchanged build recompiles nothing); --check
 writes nothing and exits 1 when a generated file is missing or stale."""
@@ -197,8 +200,8 @@ class Entry:
 
 class Type:
     """A C-backed type: 'type CTYPE PYNAME(STRUCT[, subclass]) "doc"' and its clauses."""
-    CLAUSE = re.compile(r'(?:(?P<what>get|method)\s+(?P<name>\w+)(?P<o>\(o\))?\s*=\s*(?P<expr>.+)\s+'
-                        r'"(?P<doc>[^"]*)"|member\s+(?P<kind>[if])\s+(?P<fields>.+)|'
+    CLAUSE = re.compile(r'(?:(?P<what>get|method)\s+(?P<name>\w+)(?P<o>\(o\))?\s*=\s*(?P<expr>.+?)'
+                        r'(?:\s+"(?P<doc>[^"]*)")?|member\s+(?P<kind>[if])\s+(?P<fields>.+)|'
                         r'(?P<slot>free|gc|len):\s*(?P<value>.+))$')
 
     def __init__(self, section, head, lines, line):
@@ -467,7 +470,7 @@ def table_header(section, entries, types, constants):
     for table, rows in tables.items():
         out.append(f"\nstatic PyMethodDef {section + '_' if table == 'functions' else ''}{table}[] = {{\n    "
                    + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
-    out += [type_object(t) for t in types]
+    out += [type_object(t, constants) for t in types]
     out.append(register(section, types, tables))
     return reset_lines("".join(out), section)
 
@@ -542,8 +545,8 @@ def type_of(types, e):
     return next(t for t in types if t.c_name == e.type)
 
 
-def type_object(t):
-    """The PyTypeObject of a type, its tables and its dealloc."""
+def type_object(t, constants):
+    """The PyTypeObject of a type, its tables and its dealloc; its doc starts with its constructor's signature."""
     out, n = [], t.c_name
     slots = {"tp_name": c_str(t.py_name), "tp_basicsize": f"sizeof({t.struct})",
              "tp_flags": "Py_TPFLAGS_DEFAULT" + " | Py_TPFLAGS_BASETYPE" * t.subclass}
@@ -578,7 +581,9 @@ def type_object(t):
         out.append(f"static PyMethodDef {n}_pymethods[] = {{\n    " + ",\n    ".join(methods + ["{NULL}"])
                    + ",\n};\n")
         slots["tp_methods"] = f"{n}_pymethods"
-    slots.update(tp_doc=c_str(t.doc), tp_new="PyType_GenericNew")
+    init = [e for e in t.entries if e.init]
+    doc = f"{signature(init[0], t.py_name.split('.')[-1], constants)}: {t.doc}" if init else t.doc
+    slots.update(tp_doc=c_str(doc), tp_new="PyType_GenericNew")
     out.append(f"static PyTypeObject {n} = {{\n    PyVarObject_HEAD_INIT(NULL, 0)\n"
                + "".join(f"    .{k} = {v},\n" for k, v in slots.items()) + "};\n")
     return "".join(out)
@@ -619,8 +624,8 @@ def signature(e, name, constants):
             continue
         optional = a.optional or a.role in ("out", "grad", "inplace")
         default = "=None"
-        if a.role == "scalar" and optional and a.kind not in "OsIyP":
-            d = a.default or "0"
+        if a.role == "scalar" and a.default is not None and a.kind not in "OsIyP":  # else None, not given
+            d = a.default
             value = constants[d] if d in constants else float(d)
             default = f"={value != 0}" if a.kind == "p" else "=%g" % value
         shown.append(a.name + (default if optional else ""))
