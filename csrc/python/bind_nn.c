@@ -73,14 +73,10 @@ static PyObject *model_view(resnet_object *self, void *data, size_t n, int typen
     return a;
 }
 
-/* params, grads or buffers: a flat view */
-static PyObject *resnet_flat(resnet_object *self, const char *which) {
+/* params, grads or buffers: a flat view of data(net), size(net) floats */
+static PyObject *resnet_flat(resnet_object *self, float *(*data)(lade_resnet *), size_t (*size)(const lade_resnet *)) {
     if (lade_object_ready((lade_object *)self, "lade.ResNet32")) return NULL;
-    lade_resnet *net = NET(self);
-    float *data = !strcmp(which, "params") ? lade_resnet_params(net)
-                  : !strcmp(which, "grads") ? lade_resnet_grads(net) : lade_resnet_buffers(net);
-    size_t n = strcmp(which, "buffers") ? lade_resnet_num_params(net) : lade_resnet_num_buffers(net);
-    return model_view(self, data, n, NPY_FLOAT32);
+    return model_view(self, data(NET(self)), size(NET(self)), NPY_FLOAT32);
 }
 
 static PyObject *resnet_tensors(resnet_object *self, PyObject *unused) {
