@@ -37,9 +37,10 @@ hidden (an output that is not an argument), inplace (an output that may be its i
 output that the core call allocates with lade_alloc, through &NAME, reporting the letters that only
 its shape has through &LETTER, as ints; the array then owns the buffer); '?' makes it optional;
 "if EXPR" after a hidden output allocates it only when EXPR holds. Scalars: f (double), i (32-bit
-int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str), P (a str path, in the file system's
-encoding), y (a bytes-like object, C-contiguous: a lade_bytes, .v and .len), I (an int or a sequence
-of ints), I2 (one or two ints), O (an object; O(&Type) of that type); =DEFAULT (a number or a
+int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str; s(A|B): one of those names, read as its
+index, 0 when not given), P (a str path, in the file system's encoding), y (a bytes-like object,
+C-contiguous: a lade_bytes, .v and .len), I (an int or a sequence of ints), I2 (one or two ints), O
+(an object; O(&Type) of that type); =DEFAULT (a number or a
 constant of csrc/include) or ? (optional, and the field has_NAME says whether it was given).
 In the expressions, an argument or a dimension letter is its field of the struct A (the "..." shape
 gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
@@ -118,9 +119,11 @@ class Arg:
     def spec(self):
         if self.role == "scalar":
             flags = "LADE_SCALAR" + (" | LADE_OPT" if self.optional else "")
-            what = SCALARS[self.kind][2]
-            shape = '"2"' if self.pair else "NULL"
-            return f'{{"{self.name}", {flags}, \'{self.kind}\', {shape}, {self.type or "NULL"}, "{what}"}}'
+            what, shape, type_ = SCALARS[self.kind][2], '"2"' if self.pair else "NULL", self.type or "NULL"
+            if self.kind == "s" and self.type:  # s(A|B): the names, in shape
+                names = [f"'{n}'" for n in self.type.split("|")]
+                what, shape, type_ = ", ".join(names[:-1]) + " or " + names[-1], f'"{self.type}"', "NULL"
+            return f'{{"{self.name}", {flags}, \'{self.kind}\', {shape}, {type_}, "{what}"}}'
         flags = ROLES[self.role] + (" | LADE_OPT" if self.optional else "")
         return f'{{"{self.name}", {flags}, {self.dtype}, "{self.shape}", NULL, "{self.what}"}}'
 
@@ -137,6 +140,8 @@ class Arg:
             return [("lade_bytes", self.name, f"c->value[{k}].o ? (lade_bytes){{{view}->buf, (size_t){view}->len}} "
                      ": (lade_bytes){NULL, 0}") if self.kind == "y" else
                     ("const char *", self.name, f"c->value[{k}].o ? PyBytes_AS_STRING(c->value[{k}].o) : NULL")]
+        if self.kind == "s" and self.type:  # the index of the name given
+            return [("int", self.name, f"(int)c->value[{k}].i")]
         ctype, slot, _ = SCALARS[self.kind]
         value = f"({ctype})c->value[{k}].{slot}"  # 0 when not given
         if self.default not in (None, "0"):
