@@ -21,7 +21,7 @@ bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for b
         [workspace: EXPR]            the core call's scratch: ws, EXPR floats (NULL for 0), freed after it
         [= EXPR]                     the core call: a lade_status, run without the GIL (a constructor's:
                                      with it, on an object not yet initialised; it sets self->core)
-        [name: EXPR]                 the public name, built in char name[]: from self and kw before the
+        [name: EXPR]                 the public name, built in char name[]: from self before the
                                      arguments are parsed (no core call), else from the arguments after
 NAMES: the lade._C names sharing the declaration; Type.name is a method of the C type object Type
 (its object is implied), Type.__init__ its constructor. PUBLIC: the name errors give; '*' stands for
