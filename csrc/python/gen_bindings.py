@@ -348,6 +348,8 @@ def parse(text):
             fields = {f[1] for f in e.fields()} | {"c", "A"}
             taken = [t for t in re.findall(r"&\s*(\w+)", e.run) if t not in fields]
             kinds = [ch for ch in e.returns or "" if ch in "dibz"]
+            if len(kinds) > 4:
+                raise DefError(f"line {start}: RETURNS has more than 4 numbers (lade_call's ret[4])")
             if taken and len(taken) != len(kinds):
                 raise DefError(f"line {start}: the core call fills {taken}, but RETURNS has {len(kinds)} numbers")
             e.rets = [({"d": "double", "z": "size_t"}.get(ch, "int"), t) for t, ch in zip(taken, kinds)]
