@@ -26,7 +26,7 @@ def topk_accuracy(scores, labels, k=1, return_correct=False):
 
 def accuracy(scores, labels):
     """Top-1 accuracy (argmax == label)."""
-    return _C.accuracy(scores, labels)
+    return _C.accuracy(scores, labels)[0]
 
 
 def predictions(scores):

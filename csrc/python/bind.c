@@ -158,30 +158,31 @@ static int convert_scalar(lade_call *c, int k) {
         if (!v) return -1;
         int overflow = 0;
         long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (a->dtype == 'K') {
-            int negative = overflow < 0 || (!overflow && i < 0);
-            c->value[k].u = negative ? 0 : PyLong_AsUnsignedLongLong(v);
-            Py_DECREF(v);
-            if (negative || PyErr_Occurred()) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be in [0, 2**64), got %R", c->func, a->name, o);
-                return -1;
-            }
-            return 0;
-        }
+        /* K: above a long long may still fit (else an OverflowError, turned into the range's ValueError) */
+        c->value[k].u = a->dtype == 'K' && overflow > 0 ? PyLong_AsUnsignedLongLong(v) : (unsigned long long)i;
         Py_DECREF(v);
-        if (i == -1 && PyErr_Occurred()) return -1;
-        if (overflow || (a->dtype == 'i' && (i < INT_MIN || i > INT_MAX)) || (a->dtype == 'n' && i < 0)) {
-            PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s, got %R", c->func, a->name,
-                         a->dtype == 'n' ? "a size >= 0" : "a 32-bit int", o);
-            return -1;
-        }
-        c->value[k].i = i;
-        return 0;
+        if (!PyErr_Occurred() && (a->dtype == 'K' ? overflow >= 0 && (overflow || i >= 0)
+                                  : !overflow && (a->dtype == 'n' ? i >= 0 : i >= INT_MIN && i <= INT_MAX)))
+            return 0;
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s, got %R", c->func, a->name,
+                     a->dtype == 'n' ? "a size >= 0" : a->dtype == 'K' ? "in [0, 2**64)" : "a 32-bit int", o);
+        return -1;
     }
-    case 's':
-        if (!PyUnicode_Check(o) || !(c->value[k].s = PyUnicode_AsUTF8(o))) goto type_error;
-        return 0;
+    case 's': {
+        const char *s = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL;
+        if (!(c->value[k].s = s)) goto type_error;
+        if (!a->shape) return 0;
+        /* s(A|B): the index of s among the names "A|B" of shape */
+        const char *name = a->shape;
+        for (int i = 0;; i++, name += strcspn(name, "|") + 1) {
+            size_t len = strcspn(name, "|");
+            if (len == strlen(s) && !strncmp(name, s, len)) return c->value[k].i = i, 0;
+            if (!name[len]) break;
+        }
+        PyErr_Format(PyExc_ValueError, "%s: argument '%s' must be %s, got '%s'", c->func, a->name, a->what, s);
+        return -1;
+    }
     case 'I': { /* a sequence of ints (an ndarray too, which also has __index__), or an int */
         PyObject *seq = PySequence_Check(o) && !PyUnicode_Check(o) ? PySequence_Tuple(o)
                         : PyIndex_Check(o)                         ? PyTuple_Pack(1, o) : NULL;

@@ -40,8 +40,9 @@ enum {
 
 /* One argument. Arrays: dtype is an NPY_ type and shape the declared one.
  * Scalars: dtype is the kind letter (an argument not given reads as 0: the
- * generated NAME_fill puts in the defaults), shape "2" for I2; type, the class
- * an 'O' must be. what: the dtype's name, or what a scalar must be, for the errors. */
+ * generated NAME_fill puts in the defaults), shape "2" for I2 and the names
+ * "A|B" of an s(A|B); type, the class an 'O' must be. what: the dtype's name, or
+ * what a scalar must be, for the errors. */
 typedef struct {
     const char *name;
     int role;

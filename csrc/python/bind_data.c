@@ -18,11 +18,10 @@
 /* FileList(root, text=None, source=None, num_classes=0, paths=None, labels=None) */
 static int FileListType_constructor(lade_object *self, lade_call *c) {
     FileListType_constructor_args a = FileListType_constructor_fill(c);
+    if (a.paths) c->func = "lade.data.ImageFolder";
     lade_filelist_destroy(self->core);
-    self->core = NULL;
-    lade_filelist *list = NULL;
-    lade_status st = lade_filelist_create(&list, a.root, a.source);
-    self->core = list;
+    lade_status st = lade_filelist_create((lade_filelist **)&self->core, a.root, a.source); /* NULL on failure */
+    lade_filelist *list = self->core;
     if (!st && a.paths) {
         Py_ssize_t n = PyList_GET_SIZE(a.paths);
         if (!a.labels || a.n != n)

@@ -13,37 +13,6 @@
 
 #define MAPS lade_maps_nchw
 
-/* ---- conv2d ------------------------------------------------------------------------ */
-/* precision: "float32" (also when not given: NULL) or "bf16"; the naive reference runs in float32 only */
-static lade_status precision_of(const char *name, int naive, lade_precision *precision) {
-    *precision = LADE_FLOAT32;
-    if (!name || !strcmp(name, "float32")) return LADE_OK;
-    if (strcmp(name, "bf16"))
-        return lade_fail(LADE_EINVAL, "argument 'precision' must be 'float32' or 'bf16', got '%s'", name);
-    if (naive) return lade_fail(LADE_EINVAL, "the naive reference runs in float32 only; got precision 'bf16'");
-    *precision = LADE_BF16;
-    return LADE_OK;
-}
-
-/* ws: the fast path's workspace; naive: the reference loops */
-static lade_status conv_forward(const conv2d_forward_args *a, const lade_conv2d_geom *g, float *ws) {
-    lade_precision precision;
-    lade_status st = precision_of(a->precision, a->naive, &precision);
-    lade_maps out = MAPS(a->out, a->n, a->o, a->p, a->q), x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    return st ? st : a->naive ? lade_conv2d_forward_naive(out, x, a->weight, a->bias, g)
-                              : lade_conv2d_forward_precision(out, x, a->weight, a->bias, g, ws, precision);
-}
-
-static lade_status conv_backward(const conv2d_backward_args *a, const lade_conv2d_geom *g, float *ws) {
-    lade_precision precision;
-    lade_status st = precision_of(a->precision, a->naive, &precision);
-    lade_maps dx = MAPS(a->dx, a->n, a->i, a->h, a->w), dout = MAPS(a->dout, a->n, a->o, a->p, a->q);
-    lade_maps x = MAPS(a->x, a->n, a->i, a->h, a->w);
-    return st ? st : a->naive ? lade_conv2d_backward_naive(dx, a->dweight, a->dbias, dout, x, a->weight, g)
-                              : lade_conv2d_backward_precision(dx, a->dweight, a->dbias, dout, x, a->weight, g, ws,
-                                                               precision);
-}
-
 /* ---- the ResNet object (ResNet-32s and ResNet-18) ------------------------------------------------------------------ */
 /* core: the lade_resnet */
 #define NET(obj) ((lade_resnet *)(obj)->core)
@@ -73,14 +42,10 @@ static PyObject *model_view(resnet_object *self, void *data, size_t n, int typen
     return a;
 }
 
-/* params, grads or buffers: a flat view */
-static PyObject *resnet_flat(resnet_object *self, const char *which) {
+/* params, grads or buffers: a flat view of data(net), size(net) floats */
+static PyObject *resnet_flat(resnet_object *self, float *(*data)(lade_resnet *), size_t (*size)(const lade_resnet *)) {
     if (lade_object_ready((lade_object *)self, "lade.ResNet32")) return NULL;
-    lade_resnet *net = NET(self);
-    float *data = !strcmp(which, "params") ? lade_resnet_params(net)
-                  : !strcmp(which, "grads") ? lade_resnet_grads(net) : lade_resnet_buffers(net);
-    size_t n = strcmp(which, "buffers") ? lade_resnet_num_params(net) : lade_resnet_num_buffers(net);
-    return model_view(self, data, n, NPY_FLOAT32);
+    return model_view(self, data(NET(self)), size(NET(self)), NPY_FLOAT32);
 }
 
 static PyObject *resnet_tensors(resnet_object *self, PyObject *unused) {
@@ -171,11 +136,6 @@ static lade_status resnet_seed(lade_resnet *net, uint64_t seed) {
     lade_rng_seed(&rng, seed, 0);
     lade_resnet_init(net, &rng);
     return LADE_OK;
-}
-static lade_status resnet_set_precision(lade_resnet *net, const char *name) {
-    lade_precision precision;
-    lade_status st = precision_of(name, 0, &precision);
-    return st ? st : lade_resnet_set_precision(net, precision);
 }
 static int features_infer(lade_call *c, lade_resnet *net, npy_intp *n, npy_intp *f) {
     *n = lade_resnet_last_batch(net), *f = lade_resnet_feature_dim(net);

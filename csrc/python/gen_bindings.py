@@ -16,13 +16,12 @@ bindings.def: 'section NAME' starts the entries that bind_NAME.c (module.c for b
         [infer: EXPR]                shape inference or checks: an int, 0 or -1 with an exception set
         [size: EXPR]                 in inference, a core call (a lade_status) that reports the letters
                                      it takes the address of (&LETTER, ints): an output's computed sizes
-        [ret: [CTYPE] NAME, ...]     locals the core call fills (&NAME), kept as the numbers of RETURNS
         [check: COND "MESSAGE"[, ARGS]]  in inference, before its binds: unless COND, ValueError
                                      "PUBLIC: MESSAGE" (a printf format of ARGS); one clause per check
         [workspace: EXPR]            the core call's scratch: ws, EXPR floats (NULL for 0), freed after it
         [= EXPR]                     the core call: a lade_status, run without the GIL (a constructor's:
                                      with it, on an object not yet initialised; it sets self->core)
-        [name: EXPR]                 the public name, built in char name[]: from self and kw before the
+        [name: EXPR]                 the public name, built in char name[]: from self before the
                                      arguments are parsed (no core call), else from the arguments after
 NAMES: the lade._C names sharing the declaration; Type.name is a method of the C type object Type
 (its object is implied), Type.__init__ its constructor. PUBLIC: the name errors give; '*' stands for
@@ -38,23 +37,30 @@ hidden (an output that is not an argument), inplace (an output that may be its i
 output that the core call allocates with lade_alloc, through &NAME, reporting the letters that only
 its shape has through &LETTER, as ints; the array then owns the buffer); '?' makes it optional;
 "if EXPR" after a hidden output allocates it only when EXPR holds. Scalars: f (double), i (32-bit
-int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str), P (a str path, in the file system's
-encoding), y (a bytes-like object, C-contiguous: a lade_bytes, .v and .len), I (an int or a sequence
-of ints), I2 (one or two ints), O (an object; O(&Type) of that type); =DEFAULT (a number or a
+int), n (size >= 0), K (uint64 seed/epoch), p (bool), s (str; s(A|B): one of those names, read as its
+index, 0 when not given), P (a str path, in the file system's encoding), y (a bytes-like object,
+C-contiguous: a lade_bytes, .v and .len), I (an int or a sequence of ints), I2 (one or two ints), O
+(an object; O(&Type) of that type); =DEFAULT (a number or a
 constant of csrc/include) or ? (optional, and the field has_NAME says whether it was given).
 In the expressions, an argument or a dimension letter is its field of the struct A (the "..." shape
 gives size and ndim; a method, core, its C object); c is the lade_call (c->ret: the numbers RETURNS
 gives, c->func: the public name). RETURNS: one character per item (A: the next output, d: the next
-of c->ret as a float, i: as an int, b: as a bool), _ for None; without it, the outputs.
+of c->ret as a float, i: as an int, b: as a bool, z: as an int, from a size_t), _ for None; without
+it, the outputs. A name that the core call takes the address of (&NAME) and that is neither an
+argument nor a letter is a local the call fills: the next number of RETURNS, of its C type (d:
+double, i and b: int, z: size_t).
 A type (its object a STRUCT that starts with LADE_OBJECT_HEAD; subclass: Python may subclass it):
     type CTYPE PYNAME(STRUCT[, subclass]) "doc"
         [free: EXPR]                 dealloc: EXPR (self is the object), then the memory
         [gc: TRAVERSE CLEAR]         the object holds Python references
         [len: FUNC]                  len(object)
         [member i|f FIELD ...]       read-only int or double fields of STRUCT, named by their last part
-        [get NAME = EXPR "doc"]      a property (self is the object)
-        [method NAME[(o)] = FUNC "doc"]  a hand-written method without arguments (with one: (o))
-It is added to lade._C as the last part of PYNAME, with its constructor and methods.
+        [get NAME = EXPR ["doc"]]    a property (self is the object)
+        [method NAME[(o)] = FUNC ["doc"]]  a hand-written method without arguments (with one: (o))
+A doc that would only repeat the docstring of the Python wrapper in lade/ (the one help() shows) is
+left out, here and on the entries.
+It is added to lade._C as the last part of PYNAME, with its constructor and methods; its doc follows
+the constructor's signature.
 
 A file is rewritten only when its text changes (an unchanged build recompiles nothing); --check
 writes nothing and exits 1 when a generated file is missing or stale."""
@@ -113,9 +119,11 @@ class Arg:
     def spec(self):
         if self.role == "scalar":
             flags = "LADE_SCALAR" + (" | LADE_OPT" if self.optional else "")
-            what = SCALARS[self.kind][2]
-            shape = '"2"' if self.pair else "NULL"
-            return f'{{"{self.name}", {flags}, \'{self.kind}\', {shape}, {self.type or "NULL"}, "{what}"}}'
+            what, shape, type_ = SCALARS[self.kind][2], '"2"' if self.pair else "NULL", self.type or "NULL"
+            if self.kind == "s" and self.type:  # s(A|B): the names, in shape
+                names = [f"'{n}'" for n in self.type.split("|")]
+                what, shape, type_ = ", ".join(names[:-1]) + " or " + names[-1], f'"{self.type}"', "NULL"
+            return f'{{"{self.name}", {flags}, \'{self.kind}\', {shape}, {type_}, "{what}"}}'
         flags = ROLES[self.role] + (" | LADE_OPT" if self.optional else "")
         return f'{{"{self.name}", {flags}, {self.dtype}, "{self.shape}", NULL, "{self.what}"}}'
 
@@ -132,6 +140,8 @@ class Arg:
             return [("lade_bytes", self.name, f"c->value[{k}].o ? (lade_bytes){{{view}->buf, (size_t){view}->len}} "
                      ": (lade_bytes){NULL, 0}") if self.kind == "y" else
                     ("const char *", self.name, f"c->value[{k}].o ? PyBytes_AS_STRING(c->value[{k}].o) : NULL")]
+        if self.kind == "s" and self.type:  # the index of the name given
+            return [("int", self.name, f"(int)c->value[{k}].i")]
         ctype, slot, _ = SCALARS[self.kind]
         value = f"({ctype})c->value[{k}].{slot}"  # 0 when not given
         if self.default not in (None, "0"):
@@ -195,8 +205,8 @@ class Entry:
 
 class Type:
     """A C-backed type: 'type CTYPE PYNAME(STRUCT[, subclass]) "doc"' and its clauses."""
-    CLAUSE = re.compile(r'(?:(?P<what>get|method)\s+(?P<name>\w+)(?P<o>\(o\))?\s*=\s*(?P<expr>.+)\s+'
-                        r'"(?P<doc>[^"]*)"|member\s+(?P<kind>[if])\s+(?P<fields>.+)|'
+    CLAUSE = re.compile(r'(?:(?P<what>get|method)\s+(?P<name>\w+)(?P<o>\(o\))?\s*=\s*(?P<expr>.+?)'
+                        r'(?:\s+"(?P<doc>[^"]*)")?|member\s+(?P<kind>[if])\s+(?P<fields>.+)|'
                         r'(?P<slot>free|gc|len):\s*(?P<value>.+))$')
 
     def __init__(self, section, head, lines, line):
@@ -312,14 +322,6 @@ def parse(text):
                 e.run, e.run_line, clause = t[2:], n, "run"
             elif t.startswith("name: "):
                 e.name, clause = t[6:], None
-            elif t.startswith("ret: "):
-                kinds = [ch for ch in e.returns or "" if ch in "dib"]
-                names = [r.split() for r in t[5:].split(",")]
-                if len(names) > len(kinds) or any(len(r) not in (1, 2) for r in names):
-                    raise DefError(f"line {n}: 'ret:' names more results than RETURNS has numbers")
-                e.rets = [(r[0] if len(r) == 2 else "double" if ch == "d" else "int", r[-1])
-                          for r, ch in zip(names, kinds)]
-                clause = None
             elif t.startswith("infer: "):
                 e.infer, e.infer_line, clause = t[7:], n, "infer"
             elif t.startswith("size: "):
@@ -342,7 +344,16 @@ def parse(text):
                 e.checks[-1][0] += " " + t
             else:
                 raise DefError(f"line {n}: {t!r} is not a clause of an entry")
-        if e.init and (e.infer or e.size or e.binds or e.checks or e.rets or e.workspace):
+        if e.run and not e.init:  # the locals the core call fills: the numbers of RETURNS, in order
+            fields = {f[1] for f in e.fields()} | {"c", "A"}
+            taken = [t for t in re.findall(r"&\s*(\w+)", e.run) if t not in fields]
+            kinds = [ch for ch in e.returns or "" if ch in "dibz"]
+            if len(kinds) > 4:
+                raise DefError(f"line {start}: RETURNS has more than 4 numbers (lade_call's ret[4])")
+            if taken and len(taken) != len(kinds):
+                raise DefError(f"line {start}: the core call fills {taken}, but RETURNS has {len(kinds)} numbers")
+            e.rets = [({"d": "double", "z": "size_t"}.get(ch, "int"), t) for t, ch in zip(taken, kinds)]
+        if e.init and (e.infer or e.size or e.binds or e.checks or e.workspace):
             raise DefError(f"line {start}: a constructor takes no clause but '= EXPR' and 'name:'")
         if e.method:
             e.args.insert(0, None)  # the SELF slot
@@ -466,7 +477,7 @@ def table_header(section, entries, types, constants):
     for table, rows in tables.items():
         out.append(f"\nstatic PyMethodDef {section + '_' if table == 'functions' else ''}{table}[] = {{\n    "
                    + ",\n    ".join(rows + ["{NULL}"]) + ",\n};\n")
-    out += [type_object(t) for t in types]
+    out += [type_object(t, constants) for t in types]
     out.append(register(section, types, tables))
     return reset_lines("".join(out), section)
 
@@ -489,6 +500,7 @@ def result(e):
                 items.append(next(outs))
             else:
                 items.append({"d": "PyFloat_FromDouble(c->ret[%d])", "i": "PyLong_FromLongLong((long long)c->ret[%d])",
+                              "z": "PyLong_FromLongLong((long long)c->ret[%d])",
                               "b": "PyBool_FromLong(c->ret[%d] != 0)"}[ch] % next(rets))
     if len(items) < 2:
         value = items[0] if items else "Py_NewRef(Py_None)"
@@ -540,8 +552,8 @@ def type_of(types, e):
     return next(t for t in types if t.c_name == e.type)
 
 
-def type_object(t):
-    """The PyTypeObject of a type, its tables and its dealloc."""
+def type_object(t, constants):
+    """The PyTypeObject of a type, its tables and its dealloc; its doc starts with its constructor's signature."""
     out, n = [], t.c_name
     slots = {"tp_name": c_str(t.py_name), "tp_basicsize": f"sizeof({t.struct})",
              "tp_flags": "Py_TPFLAGS_DEFAULT" + " | Py_TPFLAGS_BASETYPE" * t.subclass}
@@ -576,7 +588,9 @@ def type_object(t):
         out.append(f"static PyMethodDef {n}_pymethods[] = {{\n    " + ",\n    ".join(methods + ["{NULL}"])
                    + ",\n};\n")
         slots["tp_methods"] = f"{n}_pymethods"
-    slots.update(tp_doc=c_str(t.doc), tp_new="PyType_GenericNew")
+    init = [e for e in t.entries if e.init]
+    doc = f"{signature(init[0], t.py_name.split('.')[-1], constants)}: {t.doc}" if init else t.doc
+    slots.update(tp_doc=c_str(doc), tp_new="PyType_GenericNew")
     out.append(f"static PyTypeObject {n} = {{\n    PyVarObject_HEAD_INIT(NULL, 0)\n"
                + "".join(f"    .{k} = {v},\n" for k, v in slots.items()) + "};\n")
     return "".join(out)
@@ -617,8 +631,8 @@ def signature(e, name, constants):
             continue
         optional = a.optional or a.role in ("out", "grad", "inplace")
         default = "=None"
-        if a.role == "scalar" and optional and a.kind not in "OsIyP":
-            d = a.default or "0"
+        if a.role == "scalar" and a.default is not None and a.kind not in "OsIyP":  # else None, not given
+            d = a.default
             value = constants[d] if d in constants else float(d)
             default = f"={value != 0}" if a.kind == "p" else "=%g" % value
         shown.append(a.name + (default if optional else ""))
