@@ -293,3 +293,22 @@ def test_results_refuse_a_readme_without_the_markers(tiny_zoo, tmp_path):
     with pytest.raises(ValueError, match="lade results: .*README.md' lacks the markers"):
         results_doc.write(tmp_path, tiny_zoo[0])
     assert not (tmp_path / "docs").exists()
+
+
+def test_shift_50_rows_pair_lade_and_paper_by_what_they_adjust():
+    """Spec §6.4's "Balanced Softmax" is the output as it is, its "PC Balanced Softmax" the output adjusted to p_t
+    (lade's "Balanced Softmax"): each lade row sits beside the paper row of the same kind."""
+    from lade.app import evaluation, results_doc
+
+    k = len(evaluation.SETTING_NAMES)
+    entry = {"dataset": "cifar100", "imbalance": 50}
+    result = {"method": "Balanced Softmax", "raw_method": "Balanced Softmax without p_t",
+              "shift": {"accuracy": {"oracle": [0.9] * k, "none": [0.1] * k}}}
+    text = "\n".join(results_doc._shift_50_lines([(entry, result)]))
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in text.split("\n") if line.startswith("| Balanced")]
+    raw = [r for r in table if r[0] == "Balanced Softmax without p_t"]
+    adjusted = [r for r in table if r[0] == "Balanced Softmax"]
+    assert [r[1] for r in raw] == ["lade", "paper", "lade - paper"] and raw[0][2] == "10.00"
+    assert raw[1][2:] == [f"{v:g}" for v in results_doc.PAPER_SHIFT_50["Balanced Softmax"]]
+    assert adjusted[0][2] == "90.00"
+    assert adjusted[1][2:] == [f"{v:g}" for v in results_doc.PAPER_SHIFT_50["PC Balanced Softmax"]]
