@@ -146,6 +146,25 @@ def test_seed_comparison_pairs_the_seeds(tmp_path):
     line = next(t for t in text.splitlines() if t.startswith("- PC Softmax"))
     assert f"{100 * ref['difference']:+.2f} points" in line and f"[{100 * ref['lo']:+.2f}, {100 * ref['hi']:+.2f}]" in line
     assert "3 seeds" in line and ref["lo"] < ref["difference"] < ref["hi"] and ref["difference"] != 0
+    # then each seed alone, from the per-image hits stored in the results (no logits read again)
+    per_seed = [t for t in text.splitlines() if t.startswith("  - seed ")]
+    assert len(per_seed) == 3
+    for seed, line, a, b in zip((1, 2, 3), per_seed, hits["ce"], hits["lade"]):
+        one = lade.metrics.paired_bootstrap(a[None], b[None], evaluation.SEED_REPLICATES, evaluation.SEED_LEVEL,
+                                            seed=0)
+        assert line.startswith(f"  - seed {seed} alone: {100 * one['difference']:+.2f} points")
+        assert f"[{100 * one['lo']:+.2f}, {100 * one['hi']:+.2f}]" in line
+
+
+def test_results_store_each_methods_hits_image_by_image(runs):
+    """The packed per-image hits of every method give its stored top-1 exactly."""
+    results, f, labels = runs
+    for r in results.values():
+        for m in r["methods"]:
+            hits = evaluation._unpack_correct(m["correct"])
+            assert hits.shape == labels.shape and hits.mean() == pytest.approx(m["uniform"]["top1"], abs=1e-12)
+    np.testing.assert_array_equal(evaluation._unpack_correct(results["ce"]["methods"][1]["correct"]),
+                                  np.argmax(f, 1) == labels)  # Softmax: the raw logits
 
 
 def test_seed_comparison_with_one_seed_each(tmp_path):

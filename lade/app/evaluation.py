@@ -14,6 +14,8 @@ first part (report_text renders them as markdown, report_plots draws them, repor
   described there (half of each test class held out).
 ``evaluate_logits`` does the same for anyone's saved logits; ``seed_statistics`` pairs the seeds of runs.
 """
+import base64
+import hashlib
 import inspect
 import json
 import warnings
@@ -392,7 +394,8 @@ def evaluate_run(run_dir, estimated_prior=True):
     result.update(name=cfg["name"], run_dir=str(run_dir), setup={
         "dataset": d["dataset"], "imbalance": float(counts.max() / counts.min()) if as_listed else d["imbalance"],
         "epochs": cfg["optim"]["epochs"],
-        "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "seed": cfg["run"]["seed"],
+        "batch_size": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"], "precision": cfg["run"]["precision"],
+        "seed": cfg["run"]["seed"],
         "model_seed": cfg["model"]["seed"], "train_images": final["train_images"], "test_images": final["test_images"],
         "calib_images": final["calib_images"], "train_seconds": final["train_seconds"]})
     return result
@@ -588,7 +591,8 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
         probs = posthoc.softmax(adjust(f, form, p_s, None, out=work) if adjusted else f, out=work)
         summary, per_class, rel = _uniform_metrics(probs, y, counts)
         methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
-                        "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()}})
+                        "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()},
+                        "correct": _pack_correct(metrics.topk_accuracy(probs, y, return_correct=True)[1])})
     estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
     fitted = _shift_estimators(calib, form, p_s, estimators, fast=protocol == "fast")
     if protocol == "fast":
@@ -625,7 +629,8 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
                 prior_error[method].append(float(np.abs(p_hat - sub.prior).sum()))
     return {
         "method": adjusted_name, "raw_method": raw_name, "loss": loss_name, "test_time_form": form,
-        "train_counts": counts.tolist(), "methods": methods,
+        "train_counts": counts.tolist(), "test_labels_sha256": hashlib.sha256(y.astype("<i8").tobytes()).hexdigest(),
+        "methods": methods,
         "shift": {"settings": SETTING_NAMES, "accuracy": acc, "prior_l1_error": prior_error},
         "estimated_prior": estimated_prior_results(f, y, p_s, form) if estimated_table else {},
         "notes": notes,
@@ -638,21 +643,24 @@ SEED_LEVEL = 0.95        # the paired bootstrap interval of seed_statistics
 SEED_REPLICATES = 2000
 
 
-def _uniform_correct(run_dir):
-    """Per test image: whether the run's adjusted method (uniform p_t) gets it right; and the labels."""
-    arrays = load_arrays(run_dir)
-    cfg = config_mod.load(Path(run_dir) / "config.yaml")
-    f, y = arrays["test_logits"], arrays["test_labels"]
-    z = adjust(f, losses.test_time_form(cfg["loss"]["name"]), prior_from_counts(arrays["train_counts"]), None)
-    return metrics.topk_accuracy(z, y, return_correct=True)[1], y
+def _pack_correct(correct):
+    """Per test image whether a method got it right, as stored in the results (1 bit an image, base64):
+    the paired bootstrap of seed_statistics needs the images, not only the accuracy."""
+    return {"images": int(correct.shape[0]), "bits": base64.b64encode(np.packbits(correct != 0)).decode()}
+
+
+def _unpack_correct(packed):
+    bits = np.frombuffer(base64.b64decode(packed["bits"]), np.uint8)
+    return np.ascontiguousarray(np.unpackbits(bits, count=packed["images"]))
 
 
 def seed_statistics(results):
     """Runs of one config that differ only in their seeds: mean and standard deviation of uniform
     top-1 per method (configs with two seeds or more), and for every two configs on the same data
     (dataset, imbalance, test set) with as many seeds, the paired bootstrap (lade.metrics.paired_bootstrap
-    over the test images; the m-th seeds paired) of the difference of their adjusted methods. With one
-    seed each, that interval counts the test images' noise only, not the seeds'.
+    over the test images stored in the results; the m-th seeds paired) of the difference of their adjusted
+    methods, pooled over the seeds and for each seed. With one seed each, that interval counts the test
+    images' noise only, not the seeds'.
     Returns {"seeds": [per method and config], "pairs": [per two configs]}."""
     groups = {}
     for r in results:
@@ -672,15 +680,22 @@ def seed_statistics(results):
     data = {k: tuple(g[0]["setup"][key] for key in ("dataset", "imbalance", "test_images")) for k, g in groups.items()}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if data[a] == data[b]]
     out = []
-    correct = {k: [_uniform_correct(r["run_dir"]) for r in g] for k, g in groups.items()} if pairs else {}
+    # the adjusted method of each run (uniform p_t), image by image, and the test labels it was scored on
+    correct = {k: [_unpack_correct(r["methods"][0]["correct"]) for r in g] for k, g in groups.items()}
     title = {k: f"{g[0]['method']} ({g[0]['name']})" for k, g in groups.items()}
+
+    def bootstrap(a, b):
+        res = metrics.paired_bootstrap(np.stack(a), np.stack(b), SEED_REPLICATES, SEED_LEVEL, seed=0)
+        return {"difference": 100 * res["difference"], "lo": 100 * res["lo"], "hi": 100 * res["hi"]}
+
     for a, b in pairs:
         pair = {"a": title[a], "b": title[b], "paired": False}
-        labels = [y for _, y in correct[a] + correct[b]]
-        if len(groups[a]) == len(groups[b]) and all(np.array_equal(y, labels[0]) for y in labels):
-            res = metrics.paired_bootstrap(np.stack([c for c, _ in correct[a]]), np.stack([c for c, _ in correct[b]]),
-                                           SEED_REPLICATES, SEED_LEVEL, seed=0)
-            pair.update(paired=True, difference=100 * res["difference"], lo=100 * res["lo"], hi=100 * res["hi"],
-                        level=SEED_LEVEL, images=int(labels[0].shape[0]), seeds=len(groups[a]))
+        labels = {r["test_labels_sha256"] for r in groups[a] + groups[b]}
+        if len(groups[a]) == len(groups[b]) and len(labels) == 1:
+            pair.update(paired=True, level=SEED_LEVEL, images=int(correct[a][0].shape[0]), seeds=len(groups[a]),
+                        **bootstrap(correct[a], correct[b]))
+            if len(groups[a]) > 1:  # each seed's pair alone too: the test images' noise at that seed
+                pair["per_seed"] = [dict(seeds=[ra["setup"]["seed"], rb["setup"]["seed"]], **bootstrap([ca], [cb]))
+                                    for ra, rb, ca, cb in zip(groups[a], groups[b], correct[a], correct[b])]
         out.append(pair)
     return {"seeds": seeds, "pairs": out}

@@ -197,4 +197,7 @@ def seed_markdown(stats):
                      f"[{p['lo']:+.2f}, {p['hi']:+.2f}] over {p['images']} test images and "
                      + (f"{p['seeds']} seeds" if p["seeds"] > 1 else
                         "one seed (the test images' noise only, not the seed's)"))
+        for q in p.get("per_seed", []):
+            seed = f"seed {q['seeds'][0]}" if q["seeds"][0] == q["seeds"][1] else "seeds {} and {}".format(*q["seeds"])
+            lines.append(f"  - {seed} alone: {q['difference']:+.2f} points [{q['lo']:+.2f}, {q['hi']:+.2f}]")
     return lines + [""]
