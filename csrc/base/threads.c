@@ -54,7 +54,7 @@ static lade_range_fn job_fn;
 static void *job_ctx;
 static size_t job_n, job_chunk;
 static uint64_t job_claim; /* tag << JOB_INDEX_BITS | next index */
-static size_t job_done;    /* indices finished (atomic) */
+static uint64_t job_done;  /* indices finished (atomic) */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -68,22 +68,19 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Spin while the pool's generation is still `seen`, for at most SPIN_NS. */
-static void spin_while_same_generation(uint64_t seen) {
+/* Waits while (*word == value) == same: spins for at most SPIN_NS, then sleeps
+ * on cond under pool_lock (whoever changes *word signals cond under it). A
+ * worker waits for the next generation, the caller for job_done to reach n. */
+static void wait_while(const uint64_t *word, uint64_t value, int same, pthread_cond_t *cond) {
     uint64_t start = now_ns();
-    for (unsigned i = 1; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; i++) {
+    for (unsigned i = 1; (__atomic_load_n(word, __ATOMIC_ACQUIRE) == value) == same; i++) {
         cpu_relax();
-        if (i % SPIN_CLOCK_EVERY == 0 && now_ns() - start > SPIN_NS) return;
+        if (i % SPIN_CLOCK_EVERY == 0 && now_ns() - start > SPIN_NS) break;
     }
-}
-
-/* Spin while fewer than n indices of the job are done, for at most SPIN_NS. */
-static void spin_while_job_running(size_t n) {
-    uint64_t start = now_ns();
-    for (unsigned i = 1; __atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n; i++) {
-        cpu_relax();
-        if (i % SPIN_CLOCK_EVERY == 0 && now_ns() - start > SPIN_NS) return;
-    }
+    if ((__atomic_load_n(word, __ATOMIC_ACQUIRE) == value) != same) return;
+    pthread_mutex_lock(&pool_lock);
+    while ((__atomic_load_n(word, __ATOMIC_ACQUIRE) == value) == same) pthread_cond_wait(cond, &pool_lock);
+    pthread_mutex_unlock(&pool_lock);
 }
 
 static inline uint64_t job_tag(uint64_t gen) { return gen << JOB_INDEX_BITS; }
@@ -117,12 +114,7 @@ static void *worker_main(void *arg) {
     /* Not `generation`: a job may already be posted before this thread runs. */
     uint64_t seen = spawn_generation;
     for (;;) {
-        spin_while_same_generation(seen);
-        if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
-            pthread_mutex_lock(&pool_lock);
-            while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&work_ready, &pool_lock);
-            pthread_mutex_unlock(&pool_lock);
-        }
+        wait_while(&generation, seen, 1, &work_ready);
         seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE)) break;
         take_chunks(seen & TAG_MASK);
@@ -220,11 +212,6 @@ void lade_parallel_for(size_t n, lade_range_fn fn, void *ctx) {
 
     take_chunks(gen & TAG_MASK);
 
-    spin_while_job_running(n);
-    if (__atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n) {
-        pthread_mutex_lock(&pool_lock);
-        while (__atomic_load_n(&job_done, __ATOMIC_ACQUIRE) < n) pthread_cond_wait(&work_done, &pool_lock);
-        pthread_mutex_unlock(&pool_lock);
-    }
+    wait_while(&job_done, n, 0, &work_done); /* job_done never passes n */
     pthread_mutex_unlock(&dispatch_lock);
 }
