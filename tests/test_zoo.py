@@ -312,3 +312,16 @@ def test_shift_50_rows_pair_lade_and_paper_by_what_they_adjust():
     assert raw[1][2:] == [f"{v:g}" for v in results_doc.PAPER_SHIFT_50["Balanced Softmax"]]
     assert adjusted[0][2] == "90.00"
     assert adjusted[1][2:] == [f"{v:g}" for v in results_doc.PAPER_SHIFT_50["PC Balanced Softmax"]]
+
+
+def test_the_causal_norm_row_is_set_against_the_papers_uniform_number():
+    """Causal Norm's adjusted method (PC Causal Norm, the TDE logits + log p_t) is its headline row; on the
+    uniform test it equals the unadjusted output, which spec §6.2 reports as "Causal Norm" (48.08)."""
+    entry = {"dataset": "cifar100", "imbalance": 50, "precision": "float32"}
+    result = {"test_time_form": "add_target", "method": "PC Causal Norm", "raw_method": "Causal Norm",
+              "methods": [{"label": "PC Causal Norm", "uniform": {"top1": 0.5}},
+                          {"label": "Causal Norm", "uniform": {"top1": 0.5}}]}
+    assert results_doc._headline_rows([(entry, result)]) == [
+        ["CIFAR-100-LT", "50", "PC Causal Norm", "50.00", "1", "48.08", "+1.92"]]
+    text = results_doc.against_paper([result], "cifar100", 50)
+    assert "| PC Causal Norm | 50.00 | 48.08 | +1.92 |" in text and "| Causal Norm | 50.00 | 48.08 | +1.92 |" in text
