@@ -72,23 +72,24 @@ def source_logits(f, form, p_s):
 
 
 def _uniform_metrics(probs, labels, counts):
-    """metrics.summary's numbers (and the 20-bin ECE), the per-class accuracy and the 15-bin
-    reliability diagram, each pass over the probabilities made once: the predictions give top-1
-    and the confusion matrix, the diagram gives the ECE."""
+    """metrics.summary's numbers (and the 20-bin ECE), the per-class accuracy, the 15-bin
+    reliability diagram and the per-image hits, each pass over the probabilities made once: the
+    predictions give top-1, the hits and the per-class accuracy, the diagram gives the ECE."""
     classes = probs.shape[1]
     predicted = metrics.predictions(probs)
     # per-class recall from two bincounts, not a (classes, classes) confusion matrix: 100,000 classes
     # would need 80 GB for it; NaN for a class without test images, as metrics.per_class_accuracy
     total = np.bincount(labels, minlength=classes)
+    hits = predicted == labels
     with np.errstate(invalid="ignore"):
-        per_class = np.bincount(labels[predicted == labels], minlength=classes) / total
+        per_class = np.bincount(labels[hits], minlength=classes) / total
     rel = metrics.reliability_diagram(probs, labels)
-    s = {"top1": float(np.count_nonzero(predicted == labels)) / labels.shape[0],
+    s = {"top1": float(np.count_nonzero(hits)) / labels.shape[0],
          "top5": metrics.topk_accuracy(probs, labels, min(5, classes)), "ece": rel["ece"],
          "nll": metrics.nll(probs, labels), "brier": metrics.brier(probs, labels)}
     s.update(metrics.shot_accuracy(per_class, counts))
     s["ece20"] = metrics.ece(probs, labels, variant="spec20")
-    return s, per_class, rel
+    return s, per_class, rel, hits
 
 
 def _shift_estimators(calib, form, p_s, methods, fast=False):
@@ -589,10 +590,10 @@ def _evaluate(f, y, counts, p_s, form, loss_name, calib, protocol, estimated_tab
     work, rows = np.empty_like(f), np.empty_like(f)
     for label, adjusted in ((adjusted_name, True), (raw_name, False)):
         probs = posthoc.softmax(adjust(f, form, p_s, None, out=work) if adjusted else f, out=work)
-        summary, per_class, rel = _uniform_metrics(probs, y, counts)
+        summary, per_class, rel, hits = _uniform_metrics(probs, y, counts)
         methods.append({"label": label, "uniform": summary, "per_class": per_class.tolist(),
                         "reliability": {k: np.asarray(v).tolist() for k, v in rel.items()},
-                        "correct": _pack_correct(metrics.topk_accuracy(probs, y, return_correct=True)[1])})
+                        "correct": _pack_correct(hits)})
     estimators = () if protocol == "none" else ("em", "bbse") if protocol == "full" or fast_bbse else ("em",)
     fitted = _shift_estimators(calib, form, p_s, estimators, fast=protocol == "fast")
     if protocol == "fast":
