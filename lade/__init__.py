@@ -6,13 +6,13 @@ baselines, plus the practice around them. Every numeric part lives in C
 (csrc/); these modules only check arguments, allocate outputs and call it.
 Arrays are used zero-copy: pass float32/int64/uint8 C-contiguous NumPy arrays.
 """
-import os
+import os as _os
 
 # OpenBLAS's idle threads spin (sched_yield) for about 2^28 cycles after each
 # GEMM, taking a core from lade's own pool, which runs between GEMMs. A short
 # timeout lets them sleep instead. It must be set before OpenBLAS loads (with
 # lade._C); a value the user has set wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from lade._C import DecodeError, cpu_info, get_num_threads, set_isa, set_num_threads  # noqa: E402
 from lade import data

@@ -186,3 +186,20 @@ def test_csrc_files_call_each_other_without_a_circle():
     circle = _find_circle(graph)
     assert circle is None, "C files in a circle: " + " -> ".join(circle)
 
+
+
+def test_the_public_namespaces_hold_only_lades_names():
+    """`dir(lade)` and each module's `__all__` are the API: no stray standard-library module in the
+    package (e.g. `lade.os`), and every name a module's `__all__` promises exists."""
+    import importlib
+    import types
+
+    import lade
+    stray = [n for n, v in vars(lade).items()
+             if not n.startswith("_") and isinstance(v, types.ModuleType) and not v.__name__.startswith("lade")]
+    assert stray == []
+    for name in LIBRARY:
+        module = importlib.import_module(name)
+        if hasattr(module, "__all__"):
+            missing = [n for n in module.__all__ if not hasattr(module, n)]
+            assert missing == [], f"{name}.__all__ names {missing}, which it does not define"
