@@ -1052,7 +1052,7 @@ def adapt_multilabel(test_logits, source_marginals, pseudo_count=1.0, tol=1e-8, 
     """Estimates the target marginals of unlabelled multi-label test_logits (n, C) (sigmoid outputs of a model
     trained with marginals source_marginals (C,), each in (0, 1)) by per-label EM (em_marginals on
     sigmoid(test_logits)) and corrects the outputs to them, in one call; the multi-label counterpart of adapt.
-    pseudo_count=1 (the default, as adapt's EM) is the MAP under Beta(2, 2): a label's estimate is not driven to
+    pseudo_count=1 (the default, as the EM estimator's) is the MAP under Beta(2, 2): a label's estimate is not driven to
     0 or 1 by a few confident rows; 0 is maximum likelihood. The sigmoid of test_logits must be calibrated
     (no calibration is fitted here). Warns (RuntimeWarning) when a label's EM has not converged.
     Returns a MultilabelShiftResult."""
