@@ -7,13 +7,19 @@ evaluated labels. ECE is top-label with equal-width bins: variant 'standard' (de
 15 bins, (lo, hi] as Guo et al. 2017) or 'spec20' (spec §2.4 exactly: 20 bins, [lo, hi),
 an extra bin for confidence 1.0, eps 2.2e-16 on counts).
 paired_bootstrap compares two methods scored on the same test samples (and seeds).
+multilabel_summary scores multi-label sigmoid outputs: logits float32 (n, C) against targets (n, C) 0/1
+(uint8 or bool), per label and averaged: binary NLL, Brier, accuracy and F1 at a probability threshold
+(0.5). A per-label shift of the logits (lade.posthoc.pc_adjust_multilabel) does not change any label's
+ranking of the samples, so per-label ranking metrics (AP, mAP, AUC) are unchanged by it; the thresholded
+and calibration metrics here are the ones that show its effect.
 """
 import numpy as np
 
 from lade import _C
 
 __all__ = ["accuracy", "topk_accuracy", "predictions", "confusion_matrix", "per_class_accuracy", "shot_accuracy",
-           "ece", "reliability_diagram", "nll", "brier", "summary", "paired_bootstrap"]
+           "ece", "reliability_diagram", "nll", "brier", "summary", "paired_bootstrap",
+           "multilabel_summary"]
 
 _VARIANTS = {"standard": 0, "spec20": 1}
 
@@ -115,3 +121,19 @@ def _zero_one(x, name):
     if isinstance(x, np.ndarray) and x.ndim == 1:
         x = x.reshape(1, -1)
     return x
+
+
+def multilabel_summary(logits, targets, threshold=0.5):
+    """Multi-label metrics of sigmoid logits (n, C) float32 against targets (n, C) 0/1 (uint8 or bool).
+    Returns {'nll', 'brier', 'accuracy', 'macro_f1'} (means over the labels) and 'per_label':
+    {'nll', 'brier', 'accuracy', 'f1'}, float64 (C,) each:
+      nll       mean binary cross-entropy, softplus(z) - y z (from the logit: finite for any finite z);
+      brier     mean (sigmoid(z) - y)^2;
+      accuracy  mean [pred == y] with pred = sigmoid(z) >= threshold;
+      f1        2 TP / (2 TP + FP + FN) of pred; NaN for a label neither present nor predicted, which
+                macro_f1 (the mean of the others; NaN if none) leaves out."""
+    if isinstance(targets, np.ndarray) and targets.dtype == np.bool_:
+        targets = targets.view(np.uint8)
+    nll_, brier_, acc, f1, mean_nll, mean_brier, mean_acc, macro_f1 = _C.multilabel_metrics(logits, targets, threshold)
+    return {"nll": mean_nll, "brier": mean_brier, "accuracy": mean_acc, "macro_f1": macro_f1,
+            "per_label": {"nll": nll_, "brier": brier_, "accuracy": acc, "f1": f1}}

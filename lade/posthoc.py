@@ -7,6 +7,11 @@
     tau_normalize(W, tau)       classifier weights W[c] / ||W[c]||^tau (Kang et al. 2020)
     fit_temperature(f, y, bias=False)   temperature scaling (or bias-corrected TS) on held-out logits
 
+Multi-label (independent sigmoid outputs, one per label; marginals m[j] = P(y_j = 1), each in (0, 1)):
+    pc_adjust_multilabel(f, m_s, m_t)   per-label PC: f - logit(m_s) + logit(m_t) (m_t None = balanced, 0.5)
+    pc_sigmoid(f, m_s, m_t)             sigmoid of that: the corrected per-label probabilities
+    sigmoid(f)                          element-wise 1 / (1 + exp(-f)), without overflow for any |f|
+
 Inputs are float32 (n, C) C-contiguous arrays; `out` may be given (it may be the input).
 """
 import numpy as np
@@ -15,7 +20,7 @@ from lade import _C
 from lade.priors import as_float32
 
 __all__ = ["pc_adjust", "lade_adjust", "logit_adjust", "pc_softmax", "lade_softmax", "softmax", "tau_normalize",
-           "fit_temperature", "TemperatureScaling"]
+           "fit_temperature", "TemperatureScaling", "pc_adjust_multilabel", "pc_sigmoid", "sigmoid"]
 
 
 def _prior(prior, arg, func):
@@ -57,6 +62,27 @@ def lade_softmax(logits, target_prior=None):
     """LADE / Balanced Softmax probabilities softmax(f + log p_t)."""
     adjusted = lade_adjust(logits, target_prior)
     return softmax(adjusted, out=adjusted)
+
+
+def pc_adjust_multilabel(logits, source_marginals, target_marginals=None, out=None):
+    """Multi-label PC: per-label log-odds f - logit(m_s) + logit(m_t), logit(p) = log p - log(1 - p), for
+    sigmoid outputs whose training marginals are source_marginals (C,), each in (0, 1). target_marginals None
+    means balanced labels (0.5: only -logit(m_s) is applied)."""
+    func = "lade.posthoc.pc_adjust_multilabel"
+    return _C.pc_adjust_multilabel(logits, as_float32(source_marginals, "source_marginals", func),
+                                   _prior(target_marginals, "target_marginals", func), False, out)
+
+
+def pc_sigmoid(logits, source_marginals, target_marginals=None, out=None):
+    """Multi-label PC probabilities sigmoid(f - logit(m_s) + logit(m_t)) (see pc_adjust_multilabel)."""
+    func = "lade.posthoc.pc_sigmoid"
+    return _C.pc_sigmoid(logits, as_float32(source_marginals, "source_marginals", func),
+                         _prior(target_marginals, "target_marginals", func), True, out)
+
+
+def sigmoid(logits, out=None):
+    """Element-wise sigmoid 1 / (1 + exp(-f)) as float32, computed without overflow for any finite f."""
+    return _C.sigmoid(logits, None, None, True, out)
 
 
 def tau_normalize(weights, tau=1.0, out=None):

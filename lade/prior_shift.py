@@ -140,6 +140,13 @@ give a large A (no shift), dispersed ones (sparse or strongly shifted targets) a
 classifier's soft counts are noisier than label counts, so A errs small (too little smoothing) on weak
 models. res.smoothing_strength = A.
 
+Multi-label (independent sigmoid outputs, docs/label-shift.md "Multi-label"): every label j has a training
+marginal m_s[j] = P(y_j = 1) and an unknown target one. em_marginals runs the EM above with two classes on
+each label on its own, from calibrated sigmoid probabilities; adapt_multilabel is the one call: it estimates
+the target marginals of unlabelled test logits and returns them with the corrected probabilities
+(lade.posthoc.pc_sigmoid) in a MultilabelShiftResult. It fits no calibration: the sigmoid of test_logits
+must already be calibrated under source_marginals.
+
 Reference prior: the prior the (calibrated) posteriors embody. With calibration data it is the
 mean calibrated posterior over the calibration rows (Alexandari et al. 2020), so that EM's fixed
 point without shift is exactly "no shift" even when the posteriors are not calibrated
@@ -160,7 +167,8 @@ from lade.priors import as_float32, prior_from_labels
 __all__ = ["adapt", "estimator", "Estimator", "EM", "EmpiricalBayesEM", "TiltedEM", "AutoFamilyEM", "SelectEM",
            "LabelledEM", "BBSE", "RLLS", "Gated", "Shrunk", "PriorShiftResult", "GATE_LEVEL", "em_prior", "em_prior_eb",
            "tilted_prior", "select_prior", "sparse_cv",
-           "bbse_prior", "rlls_prior", "mean_posterior", "reweight", "shifted_test_indices"]
+           "bbse_prior", "rlls_prior", "mean_posterior", "reweight", "shifted_test_indices", "em_marginals",
+           "adapt_multilabel", "MultilabelShiftResult"]
 
 _FUNC = "lade.prior_shift.adapt"
 _REWEIGHT, _TILTED = "lade.prior_shift.reweight", "lade.prior_shift.tilted_prior"
@@ -227,6 +235,20 @@ def em_prior(probs, reference_prior, pseudo_count=0.0, tol=1e-8, max_iter=2000, 
     Returns (prior, iterations, converged, loglik)."""
     ref = as_float32(reference_prior, "reference_prior", "lade.prior_shift.em_prior")
     return _C.em_prior(probs, ref, pseudo_count=pseudo_count, tol=tol, max_iter=max_iter, accelerate=accelerate)
+
+
+def em_marginals(probs, source_marginals, pseudo_count=0.0, tol=1e-8, max_iter=2000):
+    """Per-label EM (Saerens 2002 with two classes, every label on its own) on sigmoid probabilities `probs`
+    (n, C) that embody source_marginals (C,), each in (0, 1): for each label,
+    p <- (sum_i q'_i + pseudo_count) / (n + 2 pseudo_count), q' the probability moved from the source
+    marginal to p, until p moves by less than tol (pseudo_count > 0: the MAP under Beta(1 + pseudo_count,
+    1 + pseudo_count)). Returns (marginals float32 (C,), iterations int32 (C,), converged bool (C,), loglik
+    float64 (C,)); with pseudo_count 0, 2 * loglik[j] is the likelihood-ratio statistic of "label j did not
+    shift" (chi-square, 1 dof)."""
+    source = as_float32(source_marginals, "source_marginals", "lade.prior_shift.em_marginals")
+    marginals, iterations, converged, loglik = _C.em_marginals(probs, source, pseudo_count=pseudo_count, tol=tol,
+                                                               max_iter=max_iter)
+    return marginals, iterations, converged.view(bool), loglik
 
 
 def bbse_prior(calib_probs, calib_labels, test_probs, source_prior, soft=True, ridge=0.0, cond_limit=COND_LIMIT):
@@ -1008,3 +1030,46 @@ def shifted_test_indices(test_labels, train_prior, ratio, direction, img_max=Non
     """Re-export of lade.sampling.shifted_test_indices (spec §2.3)."""
     from lade.sampling import shifted_test_indices as _impl
     return _impl(test_labels, train_prior, ratio, direction, img_max)
+
+
+# ---- multi-label ------------------------------------------------------------------------------------------
+
+_ADAPT_MULTILABEL = "lade.prior_shift.adapt_multilabel"
+
+
+@dataclass
+class MultilabelShiftResult:
+    marginals: np.ndarray          # estimated target marginals (C,), float32, each in [1e-7, 1 - 1e-7]
+    probs: np.ndarray              # the test probabilities corrected to them (n, C): pc_sigmoid
+    logits: np.ndarray             # the corrected logits (n, C): pc_adjust_multilabel, for metrics from logits
+    reference_marginals: np.ndarray  # the marginals the uncorrected sigmoid outputs embody (source_marginals)
+    iterations: np.ndarray         # EM maps per label, int32 (C,)
+    converged: np.ndarray          # per label, bool (C,)
+    loglik: np.ndarray             # per label, float64 (C,): log-likelihood ratio of the estimate against no shift
+
+
+def adapt_multilabel(test_logits, source_marginals, pseudo_count=1.0, tol=1e-8, max_iter=2000):
+    """Estimates the target marginals of unlabelled multi-label test_logits (n, C) (sigmoid outputs of a model
+    trained with marginals source_marginals (C,), each in (0, 1)) by per-label EM (em_marginals on
+    sigmoid(test_logits)) and corrects the outputs to them, in one call; the multi-label counterpart of adapt.
+    pseudo_count=1 (the default, as the EM estimator's) is the MAP under Beta(2, 2): a label's estimate is not driven to
+    0 or 1 by a few confident rows; 0 is maximum likelihood. The sigmoid of test_logits must be calibrated
+    (no calibration is fitted here). Warns (RuntimeWarning) when a label's EM has not converged.
+    Returns a MultilabelShiftResult."""
+    func = _ADAPT_MULTILABEL
+    source = as_float32(source_marginals, "source_marginals", func)
+    _C.check_multilabel_adapt(source, test_logits)
+    try:
+        probs = posthoc.sigmoid(test_logits)
+        marginals, iterations, converged, loglik = em_marginals(probs, source, pseudo_count, tol, max_iter)
+    except (ValueError, TypeError, FloatingPointError) as e:
+        raise _renamed(e, func) from None
+    if not converged.all():
+        labels = np.flatnonzero(~converged)
+        warnings.warn(f"{func}: EM did not converge in {max_iter} iterations (tol {tol:g}) for label(s) "
+                      f"{', '.join(map(str, labels[:5]))}{' ...' if labels.size > 5 else ''}", RuntimeWarning,
+                      stacklevel=2)
+    logits = posthoc.pc_adjust_multilabel(test_logits, source, marginals)
+    return MultilabelShiftResult(marginals=marginals, probs=posthoc.sigmoid(logits), logits=logits,
+                                 reference_marginals=source, iterations=iterations, converged=converged,
+                                 loglik=loglik)

@@ -3,13 +3,18 @@
 A prior is a float32 vector of positive entries summing to 1 (within 1e-3). A class
 without training samples has no finite log prior: `prior_from_counts` refuses it unless
 you pass ``eps`` (a floor in units of samples, documented and explicit).
+
+Multi-label data (an (n, C) 0/1 indicator matrix, independent sigmoid outputs) has per-label marginals
+P(y_j = 1) instead, each in the open interval (0, 1) and not summing to 1: `label_marginals` counts them;
+a label that is never or always positive has an infinite logit and is refused unless you pass
+``pseudo_count`` (add-a smoothing, (count + a) / (n + 2a)).
 """
 import numpy as np
 
 from lade import _C
 
 __all__ = ["cifar_lt_counts", "lt_profile", "class_counts", "prior_from_counts", "prior_from_labels",
-           "check_prior", "as_prior", "as_float32"]
+           "check_prior", "as_prior", "as_float32", "label_marginals"]
 
 _PROFILES = {"exp": 0, "step": 1}
 
@@ -96,3 +101,15 @@ def prior_from_counts(counts, eps=0.0):
 def prior_from_labels(labels, classes, eps=0.0):
     """The label frequencies of `labels` as a prior (see prior_from_counts for eps)."""
     return _C.prior_from_labels(labels, classes, eps)
+
+
+def label_marginals(targets, pseudo_count=0.0):
+    """Per-label marginals of a multi-label indicator matrix targets (n, C), uint8 0/1 or bool:
+    m[j] = (count_j + pseudo_count) / (n + 2 pseudo_count), float32 (C,).
+
+    pseudo_count = 0 (default): a label that is never or always positive raises ValueError naming it
+    (its marginal would be 0 or 1 and its logit infinite). pseudo_count > 0 smooths every label
+    (e.g. 0.5, Jeffreys; 1, Laplace)."""
+    if isinstance(targets, np.ndarray) and targets.dtype == np.bool_:
+        targets = targets.view(np.uint8)
+    return _C.label_marginals(targets, pseudo_count)

@@ -393,7 +393,8 @@ def test_two_outputs_sharing_memory_are_refused():
         lnn.add_backward(dout, da=both, db=both)
 
 
-@pytest.mark.parametrize("name", ["relu_forward", "add_forward", "pc_adjust", "softmax", "tau_normalize"])
+@pytest.mark.parametrize("name", ["relu_forward", "add_forward", "pc_adjust", "softmax", "tau_normalize",
+                                  "pc_adjust_multilabel", "pc_sigmoid"])
 def test_elementwise_functions_compute_in_place(name):
     """An output that is exactly an input (out=x) computes in place: these kernels
     read each element (or row) before writing it. A shifted view is still refused."""
@@ -404,7 +405,9 @@ def test_elementwise_functions_compute_in_place(name):
             "add_forward": lambda a, out: lnn.add_forward(a, a * 2, out=out),
             "pc_adjust": lambda a, out: lade.posthoc.pc_adjust(a, prior, out=out),
             "softmax": lambda a, out: lade.posthoc.softmax(a, 2.0, out=out),
-            "tau_normalize": lambda a, out: lade.posthoc.tau_normalize(a, 1.0, out=out)}[name]
+            "tau_normalize": lambda a, out: lade.posthoc.tau_normalize(a, 1.0, out=out),
+            "pc_adjust_multilabel": lambda a, out: lade.posthoc.pc_adjust_multilabel(a, prior, 1 - prior, out=out),
+            "pc_sigmoid": lambda a, out: lade.posthoc.pc_sigmoid(a, prior, out=out)}[name]
     expected = call(x.copy(), None)
     inplace = x.copy()
     assert call(inplace, inplace) is inplace

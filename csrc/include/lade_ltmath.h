@@ -97,6 +97,16 @@ LADE_API lade_status lade_class_counts(int64_t *counts, const int64_t *labels, s
 /* prior[c] = max(counts[c], eps) / sum_k max(counts[k], eps). eps = 0 makes a zero count an error
  * (LADE_EINVAL naming the class); eps > 0 is the documented floor, in units of samples. */
 LADE_API lade_status lade_prior_from_counts(float *prior, const int64_t *counts, int classes, double eps);
+/* Multi-label (independent sigmoid outputs): "marginals" are a float (labels,) vector, marginals[j] =
+ * P(y_j = 1), every entry in the open interval (0, 1) (they need not sum to anything); 0, 1 or a
+ * non-finite entry is LADE_EINVAL / LADE_ENONFINITE with a detail naming `arg` and the index.
+ * Indicator matrices ("targets") are uint8 (n, labels) of 0 and 1. */
+LADE_API lade_status lade_check_marginals(const float *marginals, int labels, const char *arg);
+/* marginals[j] = (count_j + a) / (n + 2 a), count_j the rows with targets[i,j] = 1 (a = pseudo_count,
+ * an add-a estimate: Beta(a, a) smoothing). a = 0 makes a label that is never or always positive an
+ * error (LADE_EINVAL naming it: its logit would be infinite); a > 0 is the documented smoothing. */
+LADE_API lade_status lade_label_marginals(float *marginals, const uint8_t *targets, size_t n, int labels,
+                                          double pseudo_count);
 /* Validates a prior (see the top of this header); `arg` names it in the error detail. */
 LADE_API lade_status lade_check_prior(const float *prior, int classes, const char *arg);
 /* The arrays of lade.prior_shift.adapt, checked before any work: source_prior a prior, test_logits
@@ -104,6 +114,11 @@ LADE_API lade_status lade_check_prior(const float *prior, int classes, const cha
  * calib_labels (m) in range. The detail names the argument. */
 LADE_API lade_status lade_check_adapt(const float *source_prior, const float *test_logits, int n, int classes,
                                       const float *calib_logits, const int64_t *calib_labels, int m);
+
+/* The arrays of lade.prior_shift.adapt_multilabel, checked before any work: source_marginals marginals
+ * (see lade_check_marginals), test_logits (n, labels) finite. */
+LADE_API lade_status lade_check_multilabel_adapt(const float *source_marginals, const float *test_logits, int n,
+                                                 int labels);
 
 /* ============================ sampling (sampling.c) ================================
  * Every function draws from a lade_rng seeded with lade_rng_seed(&r, seed, stream), so
@@ -174,6 +189,16 @@ LADE_API lade_status lade_tau_normalize(float *out, const float *weights, int ro
  * bias, the final NLL in *nll. Cost O(n C^2) per iteration with bias. */
 LADE_API lade_status lade_fit_temperature(double *temperature, double *bias, double *nll, const float *logits,
                                           const int64_t *labels, int n, int classes, int max_iter);
+
+/* Multi-label prior correction, label by label (the per-label PC Softmax): with logit(p) = log p - log(1 - p),
+ *   out[i,j] = z[i,j] - logit(source_marginals[j]) + logit(target_marginals[j]).
+ * A NULL marginal vector skips its term (the balanced marginal 0.5, whose logit is 0): target NULL
+ * corrects to balanced labels. probabilities != 0: out = sigmoid of that instead, 1 / (1 + e^-t) for
+ * t >= 0 and e^t / (1 + e^t) below (no overflow for any finite t). Computed in double, rounded once.
+ * out may equal logits. */
+LADE_API lade_status lade_adjust_logodds(float *out, const float *logits, int n, int labels,
+                                         const float *source_marginals, const float *target_marginals,
+                                         int probabilities);
 
 /* ============================ decoupled second stage (decoupled.c) ================
  * Kang et al. (ICLR 2020) on saved penultimate features (n, dim) float32 and labels (n,):
@@ -262,6 +287,18 @@ LADE_API lade_status lade_reliability(double *ece, double *conf_mean, double *ac
 /* NLL = mean -log(clip(p_y, 1e-15, 1)); Brier = mean (sum_c p_c^2 - 2 p_y + 1). */
 LADE_API lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const int64_t *labels,
                                     int n, int classes);
+
+/* Multi-label metrics of logits (n, labels) (sigmoid outputs) against targets (n, labels) 0/1, per label j:
+ *   nll[j]      = mean_i softplus(z) - y z (binary cross-entropy from the logit, finite for any finite z);
+ *   brier[j]    = mean_i (sigmoid(z) - y)^2;
+ *   accuracy[j] = mean_i [pred == y], pred = sigmoid(z) >= threshold (z >= logit(threshold));
+ *   f1[j]       = 2 TP / (2 TP + FP + FN) of pred, NaN when the label is neither present nor predicted.
+ * mean[4] = (mean nll, mean Brier, mean accuracy, macro-F1 = mean of the f1 that are not NaN, NaN if none).
+ * threshold in (0, 1). A per-label shift of the logits leaves each label's ranking (AP, AUC) unchanged:
+ * it moves only thresholded and calibration metrics. */
+LADE_API lade_status lade_multilabel_metrics(double *nll, double *brier, double *accuracy, double *f1, double *mean,
+                                             const float *logits, const uint8_t *targets, int n, int labels,
+                                             double threshold);
 
 /* Paired bootstrap of a difference in accuracy. correct_a and correct_b (models, n) hold 0/1: whether
  * methods a and b got test sample i right, for `models` independently trained models each (seeds).
@@ -447,6 +484,21 @@ LADE_API lade_status lade_select_prior(float *target_prior, int *kind, int *supp
 LADE_API lade_status lade_sparse_cv(double *scores, const float *source_probs, int n, int classes,
                                     const float *source_prior, double pseudo_count, double noise, int folds,
                                     uint64_t seed, double tol, int max_iter);
+/* Per-label EM for multi-label outputs (Saerens et al. 2002 with two classes, run for every label on its
+ * own): probs (n, labels) are calibrated sigmoid probabilities q[i,j] = P(y_j = 1 | x_i) of unlabelled
+ * target rows under source_marginals. For each label, from p = source_marginals[j] (r1 = p / p_s,
+ * r0 = (1 - p) / (1 - p_s)):
+ *   p <- (sum_i r1 q / (r1 q + r0 (1 - q)) + a) / (n + 2 a)
+ * (a = pseudo_count: 0 maximum likelihood, > 0 the MAP under Beta(1 + a, 1 + a)), each iterate clamped
+ * to [1e-7, 1 - 1e-7] (so its logit is finite in float), until it moves by less than tol or max_iter
+ * maps. Writes target_marginals, per label iterations[j], converged[j] (0/1) and
+ * loglik[j] = sum_i log(r1 q + r0 (1 - q)) at the estimate (0 at p = p_s; with a = 0, 2 loglik[j] is
+ * the likelihood-ratio statistic of "no shift of label j", chi-square with 1 dof). Labels are
+ * independent: the result does not depend on the thread count. */
+LADE_API lade_status lade_em_marginals(float *target_marginals, int32_t *iterations, uint8_t *converged,
+                                       double *loglik, const float *probs, int n, int labels,
+                                       const float *source_marginals, double pseudo_count, double tol,
+                                       int max_iter);
 /* Upper tail of the chi-square distribution with dof degrees of freedom at x. */
 LADE_API lade_status lade_chi2_sf(double *p_value, double x, double dof);
 

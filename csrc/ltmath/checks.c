@@ -94,3 +94,36 @@ lade_status lade_check_adapt(const float *source_prior, const float *test_logits
     if (!st && calib_labels) st = lt_check_labels(calib_labels, (size_t)m, classes, "calib_labels");
     return st;
 }
+
+lade_status lade_check_marginals(const float *marginals, int labels, const char *arg) {
+    if (labels < 1) return lade_fail(LADE_EINVAL, "argument '%s' must have labels >= 1, got %d", arg, labels);
+    for (int j = 0; j < labels; j++) {
+        if (!isfinite(marginals[j]))
+            return lade_fail(LADE_ENONFINITE, "argument '%s': %s[%d] = %g is not finite", arg, arg, j,
+                             (double)marginals[j]);
+        if (!(marginals[j] > 0 && marginals[j] < 1))
+            return lade_fail(LADE_EINVAL,
+                             "argument '%s': %s[%d] = %g, every label's marginal must lie in the open interval "
+                             "(0, 1) (its logit is infinite at 0 and 1; a label never or always positive in the "
+                             "training data needs smoothing, e.g. label_marginals(..., pseudo_count=...))",
+                             arg, arg, j, (double)marginals[j]);
+    }
+    return LADE_OK;
+}
+
+lade_status lt_check_indicators(const uint8_t *targets, size_t n, int labels, const char *arg) {
+    if (n < 1 || labels < 1)
+        return lade_fail(LADE_EINVAL, "argument '%s' must have n >= 1 rows and labels >= 1, got n=%zu labels=%d",
+                         arg, n, labels);
+    for (size_t k = 0; k < n * (size_t)labels; k++)
+        if (targets[k] > 1)
+            return lade_fail(LADE_EINVAL, "argument '%s' must hold 0 or 1, got %d at [%zu, %zu]", arg,
+                             (int)targets[k], k / (size_t)labels, k % (size_t)labels);
+    return LADE_OK;
+}
+
+lade_status lade_check_multilabel_adapt(const float *source_marginals, const float *test_logits, int n,
+                                        int labels) {
+    lade_status st = lade_check_marginals(source_marginals, labels, "source_marginals");
+    return st ? st : lt_check_logits(test_logits, (size_t)n, labels, "test_logits");
+}

@@ -14,4 +14,6 @@ lade_status lt_check_labels(const int64_t *labels, size_t n, int classes, const 
 lade_status lt_check_nonnegative(double value, const char *arg);
 /* lt_check_logits, and every value in [0, 1]. */
 lade_status lt_check_probs(const float *probs, size_t n, int classes, const char *arg);
+/* A 0/1 indicator matrix (n, labels) with n, labels >= 1 (multi-label targets). */
+lade_status lt_check_indicators(const uint8_t *targets, size_t n, int labels, const char *arg);
 #endif

@@ -169,6 +169,50 @@ lade_status lade_nll_brier(double *nll, double *brier, const float *probs, const
     return LADE_OK;
 }
 
+/* ---- multi-label (sigmoid outputs) -------------------------------------------------------- */
+lade_status lade_multilabel_metrics(double *nll, double *brier, double *accuracy, double *f1, double *mean,
+                                    const float *logits, const uint8_t *targets, int n, int labels, double threshold) {
+    lade_status st = lt_check_logits(logits, (size_t)n, labels, "logits");
+    if (st || (st = lt_check_indicators(targets, (size_t)n, labels, "targets"))) return st;
+    if (!(threshold > 0 && threshold < 1))
+        return lade_fail(LADE_EINVAL, "argument 'threshold' must lie in the open interval (0, 1), got %g", threshold);
+    int64_t *counts = lade_alloc(3 * (size_t)labels * sizeof *counts); /* TP, FP, FN */
+    if (!counts) return lade_fail(LADE_ENOMEM, "no memory for %d labels", labels);
+    memset(counts, 0, 3 * (size_t)labels * sizeof *counts);
+    int64_t *tp = counts, *fp = tp + labels, *fn = fp + labels;
+    const double cut = log(threshold) - log1p(-threshold); /* sigmoid(z) >= threshold  <=>  z >= cut */
+    for (int c = 0; c < labels; c++) nll[c] = brier[c] = accuracy[c] = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * labels;
+        const uint8_t *y = targets + (size_t)i * labels;
+        for (int c = 0; c < labels; c++) {
+            double t = z[c], e = exp(-fabs(t));
+            /* softplus(t) - y t = max(t, 0) - y t + log(1 + e^-|t|) */
+            nll[c] += (t > 0 ? t : 0) - y[c] * t + log1p(e);
+            double p = t >= 0 ? 1 / (1 + e) : e / (1 + e);
+            brier[c] += (p - y[c]) * (p - y[c]);
+            int pred = t >= cut;
+            accuracy[c] += pred == y[c];
+            tp[c] += pred && y[c];
+            fp[c] += pred && !y[c];
+            fn[c] += !pred && y[c];
+        }
+    }
+    double sums[3] = {0, 0, 0}, f1_sum = 0;
+    int defined = 0;
+    for (int c = 0; c < labels; c++) {
+        nll[c] /= n, brier[c] /= n, accuracy[c] /= n;
+        sums[0] += nll[c], sums[1] += brier[c], sums[2] += accuracy[c];
+        int64_t denominator = 2 * tp[c] + fp[c] + fn[c];
+        f1[c] = denominator ? 2.0 * tp[c] / denominator : NAN;
+        if (denominator) f1_sum += f1[c], defined++;
+    }
+    for (int k = 0; k < 3; k++) mean[k] = sums[k] / labels;
+    mean[3] = defined ? f1_sum / defined : NAN;
+    lade_free(counts);
+    return LADE_OK;
+}
+
 /* ---- paired bootstrap of an accuracy difference ------------------------------------------ */
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

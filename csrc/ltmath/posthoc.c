@@ -61,6 +61,52 @@ lade_status lade_adjust_logits(float *out, const float *logits, int n, int class
     return LADE_OK;
 }
 
+/* ---- multi-label: per-label log-odds shift and sigmoid ------------------------------ */
+typedef struct {
+    float *out;
+    const float *logits;
+    const double *offset; /* (labels) -logit(p_s) + logit(p_t) */
+    int labels, probabilities;
+} logodds_job;
+
+static double logit(double p) { return log(p) - log1p(-p); }
+
+/* sigmoid(t) without overflow: exp of a non-positive number only */
+static double stable_sigmoid(double t) {
+    if (t >= 0) return 1.0 / (1.0 + exp(-t));
+    double e = exp(t);
+    return e / (1.0 + e);
+}
+
+static void logodds_rows(void *ctx, size_t begin, size_t end) {
+    const logodds_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        const float *z = j->logits + i * j->labels;
+        float *o = j->out + i * j->labels;
+        for (int c = 0; c < j->labels; c++) {
+            double t = (double)z[c] + j->offset[c];
+            o[c] = (float)(j->probabilities ? stable_sigmoid(t) : t);
+        }
+    }
+}
+
+lade_status lade_adjust_logodds(float *out, const float *logits, int n, int labels, const float *source_marginals,
+                                const float *target_marginals, int probabilities) {
+    lade_status st = lt_check_logits(logits, (size_t)n, labels, "logits");
+    if (st) return st;
+    if (source_marginals && (st = lade_check_marginals(source_marginals, labels, "source_marginals"))) return st;
+    if (target_marginals && (st = lade_check_marginals(target_marginals, labels, "target_marginals"))) return st;
+    double *offset = lade_alloc((size_t)labels * sizeof(double));
+    if (!offset) return lade_fail(LADE_ENOMEM, "no memory for %d labels", labels);
+    for (int c = 0; c < labels; c++)
+        offset[c] = (source_marginals ? -logit(source_marginals[c]) : 0) +
+                    (target_marginals ? logit(target_marginals[c]) : 0);
+    logodds_job job = {out, logits, offset, labels, probabilities != 0};
+    for_rows((size_t)n, (size_t)labels, logodds_rows, &job);
+    lade_free(offset);
+    return LADE_OK;
+}
+
 /* Compiled for AVX2 as well as the baseline, the wider one picked at load time: the same
  * operations in the same order (no FMA contraction in ISO C mode), so the same result. */
 __attribute__((target_clones("avx2", "default")))

@@ -1392,3 +1392,94 @@ done:
     lade_free(ratio);
     return st;
 }
+
+/* ---- multi-label: per-label binary EM ------------------------------------------------ */
+/* Each iterate is kept in [MARGINAL_FLOOR, 1 - MARGINAL_FLOOR]: both weights r1, r0 stay > 0 (no 0 / 0
+ * in the E step) and the estimate rounds to a float strictly inside (0, 1), so its logit is finite. */
+#define MARGINAL_FLOOR 1e-7
+
+typedef struct {
+    const float *probs, *source;
+    float *target;
+    int32_t *iterations;
+    uint8_t *converged;
+    double *loglik;
+    double *scratch; /* 4 doubles per label: estimate, r1, r0, sum */
+    int n, labels, max_iter;
+    double pseudo, tol;
+} em_marginals_job;
+
+static double clamp_marginal(double p) {
+    return p < MARGINAL_FLOOR ? MARGINAL_FLOOR : p > 1 - MARGINAL_FLOOR ? 1 - MARGINAL_FLOOR : p;
+}
+
+/* Labels [begin, end): every pass over the rows updates the labels of the range that have not yet
+ * converged. A label's numbers (its sums in row order) do not depend on the others or on the range. */
+static void em_marginals_labels(void *ctx, size_t begin, size_t end) {
+    const em_marginals_job *j = ctx;
+    const int L = j->labels;
+    double *p = j->scratch, *r1 = p + L, *r0 = r1 + L, *sum = r0 + L;
+    for (size_t c = begin; c < end; c++) {
+        p[c] = j->source[c];
+        j->iterations[c] = 0;
+        j->converged[c] = 0;
+    }
+    for (int it = 0; it < j->max_iter; it++) {
+        int active = 0;
+        for (size_t c = begin; c < end; c++) {
+            if (j->converged[c]) continue;
+            active = 1;
+            r1[c] = p[c] / j->source[c];
+            r0[c] = (1 - p[c]) / (1 - j->source[c]);
+            sum[c] = 0;
+        }
+        if (!active) break;
+        for (int i = 0; i < j->n; i++) {
+            const float *q = j->probs + (size_t)i * L;
+            for (size_t c = begin; c < end; c++) {
+                if (j->converged[c]) continue;
+                double a = r1[c] * q[c];
+                sum[c] += a / (a + r0[c] * (1 - q[c]));
+            }
+        }
+        for (size_t c = begin; c < end; c++) {
+            if (j->converged[c]) continue;
+            double next = clamp_marginal((sum[c] + j->pseudo) / (j->n + 2 * j->pseudo));
+            j->converged[c] = fabs(next - p[c]) < j->tol;
+            p[c] = next;
+            j->iterations[c] = it + 1;
+        }
+    }
+    for (size_t c = begin; c < end; c++) {
+        r1[c] = p[c] / j->source[c];
+        r0[c] = (1 - p[c]) / (1 - j->source[c]);
+        sum[c] = 0;
+        j->target[c] = (float)p[c];
+    }
+    for (int i = 0; i < j->n; i++) {
+        const float *q = j->probs + (size_t)i * L;
+        for (size_t c = begin; c < end; c++) sum[c] += log(r1[c] * q[c] + r0[c] * (1 - q[c]));
+    }
+    for (size_t c = begin; c < end; c++) j->loglik[c] = sum[c];
+}
+
+lade_status lade_em_marginals(float *target_marginals, int32_t *iterations, uint8_t *converged, double *loglik,
+                              const float *probs, int n, int labels, const float *source_marginals,
+                              double pseudo_count, double tol, int max_iter) {
+    lade_status st = lt_check_probs(probs, (size_t)n, labels, "probs");
+    if (st || (st = lade_check_marginals(source_marginals, labels, "source_marginals"))) return st;
+    if (!(pseudo_count >= 0) || !isfinite(pseudo_count))
+        return lade_fail(LADE_EINVAL, "argument 'pseudo_count' must be finite and >= 0, got %g", pseudo_count);
+    if (!(tol > 0)) return lade_fail(LADE_EINVAL, "argument 'tol' must be > 0, got %g", tol);
+    if (max_iter < 1) return lade_fail(LADE_EINVAL, "argument 'max_iter' must be >= 1, got %d", max_iter);
+    double *scratch = lade_alloc(4 * (size_t)labels * sizeof(double));
+    if (!scratch) return lade_fail(LADE_ENOMEM, "no memory for %d labels", labels);
+    em_marginals_job job = {probs, source_marginals, target_marginals, iterations, converged, loglik, scratch,
+                            n, labels, max_iter, pseudo_count, tol};
+    if ((size_t)n * labels >= 65536 && labels > 1)
+        lade_parallel_for((size_t)labels, em_marginals_labels, &job);
+    else
+        em_marginals_labels(&job, 0, (size_t)labels);
+    lade_free(scratch);
+    return LADE_OK;
+}

@@ -46,3 +46,32 @@ lade_status lade_prior_from_counts(float *prior, const int64_t *counts, int clas
     for (int c = 0; c < classes; c++) prior[c] = (float)((counts[c] > eps ? (double)counts[c] : eps) / total);
     return LADE_OK;
 }
+
+lade_status lade_label_marginals(float *marginals, const uint8_t *targets, size_t n, int labels,
+                                 double pseudo_count) {
+    lade_status st = lt_check_indicators(targets, n, labels, "targets");
+    if (st) return st;
+    if (!(pseudo_count >= 0) || !isfinite(pseudo_count))
+        return lade_fail(LADE_EINVAL, "argument 'pseudo_count' must be finite and >= 0, got %g", pseudo_count);
+    int64_t *count = lade_alloc((size_t)labels * sizeof *count);
+    if (!count) return lade_fail(LADE_ENOMEM, "no memory for %d labels", labels);
+    memset(count, 0, (size_t)labels * sizeof *count);
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < labels; j++) count[j] += targets[i * (size_t)labels + j];
+    for (int j = 0; j < labels && pseudo_count == 0; j++)
+        if (count[j] == 0 || count[j] == (int64_t)n) {
+            st = lade_fail(LADE_EINVAL,
+                           "argument 'targets': label %d is %s positive (%lld of %zu rows), so its marginal would "
+                           "be %d and its logit infinite; pass pseudo_count > 0 to smooth it", j,
+                           count[j] ? "always" : "never", (long long)count[j], n, count[j] ? 1 : 0);
+            break;
+        }
+    for (int j = 0; j < labels && !st; j++) {
+        marginals[j] = (float)((count[j] + pseudo_count) / ((double)n + 2 * pseudo_count));
+        if (!(marginals[j] > 0 && marginals[j] < 1)) /* a pseudo count too small for float */
+            st = lade_fail(LADE_EINVAL, "argument 'pseudo_count' = %g is too small: label %d's smoothed marginal "
+                           "rounds to %g in float32", pseudo_count, j, (double)marginals[j]);
+    }
+    lade_free(count);
+    return st;
+}
