@@ -178,6 +178,26 @@ def test_em_without_shift_stays_near_the_source():
     assert np.all(2 * loglik < 15)  # the 1-dof likelihood-ratio statistic: far below 15 (p = 1e-4) without shift
 
 
+def test_em_gives_the_same_bits_on_one_thread_and_two():
+    """Above 65,536 values the labels are split across the thread pool; each label is its own EM, so the
+    result must not depend on the thread count."""
+    import lade
+    g = np.random.default_rng(3)
+    probs = posthoc.sigmoid((g.normal(size=(5000, 40)) * 3).astype(np.float32))
+    source = g.uniform(0.05, 0.6, 40).astype(np.float32)
+    before = lade.get_num_threads()
+    try:
+        lade.set_num_threads(1)
+        one = prior_shift.em_marginals(probs, source)
+        lade.set_num_threads(2)
+        two = prior_shift.em_marginals(probs, source)
+    finally:
+        lade.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    assert one[2].all()
+
+
 def test_adapt_multilabel_warns_when_a_label_has_not_converged():
     z, _ = gaussian_data(500, PT, MU, PS, seed=4)
     with pytest.warns(RuntimeWarning, match="lade.prior_shift.adapt_multilabel: EM did not converge"):
