@@ -325,3 +325,16 @@ def test_the_causal_norm_row_is_set_against_the_papers_uniform_number():
         ["CIFAR-100-LT", "50", "PC Causal Norm", "50.00", "1", "48.08", "+1.92"]]
     text = results_doc.against_paper([result], "cifar100", 50)
     assert "| PC Causal Norm | 50.00 | 48.08 | +1.92 |" in text and "| Causal Norm | 50.00 | 48.08 | +1.92 |" in text
+
+
+def test_a_note_of_every_shifted_test_is_one_line_in_the_results():
+    """A fallback note repeated for all eleven shifted tests reads once ('on every shifted test'); one that
+    concerns some of them names those; docs/results.md shows an entry's notes under its shifted tests."""
+    from lade.app import report_text
+    notes = [f"{s} BBSE: fell back" for s in evaluation.SETTING_NAMES] + ["F50 EM: x", "B50 EM: x"]
+    assert report_text.grouped_notes(notes) == ["BBSE on every shifted test: fell back", "EM on F50, B50: x"]
+    docs = results_doc.render_results(ZOO)
+    for e in json.loads((ZOO / "index.json").read_text())["entries"]:
+        section = docs.split(f"### {e['name']}\n", 1)[1].split("\n### ", 1)[0]
+        stored = json.loads((ZOO / e["name"] / "results.json").read_text())["notes"]
+        assert ("Notes on the shifted tests:" in section) == bool(stored)

@@ -68,7 +68,7 @@ def markdown(results, title, figures, summary=None):
     parts += ["## Prior estimation error (L1 distance between estimated and true p_t)", "",
               table(["method", "estimator"] + SETTING_NAMES, err_rows), ""]
     parts += estimated_prior_markdown(results)
-    notes = [f"- {r['name']}: {n}" for r in results for n in _grouped(r["notes"])]
+    notes = [f"- {r['name']}: {n}" for r in results for n in grouped_notes(r["notes"])]
     if notes:
         parts += ["Notes:", ""] + notes + [""]
     parts += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
@@ -114,7 +114,7 @@ def estimated_prior_markdown(results):
                   "default estimator and the two baselines its goals compare with (docs/label-shift.md).", ""]
         for r in suites:
             parts += [f"{r['method']}:", "", suite_table(r["estimated_prior"]["suite"])]
-    notes = [f"- {r['name']}: {n}" for r in ready for n in _grouped(r["estimated_prior"]["notes"])]
+    notes = [f"- {r['name']}: {n}" for r in ready for n in grouped_notes(r["estimated_prior"]["notes"])]
     if notes:
         parts += ["Notes on the estimated-prior table:", ""] + notes + [""]
     return parts
@@ -151,16 +151,20 @@ def suite_table(suite):
     return "\n".join(lines) + "\n"
 
 
-def _grouped(notes):
-    """'F50 EM: x', 'F25 EM: x' -> 'EM on F50, F25: x' (one line per distinct message)."""
+def grouped_notes(notes):
+    """'F50 EM: x', 'F25 EM: x' -> 'EM on F50, F25: x', one line per distinct message; a message of
+    every shifted test reads 'EM on every shifted test: x'."""
     by_text = {}
     for note in notes:
         where, _, text = note.partition(": ")
         setting, _, method = where.partition(" ")
         key = (method, text)
         by_text.setdefault(key, []).append(setting)
-    return [f"{method + ' on ' if method else ''}{', '.join(settings)}: {text}"
-            for (method, text), settings in by_text.items()]
+    lines = []
+    for (method, text), settings in by_text.items():
+        where = "every shifted test" if sorted(settings) == sorted(SETTING_NAMES) else ", ".join(settings)
+        lines.append(f"{method + ' on ' if method else ''}{where}: {text}")
+    return lines
 
 
 def summary_rows(results):

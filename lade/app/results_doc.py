@@ -131,6 +131,9 @@ def _entry_section(e, r):
                                 "Brier"], report_text.uniform_rows([r])), "",
              "Shifted tests (top-1 %):", "",
              report_text.table(["method", "p_t"] + evaluation.SETTING_NAMES, report_text.shift_rows([r])), ""]
+    notes = report_text.grouped_notes(r["notes"])  # why a row's estimate fell back, once per message
+    if notes:
+        lines += ["Notes on the shifted tests:", ""] + [f"- {n}" for n in notes] + [""]
     estimated = report_text.estimated_prior_markdown([r])
     if estimated:
         lines += [line.replace("## Estimated target prior", "Estimated target prior") for line in estimated]
